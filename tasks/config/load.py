@@ -1,0 +1,146 @@
+"""Load ``params.yaml`` into the typed :class:`Config`, once, at the edge (rule 2).
+
+Unknown keys and bad values fail with a :class:`ConfigError` that names the key, says what is
+allowed, and suggests the closest key for typos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from tasks.config.schema import Config
+
+T = typing.TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is not valid; the message says which and what to do."""
+
+
+def load_config(path: str | os.PathLike = "params.yaml") -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the project root, or compose it with `dvc exp run`")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    cfg = from_dict(Config, raw)
+    check(cfg)
+    return cfg
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and ill-typed values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {fl.name: fl for fl in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {where}{close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {where}{key}{hint}; allowed keys here: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _bad(where: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"config key {where}: {value!r} is not valid; expected {expected}")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"config key {where}: {value!r} is not allowed; allowed values: {', '.join(map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, f"{where}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(where, value, "a list")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(where, value, "a mapping")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(where, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(where, value, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _bad(where, value, "a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def _require(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key}: {msg}")
+
+
+def check(cfg: Config) -> None:
+    """Cross-field and range checks the types cannot express."""
+    m = cfg.model
+    _require(len(m.input.shape) == 3 and all(d > 0 for d in m.input.shape), "model.input.shape",
+             f"{m.input.shape} must be [C, H, W] with positive sizes")
+    channels = m.input.shape[0]
+    for key in ("mean", "std"):
+        vals = getattr(m.input, key)
+        _require(len(vals) in (1, channels), f"model.input.{key}", f"needs 1 or {channels} values, got {len(vals)}")
+    _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
+    _require((m.input.channel_order == "gray") == (channels == 1), "model.input.channel_order",
+             f"{m.input.channel_order!r} does not fit {channels} input channel(s)")
+    if m.input.resize is not None:
+        _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
+    _require(bool(m.outputs), "model.outputs", "name at least one output")
+    _require(m.scores_output in m.outputs, "model.scores_output",
+             f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}")
+    if m.format == "state_dict":
+        _require(bool(m.arch), "model.arch", "format=state_dict needs the model class (registered name or 'module:Class')")
+    for split in ("calib", "eval"):
+        s = getattr(cfg.data, split)
+        if s.source != "loader":
+            _require(bool(s.path), f"data.{split}.path", f"source={s.source} needs a path")
+        if s.limit is not None:
+            _require(s.limit > 0, f"data.{split}.limit", "must be > 0 or null")
+    _require(cfg.data.batch_size > 0, "data.batch_size", "must be > 0")
+    _require(cfg.export.opset >= 13, "export.opset", f"{cfg.export.opset} is too old; use 13 or newer (18 is the default)")
+    for name, tol in [("parity", cfg.parity), *((f"parity.outputs.{k}", v) for k, v in cfg.parity.outputs.items())]:
+        _require(tol.atol >= 0 and tol.rtol >= 0, name, "atol and rtol must be >= 0")
+    for out in cfg.parity.outputs:
+        _require(out in m.outputs, f"parity.outputs.{out}", f"not a model output; allowed values: {', '.join(m.outputs)}")
+    _require(cfg.parity.batch_size > 1, "parity.batch_size", "must be > 1 (batch 1 is checked separately)")
+    _require(bool(cfg.build.targets), "build.targets", "list at least one target")
+    for t in cfg.build.targets:
+        _require(t in cfg.target, "build.targets", f"{t!r} is not defined; defined targets: {', '.join(cfg.target)}")
+    _require(bool(cfg.build.precisions), "build.precisions", "list at least one precision")
+    _require(len(set(cfg.build.precisions)) == len(cfg.build.precisions), "build.precisions", "has duplicates")
+    _require(bool(cfg.bench.batch_sizes) and min(cfg.bench.batch_sizes) > 0, "bench.batch_sizes", "must be positive")
+    _require(cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
+             "bench", "min_iterations must be > 0 and durations >= 0")
+    _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of top-1)")

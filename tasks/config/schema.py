@@ -1,0 +1,145 @@
+"""The configuration schema. One dataclass per config group (``conf/<group>/``), named like the
+group (capitalised), its ``params.yaml`` section and its ``dvc.yaml`` params entry (rule 3).
+
+Every field has a default and a one-line doc (``metadata["doc"]``); ``python -m tasks.config``
+prints the reference that the README embeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+Precision = Literal["fp32", "fp16"]
+
+
+def f(default: Any, doc: str) -> Any:
+    """A dataclass field with a default (copied if mutable) and a one-line doc."""
+    if isinstance(default, (list, dict)) or hasattr(default, "__dataclass_fields__"):
+        import copy
+
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class InputSpec:
+    name: str = f("input", "name of the model's (single) image input in the ONNX graph")
+    shape: list[int] = f([1, 28, 28], "one sample's shape, channels first: [C, H, W] (batch excluded)")
+    dtype: Literal["float32"] = f("float32", "input dtype fed to the model")
+    channel_order: Literal["rgb", "bgr", "gray"] = f("gray", "channel order the model expects")
+    resize: Optional[list[int]] = f(None, "[H, W] images are resized to; null = shape's H, W")
+    scale: float = f(1 / 255, "pixel values (0..255) are multiplied by this before mean/std")
+    mean: list[float] = f([0.1307], "per-channel mean subtracted after scaling")
+    std: list[float] = f([0.3081], "per-channel std divided by after mean subtraction")
+    dynamic_batch: bool = f(True, "export with a dynamic batch axis (verified after export)")
+
+
+@dataclass
+class Model:
+    format: Literal["state_dict", "torchscript", "pt2", "onnx"] = f(
+        "state_dict", "checkpoint format: state_dict + arch, TorchScript, torch.export .pt2, or ONNX")
+    checkpoint: str = f("artifacts/prepare/model.pt", "path of the trained checkpoint")
+    arch: Optional[str] = f("mnist_cnn", "model class for format=state_dict: a registered name or 'module:Class'")
+    arch_kwargs: dict[str, Any] = f({}, "keyword arguments for the model class")
+    trust_checkpoint: bool = f(False, "allow full pickle loading (weights_only=False); only for files you trust")
+    input: InputSpec = f(InputSpec(), "input specification")
+    outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
+    scores_output: str = f("logits", "which output holds the class scores (one of outputs)")
+
+
+@dataclass
+class SplitSource:
+    source: Literal["loader", "imagefolder", "npz"] = f("loader", "where the split comes from")
+    path: Optional[str] = f(None, "image folder (one subfolder per class) or .npz with x/y (source != loader)")
+    limit: Optional[int] = f(None, "use at most this many samples (a seeded random subset); null = all")
+
+
+@dataclass
+class Data:
+    loader: str = f("mnist_digits", "registered data loader (used by splits with source=loader)")
+    seed: int = f(0, "seed for shuffling and subsetting")
+    calib: SplitSource = f(SplitSource(limit=500), "calibration split (disjoint from eval)")
+    eval: SplitSource = f(SplitSource(), "evaluation split")
+    batch_size: int = f(64, "batch size used when streaming splits")
+
+
+@dataclass
+class Prepare:
+    train: Optional[str] = f("mnist_cnn", "registered example trainer writing model.checkpoint; null = bring your own")
+    epochs: int = f(8, "training epochs (example trainer)")
+    batch_size: int = f(64, "training batch size (example trainer)")
+    lr: float = f(3e-3, "learning rate (example trainer)")
+    seed: int = f(0, "training seed (example trainer)")
+
+
+@dataclass
+class Export:
+    exporter: Literal["dynamo", "torchscript"] = f("dynamo", "torch.onnx exporter tried first")
+    fallback: bool = f(True, "fall back to the TorchScript exporter when dynamo fails (reported in metrics)")
+    opset: int = f(18, "ONNX opset version")
+    simplify: bool = f(True, "simplify with onnxsim")
+
+
+@dataclass
+class Tolerance:
+    atol: float = f(1e-4, "max allowed |onnx - torch| per element")
+    rtol: float = f(0.0, "extra allowance relative to |torch| per element (numpy.isclose semantics)")
+
+
+@dataclass
+class Parity:
+    atol: float = f(1e-4, "default absolute tolerance for every output")
+    rtol: float = f(0.0, "default relative tolerance for every output")
+    outputs: dict[str, Tolerance] = f({}, "per-output tolerance overrides, by output name")
+    batch_size: int = f(32, "batch size of the batched comparison (> 1)")
+    batch1_samples: int = f(16, "samples also compared one at a time (batch 1)")
+
+
+@dataclass
+class Build:
+    targets: list[str] = f(["local"], "targets to build for (names defined under target)")
+    precisions: list[Precision] = f(["fp32", "fp16"], "precisions to build")
+    fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
+
+
+@dataclass
+class Target:
+    transport: Literal["local"] = f("local", "how the device is reached (ssh comes with the devices issue)")
+    runtime: Literal["onnxruntime"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
+    threads: Optional[int] = f(None, "intra-op threads for the runtime; null = runtime default")
+
+
+@dataclass
+class Bench:
+    batch_sizes: list[int] = f([1, 32], "batch sizes to measure")
+    warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
+    min_duration_s: float = f(3.0, "measure at least this long, seconds")
+    min_iterations: int = f(10, "and at least this many iterations")
+    max_cv: float = f(0.025, "warn when latency drifts: CV of the medians of 10 windows above this")
+    torch_baseline: bool = f(True, "also measure PyTorch eager on the same host and inputs")
+
+
+@dataclass
+class Eval:
+    max_drop: float = f(1.0, "reject a precision whose top-1 drops more than this many points vs PyTorch FP32")
+    batch_size: int = f(64, "evaluation batch size")
+
+
+@dataclass
+class Report:
+    experiment: str = f("edgeforge", "MLflow experiment name")
+    tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
+
+
+@dataclass
+class Config:
+    model: Model = f(Model(), "the model to deploy")
+    data: Data = f(Data(), "calibration and evaluation data")
+    prepare: Prepare = f(Prepare(), "bundled example preparation")
+    export: Export = f(Export(), "PyTorch -> ONNX export")
+    parity: Parity = f(Parity(), "ONNX vs PyTorch numerical check")
+    build: Build = f(Build(), "build matrix")
+    target: dict[str, Target] = f({"local": Target()}, "target definitions, by name")
+    bench: Bench = f(Bench(), "latency benchmark")
+    eval: Eval = f(Eval(), "accuracy evaluation")
+    report: Report = f(Report(), "tracking and summary")

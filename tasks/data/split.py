@@ -1,0 +1,37 @@
+"""Prepared splits on disk: ``<dir>/x.npy`` (float32 NCHW, model-ready) and ``<dir>/y.npy``
+(int64 labels), memory-mapped so that stages stream batches instead of loading everything."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from tasks.data.sources import DataError
+
+
+class Split:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            self.x = np.load(self.root / "x.npy", mmap_mode="r")
+            self.y = np.load(self.root / "y.npy", mmap_mode="r")
+        except FileNotFoundError as e:
+            raise DataError(f"{self.root}: prepared split missing ({e.filename}); run `dvc repro prepare`") from e
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(x, y)`` batches: float32 ``(B, C, H, W)``, int64 ``(B,)``."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            yield np.ascontiguousarray(self.x[i:j]), np.asarray(self.y[i:j])
+
+
+def save_split(root: str | Path, x: np.ndarray, y: np.ndarray) -> None:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "x.npy", x.astype(np.float32, copy=False))
+    np.save(root / "y.npy", y.astype(np.int64, copy=False))

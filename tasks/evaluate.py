@@ -1,0 +1,64 @@
+"""Stage ``evaluate@<target>-<precision>``: top-1 of the built artifact on the eval split,
+against the PyTorch FP32 reference outputs that ``parity`` saved. A drop above
+``eval.max_drop`` points marks the precision rejected (the stage itself succeeds: the verdict
+is a result). Output: ``metrics/evaluate/<key>.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tasks import stage
+from tasks.config import Config
+from tasks.data.split import Split
+from tasks.io import write_json
+from tasks.metrics.accuracy import agreement, top1
+from tasks.runtimes import get_runtime
+
+
+def metrics_path(key: str) -> Path:
+    return stage.METRICS / "evaluate" / f"{key}.json"
+
+
+def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path) -> dict:
+    target = cfg.target[target_name]
+    sess = get_runtime(target.runtime).load(artifact, target.threads)
+    split = Split(eval_dir)
+    name = cfg.model.scores_output
+    scores = np.concatenate([sess.infer(x)[name] for x, _ in split.batches(cfg.eval.batch_size)])
+    with np.load(reference) as z:
+        ref = z[name]
+    labels = np.asarray(split.y)
+    acc, ref_acc = top1(scores, labels), top1(ref, labels)
+    drop = ref_acc - acc
+    accepted = drop <= cfg.eval.max_drop
+    return {
+        "samples": int(len(labels)),
+        "top1": acc,
+        "reference_top1": ref_acc,
+        "drop": drop,
+        "top1_agreement": agreement(ref, scores),
+        "max_drop": cfg.eval.max_drop,
+        "accepted": bool(accepted),
+        "reason": "" if accepted else f"top-1 drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = stage.parser("evaluate", matrix=True).parse_args(argv)
+    k = stage.key(args.target, args.precision)
+    with stage.stage_errors(f"evaluate@{k}", outputs=[metrics_path(k)]):
+        cfg = stage.load(args)
+        from tasks.build import artifact, out_dir
+        from tasks.parity import OUT as REF
+        from tasks.prepare import OUT as PREP
+
+        res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", REF)
+        verdict = "accepted" if res["accepted"] else f"REJECTED ({res['reason']})"
+        stage.log(f"evaluate@{k}", f"top-1 {res['top1']:.2f}% (reference {res['reference_top1']:.2f}%): {verdict}")
+        write_json(metrics_path(k), res)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Where commands run. ``LocalHost`` (Invoke) here; ``SSHHost`` (Fabric) with the devices
+issue shares this interface. Tasks receive a host; they never open connections themselves."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class HostError(RuntimeError):
+    """A command or transfer failed on a host; the message names the host and what to do."""
+
+
+@dataclass
+class CommandResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    seconds: float
+
+
+class Host(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def run(self, argv: list[str], timeout: float | None = None, check: bool = True) -> CommandResult:
+        """Run ``argv`` (each element quoted) with a timeout in seconds; raise HostError on
+        non-zero exit when ``check``."""
+
+    @abc.abstractmethod
+    def put(self, local: Path, remote: str) -> str:
+        """Copy a local file to the host; returns its sha256 after verifying it arrived intact."""
+
+    @abc.abstractmethod
+    def get(self, remote: str, local: Path) -> str:
+        """Copy a file from the host; returns its sha256 after verifying it arrived intact."""

@@ -1,0 +1,81 @@
+"""Load the user's trained model for export and as the FP32 reference.
+
+Formats (``model.format``): ``state_dict`` (+ ``model.arch``), ``torchscript``, ``pt2``
+(``torch.export``) and ``onnx`` (no torch model: export only checks and simplifies it).
+Checkpoints are read with ``weights_only=True`` unless ``model.trust_checkpoint`` is set.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from tasks.config.schema import Model
+from tasks.registry import Registry
+
+# Model classes by short name, for format=state_dict (``module:Class`` paths work too).
+ARCHS: Registry[Callable[..., object]] = Registry("model architecture")
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, corrupt or does not fit its declared format."""
+
+
+def resolve_arch(name: str) -> Callable[..., object]:
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise CheckpointError(f"model.arch {name!r}: cannot import ({e}); "
+                                  "use 'package.module:ClassName' importable from the project root") from e
+    import examples  # noqa: F401  registers the bundled architectures
+
+    try:
+        return ARCHS.get(name)
+    except KeyError as e:
+        raise CheckpointError(f"model.arch: {e.args[0]} (or give 'module:Class')") from None
+
+
+def load_torch_model(cfg: Model):
+    """Return the model as an eval-mode ``torch.nn.Module`` (float32, CPU)."""
+    import torch
+
+    path = Path(cfg.checkpoint)
+    if cfg.format == "onnx":
+        raise CheckpointError("model.format is onnx: there is no PyTorch model to load")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found (model.checkpoint); check the path, "
+                              "or run `dvc repro prepare` for the bundled example")
+    try:
+        if cfg.format == "torchscript":
+            module = torch.jit.load(str(path), map_location="cpu")
+        elif cfg.format == "pt2":
+            module = torch.export.load(str(path)).module()
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=not cfg.trust_checkpoint)
+            if isinstance(state, torch.nn.Module):  # a whole pickled model (trust_checkpoint only)
+                module = state
+            else:
+                if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                    state = state["state_dict"]
+                if not isinstance(state, dict):
+                    raise CheckpointError(f"{path}: expected a state_dict, found {type(state).__name__}")
+                module = resolve_arch(cfg.arch or "")(**cfg.arch_kwargs)
+                try:
+                    module.load_state_dict(state)
+                except RuntimeError as e:
+                    raise CheckpointError(f"{path}: weights do not fit model.arch {cfg.arch!r}: {e}") from e
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused by weights_only loading ({str(e).splitlines()[0]}). Save a state_dict, or set "
+            "model.trust_checkpoint=true if you trust this file") from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read as a {cfg.format} checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); is the file complete and the format right?") from e
+    module.eval()
+    return module

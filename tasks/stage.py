@@ -1,0 +1,74 @@
+"""What every ``python -m tasks.<stage>`` entry point shares: paths of outputs, logging, and
+turning known errors into one clear message and a non-zero exit (no traceback, no outputs)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tasks.config import Config, ConfigError, load_config
+from tasks.io import remove
+
+ARTIFACTS = Path("artifacts")
+METRICS = Path("metrics")
+
+
+class StageError(RuntimeError):
+    """A stage's own check failed (e.g. parity outside tolerance); the message says what to do."""
+
+
+def key(target: str, precision: str) -> str:
+    """The matrix key of one build, as in ``build@<key>``."""
+    return f"{target}-{precision}"
+
+
+def log(stage: str, msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {stage}: {msg}", file=sys.stderr, flush=True)
+
+
+def parser(stage: str, matrix: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m tasks.{stage}")
+    p.add_argument("--params", default="params.yaml", help="composed config (default: params.yaml)")
+    if matrix:
+        p.add_argument("--target", required=True, help="target name (a key of the target section)")
+        p.add_argument("--precision", required=True, help="precision to build (fp32, fp16)")
+    return p
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from tasks.data.sources import DataError
+    from tasks.hosts.base import HostError
+    from tasks.models.load import CheckpointError
+    from tasks.runtimes.base import BuildError
+
+    return (ConfigError, CheckpointError, DataError, BuildError, HostError, StageError, KeyError)
+
+
+@contextlib.contextmanager
+def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
+    """Remove ``outputs`` on any failure (rule 5); exit 1 with ``<stage>: error: <message>`` on a
+    known error, and let bugs raise with their traceback."""
+    try:
+        yield
+    except BaseException as e:
+        for out in outputs:
+            remove(out)
+        if not isinstance(e, known_errors()):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"edgeforge {stage}: error: {msg}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def load(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.params)
+    if getattr(args, "target", None) is not None:
+        if args.target not in cfg.target:
+            raise ConfigError(f"--target {args.target!r} is not defined; defined targets: {', '.join(cfg.target)}")
+        if args.precision not in cfg.build.precisions:
+            raise ConfigError(f"--precision {args.precision!r} is not in build.precisions "
+                              f"({', '.join(cfg.build.precisions)})")
+    return cfg

@@ -1,0 +1,89 @@
+"""MLflow logging of one pipeline run: a parent run (config, export, parity) and one child
+run per target x precision with the same metric names everywhere, so the UI's compare view
+lines FP32 against FP16 (and INT8) without setup. No secret reaches params: keys that look
+secret are dropped before logging."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tasks import stage
+from tasks.config import Config
+from tasks.io import sha256_file
+
+SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|api_?key", re.I)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if SECRET.search(str(k)):
+            continue
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{name}."))
+        else:
+            out[name] = str(v)[:500]
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def tracking_uri(cfg: Config) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.report.tracking_uri
+
+
+def log_pipeline(cfg: Config, summary: dict) -> dict:
+    import mlflow
+
+    from tasks import benchmark, build, evaluate, export, parity
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.report.experiment)
+    ckpt = Path(cfg.model.checkpoint)
+    common_tags = {
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else "missing",
+        "git_commit": git_commit(),
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
+    }
+    with mlflow.start_run(run_name="pipeline", tags={**common_tags, "edgeforge.kind": "pipeline"}) as parent:
+        mlflow.log_params(flatten(dataclasses.asdict(cfg)))
+        mlflow.log_metric("reference_top1", summary["reference_top1"])
+        mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
+        mlflow.log_artifact(str(export.OUT), "export")
+        for f in (export.METRICS, parity.METRICS):
+            mlflow.log_artifact(str(f), "metrics")
+        for r in summary["rows"]:
+            with mlflow.start_run(run_name=r["key"], nested=True, tags={
+                **common_tags, "edgeforge.kind": "build", "artifact_sha256": r["artifact_sha256"],
+                "runtime_version": r["runtime_version"], "verdict": r["verdict"],
+            }):
+                mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
+                                   "calibrator": "none"})
+                metrics = {
+                    "accuracy_top1": r["top1"], "accuracy_drop": r["drop"], "top1_agreement": r["top1_agreement"],
+                    "latency_p50_ms": r["latency_p50_ms"], "latency_p99_ms": r["latency_p99_ms"],
+                    "latency_cv": r["latency_cv"], "throughput": r["throughput"], "size_mb": r["size_mb"],
+                    "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
+                }
+                if r["speedup_vs_torch"] is not None:
+                    metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
+                if r["parity_max_abs"] is not None:
+                    metrics["parity_max_abs"] = r["parity_max_abs"]
+                mlflow.log_metrics(metrics)
+                bdir = build.out_dir(r["key"])
+                mlflow.log_artifacts(str(bdir), "build")
+                for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
+                    mlflow.log_artifact(str(f), "metrics")
+        run_id = parent.info.run_id
+    stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {uri}")
+    return {"tracking_uri": uri, "experiment": cfg.report.experiment, "parent_run_id": run_id}
