@@ -1,0 +1,40 @@
+# EdgeForge: `make run` sets everything up and runs the bundled example; `make test` runs the tests.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# DVC runs each stage as `python -m tasks.<stage>`: the venv must come first on PATH.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run setup repro summary test ui params clean
+
+run: repro
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "EdgeForge needs Python 3.11: make PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins the versions this release was tested with (torch 2.13.0 CPU wheel included)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Run the pipeline; print the summary table even when everything was already up to date.
+repro: setup
+	@if dvc status --quiet >/dev/null 2>&1; then dvc repro && python -m tasks.report --show; else dvc repro; fi
+
+summary: setup
+	python -m tasks.report --show
+
+test: setup
+	python -m pytest -q
+
+ui: setup
+	mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# Re-compose params.yaml from conf/ after editing conf/ (DVC does this itself on `dvc exp run -S`).
+params: setup
+	python -m tasks.config.compose
+
+clean:
+	rm -rf artifacts metrics mlflow.db mlruns mlartifacts dvc.lock

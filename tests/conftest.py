@@ -1,0 +1,84 @@
+"""Shared fixtures: a scratch project folder, a fast config, a small untrained model and
+prepared splits of the real MNIST digits. Everything is written under ``tmp_path``."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+from tasks.config import Config, from_dict  # noqa: E402
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty project folder as the current directory (stages write artifacts/, metrics/ here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fast_params() -> dict:
+    """The default config with small data and short benchmarks (behaviour, not speed, is tested)."""
+    cfg = dataclasses.asdict(Config())
+    cfg["prepare"]["train"] = None
+    cfg["model"]["checkpoint"] = "model.pt"
+    cfg["data"]["calib"]["limit"] = 32
+    cfg["data"]["eval"]["limit"] = 96
+    cfg["bench"].update(batch_sizes=[1, 4], warmup_s=0.0, min_duration_s=0.0, min_iterations=5)
+    cfg["report"]["tracking_uri"] = "sqlite:///mlflow.db"
+    return cfg
+
+
+@pytest.fixture
+def params(workdir) -> dict:
+    """Fast config as a plain dict; call ``write_params(params)`` after changing it."""
+    p = fast_params()
+    write_params(p)
+    return p
+
+
+def write_params(p: dict, path: str | Path = "params.yaml") -> Path:
+    Path(path).write_text(yaml.safe_dump(p, sort_keys=False))
+    return Path(path)
+
+
+@pytest.fixture
+def cfg(params) -> Config:
+    return from_dict(Config, params)
+
+
+@pytest.fixture
+def model_file(workdir) -> Path:
+    """An untrained (seeded) MnistCNN state_dict at ``model.pt``."""
+    import torch
+
+    from examples.mnist import MnistCNN
+
+    torch.manual_seed(0)
+    torch.save(MnistCNN().state_dict(), workdir / "model.pt")
+    return workdir / "model.pt"
+
+
+@pytest.fixture
+def prepared(cfg, workdir) -> Path:
+    """``artifacts/prepare`` with calib (32) and eval (96) splits of the real digits."""
+    from tasks.prepare import OUT, run
+
+    run(cfg, OUT, log=lambda m: None)
+    return OUT
+
+
+@pytest.fixture
+def exported(cfg, model_file, prepared) -> Path:
+    """``artifacts/export/model.onnx`` from the untrained model (dynamo exporter)."""
+    from tasks.export import OUT, run
+
+    run(cfg, OUT, log=lambda m: None)
+    return OUT

@@ -1,0 +1,131 @@
+"""End to end: the real `dvc repro` of the bundled example in a fresh copy of the repository,
+then the cached re-run, MLflow's runs, `dvc metrics show`, and `dvc exp run -S` behaviour.
+
+One copy serves every test in this module (the full pipeline takes about a minute here);
+the tests run in file order and build on each other's state.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+# Short benchmarks: behaviour is under test here, not speed.
+FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.batch_sizes=[1,8]"]
+
+
+def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n"
+                             f"--- stderr\n{r.stderr[-4000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh git repository holding the project's files (as a clone would), fast params."""
+    dst = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("dvc.lock",)):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    sh([sys.executable, "-m", "tasks.config.compose", *FAST], dst)
+    sh(["git", "init", "-q"], dst)
+    sh(["git", "config", "user.email", "e2e@edgeforge.invalid"], dst)
+    sh(["git", "config", "user.name", "EdgeForge e2e"], dst)
+    sh(["git", "add", "-A"], dst)
+    sh(["git", "commit", "-qm", "fresh clone"], dst)
+    return dst
+
+
+def mlflow_runs(repo: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("edgeforge")
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_repro_runs_every_stage_and_prints_the_summary(repo):
+    r = sh(["dvc", "repro"], repo)
+    for stage in ("prepare", "export", "parity", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
+                  "evaluate@local-fp16", "report"):
+        assert f"Running stage '{stage}'" in r.stdout
+    assert "EdgeForge summary" in r.stdout and "mlflow ui" in r.stdout
+    for out in ("artifacts/export/model.onnx", "artifacts/build/local-fp32/model.onnx",
+                "artifacts/build/local-fp16/model.onnx", "artifacts/parity/reference.npz",
+                "artifacts/report/summary.json", "metrics/evaluate/local-fp16.json"):
+        assert (repo / out).is_file(), out
+    summary = json.loads((repo / "artifacts/report/summary.json").read_text())
+    assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", "fp32"), ("local", "fp16")]
+    assert summary["reference_top1"] >= 95.0  # the bundled example's promise
+    assert all(row["accepted"] for row in summary["rows"])
+
+
+def test_lock_records_every_stage(repo):
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "export", "parity", "build@local-fp32", "build@local-fp16",
+                         "benchmark@local-fp32", "benchmark@local-fp16", "evaluate@local-fp32",
+                         "evaluate@local-fp16", "report"}
+    assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
+    assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
+
+
+def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
+    runs = mlflow_runs(repo)
+    parents = [r for r in runs if r.data.tags.get("edgeforge.kind") == "pipeline"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1
+    assert sorted(c.data.params["precision"] for c in children) == ["fp16", "fp32"]
+    for c in children:
+        assert {"accuracy_top1", "accuracy_drop", "latency_p99_ms", "throughput"} <= set(c.data.metrics)
+        assert len(c.data.tags["artifact_sha256"]) == 64
+
+
+def test_metrics_show_reports_the_same_numbers(repo):
+    shown = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
+    data = shown[""]["data"]["metrics/evaluate/local-fp32.json"]["data"]
+    summary = json.loads((repo / "artifacts/report/summary.json").read_text())
+    assert data["top1"] == pytest.approx(summary["rows"][0]["top1"])
+
+
+def test_second_repro_runs_nothing_and_logs_nothing(repo):
+    before = len(mlflow_runs(repo))
+    r = sh(["dvc", "repro"], repo)
+    assert "Running stage" not in r.stdout
+    assert "Data and pipelines are up to date" in r.stdout
+    assert len(mlflow_runs(repo)) == before
+
+
+def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_outputs(repo):
+    r = sh(["dvc", "exp", "run", "-S", "parity.atol=1e-9"], repo, check=False)
+    out = r.stdout + r.stderr
+    assert "edgeforge parity: error: parity failed for output 'logits'" in out
+    assert "worst element [" in out and "torch=" in out and "onnx=" in out
+    assert "Running stage 'build@" not in out
+    assert not (repo / "artifacts/parity/reference.npz").exists()
+    assert not (repo / "metrics/parity.json").exists()
+    sh(["git", "checkout", "params.yaml"], repo)
+
+
+def test_exp_run_override_reruns_only_affected_stages(repo):
+    r = sh(["dvc", "exp", "run", "-S", "export.opset=17"], repo)
+    assert "Stage 'prepare' didn't change, skipping" in r.stdout
+    for stage in ("export", "parity", "build@local-fp32", "evaluate@local-fp16", "report"):
+        assert f"Running stage '{stage}'" in r.stdout
+    assert yaml.safe_load((repo / "params.yaml").read_text())["export"]["opset"] == 17
+    assert json.loads((repo / "metrics/export.json").read_text())["opset"] == 17
