@@ -43,7 +43,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {where}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key {where}{key}{hint}; allowed keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
