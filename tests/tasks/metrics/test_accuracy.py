@@ -1,0 +1,40 @@
+"""top1 and agreement on hand-checkable score arrays."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.metrics.accuracy import agreement, top1
+
+SCORES = np.array([
+    [0.1, 0.9, 0.0],   # -> 1
+    [0.8, 0.1, 0.1],   # -> 0
+    [0.2, 0.3, 0.5],   # -> 2
+    [0.6, 0.3, 0.1],   # -> 0
+])
+
+
+def test_top1_percent():
+    assert top1(SCORES, np.array([1, 0, 2, 0])) == pytest.approx(100.0)
+    assert top1(SCORES, np.array([1, 0, 0, 1])) == pytest.approx(50.0)
+    assert top1(SCORES, np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+    assert top1(SCORES[:3], np.array([1, 2, 2])) == pytest.approx(200 / 3)
+
+
+def test_top1_returns_python_float():
+    assert type(top1(SCORES, np.array([1, 0, 2, 0]))) is float
+
+
+def test_top1_without_samples_raises():
+    with pytest.raises(ValueError, match="no samples"):
+        top1(np.zeros((0, 3)), np.zeros((0,), dtype=np.int64))
+
+
+def test_agreement_percent():
+    other = SCORES.copy()
+    assert agreement(SCORES, other) == pytest.approx(100.0)
+    other[2] = [1.0, 0.0, 0.0]  # 2 -> 0
+    assert agreement(SCORES, other) == pytest.approx(75.0)
+    assert agreement(SCORES, -SCORES) == pytest.approx(0.0)  # argmax -> argmin everywhere
+    # scaling the scores does not change the predicted class
+    assert agreement(SCORES, SCORES * 7.5 + 3) == pytest.approx(100.0)

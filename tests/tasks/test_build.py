@@ -1,0 +1,114 @@
+"""Stage build@<target>-<precision> on the local ONNX Runtime target."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import ROOT, write_params
+from tasks import build
+from tasks.io import read_json, sha256_file
+from tasks.runtimes import BuildError
+
+
+def _build(precision: str) -> dict:
+    build.main(["--target", "local", "--precision", precision])
+    return read_json(build.metrics_path(f"local-{precision}"))
+
+
+def _input_elem_type(path) -> int:
+    return onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type
+
+
+def _check_build(workdir, exported, precision: str) -> tuple:
+    key = f"local-{precision}"
+    metrics = _build(precision)
+    bdir = workdir / build.out_dir(key)
+    meta = read_json(bdir / "build.json")
+    assert meta == metrics  # the metrics file is the build record
+    art = build.artifact(bdir)
+    assert art == bdir / "model.onnx" and art.is_file()
+    assert meta["target"] == "local" and meta["precision"] == precision
+    assert meta["runtime"] == "onnxruntime"
+    assert meta["runtime_version"] == ort.__version__
+    assert meta["host"] == "local"
+    assert meta["sha256"] == sha256_file(art)
+    assert meta["size_bytes"] == art.stat().st_size
+    assert meta["source_onnx_sha256"] == sha256_file(exported)
+    # the artifact runs in onnxruntime on a real-shaped batch
+    sess = ort.InferenceSession(str(art), providers=["CPUExecutionProvider"])
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    if sess.get_inputs()[0].type == "tensor(float16)":
+        x = x.astype(np.float16)
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    assert out.shape == (3, 10)
+    return meta, art
+
+
+def test_fp32_and_fp16_builds(workdir, params, exported):
+    meta32, art32 = _check_build(workdir, exported, "fp32")
+    meta16, art16 = _check_build(workdir, exported, "fp16")
+    assert meta32["sha256"] == sha256_file(exported)  # fp32 is the verified ONNX itself
+    assert meta32["keep_io_types"] is None
+    assert meta16["keep_io_types"] is True
+    assert meta16["sha256"] != meta32["sha256"]
+    assert art16.stat().st_size < art32.stat().st_size
+    # FP16 keeps float32 inputs/outputs by default
+    assert _input_elem_type(art16) == onnx.TensorProto.FLOAT
+    assert onnx.load(str(art16)).graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not list((workdir / "artifacts" / "build").glob(".*"))  # no scratch folders left
+
+
+def test_fp16_float16_io_when_not_keeping_io_types(workdir, params, exported):
+    params["build"]["fp16_keep_io_types"] = False
+    write_params(params)
+    meta, art = _check_build(workdir, exported, "fp16")
+    assert meta["keep_io_types"] is False
+    assert _input_elem_type(art) == onnx.TensorProto.FLOAT16
+
+
+def test_unsupported_precision_raises_build_error(cfg, tmp_path):
+    src = tmp_path / "model.onnx"  # refused before the model is read
+    src.write_bytes(b"")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BuildError, match="precision 'int8' is not supported"):
+        build.run(cfg, "local", "int8", src, out)
+    assert list(out.iterdir()) == []
+
+
+def test_cli_unknown_target_exits_1_naming_defined_targets(params, workdir):
+    r = subprocess.run([sys.executable, "-m", "tasks.build", "--target", "nope", "--precision", "fp32"],
+                       cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1
+    assert "edgeforge build@nope-fp32: error:" in r.stderr
+    assert "'nope' is not defined; defined targets: local" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (workdir / "artifacts" / "build" / "nope-fp32").exists()
+
+
+def test_failed_build_leaves_no_outputs(params, workdir, capsys):
+    onnx_path = workdir / "artifacts" / "export" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True)
+    onnx_path.write_bytes(b"not an onnx model")
+    # outputs of an earlier build must not survive a failed one
+    stale_dir = workdir / build.out_dir("local-fp32")
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "build.json").write_text("{}")
+    stale_metrics = workdir / build.metrics_path("local-fp32")
+    stale_metrics.parent.mkdir(parents=True)
+    stale_metrics.write_text("{}")
+
+    with pytest.raises(SystemExit) as e:
+        build.main(["--target", "local", "--precision", "fp32"])
+    assert e.value.code == 1
+    assert "edgeforge build@local-fp32: error: onnxruntime cannot load" in capsys.readouterr().err
+    assert not stale_dir.exists()
+    assert not stale_metrics.exists()
+    assert list((workdir / "artifacts" / "build").iterdir()) == []  # no scratch folder either

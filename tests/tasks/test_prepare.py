@@ -1,0 +1,125 @@
+"""Stage prepare: model-ready calib/eval splits with their limits, seeded subsets, other sources,
+and the entry point's clean failure."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, write_params
+from examples.mnist import mnist_digits
+from tasks.config import Config, from_dict
+from tasks.data.preprocess import preprocess
+from tasks.data.sources import DataError
+from tasks.io import read_json
+from tasks.prepare import read_split, run
+
+
+def test_run_writes_limited_splits(cfg, workdir):
+    out = workdir / "artifacts" / "prepare"
+    metrics = run(cfg, out, log=lambda m: None)
+    for split, n in (("calib", 32), ("eval", 96)):
+        x = np.load(out / split / "x.npy")
+        y = np.load(out / split / "y.npy")
+        assert x.dtype == np.float32 and x.shape == (n, 1, 28, 28)
+        assert y.dtype == np.int64 and y.shape == (n,)
+        assert set(np.unique(y)) <= set(range(10))
+        assert metrics["splits"][split] == {"samples": n, "classes": 10}
+    assert read_json(out / "classes.json") == [str(i) for i in range(10)]
+    assert "train" not in metrics and not (out / "model.pt").exists()  # prepare.train is null
+
+
+def test_limit_is_a_seeded_subset(cfg):
+    a = read_split(cfg, "calib")
+    b = read_split(cfg, "calib")
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    full = mnist_digits(cfg.data.seed)["calib"]
+    idx = np.sort(np.random.default_rng(cfg.data.seed).choice(len(full.labels), 32, replace=False))
+    np.testing.assert_array_equal(a.images, full.images[idx])
+    np.testing.assert_array_equal(a.labels, full.labels[idx])
+
+
+def test_limit_subset_follows_the_seed(params):
+    a = read_split(from_dict(Config, params), "calib")
+    params["data"]["seed"] = 1
+    b = read_split(from_dict(Config, params), "calib")
+    assert len(a.labels) == len(b.labels) == 32
+    assert not np.array_equal(a.images, b.images)
+
+
+def test_saved_split_is_preprocessed_subset(cfg, prepared):
+    raw = read_split(cfg, "eval")
+    np.testing.assert_array_equal(np.load(prepared / "eval" / "x.npy"), preprocess(raw.images, cfg.model.input))
+    np.testing.assert_array_equal(np.load(prepared / "eval" / "y.npy"), raw.labels)
+
+
+def test_no_limit_takes_the_whole_split(params):
+    params["data"]["calib"]["limit"] = None
+    raw = read_split(from_dict(Config, params), "calib")
+    assert len(raw.labels) == 500
+
+
+def test_npz_and_imagefolder_sources(params, workdir):
+    ev = mnist_digits(0)["eval"]
+    np.savez(workdir / "calib.npz", x=ev.images[:10], y=ev.labels[:10])
+    for i, (img, label) in enumerate(zip(ev.images[10:16], ev.labels[10:16])):
+        d = workdir / "eval_imgs" / f"c{label}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).resize((32, 32)).save(d / f"{i}.png")  # resized back to 28x28 on load
+    params["data"]["calib"] = {"source": "npz", "path": "calib.npz", "limit": 4}
+    params["data"]["eval"] = {"source": "imagefolder", "path": "eval_imgs", "limit": None}
+    cfg = from_dict(Config, params)
+    metrics = run(cfg, workdir / "out", log=lambda m: None)
+    assert metrics["splits"]["calib"]["samples"] == 4
+    assert metrics["splits"]["eval"]["samples"] == 6
+    assert np.load(workdir / "out" / "eval" / "x.npy").shape == (6, 1, 28, 28)
+    assert np.load(workdir / "out" / "calib" / "x.npy").shape == (4, 1, 28, 28)
+
+
+def test_training_needs_loader_eval(params, workdir):
+    ev = mnist_digits(0)["eval"]
+    np.savez(workdir / "eval.npz", x=ev.images[:10], y=ev.labels[:10])
+    params["data"]["eval"] = {"source": "npz", "path": "eval.npz", "limit": None}
+    params["prepare"]["train"] = "mnist_cnn"
+    with pytest.raises(DataError, match="prepare.train"):
+        run(from_dict(Config, params), workdir / "out", log=lambda m: None)
+
+
+def _prepare(workdir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tasks.prepare"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_entry_point_bad_key_fails_cleanly(params, workdir):
+    params["data"]["calib"]["limt"] = 5
+    write_params(params)
+    # stale outputs of an earlier run must not survive a failed run
+    (workdir / "artifacts" / "prepare" / "calib").mkdir(parents=True)
+    (workdir / "artifacts" / "prepare" / "calib" / "x.npy").write_bytes(b"stale")
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics" / "prepare.json").write_text("{}")
+    r = _prepare(workdir)
+    assert r.returncode == 1
+    assert "edgeforge prepare: error:" in r.stderr
+    assert "data.calib.limt" in r.stderr and "'data.calib.limit'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (workdir / "artifacts" / "prepare").exists()
+    assert not (workdir / "metrics" / "prepare.json").exists()
+
+
+def test_entry_point_missing_data_fails_cleanly(params, workdir):
+    params["data"]["calib"] = {"source": "npz", "path": "nowhere.npz", "limit": None}
+    write_params(params)
+    r = _prepare(workdir)
+    assert r.returncode == 1
+    assert "edgeforge prepare: error:" in r.stderr and "nowhere.npz" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (workdir / "artifacts" / "prepare").exists()
+    assert not (workdir / "metrics" / "prepare.json").exists()
+    assert not [p for p in (workdir / "artifacts").glob(".*")]  # no scratch folder left behind

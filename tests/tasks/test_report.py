@@ -1,0 +1,145 @@
+"""Stage report: the whole pipeline's main() functions in-process, then the summary files and the
+MLflow runs (sqlite file under tmp_path) they leave; plus tracking's secret filter and URI."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tasks import benchmark, build, evaluate, export, parity, report
+from tasks.config import Config
+from tasks.io import read_json, sha256_file
+from tasks.tracking import flatten, tracking_uri
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@pytest.fixture
+def pipeline(workdir, params, model_file, prepared, monkeypatch, capsys):
+    """Every stage after prepare, run through its entry point like `dvc repro` would; returns
+    the project folder and what the report printed."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    export.main([])
+    parity.main([])
+    for p in PRECISIONS:
+        argv = ["--target", "local", "--precision", p]
+        build.main(argv)
+        benchmark.main(argv)
+        evaluate.main(argv)
+    capsys.readouterr()
+    report.main([])
+    return workdir, capsys.readouterr().out
+
+
+def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
+    from mlflow import MlflowClient
+
+    pipeline, printed = pipeline
+    assert "EdgeForge summary" in printed
+    assert "fp32" in printed and "fp16" in printed and "accepted" in printed
+    assert "MLflow: experiment 'edgeforge'" in printed
+
+    # summary files
+    out = pipeline / report.OUT
+    summary = read_json(out / "summary.json")
+    md = (out / "summary.md").read_text()
+    assert [(r["target"], r["precision"]) for r in summary["rows"]] == [("local", "fp32"), ("local", "fp16")]
+    assert "| target | precision |" in md
+    assert md.count("| local |") == 2
+    assert summary["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
+    assert (pipeline / "mlflow.db").is_file()
+
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name(cfg.report.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+    # one parent run
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == summary["mlflow"]["parent_run_id"]
+    assert parent.info.run_name == "pipeline"
+    assert parent.data.tags["checkpoint_sha256"] == sha256_file(model_file)
+    assert parent.data.tags["git_commit"]  # "unknown" outside a git checkout
+    assert parent.data.params == flatten(dataclasses.asdict(cfg))
+    assert parent.data.params["bench.batch_sizes"] == "[1, 4]"
+    assert parent.data.params["model.checkpoint"] == "model.pt"
+    assert parent.data.params["target.local.runtime"] == "onnxruntime"
+    assert parent.data.params["data.eval.limit"] == "96"
+    assert parent.data.metrics["reference_top1"] == pytest.approx(summary["reference_top1"])
+
+    # one child run per target x precision
+    assert len(children) == 2
+    by_precision = {r.data.params["precision"]: r for r in children}
+    assert set(by_precision) == set(PRECISIONS)
+    for p, run in by_precision.items():
+        key = f"local-{p}"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.run_name == key
+        assert run.data.params["target"] == "local"
+        assert run.data.params["runtime"] == "onnxruntime"
+        built = build.artifact(pipeline / build.out_dir(key))
+        assert run.data.tags["artifact_sha256"] == sha256_file(built)
+        assert run.data.tags["checkpoint_sha256"] == sha256_file(model_file)
+        ev = read_json(pipeline / evaluate.metrics_path(key))
+        bench = read_json(pipeline / benchmark.metrics_path(key))
+        m = run.data.metrics
+        assert m["accuracy_top1"] == pytest.approx(ev["top1"])
+        assert m["latency_p50_ms"] == pytest.approx(bench["latency"]["b1"]["p50_ms"])
+        assert m["latency_p99_ms"] == pytest.approx(bench["latency"]["b1"]["p99_ms"])
+        assert m["throughput"] == pytest.approx(max(v["throughput"] for v in bench["latency"].values()))
+        assert ("parity_max_abs" in m) == (p == "fp32")
+        assert m["accepted"] == 1.0
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
+        assert {"build/model.onnx", "build/build.json"} <= logged
+        metric_files = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
+        assert f"metrics/{key}.json" in metric_files
+
+    # --show prints the last summary without logging anything
+    r = subprocess.run([sys.executable, "-m", "tasks.report", "--show"], cwd=pipeline,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "EdgeForge summary" in r.stdout
+    assert "local" in r.stdout and "fp32" in r.stdout and "fp16" in r.stdout
+    assert "accepted" in r.stdout
+    assert summary["mlflow"]["parent_run_id"] in r.stdout
+    assert len(client.search_runs([exp.experiment_id])) == 3
+
+
+def test_show_without_summary_fails_cleanly(workdir, capsys):
+    with pytest.raises(SystemExit) as e:
+        report.main(["--show"])
+    assert e.value.code == 1
+    assert "edgeforge report: error:" in capsys.readouterr().err
+
+
+def test_flatten_drops_secret_keys_at_any_depth():
+    d = {
+        "a": 1,
+        "password": "hunter2",
+        "db": {"host": "h", "Password": "x", "nested": {"api_key": "k", "apiKey": "k", "keep": [1, 2]}},
+        "auth": {"token": "t", "user": "me", "client_secret": "s", "credentials": {"x": 1}},
+        "API_KEY": "k",
+        "passphrase": "p",
+    }
+    flat = flatten(d)
+    assert flat == {"a": "1", "db.host": "h", "db.nested.keep": "[1, 2]", "auth.user": "me"}
+    assert not any(v in ("hunter2", "k", "t", "s", "p") for v in flat.values())
+
+
+def test_flatten_truncates_long_values():
+    assert flatten({"x": "y" * 1000})["x"] == "y" * 500
+
+
+def test_tracking_uri_env_overrides_config(monkeypatch):
+    cfg = Config()
+    cfg.report.tracking_uri = "sqlite:///from-config.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(cfg) == "sqlite:///from-config.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
+    assert tracking_uri(cfg) == "sqlite:///from-env.db"
