@@ -51,6 +51,10 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None]) -> dict:
     example = torch.zeros(2, *spec.shape, dtype=torch.float32)  # batch 2: batch 1 gets specialised
     info: dict = {"exporter": cfg.export.exporter, "fallback_used": False}
     order = [cfg.export.exporter] + (["torchscript"] if cfg.export.fallback and cfg.export.exporter == "dynamo" else [])
+    if m.format == "torchscript":
+        order = ["torchscript"]  # the dynamo exporter cannot take a ScriptModule: no point failing first
+    elif m.format == "pt2":
+        order = ["dynamo"]  # an ExportedProgram is already torch.export'ed; the TorchScript exporter cannot take it
     for i, exporter in enumerate(order):
         try:
             if exporter == "dynamo":
@@ -66,7 +70,12 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None]) -> dict:
             info["exporter"] = exporter
             return info
         except Exception as e:  # exporters raise many types; the reason is recorded, not hidden
-            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+            # torch.onnx wraps the actual cause (its own first line is only "Failed to export ...")
+            cause = e
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            prefix = f"{type(e).__name__}: " + (f"{type(cause).__name__}: " if cause is not e else "")
+            reason = prefix + (str(cause).strip().splitlines() or [''])[0][:300]
             info.setdefault("failures", {})[exporter] = reason
             if i + 1 < len(order):
                 log(f"{exporter} exporter failed ({reason}); falling back to {order[i + 1]}")

@@ -79,9 +79,11 @@ def markdown(summary: dict) -> str:
     return f"PyTorch FP32 reference top-1: {summary['reference_top1']:.2f}%\n\n" + head + body
 
 
-def print_table(summary: dict, file=sys.stdout) -> None:
+def print_table(summary: dict, file=None) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    file = file or sys.stdout  # looked up at call time: redirected/captured stdout works in-process
 
     t = Table(title=f"EdgeForge summary (PyTorch FP32 reference top-1 {summary['reference_top1']:.2f}%)")
     for _, h in COLUMNS:

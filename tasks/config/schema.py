@@ -74,7 +74,7 @@ class Prepare:
 
 @dataclass
 class Export:
-    exporter: Literal["dynamo", "torchscript"] = f("dynamo", "torch.onnx exporter tried first")
+    exporter: Literal["dynamo", "torchscript"] = f("dynamo", "torch.onnx exporter tried first (torchscript checkpoints always use torchscript, .pt2 always dynamo)")
     fallback: bool = f(True, "fall back to the TorchScript exporter when dynamo fails (reported in metrics)")
     opset: int = f(18, "ONNX opset version")
     simplify: bool = f(True, "simplify with onnxsim")

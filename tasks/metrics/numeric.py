@@ -18,7 +18,7 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> dict:
     err = np.abs(g - r)
     allowed = atol + rtol * np.abs(r)
     excess = err - allowed
-    worst = int(np.argmax(excess))
+    worst = int(np.argmax(excess)) if err.size else 0
     denom = np.linalg.norm(r) * np.linalg.norm(g)
     return {
         "max_abs": float(err.max(initial=0.0)),

@@ -39,6 +39,15 @@ def resolve_arch(name: str) -> Callable[..., object]:
         raise CheckpointError(f"model.arch: {e.args[0]} (or give 'module:Class')") from None
 
 
+def _reason(e: BaseException) -> str:
+    """The first line of an error; for torch's weights_only failures, the line with the actual cause
+    (its first line only advises dropping weights_only, which does not help a corrupt file)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))] or lines
+    return lines[0] if lines else ""
+
+
 def load_torch_model(cfg: Model):
     """Return the model as an eval-mode ``torch.nn.Module`` (float32, CPU)."""
     import torch
@@ -70,12 +79,18 @@ def load_torch_model(cfg: Model):
                     raise CheckpointError(f"{path}: weights do not fit model.arch {cfg.arch!r}: {e}") from e
     except CheckpointError:
         raise
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused by weights_only loading ({str(e).splitlines()[0]}). Save a state_dict, or set "
-            "model.trust_checkpoint=true if you trust this file") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:
+        # weights_only refuses a pickled object by a global it does not allow; every other failure
+        # (bad opcode, truncated stream, bad zip, ...) means a corrupt file or the wrong format
+        if isinstance(e, pickle.UnpicklingError) and not cfg.trust_checkpoint and "GLOBAL" in str(e):
+            raise CheckpointError(
+                f"{path}: refused by weights_only loading ({str(e).splitlines()[0]}). Save a state_dict, or set "
+                "model.trust_checkpoint=true if you trust this file") from e
+        if not isinstance(e, (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
+                              ValueError, KeyError, IndexError, OverflowError, MemoryError)):
+            raise
         raise CheckpointError(f"{path}: cannot read as a {cfg.format} checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); is the file complete and the format right?") from e
-    module.eval()
+                              f"{_reason(e)}); is the file complete and the format right?") from e
+    if cfg.format != "pt2":  # an exported program keeps the mode it was exported in (its eval() raises)
+        module.eval()
     return module
