@@ -1,7 +1,7 @@
 """Stage ``build@<target>-<precision>``: the deployable artifact for one target and precision.
 
-The target's runtime builds it (FP32: the verified ONNX; FP16: converted ONNX, FP32 I/O by
-default) and must load it back before the build counts. Outputs: ``artifacts/build/<key>/``
+The target's runtime builds it from the precision's ONNX model (``quantize@<precision>``) and
+must load it back before the build counts. Outputs: ``artifacts/build/<key>/``
 (the artifact plus ``build.json``) and ``metrics/build/<key>.json``.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ def artifact(build_dir: Path) -> Path:
 
 
 def run(cfg: Config, target_name: str, precision: str, onnx_path: Path, out: Path) -> dict:
+    """Build ``precision`` for ``target_name`` from ``onnx_path`` (that precision's ONNX) into ``out``."""
     target = cfg.target[target_name]
     rt = get_runtime(target.runtime)
     t0 = time.perf_counter()
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     k = stage.key(args.target, args.precision)
     with stage.stage_errors(f"build@{k}", outputs=[out_dir(k), metrics_path(k)]):
         cfg = stage.load(args)
-        from tasks.export import OUT as ONNX
+        from tasks.quantize import source
 
         with atomic_dir(out_dir(k)) as tmp:
-            meta = run(cfg, args.target, args.precision, ONNX, tmp)
+            meta = run(cfg, args.target, args.precision, source(args.precision), tmp)
         stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB in {meta['build_seconds']:.2f} s")
         write_json(metrics_path(k), meta)
 

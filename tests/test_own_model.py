@@ -53,12 +53,13 @@ def user_project(workdir) -> Path:
 
 
 def test_own_torchscript_model_and_image_folders_run_every_stage(user_project):
-    from tasks import benchmark, build, evaluate, export, parity, prepare, report
+    from tasks import benchmark, build, evaluate, export, parity, prepare, quantize, report
 
     prepare.main([])
     export.main([])
     parity.main([])
     for precision in ("fp32", "fp16"):
+        quantize.main(["--precision", precision])
         for stage in (build, benchmark, evaluate):
             stage.main(["--target", "local", "--precision", precision])
     report.main([])

@@ -62,7 +62,7 @@ def mlflow_runs(repo: Path) -> list:
 
 def test_repro_runs_every_stage_and_prints_the_summary(repo):
     r = sh(["dvc", "repro"], repo)
-    for stage in ("prepare", "export", "parity", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
+    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
                   "evaluate@local-fp16", "report"):
         assert f"Running stage '{stage}'" in r.stdout
     assert "EdgeForge summary" in r.stdout and "mlflow ui" in r.stdout
@@ -78,7 +78,7 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "export", "parity", "build@local-fp32", "build@local-fp16",
+    assert set(lock) == {"prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "build@local-fp32", "build@local-fp16",
                          "benchmark@local-fp32", "benchmark@local-fp16", "evaluate@local-fp32",
                          "evaluate@local-fp16", "report"}
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
@@ -125,7 +125,7 @@ def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_output
 def test_exp_run_override_reruns_only_affected_stages(repo):
     r = sh(["dvc", "exp", "run", "-S", "export.opset=17"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
-    for stage in ("export", "parity", "build@local-fp32", "evaluate@local-fp16", "report"):
+    for stage in ("export", "parity", "quantize@fp16", "build@local-fp32", "evaluate@local-fp16", "report"):
         assert f"Running stage '{stage}'" in r.stdout
     assert yaml.safe_load((repo / "params.yaml").read_text())["export"]["opset"] == 17
     assert json.loads((repo / "metrics/export.json").read_text())["opset"] == 17

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tasks import benchmark, build, evaluate, export, parity, report
+from tasks import benchmark, build, evaluate, export, parity, quantize, report
 from tasks.config import Config
 from tasks.io import read_json, sha256_file
 from tasks.tracking import flatten, tracking_uri
@@ -27,6 +27,7 @@ def pipeline(workdir, params, model_file, prepared, monkeypatch, capsys):
     parity.main([])
     for p in PRECISIONS:
         argv = ["--target", "local", "--precision", p]
+        quantize.main(["--precision", p])
         build.main(argv)
         benchmark.main(argv)
         evaluate.main(argv)
