@@ -1,0 +1,181 @@
+"""Explicit INT8 quantization: an ONNX model with QuantizeLinear/DequantizeLinear (Q/DQ) pairs,
+written from precomputed activation ranges by ONNX Runtime's ``QDQQuantizer`` (what
+``quantize_static(quant_format=QDQ)`` runs after calibrating).
+
+The defaults follow TensorRT's explicit-quantization rules, so that TensorRT (and ONNX Runtime)
+can build the result as it is:
+
+- int8 activations and weights, both symmetric (zero point 0, scale = amax / 127);
+- weights per output channel (``per_channel=True``; Conv axis 0, Gemm axis 0 when transB=1);
+- weights stay FP32 behind a Q->DQ pair (``AddQDQPairToWeight``): TensorRT 8.x only accepts FP32
+  weights in Q/DQ networks and quantizes them itself; TensorRT 10 accepts this form too;
+- biases stay FP32 (``QuantizeBias=False``): TensorRT's DequantizeLinear takes no int32 input;
+  it folds the FP32 bias into the INT8 kernel;
+- Q/DQ on the inputs of weighted ops only, not on their outputs
+  (``OpTypesToExcludeOutputQuantization``): TensorRT's Q/DQ placement recommendation; it fuses
+  the following activation/pooling and moves Q/DQ itself.
+
+``extra_options`` overrides any of these (ORT's ``quantize_static`` option names).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from tasks.quant.common import QuantError, check_ranges, constants_to_initializers, load_model
+
+#: Op types a quantized node can be: the weighted ops with int8 kernels in TensorRT and ORT.
+#: These are the units of per-layer sensitivity (quantize one, keep the rest FP32).
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+TRT_EXTRA_OPTIONS: dict[str, Any] = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "AddQDQPairToWeight": True,
+    "QuantizeBias": False,
+    "OpTypesToExcludeOutputQuantization": QUANTIZABLE_OPS,
+}
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed nodes a stable name ``<OpType>_<index>`` (node names select what to quantize)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+
+
+def _prepared(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    m = load_model(model)
+    converted = constants_to_initializers(m)
+    _name_nodes(m)
+    return m, converted
+
+
+def quantizable_nodes(model: str | Path | onnx.ModelProto, op_types: Iterable[str] | None = None) -> list[str]:
+    """Names of the nodes that can be quantized (op type in ``QUANTIZABLE_OPS``, restricted to
+    ``op_types`` if given), in graph order. Unnamed nodes are listed as ``<OpType>_<index>``,
+    the names :func:`quantize_qdq` gives them."""
+    m, _ = _prepared(model)
+    allowed = set(QUANTIZABLE_OPS) & (set(op_types) if op_types is not None else set(QUANTIZABLE_OPS))
+    return [n.name for n in m.graph.node if n.op_type in allowed and n.domain in ("", "ai.onnx")]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _select(model: onnx.ModelProto, path: Any, op_types, nodes_to_quantize, nodes_to_exclude) -> list[str]:
+    """The quantizable nodes left after the filters; clear errors for typos and for nothing left."""
+    found = sorted({n.op_type for n in model.graph.node})
+    candidates = quantizable_nodes(model, op_types)
+    if not candidates:
+        only = f" among op_types {sorted(op_types)}" if op_types is not None else ""
+        raise QuantError(f"{path}: nothing to quantize{only}: the model's op types are {', '.join(found) or '(none)'}; "
+                         f"quantizable op types are {', '.join(QUANTIZABLE_OPS)}")
+    names = {n.name for n in model.graph.node}
+    for label, given in (("nodes_to_quantize", nodes_to_quantize), ("nodes_to_exclude", nodes_to_exclude)):
+        unknown = [n for n in (given or []) if n not in names]
+        if unknown:
+            raise QuantError(f"{label}: no node named {', '.join(map(repr, unknown))} in {path}; "
+                             f"quantizable nodes: {', '.join(candidates)}")
+    chosen = [n for n in candidates if (not nodes_to_quantize or n in nodes_to_quantize)
+              and n not in (nodes_to_exclude or [])]
+    if not chosen:
+        raise QuantError(f"{path}: every quantizable node is filtered out (nodes_to_quantize={nodes_to_quantize}, "
+                         f"nodes_to_exclude={nodes_to_exclude}); quantizable nodes: {', '.join(candidates)}")
+    return chosen
+
+
+def qdq_facts(model: onnx.ModelProto) -> dict[str, Any]:
+    """Counts of Q/DQ nodes and the (non-Q/DQ) nodes fed by a DequantizeLinear, in graph order."""
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    fed = [n.name for n in model.graph.node
+           if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)]
+    return {"quantize_linear": ops.get("QuantizeLinear", 0), "dequantize_linear": ops.get("DequantizeLinear", 0),
+            "quantized_nodes": fed}
+
+
+def quantize_qdq(
+    model_path: str | Path,
+    ranges: Mapping[str, tuple[float, float]],
+    out_path: str | Path,
+    *,
+    per_channel: bool = True,
+    nodes_to_quantize: Sequence[str] | None = None,
+    nodes_to_exclude: Sequence[str] | None = None,
+    op_types: Sequence[str] | None = None,
+    extra_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the explicit Q/DQ INT8 model of ``model_path`` to ``out_path`` (atomically).
+
+    ``ranges``: ``{tensor: (min, max)}`` from :func:`tasks.quant.calibrate` (FP32 units); every
+    activation the quantizer puts a Q/DQ on needs one.
+    ``nodes_to_quantize``: only these nodes (None = all quantizable); ``nodes_to_exclude``: keep
+    these FP32; ``op_types``: op types ORT may quantize (None = every type ORT's QDQ registry
+    knows: the weighted ops plus pass-through ops such as MaxPool/Reshape, which are quantized
+    only when their input is).
+    Returns facts: ``quantized_nodes`` (nodes reading a dequantized tensor, graph order),
+    ``selected_nodes`` (quantizable nodes chosen), ``excluded_nodes``, ``quantize_linear`` and
+    ``dequantize_linear`` counts, ``constants_converted``, ``per_channel``, ``opset``, ``options``.
+    """
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import update_opset_version
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    model, converted = _prepared(model_path)
+    chosen = _select(model, model_path, op_types, nodes_to_quantize, nodes_to_exclude)
+    excluded = [n for n in quantizable_nodes(model) if n not in chosen]
+    if per_channel and _opset(model) < 13:
+        raise QuantError(f"{model_path}: per-channel Q/DQ needs ONNX opset >= 13 (the model has {_opset(model)}); "
+                         "re-export with export.opset >= 13 or quantize with per_channel=False")
+    checked = check_ranges(ranges)
+    tensors_range = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        for name, (lo, hi) in checked.items()})
+    options = {**TRT_EXTRA_OPTIONS, **(extra_options or {})}
+    model = update_opset_version(model, QuantType.QInt8, QuantType.QInt8)
+    quantizer = QDQQuantizer(model, per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors_range,
+                             list(nodes_to_quantize or []), list(nodes_to_exclude or []),
+                             list(op_types) if op_types else list(QDQRegistry), options)
+    try:
+        quantizer.quantize_model()
+    except ValueError as e:
+        if "Quantization parameters are not specified" not in str(e):
+            raise
+        missing = str(e).split("param ")[-1].split(".")[0]
+        raise QuantError(f"no calibrated range for tensor {missing!r}, which the quantizer puts a Q/DQ on; "
+                         "calibrate with op_types=None (every tensor) or pass its range") from e
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        quantizer.model.save_model_to_file(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    facts = qdq_facts(quantizer.model.model)
+    return {
+        **facts,
+        "selected_nodes": chosen,
+        "excluded_nodes": excluded,
+        "constants_converted": converted,
+        "per_channel": per_channel,
+        "opset": _opset(quantizer.model.model),
+        "options": {k: options[k] for k in sorted(options)},
+    }
