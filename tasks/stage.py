@@ -42,9 +42,10 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.data.sources import DataError
     from tasks.hosts.base import HostError
     from tasks.models.load import CheckpointError
+    from tasks.quant.common import QuantError
     from tasks.runtimes.base import BuildError
 
-    return (ConfigError, CheckpointError, DataError, BuildError, HostError, StageError, KeyError)
+    return (ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError, KeyError)
 
 
 @contextlib.contextmanager

@@ -68,7 +68,8 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                 "runtime_version": r["runtime_version"], "verdict": r["verdict"],
             }):
                 mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
-                                   "calibrator": "none"})
+                                   "calibrator": r["precision"].removeprefix("int8-") if r["precision"].startswith("int8-")
+                                   else "none"})
                 metrics = {
                     "accuracy_top1": r["top1"], "accuracy_drop": r["drop"], "top1_agreement": r["top1_agreement"],
                     "latency_p50_ms": r["latency_p50_ms"], "latency_p99_ms": r["latency_p99_ms"],

@@ -28,6 +28,7 @@ def fast_params() -> dict:
     """The default config with small data and short benchmarks (behaviour, not speed, is tested)."""
     cfg = dataclasses.asdict(Config())
     cfg["prepare"]["train"] = None
+    cfg["build"]["precisions"] = ["fp32", "fp16", "int8-minmax"]
     cfg["model"]["checkpoint"] = "model.pt"
     cfg["data"]["calib"]["limit"] = 32
     cfg["data"]["eval"]["limit"] = 96

@@ -58,7 +58,7 @@ def test_own_torchscript_model_and_image_folders_run_every_stage(user_project):
     prepare.main([])
     export.main([])
     parity.main([])
-    for precision in ("fp32", "fp16"):
+    for precision in ("fp32", "fp16", "int8-minmax"):
         quantize.main(["--precision", precision])
         for stage in (build, benchmark, evaluate):
             stage.main(["--target", "local", "--precision", precision])
@@ -73,5 +73,5 @@ def test_own_torchscript_model_and_image_folders_run_every_stage(user_project):
     g = onnx.load(str(user_project / "artifacts/export/model.onnx")).graph
     assert [i.name for i in g.input] == ["pixels"] and [o.name for o in g.output] == ["scores"]
     summary = json.loads((user_project / "artifacts/report/summary.json").read_text())
-    assert [r["precision"] for r in summary["rows"]] == ["fp32", "fp16"]
+    assert [r["precision"] for r in summary["rows"]] == ["fp32", "fp16", "int8-minmax"]
     assert summary["rows"][0]["drop"] == pytest.approx(0.0, abs=1e-9)

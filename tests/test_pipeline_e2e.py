@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 # Short benchmarks: behaviour is under test here, not speed.
 FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.batch_sizes=[1,8]"]
+PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile"]  # the default build list
 
 
 def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,7 +63,7 @@ def mlflow_runs(repo: Path) -> list:
 
 def test_repro_runs_every_stage_and_prints_the_summary(repo):
     r = sh(["dvc", "repro"], repo)
-    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
+    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@int8-entropy", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
                   "evaluate@local-fp16", "report"):
         assert f"Running stage '{stage}'" in r.stdout
     assert "EdgeForge summary" in r.stdout and "mlflow ui" in r.stdout
@@ -71,16 +72,17 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
                 "artifacts/report/summary.json", "metrics/evaluate/local-fp16.json"):
         assert (repo / out).is_file(), out
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
-    assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", "fp32"), ("local", "fp16")]
+    assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", p) for p in PRECISIONS]
     assert summary["reference_top1"] >= 95.0  # the bundled example's promise
     assert all(row["accepted"] for row in summary["rows"])
+    # the best INT8 calibrator keeps top-1 within 0.5 points of FP32 on the example
+    assert min(row["drop"] for row in summary["rows"] if row["precision"].startswith("int8-")) <= 0.5
 
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "build@local-fp32", "build@local-fp16",
-                         "benchmark@local-fp32", "benchmark@local-fp16", "evaluate@local-fp32",
-                         "evaluate@local-fp16", "report"}
+    assert set(lock) == {"prepare", "export", "parity", "report", *(f"quantize@{p}" for p in PRECISIONS),
+                         *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS)}
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
 
@@ -90,7 +92,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
     parents = [r for r in runs if r.data.tags.get("edgeforge.kind") == "pipeline"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(c.data.params["precision"] for c in children) == ["fp16", "fp32"]
+    assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
     for c in children:
         assert {"accuracy_top1", "accuracy_drop", "latency_p99_ms", "throughput"} <= set(c.data.metrics)
         assert len(c.data.tags["artifact_sha256"]) == 64

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -135,6 +136,11 @@ def check(cfg: Config) -> None:
     for out in cfg.parity.outputs:
         _require(out in m.outputs, f"parity.outputs.{out}", f"not a model output; allowed values: {', '.join(m.outputs)}")
     _require(cfg.parity.batch_size > 1, "parity.batch_size", "must be > 1 (batch 1 is checked separately)")
+    q = cfg.quant
+    _require(q.samples > 0 and q.batch_size > 0, "quant", "samples and batch_size must be > 0")
+    _require(0 < q.percentile <= 100, "quant.percentile", f"{q.percentile} must be in (0, 100]")
+    _require(bool(re.fullmatch(r"\d+(\.\d+){0,3}", q.trt_version)), "quant.trt_version",
+             f"{q.trt_version!r} must look like 8.6.1 or 10.3.0")
     _require(bool(cfg.build.targets), "build.targets", "list at least one target")
     for t in cfg.build.targets:
         _require(t in cfg.target, "build.targets", f"{t!r} is not defined; defined targets: {', '.join(cfg.target)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile"]
 
 
 def f(default: Any, doc: str) -> Any:
@@ -96,9 +96,19 @@ class Parity:
 
 
 @dataclass
+class Quant:
+    samples: int = f(500, "calibration images (the whole calib split if smaller; a warning below 100)")
+    batch_size: int = f(32, "calibration batch size (streamed: one batch's activations in memory at a time)")
+    percentile: float = f(99.99, "percentile of |activation| the percentile calibrator keeps")
+    per_channel: bool = f(True, "per-output-channel weight scales")
+    trt_version: str = f("8.6.1", "TensorRT version written in the calibration cache header (must match the device)")
+
+
+@dataclass
 class Build:
     targets: list[str] = f(["local"], "targets to build for (names defined under target)")
-    precisions: list[Precision] = f(["fp32", "fp16"], "precisions to build")
+    precisions: list[Precision] = f(["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile"],
+                                    "precisions to build: fp32, fp16, int8-<calibrator>")
     fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
 
 
@@ -138,6 +148,7 @@ class Config:
     prepare: Prepare = f(Prepare(), "bundled example preparation")
     export: Export = f(Export(), "PyTorch -> ONNX export")
     parity: Parity = f(Parity(), "ONNX vs PyTorch numerical check")
+    quant: Quant = f(Quant(), "INT8 calibration")
     build: Build = f(Build(), "build matrix")
     target: dict[str, Target] = f({"local": Target()}, "target definitions, by name")
     bench: Bench = f(Bench(), "latency benchmark")

@@ -40,5 +40,42 @@ def test_precision_not_in_the_build_list_fails_and_leaves_nothing(workdir, param
     with pytest.raises(SystemExit) as e:
         quantize.main(["--precision", "fp8"])
     assert e.value.code == 1
-    assert "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16)" in capsys.readouterr().err
+    assert "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)" in capsys.readouterr().err
     assert not quantize.out_dir("fp8").exists() and not quantize.metrics_path("fp8").exists()
+
+
+def test_int8_writes_qdq_model_trt_cache_and_ranges(workdir, params, exported, capsys):
+    from tasks.quant import read_cache, read_cache_header, read_ranges_json
+
+    quantize.main(["--precision", "int8-minmax"])
+    out = quantize.out_dir("int8-minmax")
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    ranges = read_ranges_json(out / "ranges.json")
+    cache = read_cache(out / "calibration.cache")
+    assert set(cache) == set(ranges) and params["model"]["input"]["name"] in cache
+    for name, (lo, hi) in ranges.items():  # scale = amax / 127, to float32 precision
+        assert cache[name] == pytest.approx(max(abs(lo), abs(hi)) / 127, rel=1e-6)
+    assert read_cache_header(out / "calibration.cache") == (8601, "MinMaxCalibration")
+    meta = read_json(quantize.metrics_path("int8-minmax"))
+    assert meta["calibrator"] == "minmax" and meta["samples"] == 32 and meta["quantized_nodes"]
+    assert meta["cache_sha256"] == sha256_file(out / "calibration.cache")
+    # 32 calibration images (the fast config) is below the 100 the stage warns about
+    assert "WARNING: calibrating on only 32 images" in capsys.readouterr().err
+    from tasks.runtimes import get_runtime
+
+    x = np.load(workdir / "artifacts/prepare/eval/x.npy")[:8]
+    fp32 = get_runtime("onnxruntime").load(exported).infer(x)["logits"]
+    int8 = get_runtime("onnxruntime").load(out / "model.onnx").infer(x)["logits"]
+    assert (int8.argmax(1) == fp32.argmax(1)).mean() >= 0.75
+
+
+def test_int8_calibration_samples_of_the_wrong_shape_fail_clearly(workdir, params, exported, capsys):
+    from tasks.data.split import save_split
+
+    save_split(workdir / "artifacts/prepare/calib", np.zeros((8, 3, 28, 28), np.float32), np.zeros(8))
+    with pytest.raises(SystemExit):
+        quantize.main(["--precision", "int8-minmax"])
+    err = capsys.readouterr().err
+    assert "quantize@int8-minmax: error:" in err and "(8, 3, 28, 28)" in err and "Traceback" not in err
+    assert not quantize.out_dir("int8-minmax").exists()

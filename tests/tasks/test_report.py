@@ -15,7 +15,7 @@ from tasks.config import Config
 from tasks.io import read_json, sha256_file
 from tasks.tracking import flatten, tracking_uri
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8-minmax")
 
 
 @pytest.fixture
@@ -48,9 +48,9 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     out = pipeline / report.OUT
     summary = read_json(out / "summary.json")
     md = (out / "summary.md").read_text()
-    assert [(r["target"], r["precision"]) for r in summary["rows"]] == [("local", "fp32"), ("local", "fp16")]
+    assert [(r["target"], r["precision"]) for r in summary["rows"]] == [("local", p) for p in PRECISIONS]
     assert "| target | precision |" in md
-    assert md.count("| local |") == 2
+    assert md.count("| local |") == len(PRECISIONS)
     assert summary["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
     assert (pipeline / "mlflow.db").is_file()
 
@@ -75,7 +75,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert parent.data.metrics["reference_top1"] == pytest.approx(summary["reference_top1"])
 
     # one child run per target x precision
-    assert len(children) == 2
+    assert len(children) == len(PRECISIONS)
     by_precision = {r.data.params["precision"]: r for r in children}
     assert set(by_precision) == set(PRECISIONS)
     for p, run in by_precision.items():
@@ -109,7 +109,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert "local" in r.stdout and "fp32" in r.stdout and "fp16" in r.stdout
     assert "accepted" in r.stdout
     assert summary["mlflow"]["parent_run_id"] in r.stdout
-    assert len(client.search_runs([exp.experiment_id])) == 3
+    assert len(client.search_runs([exp.experiment_id])) == 1 + len(PRECISIONS)
 
 
 def test_show_without_summary_fails_cleanly(workdir, capsys):
@@ -144,3 +144,13 @@ def test_tracking_uri_env_overrides_config(monkeypatch):
     assert tracking_uri(cfg) == "sqlite:///from-config.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
     assert tracking_uri(cfg) == "sqlite:///from-env.db"
+
+
+def test_int8_child_run_names_its_calibrator(pipeline):
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = pipeline
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")  # cwd is the project folder
+    runs = client.search_runs([client.get_experiment_by_name("edgeforge").experiment_id])
+    calibrators = {r.data.params.get("precision"): r.data.params.get("calibrator") for r in runs}
+    assert calibrators["int8-minmax"] == "minmax" and calibrators["fp16"] == "none"
