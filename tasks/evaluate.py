@@ -1,5 +1,6 @@
-"""Stage ``evaluate@<target>-<precision>``: top-1 of the built artifact on the eval split,
-against the PyTorch FP32 reference outputs that ``parity`` saved. A drop above
+"""Stage ``evaluate@<target>-<precision>``: top-1 (overall and per class) of the built artifact on the eval split,
+against the PyTorch FP32 reference outputs that ``parity`` saved; the classes that dropped most are
+named (an average can hide one class that collapsed). A drop above
 ``eval.max_drop`` points marks the precision rejected (the stage itself succeeds: the verdict
 is a result). Output: ``metrics/evaluate/<key>.json``.
 """
@@ -13,12 +14,20 @@ from tasks import stage
 from tasks.config import Config
 from tasks.data.split import Split
 from tasks.io import write_json
-from tasks.metrics.accuracy import agreement, top1
+from tasks.metrics.accuracy import agreement, per_class_top1, top1, worst_class_drops
 from tasks.runtimes import get_runtime
 
 
 def metrics_path(key: str) -> Path:
     return stage.METRICS / "evaluate" / f"{key}.json"
+
+
+def classes_of(eval_dir: Path) -> list[str]:
+    """Class names written by the prepare stage beside the split (indices if absent)."""
+    from tasks.io import read_json
+
+    path = Path(eval_dir).parent / "classes.json"
+    return [str(c) for c in read_json(path)] if path.is_file() else []
 
 
 def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path) -> dict:
@@ -32,6 +41,11 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
     labels = np.asarray(split.y)
     acc, ref_acc = top1(scores, labels), top1(ref, labels)
     drop = ref_acc - acc
+    classes = classes_of(eval_dir)
+    per_ref, per_got = per_class_top1(ref, labels), per_class_top1(scores, labels)
+    worst = worst_class_drops(per_ref, per_got)
+    for w in worst:
+        w["name"] = classes[w["class"]] if w["class"] < len(classes) else str(w["class"])
     accepted = drop <= cfg.eval.max_drop
     return {
         "samples": int(len(labels)),
@@ -39,6 +53,9 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
         "reference_top1": ref_acc,
         "drop": drop,
         "top1_agreement": agreement(ref, scores),
+        "per_class_top1": {classes[c] if c < len(classes) else str(c): v for c, v in per_got.items()},
+        "worst_class_drop": worst[0]["drop"] if worst else 0.0,
+        "worst_classes": worst,
         "max_drop": cfg.eval.max_drop,
         "accepted": bool(accepted),
         "reason": "" if accepted else f"top-1 drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}",

@@ -16,7 +16,7 @@ from tasks.io import read_json, write_json
 OUT = stage.ARTIFACTS / "report"
 COLUMNS = [  # (summary key, header)
     ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("top1", "top-1 %"),
-    ("drop", "drop pts"), ("parity_max_abs", "max|Δ| vs torch"), ("latency_p50_ms", "p50 ms (b1)"),
+    ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs torch"), ("latency_p50_ms", "p50 ms (b1)"),
     ("latency_p99_ms", "p99 ms (b1)"), ("throughput", "best thrpt/s"), ("speedup_vs_torch", "× torch (b1)"),
     ("size_mb", "size MB"), ("verdict", "verdict"),
 ]
@@ -41,6 +41,7 @@ def row(cfg: Config, target: str, precision: str) -> dict:
         "runtime_version": b["runtime_version"], "artifact_sha256": b["sha256"],
         "size_mb": b["size_bytes"] / 1e6, "build_seconds": b["build_seconds"],
         "top1": ev["top1"], "drop": ev["drop"], "top1_agreement": ev["top1_agreement"],
+        "worst_class_drop": ev["worst_class_drop"], "worst_classes": ev["worst_classes"],
         "latency_p50_ms": first["p50_ms"], "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
         "throughput": max(v["throughput"] for v in lat.values()),

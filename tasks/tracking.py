@@ -72,6 +72,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                                    else "none"})
                 metrics = {
                     "accuracy_top1": r["top1"], "accuracy_drop": r["drop"], "top1_agreement": r["top1_agreement"],
+                    "worst_class_drop": r["worst_class_drop"],
                     "latency_p50_ms": r["latency_p50_ms"], "latency_p99_ms": r["latency_p99_ms"],
                     "latency_cv": r["latency_cv"], "throughput": r["throughput"], "size_mb": r["size_mb"],
                     "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),

@@ -64,6 +64,13 @@ def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepare
     assert res["drop"] == pytest.approx(100.0 - acc)
     assert res["accepted"] is False
     assert "eval.max_drop" in res["reason"] and f"{res['drop']:.2f}" in res["reason"]
+    # per class, against the perfect reference: each class's drop is 100 - its accuracy, by hand
+    pred = scores.argmax(1)
+    by_hand = {str(c): float((pred[labels == c] == c).mean() * 100) for c in np.unique(labels)}
+    assert res["per_class_top1"] == pytest.approx(by_hand)
+    worst = res["worst_classes"][0]
+    assert worst["drop"] == pytest.approx(100.0 - min(by_hand.values())) == res["worst_class_drop"]
+    assert worst["name"] == min(by_hand, key=by_hand.get) or by_hand[worst["name"]] == min(by_hand.values())
 
     # the same drop is accepted when the allowance covers it
     params["eval"]["max_drop"] = 100.0

@@ -38,3 +38,15 @@ def test_agreement_percent():
     assert agreement(SCORES, -SCORES) == pytest.approx(0.0)  # argmax -> argmin everywhere
     # scaling the scores does not change the predicted class
     assert agreement(SCORES, SCORES * 7.5 + 3) == pytest.approx(100.0)
+
+
+def test_per_class_top1_and_worst_class_drops_by_hand():
+    from tasks.metrics.accuracy import per_class_top1, worst_class_drops
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    ref = np.eye(3)[labels]  # perfect
+    got = np.eye(3)[[0, 0, 1, 0, 0, 0]]  # class 1 half right, class 2 all wrong
+    r, g = per_class_top1(ref, labels), per_class_top1(got, labels)
+    assert r == {0: 100.0, 1: 100.0, 2: 100.0} and g == {0: 100.0, 1: 50.0, 2: 0.0}
+    worst = worst_class_drops(r, g, n=2)
+    assert [(w["class"], w["drop"]) for w in worst] == [(2, 100.0), (1, 50.0)]
