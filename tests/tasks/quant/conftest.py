@@ -99,3 +99,31 @@ def ranges(case) -> dict:
     return {m: calibrate(case.model, calib_batches(case), m, input_name="input",
                          num_bins=TEST_ENTROPY_BINS if m == "entropy" else None)
             for m in CALIBRATORS.names()}
+
+
+def outlier_mlp(seed: int = 0) -> onnx.ModelProto:
+    """x (N, 8) -> Gemm ``first`` (8->8) -> Relu -> Gemm ``wide`` (8->16) -> Relu -> Gemm ``head``
+    (16->4) -> y. ``wide`` emits one constant channel of 1000 that ``head`` ignores (zero weights),
+    so FP32 is unaffected, but per-tensor INT8 of ``head``'s input (scale ~1000/127) rounds every
+    informative feature (~1) to zero: ``head`` is the one clearly sensitive layer."""
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(0, 0.5, (8, 8)).astype(np.float32)
+    w1 = rng.normal(0, 0.5, (16, 8)).astype(np.float32)
+    b1 = np.zeros(16, np.float32)
+    w1[0] = 0.0
+    b1[0] = 1000.0
+    w2 = rng.normal(0, 1.0, (4, 16)).astype(np.float32)
+    w2[:, 0] = 0.0
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w0, "w0"), (np.zeros(8, np.float32), "b0"), (w1, "w1"), (b1, "b1"), (w2, "w2"),
+              (np.zeros(4, np.float32), "b2"))]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w0", "b0"], ["g0"], name="first", transB=1),
+        helper.make_node("Relu", ["g0"], ["r0"], name="relu0"),
+        helper.make_node("Gemm", ["r0", "w1", "b1"], ["g1"], name="wide", transB=1),
+        helper.make_node("Relu", ["g1"], ["r1"], name="relu1"),
+        helper.make_node("Gemm", ["r1", "w2", "b2"], ["y"], name="head", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "outlier_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
