@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         from tasks.quantize import source
 
         with atomic_dir(out_dir(k)) as tmp:
-            meta = run(cfg, args.target, args.precision, source(args.precision), tmp)
+            runtime = cfg.target[args.target].runtime
+            meta = run(cfg, args.target, args.precision, source(args.precision, runtime), tmp)
         stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB in {meta['build_seconds']:.2f} s")
         write_json(metrics_path(k), meta)
 

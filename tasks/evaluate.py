@@ -2,7 +2,7 @@
 against the PyTorch FP32 reference outputs that ``parity`` saved; the classes that dropped most are
 named (an average can hide one class that collapsed). A drop above
 ``eval.max_drop`` points marks the precision rejected (the stage itself succeeds: the verdict
-is a result). Output: ``metrics/evaluate/<key>.json``.
+is a result); so does an ``int8-mixed`` plan the quantize stage found over ``quant.max_drop``. Output: ``metrics/evaluate/<key>.json``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from tasks import stage
 from tasks.config import Config
 from tasks.data.split import Split
-from tasks.io import write_json
+from tasks.io import read_json, write_json
 from tasks.metrics.accuracy import agreement, per_class_top1, top1, worst_class_drops
 from tasks.runtimes import get_runtime
 
@@ -24,13 +24,14 @@ def metrics_path(key: str) -> Path:
 
 def classes_of(eval_dir: Path) -> list[str]:
     """Class names written by the prepare stage beside the split (indices if absent)."""
-    from tasks.io import read_json
-
     path = Path(eval_dir).parent / "classes.json"
     return [str(c) for c in read_json(path)] if path.is_file() else []
 
 
-def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path) -> dict:
+def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path,
+        quantized: dict | None = None) -> dict:
+    """``quantized``: the quantize stage's metrics for this precision; an ``int8-mixed`` plan
+    that did not meet ``quant.max_drop`` there stays rejected whatever its accuracy here."""
     target = cfg.target[target_name]
     sess = get_runtime(target.runtime).load(artifact, target.threads)
     split = Split(eval_dir)
@@ -46,7 +47,12 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
     worst = worst_class_drops(per_ref, per_got)
     for w in worst:
         w["name"] = classes[w["class"]] if w["class"] < len(classes) else str(w["class"])
-    accepted = drop <= cfg.eval.max_drop
+    reasons = []
+    if drop > cfg.eval.max_drop:
+        reasons.append(f"top-1 drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}")
+    if quantized and quantized.get("accepted") is False:
+        reasons.append(f"mixed precision: {quantized['reason']}")
+    accepted = not reasons
     return {
         "samples": int(len(labels)),
         "top1": acc,
@@ -58,7 +64,7 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
         "worst_classes": worst,
         "max_drop": cfg.eval.max_drop,
         "accepted": bool(accepted),
-        "reason": "" if accepted else f"top-1 drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}",
+        "reason": "; ".join(reasons),
     }
 
 
@@ -71,7 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         from tasks.parity import OUT as REF
         from tasks.prepare import OUT as PREP
 
-        res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", REF)
+        from tasks.quantize import metrics_path as quantize_metrics
+
+        qm = quantize_metrics(args.precision)
+        res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", REF,
+                  quantized=read_json(qm) if qm.is_file() else None)
         verdict = "accepted" if res["accepted"] else f"REJECTED ({res['reason']})"
         stage.log(f"evaluate@{k}", f"top-1 {res['top1']:.2f}% (reference {res['reference_top1']:.2f}%): {verdict}")
         write_json(metrics_path(k), res)

@@ -18,7 +18,7 @@ COLUMNS = [  # (summary key, header)
     ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("top1", "top-1 %"),
     ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs torch"), ("latency_p50_ms", "p50 ms (b1)"),
     ("latency_p99_ms", "p99 ms (b1)"), ("throughput", "best thrpt/s"), ("speedup_vs_torch", "× torch (b1)"),
-    ("size_mb", "size MB"), ("verdict", "verdict"),
+    ("size_mb", "size MB"), ("kept_fp32", "FP32 layers"), ("verdict", "verdict"),
 ]
 
 
@@ -29,9 +29,10 @@ def _read(path: Path) -> dict:
 
 
 def row(cfg: Config, target: str, precision: str) -> dict:
-    from tasks import benchmark, build, evaluate
+    from tasks import benchmark, build, evaluate, quantize
 
     k = stage.key(target, precision)
+    q = read_json(quantize.metrics_path(precision)) if quantize.metrics_path(precision).is_file() else {}
     b, bench, ev = _read(build.metrics_path(k)), _read(benchmark.metrics_path(k)), _read(evaluate.metrics_path(k))
     lat = bench["latency"]
     first = lat.get("b1") or next(iter(lat.values()))
@@ -47,6 +48,8 @@ def row(cfg: Config, target: str, precision: str) -> dict:
         "throughput": max(v["throughput"] for v in lat.values()),
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.get("unstable", []),
+        "calibrator": q.get("calibrator"), "kept_fp32": len(q["kept_fp32"]) if "kept_fp32" in q else None,
+        "kept_fp32_layers": [k_["node"] for k_ in q.get("kept_fp32", [])],
         "accepted": ev["accepted"], "verdict": "accepted" if ev["accepted"] else "rejected", "reason": ev["reason"],
     }
 

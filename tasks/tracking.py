@@ -44,7 +44,7 @@ def tracking_uri(cfg: Config) -> str:
 def log_pipeline(cfg: Config, summary: dict) -> dict:
     import mlflow
 
-    from tasks import benchmark, build, evaluate, export, parity
+    from tasks import benchmark, build, evaluate, export, parity, quantize
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
@@ -68,8 +68,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                 "runtime_version": r["runtime_version"], "verdict": r["verdict"],
             }):
                 mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
-                                   "calibrator": r["precision"].removeprefix("int8-") if r["precision"].startswith("int8-")
-                                   else "none"})
+                                   "calibrator": r.get("calibrator") or "none"})
                 metrics = {
                     "accuracy_top1": r["top1"], "accuracy_drop": r["drop"], "top1_agreement": r["top1_agreement"],
                     "worst_class_drop": r["worst_class_drop"],
@@ -79,11 +78,17 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                 }
                 if r["speedup_vs_torch"] is not None:
                     metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
+                if r.get("kept_fp32") is not None:
+                    metrics["kept_fp32_layers"] = r["kept_fp32"]
+                    mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
                 if r["parity_max_abs"] is not None:
                     metrics["parity_max_abs"] = r["parity_max_abs"]
                 mlflow.log_metrics(metrics)
                 bdir = build.out_dir(r["key"])
                 mlflow.log_artifacts(str(bdir), "build")
+                for f in ("sensitivity.png", "sensitivity.json"):
+                    if (quantize.out_dir(r["precision"]) / f).is_file():
+                        mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
                 for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
                     mlflow.log_artifact(str(f), "metrics")
         run_id = parent.info.run_id

@@ -141,6 +141,10 @@ def check(cfg: Config) -> None:
     _require(0 < q.percentile <= 100, "quant.percentile", f"{q.percentile} must be in (0, 100]")
     _require(bool(re.fullmatch(r"\d+(\.\d+){0,3}", q.trt_version)), "quant.trt_version",
              f"{q.trt_version!r} must look like 8.6.1 or 10.3.0")
+    _require(q.max_drop >= 0, "quant.max_drop", "must be >= 0 (points of top-1)")
+    _require(0 <= q.max_kept_fraction <= 1, "quant.max_kept_fraction", f"{q.max_kept_fraction} must be in [0, 1]")
+    _require(min(q.sensitivity_samples, q.sqnr_samples, q.sensitivity_max_task_layers) > 0, "quant",
+             "sensitivity_samples, sqnr_samples and sensitivity_max_task_layers must be > 0")
     _require(bool(cfg.build.targets), "build.targets", "list at least one target")
     for t in cfg.build.targets:
         _require(t in cfg.target, "build.targets", f"{t!r} is not defined; defined targets: {', '.join(cfg.target)}")

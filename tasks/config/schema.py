@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile"]
+Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
 def f(default: Any, doc: str) -> Any:
@@ -102,13 +102,26 @@ class Quant:
     percentile: float = f(99.99, "percentile of |activation| the percentile calibrator keeps")
     per_channel: bool = f(True, "per-output-channel weight scales")
     trt_version: str = f("8.6.1", "TensorRT version written in the calibration cache header (must match the device)")
+    ort_reduce_range: bool = f(True, "7-bit weights in the ONNX Runtime INT8 model: avoids int16 saturation in ORT's "
+                                     "x86 kernels on CPUs without VNNI (set false for VNNI or ARM targets)")
+    max_drop: float = f(0.5, "int8-mixed: keep layers FP32 until top-1 drops at most this many points vs FP32 "
+                             "(on the sensitivity images); no plan within it -> the precision is rejected")
+    mixed_calibrator: Literal["minmax", "entropy", "percentile"] = f("percentile", "int8-mixed: calibrator of its ranges")
+    sensitivity: Literal["auto", "task", "sqnr"] = f(
+        "auto", "int8-mixed ranking: task = top-1 drop with one layer INT8 at a time (one evaluation per layer), "
+                "sqnr = each layer's output SQNR only (one pass), auto = task up to sensitivity_max_task_layers layers")
+    sensitivity_max_task_layers: int = f(32, "auto: above this many quantizable layers, rank by SQNR alone")
+    sensitivity_samples: int = f(500, "labelled calibration-split images that score sensitivity and mixed plans")
+    sqnr_samples: int = f(64, "images for the per-layer SQNR pass")
+    max_kept_fraction: float = f(0.5, "int8-mixed keeps at most this fraction of the quantizable layers FP32")
 
 
 @dataclass
 class Build:
     targets: list[str] = f(["local"], "targets to build for (names defined under target)")
-    precisions: list[Precision] = f(["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile"],
-                                    "precisions to build: fp32, fp16, int8-<calibrator>")
+    precisions: list[Precision] = f(["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"],
+                                    "precisions to build: fp32, fp16, int8-<calibrator>, int8-mixed "
+                                    "(sensitive layers kept FP32 automatically)")
     fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
 
 

@@ -79,3 +79,25 @@ def test_int8_calibration_samples_of_the_wrong_shape_fail_clearly(workdir, param
     err = capsys.readouterr().err
     assert "quantize@int8-minmax: error:" in err and "(8, 3, 28, 28)" in err and "Traceback" not in err
     assert not quantize.out_dir("int8-minmax").exists()
+
+
+def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported):
+    from tasks import build
+
+    quantize.main(["--precision", "int8-minmax"])
+    out = quantize.out_dir("int8-minmax")
+    trt, ort_layout = (onnx.load(str(out / f)) for f in ("model.onnx", "model.ort.onnx"))
+    # TensorRT layout: FP32 weights quantized in the graph (Q -> DQ); ORT layout: int8 weights feed DQ directly
+    assert _weight_quantization(trt) == {"QuantizeLinear": onnx.TensorProto.FLOAT}
+    assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
+    assert quantize.source("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
+    assert quantize.source("int8-minmax", "tensorrt") == quantize.source("int8-minmax") == out / "model.onnx"
+    build.main(["--target", "local", "--precision", "int8-minmax"])
+    assert read_json(build.metrics_path("local-int8-minmax"))["sha256"] == sha256_file(out / "model.ort.onnx")
+
+
+def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:
+    """{op type: dtype} of the Q/DQ nodes whose quantized input is a weight (a >1-D initializer)."""
+    weights = {i.name: i.data_type for i in model.graph.initializer if len(i.dims) > 1}
+    return {n.op_type: weights[n.input[0]] for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] in weights}

@@ -72,6 +72,8 @@ def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path):
     ("build", "precisions", ["fp8"], "build.precisions", ["fp32", "fp16"]),
     ("model", "format", "keras", "model.format", ["state_dict", "torchscript", "pt2", "onnx"]),
     ("export", "exporter", "tracing", "export.exporter", ["dynamo", "torchscript"]),
+    ("quant", "mixed_calibrator", "kl", "quant.mixed_calibrator", ["minmax", "entropy", "percentile"]),
+    ("quant", "sensitivity", "hessian", "quant.sensitivity", ["auto", "task", "sqnr"]),
 ])
 def test_bad_literal_names_key_and_allowed_values(tmp_path, section, key, value, key_in_msg, allowed):
     p = fast_params()
@@ -147,6 +149,9 @@ def _set(p: dict, dotted: str, value) -> None:
     ({"build.precisions": ["fp16", "fp16"]}, "build.precisions", ["duplicates"]),
     ({"build.targets": []}, "build.targets", ["at least one"]),
     ({"eval.max_drop": -1.0}, "eval.max_drop", [">= 0"]),
+    ({"quant.max_drop": -0.5}, "quant.max_drop", [">= 0"]),
+    ({"quant.max_kept_fraction": 1.5}, "quant.max_kept_fraction", ["[0, 1]"]),
+    ({"quant.sqnr_samples": 0}, "quant", ["sqnr_samples"]),
 ])
 def test_cross_field_checks(tmp_path, changes, key, fragments):
     p = fast_params()

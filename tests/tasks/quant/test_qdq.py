@@ -149,3 +149,17 @@ def test_per_channel_needs_opset_13(tmp_path):
         quantize_qdq(src, r, tmp_path / "q.onnx")
     facts = quantize_qdq(src, r, tmp_path / "q.onnx", per_channel=False)
     assert facts["quantized_nodes"] == ["conv"]
+
+
+@pytest.mark.parametrize("reduce_range, limit", [(False, 127), (True, 64)])
+def test_reduce_range_keeps_int8_weights_within_7_bits(case, ranges, tmp_path, reduce_range, limit):
+    from tasks.quant import ORT_EXTRA_OPTIONS
+
+    out = tmp_path / "ort.onnx"
+    facts = quantize_qdq(case.model, ranges["minmax"], out, extra_options=ORT_EXTRA_OPTIONS, reduce_range=reduce_range)
+    assert facts["reduce_range"] is reduce_range
+    m = onnx.load(str(out))
+    weights = [v for t, v in inits(m).items() if v.dtype == np.int8 and v.ndim > 1]
+    assert len(weights) == len(CASE_NODES)  # ORT layout: every weighted op has int8 weights
+    assert max(int(np.abs(w).max()) for w in weights) == limit  # each channel's largest weight maps to the limit
+    assert np.mean(run(case.model, eval_x(case)).argmax(1) == run(out, eval_x(case)).argmax(1)) >= 0.9

@@ -1,0 +1,97 @@
+"""Stage quantize@int8-mixed on a MnistCNN built with one clearly sensitive layer: its second
+BatchNorm emits (after a short training, so that its predictions vary) a constant channel of 1000 that the first Linear ignores (zero weights), so FP32
+is unaffected but per-tensor INT8 of that Linear's input rounds every informative feature to
+zero. The calibration split is relabelled with the FP32 model's own confident predictions, so
+FP32 scores 100% on it and any drop is quantization's."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tasks import build, evaluate, quantize
+from tasks.io import read_json, sha256_file
+from tests.conftest import write_params
+
+SENSITIVE = "node_linear"  # the first Linear's Gemm in the dynamo export: its input carries the outlier
+CONV2 = "node_Conv_20"  # the second conv (BatchNorm folded in) emits the outlier channel: harmless in
+# TensorRT's layout (no Q/DQ on a conv's output), fatal in ONNX Runtime's (the output is quantized)
+
+
+@pytest.fixture
+def sensitive(workdir, params):
+    import torch
+
+    from examples.mnist import train_mnist_cnn
+    from tasks.config import Config, from_dict
+    from tasks.data.split import Split, save_split
+    from tasks.export import OUT, run as export
+    from tasks.prepare import OUT as PREP, run as prepare
+
+    params["build"]["precisions"] = ["fp32", "int8-mixed"]
+    params["data"]["calib"]["limit"] = 400
+    params["quant"].update(sensitivity_samples=200, sqnr_samples=32)
+    write_params(params)
+    cfg = from_dict(Config, params)
+    prepare(cfg, PREP, log=lambda m: None)
+    calib = Split(PREP / "calib")
+    train_mnist_cnn(calib.x, calib.y, workdir / "model.pt", epochs=3, batch_size=32, lr=0.003, seed=0)
+    sd = torch.load(workdir / "model.pt", weights_only=True)
+    sd["features.5.bias"][0] = 1000.0
+    sd["head.1.weight"][:, :49] = 0.0  # channel 0 of the flattened 32x7x7 features
+    torch.save(sd, workdir / "model.pt")
+    export(cfg, OUT, log=lambda m: None)
+    x = np.ascontiguousarray(calib.x)
+    logits = ort.InferenceSession(str(OUT), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    top2 = np.sort(logits, axis=1)
+    keep = top2[:, -1] - top2[:, -2] > 0.05
+    save_split(PREP / "calib", x[keep], logits[keep].argmax(1))
+    assert keep.sum() >= 200 and len(set(logits[keep].argmax(1).tolist())) >= 5
+    return params
+
+
+def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
+    from tasks import parity
+
+    quantize.main(["--precision", "int8-mixed"])
+    out, meta = quantize.out_dir("int8-mixed"), read_json(quantize.metrics_path("int8-mixed"))
+    assert meta["accepted"] is True and meta["reason"] == ""
+    assert [k["node"] for k in meta["kept_fp32"]] == [SENSITIVE, CONV2]
+    assert [k["rank"] for k in meta["kept_fp32"]] == [1, 2]
+    assert all(k["drop"] > 10 and "dropped" in k["why"] for k in meta["kept_fp32"])
+    # all-INT8 and keeping one are not within budget; keeping both is
+    assert [t["kept"] for t in meta["trials"]] == [0, 1, 2]
+    assert min(t["drop"] for t in meta["trials"][:2]) > 10
+    assert meta["subset_drop"] <= 0.5 and max(meta["layout_drops"].values()) == meta["subset_drop"]
+    assert meta["sensitivity_method"] == "task" and meta["calibrator"] == "percentile" and meta["layers"] == 4
+    table = read_json(out / "sensitivity.json")
+    assert [r["rank"] for r in table["layers"]] == [1, 2, 3, 4] and table["layers"][0]["node"] == SENSITIVE
+    conv2 = table["layers"][1]
+    assert conv2["node"] == CONV2 and conv2["layout_drops"]["model.onnx"] <= 0.5 < 10 < conv2["layout_drops"]["model.ort.onnx"]
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    for f in ("model.onnx", "model.ort.onnx", "calibration.cache", "ranges.json"):
+        assert (out / f).is_file(), f
+    assert meta["ort_sha256"] == sha256_file(out / "model.ort.onnx") and meta["sha256"] == sha256_file(out / "model.onnx")
+    assert SENSITIVE not in meta["quantized_nodes"] and CONV2 not in meta["quantized_nodes"]  # no Q/DQ on their inputs
+    assert "node_Conv_19" in meta["quantized_nodes"] and "node_linear_1" in meta["quantized_nodes"]
+    parity.main([])
+    build.main(["--target", "local", "--precision", "int8-mixed"])
+    evaluate.main(["--target", "local", "--precision", "int8-mixed"])
+    assert "mixed precision" not in read_json(evaluate.metrics_path("local-int8-mixed"))["reason"]
+
+
+def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitive, capsys):
+    from tasks import parity
+
+    sensitive["quant"]["max_kept_fraction"] = 0.0
+    write_params(sensitive)
+    quantize.main(["--precision", "int8-mixed"])
+    meta = read_json(quantize.metrics_path("int8-mixed"))
+    assert meta["accepted"] is False and meta["kept_fp32"] == [] and meta["subset_drop"] > 20
+    assert "no plan keeping up to 0 of 4 layers" in meta["reason"]
+    assert "REJECTED" in capsys.readouterr().err
+    parity.main([])
+    build.main(["--target", "local", "--precision", "int8-mixed"])
+    evaluate.main(["--target", "local", "--precision", "int8-mixed"])
+    ev = read_json(evaluate.metrics_path("local-int8-mixed"))
+    assert ev["accepted"] is False and "mixed precision: no plan keeping up to 0 of 4 layers" in ev["reason"]
