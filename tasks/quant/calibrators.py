@@ -11,7 +11,8 @@ Percentile keep one ``HistogramCollector`` whose histograms grow with each call
 (``merge_histogram`` / ``collect_absolute_value``). Memory is bounded by one batch's
 activations. Results: MinMax is identical to a single call on the whole set; the histogram
 methods anchor their bin width on the first batch (later, wider batches add bins of that width),
-so they can differ from a single call by about one bin width of the distribution.
+so they can differ from a single call by about one bin width of the distribution. The entropy
+search itself runs ORT's algorithm with its loop in numpy (:mod:`tasks.quant.kl_search`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
+from tasks.quant.kl_search import faster_entropy_search
 from tasks.quant.common import QuantError, Ranges, constants_to_initializers, fmt_shape, graph_inputs, load_model
 from tasks.registry import Registry
 
@@ -173,7 +175,7 @@ def calibrate(
             seen += x.shape[0] if x.ndim else 1
         if seen == 0:
             raise QuantError("the calibration set is empty: no batch was given (check the calib split and its limit)")
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), faster_entropy_search():
             data = cal.compute_data()
         cal.infer_session = None  # release the augmented model before the folder goes
     ranges: Ranges = {}
