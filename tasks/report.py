@@ -28,6 +28,16 @@ def _read(path: Path) -> dict:
     return read_json(path)
 
 
+def torch_baseline(target: str) -> dict:
+    """PyTorch eager latency per batch size (``{"b1": stats, ...}``) that the target's FP32
+    benchmark measured side by side; empty when it did not (no fp32 build, remote target,
+    ``bench.torch_baseline`` off)."""
+    from tasks import benchmark
+
+    path = benchmark.metrics_path(stage.key(target, "fp32"))
+    return read_json(path).get("torch", {}) if path.is_file() else {}
+
+
 def row(cfg: Config, target: str, precision: str) -> dict:
     from tasks import benchmark, build, evaluate, quantize
 
@@ -36,7 +46,8 @@ def row(cfg: Config, target: str, precision: str) -> dict:
     b, bench, ev = _read(build.metrics_path(k)), _read(benchmark.metrics_path(k)), _read(evaluate.metrics_path(k))
     lat = bench["latency"]
     first = lat.get("b1") or next(iter(lat.values()))
-    speed = bench.get("speedup_vs_torch", {})
+    torch = torch_baseline(target)
+    speed = {b: torch[b]["p50_ms"] / v["p50_ms"] for b, v in lat.items() if b in torch}
     return {
         "key": k, "target": target, "precision": precision, "runtime": b["runtime"],
         "runtime_version": b["runtime_version"], "artifact_sha256": b["sha256"],

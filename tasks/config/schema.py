@@ -139,7 +139,8 @@ class Bench:
     min_duration_s: float = f(3.0, "measure at least this long, seconds")
     min_iterations: int = f(10, "and at least this many iterations")
     max_cv: float = f(0.025, "warn when latency drifts: CV of the medians of 10 windows above this")
-    torch_baseline: bool = f(True, "also measure PyTorch eager on the same host and inputs")
+    torch_baseline: bool = f(True, "local targets: the FP32 benchmark also measures PyTorch eager on the same "
+                                   "inputs; the report gives every precision's speedup against it")
 
 
 @dataclass

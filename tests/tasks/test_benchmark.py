@@ -44,6 +44,11 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
     assert set(res["unstable"]) <= {"b1", "b4"}
     assert any(line.startswith("batch 1:") and "torch eager" in line for line in lines)
 
+    # measured once per target, by the FP32 benchmark: other precisions do not repeat it
+    res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16")
+    _check_latency(res["latency"], cfg)
+    assert "torch" not in res and "speedup_vs_torch" not in res
+
     params["bench"]["torch_baseline"] = False
     res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None)
     _check_latency(res["latency"], cfg)

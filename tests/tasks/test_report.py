@@ -52,6 +52,11 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert "| target | precision |" in md
     assert md.count("| local |") == len(PRECISIONS)
     assert summary["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
+    # PyTorch eager is measured once (by the FP32 benchmark); every row's speedup divides that figure
+    torch_b1 = read_json(benchmark.metrics_path("local-fp32"))["torch"]["b1"]["p50_ms"]
+    assert "torch" not in read_json(benchmark.metrics_path("local-fp16"))
+    for r in summary["rows"]:
+        assert r["speedup_vs_torch"] == pytest.approx(torch_b1 / r["latency_p50_ms"])
     assert (pipeline / "mlflow.db").is_file()
 
     client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
