@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--venv", type=Path, default=None, help="virtualenv whose bin goes first on PATH (default REPO/.venv)")
     p.add_argument("--tmp-dir", type=Path, default=None, help="where to make the temporary copy (default: the system's)")
     p.add_argument("--verbose", "-v", action="store_true", help="echo DVC's and the stages' output as it comes")
+    p.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override composed into the copy's params.yaml before the run, as `dvc exp run -S` "
+                        "takes it (repeatable), e.g. -S 'build.precisions=[fp32,fp16]'")
     args = p.parse_args(argv)
     args.repo = args.repo.resolve()
     args.venv = (args.venv or args.repo / ".venv").resolve()
@@ -148,12 +151,16 @@ def main(argv: list[str] | None = None) -> None:
         n = snapshot(args.repo, work)
         # DVC's site cache (per-repository index, state) inside the temporary dir, not /var/tmp/dvc
         (work / ".dvc" / "config.local").write_text(f"[core]\n    site_cache_dir = {tmp / 'dvc-site-cache'}\n")
+        if args.overrides:
+            sh([str(args.venv / "bin" / "python"), "-m", "tasks.config.compose", *args.overrides], work, env)
         sh(["git", "init", "-q"], work)
         sh(["git", "add", "-A"], work)
         sh(["git", "-c", "user.name=EdgeForge bench", "-c", "user.email=bench@edgeforge.invalid", "commit", "-qm",
             "snapshot for bench/pipeline_wall.py"], work)
         print(f"copy    : {n} files from {args.repo} (without {', '.join(LEFT_OUT)}) -> {work}, git commit, "
               f"in {time.perf_counter() - t0:.1f} s (not timed below)")
+        if args.overrides:
+            print(f"config  : {' '.join(args.overrides)}")
 
         # (a) the full pipeline from a clean state
         print("\n(a) dvc repro from a clean state ...", flush=True)

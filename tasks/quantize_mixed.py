@@ -61,15 +61,20 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     from tasks.quant.sensitivity import local_sqnr, one_at_a_time, plot, rank
     from tasks.quantize import calibrate_split, layouts, peak_rss_mb, write_int8
 
+    from tasks.quant import QuantError
+
     q = cfg.quant
     calibrator = q.mixed_calibrator
+    nodes = quantizable_nodes(onnx_path)
+    if not nodes:
+        raise QuantError(f"{onnx_path}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul node); "
+                         "remove int8-mixed from build.precisions")
     ranges, n_cal, calib_s = calibrate_split(cfg, calibrator, onnx_path, calib_dir, log)
     log(f"mixed: calibrated with {calibrator} on {n_cal} images in {calib_s:.1f} s")
     split = Split(calib_dir)
     n = min(q.sensitivity_samples, len(split))
     score = scorer(cfg, calib_dir, n)
     baseline = score(onnx_path)
-    nodes = quantizable_nodes(onnx_path)
     method = method_for(cfg, len(nodes))
 
     t0 = time.perf_counter()

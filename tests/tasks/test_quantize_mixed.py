@@ -95,3 +95,28 @@ def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitiv
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
     ev = read_json(evaluate.metrics_path("local-int8-mixed"))
     assert ev["accepted"] is False and "mixed precision: no plan keeping up to 0 of 4 layers" in ev["reason"]
+
+
+def test_a_model_with_nothing_quantizable_fails_clearly_and_leaves_nothing(workdir, params, prepared, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tasks.export import OUT
+
+    params["build"]["precisions"] = ["fp32", "int8-mixed"]
+    write_params(params)
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("starts", [0]), ("ends", [10]), ("axes", [1]))]
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+         helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"], name="slice")],
+        "no_weights", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(OUT))
+    with pytest.raises(SystemExit) as e:
+        quantize.main(["--precision", "int8-mixed"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert "quantize@int8-mixed: error:" in err and "nothing to quantize" in err and "Traceback" not in err
+    assert not quantize.out_dir("int8-mixed").exists() and not quantize.metrics_path("int8-mixed").exists()
