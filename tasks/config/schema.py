@@ -128,7 +128,7 @@ class Build:
 @dataclass
 class Target:
     transport: Literal["local"] = f("local", "how the device is reached (ssh comes with the devices issue)")
-    runtime: Literal["onnxruntime"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
+    runtime: Literal["onnxruntime", "openvino"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
     threads: Optional[int] = f(None, "intra-op threads for the runtime; null = runtime default")
 
 

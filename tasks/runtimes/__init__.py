@@ -8,6 +8,7 @@ from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Sessio
 
 _MODULES = {
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
+    "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
     "torch": "tasks.runtimes.torch_rt:TorchRuntime",
 }
 

@@ -1,5 +1,5 @@
-"""The one interface every inference backend implements (torch, onnxruntime; openvino and
-tensorrt come with the devices issue). Parity, benchmark and evaluate loop over runtimes
+"""The one interface every inference backend implements (torch, onnxruntime, openvino;
+tensorrt comes with the devices issue). Parity, benchmark and evaluate loop over runtimes
 without knowing which they are."""
 from __future__ import annotations
 

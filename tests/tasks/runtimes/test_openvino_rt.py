@@ -1,0 +1,81 @@
+"""The openvino runtime on this CPU: IR built from each precision's ONNX, loaded back, run, and
+checked against ONNX Runtime on real digits; the build/benchmark/evaluate stages on a target
+whose runtime is openvino."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tasks import benchmark, build, evaluate, parity, quantize
+from tasks.data.split import Split
+from tasks.io import read_json, sha256_file
+from tasks.runtimes import BuildError, BuildOptions, get_runtime
+from tests.conftest import write_params
+
+PRECISIONS = ["fp32", "fp16", "int8-minmax"]
+
+
+@pytest.fixture
+def ov_target(params, exported):
+    params["target"]["local_openvino"] = {"transport": "local", "runtime": "openvino", "threads": None}
+    params["build"]["targets"] = ["local", "local_openvino"]
+    params["build"]["precisions"] = PRECISIONS
+    write_params(params)
+    for p in PRECISIONS:
+        quantize.main(["--precision", p])
+    return params
+
+
+def _ort_logits(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(["logits"], {"input": x})[0]
+
+
+def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, prepared):
+    x = np.ascontiguousarray(Split(prepared / "eval").x)
+    reference = _ort_logits(quantize.source("fp32"), x)
+    for p in PRECISIONS:
+        build.main(["--target", "local_openvino", "--precision", p])
+        k = f"local_openvino-{p}"
+        meta = read_json(build.metrics_path(k))
+        art = build.out_dir(k) / meta["artifact"]
+        assert meta["runtime"] == "openvino" and art.name == "model.xml"
+        assert meta["weights_sha256"] == sha256_file(art.with_suffix(".bin"))
+        assert meta["size_bytes"] == art.stat().st_size + art.with_suffix(".bin").stat().st_size
+        sess = get_runtime("openvino").load(art)
+        assert sess.input_name == "input" and sess.output_names == ["logits"]
+        got = np.concatenate([sess.infer(x[i:i + 32])["logits"] for i in range(0, len(x), 32)])
+        if p == "fp32":
+            np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
+            assert meta["int8_ops"] == 0
+        elif p == "fp16":
+            np.testing.assert_allclose(got, reference, atol=2e-2, rtol=0)
+        else:
+            assert meta["int8_ops"] > 0  # really runs int8 kernels, not FP32
+            assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
+            assert not np.allclose(got, reference, atol=1e-5)
+
+
+def test_benchmark_and_evaluate_stages_on_an_openvino_target(ov_target, prepared):
+    parity.main([])
+    argv = ["--target", "local_openvino", "--precision", "int8-minmax"]
+    build.main(argv)
+    benchmark.main(argv)
+    evaluate.main(argv)
+    bench = read_json(benchmark.metrics_path("local_openvino-int8-minmax"))
+    assert bench["runtime"] == "openvino" and set(bench["latency"]) == {"b1", "b4"}
+    ev = read_json(evaluate.metrics_path("local_openvino-int8-minmax"))
+    assert ev["samples"] == 96 and 0 <= ev["top1"] <= 100
+
+
+def test_a_file_openvino_cannot_read_is_a_build_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(BuildError, match="openvino could not convert .*bad.onnx"):
+        get_runtime("openvino").build(bad, "fp32", tmp_path, BuildOptions())
+
+
+def test_int8_build_from_a_model_without_qdq_fails_instead_of_running_fp32(exported, tmp_path):
+    with pytest.raises(BuildError, match="no op executing in int8"):
+        get_runtime("openvino").build(exported, "int8-minmax", tmp_path, BuildOptions())
