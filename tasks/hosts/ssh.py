@@ -1,0 +1,406 @@
+"""A device reached over SSH (Fabric ``Connection`` on paramiko), behind the ``Host`` interface.
+
+Safety defaults: unknown host keys are rejected unless ``allow_unknown_host``; only transient
+connection errors are retried; a command that times out is killed on the device, not just
+abandoned; transfers are verified by sha256 and land under their final name only when intact.
+
+Timeout cleanup, two layers (either is enough on its own):
+
+1. on the device, GNU ``timeout`` runs the command in its own process group and signals the
+   whole group (TERM at ``timeout`` s, KILL 5 s later), so it is enforced even if this
+   client dies or the network drops;
+2. here, Fabric's timer fires ``_CLIENT_GRACE_S`` later (it only closes the channel); the
+   wrapper wrote the process-group id to a pid file, so a second channel sends TERM, then
+   KILL, to that group. This also covers devices without GNU ``timeout`` (``setsid`` or, at
+   worst, the bare pid is used there).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+import paramiko
+from fabric import Config, Connection
+from fabric.util import get_local_user
+from invoke.exceptions import CommandTimedOut
+from paramiko.ssh_exception import NoValidConnectionsError
+
+from tasks.hosts.base import CommandResult, Host, HostError
+from tasks.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+_KILL_AFTER_S = 5  # device side: seconds between TERM and KILL
+_CLIENT_GRACE_S = 2.0  # client side: seconds the device's own timeout gets before we step in
+_TIMED_OUT = (124, 137)  # GNU timeout's exit codes for "timed out" and "had to KILL"
+
+# Runs on the device as `sh -c _WRAPPER edgeforge-run PIDFILE SECS ARGV...`: the user's argv
+# arrives as "$@" (never re-parsed by a shell), in a fresh process group whose id is $!.
+_WRAPPER = f"""\
+pidfile=$1; secs=$2; shift 2
+if timeout --version >/dev/null 2>&1; then
+  timeout --signal=TERM --kill-after={_KILL_AFTER_S} "$secs" "$@" &
+elif command -v setsid >/dev/null 2>&1; then
+  setsid "$@" &
+else
+  "$@" &
+fi
+pid=$!
+echo "$pid" > "$pidfile"
+wait "$pid"; rc=$?
+case $rc in 124|137) kill -s KILL -- "-$pid" 2>/dev/null;; esac
+rm -f "$pidfile"
+exit "$rc"
+"""
+# Kills what the wrapper above started: TERM to its process group, then KILL after 1 s.
+_KILLER = """\
+pid=$(cat "$1" 2>/dev/null) || exit 0
+rm -f "$1"
+kill -s TERM -- "-$pid" 2>/dev/null || kill -s TERM "$pid" 2>/dev/null || exit 0
+sleep 1
+kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null
+exit 0
+"""
+
+
+class SSHHost(Host):
+    """Commands and verified SFTP transfers on ``user@host:port``.
+
+    Args:
+        name: short name used in messages (the target's name).
+        host, port, user: where to connect; ``user=None`` means the local user name.
+        key_filename: private key to authenticate with; ``None`` uses ssh-agent and the default
+            keys in ~/.ssh. When given, only that key is tried.
+        known_hosts: known_hosts file to check the host key against; ``None`` reads
+            ~/.ssh/known_hosts. It is never written to.
+        allow_unknown_host: accept (and log) a host key that is not in known_hosts. A key that
+            *differs* from a known one is always rejected.
+        connect_timeout: seconds allowed for each of TCP connect, SSH banner and authentication.
+        command_timeout: default timeout of ``run`` in seconds (``None``: no limit).
+        retries: extra connection attempts after transient network errors (backoff 0.5 s, 1 s,
+            2 s, ...). Authentication failures and host-key rejections are never retried.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int = 22,
+        user: str | None = None,
+        key_filename: str | os.PathLike | None = None,
+        known_hosts: Path | None = None,
+        allow_unknown_host: bool = False,
+        connect_timeout: float = 10.0,
+        command_timeout: float | None = None,
+        retries: int = 2,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = int(port)
+        self.user = user or get_local_user()
+        self.key_filename = str(key_filename) if key_filename is not None else None
+        self.known_hosts = Path(known_hosts) if known_hosts is not None else None
+        self.allow_unknown_host = allow_unknown_host
+        self.connect_timeout = float(connect_timeout)
+        self.command_timeout = command_timeout
+        self.retries = max(0, int(retries))
+        self._conn: Any = None  # fabric.Connection once connected
+
+    def __repr__(self) -> str:
+        return f"SSHHost(name={self.name!r}, host={self.host!r}, port={self.port}, user={self.user!r})"
+
+    @property
+    def address(self) -> str:
+        """``user@host:port`` as shown in messages."""
+        return f"{self.user}@{self.host}:{self.port}"
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _new_connection(self) -> Any:
+        kwargs: dict[str, Any] = {k: self.connect_timeout for k in ("timeout", "banner_timeout", "auth_timeout")}
+        if self.key_filename is not None:
+            kwargs.update(key_filename=self.key_filename, allow_agent=False, look_for_keys=False)
+        # An empty SSHConfig stops Fabric reading ~/.ssh/config: the target's own settings
+        # are the whole truth, so a build is reproducible from its config alone.
+        cfg = Config(ssh_config=paramiko.SSHConfig(), lazy=True)
+        conn = Connection(self.host, user=self.user, port=self.port, config=cfg, connect_kwargs=kwargs)
+        client = conn.client  # Fabric installs AutoAddPolicy and loads no known_hosts: redo both
+        try:
+            # load_system_host_keys (not load_host_keys) so that nothing is ever saved back.
+            client.load_system_host_keys(str(self.known_hosts) if self.known_hosts else None)
+        except OSError as e:
+            raise HostError(
+                f"{self.name}: cannot read known_hosts file {self.known_hosts}: {e.strerror}; "
+                f"create it with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}`"
+            ) from e
+        client.set_missing_host_key_policy(_AcceptUnknown(self) if self.allow_unknown_host else _RejectUnknown())
+        return conn
+
+    def _connection(self) -> Any:
+        """The open connection, (re)connecting with retries on transient network errors."""
+        if self._conn is not None and self._conn.is_connected:
+            return self._conn
+        self.close()
+        last: BaseException | None = None
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            conn = self._new_connection()
+            try:
+                conn.open()
+                self._conn = conn
+                return conn
+            except Exception as e:
+                _discard(conn)  # Fabric's close() skips a transport that never finished connecting
+                if not _transient(e):
+                    raise self._connect_error(e) from None
+                last = e
+            except BaseException:
+                _discard(conn)
+                raise
+            if attempt < attempts:
+                delay = 0.5 * 2 ** (attempt - 1)
+                log.warning("%s: connecting to %s failed (%s); retry %d/%d in %.1f s",
+                            self.name, self.address, _describe(last), attempt, self.retries, delay)
+                time.sleep(delay)
+        raise HostError(
+            f"{self.name}: cannot connect to {self.address} after {attempts} attempt(s) "
+            f"(connect timeout {self.connect_timeout:g} s): {_describe(last)}. Check that the device "
+            f"is powered and on the network, that sshd runs on port {self.port}, and that no "
+            f"firewall blocks it (try `ssh -p {self.port} {self.user}@{self.host} true`)"
+        ) from None
+
+    def _connect_error(self, e: Exception) -> HostError:
+        """The HostError (with the fix) for a connection failure that retrying cannot cure."""
+        kh = self.known_hosts or "~/.ssh/known_hosts"
+        where = f"[{self.host}]:{self.port}" if self.port != 22 else self.host
+        if isinstance(e, _UnknownHostKey):
+            return HostError(
+                f"{self.name}: host key of {where} ({e.fingerprint}) is not in {kh}; unknown hosts "
+                f"are rejected. Check the fingerprint on the device, then add the key with "
+                f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`, or set the target's "
+                f"allow_unknown_host: true (trusted networks only)")
+        if isinstance(e, paramiko.BadHostKeyException):
+            return HostError(
+                f"{self.name}: host key of {where} does NOT match the one in {kh} (device "
+                f"reinstalled, or someone in between). If it was reinstalled, remove the old key with "
+                f"`ssh-keygen -f {kh} -R '{where}'` and add the new one with "
+                f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`")
+        if isinstance(e, paramiko.AuthenticationException) or _no_auth_methods(e):
+            keys = self.key_filename or "ssh-agent / default keys in ~/.ssh"
+            return HostError(
+                f"{self.name}: authentication failed for {self.address} using {keys} "
+                f"({_describe(e)}). Check that the public key is in the device's "
+                f"~{self.user}/.ssh/authorized_keys (ssh-copy-id -p {self.port} {self.user}@{self.host})")
+        if isinstance(e, socket.gaierror):
+            return HostError(f"{self.name}: cannot resolve host name {self.host!r} ({e.strerror}); "
+                             f"check the target's host")
+        return HostError(f"{self.name}: cannot connect to {self.address}: {_describe(e)}")
+
+    def close(self) -> None:
+        """Close the connection (and its SFTP session); the next call reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def __enter__(self) -> SSHHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands --------------------------------------------------------------------------
+
+    def run(self, argv: list[str], timeout: float | None = None, check: bool = True) -> CommandResult:
+        """Run ``argv`` on the device (each element quoted, no shell expansion). ``timeout`` in
+        seconds (default ``command_timeout``); on expiry the remote process group is killed
+        and HostError raised. Non-zero exit raises HostError when ``check``."""
+        if not argv:
+            raise ValueError("argv is empty")
+        cmd = shlex.join(str(a) for a in argv)
+        timeout = self.command_timeout if timeout is None else timeout
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if timeout is None:
+            return self._exec(cmd, cmd, None, check)
+        pidfile = f"/tmp/.edgeforge-run-{uuid.uuid4().hex}.pid"
+        wrapped = shlex.join(["sh", "-c", _WRAPPER, "edgeforge-run", pidfile, f"{max(timeout, 0.001):.3f}", *map(str, argv)])
+        try:
+            res = self._exec(wrapped, cmd, timeout + _CLIENT_GRACE_S, check=False)
+        except _ClientTimeout:
+            self._kill_remote(pidfile, cmd)
+            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped") from None
+        if res.exit_code in _TIMED_OUT and res.seconds >= timeout:
+            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped")
+        if check:
+            self._check(cmd, res)
+        return res
+
+    def _exec(self, remote_cmd: str, shown: str, timeout: float | None, check: bool) -> CommandResult:
+        conn = self._connection()
+        t0 = time.perf_counter()
+        try:
+            r = conn.run(remote_cmd, hide=True, warn=True, timeout=timeout, in_stream=False, pty=False)
+        except CommandTimedOut:
+            raise _ClientTimeout() from None
+        except Exception as e:  # the connection dropped while the command ran
+            self.close()
+            raise HostError(f"{self.name}: `{shown}` on {self.address} failed: {_describe(e)}") from e
+        res = CommandResult(r.stdout, r.stderr, r.exited, time.perf_counter() - t0)
+        if check:
+            self._check(shown, res)
+        return res
+
+    def _check(self, cmd: str, res: CommandResult) -> None:
+        if res.exit_code != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
+            raise HostError(f"{self.name}: `{cmd}` exited {res.exit_code}: " + " | ".join(tail))
+
+    def _kill_remote(self, pidfile: str, cmd: str) -> None:
+        """Best effort: TERM then KILL the process group of a timed-out command."""
+        try:
+            self._exec(shlex.join(["sh", "-c", _KILLER, "edgeforge-kill", pidfile]), "kill", 10.0, check=False)
+        except Exception as e:  # noqa: BLE001 - the device's own `timeout` still applies
+            log.warning("%s: could not stop timed-out `%s` on %s (%s); the device's own timeout "
+                        "will end it", self.name, cmd, self.address, _describe(e))
+
+    # -- transfers -------------------------------------------------------------------------
+
+    def _progress(self, done: int, total: int) -> None:
+        """SFTP progress callback (bytes so far, total bytes); a hook for logging and tests."""
+
+    def _remote_sha256(self, path: str) -> str:
+        """Hex sha256 of a file on the device, computed there by ``sha256sum``."""
+        return self.run(["sha256sum", "--", path]).stdout.split()[0].lstrip("\\")
+
+    def _remove_remote(self, path: str) -> None:
+        with contextlib.suppress(Exception):
+            self.run(["rm", "-f", "--", path], timeout=30)
+
+    def _sftp(self, what: str, op: Callable[[Any], object]) -> None:
+        """Run ``op(sftp_client)``; any failure drops the connection and becomes a HostError."""
+        conn = self._connection()
+        try:
+            op(conn.sftp())
+        except Exception as e:
+            self.close()
+            raise HostError(f"{self.name}: {what} failed: {_describe(e)}; nothing was written, retry") from e
+
+    def put(self, local: Path, remote: str) -> str:
+        """Upload ``local`` to ``remote`` (absolute, or relative to the login folder); parent
+        folders are created. Returns the sha256 (hex) after the device confirmed it."""
+        local = Path(local)
+        if not local.is_file():
+            raise HostError(f"{self.name}: {local} does not exist")
+        want = sha256_file(local)
+        dst = PurePosixPath(remote)
+        tmp = str(dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part"))
+        self.run(["mkdir", "-p", "--", str(dst.parent)], timeout=30)
+        done = False
+        try:
+            self._sftp(f"upload {local} -> {self.host}:{remote}",
+                       lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True))
+            got = self._remote_sha256(tmp)
+            if got != want:
+                raise HostError(f"{self.name}: checksum mismatch uploading {local} -> {self.host}:{remote} "
+                                f"(sent {want[:12]}, device has {got[:12]}); nothing was written, retry")
+            self.run(["mv", "-f", "--", tmp, remote], timeout=30)
+            done = True
+            return got
+        finally:
+            if not done:  # also on Ctrl-C: no partial upload is left behind
+                self._remove_remote(tmp)
+
+    def get(self, remote: str, local: Path) -> str:
+        """Download ``remote`` to ``local`` (parents created). Returns the sha256 (hex) after
+        checking it against the device's own hash of the file."""
+        local = Path(local)
+        if self.run(["test", "-f", remote], check=False, timeout=30).exit_code != 0:
+            raise HostError(f"{self.name}: {self.host}:{remote} does not exist (or is not a file)")
+        want = self._remote_sha256(remote)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
+        os.close(fd)
+        try:
+            self._sftp(f"download {self.host}:{remote} -> {local}",
+                       lambda sftp: sftp.get(remote, tmp, callback=self._progress))
+            got = sha256_file(tmp)
+            if got != want:
+                raise HostError(f"{self.name}: checksum mismatch downloading {self.host}:{remote} -> "
+                                f"{local} (device has {want[:12]}, received {got[:12]}); nothing was "
+                                f"written, retry")
+            os.replace(tmp, local)
+            return got
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+class _ClientTimeout(Exception):
+    """Fabric's timer fired before the command ended."""
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """The host key is not in known_hosts (never retried)."""
+
+    def __init__(self, fingerprint: str) -> None:
+        super().__init__(f"unknown host key {fingerprint}")
+        self.fingerprint = fingerprint
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, raising an exception we can tell apart from network errors."""
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        raise _UnknownHostKey(_fingerprint(key))
+
+
+class _AcceptUnknown(paramiko.AutoAddPolicy):
+    """AutoAddPolicy (in memory only: no known_hosts file is written) with a warning."""
+
+    def __init__(self, host: SSHHost) -> None:
+        self._host = host
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        log.warning("%s: accepting unknown host key %s for %s (allow_unknown_host=True)",
+                    self._host.name, _fingerprint(key), hostname)
+        super().missing_host_key(client, hostname, key)
+
+
+def _fingerprint(key: Any) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` shows it (paramiko >= 3.2; else type + MD5 hex)."""
+    return getattr(key, "fingerprint", None) or f"{key.get_name()} {key.get_fingerprint().hex()}"
+
+
+def _no_auth_methods(e: BaseException) -> bool:
+    # paramiko raises a bare SSHException when it has no key to offer at all
+    return isinstance(e, paramiko.SSHException) and "No authentication methods available" in str(e)
+
+
+def _transient(e: BaseException) -> bool:
+    """Network trouble that a new attempt may cure (never auth or host-key problems)."""
+    if isinstance(e, (_UnknownHostKey, paramiko.BadHostKeyException, paramiko.AuthenticationException)):
+        return False
+    if _no_auth_methods(e) or isinstance(e, socket.gaierror):
+        return False
+    return isinstance(e, (TimeoutError, ConnectionError, EOFError, NoValidConnectionsError,
+                          paramiko.SSHException))
+
+
+def _discard(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.client.close()
+
+
+def _describe(e: BaseException | None) -> str:
+    """One line naming the exception type (paramiko's messages often omit it)."""
+    text = str(e).strip() or type(e).__name__
+    return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
