@@ -8,7 +8,8 @@ array, exactly as the quantize stage does, and writes the Q/DQ model. The child 
 wall time and peak RSS (ru_maxrss, whole process: Python, torch-free ORT and the batches).
 Then FP32 and each calibrator's INT8 model in the layout the onnxruntime target builds
 (``model.ort.onnx``: int8 kernels, 7-bit weights) are timed at batch 1 side by side (interleaved
-rounds), plus the TensorRT-layout model (``model.onnx``) that ORT only simulates.
+rounds), plus the TensorRT-layout model (``model.onnx``) that ORT only simulates, and OpenVINO
+(the pipeline's openvino runtime) on FP32 and on that Q/DQ model, where it runs int8 kernels.
 
     .venv/bin/python bench/calibration.py            # 500 images, 3 rounds of latency
     .venv/bin/python bench/calibration.py --quick    # 64 images, 1 short round
@@ -86,12 +87,29 @@ def child(method: str, onnx_path: Path, images: Path, out: Path, batch: int) -> 
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def openvino_builds(models: dict[str, Path], td: Path) -> dict[str, Path]:
+    """OpenVINO IR of FP32 and of the minmax Q/DQ model (TensorRT layout), built by the pipeline's runtime."""
+    from tasks.runtimes import BuildOptions, get_runtime
+
+    ov = get_runtime("openvino")
+    out = {}
+    for name, src, precision in (("openvino fp32", models["fp32"], "fp32"),
+                                 ("openvino int8-minmax", models["int8-minmax (trt)"], "int8-minmax")):
+        d = td / name.replace(" ", "-")
+        d.mkdir()
+        built = ov.build(src, precision, d, BuildOptions())
+        print(f"{name}: {built.meta['runtime_precisions']}")
+        out[name] = built.artifact
+    return out
+
+
 def latency(models: dict[str, Path], rounds: int, min_s: float) -> dict[str, float]:
     from tasks.metrics.latency import measure, summarize
-    from tasks.runtimes.onnxruntime_rt import OrtSession
+    from tasks.runtimes import get_runtime
 
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    sessions = {k: OrtSession(p, None) for k, p in models.items()}
+    sessions = {k: get_runtime("openvino" if p.suffix == ".xml" else "onnxruntime").load(p, None)
+                for k, p in models.items()}
     p50: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
@@ -109,9 +127,14 @@ def main() -> None:
     ap.add_argument("--min-duration-s", type=float, default=3.0)
     ap.add_argument("--quick", action="store_true", help="64 images, 1 round of 0.5 s")
     ap.add_argument("--child", nargs=4, metavar=("METHOD", "ONNX", "IMAGES", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--ov-child", nargs=3, metavar=("FP32", "INT8", "DIR"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], Path(a.child[1]), Path(a.child[2]), Path(a.child[3]), a.batch)
+        return
+    if a.ov_child:
+        ov = openvino_builds({"fp32": Path(a.ov_child[0]), "int8-minmax (trt)": Path(a.ov_child[1])}, Path(a.ov_child[2]))
+        print(json.dumps(latency(ov, a.rounds, a.min_duration_s)))
         return
     if a.quick:
         a.images, a.rounds, a.min_duration_s = 64, 1, 0.5
@@ -140,9 +163,22 @@ def main() -> None:
             if m == "minmax":
                 models["int8-minmax (trt)"] = out
         lat = latency(models, a.rounds, a.min_duration_s)
-        print(f"\nbatch-1 latency, median p50 of {a.rounds} interleaved round(s):")
+        if "int8-minmax (trt)" in models:
+            # in a child process: OpenVINO's thread pool stays alive after a call and, in the same
+            # process, slowed ONNX Runtime's measurements by ~15-40% here
+            r = subprocess.run([sys.executable, __file__, "--rounds", str(a.rounds), "--min-duration-s",
+                                str(a.min_duration_s), "--ov-child", str(models["fp32"]),
+                                str(models["int8-minmax (trt)"]), str(td)], capture_output=True, text=True, cwd=ROOT)
+            if r.returncode:
+                print(f"openvino: failed\n{r.stderr[-2000:]}")
+            else:
+                print(r.stdout.strip().rsplit("\n", 1)[0])
+                lat.update(json.loads(r.stdout.strip().splitlines()[-1]))
+        print(f"\nbatch-1 latency, median p50 of {a.rounds} interleaved round(s) (OpenVINO: in its own process, after):")
         for k, v in lat.items():
-            print(f"  {k:<22} {v:8.2f} ms   / FP32 = {v / lat['fp32']:.2f}")
+            print(f"  {k:<22} {v:8.2f} ms   / ORT FP32 = {v / lat['fp32']:.2f}")
+        if "openvino fp32" in lat:
+            print(f"  OpenVINO INT8 / OpenVINO FP32 = {lat['openvino int8-minmax'] / lat['openvino fp32']:.2f}")
 
 
 if __name__ == "__main__":
