@@ -31,9 +31,9 @@ import paramiko
 from fabric import Config, Connection
 from fabric.util import get_local_user
 from invoke.exceptions import CommandTimedOut
-from paramiko.ssh_exception import NoValidConnectionsError
 
 from tasks.hosts.base import CommandResult, Host, HostError
+from tasks.hosts.ssh_policy import AcceptUnknown, RejectUnknown, UnknownHostKey, no_auth_methods, transient
 from tasks.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class SSHHost(Host):
                 f"{self.name}: cannot read known_hosts file {self.known_hosts}: {e.strerror}; "
                 f"create it with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}`"
             ) from e
-        client.set_missing_host_key_policy(_AcceptUnknown(self) if self.allow_unknown_host else _RejectUnknown())
+        client.set_missing_host_key_policy(AcceptUnknown(self.name) if self.allow_unknown_host else RejectUnknown())
         return conn
 
     def _connection(self) -> Any:
@@ -159,7 +159,7 @@ class SSHHost(Host):
                 return conn
             except Exception as e:
                 _discard(conn)  # Fabric's close() skips a transport that never finished connecting
-                if not _transient(e):
+                if not transient(e):
                     raise self._connect_error(e) from None
                 last = e
             except BaseException:
@@ -181,7 +181,7 @@ class SSHHost(Host):
         """The HostError (with the fix) for a connection failure that retrying cannot cure."""
         kh = self.known_hosts or "~/.ssh/known_hosts"
         where = f"[{self.host}]:{self.port}" if self.port != 22 else self.host
-        if isinstance(e, _UnknownHostKey):
+        if isinstance(e, UnknownHostKey):
             return HostError(
                 f"{self.name}: host key of {where} ({e.fingerprint}) is not in {kh}; unknown hosts "
                 f"are rejected. Check the fingerprint on the device, then add the key with "
@@ -193,7 +193,7 @@ class SSHHost(Host):
                 f"reinstalled, or someone in between). If it was reinstalled, remove the old key with "
                 f"`ssh-keygen -f {kh} -R '{where}'` and add the new one with "
                 f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`")
-        if isinstance(e, paramiko.AuthenticationException) or _no_auth_methods(e):
+        if isinstance(e, paramiko.AuthenticationException) or no_auth_methods(e):
             keys = self.key_filename or "ssh-agent / default keys in ~/.ssh"
             return HostError(
                 f"{self.name}: authentication failed for {self.address} using {keys} "
@@ -346,53 +346,6 @@ class SSHHost(Host):
 
 class _ClientTimeout(Exception):
     """Fabric's timer fired before the command ended."""
-
-
-class _UnknownHostKey(paramiko.SSHException):
-    """The host key is not in known_hosts (never retried)."""
-
-    def __init__(self, fingerprint: str) -> None:
-        super().__init__(f"unknown host key {fingerprint}")
-        self.fingerprint = fingerprint
-
-
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):
-    """paramiko's RejectPolicy, raising an exception we can tell apart from network errors."""
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        raise _UnknownHostKey(_fingerprint(key))
-
-
-class _AcceptUnknown(paramiko.AutoAddPolicy):
-    """AutoAddPolicy (in memory only: no known_hosts file is written) with a warning."""
-
-    def __init__(self, host: SSHHost) -> None:
-        self._host = host
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        log.warning("%s: accepting unknown host key %s for %s (allow_unknown_host=True)",
-                    self._host.name, _fingerprint(key), hostname)
-        super().missing_host_key(client, hostname, key)
-
-
-def _fingerprint(key: Any) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` shows it (paramiko >= 3.2; else type + MD5 hex)."""
-    return getattr(key, "fingerprint", None) or f"{key.get_name()} {key.get_fingerprint().hex()}"
-
-
-def _no_auth_methods(e: BaseException) -> bool:
-    # paramiko raises a bare SSHException when it has no key to offer at all
-    return isinstance(e, paramiko.SSHException) and "No authentication methods available" in str(e)
-
-
-def _transient(e: BaseException) -> bool:
-    """Network trouble that a new attempt may cure (never auth or host-key problems)."""
-    if isinstance(e, (_UnknownHostKey, paramiko.BadHostKeyException, paramiko.AuthenticationException)):
-        return False
-    if _no_auth_methods(e) or isinstance(e, socket.gaierror):
-        return False
-    return isinstance(e, (TimeoutError, ConnectionError, EOFError, NoValidConnectionsError,
-                          paramiko.SSHException))
 
 
 def _discard(conn: Any) -> None:
