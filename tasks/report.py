@@ -38,16 +38,17 @@ def torch_baseline(target: str) -> dict:
     return read_json(path).get("torch", {}) if path.is_file() else {}
 
 
-def row(cfg: Config, target: str, precision: str) -> dict:
+def row(cfg: Config, target: str, precision: str, torch: dict) -> dict:
+    """One summary row; ``torch``: the target's :func:`torch_baseline`."""
     from tasks import benchmark, build, evaluate, quantize
 
     k = stage.key(target, precision)
-    q = read_json(quantize.metrics_path(precision)) if quantize.metrics_path(precision).is_file() else {}
+    qpath = quantize.metrics_path(precision)
+    q = read_json(qpath) if qpath.is_file() else {}
     b, bench, ev = _read(build.metrics_path(k)), _read(benchmark.metrics_path(k)), _read(evaluate.metrics_path(k))
     lat = bench["latency"]
     first = lat.get("b1") or next(iter(lat.values()))
-    torch = torch_baseline(target)
-    speed = {b: torch[b]["p50_ms"] / v["p50_ms"] for b, v in lat.items() if b in torch}
+    speed = {bs: torch[bs]["p50_ms"] / v["p50_ms"] for bs, v in lat.items() if bs in torch}
     return {
         "key": k, "target": target, "precision": precision, "runtime": b["runtime"],
         "runtime_version": b["runtime_version"], "artifact_sha256": b["sha256"],
@@ -71,8 +72,9 @@ def run(cfg: Config) -> dict:
     par = _read(parity.METRICS)
     rows = []
     for t in cfg.build.targets:
+        torch = torch_baseline(t)
         for p in cfg.build.precisions:
-            r = row(cfg, t, p)
+            r = row(cfg, t, p, torch)
             # the ONNX-vs-torch error applies to the FP32 build; others are judged by accuracy
             r["parity_max_abs"] = max(v["max_abs"] for per in par["outputs"].values() for v in per.values()) \
                 if p == "fp32" else None
