@@ -85,20 +85,27 @@ def layouts(cfg: Config) -> dict[str, dict]:
             "model.ort.onnx": {"extra_options": ORT_EXTRA_OPTIONS, "reduce_range": cfg.quant.ort_reduce_range}}
 
 
-def write_int8(cfg: Config, calibrator: str, onnx_path: Path, ranges: dict, out: Path,
-               keep_fp32: Sequence[str] = ()) -> dict:
-    """Write into ``out`` both :func:`layouts` of the same ranges, the TensorRT calibration cache
-    and ``ranges.json``; ``keep_fp32``: nodes left FP32."""
-    from tasks.quant import quantize_qdq, write_cache, write_ranges_json
+def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp32: Sequence[str] = ()) -> list[str]:
+    """Write both :func:`layouts` of the same ranges into ``out``, ``keep_fp32`` nodes left FP32.
+    Returns the nodes quantized in ``model.onnx``."""
+    from tasks.quant import quantize_qdq
 
-    q = cfg.quant
-    facts = {f: quantize_qdq(onnx_path, ranges, out / f, per_channel=q.per_channel,
+    facts = {f: quantize_qdq(onnx_path, ranges, out / f, per_channel=cfg.quant.per_channel,
                              nodes_to_exclude=list(keep_fp32) or None, **kwargs)
              for f, kwargs in layouts(cfg).items()}
+    return facts["model.onnx"]["quantized_nodes"]
+
+
+def write_calibration(cfg: Config, calibrator: str, ranges: dict, out: Path, quantized_nodes: list[str]) -> dict:
+    """Write the TensorRT calibration cache and ``ranges.json`` beside the models in ``out``;
+    returns the INT8 facts and hashes for ``quantize.json``."""
+    from tasks.quant import write_cache, write_ranges_json
+
+    q = cfg.quant
     write_cache(ranges, out / "calibration.cache", calibrator, trt_version=q.trt_version)
     write_ranges_json(ranges, out / "ranges.json")
     return {
-        "calibrator": calibrator, "tensors": len(ranges), "quantized_nodes": facts["model.onnx"]["quantized_nodes"],
+        "calibrator": calibrator, "tensors": len(ranges), "quantized_nodes": quantized_nodes,
         "per_channel": q.per_channel, "ort_reduce_range": q.ort_reduce_range,
         "ort_sha256": sha256_file(out / "model.ort.onnx"), "cache_sha256": sha256_file(out / "calibration.cache"),
         "ranges_sha256": sha256_file(out / "ranges.json"),
@@ -115,7 +122,7 @@ def to_int8(cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, out:
             log: Callable[[str], None]) -> dict:
     """Calibrate with ``calibrator`` and write the Q/DQ models, TensorRT cache and ranges into ``out``."""
     ranges, n, calib_s = calibrate_split(cfg, calibrator, onnx_path, calib_dir, log)
-    meta = write_int8(cfg, calibrator, onnx_path, ranges, out)
+    meta = write_calibration(cfg, calibrator, ranges, out, write_layouts(cfg, onnx_path, ranges, out))
     log(f"{calibrator}: {n} images in {calib_s:.1f} s, {len(meta['quantized_nodes'])} nodes quantized")
     return {**meta, "samples": n, "calibration_seconds": calib_s, "peak_rss_mb": peak_rss_mb()}
 

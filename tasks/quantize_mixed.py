@@ -59,7 +59,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     from tasks.quant import quantizable_nodes
     from tasks.quant.mixed import max_kept_for, search
     from tasks.quant.sensitivity import local_sqnr, one_at_a_time, plot, rank
-    from tasks.quantize import calibrate_split, layouts, peak_rss_mb, write_int8
+    from tasks.quantize import calibrate_split, layouts, peak_rss_mb, write_calibration, write_layouts
 
     from tasks.quant import QuantError
 
@@ -94,12 +94,12 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     ranked = [r["node"] for r in rows]
     with tempfile.TemporaryDirectory(prefix="edgeforge-mixed-") as td:
         trial_drops: dict[int, dict] = {}
-        metas: dict[int, dict] = {}
+        quantized: dict[int, list[str]] = {}
 
         def try_plan(kept: list[str]) -> float:
             trial = Path(td) / str(len(kept))
             trial.mkdir()
-            metas[len(kept)] = write_int8(cfg, calibrator, onnx_path, ranges, trial, keep_fp32=kept)
+            quantized[len(kept)] = write_layouts(cfg, onnx_path, ranges, trial, keep_fp32=kept)
             drops_ = {f: baseline - score(trial / f) for f in layouts(cfg)}
             trial_drops[len(kept)] = drops_
             return max(drops_.values())
@@ -109,6 +109,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
         chosen = Path(td) / str(len(plan["kept"]))
         for f in chosen.iterdir():
             f.replace(out / f.name)
+        meta = write_calibration(cfg, calibrator, ranges, out, quantized[len(plan["kept"])])
     search_s = time.perf_counter() - t1
 
     by_node = {r["node"]: r for r in rows}
@@ -125,7 +126,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     log(f"mixed: {len(plan['kept'])} of {len(nodes)} layers kept FP32, top-1 drop {plan['drop']:.2f} points on "
         f"{n} calibration images: {verdict}")
     return {
-        **metas[len(plan["kept"])],
+        **meta,
         "samples": n_cal, "calibration_seconds": calib_s, "sensitivity_method": method,
         "sensitivity_samples": n, "sensitivity_seconds": sens_s, "search_seconds": search_s,
         "baseline_top1": baseline, "max_drop": q.max_drop, "subset_drop": plan["drop"],
