@@ -113,8 +113,9 @@ def local_sqnr(model_path: str | Path | onnx.ModelProto, ranges: Mapping[str, tu
 
     model, _ = _prepared(model_path)
     checked = check_ranges(ranges)
-    names = list(nodes) if nodes is not None else quantizable_nodes(model)
-    unknown = sorted(set(names) - set(quantizable_nodes(model)))
+    candidates = quantizable_nodes(model)
+    names = list(nodes) if nodes is not None else candidates
+    unknown = sorted(set(names) - set(candidates))
     if unknown:
         raise QuantError(f"not quantizable nodes of {model_path}: {', '.join(unknown)}")
     aug, facts = _augmented(model, checked, names, per_channel)
