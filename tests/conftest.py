@@ -83,3 +83,14 @@ def exported(cfg, model_file, prepared) -> Path:
 
     run(cfg, OUT, log=lambda m: None)
     return OUT
+
+
+@pytest.fixture
+def fp32_artifact(cfg, exported, tmp_path) -> Path:
+    """The local target's FP32 build of the ``exported`` model (under ``tmp_path/build-fp32``)."""
+    from tasks import build
+
+    out = tmp_path / "build-fp32"
+    out.mkdir()
+    meta = build.run(cfg, "local", "fp32", exported, out)
+    return out / meta["artifact"]

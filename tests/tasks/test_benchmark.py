@@ -3,20 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import benchmark, build
+from tasks import benchmark
 from tasks.config import Config, from_dict
 from tasks.data.split import Split
 
 STATS = {"iterations", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
          "throughput", "cv", "cv_windows"}
-
-
-@pytest.fixture
-def fp32_artifact(cfg, exported, tmp_path):
-    out = tmp_path / "build-fp32"
-    out.mkdir()
-    meta = build.run(cfg, "local", "fp32", exported, out)
-    return out / meta["artifact"]
 
 
 def _check_latency(lat: dict, cfg: Config) -> None:

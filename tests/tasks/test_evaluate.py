@@ -5,17 +5,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tasks import build, evaluate, parity
+from tasks import evaluate, parity
 from tasks.config import Config, from_dict
 from tasks.data.split import Split
-
-
-@pytest.fixture
-def fp32_artifact(cfg, exported, tmp_path):
-    out = tmp_path / "build-fp32"
-    out.mkdir()
-    meta = build.run(cfg, "local", "fp32", exported, out)
-    return out / meta["artifact"]
 
 
 def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifact, prepared, tmp_path):
@@ -43,7 +35,6 @@ def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifac
     assert res["max_drop"] == cfg.eval.max_drop
     assert res["accepted"] is True
     assert res["reason"] == ""
-
 
 
 def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepared, tmp_path):
