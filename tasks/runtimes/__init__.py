@@ -9,6 +9,7 @@ from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Sessio
 _MODULES = {
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
     "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
+    "tensorrt": "tasks.runtimes.tensorrt_rt:TensorRTRuntime",
     "torch": "tasks.runtimes.torch_rt:TorchRuntime",
 }
 

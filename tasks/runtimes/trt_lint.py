@@ -1,0 +1,159 @@
+"""Before anything is uploaded: the operators of an ONNX model that the device's TensorRT ONNX
+parser cannot import, so that a build fails here, in seconds, with what to do, instead of on the
+device after the upload.
+
+The supported-operator table is transcribed from onnx/onnx-tensorrt ``docs/operators.md`` (the
+"Operator Support Matrix", rows marked ``Y``) and ``docs/Changelog.md``, kept compact as the 8.2
+set plus what each release added:
+
+- 8.2: the TensorRT 8.4 matrix (``docs/operators.md`` @ 009d6541, "TensorRT 8.4 supports operators
+  up to Opset 13") without ``Xor``, which the Changelog lists as added in 8.4 GA;
+- 8.4: + ``Xor``; 8.5: the 8.5 matrix (@ 6d0ab7be, "up to Opset 17") adds ``GridSample``,
+  ``HardSwish``, ``MeanVarianceNormalization``, ``Mod``, ``NonZero``, ``OneHot``, ``RandomNormal``,
+  ``RandomNormalLike``, ``Reciprocal``, ``RoiAlign``, ``Shrink``, ``Trilu``;
+- 8.6: + ``GroupNormalization``, ``LayerNormalization``, ``IsInf`` (Changelog, 8.6 EA);
+  9.2: + ``Hardmax`` (Changelog);
+- 10.x: the TensorRT 10.15 matrix ("opset 9 to opset 24") less the operators the 10.x Changelog
+  adds later: ``DeformConv`` (10.1), ``BlackmanWindow``/``HammingWindow``/``HannWindow`` (10.4),
+  ``STFT`` (10.5), ``Attention`` (10.14), ``RotaryEmbedding``/``RMSNormalization``/``TensorScatter``
+  (10.15); its other additions over 8.6 (``CastLike``, ``Gelu``, ``Mish``) appear in no 10.x entry
+  and are taken as supported from 10.0;
+- 11.0: + ``Swish`` (TensorRT 11.0 release notes, "Parsers: Added support for Swish operator").
+
+Operators of any other domain (``com.microsoft``, ``ai.onnx.ml``, custom ones) are reported too:
+TensorRT imports them only as plugins (``checkFallbackPluginImporter``, see
+tests/fixtures/trtexec/trt10.16_rtx6000ada_parse_plugin_not_found_fail.log). From TensorRT 9.0 the
+parser expands ONNX model-local functions ("Added support for ONNX local functions", Changelog 9.0
+EA), so a call of one is checked through its body there. Subgraphs (``If``/``Loop``/``Scan``
+bodies) are walked. Per-operator restrictions (attribute values, types) are not checked: the
+device's parser still has the last word.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import onnx
+
+from tasks.runtimes.base import BuildError
+from tasks.runtimes.tensorrt_recipe import RecipeError, parse_version
+
+_BASE_82 = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu
+Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div
+Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm
+GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler
+InstanceNormalization IsNaN LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
+MatMul Max MaxPool Mean Min Mul Neg NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear
+RandomUniform RandomUniformLike Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
+ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan
+Scatter ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign
+SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
+""".split())
+
+#: (first TensorRT version, operators it added to the ONNX parser).
+_ADDED: tuple[tuple[tuple[int, int], frozenset[str]], ...] = tuple((v, frozenset(ops.split())) for v, ops in (
+    ((8, 4), "Xor"),
+    ((8, 5), "GridSample HardSwish MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike "
+             "Reciprocal RoiAlign Shrink Trilu"),
+    ((8, 6), "GroupNormalization LayerNormalization IsInf"),
+    ((9, 2), "Hardmax"),
+    ((10, 0), "CastLike Gelu Mish"),
+    ((10, 1), "DeformConv"),
+    ((10, 4), "BlackmanWindow HammingWindow HannWindow"),
+    ((10, 5), "STFT"),
+    ((10, 14), "Attention"),
+    ((10, 15), "RotaryEmbedding RMSNormalization TensorScatter"),
+    ((11, 0), "Swish"),
+))
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_LOCAL_FUNCTIONS_FROM = (9, 0)
+_MAX_NAMES = 5
+
+
+def supported_ops(trt_version: str) -> frozenset[str]:
+    """Default-domain ONNX operators the ONNX parser of TensorRT ``trt_version`` imports."""
+    v = parse_version(trt_version)[:2]
+    if v < (8, 2):
+        raise RecipeError(f"TensorRT {trt_version} is not supported: EdgeForge builds with TensorRT 8.2 or newer")
+    ops = set(_BASE_82)
+    for since, added in _ADDED:
+        if v >= since:
+            ops |= added
+    return frozenset(ops)
+
+
+def first_version(op_type: str) -> str | None:
+    """The first TensorRT release (``"8.5"``) whose ONNX parser imports ``op_type``, if any."""
+    if op_type in _BASE_82:
+        return "8.2"
+    return next((f"{v[0]}.{v[1]}" for v, added in _ADDED if op_type in added), None)
+
+
+def _nodes(graph: onnx.GraphProto, where: str):
+    """(node, display name) of ``graph`` and of every subgraph below it, depth first."""
+    for i, node in enumerate(graph.node):
+        name = node.name or f"<unnamed #{i} in {where}>"
+        yield node, name
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for k, sub in enumerate(subgraphs):
+                yield from _nodes(sub, f"{name}/{attr.name}" + (f"[{k}]" if len(subgraphs) > 1 else ""))
+
+
+def unsupported_ops(onnx_path: Path, trt_version: str) -> list[tuple[str, str]]:
+    """``(op type, node name)`` of every node TensorRT ``trt_version``'s ONNX parser cannot import,
+    in graph order (subgraphs after their parent node). Non-default domains read ``domain:op``."""
+    supported = supported_ops(trt_version)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    functions = {(f.domain, f.name): f for f in model.functions} \
+        if parse_version(trt_version)[:2] >= _LOCAL_FUNCTIONS_FROM else {}
+    found: list[tuple[str, str]] = []
+
+    def visit(graph_nodes, seen: frozenset) -> None:
+        for node, name in graph_nodes:
+            key = (node.domain, node.op_type)
+            if key in functions and key not in seen:
+                body = onnx.helper.make_graph(functions[key].node, key[1], [], [])
+                visit(_nodes(body, f"{name} (function {key[1]})"), seen | {key})
+            elif node.domain not in _DEFAULT_DOMAINS:
+                found.append((f"{node.domain}:{node.op_type}", name))
+            elif node.op_type not in supported:
+                found.append((node.op_type, name))
+
+    visit(_nodes(model.graph, "the main graph"), frozenset())
+    return found
+
+
+def check(onnx_path: Path, trt_version: str, target: str) -> None:
+    """Raise ``BuildError`` listing the operators TensorRT ``trt_version`` cannot import (op type,
+    up to 5 node names each) and what to do; return quietly when there are none."""
+    try:
+        bad = unsupported_ops(onnx_path, trt_version)
+    except BuildError:
+        raise
+    except Exception as e:  # onnx.load raises protobuf's DecodeError, OSError, ... on unreadable files
+        raise BuildError(f"{target}: cannot read {onnx_path} to check its operators: {e}") from e
+    if not bad:
+        return
+    by_op: dict[str, list[str]] = defaultdict(list)
+    for op, name in bad:
+        by_op[op].append(name)
+    lines = []
+    for op, names in by_op.items():
+        more = len(names) - _MAX_NAMES
+        shown = ", ".join(names[:_MAX_NAMES]) + (f" (+{more} more)" if more > 0 else "")
+        if ":" in op:
+            why = "not an ONNX-domain operator: TensorRT imports it only as a plugin"
+        elif (since := first_version(op)) is not None:
+            why = f"supported from TensorRT {since}"
+        else:
+            why = "not supported by any TensorRT ONNX parser"
+        lines.append(f"  - {op} ({why}): {len(names)} node{'s' if len(names) > 1 else ''}: {shown}")
+    raise BuildError(
+        f"{target}: {onnx_path} uses operators that TensorRT {trt_version}'s ONNX parser cannot import "
+        f"(onnx-tensorrt docs/operators.md):\n" + "\n".join(lines) +
+        "\n  What to do: re-export the model with a different opset (or with the exporter option that "
+        "avoids the op), replace the op in the model with supported ones, implement a TensorRT plugin for "
+        "it and load it through target.tensorrt.extra_args (--staticPlugins=...), or upgrade TensorRT on "
+        "the device where a newer release supports it. Nothing was uploaded.")

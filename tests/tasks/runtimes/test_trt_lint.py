@@ -1,0 +1,118 @@
+"""The pre-upload operator check against each TensorRT version's ONNX parser, on small graphs made
+with onnx.helper: an operator newer than an old TensorRT, a com.microsoft operator, operators
+inside If/Loop bodies and model-local functions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tasks.runtimes.base import BuildError
+from tasks.runtimes.tensorrt_recipe import RecipeError
+from tasks.runtimes.trt_lint import _ADDED, _BASE_82, check, first_version, supported_ops, unsupported_ops
+
+
+def vi(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])
+
+
+def save(tmp_path: Path, nodes, functions=(), name="m.onnx", opset=17) -> Path:
+    """A model ``x -> nodes -> y`` (the nodes' own wiring is not checked: lint reads op types)."""
+    imports = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in {f.domain for f in functions})]
+    model = helper.make_model(helper.make_graph(nodes, "g", [vi("x")], [vi("y")]), opset_imports=imports,
+                              functions=list(functions))
+    onnx.save(model, str(tmp_path / name))
+    return tmp_path / name
+
+
+def branch(name: str, *nodes) -> onnx.GraphProto:
+    return helper.make_graph(list(nodes), name, [], [vi(nodes[-1].output[0])])
+
+
+def test_an_operator_newer_than_the_tensorrt(tmp_path):
+    m = save(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                        helper.make_node("Mod", ["r", "r"], ["y"], name="mod_1")])
+    assert unsupported_ops(m, "8.4.1") == [("Mod", "mod_1")]
+    assert unsupported_ops(m, "8.5.2") == []
+    assert unsupported_ops(m, "10.3.0.30") == []
+
+
+def test_a_com_microsoft_operator_is_reported_for_every_version(tmp_path):
+    m = save(tmp_path, [helper.make_node("FusedConv", ["x"], ["y"], name="fc", domain="com.microsoft")])
+    for version in ("8.2.3", "8.6.1", "10.3.0", "11.0.0"):
+        assert unsupported_ops(m, version) == [("com.microsoft:FusedConv", "fc")]
+    with pytest.raises(BuildError, match="com.microsoft:FusedConv .not an ONNX-domain operator: TensorRT imports "
+                                         "it only as a plugin.: 1 node: fc"):
+        check(m, "10.3.0", "orin")
+
+
+def test_operators_inside_if_and_loop_bodies(tmp_path):
+    then = branch("then", helper.make_node("Swish", ["x"], ["t"], name="swish_in_then"))
+    other = branch("else", helper.make_node("Relu", ["x"], ["e"], name="relu_in_else"))
+    body = branch("body", helper.make_node("If", ["c"], ["o"], name="inner_if", then_branch=then, else_branch=other))
+    m = save(tmp_path, [helper.make_node("Loop", ["n", "c"], ["y"], name="loop", body=body)])
+    assert unsupported_ops(m, "10.3.0") == [("Swish", "swish_in_then")]
+    assert unsupported_ops(m, "11.0.0") == []  # Swish: TensorRT 11.0's parser
+
+
+def test_unnamed_nodes_are_located(tmp_path):
+    then = branch("then", helper.make_node("HardSwish", ["x"], ["t"]))
+    m = save(tmp_path, [helper.make_node("If", ["c"], ["y"], name="gate", then_branch=then, else_branch=then)])
+    assert sorted(unsupported_ops(m, "8.4.1")) == [("HardSwish", "<unnamed #0 in gate/else_branch>"),
+                                                   ("HardSwish", "<unnamed #0 in gate/then_branch>")]
+
+
+def test_model_local_functions_are_expanded_from_tensorrt_9(tmp_path):
+    fn = helper.make_function("edgeforge.test", "ReluTwice", ["a"], ["b"],
+                              [helper.make_node("Relu", ["a"], ["h"]), helper.make_node("Relu", ["h"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    m = save(tmp_path, [helper.make_node("ReluTwice", ["x"], ["y"], name="call", domain="edgeforge.test")], [fn])
+    assert unsupported_ops(m, "10.3.0") == []
+    assert unsupported_ops(m, "8.6.1") == [("edgeforge.test:ReluTwice", "call")]
+
+
+def test_check_lists_ops_and_up_to_five_node_names_and_what_to_do(tmp_path):
+    nodes = [helper.make_node("Mod", ["x", "x"], [f"m{i}"], name=f"mod_{i}") for i in range(7)]
+    nodes.append(helper.make_node("Relu", ["m6"], ["y"], name="relu"))
+    m = save(tmp_path, nodes)
+    with pytest.raises(BuildError) as e:
+        check(m, "8.4.1", "xavier")
+    msg = str(e.value)
+    assert msg.startswith(f"xavier: {m} uses operators that TensorRT 8.4.1's ONNX parser cannot import")
+    assert "Mod (supported from TensorRT 8.5): 7 nodes: mod_0, mod_1, mod_2, mod_3, mod_4 (+2 more)" in msg
+    for todo in ("re-export the model with a different opset", "replace the op", "TensorRT plugin",
+                 "Nothing was uploaded"):
+        assert todo in msg
+    check(m, "8.5.2", "orin-nano")  # no error
+
+
+def test_a_quantized_cnn_passes_every_version(tmp_path):
+    ops = ["QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Add"]
+    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op.lower()) for i, op in enumerate(ops)])
+    for version in ("8.2.3", "8.4.1", "8.6.1", "10.3.0", "11.0.0"):
+        check(m, version, "device")
+
+
+def test_unreadable_model_and_old_tensorrt(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not a model")
+    with pytest.raises(BuildError, match="cannot read .*bad.onnx to check its operators"):
+        check(bad, "10.3.0", "orin")
+    with pytest.raises(RecipeError, match="TensorRT 8.2 or newer"):
+        supported_ops("7.1.3")
+
+
+def test_table_grows_by_release():
+    assert first_version("Conv") == "8.2" and first_version("Mod") == "8.5" and first_version("Swish") == "11.0"
+    assert first_version("Unique") is None
+    seen = set(_BASE_82)
+    for _, added in _ADDED:
+        assert not (added & seen), added & seen
+        seen |= added
+    versions = ["8.2.0", "8.4.0", "8.5.0", "8.6.0", "9.2.0", "10.0.0", "10.5.0", "10.15.0", "11.0.0"]
+    tables = [supported_ops(v) for v in versions]
+    assert all(a < b for a, b in zip(tables, tables[1:]))
+    assert {"Attention", "RMSNormalization", "Gelu"} <= supported_ops("10.15.1") and "Attention" not in supported_ops(
+        "10.3.0")
