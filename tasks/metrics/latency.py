@@ -7,23 +7,16 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.agent import agent
+
 PERCENTILES = (50, 90, 95, 99)
 
 
 def measure(fn: Callable[[], object], warmup_s: float, min_duration_s: float, min_iterations: int,
             clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
-    """Call ``fn`` repeatedly; returns per-call latencies in seconds (float64, warm-up excluded)."""
-    end = clock() + warmup_s
-    fn()  # at least one warm-up call, whatever warmup_s
-    while clock() < end:
-        fn()
-    lat = []
-    start = clock()
-    while len(lat) < min_iterations or clock() - start < min_duration_s:
-        t0 = clock()
-        fn()
-        lat.append(clock() - t0)
-    return np.asarray(lat, dtype=np.float64)
+    """Call ``fn`` repeatedly; returns per-call latencies in seconds (float64, warm-up excluded).
+    The loop is the device agent's, so host and device measure alike."""
+    return np.asarray(agent.measure(fn, warmup_s, min_duration_s, min_iterations, clock), dtype=np.float64)
 
 
 def window_cv(ms: np.ndarray, windows: int = 10) -> float:

@@ -1,0 +1,469 @@
+"""EdgeForge device agent, uploaded alone to a device: ``<python> agent.py <probe|build|benchmark|infer> '<JSON>'``.
+
+The last stdout line is one JSON object: ``{"ok": true, "agent_version", "result"}`` (exit 0) or
+``{"ok": false, "agent_version", "kind", "error"}``, kind usage (exit 2), missing_runtime, bad_input
+or failed (exit 1); progress goes to stderr. Request paths are relative to the cwd or absolute.
+Module-level imports are stdlib only (Python >= 3.8); numpy, onnxruntime and openvino are imported
+where needed. The host's runtimes and latency loop import this file, so both run one implementation.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+import zipfile
+from pathlib import Path
+
+AGENT_VERSION = "1"
+USAGE = "usage: agent.py {probe|build|benchmark|infer} '<request JSON object>'"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp", "sve")
+#: (device-tree SoC, Jetson model keyword, CUDA compute capability), newest first
+JETSON_SOCS = (("tegra234", "orin", "8.7"), ("tegra194", "xavier", "7.2"), ("tegra186", "tx2", "6.2"),
+               ("tegra210", "nano", "5.3"), ("tegra210", "tx1", "5.3"))
+ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
+TRT_DEBS = ("libnvinfer-bin", "libnvinfer10", "libnvinfer8")
+SUBPROCESS_TIMEOUT_S = 10
+OV_DEVICE = "CPU"
+
+
+class AgentError(Exception):
+    """A request the agent cannot serve; ``kind``: usage, missing_runtime, bad_input or failed."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def log(msg: str) -> None:
+    print(f"agent: {msg}", file=sys.stderr, flush=True)
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:500] if lines else type(e).__name__
+
+
+def _import(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise AgentError("missing_runtime", f"{module} cannot be imported by {sys.executable} ({e}); install it "
+                         f"on the device: {sys.executable} -m pip install {module}") from e
+
+
+# ---- probe: facts that stay put while the device is unchanged (no uptime, load, free memory, hostname)
+
+def _sh(*argv: str) -> str:
+    """stdout of ``argv`` whatever its exit status (callers parse it strictly); "" when it cannot run."""
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
+                              timeout=SUBPROCESS_TIMEOUT_S).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _search(pattern: str, text: str, flags: int = 0) -> str | None:
+    m = re.search(pattern, text, flags)
+    return m.group(1).strip() if m else None
+
+
+def _version(*dists: str) -> str | None:
+    """Version of the first installed distribution (package metadata: nothing is imported)."""
+    for name in dists:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _deb_version(package: str) -> str | None:
+    """Upstream version of an installed Debian package ("8.5.2-1+cuda11.4" -> "8.5.2")."""
+    return _search(r"^(\d+(?:\.\d+)*)", _sh("dpkg-query", "-W", "-f=${Version}", package))
+
+
+def decode_trt_version(n: int) -> str:
+    """trtexec's banner number: 8601 -> "8.6.1"; from TensorRT 10 on MMmmpp, 100300 -> "10.3.0"."""
+    major, rest = divmod(n, 10000 if n >= 100000 else 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def _gpus() -> list:
+    """nvidia-smi's GPUs; on a Jetson (no usable nvidia-smi) its SoC, from the device tree."""
+    lines = _sh("nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader").splitlines()
+    gpus = [{"name": name.strip(), "compute_capability": cc.strip()}
+            for name, _, cc in (line.rpartition(",") for line in lines)
+            if name.strip() and re.fullmatch(r"\d+\.\d+", cc.strip())]
+    model = _read("/proc/device-tree/model").strip("\x00 \n")
+    compatible = _read("/proc/device-tree/compatible").lower()
+    for soc, keyword, cc in () if gpus else JETSON_SOCS:
+        if soc in compatible or ("jetson" in model.lower() and keyword in model.lower()):
+            return [{"name": model or soc, "compute_capability": cc}]
+    return gpus
+
+
+def cmd_probe(req: dict) -> dict:
+    """The device fingerprint; ``trtexec`` (a path or null) gives TensorRT's version when nothing else does."""
+    trtexec = _get(req, "trtexec")
+    cpuinfo = _read("/proc/cpuinfo")
+    cpu_model = next(filter(None, (_search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M)
+                                   for key in ("model name", "Hardware", "Processor"))), None)
+    flags = set((_search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo, re.M) or "").split())
+    mem_kib = _search(r"^MemTotal:\s*(\d+)\s*kB", _read("/proc/meminfo"), re.M)
+    l4t = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)", _read("/etc/nv_tegra_release"))
+    try:
+        cuda = str(json.loads(_read("/usr/local/cuda/version.json"))["cuda"]["version"])
+    except (ValueError, KeyError, TypeError):
+        nvcc = r"release [\d.]+, V([\d.]+)"
+        cuda = (_search(r"CUDA Version\s+([\d.]+)", _read("/usr/local/cuda/version.txt"))
+                or _search(nvcc, _sh("nvcc", "--version"))
+                or _search(nvcc, _sh("/usr/local/cuda/bin/nvcc", "--version")))
+    trt = _version("tensorrt") or next(filter(None, map(_deb_version, TRT_DEBS)), None)
+    banner = None if trt or not trtexec else _search(r"\[TensorRT v(\d+)\]", _sh(trtexec, "--help"))
+    return {
+        "os": {"system": platform.system(), "release": platform.release(),
+               "distro": _search(r'^PRETTY_NAME="?([^"\n]*)"?', _read("/etc/os-release"), re.M)},
+        "arch": platform.machine(),
+        "cpu": {"model": cpu_model or platform.processor() or None, "cores": os.cpu_count(),
+                "flags": sorted(f for f in CPU_FLAGS if f in flags)},
+        "ram_gib": round(int(mem_kib) / 2 ** 20, 1) if mem_kib else None, "python": platform.python_version(),
+        "gpu": _gpus(), "l4t": f"{l4t.group(1)}.{l4t.group(2)}" if l4t else None,
+        "jetpack": _deb_version("nvidia-jetpack"), "cuda": cuda,
+        "tensorrt": trt or (decode_trt_version(int(banner)) if banner else None),
+        "onnxruntime": _version(*ORT_DISTS), "openvino": _version("openvino"), "numpy": _version("numpy"),
+        "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q")), "agent_version": AGENT_VERSION,
+    }
+
+
+# ---- runtimes: models take float32 (B, C, H, W) batches and return every output as float32 by name
+
+def _single_input(path, names: list) -> None:
+    if len(names) != 1:
+        raise AgentError("bad_input", f"{path}: EdgeForge handles single-input image models; this one has {names}")
+
+
+def ort_providers() -> list:
+    """This device's ONNX Runtime execution providers in ORT's order (the remote Azure EP left out)."""
+    return [p for p in _import("onnxruntime").get_available_providers() if p != "AzureExecutionProvider"]
+
+
+class OrtModel:
+    """An ONNX Runtime session (float16 inputs get the batches cast); ``save_optimized``: a path to
+    write the graph to as ORT_ENABLE_EXTENDED optimizes it."""
+
+    def __init__(self, path, threads: int | None = None, providers: list | None = None, save_optimized=None) -> None:
+        ort, self._np = _import("onnxruntime"), _import("numpy")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
+        if save_optimized:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = str(save_optimized)
+        try:
+            self._s = ort.InferenceSession(str(path), so, providers=providers or ort_providers())
+        except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise AgentError("failed", f"onnxruntime cannot load {path}: {e}") from e
+        inputs = self._s.get_inputs()
+        _single_input(path, [i.name for i in inputs])
+        self.input_name = inputs[0].name
+        self.output_names = [o.name for o in self._s.get_outputs()]
+        self._dtype = self._np.float16 if inputs[0].type == "tensor(float16)" else self._np.float32
+
+    def infer(self, x) -> dict:
+        outs = self._s.run(None, {self.input_name: x.astype(self._dtype, copy=False)})
+        return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
+
+
+def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: bool = True, providers=None) -> tuple:
+    """``(artifact, meta)``: ``out_dir/model.onnx``, the graph this ONNX Runtime optimized, or the input
+    as is when ``optimize`` is false or ORT cannot save it; loaded back as a check."""
+    out, providers, optimized = Path(out_dir) / "model.onnx", providers or ort_providers(), False
+    if optimize:
+        try:
+            OrtModel(onnx_path, threads, providers, save_optimized=out)
+            optimized = out.is_file()
+        except AgentError as e:
+            OrtModel(onnx_path, threads, providers)  # a model ORT cannot load at all fails here
+            log(f"saving the optimized graph failed ({e}); using {onnx_path} as is")
+    if not optimized:
+        shutil.copyfile(onnx_path, out)
+    OrtModel(out, threads, providers)
+    return out, {"providers": providers, "optimized": optimized}
+
+
+class OvModel:
+    """An OpenVINO IR compiled for the CPU plugin (latency hint)."""
+
+    def __init__(self, path, threads: int | None = None) -> None:
+        core, self._np = _import("openvino").Core(), _import("numpy")
+        config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, OV_DEVICE, config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with its own text
+            raise AgentError("failed", f"openvino cannot load {path}: {_first_line(e)}") from e
+        _single_input(path, [i.get_any_name() for i in model.inputs])
+        # names from the IR as saved: compilation merges a removed node's tensor names into its neighbour's
+        self.input_name = model.inputs[0].get_any_name()
+        self.output_names = [o.get_any_name() for o in model.outputs]
+        self._request = self.compiled.create_infer_request()
+
+    def infer(self, x) -> dict:
+        res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)})
+        outs = (res[o] for o in self.compiled.outputs)
+        return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
+
+
+def ov_runtime_precisions(compiled) -> dict:
+    """``{precision: count}`` of the ops the plugin executes, e.g. ``{"FP32": 40, "I8": 12}``."""
+    infos = (op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops())
+    counts = collections.Counter(str(i["runtimePrecision"].astype(str)).upper()
+                                 for i in infos if "runtimePrecision" in i)
+    return dict(sorted(counts.items()))
+
+
+def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = None, io_names=None) -> tuple:
+    """``(artifact, meta)``: ``out_dir/model.xml`` + ``model.bin`` (FP16 weights for fp16), inputs and
+    outputs named ``io_names`` in order (conversion can add aliases), compiled once on the CPU plugin.
+    An ``int8-*`` build that executes no int8 op fails."""
+    ov = _import("openvino")
+    out = Path(out_dir) / "model.xml"
+    try:
+        model = ov.convert_model(str(onnx_path))
+        io_names = io_names or {}
+        for ports, names in ((model.inputs, io_names.get("inputs")), (model.outputs, io_names.get("outputs"))):
+            for port, name in zip(ports, names) if names and len(names) == len(ports) else ():
+                port.get_tensor().set_names({name})
+        ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    except Exception as e:
+        raise AgentError("failed", f"openvino could not convert {onnx_path}: {_first_line(e)}") from e
+    try:
+        compiled = OvModel(out, threads).compiled
+    except AgentError as e:
+        raise AgentError(e.kind, f"openvino converted {onnx_path} but cannot compile it for {OV_DEVICE}: {e}") from e
+    ops, weights = ov_runtime_precisions(compiled), out.with_suffix(".bin")
+    meta = {"device": OV_DEVICE, "weights_file": weights.name, "weights_sha256": sha256(weights),
+            "size_bytes": out.stat().st_size + weights.stat().st_size,
+            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "runtime_precisions": ops, "int8_ops": ops.get("I8", 0) + ops.get("U8", 0)}
+    if precision.startswith("int8-") and meta["int8_ops"] == 0:
+        raise AgentError("failed", f"openvino compiled {onnx_path} with no op executing in int8 (runtime "
+                         f"precisions {ops}): its Q/DQ nodes were not turned into int8 kernels")
+    return out, meta
+
+
+def runtime_version(runtime: str) -> str:
+    return _import("onnxruntime").__version__ if runtime == "onnxruntime" else _import("openvino").get_version()
+
+
+def measure(fn, warmup_s: float, min_duration_s: float, min_iterations: int, clock=time.perf_counter) -> list:
+    """Per-call seconds of ``fn``: after a time-based warm-up (>= 1 call), until both minimums are met."""
+    end = clock() + warmup_s
+    fn()
+    while clock() < end:
+        fn()
+    lat = []
+    start = clock()
+    while len(lat) < min_iterations or clock() - start < min_duration_s:
+        t0 = clock()
+        fn()
+        lat.append(clock() - t0)
+    return lat
+
+
+# ---- commands
+
+def _name(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+#: request key -> (check, what the value must be); any other key is a path or file name
+CHECKS = {
+    "trtexec": (lambda v: v is None or _name(v), "null or a path"),
+    "runtime": (lambda v: v in ("onnxruntime", "openvino", "tensorrt"), "onnxruntime, openvino or tensorrt"),
+    "precision": (lambda v: v in ("fp32", "fp16") or (_name(v) and v.startswith("int8-")), "fp32, fp16 or int8-*"),
+    "threads": (lambda v: v is None or _count(v), "null or an int > 0"),
+    "timeout": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
+    "io_names": (lambda v: v is None or isinstance(v, dict), 'null or {"inputs": [...], "outputs": [...]}'),
+    "argv": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_name, v)), "a command line (strings)"),
+    "batch_sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of ints > 0"),
+    "batch_size": (_count, "an int > 0"),
+    "min_iterations": (_count, "an int > 0"),
+    "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
+    "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
+}
+OPTIONAL = {"trtexec": None, "threads": None, "timeout": None, "io_names": None}
+
+
+def _get(req: dict, key: str):
+    check, what = CHECKS.get(key, (_name, "a path or file name"))
+    value = req.get(key, OPTIONAL.get(key, ...))
+    if value is ... or not check(value):
+        raise AgentError("bad_input", f"request key {key!r} must be {what}, not {req.get(key)!r}")
+    return value
+
+
+def _file(req: dict, key: str) -> Path:
+    path = Path(_get(req, key))
+    if not path.is_file():
+        raise AgentError("bad_input", f"{key} file {str(path)!r} does not exist (cwd {os.getcwd()}); upload it first")
+    return path
+
+
+def _hashes(folder: Path, files=None) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if files is None else files
+    return {p.relative_to(folder).as_posix(): sha256(p) for p in files}
+
+
+def build_tensorrt(req: dict) -> dict:
+    """Run the host's trtexec command line (``argv``) in ``out_dir``, its stdout and stderr streamed
+    into ``out_dir/<log>``. A non-zero exit is still a result: the host reads the log and decides."""
+    argv, engine, timeout, log_name = _get(req, "argv"), _get(req, "engine"), _get(req, "timeout"), _get(req, "log")
+    exe = os.path.abspath(argv[0]) if os.sep in argv[0] else argv[0]  # relative to the agent's cwd, not out_dir
+    if shutil.which(exe) is None:
+        raise AgentError("missing_runtime", f"{argv[0]} is not an executable on this device (cwd {os.getcwd()}, "
+                         f"PATH {os.environ.get('PATH', '')}); install TensorRT or fix the target's trtexec path")
+    out_dir = Path(_get(req, "out_dir"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / log_name
+    if (out_dir / engine).is_file():
+        (out_dir / engine).unlink()  # an earlier build's engine must not pass for this one's
+    log(f"running {' '.join(argv)} in {out_dir}")
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as f:
+        proc = subprocess.Popen([exe] + argv[1:], cwd=str(out_dir), stdout=f, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AgentError("failed", f"{argv[0]} ran past its {timeout} s timeout and was killed; "
+                             f"its output is in {log_path}") from None
+    seconds = time.perf_counter() - t0
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+    log(f"{argv[0]} exited with {code} after {seconds:.1f} s; the end of {log_path}:\n{tail}")
+    return {"exit_code": code, "artifact": engine if (out_dir / engine).is_file() else None,
+            "files": _hashes(out_dir), "build_seconds": seconds, "runtime": "tensorrt"}
+
+
+def cmd_build(req: dict) -> dict:
+    runtime = _get(req, "runtime")
+    if runtime == "tensorrt":
+        return build_tensorrt(req)
+    onnx_path, out_dir, precision, threads = _file(req, "onnx"), Path(_get(req, "out_dir")), _get(req, "precision"), \
+        _get(req, "threads")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if runtime == "onnxruntime":
+        artifact, meta = build_onnxruntime(onnx_path, out_dir, threads)
+    else:
+        artifact, meta = build_openvino(onnx_path, out_dir, precision, threads, _get(req, "io_names"))
+    written = [artifact] + ([artifact.with_suffix(".bin")] if runtime == "openvino" else [])
+    return {"artifact": artifact.name, "files": _hashes(out_dir, written), "runtime": runtime,
+            "runtime_version": runtime_version(runtime), "build_seconds": time.perf_counter() - t0, "meta": meta}
+
+
+def _load(req: dict, what: str) -> tuple:
+    """``(runtime, model, x, numpy)``: the request's model and its float32 ``input`` samples."""
+    runtime = _get(req, "runtime")
+    if runtime == "tensorrt":
+        raise AgentError("failed", f"on-device TensorRT {what} is not implemented yet (issue 5)")
+    artifact, threads, path, np = _file(req, "artifact"), _get(req, "threads"), _file(req, "input"), _import("numpy")
+    try:
+        x = np.asarray(np.load(str(path), allow_pickle=False), dtype=np.float32)
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"no samples (shape {x.shape})")
+    except ValueError as e:
+        raise AgentError("bad_input", f"input {str(path)!r} is not an (N, ...) .npy array of numbers: {e}") from e
+    model = OrtModel(artifact, threads) if runtime == "onnxruntime" else OvModel(artifact, threads)
+    return runtime, model, x, np
+
+
+def cmd_benchmark(req: dict) -> dict:
+    runtime, model, x, np = _load(req, "benchmarking")
+    sizes, loop = _get(req, "batch_sizes"), [_get(req, k) for k in ("warmup_s", "min_duration_s", "min_iterations")]
+    latency = {}
+    for b in sizes:
+        batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
+        latency[f"b{b}"] = measure(lambda: model.infer(batch), *loop)
+        log(f"b{b}: {len(latency[f'b{b}'])} calls")
+    return {"runtime_version": runtime_version(runtime), "latency_s": latency}
+
+
+def cmd_infer(req: dict) -> dict:
+    _, model, x, np = _load(req, "inference")
+    out, bs = Path(_get(req, "output")), _get(req, "batch_size")
+    parts = {n: [] for n in model.output_names}
+    for i in range(0, len(x), bs):
+        for name, value in model.infer(x[i:i + bs]).items():
+            parts[name].append(value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with zipfile.ZipFile(str(tmp), "w") as z:  # np.savez's layout, without its reserved keyword names
+        for name, values in parts.items():
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, np.concatenate(values).astype(np.float32))
+    os.replace(str(tmp), str(out))
+    return {"outputs": model.output_names, "samples": len(x)}
+
+
+COMMANDS = {"probe": cmd_probe, "build": cmd_build, "benchmark": cmd_benchmark, "infer": cmd_infer}
+
+
+def main(argv: list | None = None) -> int:
+    """The command line; fd 1 then points at stderr (native libraries' writes included), the reply at stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        try:
+            req = json.loads(argv[1]) if len(argv) == 2 and argv[0] in COMMANDS else None
+        except ValueError:
+            req = None
+        if not isinstance(req, dict):
+            raise AgentError("usage", f"{USAGE}; got {argv!r}")
+        reply, code = {"ok": True, "agent_version": AGENT_VERSION, "result": COMMANDS[argv[0]](req)}, 0
+    except Exception as e:
+        if not isinstance(e, AgentError):
+            traceback.print_exc()
+            e = AgentError("failed", f"{argv[0]} failed: {type(e).__name__}: {e}")
+        reply = {"ok": False, "agent_version": AGENT_VERSION, "kind": e.kind, "error": str(e)}
+        code = 2 if e.kind == "usage" else 1
+        log(f"error ({e.kind}): {e}")
+    sys.stdout.flush()
+    with os.fdopen(reply_fd, "w") as out:
+        out.write(json.dumps(reply) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
