@@ -35,22 +35,49 @@ def batch_of(split: Split, b: int) -> np.ndarray:
     return np.ascontiguousarray(split.x[idx])
 
 
-def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
-        precision: str = "fp32") -> dict:
+def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Split, precision: str):
+    """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process."""
     target, b = cfg.target[target_name], cfg.bench
     rt = get_runtime(target.runtime)
     sess = rt.load(artifact, target.threads)
     torch_sess = None
-    if b.torch_baseline and precision == "fp32" and target.transport == "local" and cfg.model.format != "onnx":
+    if b.torch_baseline and precision == "fp32" and cfg.model.format != "onnx":
         torch_sess = get_runtime("torch").session(cfg.model, target.threads)
-    split = Split(eval_dir)
-    res: dict = {"runtime": rt.name, "runtime_version": rt.version(), "threads": target.threads,
-                 "cpu_count": os.cpu_count(), "latency": {}, "unstable": []}
-    if torch_sess:
-        res["torch"], res["speedup_vs_torch"] = {}, {}
+    lat, torch_lat = {}, {}
     for bs in b.batch_sizes:
         x = batch_of(split, bs)
-        stats = summarize(measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations), bs)
+        lat[bs] = measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+        if torch_sess:
+            torch_lat[bs] = measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+    return lat, torch_lat, rt.version(), os.cpu_count()
+
+
+def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split):
+    """A device: the agent times the artifact there (no PyTorch on the device)."""
+    from tasks.agent import remote
+    from tasks.agent.client import device
+
+    with device(target_name, cfg.target[target_name]) as dev:
+        lat, version = remote.latencies(dev, build_dir, batch_of(split, max(cfg.bench.batch_sizes)), cfg.bench)
+    from tasks.probe import read as fingerprint_of
+
+    return lat, {}, version, (fingerprint_of(target_name).get("cpu") or {}).get("cores")
+
+
+def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
+        precision: str = "fp32") -> dict:
+    target, b = cfg.target[target_name], cfg.bench
+    split = Split(eval_dir)
+    if target.transport == "local":
+        lat, torch_lat, version, cpus = _local_measurements(cfg, target_name, artifact, split, precision)
+    else:
+        lat, torch_lat, version, cpus = _device_measurements(cfg, target_name, artifact.parent, split)
+    res: dict = {"runtime": target.runtime, "runtime_version": version, "threads": target.threads,
+                 "cpu_count": cpus, "host": target.transport, "latency": {}, "unstable": []}
+    if torch_lat:
+        res["torch"], res["speedup_vs_torch"] = {}, {}
+    for bs in b.batch_sizes:
+        stats = summarize(lat[bs], bs)
         res["latency"][f"b{bs}"] = stats
         line = f"batch {bs}: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, {stats['throughput']:.0f}/s"
         if stats["cv_windows"] > b.max_cv:
@@ -58,8 +85,8 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
             log(f"WARNING: batch {bs} latency drifted during the run (CV of window medians "
                 f"{stats['cv_windows']:.1%} > bench.max_cv {b.max_cv:.1%}): other load or frequency scaling; "
                 "these figures are less trustworthy")
-        if torch_sess:
-            t = summarize(measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations), bs)
+        if torch_lat:
+            t = summarize(torch_lat[bs], bs)
             res["torch"][f"b{bs}"] = t
             res["speedup_vs_torch"][f"b{bs}"] = t["p50_ms"] / stats["p50_ms"]
             line += f"; torch eager p50 {t['p50_ms']:.3f} ms ({t['p50_ms'] / stats['p50_ms']:.2f}x)"

@@ -1,8 +1,12 @@
-"""Stage ``build@<target>-<precision>``: the deployable artifact for one target and precision.
+"""Stage ``build@<target>-<precision>``: the deployable artifact, built on the target itself.
 
-The target's runtime builds it from the precision's ONNX model (``quantize@<precision>``) and
-must load it back before the build counts. Outputs: ``artifacts/build/<key>/``
-(the artifact plus ``build.json``) and ``metrics/build/<key>.json``.
+The device agent (``tasks/agent/agent.py``) builds it there, from the precision's ONNX model
+(``quantize@<precision>``): ONNX Runtime saves the graph its own optimizer produced, OpenVINO
+writes IR and compiles it once, TensorRT runs ``trtexec`` with the recipe of the device's
+TensorRT version (``tasks/runtimes/tensorrt_recipe.py``; the ONNX is linted against that version
+first, before anything is uploaded). Local targets take the same path in a scratch folder.
+Every file comes back sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
+build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on failure.
 """
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from pathlib import Path
 
 from tasks import stage
 from tasks.config import Config
-from tasks.io import atomic_dir, sha256_file, write_json
-from tasks.runtimes import BuildOptions, get_runtime
+from tasks.io import atomic_dir, read_json, sha256_file, write_json
+from tasks.runtimes import BuildError
 
 
 def out_dir(key: str) -> Path:
@@ -25,33 +29,101 @@ def metrics_path(key: str) -> Path:
 
 def artifact(build_dir: Path) -> Path:
     """The artifact inside a build folder (named in its build.json)."""
-    from tasks.io import read_json
-
     meta = build_dir / "build.json"
     if not meta.is_file():
         raise stage.StageError(f"{build_dir} holds no build (build.json missing); run `dvc repro build`")
     return build_dir / read_json(meta)["artifact"]
 
 
-def run(cfg: Config, target_name: str, precision: str, onnx_path: Path, out: Path) -> dict:
-    """Build ``precision`` for ``target_name`` from ``onnx_path`` (that precision's ONNX) into ``out``."""
+def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
+    """Download ``files`` ({name: sha256 the agent computed}) and check each against it."""
+    from tasks.hosts import HostError
+
+    for name, want in sorted(files.items()):
+        got = dev.host.get(f"{remote_dir}/{name}", out / name)
+        if got != want:
+            raise HostError(f"{dev.name}: {name} changed on the device between build and download "
+                            f"(sha256 {got[:12]} != {want[:12]}); run the build again")
+
+
+def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path) -> dict:
+    """onnxruntime / openvino: upload the ONNX, the agent builds and checks, download the result."""
+    from tasks.runtimes.openvino_rt import onnx_io_names
+
+    target = dev.target
+    with dev.scratch(f"build-{precision}") as d:
+        dev.host.put(onnx_path, f"{d}/src.onnx")
+        res = dev.call("build", {"runtime": target.runtime, "onnx": f"{d}/src.onnx", "out_dir": f"{d}/out",
+                                 "precision": precision, "threads": target.threads,
+                                 "io_names": onnx_io_names(onnx_path)})
+        _fetch(dev, f"{d}/out", res["files"], out)
+    return {"artifact": res["artifact"], "runtime_version": res["runtime_version"],
+            "device_build_seconds": res["build_seconds"], **res.get("meta", {})}
+
+
+def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
+    """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
+    from tasks.quantize import out_dir as quant_dir
+    from tasks.runtimes import trt_lint
+    from tasks.runtimes.tensorrt_recipe import Sources, check_build, plan
+
+    version = fingerprint.get("tensorrt")
+    if not version:
+        raise BuildError(f"{dev.name}: the probe found no TensorRT on the device (looked for trtexec at "
+                         f"{dev.target.tensorrt.trtexec}); install TensorRT or set target.{dev.name}.tensorrt.trtexec")
+    qdir = quant_dir(precision)
+    cache = qdir / "calibration.cache"
+    sources = Sources(fp32_onnx=stage.ARTIFACTS / "export" / "model.onnx", precision_onnx=qdir / "model.onnx",
+                      calib_cache=cache if cache.is_file() else None)
+    tcache = dev.target.tensorrt.timing_cache
+    p = plan(version, precision, dev.target.tensorrt, sources, tcache if tcache.startswith("/") else f"../../{tcache}")
+    for local in {*p.uploads.values()}:
+        if local.suffix == ".onnx":
+            trt_lint.check(local, version, dev.name)  # fail fast, before any upload
+    with dev.scratch(f"build-{precision}") as d:
+        for name, local in p.uploads.items():
+            dev.host.put(local, f"{d}/{name}")
+        res = dev.call("build", {"runtime": "tensorrt", "argv": p.argv, "out_dir": d, "engine": p.engine,
+                                 "log": p.log, "timeout": dev.target.command_timeout_s})
+        log_text = ""
+        if p.log in res["files"]:
+            _fetch(dev, d, {p.log: res["files"][p.log]}, out)
+            log_text = (out / p.log).read_text(errors="replace")
+        meta = check_build(log_text, res["exit_code"], p, dev.name)
+        _fetch(dev, d, {n: s for n, s in res["files"].items() if n in (p.engine, p.layer_info)}, out)
+    if not (out / p.engine).is_file():
+        raise BuildError(f"{dev.name}: trtexec reported success but wrote no engine ({p.engine})")
+    return {"artifact": p.engine, "runtime_version": meta.get("tensorrt_version") or version, "build_log": p.log,
+            "device_build_seconds": res["build_seconds"], **meta}
+
+
+def run(cfg: Config, target_name: str, precision: str, out: Path) -> dict:
+    """Build ``precision`` for ``target_name`` on the device into ``out``; returns build.json's content."""
+    from tasks.agent.client import device
+    from tasks.probe import read as fingerprint_of
+    from tasks.quantize import source
+
     target = cfg.target[target_name]
-    rt = get_runtime(target.runtime)
+    fp = fingerprint_of(target_name)
+    onnx_path = source(precision, target.runtime)
     t0 = time.perf_counter()
-    built = rt.build(onnx_path, precision, out, BuildOptions(fp16_keep_io_types=cfg.build.fp16_keep_io_types,
-                                                             threads=target.threads))
+    with device(target_name, target) as dev:
+        if target.runtime == "tensorrt":
+            built = _build_tensorrt(cfg, dev, precision, fp, out)
+        else:
+            built = _build_runtime(cfg, dev, precision, onnx_path, out)
+    art = out / built["artifact"]
     meta = {
         "target": target_name,
         "precision": precision,
-        "runtime": rt.name,
-        "runtime_version": rt.version(),
-        "host": target.transport,
-        "artifact": built.artifact.name,
-        "sha256": sha256_file(built.artifact),
-        "size_bytes": built.artifact.stat().st_size,
+        "runtime": target.runtime,
+        "host": target.transport if target.transport == "local" else f"{target.host}:{target.port}",
+        "device_fingerprint_sha256": fp["fingerprint_sha256"],
+        "sha256": sha256_file(art),
+        "size_bytes": sum(p.stat().st_size for p in out.iterdir() if p.is_file()),
         "source_onnx_sha256": sha256_file(onnx_path),
         "build_seconds": time.perf_counter() - t0,
-        **built.meta,
+        **built,
     }
     write_json(out / "build.json", meta)
     return meta
@@ -62,12 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     k = stage.key(args.target, args.precision)
     with stage.stage_errors(f"build@{k}", outputs=[out_dir(k), metrics_path(k)]):
         cfg = stage.load(args)
-        from tasks.quantize import source
-
         with atomic_dir(out_dir(k)) as tmp:
-            runtime = cfg.target[args.target].runtime
-            meta = run(cfg, args.target, args.precision, source(args.precision, runtime), tmp)
-        stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB in {meta['build_seconds']:.2f} s")
+            meta = run(cfg, args.target, args.precision, tmp)
+        stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB on {meta['host']} "
+                                f"in {meta['build_seconds']:.2f} s")
         write_json(metrics_path(k), meta)
 
 

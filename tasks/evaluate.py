@@ -33,10 +33,17 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
     """``quantized``: the quantize stage's metrics for this precision; an ``int8-mixed`` plan
     that did not meet ``quant.max_drop`` there stays rejected whatever its accuracy here."""
     target = cfg.target[target_name]
-    sess = get_runtime(target.runtime).load(artifact, target.threads)
     split = Split(eval_dir)
     name = cfg.model.scores_output
-    scores = np.concatenate([sess.infer(x)[name] for x, _ in split.batches(cfg.eval.batch_size)])
+    if target.transport == "local":
+        sess = get_runtime(target.runtime).load(artifact, target.threads)
+        scores = np.concatenate([sess.infer(x)[name] for x, _ in split.batches(cfg.eval.batch_size)])
+    else:  # on the device, through its agent
+        from tasks.agent import remote
+        from tasks.agent.client import device
+
+        with device(target_name, target) as dev:
+            scores = remote.outputs(dev, artifact.parent, split.x, cfg.eval.batch_size)[name]
     with np.load(reference) as z:
         ref = z[name]
     labels = np.asarray(split.y)

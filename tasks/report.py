@@ -6,6 +6,8 @@ parent run, one child run per target x precision; see :mod:`tasks.tracking`).
 """
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 
@@ -52,6 +54,7 @@ def row(cfg: Config, target: str, precision: str, torch: dict) -> dict:
     return {
         "key": k, "target": target, "precision": precision, "runtime": b["runtime"],
         "runtime_version": b["runtime_version"], "artifact_sha256": b["sha256"],
+        "device_fingerprint_sha256": b.get("device_fingerprint_sha256"), "host": b.get("host"),
         "size_mb": b["size_bytes"] / 1e6, "build_seconds": b["build_seconds"],
         "top1": ev["top1"], "drop": ev["drop"], "top1_agreement": ev["top1_agreement"],
         "worst_class_drop": ev["worst_class_drop"], "worst_classes": ev["worst_classes"],
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         summary["mlflow"] = log_pipeline(cfg, summary)
         write_json(OUT / "summary.json", summary)
         (OUT / "summary.md").write_text(markdown(summary))
-        print_table(summary)
+        if not os.environ.get("EDGEFORGE_NO_TABLE"):  # `make run` prints it once, after dvc repro
+            print_table(summary)
 
 
 if __name__ == "__main__":

@@ -29,23 +29,25 @@ def log(stage: str, msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {stage}: {msg}", file=sys.stderr, flush=True)
 
 
-def parser(stage: str, matrix: bool = False) -> argparse.ArgumentParser:
+def parser(stage: str, matrix: bool = False, target: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m tasks.{stage}")
     p.add_argument("--params", default="params.yaml", help="composed config (default: params.yaml)")
-    if matrix:
+    if matrix or target:
         p.add_argument("--target", required=True, help="target name (a key of the target section)")
+    if matrix:
         p.add_argument("--precision", required=True, help="precision to build (fp32, fp16)")
     return p
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
+    from tasks.agent.client import AgentError
     from tasks.data.sources import DataError
     from tasks.hosts.base import HostError
     from tasks.models.load import CheckpointError
     from tasks.quant.common import QuantError
     from tasks.runtimes.base import BuildError
 
-    return (ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError, KeyError)
+    return (AgentError, ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError, KeyError)
 
 
 @contextlib.contextmanager
@@ -69,7 +71,7 @@ def load(args: argparse.Namespace) -> Config:
     if getattr(args, "target", None) is not None:
         if args.target not in cfg.target:
             raise ConfigError(f"--target {args.target!r} is not defined; defined targets: {', '.join(cfg.target)}")
-        if args.precision not in cfg.build.precisions:
+        if getattr(args, "precision", None) is not None and args.precision not in cfg.build.precisions:
             raise ConfigError(f"--precision {args.precision!r} is not in build.precisions "
                               f"({', '.join(cfg.build.precisions)})")
     return cfg

@@ -44,7 +44,7 @@ def tracking_uri(cfg: Config) -> str:
 def log_pipeline(cfg: Config, summary: dict) -> dict:
     import mlflow
 
-    from tasks import benchmark, build, evaluate, export, parity, quantize
+    from tasks import benchmark, build, evaluate, export, parity, probe, quantize
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
@@ -66,6 +66,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
             with mlflow.start_run(run_name=r["key"], nested=True, tags={
                 **common_tags, "edgeforge.kind": "build", "artifact_sha256": r["artifact_sha256"],
                 "runtime_version": r["runtime_version"], "verdict": r["verdict"],
+                "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
             }):
                 mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
                                    "calibrator": r.get("calibrator") or "none"})
@@ -91,6 +92,8 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                         mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
                 for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
                     mlflow.log_artifact(str(f), "metrics")
+                if probe.out_path(r["target"]).is_file():  # what the device was when it built this
+                    mlflow.log_artifact(str(probe.out_path(r["target"])), "device")
         run_id = parent.info.run_id
     stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {uri}")
     return {"tracking_uri": uri, "experiment": cfg.report.experiment, "parent_run_id": run_id}

@@ -88,9 +88,34 @@ def exported(cfg, model_file, prepared) -> Path:
 @pytest.fixture
 def fp32_artifact(cfg, exported, tmp_path) -> Path:
     """The local target's FP32 build of the ``exported`` model (under ``tmp_path/build-fp32``)."""
-    from tasks import build
+    from tasks.runtimes import BuildOptions, get_runtime
 
     out = tmp_path / "build-fp32"
     out.mkdir()
-    meta = build.run(cfg, "local", "fp32", exported, out)
-    return out / meta["artifact"]
+    return get_runtime("onnxruntime").build(exported, "fp32", out, BuildOptions()).artifact
+
+
+def build_main(argv: list[str]) -> None:
+    """``build.main(argv)`` as DVC runs it: after ``probe@<target>`` (run here when its
+    fingerprint is missing)."""
+    from tasks import build, probe
+
+    target = argv[argv.index("--target") + 1]
+    if not probe.out_path(target).is_file():
+        probe.main(["--target", target])
+    build.main(argv)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A running OpenSSH sshd on 127.0.0.1 (random port) that accepts ``sshd.key_path`` for the
+    current user; ``sshd.known_hosts`` holds its host key. Skipped when OpenSSH is not
+    installed, except under CI (``CI=true``), where that is a failure."""
+    from tasks.hosts import loopback
+
+    if not loopback.SSHD.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{loopback.INSTALL_HINT} (CI=true: the SSH tests must not be skipped)")
+        pytest.skip(loopback.INSTALL_HINT)
+    with loopback.start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

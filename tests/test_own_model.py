@@ -53,11 +53,12 @@ def user_project(workdir) -> Path:
 
 
 def test_own_torchscript_model_and_image_folders_run_every_stage(user_project):
-    from tasks import benchmark, build, evaluate, export, parity, prepare, quantize, report
+    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
 
     prepare.main([])
     export.main([])
     parity.main([])
+    probe.main(["--target", "local"])
     for precision in ("fp32", "fp16", "int8-minmax"):
         quantize.main(["--precision", precision])
         for stage in (build, benchmark, evaluate):

@@ -7,50 +7,27 @@ the tests run in file order and build on each other's state.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.e2e import FAST, fresh_repo, sh
+
 pytestmark = pytest.mark.e2e
-# Short benchmarks: behaviour is under test here, not speed.
-FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.batch_sizes=[1,8]"]
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]  # the default build list
-
-
-def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n"
-                             f"--- stderr\n{r.stderr[-4000:]}")
-    return r
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh git repository holding the project's files (as a clone would), fast params."""
-    dst = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(("dvc.lock",)):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    sh([sys.executable, "-m", "tasks.config.compose", *FAST], dst)
-    sh(["git", "init", "-q"], dst)
-    sh(["git", "config", "user.email", "e2e@edgeforge.invalid"], dst)
-    sh(["git", "config", "user.name", "EdgeForge e2e"], dst)
-    sh(["git", "add", "-A"], dst)
-    sh(["git", "commit", "-qm", "fresh clone"], dst)
-    return dst
+    return fresh_repo(tmp_path_factory.mktemp("e2e") / "repo", FAST)
+
+
+def ran(stdout: str) -> list[str]:
+    """Stages `dvc repro` ran, from its "Running stage '...'" lines."""
+    return re.findall(r"Running stage '([^']+)'", stdout)
 
 
 def mlflow_runs(repo: Path) -> list:
@@ -83,7 +60,7 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "export", "parity", "report", *(f"quantize@{p}" for p in PRECISIONS),
+    assert set(lock) == {"prepare", "export", "parity", "report", "probe@local", *(f"quantize@{p}" for p in PRECISIONS),
                          *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS)}
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
@@ -114,11 +91,12 @@ def test_metrics_show_reports_the_same_numbers(repo):
     assert data["top1"] == pytest.approx(summary["rows"][0]["top1"])
 
 
-def test_second_repro_runs_nothing_and_logs_nothing(repo):
+def test_second_repro_runs_only_the_probes_and_logs_nothing(repo):
     before = len(mlflow_runs(repo))
     r = sh(["dvc", "repro"], repo)
-    assert "Running stage" not in r.stdout
-    assert "Data and pipelines are up to date" in r.stdout
+    # probe@<target> always runs (the device may have changed); an unchanged fingerprint
+    # re-runs nothing downstream
+    assert set(ran(r.stdout)) == {"probe@local"}
     assert len(mlflow_runs(repo)) == before
 
 

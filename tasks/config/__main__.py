@@ -17,6 +17,11 @@ def _rows(cls: type, prefix: str):
         if dataclasses.is_dataclass(tp):
             yield from _rows(tp, f"{prefix}{fl.name}.")
             continue
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is dict and dataclasses.is_dataclass(args[1]):  # e.g. target.<name>.*
+            yield f"| `{prefix}{fl.name}` | — | {fl.metadata.get('doc', '')} |"
+            yield from _rows(args[1], f"{prefix}{fl.name}.<name>.")
+            continue
         if dataclasses.is_dataclass(default):
             default = "(see below)"
         doc = fl.metadata.get("doc", "")

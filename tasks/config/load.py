@@ -148,9 +148,27 @@ def check(cfg: Config) -> None:
     _require(bool(cfg.build.targets), "build.targets", "list at least one target")
     for t in cfg.build.targets:
         _require(t in cfg.target, "build.targets", f"{t!r} is not defined; defined targets: {', '.join(cfg.target)}")
+    for name, t in cfg.target.items():
+        _check_target(f"target.{name}", t)
     _require(bool(cfg.build.precisions), "build.precisions", "list at least one precision")
     _require(len(set(cfg.build.precisions)) == len(cfg.build.precisions), "build.precisions", "has duplicates")
     _require(bool(cfg.bench.batch_sizes) and min(cfg.bench.batch_sizes) > 0, "bench.batch_sizes", "must be positive")
     _require(cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
              "bench", "min_iterations must be > 0 and durations >= 0")
     _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of top-1)")
+
+
+def _check_target(key: str, t: Any) -> None:
+    if t.transport == "ssh":
+        _require(bool(t.host), f"{key}.host", "transport=ssh needs the device's address")
+        _require(0 < t.port < 65536, f"{key}.port", f"{t.port} is not a TCP port")
+        _require(bool(t.workdir.strip()) and t.workdir.strip() not in ("/", "~", "."), f"{key}.workdir",
+                 f"{t.workdir!r}: use a folder of its own (builds are created and removed under it)")
+    _require(t.connect_timeout_s > 0 and t.command_timeout_s > 0, key, "connect_timeout_s and command_timeout_s must be > 0")
+    _require(t.retries >= 0, f"{key}.retries", "must be >= 0")
+    _require(t.threads is None or t.threads > 0, f"{key}.threads", "must be > 0 or null")
+    trt = t.tensorrt
+    _require(trt.workspace_mib is None or trt.workspace_mib > 0, f"{key}.tensorrt.workspace_mib", "must be > 0 or null")
+    _require(trt.dla_core is None or trt.dla_core >= 0, f"{key}.tensorrt.dla_core", "must be >= 0 or null")
+    _require(trt.builder_optimization_level is None or 0 <= trt.builder_optimization_level <= 5,
+             f"{key}.tensorrt.builder_optimization_level", "must be 0-5 or null")

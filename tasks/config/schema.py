@@ -126,10 +126,36 @@ class Build:
 
 
 @dataclass
+class TensorRT:
+    trtexec: str = f("/usr/src/tensorrt/bin/trtexec", "trtexec on the device (JetPack's location by default)")
+    workspace_mib: Optional[int] = f(None, "builder workspace limit, MiB; null = TensorRT's default")
+    dla_core: Optional[int] = f(None, "build for this DLA core (layers DLA cannot run fall back to the GPU); null = GPU only")
+    timing_cache: str = f("timing.cache", "timing cache on the device, relative to workdir; kept and reused by every build")
+    int8: Literal["qdq", "calib"] = f("qdq", "INT8 recipe for TensorRT <= 10: qdq = the explicit Q/DQ model, "
+                                             "calib = FP32 ONNX + calibration cache (implicit; removed in TensorRT 11)")
+    builder_optimization_level: Optional[int] = f(None, "--builderOptimizationLevel (0-5, TensorRT >= 8.6); null = default")
+    extra_args: list[str] = f([], "extra trtexec arguments appended to every build (no secrets: they are recorded)")
+
+
+@dataclass
 class Target:
-    transport: Literal["local"] = f("local", "how the device is reached (ssh comes with the devices issue)")
-    runtime: Literal["onnxruntime", "openvino"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
+    transport: Literal["local", "ssh"] = f("local", "how the device is reached: this machine, or SSH")
+    runtime: Literal["onnxruntime", "openvino", "tensorrt"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
     threads: Optional[int] = f(None, "intra-op threads for the runtime; null = runtime default")
+    host: Optional[str] = f(None, "ssh: device address (name or IP)")
+    port: int = f(22, "ssh: port")
+    user: Optional[str] = f(None, "ssh: login; null = your local user name")
+    key_file: Optional[str] = f(None, "ssh: private key file (no passphrase); null = ssh-agent and ~/.ssh's default keys")
+    known_hosts: Optional[str] = f(None, "ssh: known_hosts file the host key is checked against (never written); "
+                                        "null = ~/.ssh/known_hosts")
+    allow_unknown_host: bool = f(False, "ssh: accept a host key missing from known_hosts (logged); a changed key is "
+                                        "always rejected")
+    workdir: str = f(".edgeforge", "ssh: work folder on the device (relative = under the login's home)")
+    python: str = f("python3", "ssh: Python on the device with the runtime's package (local targets use EdgeForge's)")
+    connect_timeout_s: float = f(10.0, "ssh: seconds allowed to connect (TCP, banner, authentication)")
+    command_timeout_s: float = f(1800.0, "seconds one device command (a build, a benchmark) may run before it is killed")
+    retries: int = f(2, "ssh: extra connection attempts after transient network errors (never after auth failures)")
+    tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
 
 
 @dataclass

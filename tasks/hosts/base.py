@@ -22,6 +22,15 @@ class CommandResult:
 class Host(abc.ABC):
     name: str
 
+    def close(self) -> None:
+        """Release connections (nothing to do for hosts that hold none)."""
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @abc.abstractmethod
     def run(self, argv: list[str], timeout: float | None = None, check: bool = True) -> CommandResult:
         """Run ``argv`` (each element quoted) with a timeout in seconds; raise HostError on

@@ -1,9 +1,15 @@
-"""A real OpenSSH server on loopback for the SSHHost tests.
+"""A real OpenSSH server on 127.0.0.1: the ``ssh_loopback`` device, and the tests' SSH server.
 
 ``start_sshd`` runs ``/usr/sbin/sshd -D -e`` on 127.0.0.1 with a random free port, a fresh
 ed25519 host key and a fresh ed25519 user key authorised for the current user, all written
-under a scratch folder. Nothing outside that folder is touched, except ``/run/sshd`` (sshd's
-privilege-separation folder), created when running as root and missing.
+under a scratch folder, until the ``with`` block ends (the tests' fixture). Nothing outside that
+folder is touched, except ``/run/sshd`` (sshd's privilege-separation folder), created when
+running as root and missing.
+
+``python -m tasks.hosts.loopback start|stop|status`` runs the same server in the background for
+the ``ssh_loopback`` target (conf/target/ssh_loopback.yaml): port, key and known_hosts are read
+from that target's params, and the "device" gets a ``python3`` launcher for EdgeForge's own
+interpreter (a real device has its runtime's Python instead).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import getpass
 import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +97,11 @@ def _config(workdir: Path, host: str, port: int, host_key: Path, authorized: Pat
     ])
 
 
-def _wait_ready(proc: subprocess.Popen, host: str, port: int, deadline_s: float) -> bool:
+def _wait_ready(proc: subprocess.Popen | None, host: str, port: int, deadline_s: float) -> bool:
     """True once the port answers with an SSH banner; False if sshd exits or time runs out."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             return False
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5) as s:
             s.settimeout(1.0)
@@ -114,6 +121,27 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+def _keys(workdir: Path) -> tuple[Path, Path, str]:
+    """Host key, authorised user key (generated once per folder) and the host's public key."""
+    if os.geteuid() == 0:  # sshd refuses to start as root without its privsep folder
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key, user_key = workdir / "host_ed25519", workdir / "user_ed25519"
+    if not (host_key.exists() and user_key.exists()):
+        keygen(host_key, "edgeforge-loopback-host")
+        (workdir / "authorized_keys").write_text(keygen(user_key, "edgeforge-loopback-user") + "\n")
+    kind, b64 = Path(f"{host_key}.pub").read_text().split()[:2]
+    return host_key, user_key, f"{kind} {b64}"
+
+
+def _server(workdir: Path, host: str, port: int, pid: int) -> SSHServer:
+    _, user_key, host_pub = _keys(workdir)
+    server = SSHServer(host=host, port=port, user=getpass.getuser(), key_path=user_key,
+                       host_public_key=host_pub, known_hosts=workdir / "known_hosts", workdir=workdir, pid=pid)
+    server.known_hosts.write_text(server.known_hosts_line())
+    return server
+
+
 @contextlib.contextmanager
 def start_sshd(workdir: Path, host: str = "127.0.0.1", attempts: int = 3) -> Iterator[SSHServer]:
     """Run sshd until the block ends; yields the server's address, keys and known_hosts.
@@ -122,19 +150,12 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1", attempts: int = 3) -> Ite
     another process grabbed the one picked (``attempts`` tries in all)."""
     if not SSHD.exists():
         raise FileNotFoundError(INSTALL_HINT)
-    if os.geteuid() == 0:  # sshd refuses to start as root without its privsep folder
-        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    host_key, user_key = workdir / "host_ed25519", workdir / "user_ed25519"
-    host_pub = keygen(host_key, "edgeforge-test-host")
-    user_pub = keygen(user_key, "edgeforge-test-user")
-    authorized = workdir / "authorized_keys"
-    authorized.write_text(user_pub + "\n")
+    host_key, _, _ = _keys(workdir)
     log_path = workdir / "sshd.log"
     for _ in range(attempts):
         port = free_port(host)
         cfg = workdir / "sshd_config"
-        cfg.write_text(_config(workdir, host, port, host_key, authorized))
+        cfg.write_text(_config(workdir, host, port, host_key, workdir / "authorized_keys"))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [str(SSHD), "-D", "-e", "-f", str(cfg)],
@@ -145,13 +166,83 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1", attempts: int = 3) -> Ite
         _stop(proc)
     else:
         raise SSHDError(f"sshd did not start on {host}; log:\n{log_path.read_text(errors='replace')}")
-    server = SSHServer(
-        host=host, port=port, user=getpass.getuser(), key_path=user_key,
-        host_public_key=host_pub, known_hosts=workdir / "known_hosts", workdir=workdir,
-        pid=proc.pid,
-    )
-    server.known_hosts.write_text(server.known_hosts_line())
     try:
-        yield server
+        yield _server(workdir, host, port, proc.pid)
     finally:
         _stop(proc)
+
+
+# -- the ssh_loopback device (python -m tasks.hosts.loopback) --------------------------------
+
+DAEMON_DIR = Path(".edgeforge/loopback")  # under the project root: keys, sshd_config, pid, log
+
+
+def _daemon_pid(workdir: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((workdir / "sshd.pid").read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    return None
+
+
+def _launcher(python: str) -> Path:
+    """The device's ``python3``: a launcher for this interpreter at ``python`` (relative paths
+    are under the home folder, where SSH sessions start)."""
+    path = Path(python) if os.path.isabs(python) else Path.home() / python
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n# EdgeForge ssh_loopback: the device's Python is EdgeForge's own\nexec {sys.executable} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def daemon_start(port: int, python: str, host: str = "127.0.0.1", workdir: Path = DAEMON_DIR) -> SSHServer:
+    """Start (or find running) the background sshd of the ssh_loopback target."""
+    if not SSHD.exists():
+        raise FileNotFoundError(INSTALL_HINT)
+    host_key, _, _ = _keys(workdir)
+    _launcher(python)
+    pid = _daemon_pid(workdir)
+    if pid is None:
+        cfg = workdir / "sshd_config"
+        cfg.write_text(_config(workdir.resolve(), host, port, host_key.resolve(), (workdir / "authorized_keys").resolve()))
+        r = subprocess.run([str(SSHD), "-f", str(cfg.resolve()), "-E", str((workdir / "sshd.log").resolve())],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not _wait_ready(None, host, port, deadline_s=10.0):
+            raise SSHDError(f"sshd did not start on {host}:{port} (port taken? change target.ssh_loopback.port): "
+                            f"{r.stderr.strip()} {(workdir / 'sshd.log').read_text(errors='replace')[-2000:]}")
+        pid = _daemon_pid(workdir) or 0
+    return _server(workdir, host, port, pid)
+
+
+def daemon_stop(workdir: Path = DAEMON_DIR) -> bool:
+    pid = _daemon_pid(workdir)
+    if pid is not None:
+        os.kill(pid, 15)
+    return pid is not None
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tasks.hosts.loopback",
+                                 description="Run the ssh_loopback device: a real sshd on 127.0.0.1 for this user.")
+    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("--target", default="ssh_loopback", help="target whose port and python to use (params.yaml)")
+    args = ap.parse_args(argv)
+    if args.action == "stop":
+        print("ssh_loopback: stopped" if daemon_stop() else "ssh_loopback: not running")
+        return
+    if args.action == "status":
+        pid = _daemon_pid(DAEMON_DIR)
+        print(f"ssh_loopback: running (pid {pid})" if pid else "ssh_loopback: not running")
+        raise SystemExit(0 if pid else 1)
+    from tasks.config import load_config
+
+    t = load_config().target[args.target]
+    server = daemon_start(t.port, t.python, t.host or "127.0.0.1")
+    print(f"ssh_loopback: sshd on {server.host}:{server.port} (pid {server.pid}), key {server.key_path}, "
+          f"known_hosts {server.known_hosts}; stop with `python -m tasks.hosts.loopback stop`")
+
+
+if __name__ == "__main__":
+    main()

@@ -211,12 +211,6 @@ class SSHHost(Host):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def __enter__(self) -> SSHHost:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- commands --------------------------------------------------------------------------
 
     def run(self, argv: list[str], timeout: float | None = None, check: bool = True) -> CommandResult:
@@ -237,9 +231,11 @@ class SSHHost(Host):
             res = self._exec(wrapped, cmd, timeout + _CLIENT_GRACE_S, check=False)
         except _ClientTimeout:
             self._kill_remote(pidfile, cmd)
-            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped") from None
+            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
+                            f"(limit: the target's command_timeout_s)") from None
         if res.exit_code in _TIMED_OUT and res.seconds >= timeout:
-            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped")
+            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
+                            f"(limit: the target's command_timeout_s)")
         if check:
             self._check(cmd, res)
         return res
@@ -306,8 +302,13 @@ class SSHHost(Host):
         self.run(["mkdir", "-p", "--", str(dst.parent)], timeout=30)
         done = False
         try:
-            self._sftp(f"upload {local} -> {self.host}:{remote}",
-                       lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True))
+            try:
+                self._sftp(f"upload {local} -> {self.host}:{remote}",
+                           lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True))
+            except HostError as e:
+                self._remove_remote(tmp)  # frees the space a partial upload took before measuring
+                full = self._disk_full(str(dst.parent), local.stat().st_size)
+                raise (HostError(f"{self.name}: {full}") if full else e) from e
             got = self._remote_sha256(tmp)
             if got != want:
                 raise HostError(f"{self.name}: checksum mismatch uploading {local} -> {self.host}:{remote} "
@@ -318,6 +319,16 @@ class SSHHost(Host):
         finally:
             if not done:  # also on Ctrl-C: no partial upload is left behind
                 self._remove_remote(tmp)
+
+    def _disk_full(self, folder: str, need: int) -> str | None:
+        """A "disk full" explanation when ``folder`` on the device has less than ``need`` bytes free."""
+        with contextlib.suppress(Exception):
+            r = self.run(["df", "-Pk", "--", folder], timeout=30, check=False)
+            free_kb = int(r.stdout.strip().splitlines()[-1].split()[3])
+            if free_kb * 1024 < need:
+                return (f"the device's disk is full: {folder} has {free_kb} kB free, the upload needs "
+                        f"{need // 1024 + 1} kB; free space on the device or point the target's workdir elsewhere")
+        return None
 
     def get(self, remote: str, local: Path) -> str:
         """Download ``remote`` to ``local`` (parents created). Returns the sha256 (hex) after

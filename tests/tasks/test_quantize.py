@@ -7,7 +7,7 @@ import pytest
 
 from tasks import quantize
 from tasks.io import read_json, sha256_file
-from tests.conftest import write_params
+from tests.conftest import write_params, build_main
 
 
 def _elem(model: onnx.ModelProto, io: str) -> int:
@@ -92,8 +92,8 @@ def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported
     assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
     assert quantize.source("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
     assert quantize.source("int8-minmax", "tensorrt") == quantize.source("int8-minmax") == out / "model.onnx"
-    build.main(["--target", "local", "--precision", "int8-minmax"])
-    assert read_json(build.metrics_path("local-int8-minmax"))["sha256"] == sha256_file(out / "model.ort.onnx")
+    build_main(["--target", "local", "--precision", "int8-minmax"])
+    assert read_json(build.metrics_path("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(out / "model.ort.onnx")
 
 
 def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pytest
 
 from tasks import build, evaluate, quantize
 from tasks.io import read_json, sha256_file
-from tests.conftest import write_params
+from tests.conftest import write_params, build_main
 
 SENSITIVE = "node_linear"  # the first Linear's Gemm in the dynamo export: its input carries the outlier
 CONV2 = "node_Conv_20"  # the second conv (BatchNorm folded in) emits the outlier channel: harmless in
@@ -75,7 +75,7 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     assert SENSITIVE not in meta["quantized_nodes"] and CONV2 not in meta["quantized_nodes"]  # no Q/DQ on their inputs
     assert "node_Conv_19" in meta["quantized_nodes"] and "node_linear_1" in meta["quantized_nodes"]
     parity.main([])
-    build.main(["--target", "local", "--precision", "int8-mixed"])
+    build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
     assert "mixed precision" not in read_json(evaluate.metrics_path("local-int8-mixed"))["reason"]
 
@@ -91,7 +91,7 @@ def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitiv
     assert "no plan keeping up to 0 of 4 layers" in meta["reason"]
     assert "REJECTED" in capsys.readouterr().err
     parity.main([])
-    build.main(["--target", "local", "--precision", "int8-mixed"])
+    build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
     ev = read_json(evaluate.metrics_path("local-int8-mixed"))
     assert ev["accepted"] is False and "mixed precision: no plan keeping up to 0 of 4 layers" in ev["reason"]

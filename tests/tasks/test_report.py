@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, build_main
 from tasks import benchmark, build, evaluate, export, parity, quantize, report
 from tasks.config import Config
 from tasks.io import read_json, sha256_file
@@ -28,7 +28,7 @@ def pipeline(workdir, params, model_file, prepared, monkeypatch, capsys):
     for p in PRECISIONS:
         argv = ["--target", "local", "--precision", p]
         quantize.main(["--precision", p])
-        build.main(argv)
+        build_main(argv)
         benchmark.main(argv)
         evaluate.main(argv)
     capsys.readouterr()
@@ -105,6 +105,10 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert {"build/model.onnx", "build/build.json"} <= logged
         metric_files = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
         assert f"metrics/{key}.json" in metric_files
+        # which device built it: the fingerprint's hash as a tag, the fingerprint itself logged
+        fp = read_json(pipeline / "artifacts/probe/local.json")
+        assert run.data.tags["device_fingerprint_sha256"] == fp["fingerprint_sha256"]
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "device")} == {"device/local.json"}
 
     # --show prints the last summary without logging anything
     r = subprocess.run([sys.executable, "-m", "tasks.report", "--show"], cwd=pipeline,

@@ -16,7 +16,7 @@ def host() -> LocalHost:
 
 
 def test_host_for_local_target():
-    assert isinstance(host_for(Target()), LocalHost)
+    assert isinstance(host_for("local", Target()), LocalHost)
 
 
 def test_run_returns_stdout_and_exit_code(host):

@@ -15,7 +15,7 @@ import pytest
 
 from tasks.hosts import HostError
 from tasks.hosts.ssh import SSHHost
-from tests.tasks.hosts.sshd import free_port, keygen
+from tasks.hosts.loopback import free_port, keygen
 
 
 @pytest.fixture

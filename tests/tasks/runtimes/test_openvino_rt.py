@@ -11,7 +11,7 @@ from tasks import benchmark, build, evaluate, parity, quantize
 from tasks.data.split import Split
 from tasks.io import read_json, sha256_file
 from tasks.runtimes import BuildError, BuildOptions, get_runtime
-from tests.conftest import write_params
+from tests.conftest import write_params, build_main
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax"]
 
@@ -36,7 +36,7 @@ def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, pre
     x = np.ascontiguousarray(Split(prepared / "eval").x)
     reference = _ort_logits(quantize.source("fp32"), x)
     for p in PRECISIONS:
-        build.main(["--target", "local_openvino", "--precision", p])
+        build_main(["--target", "local_openvino", "--precision", p])
         k = f"local_openvino-{p}"
         meta = read_json(build.metrics_path(k))
         art = build.out_dir(k) / meta["artifact"]
@@ -60,7 +60,7 @@ def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, pre
 def test_benchmark_and_evaluate_stages_on_an_openvino_target(ov_target, prepared):
     parity.main([])
     argv = ["--target", "local_openvino", "--precision", "int8-minmax"]
-    build.main(argv)
+    build_main(argv)
     benchmark.main(argv)
     evaluate.main(argv)
     bench = read_json(benchmark.metrics_path("local_openvino-int8-minmax"))

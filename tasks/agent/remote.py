@@ -1,0 +1,52 @@
+"""Run a built artifact on its device through the agent: outputs for ``evaluate``, per-call
+latencies for ``benchmark``. Arrays travel as ``.npy``/``.npz`` files, sha256-verified."""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from tasks.io import read_json
+
+
+@contextlib.contextmanager
+def deployed(dev, build_dir: Path) -> Iterator[tuple[str, str]]:
+    """Upload a build's artifact files (not its metadata or logs) to a fresh folder on the
+    device; yields ``(folder, artifact path)`` and removes the folder afterwards."""
+    meta = read_json(build_dir / "build.json")
+    with dev.scratch("run") as d:
+        for p in sorted(build_dir.iterdir()):
+            if p.is_file() and p.name != "build.json" and p.suffix not in (".log", ".json"):
+                dev.host.put(p, f"{d}/{p.name}")
+        yield d, f"{d}/{meta['artifact']}"
+
+
+def _request(dev, artifact: str, remote_input: str) -> dict:
+    return {"runtime": dev.target.runtime, "artifact": artifact, "input": remote_input, "threads": dev.target.threads}
+
+
+def outputs(dev, build_dir: Path, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Every output of the artifact on ``x`` (float32 (N, C, H, W)), run on the device."""
+    with deployed(dev, build_dir) as (d, art), tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
+        dev.host.put(Path(tmp) / "x.npy", f"{d}/x.npy")
+        dev.call("infer", {**_request(dev, art, f"{d}/x.npy"), "output": f"{d}/y.npz", "batch_size": batch_size})
+        dev.host.get(f"{d}/y.npz", Path(tmp) / "y.npz")
+        with np.load(Path(tmp) / "y.npz") as z:
+            return {k: z[k] for k in z.files}
+
+
+def latencies(dev, build_dir: Path, x: np.ndarray, bench) -> tuple[dict[int, np.ndarray], str]:
+    """Per-call latencies in seconds for each of ``bench.batch_sizes``, measured on the device
+    (batches are ``x``'s samples repeated); also returns the device runtime's version."""
+    with deployed(dev, build_dir) as (d, art), tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
+        dev.host.put(Path(tmp) / "x.npy", f"{d}/x.npy")
+        res = dev.call("benchmark", {**_request(dev, art, f"{d}/x.npy"), "batch_sizes": list(bench.batch_sizes),
+                                     "warmup_s": bench.warmup_s, "min_duration_s": bench.min_duration_s,
+                                     "min_iterations": bench.min_iterations})
+    lat = {int(k[1:]): np.asarray(v, dtype=np.float64) for k, v in res["latency_s"].items()}
+    return lat, res.get("runtime_version", "")

@@ -1,0 +1,71 @@
+"""Stage ``probe@<target>``: what the device is, as a fingerprint JSON.
+
+The device agent reports OS, arch, CPU, RAM, GPU and compute capability, L4T/JetPack, CUDA,
+TensorRT, ONNX Runtime, OpenVINO and power mode (nothing volatile). DVC re-runs this stage every
+time (``always_changed``) but builds depend on the fingerprint's *content*: an engine is rebuilt
+exactly when the device's toolkit changes. Output: ``artifacts/probe/<target>.json`` (the
+fingerprint plus its sha256 under ``fingerprint_sha256``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tasks import stage
+from tasks.config import Config
+
+
+def out_path(target: str) -> Path:
+    return stage.ARTIFACTS / "probe" / f"{target}.json"
+
+
+def fingerprint_hash(fp: dict) -> str:
+    """sha256 of the fingerprint's canonical JSON (sorted keys, without the hash itself)."""
+    body = {k: v for k, v in fp.items() if k != "fingerprint_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def run(cfg: Config, target_name: str) -> dict:
+    from tasks.agent.client import device
+
+    target = cfg.target[target_name]
+    with device(target_name, target) as dev:
+        fp = dev.call("probe", {"trtexec": target.tensorrt.trtexec if target.runtime == "tensorrt" else None},
+                      timeout=max(60.0, target.connect_timeout_s * 3))
+    fp["fingerprint_sha256"] = fingerprint_hash(fp)
+    return fp
+
+
+def read(target: str) -> dict:
+    """The fingerprint recorded by ``probe@<target>``."""
+    from tasks.io import read_json
+
+    p = out_path(target)
+    if not p.is_file():
+        raise stage.StageError(f"no fingerprint for target {target!r} ({p}); run `dvc repro probe@{target}`")
+    return read_json(p)
+
+
+def summary(fp: dict) -> str:
+    gpu = ", ".join(f"{g.get('name')} (sm {g.get('compute_capability')})" for g in fp.get("gpu") or []) or "no GPU"
+    tools = [f"{k} {fp[k]}" for k in ("tensorrt", "cuda", "onnxruntime", "openvino") if fp.get(k)]
+    cpu = fp.get("cpu") or {}
+    return (f"{fp.get('arch')} {cpu.get('model')} x{cpu.get('cores')}, {fp.get('ram_gib')} GiB, {gpu}; "
+            f"{', '.join(tools) or 'no runtime found'}; fingerprint {fp['fingerprint_sha256'][:12]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = stage.parser("probe", target=True).parse_args(argv)
+    out = out_path(args.target)
+    with stage.stage_errors(f"probe@{args.target}", outputs=[out]):
+        cfg = stage.load(args)
+        fp = run(cfg, args.target)
+        from tasks.io import write_json
+
+        write_json(out, fp)
+        stage.log(f"probe@{args.target}", summary(fp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Helpers of the end-to-end tests: a fresh copy of the repository (as a clone would be) and
+subprocess calls with the test's interpreter first on PATH."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Short benchmarks: behaviour is under test here, not speed.
+FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.batch_sizes=[1,8]"]
+
+
+def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n"
+                             f"--- stderr\n{r.stderr[-4000:]}")
+    return r
+
+
+def fresh_repo(dst: Path, overrides: list[str]) -> Path:
+    """Copy the project's files (tracked and untracked-not-ignored, no dvc.lock) to ``dst``,
+    compose params.yaml with ``overrides`` and commit it all in a new git repository."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("dvc.lock",)):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    sh([sys.executable, "-m", "tasks.config.compose", *overrides], dst)
+    sh(["git", "init", "-q"], dst)
+    sh(["git", "config", "user.email", "e2e@edgeforge.invalid"], dst)
+    sh(["git", "config", "user.name", "EdgeForge e2e"], dst)
+    sh(["git", "add", "-A"], dst)
+    sh(["git", "commit", "-qm", "fresh clone"], dst)
+    return dst

@@ -1,0 +1,222 @@
+"""Probe and build on a device over real SSH (the tests' OpenSSH sshd on 127.0.0.1): ONNX
+Runtime and OpenVINO for real, TensorRT against the FAKE trtexec (tests/fakes/trtexec, replaying
+real logs), and the ways a device fails: unreachable, wrong key, unknown host key, a command
+that hangs, a full disk, a failed build; plus a fleet where one device fails."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tasks import build, probe, quantize
+from tasks.config.schema import Target
+from tasks.io import read_json
+from tests.conftest import write_params
+from tests.fakes import install_trtexec
+
+
+def ssh_target(sshd, device_dir: Path, **kw) -> dict:
+    t = dataclasses.asdict(Target(transport="ssh", host=sshd.host, port=sshd.port, key_file=str(sshd.key_path),
+                                  known_hosts=str(sshd.known_hosts), workdir=str(device_dir),
+                                  python=sys.executable, connect_timeout_s=5.0))
+    for k, v in kw.items():
+        if k == "tensorrt":
+            t["tensorrt"].update(v)
+        else:
+            t[k] = v
+    return t
+
+
+@pytest.fixture
+def devices(params, exported, sshd, tmp_path):
+    """Config with SSH targets on the loopback sshd; quantized models for fp32, fp16, int8-minmax."""
+    trt10 = install_trtexec(tmp_path / "trt10", "10.3.0")
+    trt11 = install_trtexec(tmp_path / "trt11", "11.0.0")
+    trt_fail = install_trtexec(tmp_path / "trt_fail", "8.5.3", fail="trt8.5_could_not_find_implementation_fail.log")
+    dev = tmp_path / "device"
+    params["target"].update({
+        "dev_ort": ssh_target(sshd, dev / "ort"),
+        "dev_ov": ssh_target(sshd, dev / "ov", runtime="openvino"),
+        "dev_trt10": ssh_target(sshd, dev / "trt10", runtime="tensorrt", tensorrt={"trtexec": str(trt10)}),
+        "dev_trt11": ssh_target(sshd, dev / "trt11", runtime="tensorrt", tensorrt={"trtexec": str(trt11)}),
+        "dev_trt_fail": ssh_target(sshd, dev / "trtf", runtime="tensorrt", tensorrt={"trtexec": str(trt_fail)}),
+        "dev_no_trt": ssh_target(sshd, dev / "nt", runtime="tensorrt", tensorrt={"trtexec": str(tmp_path / "none")}),
+    })
+    write_params(params)
+    for p in params["build"]["precisions"]:
+        quantize.main(["--precision", p])
+    return dev
+
+
+def _build(target: str, precision: str) -> dict:
+    if not probe.out_path(target).is_file():
+        probe.main(["--target", target])
+    build.main(["--target", target, "--precision", precision])
+    return read_json(build.metrics_path(f"{target}-{precision}"))
+
+
+def _logits(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def test_probe_over_ssh_fingerprints_the_device(devices):
+    probe.main(["--target", "dev_ort"])
+    probe.main(["--target", "local"])
+    fp, local = read_json(probe.out_path("dev_ort")), read_json(probe.out_path("local"))
+    assert fp["onnxruntime"] == ort.__version__ and fp["arch"] and fp["cpu"]["cores"] >= 1
+    assert fp["tensorrt"] is None and fp["ram_gib"] > 0
+    # the loopback device is this machine with this interpreter: the very same fingerprint
+    assert fp["fingerprint_sha256"] == local["fingerprint_sha256"] == probe.fingerprint_hash(fp)
+
+
+def test_onnxruntime_and_openvino_build_on_the_device(devices, sshd):
+    x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
+    for p in ("fp32", "int8-minmax"):
+        meta = _build("dev_ort", p)
+        art = build.out_dir(f"dev_ort-{p}") / meta["artifact"]
+        assert meta["host"] == f"127.0.0.1:{sshd.port}" and meta["runtime_version"] == ort.__version__
+        assert meta["device_fingerprint_sha256"] == read_json(probe.out_path("dev_ort"))["fingerprint_sha256"]
+        np.testing.assert_allclose(_logits(art, x), _logits(quantize.source(p, "onnxruntime"), x), atol=1e-4)
+    meta = _build("dev_ov", "fp16")
+    folder = build.out_dir("dev_ov-fp16")
+    assert {"model.xml", "model.bin", "build.json"} <= {p.name for p in folder.iterdir()}
+    assert meta["runtime"] == "openvino" and meta["int8_ops"] == 0
+    # jobs are cleaned up on the device; the uploaded agent stays for the next call
+    assert list((devices / "ort" / "jobs").iterdir()) == []
+    assert len(list((devices / "ort").glob("agent-*.py"))) == 1
+
+
+def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
+    fp = probe.run(*_cfg_and("dev_trt10"))
+    assert fp["tensorrt"] == "10.3.0"
+    meta = _build("dev_trt10", "fp16")
+    folder = build.out_dir("dev_trt10-fp16")
+    assert meta["artifact"] == "model.engine" and meta["recipe"] == "weakly-typed" and meta["flags"] == ["--fp16"]
+    assert meta["tensorrt_version"] == "10.3.0" and "--profilingVerbosity=detailed" in meta["command"]
+    assert (folder / "model.engine").read_bytes().startswith(b"EDGEFORGE FAKE TRT ENGINE")
+    assert "&&&& PASSED" in (folder / "build.log").read_text() and (folder / "layers.json").is_file()
+    cache = devices / "trt10" / "timing.cache"  # kept on the device, reused by the next build
+    assert cache.is_file()
+    size = cache.stat().st_size
+    _build("dev_trt10", "int8-minmax")
+    assert cache.stat().st_size > size
+    meta11 = _build("dev_trt11", "int8-minmax")
+    assert meta11["recipe"] == "strongly-typed" and meta11["flags"] == [] and meta11["tensorrt_version"] == "11.0.0"
+    assert "--int8" not in meta11["command"]
+
+
+def _cfg_and(target: str):
+    from tasks.config import load_config
+
+    return load_config(), target
+
+
+def test_failed_tensorrt_build_quotes_trtexec_errors_and_leaves_nothing(devices, capsys):
+    with pytest.raises(SystemExit):
+        _build("dev_trt_fail", "fp16")
+    err = capsys.readouterr().err
+    assert "edgeforge build@dev_trt_fail-fp16: error:" in err
+    assert "Could not find any implementation for node" in err  # trtexec's [E] line, quoted
+    assert "trtexec --onnx=model.onnx --saveEngine=model.engine --fp16" in err  # and the command
+    assert not build.out_dir("dev_trt_fail-fp16").exists() and not build.metrics_path("dev_trt_fail-fp16").exists()
+
+
+def test_tensorrt_target_without_tensorrt_says_so(devices, capsys):
+    with pytest.raises(SystemExit):
+        _build("dev_no_trt", "fp32")
+    assert "the probe found no TensorRT on the device" in capsys.readouterr().err
+
+
+def _fails(target: str, capsys, stage_main=None) -> str:
+    with pytest.raises(SystemExit) as e:
+        (stage_main or probe.main)(["--target", target])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_unreachable_device_fails_within_the_connect_timeout(params, sshd, tmp_path, capsys):
+    from tasks.hosts.loopback import free_port
+
+    params["target"]["gone"] = ssh_target(sshd, tmp_path / "d", port=free_port(), connect_timeout_s=2.0, retries=0)
+    write_params(params)
+    t0 = time.perf_counter()
+    err = _fails("gone", capsys)
+    assert time.perf_counter() - t0 < 10
+    assert "gone: cannot connect" in err and not probe.out_path("gone").exists()
+
+
+def test_wrong_key_and_unknown_host_key_are_refused(params, sshd, tmp_path, capsys):
+    from tasks.hosts.loopback import keygen
+
+    keygen(tmp_path / "other_key", "not-authorised")
+    (tmp_path / "empty_known_hosts").write_text("")
+    params["target"]["wrong_key"] = ssh_target(sshd, tmp_path / "d", key_file=str(tmp_path / "other_key"))
+    params["target"]["stranger"] = ssh_target(sshd, tmp_path / "d", known_hosts=str(tmp_path / "empty_known_hosts"))
+    write_params(params)
+    assert "authentication" in _fails("wrong_key", capsys).lower()
+    err = _fails("stranger", capsys)
+    assert f"stranger: host key of [127.0.0.1]:{sshd.port}" in err and "allow_unknown_host: true" in err
+
+
+def test_hung_device_command_is_killed_at_the_command_timeout(devices, params, sshd, tmp_path, capsys):
+    marker = f"edgeforge-hang-{time.time_ns()}"
+    hang = tmp_path / "hanging-python"
+    hang.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(30)' {marker}\n")
+    hang.chmod(0o755)
+    probe.main(["--target", "dev_ort"])
+    params["target"]["dev_ort"].update(python=str(hang), command_timeout_s=2.0)
+    write_params(params)
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit):
+        build.main(["--target", "dev_ort", "--precision", "fp32"])
+    assert time.perf_counter() - t0 < 15
+    assert "timed out after 2 s and was stopped on the device" in capsys.readouterr().err
+    time.sleep(1.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # killed on the device
+    assert not build.out_dir("dev_ort-fp32").exists()
+
+
+def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, tmp_path, capsys):
+    disk = tmp_path / "tiny-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root): the full-disk case is not exercised")
+    try:
+        params["target"]["dev_ort"]["workdir"] = str(disk / "edgeforge")
+        write_params(params)
+        probe.main(["--target", "dev_ort"])  # the agent (tens of kB) fits; the model does not
+        with pytest.raises(SystemExit):
+            build.main(["--target", "dev_ort", "--precision", "fp32"])
+        err = capsys.readouterr().err
+        assert "edgeforge build@dev_ort-fp32: error: dev_ort:" in err and "space" in err.lower()
+        assert not build.out_dir("dev_ort-fp32").exists()
+        assert [p.name for p in (disk / "edgeforge" / "jobs").iterdir()] == []  # no partial upload left
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params, sshd, tmp_path):
+    from tasks.config import load_config
+    from tasks.fleet import build_fleet
+    from tasks.hosts.loopback import free_port
+
+    params["target"]["gone"] = ssh_target(sshd, tmp_path / "g", port=free_port(), connect_timeout_s=2.0, retries=0)
+    write_params(params)
+    logs: list[str] = []
+    results = build_fleet(load_config(), ["dev_ort", "gone", "local"], ["fp32", "int8-minmax"], jobs=3, log=logs.append)
+    by = {r.target: r for r in results}
+    assert by["dev_ort"].error is None and by["local"].error is None
+    assert by["dev_ort"].done == ["probe@dev_ort", "build@dev_ort-fp32", "build@dev_ort-int8-minmax"]
+    assert by["gone"].done == [] and by["gone"].error.startswith("probe@gone: gone: cannot connect")
+    for k in ("dev_ort-fp32", "dev_ort-int8-minmax", "local-fp32", "local-int8-minmax"):
+        assert read_json(build.metrics_path(k))["precision"] in k
+    assert not build.out_dir("gone-fp32").exists()
+    assert any(m.startswith("FAILED probe@gone") for m in logs)

@@ -1,0 +1,112 @@
+"""End to end on a real SSH device: `dvc exp run` with the local target and ``ssh_loopback``
+(this machine behind the tests' OpenSSH sshd on 127.0.0.1), then the cached re-run, then a
+change of what the device reports (its ONNX Runtime version) that must rebuild that device only.
+
+The device's Python is a launcher script in the test's folder; the "upgrade" puts a
+``onnxruntime-9.9.9.dist-info`` first on the device's PYTHONPATH, which is what the device's
+package metadata then reports (the probe reads versions from package metadata).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import FAST, fresh_repo, sh
+
+pytestmark = pytest.mark.e2e
+PRECISIONS = ["fp32", "int8-minmax"]
+
+
+def ran(stdout: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
+def launcher(path: Path, pythonpath: Path | None = None) -> None:
+    env = f"PYTHONPATH={pythonpath} " if pythonpath else ""
+    path.write_text(f"#!/bin/sh\n{env}exec {sys.executable} \"$@\"\n")
+    path.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, sshd):
+    base = tmp_path_factory.mktemp("devices")
+    device_python = base / "device-python3"
+    launcher(device_python)
+    overrides = [
+        f"target.ssh_loopback.port={sshd.port}", f"target.ssh_loopback.key_file={sshd.key_path}",
+        f"target.ssh_loopback.known_hosts={sshd.known_hosts}", f"target.ssh_loopback.workdir={base / 'device'}",
+        f"target.ssh_loopback.python={device_python}",
+    ]
+    # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: pass them all
+    overrides += FAST + [f"build.precisions=[{','.join(PRECISIONS)}]"]
+    repo = fresh_repo(base / "repo", overrides)
+    return repo, overrides, base
+
+
+def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
+    repo, overrides, base = setup
+    args = ["dvc", "exp", "run", "-S", "build.targets=[local,ssh_loopback]"]
+    for o in overrides:
+        args += ["-S", o]
+    r = sh(args, repo)
+    stages = ran(r.stdout)
+    for t in ("local", "ssh_loopback"):
+        assert f"probe@{t}" in stages
+        for p in PRECISIONS:
+            assert {f"build@{t}-{p}", f"benchmark@{t}-{p}", f"evaluate@{t}-{p}"} <= stages
+    fp = json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())
+    assert fp["onnxruntime"] and fp["arch"] and len(fp["fingerprint_sha256"]) == 64
+    for p in PRECISIONS:
+        meta = json.loads((repo / f"artifacts/build/ssh_loopback-{p}/build.json").read_text())
+        assert meta["host"] == f"127.0.0.1:{sshd.port}"
+        assert meta["device_fingerprint_sha256"] == fp["fingerprint_sha256"]
+        assert (repo / f"artifacts/build/ssh_loopback-{p}" / meta["artifact"]).is_file()
+        ev = json.loads((repo / f"metrics/evaluate/ssh_loopback-{p}.json").read_text())
+        local = json.loads((repo / f"metrics/evaluate/local-{p}.json").read_text())
+        assert ev["top1"] == pytest.approx(local["top1"])  # same runtime, same model, run on the device
+        bench = json.loads((repo / f"metrics/benchmark/ssh_loopback-{p}.json").read_text())
+        assert bench["latency"]["b1"]["iterations"] >= 10 and "torch" not in bench
+    # the device's scratch folders are gone; the agent stays for the next call
+    leftovers = list((base / "device" / "jobs").iterdir()) if (base / "device" / "jobs").exists() else []
+    assert leftovers == []
+    summary = json.loads((repo / "artifacts/report/summary.json").read_text())
+    assert {(row["target"], row["precision"]) for row in summary["rows"]} == \
+        {(t, p) for t in ("local", "ssh_loopback") for p in PRECISIONS}
+
+
+def test_rerun_with_nothing_changed_rebuilds_nothing(setup):
+    repo, _, _ = setup
+    r = sh(["dvc", "repro"], repo)
+    assert ran(r.stdout) == {"probe@local", "probe@ssh_loopback"}
+
+
+def test_changed_fingerprint_rebuilds_only_that_device(setup):
+    repo, _, base = setup
+    site = base / "upgraded-site"
+    meta = site / "onnxruntime-9.9.9.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 9.9.9\n")
+    launcher(base / "device-python3", pythonpath=site)
+    r = sh(["dvc", "repro"], repo)
+    stages = ran(r.stdout)
+    assert json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())["onnxruntime"] == "9.9.9"
+    assert {f"build@ssh_loopback-{p}" for p in PRECISIONS} <= stages
+    assert not {s for s in stages if s.startswith(("build@local", "benchmark@local", "evaluate@local"))}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert any(d["path"] == "artifacts/probe/ssh_loopback.json" for d in lock["build@ssh_loopback-fp32"]["deps"])
+
+
+def test_fleet_command_builds_concurrently_and_records_the_builds_in_dvc_lock(setup):
+    repo, _, _ = setup
+    r = sh([sys.executable, "-m", "tasks.fleet", "--jobs", "2"], repo)
+    assert "2/2 devices built everything" in r.stderr
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {f"build@{t}-{p}" for t in ("local", "ssh_loopback") for p in PRECISIONS} <= set(lock)
+    # the committed builds are current: dvc repro re-runs what consumes them, never the builds
+    stages = ran(sh(["dvc", "repro"], repo).stdout)
+    assert not {s for s in stages if s.startswith("build@")}
