@@ -47,9 +47,8 @@ class Device:
         if self._agent is None:
             digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
             remote = self.path(f"agent-{digest}.py")
-            self.host.run(["mkdir", "-p", self.workdir], timeout=self.target.connect_timeout_s * 3)
             if self.host.run(["test", "-f", remote], check=False, timeout=self.target.connect_timeout_s * 3).exit_code:
-                self.host.put(AGENT, remote)
+                self.host.put(AGENT, remote)  # creates the work folder too
             self._agent = remote
         return self._agent
 
@@ -75,9 +74,9 @@ class Device:
 
     @contextlib.contextmanager
     def scratch(self, label: str) -> Iterator[str]:
-        """A fresh folder on the device for one job, removed afterwards (even on failure)."""
+        """A fresh folder on the device for one job (created by the first upload into it),
+        removed afterwards, even on failure."""
         d = self.path("jobs", f"{label}-{uuid.uuid4().hex[:8]}")
-        self.host.run(["mkdir", "-p", d], timeout=self.target.connect_timeout_s * 3)
         try:
             yield d
         finally:

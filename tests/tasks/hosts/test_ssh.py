@@ -162,10 +162,20 @@ def test_get_missing_remote_file_leaves_nothing(host, tmp_path):
 
 
 def test_put_checksum_mismatch_leaves_nothing(host, small, tmp_path, monkeypatch):
-    """Simulated: the device's hash (``_remote_sha256``) reports different bytes, as if the upload
-    had been corrupted; loopback SFTP cannot corrupt data by itself."""
+    """Simulated: paramiko's ``SFTPClient.put`` is wrapped to flip one byte of the file it wrote
+    on the device (a loopback path), as corruption in transit would; the device's hash is real."""
     src, _ = small
-    monkeypatch.setattr(host, "_remote_sha256", lambda path: "0" * 64)
+    real_put = paramiko.SFTPClient.put
+
+    def corrupting_put(self, localpath, remotepath, *a, **kw):
+        attrs = real_put(self, localpath, remotepath, *a, **kw)
+        with open(remotepath, "r+b") as f:
+            first = f.read(1)
+            f.seek(0)
+            f.write(bytes([first[0] ^ 0xFF]))
+        return attrs
+
+    monkeypatch.setattr(paramiko.SFTPClient, "put", corrupting_put)
     remote = tmp_path / "device" / "model.bin"
     with pytest.raises(HostError, match="checksum mismatch uploading"):
         host.put(src, str(remote))
