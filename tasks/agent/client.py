@@ -21,6 +21,9 @@ from tasks.config.schema import Target
 from tasks.hosts import Host, HostError, host_for
 
 AGENT = Path(__file__).with_name("agent.py")
+_AGENT_MISSING = 98
+# `sh -c _RUN_IF_PRESENT x AGENT ARGV...`: exit 98 if the agent file is missing, else run ARGV.
+_RUN_IF_PRESENT = f'[ -f "$1" ] || exit {_AGENT_MISSING}; shift; exec "$@"'
 
 
 class AgentError(RuntimeError):
@@ -37,26 +40,27 @@ class Device:
     def __init__(self, name: str, target: Target, host: Host, workdir: str, python: str) -> None:
         self.name, self.target, self.host = name, target, host
         self.workdir, self.python = workdir.rstrip("/"), python
-        self._agent: str | None = None
 
     def path(self, *parts: str) -> str:
         """A path under the device's work folder (POSIX, as the device sees it)."""
         return "/".join([self.workdir, *parts])
 
-    def _ensure_agent(self) -> str:
-        if self._agent is None:
-            digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
-            remote = self.path(f"agent-{digest}.py")
-            if self.host.run(["test", "-f", remote], check=False, timeout=self.target.connect_timeout_s * 3).exit_code:
-                self.host.put(AGENT, remote)  # creates the work folder too
-            self._agent = remote
-        return self._agent
+    def _agent_path(self) -> str:
+        digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
+        return self.path(f"agent-{digest}.py")
 
     def call(self, command: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Run ``agent.py command request`` on the device; returns its ``result`` dict."""
-        agent = self._ensure_agent()
-        argv = [self.python, agent, command, json.dumps(request, sort_keys=True)]
-        res = self.host.run(argv, timeout=timeout or self.target.command_timeout_s, check=False)
+        """Run ``agent.py command request`` on the device; returns its ``result`` dict. The
+        agent is uploaded the first time a device lacks this version of it (one round trip
+        either way: the same command checks for it and runs it)."""
+        agent = self._agent_path()
+        argv = ["sh", "-c", _RUN_IF_PRESENT, "edgeforge-agent", agent, self.python, agent, command,
+                json.dumps(request, sort_keys=True)]
+        limit = timeout or self.target.command_timeout_s
+        res = self.host.run(argv, timeout=limit, check=False)
+        if res.exit_code == _AGENT_MISSING:
+            self.host.put(AGENT, agent)  # creates the work folder too
+            res = self.host.run(argv, timeout=limit, check=False)
         lines = res.stdout.strip().splitlines()
         try:
             answer = json.loads(lines[-1]) if lines else None

@@ -41,5 +41,6 @@ class Host(abc.ABC):
         """Copy a local file to the host; returns its sha256 after verifying it arrived intact."""
 
     @abc.abstractmethod
-    def get(self, remote: str, local: Path) -> str:
-        """Copy a file from the host; returns its sha256 after verifying it arrived intact."""
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+        """Copy a file from the host; returns its sha256 after verifying it arrived intact
+        (against ``sha256`` when given: the hash the host already reported for it)."""

@@ -33,10 +33,10 @@ class LocalHost(Host):
             raise HostError(f"{self.name}: `{cmd}` exited {r.exited}: " + " | ".join(tail))
         return res
 
-    def _copy(self, src: Path, dst: Path) -> str:
+    def _copy(self, src: Path, dst: Path, want: str | None = None) -> str:
         if not src.is_file():
             raise HostError(f"{self.name}: {src} does not exist")
-        want = sha256_file(src)
+        want = want or sha256_file(src)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.part")
         shutil.copyfile(src, tmp)
@@ -50,5 +50,5 @@ class LocalHost(Host):
     def put(self, local: Path, remote: str) -> str:
         return self._copy(Path(local), Path(remote))
 
-    def get(self, remote: str, local: Path) -> str:
-        return self._copy(Path(remote), Path(local))
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+        return self._copy(Path(remote), Path(local), sha256)

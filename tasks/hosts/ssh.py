@@ -348,7 +348,7 @@ class SSHHost(Host):
         want = sha256_file(local)
         dst = PurePosixPath(remote)
         tmp = str(dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part"))
-        self.run(["mkdir", "-p", "--", str(dst.parent)], timeout=30)
+        self._sftp(f"create {self.host}:{dst.parent}", lambda sftp: _makedirs(sftp, dst.parent))
         done = False
         try:
             try:
@@ -378,11 +378,12 @@ class SSHHost(Host):
                         f"{need // 1024 + 1} kB; free space on the device or point the target's workdir elsewhere")
         return None
 
-    def get(self, remote: str, local: Path) -> str:
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
         """Download ``remote`` to ``local`` (parents created). Returns the sha256 (hex) after
-        checking it against the device's own hash of the file."""
+        checking it against the device's own hash of the file (``sha256`` when the caller has
+        it from the device already, e.g. from the agent: one round trip fewer)."""
         local = Path(local)
-        want = self._remote_sha256(remote)  # also: does it exist?
+        want = sha256 or self._remote_sha256(remote)  # also: does it exist?
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
         os.close(fd)
@@ -399,6 +400,21 @@ class SSHHost(Host):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _makedirs(sftp: Any, folder: PurePosixPath) -> None:
+    """``mkdir -p`` over SFTP (no shell on the device, no extra command)."""
+    missing = []
+    for p in (folder, *folder.parents):
+        if str(p) in ("", ".", "/"):
+            break
+        try:
+            sftp.stat(str(p))
+            break
+        except FileNotFoundError:
+            missing.append(p)
+    for p in reversed(missing):
+        sftp.mkdir(str(p))
 
 
 class _ClientTimeout(Exception):
