@@ -52,12 +52,12 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
     return lat, torch_lat, rt.version(), os.cpu_count()
 
 
-def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split):
+def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
     """A device: the agent times the artifact there (no PyTorch on the device)."""
     from tasks.agent import remote
     from tasks.agent.client import device
 
-    with device(target_name, cfg.target[target_name]) as dev:
+    with device(target_name, cfg.target[target_name], log) as dev:
         lat, version = remote.latencies(dev, build_dir, batch_of(split, max(cfg.bench.batch_sizes)), cfg.bench)
     from tasks.probe import read as fingerprint_of
 
@@ -71,7 +71,7 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
     if target.transport == "local":
         lat, torch_lat, version, cpus = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
-        lat, torch_lat, version, cpus = _device_measurements(cfg, target_name, artifact.parent, split)
+        lat, torch_lat, version, cpus = _device_measurements(cfg, target_name, artifact.parent, split, log)
     res: dict = {"runtime": target.runtime, "runtime_version": version, "threads": target.threads,
                  "cpu_count": cpus, "host": target.transport, "latency": {}, "unstable": []}
     if torch_lat:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from tasks import stage
 from tasks.config import Config
@@ -93,8 +94,9 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
             "device_build_seconds": res["build_seconds"], **meta}
 
 
-def run(cfg: Config, target_name: str, precision: str, out: Path) -> dict:
-    """Build ``precision`` for ``target_name`` on the device into ``out``; returns build.json's content."""
+def run(cfg: Config, target_name: str, precision: str, out: Path, log: Callable[[str], None] | None = None) -> dict:
+    """Build ``precision`` for ``target_name`` on the device into ``out``; returns build.json's
+    content. ``log`` gets progress lines (long commands, large transfers)."""
     from tasks.agent.client import device
     from tasks.probe import read as fingerprint_of
     from tasks.quantize import source
@@ -103,7 +105,7 @@ def run(cfg: Config, target_name: str, precision: str, out: Path) -> dict:
     fp = fingerprint_of(target_name)
     onnx_path = source(precision, target.runtime)
     t0 = time.perf_counter()
-    with device(target_name, target) as dev:
+    with device(target_name, target, log) as dev:
         if target.runtime == "tensorrt":
             built = _build_tensorrt(cfg, dev, precision, fp, out)
         else:
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(f"build@{k}", outputs=[out_dir(k), metrics_path(k)]):
         cfg = stage.load(args)
         with atomic_dir(out_dir(k)) as tmp:
-            meta = run(cfg, args.target, args.precision, tmp)
+            meta = run(cfg, args.target, args.precision, tmp, lambda m: stage.log(f"build@{k}", m))
         stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB on {meta['host']} "
                                 f"in {meta['build_seconds']:.2f} s")
         write_json(metrics_path(k), meta)

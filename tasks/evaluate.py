@@ -42,7 +42,7 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
         from tasks.agent import remote
         from tasks.agent.client import device
 
-        with device(target_name, target) as dev:
+        with device(target_name, target, lambda m: stage.log(f"evaluate@{target_name}", m)) as dev:
             scores = remote.outputs(dev, artifact.parent, split.x, cfg.eval.batch_size)[name]
     with np.load(reference) as z:
         ref = z[name]

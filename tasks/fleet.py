@@ -49,7 +49,7 @@ def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[
             current = f"build@{k}"
             try:
                 with atomic_dir(build.out_dir(k)) as tmp:
-                    meta = build.run(cfg, target, p, tmp)
+                    meta = build.run(cfg, target, p, tmp, lambda m, c=current: log(f"{c}: {m}"))
                 write_json(build.metrics_path(k), meta)
             except BaseException:
                 remove(build.metrics_path(k))

@@ -30,7 +30,7 @@ def run(cfg: Config, target_name: str) -> dict:
     from tasks.agent.client import device
 
     target = cfg.target[target_name]
-    with device(target_name, target) as dev:
+    with device(target_name, target, lambda m: stage.log(f"probe@{target_name}", m)) as dev:
         fp = dev.call("probe", {"trtexec": target.tensorrt.trtexec if target.runtime == "tensorrt" else None},
                       timeout=max(60.0, target.connect_timeout_s * 3))
     fp["fingerprint_sha256"] = fingerprint_hash(fp)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tasks.config.schema import Target
 from tasks.hosts import Host, HostError, host_for
@@ -89,9 +89,11 @@ class Device:
 
 
 @contextlib.contextmanager
-def device(name: str, target: Target) -> Iterator[Device]:
-    """Connect to target ``name``; closes the connection (and a local scratch folder) at the end."""
+def device(name: str, target: Target, log: Callable[[str], None] | None = None) -> Iterator[Device]:
+    """Connect to target ``name``; closes the connection (and a local scratch folder) at the end.
+    ``log`` receives progress of long device commands and large transfers."""
     host = host_for(name, target)
+    host.notify = log
     local_dir = None
     try:
         if target.transport == "local":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 class HostError(RuntimeError):
@@ -21,6 +22,8 @@ class CommandResult:
 
 class Host(abc.ABC):
     name: str
+    # Where progress of long commands and large transfers is reported (a line each); None: nowhere.
+    notify: Callable[[str], None] | None = None
 
     def close(self) -> None:
         """Release connections (nothing to do for hosts that hold none)."""

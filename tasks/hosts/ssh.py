@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 _KILL_AFTER_S = 5  # device side: seconds between TERM and KILL
 _CLIENT_GRACE_S = 2.0  # client side: seconds the device's own timeout gets before we step in
-_TIMED_OUT = (124, 137)  # GNU timeout's exit codes for "timed out" and "had to KILL"
+_TIMED_OUT = (124, 137)
+HEARTBEAT_S = 30.0  # a command running longer is reported to ``notify`` this often
+PROGRESS_MIN_BYTES = 8 << 20  # transfers this large report their progress  # GNU timeout's exit codes for "timed out" and "had to KILL"
 
 # Runs on the device as `sh -c _WRAPPER edgeforge-run PIDFILE SECS ARGV...`: the user's argv
 # arrives as "$@" (never re-parsed by a shell), in a fresh process group whose id is $!.
@@ -125,6 +127,7 @@ class SSHHost(Host):
         self.command_timeout = command_timeout
         self.retries = max(0, int(retries))
         self._conn: Any = None  # fabric.Connection once connected
+        self._transfer = ("", -1)  # (what, last quarter reported) of the transfer in progress
 
     def __repr__(self) -> str:
         return f"SSHHost(name={self.name!r}, host={self.host!r}, port={self.port}, user={self.user!r})"
@@ -259,6 +262,7 @@ class SSHHost(Host):
         conn = self._connection()
         t0 = time.perf_counter()
         deadline = None if timeout is None else t0 + timeout
+        beat = t0 + HEARTBEAT_S
         out, err = bytearray(), bytearray()
         try:
             chan = conn.client.get_transport().open_session(timeout=self.connect_timeout)
@@ -275,8 +279,12 @@ class SSHHost(Host):
                         busy = True
                     if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                         break
-                    if deadline is not None and time.perf_counter() > deadline:
+                    now = time.perf_counter()
+                    if deadline is not None and now > deadline:
                         raise _ClientTimeout()
+                    if self.notify is not None and now >= beat:  # a long build: say it is alive
+                        beat = now + HEARTBEAT_S
+                        self.notify(f"still running on {self.address} after {now - t0:.0f} s: {shown[:100]}")
                     if not busy:
                         select.select([chan], [], [], 0.01)
                 code = chan.recv_exit_status()
@@ -309,7 +317,15 @@ class SSHHost(Host):
     # -- transfers -------------------------------------------------------------------------
 
     def _progress(self, done: int, total: int) -> None:
-        """SFTP progress callback (bytes so far, total bytes); a hook for logging and tests."""
+        """SFTP progress callback (bytes so far, total bytes): files of ``PROGRESS_MIN_BYTES``
+        or more are reported to ``notify`` at each quarter."""
+        what, last = self._transfer
+        if self.notify is None or total < PROGRESS_MIN_BYTES:
+            return
+        quarter = 4 * done // total
+        if quarter > last:
+            self._transfer = (what, quarter)
+            self.notify(f"{what}: {25 * quarter}% of {total / 1e6:.1f} MB")
 
     def _remote_sha256(self, path: str, move_to: str | None = None, want: str = "") -> str:
         """Hex sha256 of a file on the device, computed there: by OpenSSL where it is installed
@@ -352,6 +368,7 @@ class SSHHost(Host):
         done = False
         try:
             try:
+                self._transfer = (f"upload {local.name}", -1)
                 self._sftp(f"upload {local} -> {self.host}:{remote}",
                            lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True))
             except HostError as e:
@@ -388,6 +405,7 @@ class SSHHost(Host):
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
         os.close(fd)
         try:
+            self._transfer = (f"download {local.name}", -1)
             self._sftp(f"download {self.host}:{remote} -> {local}",
                        lambda sftp: sftp.get(remote, tmp, callback=self._progress))
             got = sha256_file(tmp)

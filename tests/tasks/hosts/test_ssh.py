@@ -324,3 +324,22 @@ def test_reconnects_after_close_and_context_manager(connect):
         assert host._conn is not None and host._conn.is_connected
     assert host._conn is None
     assert host.run(["echo", "again"]).stdout == "again\n"
+
+
+def test_long_commands_and_large_transfers_report_progress(connect, tmp_path, monkeypatch):
+    from tasks.hosts import ssh
+
+    monkeypatch.setattr(ssh, "HEARTBEAT_S", 0.5)
+    monkeypatch.setattr(ssh, "PROGRESS_MIN_BYTES", 1 << 20)
+    host = connect()
+    lines: list[str] = []
+    host.notify = lines.append
+    host.run(["sleep", "1.3"])
+    assert [m for m in lines if m.startswith(f"still running on {host.address} after")][:2] and len(lines) >= 2
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 << 20))
+    lines.clear()
+    host.put(big, str(tmp_path / "device" / "big.bin"))
+    host.get(str(tmp_path / "device" / "big.bin"), tmp_path / "back.bin")
+    assert lines[-1] == "download back.bin: 100% of 2.1 MB"
+    assert "upload big.bin: 100% of 2.1 MB" in lines and "upload big.bin: 50% of 2.1 MB" in lines
