@@ -248,6 +248,9 @@ class SSHHost(Host):
             self._kill_remote(pidfile, cmd)
             raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
                             f"(limit: the target's command_timeout_s)") from None
+        except KeyboardInterrupt:  # Ctrl-C: closing the channel alone would leave it running there
+            self._kill_remote(pidfile, cmd)
+            raise
         if res.exit_code in _TIMED_OUT and res.seconds >= timeout:
             raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
                             f"(limit: the target's command_timeout_s)")

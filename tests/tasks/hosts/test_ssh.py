@@ -101,6 +101,24 @@ def test_run_timeout_kills_process_that_ignores_term(connect):
     assert not list(Path("/tmp").glob(".edgeforge-run-*.pid"))  # sshd is local: no pid file left
 
 
+def test_ctrl_c_stops_the_remote_process(connect, monkeypatch):
+    """Ctrl-C while a device command runs (raised here from the progress callback, as SIGINT
+    would raise it in the waiting loop) kills the command on the device too."""
+    from tasks.hosts import ssh
+
+    monkeypatch.setattr(ssh, "HEARTBEAT_S", 0.3)
+    host, observer = connect(), connect()
+    marker = f"EFCTRLC{uuid.uuid4().hex}"
+
+    def interrupt(_msg: str) -> None:
+        raise KeyboardInterrupt
+
+    host.notify = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        host.run(["sh", "-c", f"sleep 300; : {marker}"], timeout=600)
+    assert _alive(observer, marker) == ""
+
+
 def test_command_timeout_default_applies(connect):
     host = connect(command_timeout=0.5)
     with pytest.raises(HostError, match="timed out after 0.5 s"):
