@@ -220,3 +220,25 @@ def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params
         assert read_json(build.metrics_path(k))["precision"] in k
     assert not build.out_dir("gone-fp32").exists()
     assert any(m.startswith("FAILED probe@gone") for m in logs)
+
+
+def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
+    """The lint runs on this machine: a model with an op TensorRT cannot import never reaches
+    the device (no job folder is created there)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 28, 28])
+    node = helper.make_node("Gelu", ["input"], ["logits"], name="ort_only_gelu", domain="com.microsoft")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    for path in (quantize.source("fp32"), Path("artifacts/export/model.onnx")):  # TensorRT 10 builds FP32 from the export
+        onnx.save(model, str(path))
+    probe.main(["--target", "dev_trt10"])
+    with pytest.raises(SystemExit):
+        build.main(["--target", "dev_trt10", "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert "com.microsoft:Gelu" in err and "ort_only_gelu" in err
+    assert not (devices / "trt10" / "jobs").exists()
+    assert not build.out_dir("dev_trt10-fp32").exists()
