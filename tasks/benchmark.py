@@ -12,6 +12,7 @@ precision saves ~6 s per precision). Output: ``metrics/benchmark/<key>.json``.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,9 +38,15 @@ def batch_of(split: Split, b: int) -> np.ndarray:
 
 def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Split, precision: str):
     """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process."""
+    from tasks.agent.agent import hygiene
+
     target, b = cfg.target[target_name], cfg.bench
     rt = get_runtime(target.runtime)
+    before, t0 = hygiene(), time.perf_counter()
     sess = rt.load(artifact, target.threads)
+    t1 = time.perf_counter()
+    sess.infer(batch_of(split, 1))  # the first (cold) inference, timed on its own
+    cold = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
     torch_sess = None
     if b.torch_baseline and precision == "fp32" and cfg.model.format != "onnx":
         torch_sess = get_runtime("torch").session(cfg.model, target.threads)
@@ -49,31 +56,39 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
         lat[bs] = measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
         if torch_sess:
             torch_lat[bs] = measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
-    return lat, torch_lat, rt.version(), os.cpu_count()
+    info = {"runtime_version": rt.version(), "cpu_count": os.cpu_count(), "cold": cold,
+            "hygiene": {"before": before, "after": hygiene()}}
+    return lat, torch_lat, info
 
 
 def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
     """A device: the agent times the artifact there (no PyTorch on the device)."""
     from tasks.agent import remote
     from tasks.agent.client import device
-
-    with device(target_name, cfg.target[target_name], log) as dev:
-        lat, version = remote.latencies(dev, build_dir, batch_of(split, max(cfg.bench.batch_sizes)), cfg.bench)
     from tasks.probe import read as fingerprint_of
 
-    return lat, {}, version, (fingerprint_of(target_name).get("cpu") or {}).get("cores")
+    with device(target_name, cfg.target[target_name], log) as dev:
+        lat, info = remote.latencies(dev, build_dir, batch_of(split, max(cfg.bench.batch_sizes)), cfg.bench)
+    info["cpu_count"] = (fingerprint_of(target_name).get("cpu") or {}).get("cores")
+    return lat, {}, info
 
 
 def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
         precision: str = "fp32") -> dict:
+    """Latency of ``artifact`` per batch size, plus its cold start (session load and first
+    inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
+    temperatures, CPU clocks, power mode)."""
     target, b = cfg.target[target_name], cfg.bench
     split = Split(eval_dir)
     if target.transport == "local":
-        lat, torch_lat, version, cpus = _local_measurements(cfg, target_name, artifact, split, precision)
+        lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
-        lat, torch_lat, version, cpus = _device_measurements(cfg, target_name, artifact.parent, split, log)
-    res: dict = {"runtime": target.runtime, "runtime_version": version, "threads": target.threads,
-                 "cpu_count": cpus, "host": target.transport, "latency": {}, "unstable": []}
+        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log)
+    cold = {"load_ms": info["cold"]["load_s"] * 1e3, "first_inference_ms": info["cold"]["first_inference_s"] * 1e3}
+    log(f"cold start: load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.2f} ms")
+    res: dict = {"runtime": target.runtime, "runtime_version": info["runtime_version"], "threads": target.threads,
+                 "cpu_count": info["cpu_count"], "host": target.transport, "latency": {}, "unstable": [],
+                 "cold": cold, "hygiene": info["hygiene"]}
     if torch_lat:
         res["torch"], res["speedup_vs_torch"] = {}, {}
     for bs in b.batch_sizes:

@@ -19,7 +19,7 @@ OUT = stage.ARTIFACTS / "report"
 COLUMNS = [  # (summary key, header)
     ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("top1", "top-1 %"),
     ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs torch"), ("latency_p50_ms", "p50 ms (b1)"),
-    ("latency_p99_ms", "p99 ms (b1)"), ("throughput", "best thrpt/s"), ("speedup_vs_torch", "× torch (b1)"),
+    ("latency_p99_ms", "p99 ms (b1)"), ("first_inference_ms", "1st call ms"), ("throughput", "best thrpt/s"), ("speedup_vs_torch", "× torch (b1)"),
     ("size_mb", "size MB"), ("kept_fp32", "FP32 layers"), ("verdict", "verdict"),
 ]
 
@@ -60,6 +60,8 @@ def row(cfg: Config, target: str, precision: str, torch: dict) -> dict:
         "worst_class_drop": ev["worst_class_drop"], "worst_classes": ev["worst_classes"],
         "latency_p50_ms": first["p50_ms"], "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
+        "first_inference_ms": bench.get("cold", {}).get("first_inference_ms"),
+        "load_ms": bench.get("cold", {}).get("load_ms"),
         "throughput": max(v["throughput"] for v in lat.values()),
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.get("unstable", []),
@@ -112,7 +114,7 @@ def print_table(summary: dict, file=None) -> None:
         cells = [_fmt(r.get(k)) for k, _ in COLUMNS]
         cells[-1] = "[green]accepted[/]" if r["accepted"] else f"[red]rejected[/] ({r['reason']})"
         t.add_row(*cells)
-    Console(file=file, width=160).print(t)
+    Console(file=file, width=200).print(t)
     if summary.get("mlflow"):
         m = summary["mlflow"]
         print(f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"

@@ -77,6 +77,9 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                     "latency_cv": r["latency_cv"], "throughput": r["throughput"], "size_mb": r["size_mb"],
                     "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
                 }
+                for key in ("first_inference_ms", "load_ms"):
+                    if r.get(key) is not None:
+                        metrics[key] = r[key]
                 if r["speedup_vs_torch"] is not None:
                     metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
                 if r.get("kept_fp32") is not None:

@@ -408,15 +408,36 @@ def _load(req: dict, what: str) -> tuple:
     return runtime, model, x, np
 
 
+def hygiene() -> dict:
+    """Conditions a measurement runs under (volatile: never part of the fingerprint): 1-minute
+    load average, every thermal zone's temperature (deg C), CPU clock range (MHz), power mode."""
+    temps = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        milli = _read(str(zone / "temp")).strip()
+        if milli.lstrip("-").isdigit():
+            name = _read(str(zone / "type")).strip() or zone.name
+            temps[name if name not in temps else f"{name}.{zone.name}"] = int(milli) / 1000
+    khz = [int(v) for v in (_read(str(f)).strip() for f in
+                            Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")) if v.isdigit()]
+    return {"load_avg_1m": round(os.getloadavg()[0], 2), "temperature_c": temps,
+            "cpu_mhz": {"min": min(khz) / 1000, "max": max(khz) / 1000} if khz else None,
+            "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q"))}
+
+
 def cmd_benchmark(req: dict) -> dict:
+    before, t0 = hygiene(), time.perf_counter()
     runtime, model, x, np = _load(req, "benchmarking")
+    t1 = time.perf_counter()
+    model.infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
+    cold = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
     sizes, loop = _get(req, "batch_sizes"), [_get(req, k) for k in ("warmup_s", "min_duration_s", "min_iterations")]
     latency = {}
     for b in sizes:
         batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
         latency[f"b{b}"] = measure(lambda: model.infer(batch), *loop)
         log(f"b{b}: {len(latency[f'b{b}'])} calls")
-    return {"runtime_version": runtime_version(runtime), "latency_s": latency}
+    return {"runtime_version": runtime_version(runtime), "latency_s": latency, "cold": cold,
+            "hygiene": {"before": before, "after": hygiene()}}
 
 
 def cmd_infer(req: dict) -> dict:

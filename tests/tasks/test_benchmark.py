@@ -35,6 +35,10 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
         assert res["speedup_vs_torch"][b] == pytest.approx(res["torch"][b]["p50_ms"] / res["latency"][b]["p50_ms"])
     assert set(res["unstable"]) <= {"b1", "b4"}
     assert any(line.startswith("batch 1:") and "torch eager" in line for line in lines)
+    # cold start and the conditions of the run are recorded beside the figures
+    assert res["cold"]["load_ms"] > 0 and res["cold"]["first_inference_ms"] > 0
+    assert set(res["hygiene"]) == {"before", "after"} and "load_avg_1m" in res["hygiene"]["after"]
+    assert any(line.startswith("cold start: load") for line in lines)
 
     # measured once per target, by the FP32 benchmark: other precisions do not repeat it
     res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16")

@@ -242,3 +242,22 @@ def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
     assert "com.microsoft:Gelu" in err and "ort_only_gelu" in err
     assert not (devices / "trt10" / "jobs").exists()
     assert not build.out_dir("dev_trt10-fp32").exists()
+
+
+def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(devices):
+    from tasks import benchmark, evaluate, parity
+
+    parity.main([])
+    argv = ["--target", "dev_ort", "--precision", "fp32"]
+    _build("dev_ort", "fp32")
+    benchmark.main(argv)
+    evaluate.main(argv)
+    data = devices / "ort" / "data"
+    first = {p.name: p.stat().st_mtime_ns for p in data.iterdir()}
+    assert len(first) == 2  # content-addressed: the eval split and the benchmark batch
+    evaluate.main(argv)
+    benchmark.main(argv)
+    assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == first  # reused, not sent again
+    bench = read_json(benchmark.metrics_path("dev_ort-fp32"))
+    assert bench["cold"]["first_inference_ms"] > 0 and bench["hygiene"]["before"]["load_avg_1m"] >= 0
+    assert read_json(evaluate.metrics_path("dev_ort-fp32"))["samples"] == 96

@@ -98,6 +98,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert m["accuracy_top1"] == pytest.approx(ev["top1"])
         assert m["latency_p50_ms"] == pytest.approx(bench["latency"]["b1"]["p50_ms"])
         assert m["latency_p99_ms"] == pytest.approx(bench["latency"]["b1"]["p99_ms"])
+        assert m["first_inference_ms"] == pytest.approx(bench["cold"]["first_inference_ms"])
         assert m["throughput"] == pytest.approx(max(v["throughput"] for v in bench["latency"].values()))
         assert ("parity_max_abs" in m) == (p == "fp32")
         assert m["accepted"] == 1.0

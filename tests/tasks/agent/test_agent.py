@@ -231,6 +231,26 @@ def test_benchmark_measures_every_batch_size(models, runtime, precision):
     assert set(lat) == {"b1", "b9"}  # 9 > the 7 samples: built by repeating them
     assert all(len(v) >= 5 and min(v) > 0 for v in lat.values())
     assert reply["result"]["runtime_version"] == res["runtime_version"]
+    cold = reply["result"]["cold"]
+    assert cold["load_s"] > 0 and cold["first_inference_s"] > 0
+    for when in ("before", "after"):
+        h = reply["result"]["hygiene"][when]
+        assert h["load_avg_1m"] >= 0 and isinstance(h["temperature_c"], dict)
+        assert h["power_mode"] is None  # no nvpmodel here
+
+
+def test_hygiene_reads_thermal_zones_and_clocks():
+    from pathlib import Path
+
+    from tasks.agent import agent
+
+    h = agent.hygiene()
+    zones = [z for z in Path("/sys/class/thermal").glob("thermal_zone*") if (z / "temp").is_file()]
+    assert len(h["temperature_c"]) == len(zones)  # every readable zone, none invented
+    clocks = list(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq"))
+    assert (h["cpu_mhz"] is None) == (not clocks)
+    if clocks:
+        assert 0 < h["cpu_mhz"]["min"] <= h["cpu_mhz"]["max"]
 
 
 def test_tensorrt_benchmark_is_not_implemented_yet(tmp_path):
