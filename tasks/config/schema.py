@@ -164,7 +164,8 @@ class Bench:
     warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
     min_duration_s: float = f(3.0, "measure at least this long, seconds")
     min_iterations: int = f(10, "and at least this many iterations")
-    max_cv: float = f(0.025, "warn when latency drifts: CV of the medians of 10 windows above this")
+    max_cv: float = f(0.025, "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
+                             "measured once more, and flagged unstable if it drifts again")
     torch_baseline: bool = f(True, "local targets: the FP32 benchmark also measures PyTorch eager on the same "
                                    "inputs; the report gives every precision's speedup against it")
 

@@ -59,3 +59,17 @@ def test_batch_of_uses_real_samples_repeated(prepared):
     assert (x == split.x[:4]).all()
     big = benchmark.batch_of(split, len(split) + 2)
     assert (big[-2:] == split.x[:2]).all()
+
+
+def test_drifting_latency_is_measured_again_then_flagged(params, fp32_artifact, prepared):
+    lines: list[str] = []
+    params["bench"]["max_cv"] = 0.0  # every measurement "drifts"
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
+                        precision="fp16")
+    assert res["retried"] == ["b1", "b4"] and res["unstable"] == ["b1", "b4"]
+    assert sum("measuring once more" in m for m in lines) == 2
+    assert sum(m.startswith("WARNING: batch") for m in lines) == 2
+    params["bench"]["max_cv"] = 1e9  # nothing drifts that much
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
+                        precision="fp16")
+    assert res["retried"] == [] and res["unstable"] == []
