@@ -234,7 +234,9 @@ class OvModel:
         self._request = self.compiled.create_infer_request()
 
     def infer(self, x) -> dict:
-        res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)})
+        # share_inputs: no copy of the batch into OpenVINO (it is contiguous float32 and outlives the
+        # synchronous call); ~25 us less per call, which is a third of a small model's latency
+        res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)}, share_inputs=True)
         outs = (res[o] for o in self.compiled.outputs)
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
 
