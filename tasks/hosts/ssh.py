@@ -9,8 +9,8 @@ Timeout cleanup, two layers (either is enough on its own):
 1. on the device, GNU ``timeout`` runs the command in its own process group and signals the
    whole group (TERM at ``timeout`` s, KILL 5 s later), so it is enforced even if this
    client dies or the network drops;
-2. here, Fabric's timer fires ``_CLIENT_GRACE_S`` later (it only closes the channel); the
-   wrapper wrote the process-group id to a pid file, so a second channel sends TERM, then
+2. here, the client gives up ``_CLIENT_GRACE_S`` later (closing a channel does not stop a
+   command without a pty); the wrapper (``ssh_scripts.WRAPPER``) wrote the process-group id to a pid file, so a second channel sends TERM, then
    KILL, to that group. This also covers devices without GNU ``timeout`` (``setsid`` or, at
    worst, the bare pid is used there).
 """
@@ -33,56 +33,15 @@ from fabric import Config, Connection
 from fabric.util import get_local_user
 
 from tasks.hosts.base import CommandResult, Host, HostError
+from tasks.hosts.ssh_scripts import KILLER, SHA256, TIMED_OUT, WRAPPER
 from tasks.hosts.ssh_policy import AcceptUnknown, RejectUnknown, UnknownHostKey, no_auth_methods, transient
 from tasks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
-_KILL_AFTER_S = 5  # device side: seconds between TERM and KILL
 _CLIENT_GRACE_S = 2.0  # client side: seconds the device's own timeout gets before we step in
-_TIMED_OUT = (124, 137)
 HEARTBEAT_S = 30.0  # a command running longer is reported to ``notify`` this often
-PROGRESS_MIN_BYTES = 8 << 20  # transfers this large report their progress  # GNU timeout's exit codes for "timed out" and "had to KILL"
-
-# Runs on the device as `sh -c _WRAPPER edgeforge-run PIDFILE SECS ARGV...`: the user's argv
-# arrives as "$@" (never re-parsed by a shell), in a fresh process group whose id is $!.
-_WRAPPER = f"""\
-pidfile=$1; secs=$2; shift 2
-if timeout --version >/dev/null 2>&1; then
-  timeout --signal=TERM --kill-after={_KILL_AFTER_S} "$secs" "$@" &
-elif command -v setsid >/dev/null 2>&1; then
-  setsid "$@" &
-else
-  "$@" &
-fi
-pid=$!
-echo "$pid" > "$pidfile"
-wait "$pid"; rc=$?
-case $rc in 124|137) kill -s KILL -- "-$pid" 2>/dev/null;; esac
-rm -f "$pidfile"
-exit "$rc"
-"""
-# Kills what the wrapper above started: TERM to its process group, then KILL after 1 s.
-_KILLER = """\
-pid=$(cat "$1" 2>/dev/null) || exit 0
-rm -f "$1"
-kill -s TERM -- "-$pid" 2>/dev/null || kill -s TERM "$pid" 2>/dev/null || exit 0
-sleep 1
-kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null
-exit 0
-"""
-
-
-# sha256 of "$1" on the device: OpenSSL's when it works, coreutils' otherwise. With "$2" and
-# "$3": the file is then renamed to "$3" only if its hash is "$2" (one round trip, not two).
-_SHA256 = """\
-[ -f "$1" ] || exit 2
-if command -v openssl >/dev/null 2>&1 && h=$(openssl dgst -sha256 -r "$1" 2>/dev/null); then :
-else h=$(sha256sum "$1") || exit 1; fi
-h=${h%% *}; h=${h#\\\\}
-echo "$h"
-if [ -n "$3" ] && [ "$h" = "$2" ]; then mv -f -- "$1" "$3" || exit 3; fi
-"""
+PROGRESS_MIN_BYTES = 8 << 20  # transfers this large report their progress
 
 
 class SSHHost(Host):
@@ -241,7 +200,7 @@ class SSHHost(Host):
         if timeout is None:
             return self._exec(cmd, cmd, None, check)
         pidfile = f"/tmp/.edgeforge-run-{uuid.uuid4().hex}.pid"
-        wrapped = shlex.join(["sh", "-c", _WRAPPER, "edgeforge-run", pidfile, f"{max(timeout, 0.001):.3f}", *map(str, argv)])
+        wrapped = shlex.join(["sh", "-c", WRAPPER, "edgeforge-run", pidfile, f"{max(timeout, 0.001):.3f}", *map(str, argv)])
         try:
             res = self._exec(wrapped, cmd, timeout + _CLIENT_GRACE_S, check=False)
         except _ClientTimeout:
@@ -251,7 +210,7 @@ class SSHHost(Host):
         except KeyboardInterrupt:  # Ctrl-C: closing the channel alone would leave it running there
             self._kill_remote(pidfile, cmd)
             raise
-        if res.exit_code in _TIMED_OUT and res.seconds >= timeout:
+        if res.exit_code in TIMED_OUT and res.seconds >= timeout:
             raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
                             f"(limit: the target's command_timeout_s)")
         if check:
@@ -312,7 +271,7 @@ class SSHHost(Host):
     def _kill_remote(self, pidfile: str, cmd: str) -> None:
         """Best effort: TERM then KILL the process group of a timed-out command."""
         try:
-            self._exec(shlex.join(["sh", "-c", _KILLER, "edgeforge-kill", pidfile]), "kill", 10.0, check=False)
+            self._exec(shlex.join(["sh", "-c", KILLER, "edgeforge-kill", pidfile]), "kill", 10.0, check=False)
         except Exception as e:  # noqa: BLE001 - the device's own `timeout` still applies
             log.warning("%s: could not stop timed-out `%s` on %s (%s); the device's own timeout "
                         "will end it", self.name, cmd, self.address, _describe(e))
@@ -337,7 +296,7 @@ class SSHHost(Host):
         ``move_to``, the file is renamed there only if its hash is ``want``."""
         safe = f"./{path}" if path.startswith("-") else path
         extra = [want, move_to] if move_to else []
-        res = self.run(["sh", "-c", _SHA256, "edgeforge-sha256", safe, *extra], check=False, timeout=600)
+        res = self.run(["sh", "-c", SHA256, "edgeforge-sha256", safe, *extra], check=False, timeout=600)
         digest = res.stdout.split()[0].lstrip("\\").lower() if res.stdout.split() else ""
         if res.exit_code == 3:
             raise HostError(f"{self.name}: could not rename {path} to {move_to} on the device: {res.stderr.strip()}")
