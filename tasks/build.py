@@ -16,7 +16,7 @@ from typing import Callable
 
 from tasks import stage
 from tasks.config import Config
-from tasks.io import atomic_dir, read_json, sha256_file, write_json
+from tasks.io import atomic_dir, read_json, remove, sha256_file, write_json
 from tasks.runtimes import BuildError
 
 
@@ -52,7 +52,7 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path)
         dev.host.put(onnx_path, f"{d}/src.onnx")
         res = dev.call("build", {"runtime": target.runtime, "onnx": f"{d}/src.onnx", "out_dir": f"{d}/out",
                                  "precision": precision, "threads": target.threads,
-                                 "io_names": onnx_io_names(onnx_path)})
+                                 "io_names": onnx_io_names(onnx_path) if target.runtime == "openvino" else None})
         _fetch(dev, f"{d}/out", res["files"], out)
     return {"artifact": res["artifact"], "runtime_version": res["runtime_version"],
             "device_build_seconds": res["build_seconds"], **res.get("meta", {})}
@@ -127,16 +127,28 @@ def run(cfg: Config, target_name: str, precision: str, out: Path, log: Callable[
     return meta
 
 
+def record(cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None) -> dict:
+    """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
+    leaves neither behind. Used by ``main`` and by the fleet."""
+    k = stage.key(target_name, precision)
+    try:
+        with atomic_dir(out_dir(k)) as tmp:
+            meta = run(cfg, target_name, precision, tmp, log)
+        write_json(metrics_path(k), meta)
+    except BaseException:
+        remove(metrics_path(k))
+        raise
+    return meta
+
+
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("build", matrix=True).parse_args(argv)
     k = stage.key(args.target, args.precision)
     with stage.stage_errors(f"build@{k}", outputs=[out_dir(k), metrics_path(k)]):
         cfg = stage.load(args)
-        with atomic_dir(out_dir(k)) as tmp:
-            meta = run(cfg, args.target, args.precision, tmp, lambda m: stage.log(f"build@{k}", m))
+        meta = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
         stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB on {meta['host']} "
                                 f"in {meta['build_seconds']:.2f} s")
-        write_json(metrics_path(k), meta)
 
 
 if __name__ == "__main__":

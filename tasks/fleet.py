@@ -35,29 +35,21 @@ def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[
     """Probe ``target`` and build each precision on it, in order; stops at the first failure
     (the failed build leaves no outputs; earlier builds stay)."""
     from tasks import build, probe
-    from tasks.io import atomic_dir, write_json, remove
 
     res, t0 = DeviceResult(target), time.perf_counter()
     current = f"probe@{target}"
     try:
-        fp = probe.run(cfg, target)
-        write_json(probe.out_path(target), fp)
+        fp = probe.record(cfg, target)
         res.done.append(current)
         log(f"{current}: {probe.summary(fp)}")
         for p in precisions:
             k = stage.key(target, p)
             current = f"build@{k}"
-            try:
-                with atomic_dir(build.out_dir(k)) as tmp:
-                    meta = build.run(cfg, target, p, tmp, lambda m, c=current: log(f"{c}: {m}"))
-                write_json(build.metrics_path(k), meta)
-            except BaseException:
-                remove(build.metrics_path(k))
-                raise
+            meta = build.record(cfg, target, p, lambda m, c=current: log(f"{c}: {m}"))
             res.done.append(current)
             log(f"{current}: {meta['artifact']} in {meta['build_seconds']:.2f} s")
     except stage.known_errors() as e:
-        res.error = f"{current}: {e.args[0] if isinstance(e, KeyError) and e.args else e}"
+        res.error = f"{current}: {stage.message(e)}"
         log(f"FAILED {res.error}")
     res.seconds = time.perf_counter() - t0
     return res

@@ -37,6 +37,15 @@ def run(cfg: Config, target_name: str) -> dict:
     return fp
 
 
+def record(cfg: Config, target_name: str) -> dict:
+    """:func:`run`, written to the stage's output (used by ``main`` and by the fleet)."""
+    from tasks.io import write_json
+
+    fp = run(cfg, target_name)
+    write_json(out_path(target_name), fp)
+    return fp
+
+
 def read(target: str) -> dict:
     """The fingerprint recorded by ``probe@<target>``."""
     from tasks.io import read_json
@@ -60,10 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     out = out_path(args.target)
     with stage.stage_errors(f"probe@{args.target}", outputs=[out]):
         cfg = stage.load(args)
-        fp = run(cfg, args.target)
-        from tasks.io import write_json
-
-        write_json(out, fp)
+        fp = record(cfg, args.target)
         stage.log(f"probe@{args.target}", summary(fp))
 
 

@@ -50,6 +50,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return (AgentError, ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError, KeyError)
 
 
+def message(e: BaseException) -> str:
+    """A known error's message (a KeyError's without the quotes ``str`` adds)."""
+    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+
+
 @contextlib.contextmanager
 def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
     """Remove ``outputs`` on any failure (rule 5); exit 1 with ``<stage>: error: <message>`` on a
@@ -61,8 +66,7 @@ def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
             remove(out)
         if not isinstance(e, known_errors()):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"edgeforge {stage}: error: {msg}", file=sys.stderr, flush=True)
+        print(f"edgeforge {stage}: error: {message(e)}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 

@@ -8,6 +8,7 @@ the same path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -24,6 +25,12 @@ AGENT = Path(__file__).with_name("agent.py")
 _AGENT_MISSING = 98
 # `sh -c _RUN_IF_PRESENT x AGENT ARGV...`: exit 98 if the agent file is missing, else run ARGV.
 _RUN_IF_PRESENT = f'[ -f "$1" ] || exit {_AGENT_MISSING}; shift; exec "$@"'
+
+
+@functools.lru_cache(maxsize=1)
+def _agent_digest() -> str:
+    """The agent file's version tag (read and hashed once per process, not once per call)."""
+    return hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
 
 
 class AgentError(RuntimeError):
@@ -46,8 +53,7 @@ class Device:
         return "/".join([self.workdir, *parts])
 
     def _agent_path(self) -> str:
-        digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
-        return self.path(f"agent-{digest}.py")
+        return self.path(f"agent-{_agent_digest()}.py")
 
     def call(self, command: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Run ``agent.py command request`` on the device; returns its ``result`` dict. The

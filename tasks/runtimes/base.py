@@ -4,15 +4,27 @@ without knowing which they are."""
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 
 class BuildError(RuntimeError):
     """A runtime could not build or load an artifact; the message quotes the runtime's error."""
+
+
+@contextlib.contextmanager
+def agent_errors_as_build_errors() -> Iterator[None]:
+    """Runtimes that run the device agent's code in-process report its errors as BuildError."""
+    from tasks.agent.agent import AgentError
+
+    try:
+        yield
+    except AgentError as e:
+        raise BuildError(str(e)) from e
 
 
 @dataclass

@@ -7,17 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.agent import agent
-from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
+from tasks.runtimes.base import BuildOptions, Built, Runtime, Session, agent_errors_as_build_errors
 
 PROVIDERS = ["CPUExecutionProvider"]
 
 
 class OrtSession(agent.OrtModel, Session):
     def __init__(self, path: Path, threads: int | None) -> None:
-        try:
+        with agent_errors_as_build_errors():
             super().__init__(path, threads, PROVIDERS)
-        except agent.AgentError as e:
-            raise BuildError(str(e)) from e
 
 
 class OnnxRuntime(Runtime):
@@ -31,11 +29,9 @@ class OnnxRuntime(Runtime):
         """ONNX Runtime runs the precision's ONNX model as it is (FP16 weights, Q/DQ INT8):
         the build copies it and proves that this ONNX Runtime loads it (a device's agent saves
         the graph its own ONNX Runtime optimized instead)."""
-        try:
+        with agent_errors_as_build_errors():
             artifact, meta = agent.build_onnxruntime(onnx_path, out_dir, opts.threads, optimize=False,
                                                      providers=PROVIDERS)
-        except agent.AgentError as e:
-            raise BuildError(str(e)) from e
         return Built(artifact, meta)
 
     def load(self, artifact: Path, threads: int | None = None) -> Session:

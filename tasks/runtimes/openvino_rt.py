@@ -19,11 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.agent import agent
-from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
-
-DEVICE = agent.OV_DEVICE
-runtime_precisions = agent.ov_runtime_precisions
-
+from tasks.runtimes.base import BuildOptions, Built, Runtime, Session, agent_errors_as_build_errors
 
 def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
     """``{"inputs": [...], "outputs": [...]}``: the ONNX graph's input and output names in order,
@@ -43,10 +39,8 @@ def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
 
 class OvSession(agent.OvModel, Session):
     def __init__(self, path: Path, threads: int | None) -> None:
-        try:
+        with agent_errors_as_build_errors():
             super().__init__(path, threads)
-        except agent.AgentError as e:
-            raise BuildError(str(e)) from e
 
 
 class OpenVinoRuntime(Runtime):
@@ -57,10 +51,8 @@ class OpenVinoRuntime(Runtime):
         return agent.runtime_version(self.name)
 
     def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
-        try:
+        with agent_errors_as_build_errors():
             artifact, meta = agent.build_openvino(onnx_path, out_dir, precision, opts.threads, onnx_io_names(onnx_path))
-        except agent.AgentError as e:
-            raise BuildError(str(e)) from e
         return Built(artifact, meta)
 
     def load(self, artifact: Path, threads: int | None = None) -> Session:
