@@ -3,8 +3,9 @@
 The last stdout line is one JSON object: ``{"ok": true, "agent_version", "result"}`` (exit 0) or
 ``{"ok": false, "agent_version", "kind", "error"}``, kind usage (exit 2), missing_runtime, bad_input
 or failed (exit 1); progress goes to stderr. Request paths are relative to the cwd or absolute.
-Module-level imports are stdlib only (Python >= 3.8); numpy, onnxruntime and openvino are imported
-where needed. The host's runtimes and latency loop import this file, so both run one implementation.
+Module-level imports are stdlib only (Python >= 3.8); numpy, onnxruntime, openvino, tensorrt and pycuda
+are imported where needed. The host's runtimes and latency loop import this file, so both run one
+implementation.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import collections
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -60,12 +62,12 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:500] if lines else type(e).__name__
 
 
-def _import(module: str):
+def _import(module: str, install: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as e:
         raise AgentError("missing_runtime", f"{module} cannot be imported by {sys.executable} ({e}); install it "
-                         f"on the device: {sys.executable} -m pip install {module}") from e
+                         f"on the device: {install or f'{sys.executable} -m pip install {module}'}") from e
 
 
 # ---- probe: facts that stay put while the device is unchanged (no uptime, load, free memory, hostname)
@@ -279,6 +281,74 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
     return out, meta
 
 
+TRT_PYTHON = ("sudo apt-get install python3-libnvinfer (JetPack; on x86: pip install tensorrt) and "
+              f"{sys.executable} -m pip install pycuda")
+
+
+class TrtModel:
+    """A TensorRT engine run as an application runs it (the tensor API of TensorRT >= 8.5, pycuda): each
+    ``infer`` copies the batch host->device, enqueues ``execute_async_v3`` on a stream, copies the outputs
+    device->host and synchronizes. Batches above the optimisation profile's max batch (1 for a dynamic
+    batch built without --maxShapes: trtexec then fixes dynamic dims to 1) run in slices, concatenated;
+    slices below its min are zero-padded. I/O in the engine's own dtypes; outputs come back float32."""
+
+    def __init__(self, path) -> None:
+        trt, self._np = _import("tensorrt", TRT_PYTHON), _import("numpy")
+        _import("pycuda.autoinit", TRT_PYTHON)  # a CUDA context on device 0, released at exit
+        self._cuda = cuda = _import("pycuda.driver", TRT_PYTHON)
+        self.version = trt.__version__
+        if tuple(int(v) for v in re.findall(r"\d+", self.version)[:2]) < (8, 5):
+            raise AgentError("missing_runtime", f"TensorRT {self.version} is too old for EdgeForge's own runs of "
+                             "engines: they need its tensor API (TensorRT >= 8.5); upgrade JetPack/TensorRT")
+        self._engine = e = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(path).read_bytes())
+        if e is None:
+            raise AgentError("failed", f"TensorRT {self.version} cannot deserialize {path} (its errors are above): "
+                             "an engine runs only on the TensorRT version and GPU it was built with; rebuild it")
+        self._ctx, names = e.create_execution_context(), [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
+        inputs = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        _single_input(path, inputs)
+        self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
+        self._dtypes = {n: self._np.dtype(trt.nptype(e.get_tensor_dtype(n))) for n in names}
+        shape = tuple(e.get_tensor_shape(self.input_name))
+        self.static = -1 not in shape  # a static input takes no --shapes in trtexec
+        lo, _, hi = (shape, shape, shape) if self.static else e.get_tensor_profile_shape(self.input_name, 0)
+        self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        self._stream, self._host, self._dev = cuda.Stream(), {}, {}
+
+    def _buffers(self, name: str, shape: tuple) -> tuple:
+        """Pinned host array and device allocation for ``name`` (kept; the device one grows as needed)."""
+        if (name, shape) not in self._host:
+            self._host[(name, shape)] = self._cuda.pagelocked_empty(shape, self._dtypes[name])
+        host = self._host[(name, shape)]
+        if name not in self._dev or self._dev[name][0] < host.nbytes:
+            self._dev[name] = (host.nbytes, self._cuda.mem_alloc(max(host.nbytes, 1)))
+        self._ctx.set_tensor_address(name, int(self._dev[name][1]))
+        return host, self._dev[name][1]
+
+    def _run(self, x) -> dict:
+        n, np, cuda, ctx = len(x), self._np, self._cuda, self._ctx
+        pad = max(self.min_batch - n, 0)
+        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+        if not ctx.set_input_shape(self.input_name, x.shape):
+            raise AgentError("bad_input", f"the engine refuses input shape {x.shape} for {self.input_name}")
+        host, dev = self._buffers(self.input_name, x.shape)
+        host[...] = x
+        outs = {o: self._buffers(o, tuple(ctx.get_tensor_shape(o))) for o in self.output_names}
+        cuda.memcpy_htod_async(dev, host, self._stream)
+        if not ctx.execute_async_v3(self._stream.handle):
+            raise AgentError("failed", "TensorRT's execute_async_v3 failed (its errors are above)")
+        for o_host, o_dev in outs.values():
+            cuda.memcpy_dtoh_async(o_host, o_dev, self._stream)
+        self._stream.synchronize()
+        return {o: np.array(h[:n] if pad else h, dtype=np.float32) for o, (h, _) in outs.items()}
+
+    def infer(self, x) -> dict:
+        x = self._np.ascontiguousarray(x, dtype=self._dtypes[self.input_name])
+        parts = [self._run(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        return parts[0] if len(parts) == 1 else {o: self._np.concatenate([p[o] for p in parts])
+                                                 for o in self.output_names}
+
+
 def runtime_version(runtime: str) -> str:
     return _import("onnxruntime").__version__ if runtime == "onnxruntime" else _import("openvino").get_version()
 
@@ -316,6 +386,7 @@ CHECKS = {
     "threads": (lambda v: v is None or _count(v), "null or an int > 0"),
     "timeout": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
     "io_names": (lambda v: v is None or isinstance(v, dict), 'null or {"inputs": [...], "outputs": [...]}'),
+    "input_name": (lambda v: v is None or _name(v), "null or the engine's input tensor name"),
     "argv": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_name, v)), "a command line (strings)"),
     "batch_sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of ints > 0"),
     "batch_size": (_count, "an int > 0"),
@@ -323,7 +394,7 @@ CHECKS = {
     "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
 }
-OPTIONAL = {"trtexec": None, "threads": None, "timeout": None, "io_names": None}
+OPTIONAL = {"trtexec": None, "threads": None, "timeout": None, "io_names": None, "input_name": None}
 
 
 def _get(req: dict, key: str):
@@ -377,6 +448,55 @@ def build_tensorrt(req: dict) -> dict:
             "files": _hashes(out_dir), "build_seconds": seconds, "runtime": "tensorrt"}
 
 
+#: trtexec's measurement defaults, from its "=== Inference Options ===" echo in tests/fixtures/trtexec logs of
+#: runs without these flags (8.2, 8.4, 8.6, 10.16; 11.0.0: trt11.0_b200_build_skipinference_ok.log) and 11.0's
+#: --help (NVIDIA/trt-samples-for-hackathon-cn @85ce6efc cookbook/07-Tool/trtexec/Help.txt: --includeDataTransfers,
+#: --noCudaGraph, --noSpinWait are new; --useSpinWait, --useCudaGraph, --noDataTransfers became no-ops).
+TRTEXEC_DEFAULTS = {
+    10: {"cuda_graph": False, "data_transfers": True, "spin_wait": False,
+         "source": "trtexec <= 10.x prints Data transfers: Enabled, Spin-wait: Disabled, CUDA Graph: Disabled"},
+    11: {"cuda_graph": True, "data_transfers": False, "spin_wait": True,
+         "source": "trtexec 11.x prints Data transfers: Disabled, Spin-wait: Enabled, CUDA Graph: Enabled"},
+}
+#: what every version is asked to measure, like TrtModel.infer (copies in and out, no CUDA graph), spin-waiting
+TRTEXEC_SETTINGS = {"cuda_graph": False, "data_transfers": True, "spin_wait": True}
+TRTEXEC_FLAGS = {10: ["--useSpinWait"], 11: ["--includeDataTransfers", "--noCudaGraph"]}
+
+
+def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
+    """trtexec's own figure beside EdgeForge's: ``trtexec --loadEngine`` per batch size with the request's
+    warm-up (ms), duration (s, rounded up) and iterations, measuring as ``TRTEXEC_SETTINGS``. Returns
+    ``{"tensorrt", "defaults", "settings", "runs": {"b<B>": {"argv", "exit_code", "log"} or {"skipped"}}}``;
+    a failed run is still a result (the host reads its log)."""
+    exe, engine = _get(req, "trtexec"), os.path.abspath(_get(req, "artifact"))
+    exe = os.path.abspath(exe) if os.sep in exe else exe
+    banner = shutil.which(exe) and _search(r"\[TensorRT v(\d+)\]", _sh(exe, "--help"))
+    if not banner:
+        raise AgentError("missing_runtime", f"trtexec {exe!r} does not run here or prints no [TensorRT vN] banner "
+                         "for --help; install TensorRT or fix the target's trtexec path")
+    version = decode_trt_version(int(banner))
+    major = 11 if int(version.split(".")[0]) >= 11 else 10
+    name, runs = getattr(model, "input_name", None) or _get(req, "input_name"), {}
+    warmup_s, duration_s, iterations = loop
+    for b in _get(req, "batch_sizes"):
+        skip = (f"batch {b} is outside the engine's optimisation profile (batch {model.min_batch} to "
+                f"{model.max_batch} for {name}); EdgeForge's own figure runs it in slices or padded"
+                if model is not None and not model.min_batch <= b <= model.max_batch else
+                None if name else "the input name is unknown: no TensorRT Python and no input_name requested")
+        if skip:
+            runs[f"b{b}"] = {"skipped": skip}
+            continue
+        dims = "x".join(map(str, (b, *sample_shape)))
+        shapes = [] if getattr(model, "static", False) else [f"--shapes={name}:{dims}"]
+        argv = [exe, f"--loadEngine={engine}", *shapes, f"--warmUp={round(warmup_s * 1000)}",
+                f"--duration={math.ceil(duration_s)}", f"--iterations={iterations}", *TRTEXEC_FLAGS[major]]
+        log(f"running {' '.join(argv)}")  # bounded by its own --warmUp and --duration
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              errors="replace")
+        runs[f"b{b}"] = {"argv": argv, "exit_code": proc.returncode, "log": proc.stdout}
+    return {"tensorrt": version, "defaults": TRTEXEC_DEFAULTS[major], "settings": TRTEXEC_SETTINGS, "runs": runs}
+
+
 def cmd_build(req: dict) -> dict:
     runtime = _get(req, "runtime")
     if runtime == "tensorrt":
@@ -394,11 +514,10 @@ def cmd_build(req: dict) -> dict:
             "runtime_version": runtime_version(runtime), "build_seconds": time.perf_counter() - t0, "meta": meta}
 
 
-def _load(req: dict, what: str) -> tuple:
-    """``(runtime, model, x, numpy)``: the request's model and its float32 ``input`` samples."""
+def _load(req: dict, trt_optional: bool = False) -> tuple:
+    """``(runtime, model, x, numpy)``: the request's model and its float32 ``input`` samples; with
+    ``trt_optional``, a TensorRT model that cannot load for want of its Python packages is that error."""
     runtime = _get(req, "runtime")
-    if runtime == "tensorrt":
-        raise AgentError("failed", f"on-device TensorRT {what} is not implemented yet (issue 5)")
     artifact, threads, path, np = _file(req, "artifact"), _get(req, "threads"), _file(req, "input"), _import("numpy")
     try:
         x = np.asarray(np.load(str(path), allow_pickle=False), dtype=np.float32)
@@ -406,6 +525,13 @@ def _load(req: dict, what: str) -> tuple:
             raise ValueError(f"no samples (shape {x.shape})")
     except ValueError as e:
         raise AgentError("bad_input", f"input {str(path)!r} is not an (N, ...) .npy array of numbers: {e}") from e
+    if runtime == "tensorrt":
+        try:
+            return runtime, TrtModel(artifact), x, np
+        except AgentError as e:
+            if not trt_optional or e.kind != "missing_runtime":
+                raise
+            return runtime, e, x, np
     model = OrtModel(artifact, threads) if runtime == "onnxruntime" else OvModel(artifact, threads)
     return runtime, model, x, np
 
@@ -427,23 +553,38 @@ def hygiene() -> dict:
 
 
 def cmd_benchmark(req: dict) -> dict:
+    """Per-call seconds per batch size, cold start, hygiene. TensorRT also gets ``trtexec`` (see
+    :func:`trtexec_runs`); without its Python packages ``latency_s`` is {}, ``cold`` null and
+    ``latency_unavailable`` says what to install."""
     before, t0 = hygiene(), time.perf_counter()
-    runtime, model, x, np = _load(req, "benchmarking")
-    t1 = time.perf_counter()
-    model.infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
-    cold = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
+    runtime, model, x, np = _load(req, trt_optional=True)
     sizes, loop = _get(req, "batch_sizes"), [_get(req, k) for k in ("warmup_s", "min_duration_s", "min_iterations")]
-    latency = {}
-    for b in sizes:
-        batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
-        latency[f"b{b}"] = measure(lambda: model.infer(batch), *loop)
-        log(f"b{b}: {len(latency[f'b{b}'])} calls")
-    return {"runtime_version": runtime_version(runtime), "latency_s": latency, "cold": cold,
-            "hygiene": {"before": before, "after": hygiene()}}
+    res = {"latency_s": {}, "cold": None}
+    if isinstance(model, AgentError):
+        res["latency_unavailable"] = str(model)
+    else:
+        t1 = time.perf_counter()
+        model.infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
+        res["cold"] = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
+        for b in sizes:
+            batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
+            res["latency_s"][f"b{b}"] = measure(lambda: model.infer(batch), *loop)
+            log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
+    if runtime == "tensorrt":
+        trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")
+        if exe is None and trt is None:
+            raise model
+        res["trtexec"] = trtexec_runs(req, trt, x.shape[1:], loop) if exe else None
+        res["runtime_version"] = trt.version if trt else res["trtexec"]["tensorrt"]
+        # calls per batch, for the batch sizes above the engine's profile (timed in slices)
+        res["slices"] = {f"b{b}": -(-b // trt.max_batch) for b in sizes if trt and b > trt.max_batch}
+    else:
+        res["runtime_version"] = runtime_version(runtime)
+    return {**res, "hygiene": {"before": before, "after": hygiene()}}
 
 
 def cmd_infer(req: dict) -> dict:
-    _, model, x, np = _load(req, "inference")
+    _, model, x, np = _load(req)
     out, bs = Path(_get(req, "output")), _get(req, "batch_size")
     parts = {n: [] for n in model.output_names}
     for i in range(0, len(x), bs):

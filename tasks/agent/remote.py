@@ -52,14 +52,37 @@ def outputs(dev, build_dir: Path, x: np.ndarray, batch_size: int) -> dict[str, n
             return {k: z[k] for k in z.files}
 
 
-def latencies(dev, build_dir: Path, x: np.ndarray, bench) -> tuple[dict[int, np.ndarray], dict]:
+def latencies(dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None = None,
+              trtexec: bool = True) -> tuple[dict[int, np.ndarray], dict]:
     """Per-call latencies in seconds for each of ``bench.batch_sizes``, measured on the device
     (batches are ``x``'s samples repeated); and the rest of the agent's answer (runtime version,
-    cold-start times, hygiene before/after)."""
+    cold-start times, hygiene before/after).
+
+    TensorRT targets: EdgeForge's own figure is the engine run as an application runs it (agent
+    ``TrtModel``); ``info["slices"]`` names the batch sizes above the engine's optimisation profile,
+    timed as that many calls. ``info["trtexec"]`` holds trtexec's own figure beside it
+    (``tensorrt_rt.trtexec_figures``) unless ``trtexec`` is false (a re-measurement). Without
+    TensorRT's Python packages on the device, ``lat`` is {}, ``info["cold"]`` None and
+    ``info["latency_unavailable"]`` says what to install: trtexec's summaries are all there is, and no
+    per-call distribution is made up from them. ``input_name``: the engine's input (trtexec's
+    ``--shapes``), needed only in that case."""
+    from tasks.runtimes.base import BuildError
+    from tasks.runtimes.tensorrt_rt import trtexec_figures
+
     remote_x = upload_input(dev, x)
+    trt = {"trtexec": dev.target.tensorrt.trtexec if trtexec else None, "input_name": input_name} \
+        if dev.target.runtime == "tensorrt" else {}
     with deployed(dev, build_dir) as (d, art):
         res = dev.call("benchmark", {**_request(dev, art, remote_x), "batch_sizes": list(bench.batch_sizes),
                                      "warmup_s": bench.warmup_s, "min_duration_s": bench.min_duration_s,
-                                     "min_iterations": bench.min_iterations})
+                                     "min_iterations": bench.min_iterations, **trt})
     lat = {int(k[1:]): np.asarray(v, dtype=np.float64) for k, v in res.pop("latency_s").items()}
+    if res.get("trtexec"):
+        res["trtexec"] = trtexec_figures(res["trtexec"], dev.name)
+    else:
+        res.pop("trtexec", None)  # not asked for (or not TensorRT)
+    skipped = [f"{b}: {f['skipped']}" for b, f in res.get("trtexec", {}).items() if "skipped" in f]
+    if not lat and len(skipped) == len(res.get("trtexec", {})):
+        raise BuildError(f"{dev.name}: nothing could be measured: {res.get('latency_unavailable')}; trtexec: "
+                         f"{'; '.join(skipped) or 'not run'}")
     return lat, res

@@ -218,11 +218,29 @@ def _resource_flags(v: tuple[int, int, int], s: TensorRTSettings) -> list[str]:
     return flags
 
 
+@dataclass(frozen=True)
+class Profile:
+    """The optimisation profile of a dynamic-batch input: batch 1 up to ``max_batch``, tuned for
+    ``opt_batch``; ``shape`` is one sample's [C, H, W]. Without one, trtexec fixes a dynamic batch
+    at 1 and larger batches cannot run on the engine."""
+
+    input: str
+    shape: tuple[int, ...]
+    opt_batch: int
+    max_batch: int
+
+    def flags(self) -> list[str]:
+        dims = "x".join(map(str, self.shape))
+        return [f"--minShapes={self.input}:1x{dims}", f"--optShapes={self.input}:{self.opt_batch}x{dims}",
+                f"--maxShapes={self.input}:{self.max_batch}x{dims}"]
+
+
 def plan(trt_version: str, precision: str, settings: TensorRTSettings, sources: Sources,
-         timing_cache: str) -> TrtPlan:
+         timing_cache: str, profile: Profile | None = None) -> TrtPlan:
     """The trtexec build of ``precision`` for the device's ``trt_version``. ``timing_cache``: the
-    remote timing cache path (kept on the device and shared by every build). Raises
-    :class:`RecipeError` (a ``BuildError``) when no recipe fits, saying what to change."""
+    remote timing cache path (kept on the device and shared by every build). ``profile``: the
+    dynamic batch range (None: a static input). Raises :class:`RecipeError` (a ``BuildError``)
+    when no recipe fits, saying what to change."""
     v = parse_version(trt_version)
     if v[:2] < MIN_VERSION:
         raise RecipeError(f"TensorRT {_fmt(v)} is not supported: EdgeForge builds with TensorRT 8.2 or newer "
@@ -237,6 +255,7 @@ def plan(trt_version: str, precision: str, settings: TensorRTSettings, sources: 
     trt = TrtPlan(argv=[], uploads={ONNX_NAME: Path(onnx_path), **extra}, recipe=recipe, flags=flags,
                   trt_version=_fmt(v))
     trt.argv = [settings.trtexec, f"--onnx={ONNX_NAME}", f"--saveEngine={trt.engine}", *flags,
+                *(profile.flags() if profile else []),
                 *_resource_flags(v, settings), f"--timingCacheFile={timing_cache}", "--profilingVerbosity=detailed",
                 f"--exportLayerInfo={trt.layer_info}",
                 "--skipInference" if v[:2] >= SKIP_INFERENCE_FROM else "--buildOnly", *settings.extra_args]

@@ -1,5 +1,6 @@
 """Fakes of device tools for tests on machines without the device's hardware. Each is a FAKE that
-replays real recorded output (see its header); tests install a copy under ``tmp_path``."""
+replays real recorded output or runs the model it was given on the CPU (see its header); tests
+install a copy under ``tmp_path``."""
 from __future__ import annotations
 
 import json
@@ -8,15 +9,27 @@ from pathlib import Path
 
 FAKES = Path(__file__).resolve().parent
 TRTEXEC_FIXTURES = FAKES.parent / "fixtures" / "trtexec"
+#: a FAKE ``tensorrt`` + ``pycuda`` pair (put this folder on the agent subprocess's PYTHONPATH): its
+#: engines are the fake trtexec's files, run with ONNX Runtime on the CPU
+TRT_PYTHON = FAKES / "trt_python"
 
 
-def install_trtexec(folder: Path, tensorrt: str = "10.3.0", fail: str | None = None) -> Path:
+def install_trtexec(folder: Path, tensorrt: str = "10.3.0", fail: str | None = None,
+                    fail_load: str | None = None) -> Path:
     """Copy the fake ``trtexec`` into ``folder`` with its ``fake_trtexec.json`` beside it and
     return the executable's path. ``tensorrt``: the version it claims; ``fail``: a fixture log
-    name (tests/fixtures/trtexec) to replay as a failed build instead of building."""
+    name (tests/fixtures/trtexec) to replay as a failed build instead of building; ``fail_load``:
+    one to replay as a failed ``--loadEngine`` (benchmark) run."""
     folder.mkdir(parents=True, exist_ok=True)
     exe = Path(shutil.copy2(FAKES / "trtexec", folder / "trtexec")).resolve()
     exe.chmod(0o755)
     (folder / "fake_trtexec.json").write_text(json.dumps(
-        {"tensorrt": tensorrt, "fail": fail, "fixtures": str(TRTEXEC_FIXTURES)}, indent=1) + "\n")
+        {"tensorrt": tensorrt, "fail": fail, "fail_load": fail_load, "fixtures": str(TRTEXEC_FIXTURES)},
+        indent=1) + "\n")
     return exe
+
+
+def trt_python_env(env: dict[str, str], tensorrt: str) -> dict[str, str]:
+    """``env`` with the FAKE TensorRT Python packages importable, claiming version ``tensorrt``."""
+    path = [str(TRT_PYTHON), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": ":".join(path), "EDGEFORGE_FAKE_TRT_VERSION": tensorrt}

@@ -253,13 +253,6 @@ def test_hygiene_reads_thermal_zones_and_clocks():
         assert 0 < h["cpu_mhz"]["min"] <= h["cpu_mhz"]["max"]
 
 
-def test_tensorrt_benchmark_is_not_implemented_yet(tmp_path):
-    reply, _ = run_agent(tmp_path, "benchmark", {"runtime": "tensorrt", "artifact": "m.engine", "input": "x.npy",
-                                                 "batch_sizes": [1], "warmup_s": 0, "min_duration_s": 0,
-                                                 "min_iterations": 1, "threads": None}, expect=1)
-    assert reply["kind"] == "failed" and "issue 5" in reply["error"]
-
-
 @pytest.mark.parametrize("runtime, atol", [("onnxruntime", 1e-5), ("openvino", 1e-4)])
 def test_infer_writes_every_output_matching_onnxruntime(models, runtime, atol):
     res = build(models, runtime, "fp32.onnx", "fp32", f"infer-{runtime}")

@@ -144,3 +144,85 @@ def test_the_fake_says_so_and_needs_only_the_standard_library():
                 for a in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom)}
     assert imported <= sys.stdlib_module_names
+
+
+# ---- --loadEngine: the benchmark runs of the agent (agent.trtexec_runs)
+
+LOAD_LOGS = {"8.6.1": "trt8.4_xavier_agx_loadengine_batch16_summary_ok.log",
+             "10.3.0": "trt10.16_rtx6000ada_loadengine_fp16_ok.log",
+             "11.0.0": "trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log"}
+
+
+def fake_engine(tmp_path: Path, version: str, sources: Sources, *shapes: str) -> tuple[Path, Path]:
+    exe = install_trtexec(tmp_path / f"trt-{version}", version)
+    done = run([str(exe), f"--onnx={sources.fp32_onnx}", "--saveEngine=model.engine", *shapes], exe.parent)
+    assert done.returncode == 0, done.stdout
+    return exe, exe.parent / "model.engine"
+
+
+def test_the_engine_carries_the_onnx_it_was_built_from(tmp_path, sources):
+    _, eng = fake_engine(tmp_path, "10.3.0", sources, "--maxShapes=x:4x3x8x8")
+    header, digest, info, onnx = eng.read_bytes().split(b"\n", 3)
+    assert header == b"EDGEFORGE FAKE TRT ENGINE" and onnx == sources.fp32_onnx.read_bytes()
+    assert digest.decode() == hashlib.sha256(onnx).hexdigest()
+    assert json.loads(info) == {"tensorrt": "10.3.0", "precision": "FP32",
+                                "shapes": {"min": None, "opt": None, "max": "x:4x3x8x8"}}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_load_engine_replays_a_real_passing_run_of_the_same_major_version(version, tmp_path, sources):
+    exe, eng = fake_engine(tmp_path, version, sources)
+    flags = ["--includeDataTransfers", "--noCudaGraph"] if version == "11.0.0" else ["--useSpinWait"]
+    argv = [str(exe), f"--loadEngine={eng}", "--shapes=x:4x3x8x8", "--warmUp=500", "--duration=2", "--iterations=20",
+            *flags]
+    done = run(argv, tmp_path)
+    assert done.returncode == 0, done.stdout
+    log = parse(done.stdout)
+    assert (log.status, log.tensorrt_version, log.command) == ("passed", version, " ".join(argv))
+    # the recorded run's summary, unchanged: these numbers come from the machine in LOAD_LOGS, not from here
+    assert log.summary == parse((TRTEXEC_FIXTURES / LOAD_LOGS[version]).read_text()).summary
+    if version == "10.3.0":  # the only one of the three logs that echoes its inference options
+        for echoed in ("Input inference shape : x=4x3x8x8", "Iterations: 20", "Duration: 2s (+ 500ms warm up)",
+                       "Data transfers: Enabled", "Spin-wait: Enabled", "CUDA Graph: Disabled",
+                       "TensorRT version: 10.3.0"):
+            assert f"[I] {echoed}\n" in done.stdout
+    assert ("Capturing CUDA graph" in done.stdout) is False
+
+
+def test_load_engine_refuses_files_it_did_not_write_or_of_another_version(tmp_path, sources):
+    exe10, eng10 = fake_engine(tmp_path, "10.3.0", sources)
+    exe11, _ = fake_engine(tmp_path, "11.0.0", sources)
+    (tmp_path / "real.engine").write_bytes(b"\x00ftrt serialized engine")
+    for exe, eng, why in ((exe10, tmp_path / "real.engine", "this fake did not write it"),
+                          (exe10, tmp_path / "missing.engine", "this fake did not write it"),
+                          (exe11, eng10, "it was written for TensorRT 10.3.0")):
+        done = run([str(exe), f"--loadEngine={eng}"], tmp_path)
+        log = parse(done.stdout)
+        assert done.returncode == 1 and log.status == "failed"
+        assert log.errors[0] == f"EDGEFORGE FAKE trtexec: cannot load {eng}: {why}"
+        assert "Engine set up failed" in log.errors
+
+
+@pytest.mark.parametrize("version, accepted, unknown", [
+    ("10.3.0", ["--useSpinWait", "--useCudaGraph", "--noDataTransfers"],
+     ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait"]),
+    ("11.0.0", ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait", "--useSpinWait"], ["--fp16"]),
+])
+def test_inference_options_follow_the_version(version, accepted, unknown, tmp_path, sources):
+    exe, eng = fake_engine(tmp_path, version, sources)
+    assert run([str(exe), f"--loadEngine={eng}", *accepted], tmp_path).returncode == 0
+    done = run([str(exe), f"--loadEngine={eng}", *unknown], tmp_path)
+    assert done.returncode == 1
+    assert re.findall(r"\[E\] (.*)", done.stdout) == [f"Unknown option: {u}" for u in unknown]
+
+
+def test_fail_load_replays_a_real_inference_failure(tmp_path, sources):
+    exe, eng = fake_engine(tmp_path, "10.3.0", sources)
+    (exe.parent / "fake_trtexec.json").write_text(json.dumps(
+        {"tensorrt": "10.3.0", "fail": None, "fail_load": "trt10.3_jetson_plugin_inference_fail.log",
+         "fixtures": str(TRTEXEC_FIXTURES)}))
+    done = run([str(exe), f"--loadEngine={eng}", "--shapes=x:1x3x8x8"], tmp_path)
+    log = parse(done.stdout)
+    assert done.returncode == 1 and (log.status, log.tensorrt_version) == ("failed", "10.3.0")
+    assert log.errors == ["Error[2]: [pluginV2DynamicExtRunner.cpp::execute::126] Error Code 2: Internal Error "
+                          "(Assertion pluginUtils::isSuccess(status) failed. )", "Error occurred during inference"]

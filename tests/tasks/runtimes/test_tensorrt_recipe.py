@@ -217,3 +217,13 @@ def test_the_tensorrt_runtime_points_to_the_device(tmp_path):
             with pytest.raises(BuildError, match="TensorRT is not installed on this machine: TensorRT engines are "
                                                  "built and run on the device"):
                 call()
+
+
+def test_dynamic_batch_profile_covers_the_benchmarked_batches(sources):
+    """Without --min/opt/maxShapes trtexec fixes a dynamic batch at 1 (trt10.16_h100_fp32_build_bench_ok.log)."""
+    from tasks.runtimes.tensorrt_recipe import Profile
+
+    p = plan("10.3.0", "fp16", settings(), sources, "timing.cache", Profile("input", (1, 64, 64), 32, 64))
+    assert ["--minShapes=input:1x1x64x64", "--optShapes=input:32x1x64x64", "--maxShapes=input:64x1x64x64"] == \
+        [a for a in p.argv if a.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")]
+    assert not any(a.startswith("--minShapes") for a in plan("10.3.0", "fp16", settings(), sources, "t").argv)

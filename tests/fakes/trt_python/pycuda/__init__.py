@@ -1,0 +1,1 @@
+"""A FAKE OF pycuda FOR TESTS ON MACHINES WITHOUT A GPU: NOT pycuda. See ``driver``."""
