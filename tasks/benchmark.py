@@ -1,10 +1,15 @@
 """Stage ``benchmark@<target>-<precision>``: latency of the built artifact on its target.
 
-Per batch size in ``bench.batch_sizes``: time-based warm-up, then calls until both
+Two scenarios in the spirit of MLPerf: *single-stream* (batch 1, one query after the other:
+p50/p90/p99 latency) and *offline* (every sample available at once: throughput at each of
+``bench.offline_batch_sizes``). Per batch size: time-based warm-up, then calls until both
 ``bench.min_duration_s`` and ``bench.min_iterations`` are met, on real eval inputs. Reports
 min/mean/p50/p90/p95/p99/max (ms), throughput (samples/s) and the coefficient of variation
 (per call, and of window medians: above ``bench.max_cv`` the batch size is measured once more, and
-flagged unstable with a warning if it drifts again). On a
+flagged unstable with a warning if it drifts again); the cold start (load, first inference) and
+the conditions (load, temperatures, clocks, power mode) apart; on TensorRT targets trtexec's own
+summary beside EdgeForge's figure; the roofline (FLOPs of the ONNX graph x throughput, against
+``target.<name>.peak_gflops``); and the latency budget's verdict (``bench.max_p99_ms``). On a
 local target, the FP32 benchmark also measures PyTorch eager on the same inputs, side by side,
 and reports the p50 speedup; the report divides the same PyTorch figure by every precision's p50
 (the PyTorch model is the same for all of them: measuring it once per target instead of once per
@@ -66,25 +71,55 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
 
 
 def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
-    """A device: the agent times the artifact there (no PyTorch on the device)."""
+    """A device: the agent times the artifact there (no PyTorch on the device). TensorRT targets
+    also bring trtexec's own figures (``info["trtexec"]``)."""
     from tasks.agent import remote
     from tasks.agent.client import device
     from tasks.probe import read as fingerprint_of
 
+    x = batch_of(split, max(cfg.bench.batch_sizes))  # the same upload for the first and any second measurement
+    name = cfg.model.input.name
+
     def again(bs: int):
         with device(target_name, cfg.target[target_name], log) as dev:
-            x = batch_of(split, max(cfg.bench.batch_sizes))  # the same upload as the first measurement
-            return remote.latencies(dev, build_dir, x, dataclasses.replace(cfg.bench, batch_sizes=[bs]))[0][bs]
+            bench = dataclasses.replace(cfg.bench, single_stream=False, offline_batch_sizes=[bs])
+            return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False)[0][bs]
 
     with device(target_name, cfg.target[target_name], log) as dev:
-        lat, info = remote.latencies(dev, build_dir, batch_of(split, max(cfg.bench.batch_sizes)), cfg.bench)
+        lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
     info["cpu_count"] = (fingerprint_of(target_name).get("cpu") or {}).get("cores")
     info["again"] = again
     return lat, {}, info
 
 
+def roofline(flops_per_sample: float, latency: dict, peak_gflops: float | None) -> dict:
+    """Achieved GFLOP/s per batch size (FLOPs per sample x samples/s) and, with the device's
+    peak for the precision's family, the fraction of it."""
+    achieved = {bs: flops_per_sample * s["throughput"] / 1e9 for bs, s in latency.items()}
+    return {"flops_per_sample": flops_per_sample, "gflops": achieved, "peak_gflops": peak_gflops,
+            "efficiency": {bs: g / peak_gflops for bs, g in achieved.items()} if peak_gflops else None}
+
+
+def scenarios(cfg: Config, res: dict) -> None:
+    """The MLPerf-style views of ``res["latency"]``, the budget, and its verdict (in place)."""
+    b = cfg.bench
+    lat = res["latency"]
+    if b.single_stream:
+        s = lat["b1"]
+        res["single_stream"] = {k: s[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "iterations", "cv_windows")}
+    res["offline"] = {f"b{bs}": {"throughput": lat[f"b{bs}"]["throughput"], "p50_ms": lat[f"b{bs}"]["p50_ms"]}
+                      for bs in b.offline_batch_sizes}
+    res["max_p99_ms"] = b.max_p99_ms
+    reasons = []
+    if b.max_p99_ms is not None:
+        p99 = res["single_stream"]["p99_ms"] if b.single_stream else min(v["p99_ms"] for v in lat.values())
+        if p99 > b.max_p99_ms:
+            reasons.append(f"p99 {p99:.3g} ms > bench.max_p99_ms {b.max_p99_ms:g}")
+    res["accepted"], res["reason"] = not reasons, "; ".join(reasons)
+
+
 def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
-        precision: str = "fp32") -> dict:
+        precision: str = "fp32", onnx_path: Path | None = None) -> dict:
     """Latency of ``artifact`` per batch size, plus its cold start (session load and first
     inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
     temperatures, CPU clocks, power mode)."""
@@ -94,11 +129,22 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
         lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
         lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log)
-    cold = {"load_ms": info["cold"]["load_s"] * 1e3, "first_inference_ms": info["cold"]["first_inference_s"] * 1e3}
-    log(f"cold start: load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.2f} ms")
     res: dict = {"runtime": target.runtime, "runtime_version": info["runtime_version"], "threads": target.threads,
                  "cpu_count": info["cpu_count"], "host": target.transport, "latency": {}, "unstable": [],
-                 "retried": [], "cold": cold, "hygiene": info["hygiene"]}
+                 "retried": [], "hygiene": info["hygiene"]}
+    for key in ("trtexec", "slices"):
+        if info.get(key):
+            res[key] = info[key]
+    if info.get("latency_unavailable"):
+        # trtexec's summaries are all there is: no per-call distribution is made up from them
+        res["latency_unavailable"] = info["latency_unavailable"]
+        log(f"WARNING: no EdgeForge latency on this device: {info['latency_unavailable']}; "
+            "trtexec's own figures are recorded")
+        res["accepted"], res["reason"] = False, f"no application latency measured: {info['latency_unavailable']}"
+        return res
+    cold = {"load_ms": info["cold"]["load_s"] * 1e3, "first_inference_ms": info["cold"]["first_inference_s"] * 1e3}
+    log(f"cold start: load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.2f} ms")
+    res["cold"] = cold
     if torch_lat:
         res["torch"], res["speedup_vs_torch"] = {}, {}
     for bs in b.batch_sizes:
@@ -120,7 +166,23 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
             res["torch"][f"b{bs}"] = t
             res["speedup_vs_torch"][f"b{bs}"] = t["p50_ms"] / stats["p50_ms"]
             line += f"; torch eager p50 {t['p50_ms']:.3f} ms ({t['p50_ms'] / stats['p50_ms']:.2f}x)"
+        t = (res.get("trtexec") or {}).get(f"b{bs}", {}).get("latency")
+        if t and t.get("median") is not None:
+            line += f"; trtexec's own median {t['median']:.3f} ms (its defaults: {res['trtexec'][f'b{bs}']['defaults']})"
         log(line)
+    scenarios(cfg, res)
+    if onnx_path is not None:
+        from tasks.config.load import family
+        from tasks.metrics.flops import count_flops
+
+        res["roofline"] = roofline(count_flops(onnx_path)["per_sample"], res["latency"],
+                                   target.peak_gflops.get(family(precision)))
+        eff = res["roofline"]["efficiency"]
+        log(f"roofline: {res['roofline']['flops_per_sample'] / 1e6:.2f} MFLOP/sample; " + ", ".join(
+            f"{bs} {g:.2f} GFLOP/s" + (f" ({eff[bs]:.1%} of peak)" if eff else "")
+            for bs, g in res["roofline"]["gflops"].items()))
+    if not res["accepted"]:
+        log(f"latency budget: REJECTED ({res['reason']})")
     return res
 
 
@@ -132,8 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         from tasks.build import artifact, out_dir
         from tasks.prepare import OUT as PREP
 
+        from tasks.export import OUT as ONNX
+
         res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", lambda m: stage.log(f"benchmark@{k}", m),
-                  precision=args.precision)
+                  precision=args.precision, onnx_path=ONNX)
         write_json(metrics_path(k), res)
 
 

@@ -62,7 +62,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
     """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
     from tasks.quantize import out_dir as quant_dir
     from tasks.runtimes import trt_lint
-    from tasks.runtimes.tensorrt_recipe import Sources, check_build, plan
+    from tasks.runtimes.tensorrt_recipe import Profile, Sources, check_build, plan
 
     version = fingerprint.get("tensorrt")
     if not version:
@@ -73,7 +73,11 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
     sources = Sources(fp32_onnx=stage.ARTIFACTS / "export" / "model.onnx", precision_onnx=qdir / "model.onnx",
                       calib_cache=cache if cache.is_file() else None)
     tcache = dev.target.tensorrt.timing_cache
-    p = plan(version, precision, dev.target.tensorrt, sources, tcache if tcache.startswith("/") else f"../../{tcache}")
+    inp = cfg.model.input
+    profile = Profile(inp.name, tuple(inp.shape), max(cfg.bench.batch_sizes),
+                      max(*cfg.bench.batch_sizes, cfg.eval.batch_size)) if inp.dynamic_batch else None
+    p = plan(version, precision, dev.target.tensorrt, sources, tcache if tcache.startswith("/") else f"../../{tcache}",
+             profile)
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":
             trt_lint.check(local, version, dev.name)  # fail fast, before any upload

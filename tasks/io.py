@@ -82,3 +82,16 @@ def remove(path: str | os.PathLike) -> None:
         shutil.rmtree(p)
     elif p.exists() or p.is_symlink():
         p.unlink()
+
+
+def save_figure(fig: Any, path: str | os.PathLike, title: str, dpi: int = 100) -> Path:
+    """Title, lay out and write a matplotlib figure as PNG at ``path`` (folders created), then close it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out

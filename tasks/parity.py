@@ -18,8 +18,9 @@ from tasks import stage
 from tasks.config import Config
 from tasks.config.schema import Tolerance
 from tasks.data.split import Split
-from tasks.metrics.accuracy import agreement, top1
+from tasks.metrics.accuracy import agreement
 from tasks.metrics.numeric import compare
+from tasks.metrics.task import score
 from tasks.runtimes import get_runtime
 
 OUT = stage.ARTIFACTS / "parity" / "reference.npz"
@@ -60,15 +61,18 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
         per = {}
         for mode, (r, g) in {f"batch{b}": (ref[name], got[name]), "batch1": (ref1[name], got1[name])}.items():
             s = compare(r, g, tol.atol, tol.rtol)
-            if r.ndim == 2:
+            if r.ndim == 2 and cfg.model.task == "classification":
                 s["top1_agreement"] = agreement(r, g)
             per[mode] = s
             if s["violations"]:
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
-    scores = ref[cfg.model.scores_output]
-    metrics["reference_top1"] = top1(scores, labels)
-    metrics["onnx_top1"] = top1(got[cfg.model.scores_output], labels)
+    from tasks.evaluate import classes_of
+
+    classes = classes_of(eval_dir)
+    theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
+    metrics.update(task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"],
+                   onnx_value=mine["value"])
     if failures:
         name, mode, s = max(failures, key=lambda f: f[2]["max_abs"])
         raise stage.StageError(

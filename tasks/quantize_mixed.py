@@ -6,9 +6,9 @@ chosen automatically within ``quant.max_drop``.
    evaluation split stays held out for the verdict the evaluate stage gives: choosing layers on
    it would make that verdict optimistic): the SQNR of every layer (always; cheap) and, with
    ``quant.sensitivity`` = ``task`` (or ``auto`` up to ``quant.sensitivity_max_task_layers``
-   layers), the top-1 drop with that layer alone INT8, the worse of the two Q/DQ layouts (ONNX
+   layers), the task-metric drop (top-1, mAP or mIoU: ``model.task``) with that layer alone INT8, the worse of the two Q/DQ layouts (ONNX
    Runtime's also quantizes the layer's output). Ranked most sensitive first.
-3. Search: keep the 0, 1, 2, ... most sensitive layers FP32 until the top-1 drop against FP32 on
+3. Search: keep the 0, 1, 2, ... most sensitive layers FP32 until the task-metric drop against FP32 on
    the same subset is within ``quant.max_drop`` in *both* Q/DQ layouts (TensorRT's and the one
    ONNX Runtime fuses), at most ``quant.max_kept_fraction`` of the layers.
 4. Write the plan's models, cache and ranges, ``sensitivity.json`` (the ranked table) and
@@ -29,20 +29,25 @@ from tasks.io import write_json
 
 
 def scorer(cfg: Config, calib_dir: Path, n: int) -> Callable[[Path], float]:
-    """``score(model) -> top-1 %`` on the first ``n`` images of the calibration split, run by the
-    local ONNX Runtime as the build would run it."""
+    """``score(model) -> the task metric`` (``model.task``'s primary figure, percent points) on
+    the first ``n`` images of the calibration split, run by the local ONNX Runtime as the build
+    would run it."""
     from tasks.data.split import Split
-    from tasks.metrics.accuracy import top1
+    from tasks.evaluate import classes_of
+    from tasks.metrics.task import score as task_score
     from tasks.runtimes import get_runtime
 
     split = Split(calib_dir)
     labels = np.asarray(split.y[:n])
-    name = cfg.model.scores_output
+    classes = classes_of(calib_dir)
 
     def score(model: Path) -> float:
         sess = get_runtime("onnxruntime").load(model)
-        return top1(np.concatenate([sess.infer(x)[name] for x, _ in split.batches(cfg.eval.batch_size, limit=n)]),
-                    labels)
+        out: dict[str, list] = {}
+        for x, _ in split.batches(cfg.eval.batch_size, limit=n):
+            for k, v in sess.infer(x).items():
+                out.setdefault(k, []).append(v)
+        return task_score(cfg, {k: np.concatenate(v) for k, v in out.items()}, labels, classes)["value"]
 
     return score
 
@@ -76,6 +81,9 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     score = scorer(cfg, calib_dir, n)
     baseline = score(onnx_path)
     method = method_for(cfg, len(nodes))
+    from tasks.metrics.task import primary
+
+    metric = primary(cfg.model.task)[0]
 
     t0 = time.perf_counter()
     sqnr = local_sqnr(onnx_path, ranges, (x for x, _ in split.batches(q.batch_size, limit=min(n, q.sqnr_samples))),
@@ -84,7 +92,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     if method == "task":
         drops = one_at_a_time(onnx_path, ranges, score, baseline, per_channel=q.per_channel, layouts=layouts(cfg),
                               progress=lambda i, k, node, d: log(f"sensitivity {i}/{k}: {node} alone INT8 "
-                                                                 f"drops top-1 {d:+.2f} points"))
+                                                                 f"drops {metric} {d:+.2f} points"))
     rows = rank(sqnr, drops)
     sens_s = time.perf_counter() - t0
     log(f"mixed: sensitivity of {len(nodes)} layers ({method}) on {n} images in {sens_s:.1f} s; "
@@ -105,7 +113,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
             return max(drops_.values())
 
         plan = search(ranked, try_plan, q.max_drop, max_kept_for(len(nodes), q.max_kept_fraction),
-                      progress=lambda kept, d: log(f"mixed: {len(kept)} layer(s) FP32 -> top-1 drop {d:+.2f} points"))
+                      progress=lambda kept, d: log(f"mixed: {len(kept)} layer(s) FP32 -> {metric} drop {d:+.2f} points"))
         chosen = Path(td) / str(len(plan["kept"]))
         for f in chosen.iterdir():
             f.replace(out / f.name)
@@ -116,20 +124,20 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     kept = [{"node": k, "op_type": by_node[k]["op_type"], "rank": by_node[k]["rank"], "drop": by_node[k]["drop"],
              "sqnr_db": by_node[k]["sqnr_db"],
              "why": (f"rank {by_node[k]['rank']} of {len(rows)} by "
-                     + ("top-1 drop alone INT8" if drops else "SQNR")
+                     + (f"{metric} drop alone INT8" if drops else "SQNR")
                      + f"; the plan without it dropped {plan['trials'][i]['drop']:.2f} > {q.max_drop:g} points")}
             for i, k in enumerate(plan["kept"])]
-    write_json(out / "sensitivity.json", {"method": method, "samples": n, "baseline_top1": baseline, "layers": rows})
+    write_json(out / "sensitivity.json", {"method": method, "samples": n, "metric": metric, "baseline": baseline, "layers": rows})
     plot(rows, out / "sensitivity.png", f"INT8 sensitivity per layer ({calibrator} ranges, {n} images)",
          kept=plan["kept"])
     verdict = "within budget" if plan["accepted"] else f"REJECTED: {plan['reason']}"
-    log(f"mixed: {len(plan['kept'])} of {len(nodes)} layers kept FP32, top-1 drop {plan['drop']:.2f} points on "
+    log(f"mixed: {len(plan['kept'])} of {len(nodes)} layers kept FP32, {metric} drop {plan['drop']:.2f} points on "
         f"{n} calibration images: {verdict}")
     return {
         **meta,
         "samples": n_cal, "calibration_seconds": calib_s, "sensitivity_method": method,
         "sensitivity_samples": n, "sensitivity_seconds": sens_s, "search_seconds": search_s,
-        "baseline_top1": baseline, "max_drop": q.max_drop, "subset_drop": plan["drop"],
+        "metric": metric, "baseline": baseline, "max_drop": q.max_drop, "subset_drop": plan["drop"],
         "layout_drops": trial_drops[len(plan["kept"])], "layers": len(nodes), "kept_fp32": kept,
         "trials": plan["trials"], "accepted": plan["accepted"], "reason": plan["reason"],
         "peak_rss_mb": peak_rss_mb(),

@@ -16,12 +16,18 @@ from tasks.config import Config
 from tasks.io import read_json, write_json
 
 OUT = stage.ARTIFACTS / "report"
-COLUMNS = [  # (summary key, header)
-    ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("top1", "top-1 %"),
-    ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs torch"), ("latency_p50_ms", "p50 ms (b1)"),
-    ("latency_p99_ms", "p99 ms (b1)"), ("first_inference_ms", "1st call ms"), ("throughput", "best thrpt/s"), ("speedup_vs_torch", "× torch (b1)"),
+COLUMNS = [  # (summary key, header); "value" is the task metric, its header comes from model.task
+    ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("value", "metric"),
+    ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs ONNX"),
+    ("latency_p50_ms", "p50 ms (b1)"), ("latency_p99_ms", "p99 ms (b1)"), ("first_inference_ms", "1st call ms"),
+    ("throughput", "offline/s"), ("efficiency", "% peak"), ("speedup_vs_torch", "× torch (b1)"),
     ("size_mb", "size MB"), ("kept_fp32", "FP32 layers"), ("verdict", "verdict"),
 ]
+
+
+def columns(summary: dict) -> list[tuple[str, str]]:
+    label = summary.get("reference", {}).get("label", "metric")
+    return [(k, label if k == "value" else h) for k, h in COLUMNS]
 
 
 def _read(path: Path) -> dict:
@@ -49,42 +55,73 @@ def row(cfg: Config, target: str, precision: str, torch: dict) -> dict:
     q = read_json(qpath) if qpath.is_file() else {}
     b, bench, ev = _read(build.metrics_path(k)), _read(benchmark.metrics_path(k)), _read(evaluate.metrics_path(k))
     lat = bench["latency"]
-    first = lat.get("b1") or next(iter(lat.values()))
+    # no application latency (a TensorRT device without its Python packages): trtexec's figures only
+    first = lat.get("b1") or next(iter(lat.values()), dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cv", "throughput")))
     speed = {bs: torch[bs]["p50_ms"] / v["p50_ms"] for bs, v in lat.items() if bs in torch}
+    offline = bench.get("offline", {bs: {"throughput": v["throughput"]} for bs, v in lat.items()})
+    best = max(offline, key=lambda bs: offline[bs]["throughput"]) if offline else next(iter(lat), None)
+    roof = bench.get("roofline") or {}
+    par = ev.get("parity")
+    reasons = [x for x in (ev["reason"], bench.get("reason", "")) if x]
+    accepted = bool(ev["accepted"]) and bench.get("accepted", True)
     return {
         "key": k, "target": target, "precision": precision, "runtime": b["runtime"],
         "runtime_version": b["runtime_version"], "artifact_sha256": b["sha256"],
         "device_fingerprint_sha256": b.get("device_fingerprint_sha256"), "host": b.get("host"),
         "size_mb": b["size_bytes"] / 1e6, "build_seconds": b["build_seconds"],
-        "top1": ev["top1"], "drop": ev["drop"], "top1_agreement": ev["top1_agreement"],
+        "metric": ev["metric"], "value": ev["value"], "reference_value": ev["reference_value"], "drop": ev["drop"],
+        "details": ev.get("details", {}), "top1_agreement": ev.get("top1_agreement"),
         "worst_class_drop": ev["worst_class_drop"], "worst_classes": ev["worst_classes"],
-        "latency_p50_ms": first["p50_ms"], "latency_p99_ms": first["p99_ms"],
+        "parity_max_abs": max(s_["max_abs"] for s_ in par["legs"]["onnx_artifact"].values()) if par else None,
+        "parity_vs_torch_max_abs": max(s_["max_abs"] for s_ in par["legs"]["torch_artifact"].values()) if par else None,
+        "latency_p50_ms": first["p50_ms"], "latency_p90_ms": first["p90_ms"], "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
         "first_inference_ms": bench.get("cold", {}).get("first_inference_ms"),
         "load_ms": bench.get("cold", {}).get("load_ms"),
-        "throughput": max(v["throughput"] for v in lat.values()),
+        "throughput": offline[best]["throughput"] if offline else first["throughput"], "throughput_batch": best,
+        "gflops": (roof.get("gflops") or {}).get(best),
+        "efficiency": 100 * roof["efficiency"][best] if roof.get("efficiency") else None,
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.get("unstable", []),
+        "trtexec_median_ms": _trtexec_median(bench),
         "calibrator": q.get("calibrator"), "kept_fp32": len(q["kept_fp32"]) if "kept_fp32" in q else None,
         "kept_fp32_layers": [k_["node"] for k_ in q.get("kept_fp32", [])],
-        "accepted": ev["accepted"], "verdict": "accepted" if ev["accepted"] else "rejected", "reason": ev["reason"],
+        "accepted": accepted, "verdict": "accepted" if accepted else "rejected", "reason": "; ".join(reasons),
     }
+
+
+def _trtexec_median(bench: dict) -> float | None:
+    """trtexec's own median latency at batch 1 (TensorRT targets), beside EdgeForge's p50."""
+    t = (bench.get("trtexec") or {}).get("b1") or {}
+    lat = t.get("latency") or {}
+    return lat.get("median") if isinstance(lat, dict) else None
 
 
 def run(cfg: Config) -> dict:
     from tasks import export, parity
+    from tasks.metrics.task import primary
 
     par = _read(parity.METRICS)
-    rows = []
-    for t in cfg.build.targets:
-        torch = torch_baseline(t)
-        for p in cfg.build.precisions:
-            r = row(cfg, t, p, torch)
-            # the ONNX-vs-torch error applies to the FP32 build; others are judged by accuracy
-            r["parity_max_abs"] = max(v["max_abs"] for per in par["outputs"].values() for v in per.values()) \
-                if p == "fp32" else None
-            rows.append(r)
-    return {"reference_top1": par["reference_top1"], "export": _read(export.METRICS), "rows": rows}
+    rows = [row(cfg, t, p, torch_baseline(t)) for t in cfg.build.targets for p in cfg.build.precisions]
+    metric, label = primary(cfg.model.task)
+    return {"reference": {"metric": metric, "label": label, "value": par["reference_value"]},
+            "export": _read(export.METRICS), "rows": rows}
+
+
+def plot_parity(summary: dict) -> None:
+    """``artifacts/report/parity/<key>.png``: the three-way |difference| histograms of each build."""
+    from tasks import evaluate
+    from tasks.metrics.three_way import plot
+
+    for r in summary["rows"]:
+        par = _read(evaluate.metrics_path(r["key"])).get("parity")
+        if par:
+            plot(par, OUT / "parity" / f"{r['key']}.png", f"{r['key']}: three-way parity (|difference| histograms)")
+
+
+def title(summary: dict) -> str:
+    ref = summary["reference"]
+    return f"PyTorch FP32 reference {ref['label']}: {ref['value']:.2f}"
 
 
 def _fmt(v) -> str:
@@ -96,9 +133,11 @@ def _fmt(v) -> str:
 
 
 def markdown(summary: dict) -> str:
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |\n" for r in summary["rows"])
-    return f"PyTorch FP32 reference top-1: {summary['reference_top1']:.2f}%\n\n" + head + body
+    cols = columns(summary)
+    head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |\n" for r in summary["rows"])
+    reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
+    return title(summary) + "\n\n" + head + body + ("\n" + reasons if reasons else "")
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -107,14 +146,19 @@ def print_table(summary: dict, file=None) -> None:
 
     file = file or sys.stdout  # looked up at call time: redirected/captured stdout works in-process
 
-    t = Table(title=f"EdgeForge summary (PyTorch FP32 reference top-1 {summary['reference_top1']:.2f}%)")
-    for _, h in COLUMNS:
+    t = Table(title=f"EdgeForge summary ({title(summary)})")
+    cols = columns(summary)
+    for _, h in cols:
         t.add_column(h, justify="left" if h in ("target", "precision", "runtime", "verdict") else "right")
     for r in summary["rows"]:
-        cells = [_fmt(r.get(k)) for k, _ in COLUMNS]
-        cells[-1] = "[green]accepted[/]" if r["accepted"] else f"[red]rejected[/] ({r['reason']})"
+        cells = [_fmt(r.get(k)) for k, _ in cols]
+        cells[-1] = "[green]accepted[/]" if r["accepted"] else "[red]rejected[/]"
         t.add_row(*cells)
-    Console(file=file, width=200).print(t)
+    console = Console(file=file, width=200)
+    console.print(t)
+    for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
+        if not r["accepted"]:
+            console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]
         print(f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"
@@ -133,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors("report", outputs=[OUT]):
         cfg = stage.load(args)
         summary = run(cfg)
+        plot_parity(summary)
         from tasks.tracking import log_pipeline
 
         summary["mlflow"] = log_pipeline(cfg, summary)

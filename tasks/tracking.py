@@ -57,7 +57,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
     }
     with mlflow.start_run(run_name="pipeline", tags={**common_tags, "edgeforge.kind": "pipeline"}) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
-        mlflow.log_metric("reference_top1", summary["reference_top1"])
+        mlflow.log_metric(f"reference_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
         mlflow.log_artifact(str(export.OUT), "export")
         for f in (export.METRICS, parity.METRICS):
@@ -71,13 +71,15 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                 mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
                                    "calibrator": r.get("calibrator") or "none"})
                 metrics = {
-                    "accuracy_top1": r["top1"], "accuracy_drop": r["drop"], "top1_agreement": r["top1_agreement"],
-                    "worst_class_drop": r["worst_class_drop"],
-                    "latency_p50_ms": r["latency_p50_ms"], "latency_p99_ms": r["latency_p99_ms"],
-                    "latency_cv": r["latency_cv"], "throughput": r["throughput"], "size_mb": r["size_mb"],
+                    r["metric"]: r["value"], "metric_drop": r["drop"], "worst_class_drop": r["worst_class_drop"],
+                    "latency_p50_ms": r["latency_p50_ms"], "latency_p90_ms": r["latency_p90_ms"],
+                    "latency_p99_ms": r["latency_p99_ms"], "latency_cv": r["latency_cv"],
+                    "throughput": r["throughput"], "size_mb": r["size_mb"],
                     "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
                 }
-                for key in ("first_inference_ms", "load_ms"):
+                metrics.update({k: v for k, v in r["details"].items() if isinstance(v, (int, float))})
+                for key in ("first_inference_ms", "load_ms", "top1_agreement", "parity_max_abs",
+                            "parity_vs_torch_max_abs", "gflops", "efficiency", "trtexec_median_ms"):
                     if r.get(key) is not None:
                         metrics[key] = r[key]
                 if r["speedup_vs_torch"] is not None:
@@ -85,9 +87,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                 if r.get("kept_fp32") is not None:
                     metrics["kept_fp32_layers"] = r["kept_fp32"]
                     mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
-                if r["parity_max_abs"] is not None:
-                    metrics["parity_max_abs"] = r["parity_max_abs"]
-                mlflow.log_metrics(metrics)
+                mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
                 bdir = build.out_dir(r["key"])
                 mlflow.log_artifacts(str(bdir), "build")
                 for f in ("sensitivity.png", "sensitivity.json"):
@@ -95,6 +95,9 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
                         mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
                 for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
                     mlflow.log_artifact(str(f), "metrics")
+                png = stage.ARTIFACTS / "report" / "parity" / f"{r['key']}.png"
+                if png.is_file():
+                    mlflow.log_artifact(str(png), "parity")
                 if probe.out_path(r["target"]).is_file():  # what the device was when it built this
                     mlflow.log_artifact(str(probe.out_path(r["target"])), "device")
         run_id = parent.info.run_id

@@ -32,7 +32,7 @@ def fast_params() -> dict:
     cfg["model"]["checkpoint"] = "model.pt"
     cfg["data"]["calib"]["limit"] = 32
     cfg["data"]["eval"]["limit"] = 96
-    cfg["bench"].update(batch_sizes=[1, 4], warmup_s=0.0, min_duration_s=0.0, min_iterations=5)
+    cfg["bench"].update(offline_batch_sizes=[4], warmup_s=0.0, min_duration_s=0.0, min_iterations=5)
     cfg["report"]["tracking_uri"] = "sqlite:///mlflow.db"
     return cfg
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Short benchmarks: behaviour is under test here, not speed.
-FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.batch_sizes=[1,8]"]
+FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.offline_batch_sizes=[8]"]
 
 
 def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -68,7 +68,8 @@ def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
         assert (repo / f"artifacts/build/ssh_loopback-{p}" / meta["artifact"]).is_file()
         ev = json.loads((repo / f"metrics/evaluate/ssh_loopback-{p}.json").read_text())
         local = json.loads((repo / f"metrics/evaluate/local-{p}.json").read_text())
-        assert ev["top1"] == pytest.approx(local["top1"])  # same runtime, same model, run on the device
+        assert ev["value"] == pytest.approx(local["value"])  # same runtime, same model, run on the device
+        assert ev["parity"]["failed"] == [] and ev["accepted"]
         bench = json.loads((repo / f"metrics/benchmark/ssh_loopback-{p}.json").read_text())
         assert bench["latency"]["b1"]["iterations"] >= 10 and "torch" not in bench
     # the device's scratch folders are gone; the agent stays for the next call

@@ -50,12 +50,17 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
         assert (repo / out).is_file(), out
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
     assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", p) for p in PRECISIONS]
-    assert summary["reference_top1"] >= 95.0  # the bundled example's promise
+    assert summary["reference"]["metric"] == "top1" and summary["reference"]["value"] >= 95.0  # the bundled example's promise
     assert all(row["accepted"] for row in summary["rows"])
     # the automatically chosen INT8 model keeps top-1 within quant.max_drop (0.5 points) of FP32
     mixed = next(row for row in summary["rows"] if row["precision"] == "int8-mixed")
     assert mixed["drop"] <= 0.5 and mixed["kept_fp32"] is not None and mixed["calibrator"] == "percentile"
     assert (repo / "artifacts/quantize/int8-mixed/sensitivity.png").is_file()
+    for row in summary["rows"]:  # three-way parity, single-stream percentiles and offline throughput per build
+        assert row["parity_max_abs"] is not None and (repo / f"artifacts/report/parity/{row['key']}.png").is_file()
+        bench = json.loads((repo / f"metrics/benchmark/{row['key']}.json").read_text())
+        assert set(bench["single_stream"]) >= {"p50_ms", "p90_ms", "p99_ms"} and set(bench["offline"]) == {"b8"}
+        assert bench["roofline"]["flops_per_sample"] > 0
 
 
 def test_lock_records_every_stage(repo):
@@ -73,7 +78,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
     assert len(parents) == 1
     assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
     for c in children:
-        assert {"accuracy_top1", "accuracy_drop", "latency_p99_ms", "throughput"} <= set(c.data.metrics)
+        assert {"top1", "top5", "metric_drop", "latency_p99_ms", "throughput", "parity_max_abs"} <= set(c.data.metrics)
         assert len(c.data.tags["artifact_sha256"]) == 64
     mixed = next(c for c in children if c.data.params["precision"] == "int8-mixed")
     assert "kept_fp32_layers" in mixed.data.metrics and mixed.data.params["calibrator"] == "percentile"
@@ -88,7 +93,7 @@ def test_metrics_show_reports_the_same_numbers(repo):
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     data = shown[""]["data"]["metrics/evaluate/local-fp32.json"]["data"]
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
-    assert data["top1"] == pytest.approx(summary["rows"][0]["top1"])
+    assert data["value"] == pytest.approx(summary["rows"][0]["value"]) and data["metric"] == "top1"
 
 
 def test_second_repro_runs_only_the_probes_and_logs_nothing(repo):

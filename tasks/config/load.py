@@ -99,6 +99,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
+FAMILIES = ("fp32", "fp16", "int8")
+
+
+def family(precision: str) -> str:
+    """fp32, fp16 or int8: the family whose tolerances and peak apply to ``precision``."""
+    return "int8" if precision.startswith("int8") else precision
+
+
 def _require(ok: bool, key: str, msg: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key}: {msg}")
@@ -119,8 +127,9 @@ def check(cfg: Config) -> None:
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
-    _require(m.scores_output in m.outputs, "model.scores_output",
-             f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}")
+    if m.task != "detection":
+        _require(m.scores_output in m.outputs, "model.scores_output",
+                 f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}")
     if m.format == "state_dict":
         _require(bool(m.arch), "model.arch", "format=state_dict needs the model class (registered name or 'module:Class')")
     for split in ("calib", "eval"):
@@ -131,8 +140,20 @@ def check(cfg: Config) -> None:
             _require(s.limit > 0, f"data.{split}.limit", "must be > 0 or null")
     _require(cfg.data.batch_size > 0, "data.batch_size", "must be > 0")
     _require(cfg.export.opset >= 13, "export.opset", f"{cfg.export.opset} is too old; use 13 or newer (18 is the default)")
-    for name, tol in [("parity", cfg.parity), *((f"parity.outputs.{k}", v) for k, v in cfg.parity.outputs.items())]:
+    for name, tol in [("parity", cfg.parity), *((f"parity.outputs.{k}", v) for k, v in cfg.parity.outputs.items()),
+                      *((f"parity.artifact.{k}", v) for k, v in cfg.parity.artifact.items()),
+                      *((f"parity.artifact_outputs.{o}.{k}", v) for o, per in cfg.parity.artifact_outputs.items()
+                        for k, v in per.items())]:
         _require(tol.atol >= 0 and tol.rtol >= 0, name, "atol and rtol must be >= 0")
+        _require(0 <= getattr(tol, "max_outside", 0) <= 1, f"{name}.max_outside", "must be in [0, 1]")
+    for key, fams in [("parity.artifact", cfg.parity.artifact),
+                      *((f"parity.artifact_outputs.{o}", per) for o, per in cfg.parity.artifact_outputs.items())]:
+        for fam in fams:
+            _require(fam in FAMILIES, f"{key}.{fam}", f"not a precision family; allowed values: {', '.join(FAMILIES)}")
+    for out in cfg.parity.artifact_outputs:
+        _require(out in m.outputs, f"parity.artifact_outputs.{out}",
+                 f"not a model output; allowed values: {', '.join(m.outputs)}")
+    _require(cfg.parity.histogram_bins >= 2, "parity.histogram_bins", "must be >= 2")
     for out in cfg.parity.outputs:
         _require(out in m.outputs, f"parity.outputs.{out}", f"not a model output; allowed values: {', '.join(m.outputs)}")
     _require(cfg.parity.batch_size > 1, "parity.batch_size", "must be > 1 (batch 1 is checked separately)")
@@ -152,10 +173,19 @@ def check(cfg: Config) -> None:
         _check_target(f"target.{name}", t)
     _require(bool(cfg.build.precisions), "build.precisions", "list at least one precision")
     _require(len(set(cfg.build.precisions)) == len(cfg.build.precisions), "build.precisions", "has duplicates")
-    _require(bool(cfg.bench.batch_sizes) and min(cfg.bench.batch_sizes) > 0, "bench.batch_sizes", "must be positive")
+    _require(all(b > 0 for b in cfg.bench.offline_batch_sizes), "bench.offline_batch_sizes", "must be positive")
+    _require(bool(cfg.bench.batch_sizes), "bench", "single_stream is false and offline_batch_sizes is empty: "
+                                                   "nothing to measure")
+    _require(cfg.bench.max_p99_ms is None or cfg.bench.max_p99_ms > 0, "bench.max_p99_ms", "must be > 0 or null")
     _require(cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
              "bench", "min_iterations must be > 0 and durations >= 0")
-    _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of top-1)")
+    _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of the task metric)")
+    _require(cfg.eval.max_detections > 0, "eval.max_detections", "must be > 0")
+    if m.task == "detection":
+        from tasks.models.decoders import DECODERS
+
+        _require(cfg.eval.decoder in DECODERS, "eval.decoder",
+                 f"{cfg.eval.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}")
 
 
 def _check_target(key: str, t: Any) -> None:
@@ -167,6 +197,9 @@ def _check_target(key: str, t: Any) -> None:
     _require(t.connect_timeout_s > 0 and t.command_timeout_s > 0, key, "connect_timeout_s and command_timeout_s must be > 0")
     _require(t.retries >= 0, f"{key}.retries", "must be >= 0")
     _require(t.threads is None or t.threads > 0, f"{key}.threads", "must be > 0 or null")
+    for fam, peak in t.peak_gflops.items():
+        _require(fam in FAMILIES, f"{key}.peak_gflops.{fam}", f"not a precision family; allowed values: {', '.join(FAMILIES)}")
+        _require(peak > 0, f"{key}.peak_gflops.{fam}", "must be > 0")
     trt = t.tensorrt
     _require(trt.workspace_mib is None or trt.workspace_mib > 0, f"{key}.tensorrt.workspace_mib", "must be > 0 or null")
     _require(trt.dla_core is None or trt.dla_core >= 0, f"{key}.tensorrt.dla_core", "must be >= 0 or null")

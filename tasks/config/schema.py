@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+Task = Literal["classification", "detection", "segmentation"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
@@ -43,8 +44,11 @@ class Model:
     arch_kwargs: dict[str, Any] = f({}, "keyword arguments for the model class")
     trust_checkpoint: bool = f(False, "allow full pickle loading (weights_only=False); only for files you trust")
     input: InputSpec = f(InputSpec(), "input specification")
+    task: Task = f("classification", "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
+                                     "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice)")
     outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
-    scores_output: str = f("logits", "which output holds the class scores (one of outputs)")
+    scores_output: str = f("logits", "classification/segmentation: the output holding class scores "
+                                     "((N, K) or (N, K, H, W)); one of outputs")
 
 
 @dataclass
@@ -87,10 +91,26 @@ class Tolerance:
 
 
 @dataclass
+class ArtifactTolerance:
+    atol: float = f(1e-3, "max allowed |artifact - onnx| per element")
+    rtol: float = f(1e-3, "extra allowance relative to |onnx| per element")
+    max_outside: float = f(0.0, "fraction of an output's elements allowed outside atol/rtol (INT8 runtimes round "
+                                "differently at layer boundaries: a few elements move by a quantization step)")
+
+
+@dataclass
 class Parity:
     atol: float = f(1e-4, "default absolute tolerance for every output")
     rtol: float = f(0.0, "default relative tolerance for every output")
     outputs: dict[str, Tolerance] = f({}, "per-output tolerance overrides, by output name")
+    artifact: dict[str, ArtifactTolerance] = f(
+        {"fp32": ArtifactTolerance(atol=1e-3, rtol=1e-3), "fp16": ArtifactTolerance(atol=5e-2, rtol=5e-2),
+         "int8": ArtifactTolerance(atol=0.5, rtol=0.1, max_outside=0.01)},
+        "three-way parity: tolerance of the built artifact on its target against the ONNX it was built from "
+        "(run by ONNX Runtime here), by precision family fp32/fp16/int8; outside it the build is rejected")
+    artifact_outputs: dict[str, dict[str, ArtifactTolerance]] = f(
+        {}, "three-way parity: per-output overrides of artifact, by output name then precision family")
+    histogram_bins: int = f(12, "three-way parity: log-spaced bins of the |difference| histograms")
     batch_size: int = f(32, "batch size of the batched comparison (> 1)")
     batch1_samples: int = f(16, "samples also compared one at a time (batch 1)")
 
@@ -156,11 +176,16 @@ class Target:
     command_timeout_s: float = f(1800.0, "seconds one device command (a build, a benchmark) may run before it is killed")
     retries: int = f(2, "ssh: extra connection attempts after transient network errors (never after auth failures)")
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
+    peak_gflops: dict[str, float] = f({}, "the device's peak GFLOP/s by precision family (fp32, fp16, int8), for "
+                                          "roofline efficiency (achieved / peak); a family left out is not reported")
 
 
 @dataclass
 class Bench:
-    batch_sizes: list[int] = f([1, 32], "batch sizes to measure")
+    single_stream: bool = f(True, "MLPerf-style single-stream scenario: batch 1, one query after the other; "
+                                  "reports p50/p90/p99 latency")
+    offline_batch_sizes: list[int] = f([32], "MLPerf-style offline scenario: batch sizes whose throughput "
+                                             "(samples/s) is measured, every sample available at once")
     warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
     min_duration_s: float = f(3.0, "measure at least this long, seconds")
     min_iterations: int = f(10, "and at least this many iterations")
@@ -168,12 +193,23 @@ class Bench:
                              "measured once more, and flagged unstable if it drifts again")
     torch_baseline: bool = f(True, "local targets: the FP32 benchmark also measures PyTorch eager on the same "
                                    "inputs; the report gives every precision's speedup against it")
+    max_p99_ms: Optional[float] = f(None, "latency budget: a build whose single-stream p99 exceeds this many ms is "
+                                          "rejected; null = no budget")
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Every batch size measured: 1 for single-stream, then the offline ones (no repeats)."""
+        return list(dict.fromkeys(([1] if self.single_stream else []) + list(self.offline_batch_sizes)))
 
 
 @dataclass
 class Eval:
-    max_drop: float = f(1.0, "reject a precision whose top-1 drops more than this many points vs PyTorch FP32")
+    max_drop: float = f(1.0, "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
+                             "(top-1 %, COCO mAP@0.5:0.95 x100 or mIoU x100, by model.task)")
     batch_size: int = f(64, "evaluation batch size")
+    decoder: str = f("centernet", "detection: registered decoder turning the raw outputs into boxes")
+    score_threshold: float = f(0.01, "detection: drop boxes scoring below this before COCO evaluation")
+    max_detections: int = f(100, "detection: keep at most this many boxes per image (COCO's maxDets)")
 
 
 @dataclass

@@ -32,3 +32,25 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> dict:
         "atol": atol,
         "rtol": rtol,
     }
+
+
+def worst_elements(ref: np.ndarray, got: np.ndarray, n: int = 5) -> list[dict]:
+    """The ``n`` elements with the largest ``|got - ref|``, largest first: index, both values, diff."""
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64)).ravel()
+    if not err.size:
+        return []
+    top = np.argsort(-err, kind="stable")[:n]
+    return [{"index": [int(i) for i in np.unravel_index(j, ref.shape)], "ref": float(ref.ravel()[j]),
+             "got": float(got.ravel()[j]), "abs_diff": float(err[j])} for j in top]
+
+
+def histogram(ref: np.ndarray, got: np.ndarray, bins: int = 12, low: float = 1e-7) -> dict:
+    """Histogram of ``|got - ref|`` over log-spaced bins: ``edges`` (bins + 1 values, the first
+    0 so that exact matches are counted, then ``low`` up to the largest difference) and
+    ``counts`` (bins ints, summing to the number of elements)."""
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64)).ravel()
+    top = max(float(err.max(initial=0.0)), low * 10)
+    edges = np.concatenate([[0.0], np.geomspace(low, top, bins)])
+    edges[-1] = np.nextafter(top, np.inf)  # the largest difference falls inside the last bin
+    counts, _ = np.histogram(err, edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}

@@ -198,6 +198,8 @@ def plot(rows: Sequence[dict], path: str | Path, title: str = "INT8 sensitivity 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.io import save_figure
+
     kept = set(kept)
     labels = [f"{r['node']} ({r['op_type']})" for r in rows]
     colors = ["tab:red" if r["node"] in kept else "tab:blue" for r in rows]
@@ -215,10 +217,4 @@ def plot(rows: Sequence[dict], path: str | Path, title: str = "INT8 sensitivity 
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(rows)), labels, fontsize=7)
     axes[0][0].invert_yaxis()
-    fig.suptitle(title + ("  (red: kept FP32)" if kept else ""), fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, title + ("  (red: kept FP32)" if kept else ""), dpi=110)

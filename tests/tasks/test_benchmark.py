@@ -73,3 +73,46 @@ def test_drifting_latency_is_measured_again_then_flagged(params, fp32_artifact, 
     res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
                         precision="fp16")
     assert res["retried"] == [] and res["unstable"] == []
+
+
+def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, prepared):
+    from tasks.metrics.flops import count_flops
+
+    params["bench"].update(offline_batch_sizes=[4, 8], torch_baseline=False)
+    params["target"]["local"]["peak_gflops"] = {"fp32": 100.0}
+    lines: list[str] = []
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
+                        onnx_path=exported)
+    assert set(res["latency"]) == {"b1", "b4", "b8"}
+    ss = res["single_stream"]
+    assert ss["p50_ms"] == res["latency"]["b1"]["p50_ms"] <= ss["p90_ms"] <= ss["p99_ms"] == res["latency"]["b1"]["p99_ms"]
+    assert set(res["offline"]) == {"b4", "b8"}
+    assert res["offline"]["b8"]["throughput"] == res["latency"]["b8"]["throughput"]
+    # roofline: FLOPs of the graph x samples/s, against the configured peak
+    flops = count_flops(exported)["per_sample"]
+    roof = res["roofline"]
+    assert roof["flops_per_sample"] == flops and roof["peak_gflops"] == 100.0
+    for bs in ("b1", "b4", "b8"):
+        assert roof["gflops"][bs] == pytest.approx(flops * res["latency"][bs]["throughput"] / 1e9)
+        assert roof["efficiency"][bs] == pytest.approx(roof["gflops"][bs] / 100.0)
+    assert any(line.startswith("roofline:") and "of peak" in line for line in lines)
+    assert res["accepted"] is True and res["max_p99_ms"] is None
+    # no peak for the family: achieved GFLOP/s still reported, no efficiency
+    res16 = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
+                          precision="int8-minmax", onnx_path=exported)
+    assert res16["roofline"]["peak_gflops"] is None and res16["roofline"]["efficiency"] is None
+
+    # a budget below the measured p99 rejects the build, naming both figures
+    params["bench"]["max_p99_ms"] = 1e-6
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append)
+    assert res["accepted"] is False and "bench.max_p99_ms 1e-06" in res["reason"]
+    assert f"p99 {res['single_stream']['p99_ms']:.3g} ms" in res["reason"]
+    params["bench"]["max_p99_ms"] = 1e6
+    assert benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval",
+                         log=lambda m: None)["accepted"] is True
+
+
+def test_offline_only(params, fp32_artifact, prepared):
+    params["bench"].update(single_stream=False, offline_batch_sizes=[4], torch_baseline=False)
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None)
+    assert set(res["latency"]) == {"b4"} and "single_stream" not in res and set(res["offline"]) == {"b4"}

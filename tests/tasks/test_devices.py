@@ -18,7 +18,7 @@ from tasks import build, probe, quantize
 from tasks.config.schema import Target
 from tasks.io import read_json
 from tests.conftest import write_params
-from tests.fakes import install_trtexec
+from tests.fakes import TRT_PYTHON, install_trtexec
 
 
 def ssh_target(sshd, device_dir: Path, **kw) -> dict:
@@ -266,3 +266,52 @@ def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(device
     benchmark.main(argv)
     bench = read_json(benchmark.metrics_path("dev_ort-fp32"))
     assert bench["retried"] == ["b1", "b4"] and bench["unstable"] == ["b1", "b4"]
+
+
+def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(devices, params, tmp_path):
+    """A TensorRT device (FAKE trtexec + FAKE tensorrt/pycuda whose engines run their ONNX with ONNX
+    Runtime): the benchmark stage records EdgeForge's application latency and, beside it, trtexec's
+    own summary (the replayed log's figures: not this machine's); evaluate runs the engine on the
+    device and its three-way parity against the ONNX it was built from is exact."""
+    from tasks import benchmark, evaluate, parity
+
+    trt = install_trtexec(tmp_path / "trt10py", "10.3.0")
+    py = tmp_path / "device-python"  # the device's python, with the FAKE TensorRT Python packages importable
+    py.write_text(f"#!/bin/sh\nPYTHONPATH={TRT_PYTHON} EDGEFORGE_FAKE_TRT_VERSION=10.3.0 exec {sys.executable} \"$@\"\n")
+    py.chmod(0o755)
+    params["target"]["dev_trt"] = {**params["target"]["dev_trt10"], "workdir": str(devices / "trtpy"), "python": str(py),
+                                   "tensorrt": {**params["target"]["dev_trt10"]["tensorrt"], "trtexec": str(trt)}}
+    write_params(params)
+    parity.main([])
+    for precision in ("fp32", "int8-minmax"):
+        meta = _build("dev_trt", precision)
+        # the profile covers the benchmarked (1, 4) and evaluated (eval.batch_size 64) batches
+        assert "--minShapes=input:1x1x28x28 --optShapes=input:4x1x28x28 --maxShapes=input:64x1x28x28" in meta["command"]
+        argv = ["--target", "dev_trt", "--precision", precision]
+        benchmark.main(argv)
+        evaluate.main(argv)
+        bench = read_json(benchmark.metrics_path(f"dev_trt-{precision}"))
+        assert bench["runtime"] == "tensorrt" and set(bench["latency"]) == {"b1", "b4"}
+        assert bench["single_stream"]["p99_ms"] > 0 and bench["cold"]["load_ms"] > 0
+        t = bench["trtexec"]["b1"]
+        assert t["latency"]["median"] == pytest.approx(0.0368652)  # trt10.16_rtx6000ada_loadengine_fp16_ok.log
+        assert t["tensorrt"] == "10.3.0" and t["defaults"]["cuda_graph"] is False
+        assert any(a.startswith("--loadEngine=") for a in t["argv"])
+        ev = read_json(evaluate.metrics_path(f"dev_trt-{precision}"))
+        assert ev["samples"] == 96 and ev["accepted"] is True
+        assert ev["parity"]["legs"]["onnx_artifact"]["logits"]["max_abs"] < 1e-5
+
+
+def test_tensorrt_device_without_its_python_packages_records_trtexec_only(devices, params, capsys):
+    """No TensorRT Python/pycuda on the device: trtexec's replayed summary is recorded, no latency
+    distribution is made up from it, and the build is marked rejected saying what to install."""
+    from tasks import benchmark
+
+    _build("dev_trt10", "fp32")
+    benchmark.main(["--target", "dev_trt10", "--precision", "fp32"])
+    bench = read_json(benchmark.metrics_path("dev_trt10-fp32"))
+    assert bench["latency"] == {} and "single_stream" not in bench and "cold" not in bench
+    assert "pycuda" in bench["latency_unavailable"] and bench["accepted"] is False
+    assert bench["trtexec"]["b1"]["latency"]["median"] == pytest.approx(0.0368652)
+    assert "no EdgeForge latency on this device" in capsys.readouterr().err
+    assert bench["reason"].startswith("no application latency measured")

@@ -1,13 +1,21 @@
-"""Stage evaluate: top-1 of the built artifact against the saved PyTorch reference."""
+"""Stage evaluate: the task metric of the built artifact against the saved PyTorch reference, and
+the three-way parity of its outputs (PyTorch -> ONNX -> artifact)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from tasks import evaluate, parity
 from tasks.config import Config, from_dict
 from tasks.data.split import Split
+
+
+def _scores(model, split) -> np.ndarray:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(split.x)})[0]
 
 
 def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifact, prepared, tmp_path):
@@ -19,20 +27,31 @@ def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifac
     reference = tmp_path / "reference.npz"
     np.savez(reference, **ref)
 
-    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, reference)
+    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, reference, source_onnx=exported, log=lambda m: None)
 
     # by hand: run the artifact directly and score it
-    sess = ort.InferenceSession(str(fp32_artifact), providers=["CPUExecutionProvider"])
-    (scores,) = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(split.x)})
+    scores = _scores(fp32_artifact, split)
     acc = float((scores.argmax(1) == labels).mean() * 100)
     ref_acc = float((ref["logits"].argmax(1) == labels).mean() * 100)
+    top5 = float(np.mean([labels[i] in np.argsort(-scores[i], kind="stable")[:5] for i in range(len(labels))]) * 100)
     assert res["samples"] == len(labels) == 96
-    assert res["top1"] == pytest.approx(acc)
-    assert res["reference_top1"] == pytest.approx(ref_acc)
+    assert res["task"] == "classification" and res["metric"] == "top1"
+    assert res["value"] == pytest.approx(acc)
+    assert res["details"]["top5"] == pytest.approx(top5)
+    assert res["reference_value"] == pytest.approx(ref_acc)
     assert res["drop"] == pytest.approx(ref_acc - acc)
     assert res["drop"] <= cfg.eval.max_drop
     assert res["top1_agreement"] == pytest.approx(100.0)
     assert res["max_drop"] == cfg.eval.max_drop
+    # three-way parity: every leg of the FP32 build is tiny, the judged one within tolerance
+    par = res["parity"]
+    assert set(par["legs"]) == {"torch_onnx", "onnx_artifact", "torch_artifact"}
+    judged = par["legs"]["onnx_artifact"]["logits"]
+    assert judged["violations"] == 0 and judged["max_abs"] <= cfg.parity.artifact["fp32"].atol
+    assert sum(judged["histogram"]["counts"]) == scores.size
+    assert judged["worst_elements"][0]["abs_diff"] == pytest.approx(judged["max_abs"])
+    assert par["failed"] == [] and par["worst"] == ""
+    assert par["tolerance"]["logits"] == {"atol": 1e-3, "rtol": 1e-3, "max_outside": 0.0}
     assert res["accepted"] is True
     assert res["reason"] == ""
 
@@ -41,29 +60,68 @@ def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepare
     eval_dir = prepared / "eval"
     split = Split(eval_dir)
     labels = np.asarray(split.y)
-    sess = ort.InferenceSession(str(fp32_artifact), providers=["CPUExecutionProvider"])
-    (scores,) = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(split.x)})
+    scores = _scores(fp32_artifact, split)
     acc = float((scores.argmax(1) == labels).mean() * 100)
 
     # a reference that is always right (one-hot of the true labels) against an untrained model
     perfect = tmp_path / "perfect.npz"
     np.savez(perfect, logits=np.eye(10, dtype=np.float32)[labels])
-    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, perfect)
-    assert res["reference_top1"] == pytest.approx(100.0)
-    assert res["top1"] == pytest.approx(acc)
-    assert res["top1"] < 50  # untrained: about chance
+    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, perfect, log=lambda m: None)
+    assert res["reference_value"] == pytest.approx(100.0)
+    assert res["value"] == pytest.approx(acc)
+    assert res["value"] < 50  # untrained: about chance
     assert res["drop"] == pytest.approx(100.0 - acc)
+    assert "parity" not in res  # no source ONNX given: no three-way parity
     assert res["accepted"] is False
-    assert "eval.max_drop" in res["reason"] and f"{res['drop']:.2f}" in res["reason"]
+    assert "top1 drop" in res["reason"] and "eval.max_drop" in res["reason"] and f"{res['drop']:.2f}" in res["reason"]
     # per class, against the perfect reference: each class's drop is 100 - its accuracy, by hand
     pred = scores.argmax(1)
     by_hand = {str(c): float((pred[labels == c] == c).mean() * 100) for c in np.unique(labels)}
-    assert res["per_class_top1"] == pytest.approx(by_hand)
+    assert res["per_class"] == pytest.approx(by_hand)
     worst = res["worst_classes"][0]
     assert worst["drop"] == pytest.approx(100.0 - min(by_hand.values())) == res["worst_class_drop"]
-    assert worst["name"] == min(by_hand, key=by_hand.get) or by_hand[worst["name"]] == min(by_hand.values())
+    assert by_hand[worst["class"]] == min(by_hand.values())
 
     # the same drop is accepted when the allowance covers it
     params["eval"]["max_drop"] = 100.0
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect)
+    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect, log=lambda m: None)
     assert res["accepted"] is True and res["reason"] == ""
+
+
+def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(params, cfg, exported, fp32_artifact, prepared,
+                                                                   tmp_path):
+    """An artifact built from other weights than the ONNX it claims to come from: accuracy alone
+    may not notice (both untrained), the onnx -> artifact leg does, and names the worst element."""
+    eval_dir = prepared / "eval"
+    _, ref = parity.run(cfg, exported, eval_dir, log=lambda m: None)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, **ref)
+    m = onnx.load(str(exported))
+    w = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the largest weight
+    arr = numpy_helper.to_array(w)
+    w.CopyFrom(numpy_helper.from_array((arr + 0.05).astype(arr.dtype), w.name))
+    other = tmp_path / "other.onnx"
+    onnx.save(m, str(other))
+
+    params["eval"]["max_drop"] = 100.0  # accuracy is not what rejects it here
+    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
+                       log=lambda m: None)
+    par = res["parity"]
+    assert par["failed"] == ["logits"] and par["legs"]["onnx_artifact"]["logits"]["violations"] > 0
+    assert res["accepted"] is False and "three-way parity (fp32)" in res["reason"] and "worst logits[" in res["reason"]
+    # torch and the artifact still agree (the artifact is the real export): the end-to-end leg is clean
+    assert par["legs"]["torch_artifact"]["logits"]["violations"] == 0
+    assert par["legs"]["torch_onnx"]["logits"]["max_abs"] == pytest.approx(par["legs"]["onnx_artifact"]["logits"]["max_abs"],
+                                                                           rel=0.2)
+    # the INT8 family's tolerance is the one applied to an int8 precision: a fraction of elements
+    # outside it is allowed up to max_outside
+    frac = par["legs"]["onnx_artifact"]["logits"]["outside_fraction"]
+    params["parity"]["artifact"]["int8"] = {"atol": 1e-3, "rtol": 1e-3, "max_outside": min(1.0, frac * 1.01)}
+    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
+                       precision="int8-minmax", log=lambda m: None)
+    assert res["parity"]["failed"] == [] and res["accepted"] is True
+    # a per-output override wins over the family default
+    params["parity"]["artifact_outputs"] = {"logits": {"int8": {"atol": 1e-3, "rtol": 1e-3, "max_outside": 0.0}}}
+    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
+                       precision="int8-minmax", log=lambda m: None)
+    assert res["parity"]["failed"] == ["logits"] and "max_outside 0" in res["reason"]

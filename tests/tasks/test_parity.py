@@ -37,8 +37,9 @@ def test_run_passes_with_default_tolerances(cfg, exported, prepared):
         assert stats["cosine"] == pytest.approx(1.0, abs=1e-6)
         assert stats["top1_agreement"] == pytest.approx(100.0)
         assert stats["atol"] == cfg.parity.atol and stats["rtol"] == cfg.parity.rtol
-    assert 0.0 <= metrics["reference_top1"] <= 100.0
-    assert metrics["onnx_top1"] == pytest.approx(metrics["reference_top1"])
+    assert metrics["task"] == "classification" and metrics["metric"] == "top1"
+    assert 0.0 <= metrics["reference_value"] <= 100.0
+    assert metrics["onnx_value"] == pytest.approx(metrics["reference_value"])
     assert set(ref) == {"logits"}
     assert ref["logits"].shape == (n, 10)
 

@@ -73,11 +73,11 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert parent.data.tags["checkpoint_sha256"] == sha256_file(model_file)
     assert parent.data.tags["git_commit"]  # "unknown" outside a git checkout
     assert parent.data.params == flatten(dataclasses.asdict(cfg))
-    assert parent.data.params["bench.batch_sizes"] == "[1, 4]"
+    assert parent.data.params["bench.offline_batch_sizes"] == "[4]"
     assert parent.data.params["model.checkpoint"] == "model.pt"
     assert parent.data.params["target.local.runtime"] == "onnxruntime"
     assert parent.data.params["data.eval.limit"] == "96"
-    assert parent.data.metrics["reference_top1"] == pytest.approx(summary["reference_top1"])
+    assert parent.data.metrics["reference_top1"] == pytest.approx(summary["reference"]["value"])
 
     # one child run per target x precision
     assert len(children) == len(PRECISIONS)
@@ -95,12 +95,15 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         ev = read_json(pipeline / evaluate.metrics_path(key))
         bench = read_json(pipeline / benchmark.metrics_path(key))
         m = run.data.metrics
-        assert m["accuracy_top1"] == pytest.approx(ev["top1"])
+        assert m["top1"] == pytest.approx(ev["value"]) and m["top5"] == pytest.approx(ev["details"]["top5"])
         assert m["latency_p50_ms"] == pytest.approx(bench["latency"]["b1"]["p50_ms"])
         assert m["latency_p99_ms"] == pytest.approx(bench["latency"]["b1"]["p99_ms"])
         assert m["first_inference_ms"] == pytest.approx(bench["cold"]["first_inference_ms"])
-        assert m["throughput"] == pytest.approx(max(v["throughput"] for v in bench["latency"].values()))
-        assert ("parity_max_abs" in m) == (p == "fp32")
+        assert m["throughput"] == pytest.approx(max(v["throughput"] for v in bench["offline"].values()))
+        # the three-way parity of every build: its judged leg, and its histograms as a picture
+        assert m["parity_max_abs"] == pytest.approx(ev["parity"]["legs"]["onnx_artifact"]["logits"]["max_abs"])
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "parity")} == {f"parity/{key}.png"}
+        assert m["gflops"] == pytest.approx(bench["roofline"]["gflops"]["b4"])
         assert m["accepted"] == 1.0
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
         assert {"build/model.onnx", "build/build.json"} <= logged

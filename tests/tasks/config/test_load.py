@@ -92,7 +92,7 @@ def test_bad_literal_names_key_and_allowed_values(tmp_path, section, key, value,
     ("export", "simplify", "yes", "true or false"),
     ("export", "simplify", 1, "true or false"),
     ("bench", "warmup_s", True, "a number"),
-    ("bench", "batch_sizes", 8, "a list"),
+    ("bench", "offline_batch_sizes", 8, "a list"),
     ("report", "experiment", 3, "a string"),
 ])
 def test_wrong_types_name_key_and_expected_type(tmp_path, section, key, value, expected):
@@ -105,9 +105,9 @@ def test_wrong_types_name_key_and_expected_type(tmp_path, section, key, value, e
 
 def test_wrong_type_inside_list_names_the_index(tmp_path):
     p = fast_params()
-    p["bench"]["batch_sizes"] = [1, "four"]
+    p["bench"]["offline_batch_sizes"] = [1, "four"]
     msg = _error(tmp_path, p)
-    assert "bench.batch_sizes[1]" in msg
+    assert "bench.offline_batch_sizes[1]" in msg
     assert "an integer" in msg
 
 

@@ -66,7 +66,7 @@ def test_benchmark_and_evaluate_stages_on_an_openvino_target(ov_target, prepared
     bench = read_json(benchmark.metrics_path("local_openvino-int8-minmax"))
     assert bench["runtime"] == "openvino" and set(bench["latency"]) == {"b1", "b4"}
     ev = read_json(evaluate.metrics_path("local_openvino-int8-minmax"))
-    assert ev["samples"] == 96 and 0 <= ev["top1"] <= 100
+    assert ev["samples"] == 96 and ev["metric"] == "top1" and 0 <= ev["value"] <= 100
 
 
 def test_a_file_openvino_cannot_read_is_a_build_error(tmp_path):
