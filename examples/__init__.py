@@ -4,3 +4,4 @@ Importing this package registers the ``mnist_digits`` data loader, the ``mnist_c
 architecture and the ``mnist_cnn`` trainer.
 """
 from examples import mnist  # noqa: F401
+from examples import canvas, canvas_models  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet

@@ -1,7 +1,8 @@
 """Where raw images come from: registered Python loaders, ImageFolder trees and .npz files.
 
 Every source yields a :class:`RawSplit`: uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` (RGB)
-and int64 labels ``(N,)``, plus class names.
+and int64 labels whose first axis is the sample (by ``model.task``: ``(N,)`` classes, ``(N, K, 5)``
+boxes ``[class, x1, y1, x2, y2]`` padded with -1, or ``(N, H, W)`` class maps), plus class names.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class DataError(ValueError):
 @dataclass
 class RawSplit:
     images: np.ndarray  # uint8 (N, H, W) grayscale or (N, H, W, 3) RGB
-    labels: np.ndarray  # int64 (N,)
+    labels: np.ndarray  # int64 (N,) classes, (N, K, 5) boxes or (N, H, W) class maps
     classes: list[str]
 
 

@@ -1,7 +1,8 @@
 """Trainers of bundled examples, by registered name (``prepare.train``).
 
 A trainer is ``fn(x, y, out_path, *, epochs, batch_size, lr, seed, progress) -> metrics``:
-``x`` float32 (N, C, H, W) preprocessed, ``y`` int64 (N,); it writes a state_dict to ``out_path``.
+``x`` float32 (N, C, H, W) preprocessed, ``y`` int64 labels of the task ((N,), (N, K, 5) boxes or
+(N, H, W) masks); it writes a state_dict to ``out_path``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""The task metric dispatcher (model.task) on hand-checkable outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.config import Config
+from tasks.metrics.task import score, worst_class_drops
+
+
+def _cfg(task: str, **model) -> Config:
+    cfg = Config()
+    cfg.model.task = task
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    return cfg
+
+
+def test_classification_top1_top5_and_per_class():
+    scores = np.array([[0.9, 0.1, 0, 0, 0, 0], [0.1, 0.2, 0.7, 0, 0, 0], [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]])
+    labels = np.array([0, 1, 5])
+    res = score(_cfg("classification"), {"logits": scores}, labels, ["a", "b", "c", "d", "e", "f"])
+    assert res["metric"] == "top1" and res["value"] == pytest.approx(100 / 3)
+    assert res["top5"] == pytest.approx(200 / 3)  # sample 2's class 5 is ranked 6th
+    assert res["per_class"] == {"a": 100.0, "b": 0.0, "f": 0.0}
+
+
+def test_segmentation_miou_from_logits():
+    logits = np.zeros((1, 2, 2, 2), np.float32)
+    logits[0, 1, 0, :] = 1.0  # predicted class 1 on the top row, 0 below
+    labels = np.array([[[1, 0], [0, 0]]])
+    res = score(_cfg("segmentation"), {"logits": logits}, labels, ["background", "digit"])
+    # class 0: TP 2, FP 0, FN 1 -> IoU 2/3; class 1: TP 1, FP 1, FN 0 -> IoU 1/2
+    assert res["metric"] == "miou" and res["value"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert res["per_class"] == pytest.approx({"background": 200 / 3, "digit": 50.0})
+
+
+def test_detection_decodes_heads_and_scores_with_coco():
+    """One 64x64 image, one box of class 3 centred at (22, 30) of size 12x20, predicted exactly."""
+    from tasks.models.decoders import encode_centernet
+
+    cfg = _cfg("detection", outputs=["heatmap", "wh", "offset"], input=Config().model.input)
+    cfg.model.input.shape = [1, 64, 64]
+    gt = np.full((1, 3, 5), -1, np.int64)
+    gt[0, 0] = [3, 16, 20, 28, 40]
+    enc = encode_centernet(gt, num_classes=10, out_hw=(16, 16), stride=4)
+    hm = np.zeros((1, 10, 16, 16), np.float32)
+    row, col = divmod(int(enc["index"][0, 0]), 16)
+    hm[0, 3, row, col] = 0.9
+    wh = np.zeros((1, 2, 16, 16), np.float32)
+    wh[0, :, row, col] = enc["wh"][0, 0]
+    off = np.zeros((1, 2, 16, 16), np.float32)
+    off[0, :, row, col] = enc["offset"][0, 0]
+    res = score(cfg, {"heatmap": hm, "wh": wh, "offset": off}, gt, [str(i) for i in range(10)])
+    assert res["metric"] == "map50_95" and res["value"] == pytest.approx(100.0)
+    assert res["per_class"]["3"] == pytest.approx(100.0) and res["per_class"]["0"] is None
+
+
+def test_worst_class_drops_skip_classes_without_figures():
+    ref = {"a": 90.0, "b": 80.0, "c": None, "d": 50.0}
+    got = {"a": 85.0, "b": 40.0, "c": 10.0, "d": None}
+    assert worst_class_drops(ref, got) == [{"class": "b", "reference": 80.0, "value": 40.0, "drop": 40.0},
+                                           {"class": "a", "reference": 90.0, "value": 85.0, "drop": 5.0}]

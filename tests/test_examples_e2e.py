@@ -1,0 +1,50 @@
+"""End to end: the detection and segmentation examples (`-S example=...`) through the real
+`dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
+the task metric (COCO mAP from faster-coco-eval; mIoU/Dice), the three-way parity and the
+MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import FAST, fresh_repo, sh
+
+pytestmark = pytest.mark.e2e
+PRECISIONS = ["fp32", "fp16", "int8-minmax"]
+EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened training's floor for the FP32 metric)
+    "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0),
+    "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0),
+}
+
+
+@pytest.mark.parametrize("example", list(EXAMPLES))
+def test_example_pipeline_reports_the_task_metric_for_every_precision(example, tmp_path):
+    metric, details, floor = EXAMPLES[example]
+    repo = fresh_repo(tmp_path / "repo", [f"example={example}", f"build.precisions=[{','.join(PRECISIONS)}]",
+                                          "prepare.epochs=3", *FAST])
+    r = sh(["dvc", "repro"], repo)
+    assert "EdgeForge summary" in r.stdout
+    summary = json.loads((repo / "artifacts/report/summary.json").read_text())
+    assert summary["reference"]["metric"] == metric and summary["reference"]["value"] >= floor
+    assert [row["precision"] for row in summary["rows"]] == PRECISIONS
+    for row in summary["rows"]:
+        ev = json.loads((repo / f"metrics/evaluate/{row['key']}.json").read_text())
+        assert ev["metric"] == metric == row["metric"] and 0 <= row["value"] <= 100
+        assert details <= set(ev["details"]) and ev["per_class"]
+        assert set(ev["parity"]["legs"]["onnx_artifact"]) == set(json.loads(
+            (repo / "metrics/parity.json").read_text())["outputs"])
+        bench = json.loads((repo / f"metrics/benchmark/{row['key']}.json").read_text())
+        assert bench["single_stream"]["p99_ms"] > 0 and bench["offline"]["b8"]["throughput"] > 0
+        assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])
+    fp32 = summary["rows"][0]
+    assert fp32["drop"] == pytest.approx(0.0, abs=0.05) and fp32["accepted"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("edgeforge").experiment_id])
+    children = [c for c in runs if "mlflow.parentRunId" in c.data.tags]
+    assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
+    assert all({metric, "metric_drop", *details} <= set(c.data.metrics) for c in children)
