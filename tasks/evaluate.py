@@ -39,11 +39,13 @@ def classes_of(eval_dir: Path) -> list[str]:
     return [str(c) for c in read_json(path)] if path.is_file() else []
 
 
-def local_outputs(model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None) -> dict:
-    """Every output of ``model`` loaded by ``runtime`` in this process, over the whole split."""
+def local_outputs(model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None,
+                  limit: int | None = None) -> dict:
+    """Every output of ``model`` loaded by ``runtime`` in this process, over the split (or its
+    first ``limit`` samples)."""
     sess = get_runtime(runtime).load(model, threads)
     out: dict[str, list] = {}
-    for x, _ in split.batches(batch_size):
+    for x, _ in split.batches(batch_size, limit=limit):
         for k, v in sess.infer(x).items():
             out.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -33,21 +33,16 @@ def scorer(cfg: Config, calib_dir: Path, n: int) -> Callable[[Path], float]:
     the first ``n`` images of the calibration split, run by the local ONNX Runtime as the build
     would run it."""
     from tasks.data.split import Split
-    from tasks.evaluate import classes_of
+    from tasks.evaluate import classes_of, local_outputs
     from tasks.metrics.task import score as task_score
-    from tasks.runtimes import get_runtime
 
     split = Split(calib_dir)
     labels = np.asarray(split.y[:n])
     classes = classes_of(calib_dir)
 
     def score(model: Path) -> float:
-        sess = get_runtime("onnxruntime").load(model)
-        out: dict[str, list] = {}
-        for x, _ in split.batches(cfg.eval.batch_size, limit=n):
-            for k, v in sess.infer(x).items():
-                out.setdefault(k, []).append(v)
-        return task_score(cfg, {k: np.concatenate(v) for k, v in out.items()}, labels, classes)["value"]
+        outputs = local_outputs(model, "onnxruntime", split, cfg.eval.batch_size, limit=n)
+        return task_score(cfg, outputs, labels, classes)["value"]
 
     return score
 

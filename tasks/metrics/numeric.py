@@ -39,7 +39,9 @@ def worst_elements(ref: np.ndarray, got: np.ndarray, n: int = 5) -> list[dict]:
     err = np.abs(got.astype(np.float64) - ref.astype(np.float64)).ravel()
     if not err.size:
         return []
-    top = np.argsort(-err, kind="stable")[:n]
+    n = min(n, err.size)
+    part = np.argpartition(-err, n - 1)[:n]  # the n largest without sorting every element
+    top = part[np.argsort(-err[part], kind="stable")]
     return [{"index": [int(i) for i in np.unravel_index(j, ref.shape)], "ref": float(ref.ravel()[j]),
              "got": float(got.ravel()[j]), "abs_diff": float(err[j])} for j in top]
 
