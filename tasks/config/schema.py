@@ -216,6 +216,22 @@ class Eval:
 class Report:
     experiment: str = f("edgeforge", "MLflow experiment name")
     tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
+    register: bool = f(True, "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
+                             "the MLflow registered model, with the target's name as alias")
+    registered_model: Optional[str] = f(None, "MLflow registered model name for the winners; null = "
+                                              "'edgeforge-<model.arch>'")
+
+
+@dataclass
+class Watch:
+    dir: str = f("checkpoints/incoming", "folder watched for new checkpoints (relative to the repository)")
+    glob: str = f("*.pt", "file pattern of checkpoints inside watch.dir (recursive with **)")
+    registry_model: Optional[str] = f(None, "also watch this MLflow registered model's versions (their "
+                                            "checkpoint file matches watch.glob); null = folder only")
+    interval_s: Optional[float] = f(300.0, "schedule: look for new checkpoints every this many seconds")
+    cron: Optional[str] = f(None, "schedule as a cron string instead of interval_s (e.g. '0 * * * *')")
+    state: str = f(".edgeforge/watch/state.json", "record of every checkpoint seen, by sha256 (kept across restarts)")
+    overrides: list[str] = f([], "config overrides for every watched run, as for `dvc exp run -S`")
 
 
 @dataclass
@@ -231,3 +247,4 @@ class Config:
     bench: Bench = f(Bench(), "latency benchmark")
     eval: Eval = f(Eval(), "accuracy evaluation")
     report: Report = f(Report(), "tracking and summary")
+    watch: Watch = f(Watch(), "the checkpoint watcher (flows/watch.py): where and how often to look")
