@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = stage.load(args)
         summary = run(cfg)
         plot_parity(summary)
+        from tasks import report_html  # report.html and plots/, before MLflow so that it can log them
+
+        report_html.write(summary, OUT, model=report_html.model_name(cfg))
         from tasks.tracking import log_pipeline
 
         summary["mlflow"] = log_pipeline(cfg, summary)

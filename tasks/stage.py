@@ -16,6 +16,9 @@ ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
 
 
+TRANSIENT_EXIT = 75
+
+
 class StageError(RuntimeError):
     """A stage's own check failed (e.g. parity outside tolerance); the message says what to do."""
 
@@ -67,7 +70,8 @@ def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
         if not isinstance(e, known_errors()):
             raise
         print(f"edgeforge {stage}: error: {message(e)}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        # 75 (EX_TEMPFAIL): a device that may answer later; drivers retry only these (flows/)
+        sys.exit(TRANSIENT_EXIT if getattr(e, "transient", False) else 1)
 
 
 def load(args: argparse.Namespace) -> Config:

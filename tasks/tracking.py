@@ -1,20 +1,33 @@
-"""MLflow logging of one pipeline run: a parent run (config, export, parity) and one child
-run per target x precision with the same metric names everywhere, so the UI's compare view
-lines FP32 against FP16 (and INT8) without setup. No secret reaches params: keys that look
-secret are dropped before logging."""
+"""MLflow logging of one pipeline run: a parent run (config, export, parity, the HTML report)
+and one child run per target x precision with the same metric names everywhere, so the UI's
+compare view lines FP32 against FP16 (and INT8) without setup. Every run is tagged with the
+checkpoint's sha256, the git commit, the DVC experiment and the toolkit's versions; each
+target's winner is registered in the model registry (:mod:`tasks.tracking_registry`). No secret
+reaches params: keys that look secret are dropped before logging, and credentials in the
+tracking URI are masked wherever it is printed or stored."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.metadata
 import os
+import platform
 import re
 import subprocess
+import urllib.parse
 from pathlib import Path
+from typing import Iterator
 
 from tasks import stage
 from tasks.config import Config
 from tasks.io import sha256_file
 
 SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|api_?key", re.I)
+# tag suffix -> distributions that provide it (first installed one wins)
+PACKAGES = {"torch": ("torch",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+            "openvino": ("openvino",), "dvc": ("dvc",), "mlflow": ("mlflow", "mlflow-skinny"),
+            "edgeforge": ("edgeforge",)}
+REPORT = stage.ARTIFACTS / "report"  # report.html and plots/, written by the report stage before logging
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -41,65 +54,153 @@ def tracking_uri(cfg: Config) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.report.tracking_uri
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of ``user:password@host`` replaced by ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def experiment_name() -> str:
+    """The DVC experiment this pipeline runs in: ``EDGEFORGE_EXP_NAME`` (set by EdgeForge's
+    drivers), else ``DVC_EXP_NAME``, else empty."""
+    return os.environ.get("EDGEFORGE_EXP_NAME") or os.environ.get("DVC_EXP_NAME") or ""
+
+
+def toolkit_versions() -> dict[str, str]:
+    """``{"version.python": "3.11.9", "version.torch": ..., ...}``; a package that is not
+    installed has no tag."""
+    out = {"version.python": platform.python_version()}
+    for tag, dists in PACKAGES.items():
+        for dist in dists:
+            try:
+                v = importlib.metadata.version(dist)
+            except Exception:  # not installed, or broken metadata: a missing tag, never a failed report
+                continue
+            if v:
+                out[f"version.{tag}"] = v
+                break
+    return out
+
+
+def run_tags(cfg: Config) -> dict[str, str]:
+    """Tags shared by the parent and every child run."""
+    ckpt = Path(cfg.model.checkpoint)
+    return {"checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else "missing",
+            "git_commit": git_commit(), "dvc_experiment": experiment_name(), **toolkit_versions()}
+
+
+def log_report(mlflow) -> None:
+    """The HTML report and its plots, when the report stage wrote them, under ``report/``."""
+    if (REPORT / "report.html").is_file():
+        mlflow.log_artifact(str(REPORT / "report.html"), "report")
+    if (REPORT / "plots").is_dir():
+        mlflow.log_artifacts(str(REPORT / "plots"), "report/plots")
+
+
+@contextlib.contextmanager
+def _scoped_uri(mlflow, uri: str) -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` and ``set_experiment`` also export ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_EXPERIMENT_ID`` to ``os.environ``; put both back afterwards, or a later call in the
+    same process would take the env's URI over its own config's."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def log_pipeline(cfg: Config, summary: dict) -> dict:
+    """Log ``summary`` (the report's rows) as a parent run with one child run per row, then
+    register each target's winner when ``report.register``. Returns ``{"tracking_uri" (password
+    masked), "experiment", "parent_run_id", "registered": {target: {"name", "version", "alias",
+    ...}}}``."""
     import mlflow
 
-    from tasks import benchmark, build, evaluate, export, parity, probe, quantize
-
     uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.report.experiment)
-    ckpt = Path(cfg.model.checkpoint)
-    common_tags = {
-        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else "missing",
-        "git_commit": git_commit(),
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
-    }
-    with mlflow.start_run(run_name="pipeline", tags={**common_tags, "edgeforge.kind": "pipeline"}) as parent:
+    shown = redact_uri(uri)
+    with _scoped_uri(mlflow, uri):
+        mlflow.set_experiment(cfg.report.experiment)
+        run_id, registered = _log_runs(mlflow, cfg, summary, shown)
+    stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {shown}")
+    for t, v in registered.items():
+        stage.log("report", f"registered {t}'s winner ({v['precision']}) as models:/{v['name']}/{v['version']} "
+                            f"(alias @{v['alias']})")
+    return {"tracking_uri": shown, "experiment": cfg.report.experiment, "parent_run_id": run_id,
+            "registered": registered}
+
+
+def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
+    """The parent run and its children; registration happens inside the parent run, so a
+    refused one marks it FAILED. Returns (parent run id, registered versions)."""
+    from tasks import export, parity
+
+    tags = run_tags(cfg)
+    with mlflow.start_run(run_name="pipeline", tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
         mlflow.log_metric(f"reference_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
         mlflow.log_artifact(str(export.OUT), "export")
         for f in (export.METRICS, parity.METRICS):
             mlflow.log_artifact(str(f), "metrics")
-        for r in summary["rows"]:
-            with mlflow.start_run(run_name=r["key"], nested=True, tags={
-                **common_tags, "edgeforge.kind": "build", "artifact_sha256": r["artifact_sha256"],
-                "runtime_version": r["runtime_version"], "verdict": r["verdict"],
-                "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
-            }):
-                mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
-                                   "calibrator": r.get("calibrator") or "none"})
-                metrics = {
-                    r["metric"]: r["value"], "metric_drop": r["drop"], "worst_class_drop": r["worst_class_drop"],
-                    "latency_p50_ms": r["latency_p50_ms"], "latency_p90_ms": r["latency_p90_ms"],
-                    "latency_p99_ms": r["latency_p99_ms"], "latency_cv": r["latency_cv"],
-                    "throughput": r["throughput"], "size_mb": r["size_mb"],
-                    "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
-                }
-                metrics.update({k: v for k, v in r["details"].items() if isinstance(v, (int, float))})
-                for key in ("first_inference_ms", "load_ms", "top1_agreement", "parity_max_abs",
-                            "parity_vs_torch_max_abs", "gflops", "efficiency", "trtexec_median_ms"):
-                    if r.get(key) is not None:
-                        metrics[key] = r[key]
-                if r["speedup_vs_torch"] is not None:
-                    metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
-                if r.get("kept_fp32") is not None:
-                    metrics["kept_fp32_layers"] = r["kept_fp32"]
-                    mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
-                mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
-                bdir = build.out_dir(r["key"])
-                mlflow.log_artifacts(str(bdir), "build")
-                for f in ("sensitivity.png", "sensitivity.json"):
-                    if (quantize.out_dir(r["precision"]) / f).is_file():
-                        mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
-                for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
-                    mlflow.log_artifact(str(f), "metrics")
-                png = stage.ARTIFACTS / "report" / "parity" / f"{r['key']}.png"
-                if png.is_file():
-                    mlflow.log_artifact(str(png), "parity")
-                if probe.out_path(r["target"]).is_file():  # what the device was when it built this
-                    mlflow.log_artifact(str(probe.out_path(r["target"])), "device")
-        run_id = parent.info.run_id
-    stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {uri}")
-    return {"tracking_uri": uri, "experiment": cfg.report.experiment, "parent_run_id": run_id}
+        log_report(mlflow)
+        run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"]}
+        registered: dict[str, dict] = {}
+        if cfg.report.register:
+            from tasks.tracking_registry import register_winners
+
+            registered = register_winners(mlflow.MlflowClient(), cfg, summary["rows"], run_ids, tags, shown_uri)
+            mlflow.set_tags({f"registered.{v['alias']}": f"models:/{v['name']}/{v['version']}"
+                             for v in registered.values()})
+        return parent.info.run_id, registered
+
+
+def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
+    """One summary row as a nested run; returns its run id."""
+    from tasks import benchmark, build, evaluate, probe, quantize
+
+    with mlflow.start_run(run_name=r["key"], nested=True, tags={
+        **tags, "edgeforge.kind": "build", "artifact_sha256": r["artifact_sha256"],
+        "runtime_version": r["runtime_version"], "verdict": r["verdict"],
+        "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
+    }) as child:
+        mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
+                           "calibrator": r.get("calibrator") or "none"})
+        metrics = {
+            r["metric"]: r["value"], "metric_drop": r["drop"], "worst_class_drop": r["worst_class_drop"],
+            "latency_p50_ms": r["latency_p50_ms"], "latency_p90_ms": r["latency_p90_ms"],
+            "latency_p99_ms": r["latency_p99_ms"], "latency_cv": r["latency_cv"],
+            "throughput": r["throughput"], "size_mb": r["size_mb"],
+            "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
+        }
+        metrics.update({k: v for k, v in r["details"].items() if isinstance(v, (int, float))})
+        for key in ("first_inference_ms", "load_ms", "top1_agreement", "parity_max_abs",
+                    "parity_vs_torch_max_abs", "gflops", "efficiency", "trtexec_median_ms"):
+            if r.get(key) is not None:
+                metrics[key] = r[key]
+        if r["speedup_vs_torch"] is not None:
+            metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
+        if r.get("kept_fp32") is not None:
+            metrics["kept_fp32_layers"] = r["kept_fp32"]
+            mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        mlflow.log_artifacts(str(build.out_dir(r["key"])), "build")
+        for f in ("sensitivity.png", "sensitivity.json"):
+            if (quantize.out_dir(r["precision"]) / f).is_file():
+                mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
+        for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
+            mlflow.log_artifact(str(f), "metrics")
+        png = stage.ARTIFACTS / "report" / "parity" / f"{r['key']}.png"
+        if png.is_file():
+            mlflow.log_artifact(str(png), "parity")
+        if probe.out_path(r["target"]).is_file():  # what the device was when it built this
+            mlflow.log_artifact(str(probe.out_path(r["target"])), "device")
+        return child.info.run_id

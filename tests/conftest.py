@@ -119,3 +119,15 @@ def sshd(tmp_path_factory):
         pytest.skip(loopback.INSTALL_HINT)
     with loopback.start_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_stores():
+    """MLflow caches its stores by URI string: a relative ``sqlite:///mlflow.db`` opened by one
+    test (in its own folder) would be reused by the next test in another folder. Forget them."""
+    yield
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()

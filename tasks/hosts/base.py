@@ -11,6 +11,14 @@ from typing import Callable
 class HostError(RuntimeError):
     """A command or transfer failed on a host; the message names the host and what to do."""
 
+    transient = False  # True: the device may answer a later attempt (drivers retry only these)
+
+
+class DeviceUnreachable(HostError):
+    """The device did not answer (network down, device rebooting) after the connection retries."""
+
+    transient = True
+
 
 @dataclass
 class CommandResult:

@@ -32,7 +32,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.util import get_local_user
 
-from tasks.hosts.base import CommandResult, Host, HostError
+from tasks.hosts.base import CommandResult, DeviceUnreachable, Host, HostError
 from tasks.hosts.ssh_scripts import KILLER, SHA256, TIMED_OUT, WRAPPER
 from tasks.hosts.ssh_policy import AcceptUnknown, RejectUnknown, UnknownHostKey, no_auth_methods, transient
 from tasks.io import sha256_file
@@ -144,7 +144,7 @@ class SSHHost(Host):
                 log.warning("%s: connecting to %s failed (%s); retry %d/%d in %.1f s",
                             self.name, self.address, _describe(last), attempt, self.retries, delay)
                 time.sleep(delay)
-        raise HostError(
+        raise DeviceUnreachable(
             f"{self.name}: cannot connect to {self.address} after {attempts} attempt(s) "
             f"(connect timeout {self.connect_timeout:g} s): {_describe(last)}. Check that the device "
             f"is powered and on the network, that sshd runs on port {self.port}, and that no "

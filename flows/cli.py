@@ -1,0 +1,142 @@
+"""``edgeforge``: the Prefect driver from the command line.
+
+  edgeforge run [--checkpoint P] [-S key=value ...] [--exp-name N]   run the pipeline once
+  edgeforge watch [--once] [--interval S | --cron C] [--retry-failed] serve the checkpoint watcher
+  edgeforge summary                                                   the last run's summary
+
+Nothing is opened implicitly (no browser, no UI server); the summary says where to look.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeforge", description="EdgeForge pipeline driver (Prefect over DVC)")
+    p.add_argument("-C", "--root", default=".", help="the EdgeForge repository (default: .)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the pipeline once (DVC decides which stages are out of date)")
+    r.add_argument("--checkpoint", help="the checkpoint to deploy (sets model.checkpoint)")
+    r.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, as for `dvc exp run -S` (repeatable)")
+    r.add_argument("--exp-name", help="save the result as this DVC experiment (`dvc exp save`)")
+    r.add_argument("--retries", type=int, default=2, help="extra attempts of device stages after transient errors")
+    r.add_argument("--host-jobs", type=int, default=1, help="host-side stages at once (default 1: benchmarks "
+                                                            "of local targets never share the CPU)")
+    w = sub.add_parser("watch", help="serve the checkpoint watcher on its schedule (watch.interval_s / watch.cron)")
+    w.add_argument("--once", action="store_true", help="look once, run what is new, and exit")
+    w.add_argument("--interval", type=float, help="seconds between looks (overrides watch.interval_s)")
+    w.add_argument("--cron", help="cron schedule (overrides watch.cron)")
+    w.add_argument("--retry-failed", action="store_true", help="run checkpoints whose run failed again (--once)")
+    sub.add_parser("summary", help="print the last run's summary table and the watcher's record")
+    return p
+
+
+class Progress:
+    """Rich progress over the flow's stages: a bar of stages settled, the ones running named."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+        self._p = RichProgress(TextColumn("[bold]pipeline"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               TextColumn("{task.description}"), transient=False)
+        self._task = self._p.add_task("", total=total)
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, event: str, info: dict) -> None:
+        with self._lock:
+            if event == "started":
+                self._running.add(name)
+            else:
+                self._running.discard(name)
+                if event == "failed":
+                    self._p.console.print(f"[red]failed[/] {info.get('error', name)}", highlight=False)
+                elif event == "done":
+                    self._p.console.print(f"[green]ran[/] {name} ({info.get('seconds', 0):.1f} s)", highlight=False)
+                self._p.advance(self._task)
+            self._p.update(self._task, description="running: " + ", ".join(sorted(self._running)))
+
+    def __enter__(self):
+        self._p.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._p.stop()
+
+
+def _run(args) -> int:
+    from flows import pipeline as pl
+    from flows.dvc_graph import read
+
+    root = Path(args.root).resolve()
+    total = len(read(root))
+    with Progress(total) as progress:
+        pl.LISTENERS.append(progress)
+        try:
+            summary = pl.pipeline(checkpoint=args.checkpoint, overrides=args.overrides, exp_name=args.exp_name,
+                                  root=str(root), retries=args.retries, host_jobs=args.host_jobs)
+        finally:
+            pl.LISTENERS.remove(progress)
+    print(f"{len(summary['ran'])} stage(s) ran, {len(summary['stages']) - len(summary['ran'])} up to date, "
+          f"in {summary['seconds']:.1f} s (stage logs: {summary['logs']})")
+    return _summary(root)
+
+
+def _summary(root: Path) -> int:
+    from tasks.report import print_table
+
+    path = root / "artifacts" / "report" / "summary.json"
+    if not path.is_file():
+        print(f"edgeforge: no summary yet ({path} is missing): run `edgeforge run` first", file=sys.stderr)
+        return 1
+    print_table(json.loads(path.read_text()))
+    html = root / "artifacts" / "report" / "report.html"
+    if html.is_file():
+        print(f"HTML report: {html}")
+    state = root / ".edgeforge" / "watch" / "state.json"
+    if state.is_file():
+        seen = json.loads(state.read_text())
+        print(f"\nWatcher: {len(seen)} checkpoint(s) seen")
+        for sha, e in sorted(seen.items(), key=lambda kv: kv[1].get("updated", "")):
+            print(f"  {e.get('updated', '?')}  {sha[:12]}  {e['status']:<11} {e.get('path', '')}"
+                  + (f"  error: {e['error'][:200]}" if e.get("error") else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if args.cmd == "summary":
+        return _summary(Path(args.root).resolve())
+    from flows.pipeline import PipelineError
+
+    try:
+        if args.cmd == "run":
+            return _run(args)
+        from flows import watch
+
+        if args.once:
+            done = watch.watch(root=str(Path(args.root).resolve()), retry_failed=args.retry_failed)
+            for d in done:
+                print(f"{d['status']:<7} {d['sha256'][:12]} {d['path']}" + (f": {d['error']}" if d.get("error") else ""))
+            return 1 if any(d["status"] == "failed" for d in done) else 0
+        watch.serve(args.root, args.interval, args.cron)
+        return 0
+    except PipelineError as e:
+        print(f"edgeforge: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgeforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The pipeline as a Prefect flow: the stages of ``dvc.yaml`` (read from DVC, see
+:mod:`flows.dvc_graph`) as Prefect tasks in dependency order, each reproduced by DVC so that
+DVC's cache decides what runs.
+
+- Independent stages run side by side (the build/benchmark/evaluate matrix across devices).
+- One stage at a time per device: stages of a remote target hold that device's slot (a Prefect
+  global concurrency limit of 1, shared by every flow run on the same Prefect server, keyed by the
+  device's address so two targets on one Jetson share it). Host-side stages and local targets
+  share the ``host`` slot (``host_jobs`` at once): a local benchmark never shares the CPU.
+- Only stages that talk to a device are retried, with exponential backoff, and only for
+  transient errors (the stage exits 75: the device did not answer). Every stage has a timeout;
+  a timed-out stage's process group is killed.
+- Parameters: the checkpoint and config overrides (composed into params.yaml from conf/ as
+  ``dvc exp run -S`` does), and an experiment name (the finished run is saved with
+  ``dvc exp save``).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from flows.dvc_graph import Stage, StageFailed, Workspace, read
+
+DEVICE_FAMILIES = ("probe", "build", "benchmark", "evaluate")  # the stages that talk to a target
+TIMEOUT_S = {"prepare": 4 * 3600.0, "build": 2 * 3600.0, "quantize": 2 * 3600.0}  # others: DEFAULT_TIMEOUT_S
+DEFAULT_TIMEOUT_S = 3600.0
+HOST_SLOT = "edgeforge-host"
+
+# Progress listeners (the CLI's Rich display): called as listener(stage_name, event, info) from task threads.
+LISTENERS: list[Callable[[str, str, dict], None]] = []
+
+
+class PipelineError(RuntimeError):
+    """The pipeline could not run or a stage failed; the message says which and what to do."""
+
+
+@dataclass
+class Plan:
+    root: Path
+    stages: list[Stage]
+    slots: dict[str, str]            # stage -> slot name
+    log_dir: Path
+
+
+def _notify(name: str, event: str, **info) -> None:
+    for listener in list(LISTENERS):
+        listener(name, event, info)
+
+
+def slot_of(stage: Stage, targets: dict) -> str:
+    """The concurrency slot a stage holds: its device's for a remote target, else the host's."""
+    if stage.target is None or stage.family not in DEVICE_FAMILIES:
+        return HOST_SLOT
+    t = targets.get(stage.target)
+    if t is None or t.transport == "local":
+        return HOST_SLOT
+    return "edgeforge-device-" + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{t.host}-{t.port}")
+
+
+_LOCAL_SLOTS: dict[str, threading.Semaphore] = {}
+_LOCAL_SLOTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _hold(slot: str, size: int) -> Iterator[None]:
+    """This process's share of a slot (always enforced), then the Prefect server's (across flow runs)."""
+    with _LOCAL_SLOTS_LOCK:
+        sem = _LOCAL_SLOTS.setdefault(f"{slot}/{size}", threading.Semaphore(size))
+    with sem:
+        if slot == HOST_SLOT:  # the workspace lock already keeps other flow runs off this host
+            yield
+        else:
+            with concurrency(slot, occupy=1, strict=False):
+                yield
+
+
+def _transient_only(task, task_run, state) -> bool:
+    """Retry condition: only a stage that exited 75 (device unreachable), never a real failure."""
+    try:
+        state.result()
+    except StageFailed as e:
+        return e.transient
+    except Exception:
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s: float, log_dir: str) -> dict:
+    """Reproduce one stage through DVC (skipped, like ``dvc repro`` would, when nothing changed)."""
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    with _hold(slot, host_jobs if slot == HOST_SLOT else 1):
+        waited = time.perf_counter() - t0
+        if not ws.changed(stage.name):
+            _notify(stage.name, "skipped")
+            return {"stage": stage.name, "status": "skipped", "seconds": time.perf_counter() - t0}
+        _notify(stage.name, "started")
+        logger.info("%s: running `%s` on %s", stage.name, stage.cmd, slot)
+        started = time.time()
+        try:
+            dvc_seconds = ws.reproduce(stage.name, Path(log_dir) / f"{stage.name}.log", timeout_s)
+        except StageFailed as e:
+            _notify(stage.name, "failed", error=str(e))
+            logger.error("%s", e)
+            raise
+    _notify(stage.name, "done", seconds=dvc_seconds)
+    return {"stage": stage.name, "status": "ran", "seconds": time.perf_counter() - t0, "dvc_seconds": dvc_seconds,
+            "waited_s": waited, "started": started, "finished": time.time(), "slot": slot}
+
+
+@contextmanager
+def workspace_lock(root: Path) -> Iterator[None]:
+    """One pipeline run per workspace at a time (a second fails fast instead of corrupting it)."""
+    path = root / ".edgeforge" / "pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"another EdgeForge pipeline run is using {root} (lock {path}); wait for it to "
+                                f"finish, or run in another clone") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def compose(root: Path, checkpoint: str | None, overrides: list[str]) -> None:
+    """params.yaml from conf/ with ``overrides`` (+ ``model.checkpoint``), checked before it replaces
+    the old one: a typo or a missing checkpoint fails here and leaves params.yaml as it was."""
+    from tasks.config import ConfigError, load_config
+    from tasks.config.compose import compose as hydra_compose
+
+    overrides = list(overrides) + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
+    if checkpoint and not (root / checkpoint).is_file():
+        raise PipelineError(f"checkpoint {checkpoint} not found (relative to {root}); pass an existing file")
+    tmp = root / ".edgeforge" / "params.yaml.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        hydra_compose(tmp, overrides, root=root)
+        load_config(tmp)
+    except ConfigError as e:
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"bad config: {e}") from None
+    except Exception as e:  # Hydra's errors for an unknown key/group: say which override
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"cannot compose the config with overrides {overrides}: {e}") from None
+    os.replace(tmp, root / "params.yaml")
+
+
+def plan(root: Path, log_dir: Path) -> Plan:
+    from tasks.config import load_config
+
+    cfg = load_config(root / "params.yaml")
+    stages = read(root)
+    return Plan(root, stages, {s.name: slot_of(s, cfg.target) for s in stages}, log_dir)
+
+
+def _device_limits(slots: set[str]) -> None:
+    """One build/benchmark at a time per device, for every flow run on this Prefect server."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for s in sorted(slots - {HOST_SLOT}):
+            client.upsert_global_concurrency_limit_by_name(s, 1)
+
+
+def _save_experiment(root: Path, name: str) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", name],
+                       cwd=root, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PipelineError(f"the pipeline ran, but `dvc exp save -n {name}` failed: {r.stderr.strip()[-500:]}")
+
+
+@flow(name="edgeforge-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def pipeline(checkpoint: Optional[str] = None, overrides: Optional[list[str]] = None, exp_name: Optional[str] = None,
+             root: str = ".", host_jobs: int = 1, retries: int = 2, retry_delay_s: float = 10.0,
+             timeouts: Optional[dict[str, float]] = None) -> dict:
+    """Run every stage of dvc.yaml that changed. ``checkpoint``/``overrides``: composed into
+    params.yaml from conf/ first (none: params.yaml as it is). ``exp_name``: save the result as
+    that DVC experiment. ``retries``: extra attempts of device stages after transient errors."""
+    logger = get_run_logger()
+    rootp = Path(root).resolve()
+    t0 = time.perf_counter()
+    with workspace_lock(rootp):
+        if checkpoint or overrides:
+            compose(rootp, checkpoint, list(overrides or []))
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        p = plan(rootp, rootp / ".edgeforge" / "logs" / run_id)
+        _device_limits(set(p.slots.values()))
+        env = {"EDGEFORGE_NO_TABLE": "1"}
+        if exp_name:
+            env["EDGEFORGE_EXP_NAME"] = exp_name
+        ws = Workspace(rootp, env)
+        timeouts = {**TIMEOUT_S, **(timeouts or {})}
+        futures = {}
+        for s in p.stages:
+            device = s.family in DEVICE_FAMILIES and s.target is not None
+            opts = dict(name=s.family, task_run_name=s.name, tags=[s.family, p.slots[s.name]]
+                        + ([f"target:{s.target}"] if s.target else []))
+            if device and retries > 0:
+                opts.update(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s)(retries),
+                            retry_condition_fn=_transient_only)
+            futures[s.name] = run_stage.with_options(**opts).submit(
+                s, ws, p.slots[s.name], host_jobs, timeouts.get(s.family, DEFAULT_TIMEOUT_S), str(p.log_dir),
+                wait_for=[futures[u] for u in s.upstream if u in futures])
+        results, failed, not_run = [], [], []
+        for name, fut in futures.items():
+            fut.wait()
+            state = fut.state
+            if state.is_completed():
+                results.append(fut.result())
+            elif state.is_failed():
+                try:
+                    fut.result()
+                except Exception as e:
+                    failed.append(str(e))
+            else:
+                not_run.append(name)
+        summary = {"root": str(rootp), "stages": results, "failed": failed, "not_run": not_run,
+                   "ran": [r["stage"] for r in results if r["status"] == "ran"],
+                   "seconds": time.perf_counter() - t0, "logs": str(p.log_dir), "exp_name": exp_name}
+        if failed or not_run:
+            raise PipelineError(f"{len(failed)} stage(s) failed: " + "; ".join(failed)
+                                + (f". Not run (an upstream stage failed): {', '.join(not_run)}" if not_run else "")
+                                + f". Stages that finished are cached: the next run carries on from them. Logs: {p.log_dir}")
+        if exp_name:
+            _save_experiment(rootp, exp_name)
+        logger.info("pipeline: %d stage(s) ran, %d up to date, in %.1f s", len(summary["ran"]),
+                    len(results) - len(summary["ran"]), summary["seconds"])
+        return summary

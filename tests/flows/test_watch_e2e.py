@@ -1,0 +1,124 @@
+"""End to end: the Prefect flows over the bundled example's real DVC pipeline, in a fresh copy
+of the repository. The pipeline flow runs the example DAG; then the served watcher
+(`edgeforge watch --once`, one look of its schedule) picks up checkpoints dropped into the watched
+folder, runs each once as a DVC experiment, records a corrupt one as failed without
+blocking the others, ignores the same bytes under another name, and runs nothing again after
+a restart."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import FAST, fresh_repo, sh
+
+pytestmark = pytest.mark.e2e
+OVERRIDES = FAST + ["build.targets=[local]", "build.precisions=[fp32,fp16]", "prepare=none",
+                    "model.checkpoint=checkpoints/seed0.pt"]
+BIN = Path(sys.executable).parent
+
+
+def checkpoint(path: Path, seed: int, age_s: float = 60) -> Path:
+    import torch
+
+    from examples.mnist import MnistCNN
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(MnistCNN().state_dict(), path)
+    os.utime(path, (time.time() - age_s, time.time() - age_s))  # settled: not still being copied
+    return path
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = fresh_repo(tmp_path_factory.mktemp("flows") / "repo", OVERRIDES)
+    checkpoint(root / "checkpoints/seed0.pt", 0)
+    # the watcher's runs use the same fast settings (watch.overrides, as a user would set them)
+    watch = yaml.safe_load((root / "conf/watch/default.yaml").read_text())
+    watch.update(overrides=[o for o in OVERRIDES if not o.startswith("model.checkpoint")], interval_s=3)
+    (root / "conf/watch/default.yaml").write_text(yaml.safe_dump(watch))
+    sh(["git", "commit", "-qam", "watch settings"], root)
+    return root
+
+
+def parent_runs(root: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("edgeforge")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if r.data.tags.get("edgeforge.kind") == "pipeline"]
+
+
+def test_pipeline_flow_runs_the_example_dag(repo, prefect):
+    from flows.pipeline import pipeline
+
+    summary = pipeline(root=str(repo), retry_delay_s=0.1)
+    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "probe@local",
+                  "build@local-fp32", "build@local-fp16", "benchmark@local-fp16", "evaluate@local-fp32", "report"):
+        assert stage in summary["ran"], stage
+    assert not summary["failed"]
+    status = sh([str(BIN / "dvc"), "status"], repo).stdout  # DVC recorded every stage (the probe always runs)
+    assert "changed" not in status.replace("always changed", "")
+    report = json.loads((repo / "artifacts/report/summary.json").read_text())
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp16"]
+    assert (repo / "artifacts/report/report.html").is_file()
+    assert pipeline(root=str(repo))["ran"] == ["probe@local"]  # cached: DVC decides, nothing else runs
+
+
+def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen, log: Path):
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the watcher exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def test_watcher_runs_each_new_checkpoint_once(repo, tmp_path):
+    """Each `edgeforge watch --once` is one look of the served deployment's schedule, in a new
+    process (so every look after the first is also a restart)."""
+    state_path = repo / ".edgeforge/watch/state.json"
+    incoming = repo / "checkpoints/incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "broken.pt").write_bytes(b"not a checkpoint")
+    os.utime(incoming / "broken.pt", (time.time() - 300, time.time() - 300))  # the oldest: processed first
+    checkpoint(incoming / "a.pt", 1, age_s=200)
+    checkpoint(incoming / "b.pt", 2, age_s=100)
+    before = len(parent_runs(repo))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect")}
+    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    first = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=1200)
+    assert first.returncode == 1, first.stderr[-3000:]  # one checkpoint failed: reported in the exit code
+    outcomes = [ln.split()[0] for ln in first.stdout.splitlines() if ln.startswith(("failed ", "done "))]
+    assert outcomes == ["failed", "done", "done"], first.stdout
+    state = json.loads(state_path.read_text())
+    by_path = {e["path"]: e for e in state.values()}
+    assert by_path["checkpoints/incoming/broken.pt"]["status"] == "failed"
+    assert "export" in by_path["checkpoints/incoming/broken.pt"]["error"]
+    names = {by_path[f"checkpoints/incoming/{n}.pt"]["exp_name"] for n in ("a", "b")}
+    exps = sh([str(BIN / "dvc"), "exp", "list"], repo).stdout
+    assert all(n in exps for n in names), exps
+    runs = parent_runs(repo)
+    assert len(runs) == before + 2
+    assert names == {r.data.tags["dvc_experiment"] for r in runs[:2]}  # newest first
+    # the same bytes under another name, looked at by a new process: nothing runs again
+    shutil.copy2(incoming / "a.pt", incoming / "a-again.pt")
+    os.utime(incoming / "a-again.pt", (time.time() - 60, time.time() - 60))
+    again = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    assert not [ln for ln in again.stdout.splitlines() if ln.startswith(("failed ", "done "))], again.stdout
+    assert json.loads(state_path.read_text()) == state and len(parent_runs(repo)) == before + 2
