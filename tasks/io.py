@@ -34,20 +34,25 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=_default) + "\n"
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(data))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    return write_text(path, dumps(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:

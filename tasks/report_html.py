@@ -10,15 +10,12 @@ into HTML (no I/O), :func:`write` does both and writes the files all or nothing.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import html
-import os
-import tempfile
 from pathlib import Path
 
 from tasks import report_plots
-from tasks.io import read_json
+from tasks.io import read_json, write_text
 from tasks.report import _fmt, title
 from tasks.selection import winners
 
@@ -203,21 +200,6 @@ def render(summary: dict, extras: Extras | None = None) -> str:
             f"{sensitivity(summary, ex)}\n{parity(summary, ex)}\n</body></html>\n")
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write(summary: dict, out_dir: Path, model: str = "") -> Path:
     """``out_dir/report.html`` and ``out_dir/plots/`` from the stage outputs under the current
     folder; returns the HTML's path. On failure neither is left half-written."""
@@ -225,4 +207,4 @@ def write(summary: dict, out_dir: Path, model: str = "") -> Path:
     ex = collect(summary, out_dir, model)
     page = render(summary, ex)
     report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, out_dir / "plots")
-    return write_text_atomic(out_dir / "report.html", page)
+    return write_text(out_dir / "report.html", page)
