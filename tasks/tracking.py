@@ -54,6 +54,16 @@ def tracking_uri(cfg: Config) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.report.tracking_uri
 
 
+def resolved_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite path made absolute against the current folder. MLflow keeps
+    one database engine per URI string for the life of the process: a relative
+    ``sqlite:///mlflow.db`` would otherwise keep pointing at the first folder it was opened in."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with the password of ``user:password@host`` replaced by ``***``."""
     parts = urllib.parse.urlsplit(uri)
@@ -127,7 +137,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
 
     uri = tracking_uri(cfg)
     shown = redact_uri(uri)
-    with _scoped_uri(mlflow, uri):
+    with _scoped_uri(mlflow, resolved_uri(uri)):
         mlflow.set_experiment(cfg.report.experiment)
         run_id, registered = _log_runs(mlflow, cfg, summary, shown)
     stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {shown}")

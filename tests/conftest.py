@@ -123,11 +123,15 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_stores():
-    """MLflow caches its stores by URI string: a relative ``sqlite:///mlflow.db`` opened by one
-    test (in its own folder) would be reused by the next test in another folder. Forget them."""
+    """MLflow caches its stores and database engines by URI string: a test's own client on a
+    relative ``sqlite:///mlflow.db`` (in its own folder) would reuse the previous test's. Forget them."""
     yield
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
     from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    with SqlAlchemyStore._engine_map_lock:
+        SqlAlchemyStore._engine_map.clear()
 
     TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
     ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()

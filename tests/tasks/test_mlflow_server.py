@@ -1,0 +1,171 @@
+"""MLflow over HTTP: a real ``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts
+under tmp_path; started once for the module, its whole process group stopped at the end), the
+real small pipeline logged to it through ``MLFLOW_TRACKING_URI``, read back over HTTP, and the
+UI opened in headless Chromium: the experiment's runs (child runs under the parent), the
+compare view of the child runs, and the registered model with its alias."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.browser import chromium_page
+from tests.tasks.test_tracking import ENV, PRECISIONS, make_project
+from tasks import build, report
+from tasks.io import read_json, sha256_file
+from tasks.selection import winners
+from tasks.tracking_registry import model_name
+
+START_TIMEOUT_S = 240  # a cold server on a busy 2-core machine: imports, migrations, uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn and the job runner with it), SIGKILL
+    what is still there after 30 s; returns once the group is gone."""
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, or the group never empties
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``{"uri": "http://127.0.0.1:<port>", "root": <folder with mlflow.db, artifacts/>}``."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # closed network: nothing to phone home to
+    # no GenAI job runner: it would spawn a handful of huey consumers and leave stores in /dev/shm
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _healthy(uri):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "server.log").read_text(errors="replace")[-3000:]
+                pytest.fail(f"mlflow server did not become healthy at {uri} (exit {proc.poll()}):\n{tail}")
+            time.sleep(0.5)
+        yield {"uri": uri, "root": root}
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def logged(server, tmp_path_factory):
+    """The small pipeline, its report stage logging over HTTP to ``server``."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("http-project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        for k in ENV:
+            mp.delenv(k, raising=False)
+        cfg = make_project(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", server["uri"])
+        mp.setenv("EDGEFORGE_EXP_NAME", "http-exp")
+        report.main([])
+        summary = read_json(report.OUT / "summary.json")
+        yield {"folder": folder, "cfg": cfg, "summary": summary, "client": MlflowClient(tracking_uri=server["uri"])}
+
+
+def test_runs_and_artifacts_over_http(server, logged):
+    client, summary = logged["client"], logged["summary"]
+    assert summary["mlflow"]["tracking_uri"] == server["uri"]
+    parent = client.get_run(summary["mlflow"]["parent_run_id"])
+    assert parent.info.run_name == "pipeline" and parent.info.status == "FINISHED"
+    assert parent.data.tags["dvc_experiment"] == "http-exp" and parent.data.tags["version.mlflow"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {r.info.run_name for r in children} == {f"local-{p}" for p in PRECISIONS}
+    for run in children:
+        key = run.info.run_name
+        assert run.data.params["precision"] == key.removeprefix("local-")
+        built = build.artifact(logged["folder"] / build.out_dir(key))
+        assert run.data.tags["artifact_sha256"] == sha256_file(built)
+        logged_build = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
+        assert {"build/model.onnx", "build/build.json"} <= logged_build
+    # the artifacts went through the server's proxy into its --artifacts-destination
+    assert list((server["root"] / "artifacts").rglob("build.json"))
+
+
+def test_winner_registered_over_http(server, logged, tmp_path):
+    import mlflow
+
+    client, summary = logged["client"], logged["summary"]
+    name = model_name(logged["cfg"])
+    win = winners(summary["rows"])["local"]
+    reg = summary["mlflow"]["registered"]["local"]
+    assert reg["name"] == name and reg["version"] == "1" and reg["alias"] == "local"
+    mv = client.get_model_version_by_alias(name, "local")
+    assert str(mv.version) == "1" and mv.run_id == reg["run_id"]
+    assert client.get_run(mv.run_id).info.run_name == win["key"]
+    assert mv.tags["precision"] == win["precision"] and mv.tags["artifact_sha256"] == win["artifact_sha256"]
+    out = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@local", dst_path=str(tmp_path),
+                                                   tracking_uri=server["uri"]))
+    assert sha256_file(out / read_json(out / "build.json")["artifact"]) == win["artifact_sha256"]
+
+
+def test_ui_shows_child_runs_compare_view_and_alias(server, logged, tmp_path):
+    client, uri = logged["client"], server["uri"]
+    exp = client.get_experiment_by_name(logged["cfg"].report.experiment)
+    children = client.search_runs([exp.experiment_id], "tags.`edgeforge.kind` = 'build'")
+    name = model_name(logged["cfg"])
+    with chromium_page() as page:
+        page.goto(f"{uri}/#/experiments/{exp.experiment_id}/runs", wait_until="commit")
+        # child runs sit folded under their parent: the Run Name cell's only button unfolds them
+        cell = page.locator("[role=gridcell][col-id='attributes.`Run Name`']").filter(has_text="pipeline")
+        cell.get_by_role("button").click(timeout=60_000)
+        for p in PRECISIONS:
+            page.get_by_text(f"local-{p}", exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "experiment.png"))
+
+        ids = json.dumps([r.info.run_id for r in children])
+        page.goto(f"{uri}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments="
+                  f"{urllib.parse.quote(json.dumps([exp.experiment_id]))}", wait_until="commit")
+        page.get_by_text(f"Comparing {len(PRECISIONS)} Runs", exact=False).wait_for(timeout=60_000)
+        for text in ("latency_p50_ms", "precision", *(f"local-{p}" for p in PRECISIONS)):
+            page.get_by_text(text, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "compare.png"))
+
+        page.goto(f"{uri}/#/models/{name}", wait_until="commit")
+        page.get_by_text(re.compile(r"@\s*local")).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "model.png"))
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("experiment.png", "compare.png", "model.png"))
