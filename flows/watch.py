@@ -169,12 +169,11 @@ def serve(root: str = ".", interval_s: Optional[float] = None, cron: Optional[st
 
     Schedules need a Prefect server (its scheduler service; a temporary server has none): with no
     ``PREFECT_API_URL`` set, one is started on 127.0.0.1 for as long as the watcher runs."""
+    import tempfile
+
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.config import load_config
-
-    import tempfile
-
     from tasks.config.compose import compose as hydra_compose
 
     with tempfile.TemporaryDirectory() as td:  # the declared config (conf/), as each look composes it
@@ -189,13 +188,21 @@ def serve(root: str = ".", interval_s: Optional[float] = None, cron: Optional[st
     if PREFECT_API_URL.value():
         watch.serve(**kwargs)
         return
-    with local_server() as url, temporary_settings(updates={PREFECT_API_URL: url}):
-        watch.serve(**kwargs)
+    # Ctrl-C, or SIGTERM from a service manager (Prefect's runner turns it into a clean exit), stops the
+    # server too: it is never orphaned
+    log = Path(root).resolve() / ".edgeforge" / "prefect-server.log"
+    with local_server(log) as url, temporary_settings(updates={PREFECT_API_URL: url}):
+        os.environ["PREFECT_API_URL"] = url  # the runner's flow-run processes report to the same server
+        try:
+            watch.serve(**kwargs)
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
 
 
 @contextmanager
-def local_server():
-    """``prefect server start`` on a free loopback port; its API URL. Stopped on exit."""
+def local_server(log: Path):
+    """``prefect server start`` on a free loopback port, its output in ``log``; its API URL.
+    Stopped on exit."""
     import signal
     import socket
     import subprocess
@@ -206,19 +213,26 @@ def local_server():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     prefect = Path(sys.executable).parent / "prefect"
-    proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # no telemetry: the server has no internet to send it to, and would log an error each try
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}/api"
     try:
         for _ in range(240):
             if proc.poll() is not None:
-                raise RuntimeError(f"`prefect server start` exited {proc.returncode}; start one yourself and set "
-                                   f"PREFECT_API_URL")
+                raise RuntimeError(f"`prefect server start` exited {proc.returncode} (its output: {log}); start "
+                                   f"one yourself and set PREFECT_API_URL")
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=1)
                 break
             except OSError:
                 time.sleep(0.5)
+        else:
+            raise RuntimeError(f"`prefect server start` did not answer at {url} within 120 s (its output: {log})")
         print(f"edgeforge watch: started a Prefect server for the schedule at {url[:-4]} (UI there); "
               f"keep your own running and set PREFECT_API_URL to reuse it", flush=True)
         yield url

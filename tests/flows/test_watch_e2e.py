@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from flows.watch import exp_name
+from tasks.io import sha256_file
 from tests.e2e import FAST, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +127,47 @@ def test_watcher_runs_each_new_checkpoint_once(repo, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
     assert not [ln for ln in again.stdout.splitlines() if ln.startswith(("failed ", "done "))], again.stdout
     assert json.loads(state_path.read_text()) == state and len(parent_runs(repo)) == before + 2
+
+
+def test_served_watcher_runs_a_dropped_checkpoint_on_its_schedule(repo, tmp_path):
+    """`edgeforge watch` as a user leaves it running: it starts its own Prefect server (the temporary
+    one has no scheduler), serves the deployment on a 5 s interval, and a checkpoint dropped into
+    the folder runs with no other action. SIGTERM (a service manager's stop) stops the watcher and
+    the server it started."""
+    state_path = repo / ".edgeforge/watch/state.json"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PYTHONUNBUFFERED": "1"}
+    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "edgeforge"), "watch", "--interval", "5"], cwd=repo, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: "is being served" in log.read_text(), 180, "the deployment to be served", proc, log)
+        url = re.search(r"started a Prefect server for the schedule at (\S+) ", log.read_text()).group(1)
+        dropped = checkpoint(repo / "checkpoints/incoming/c.pt", 3, age_s=0)  # a fresh file: settles first
+        sha = sha256_file(dropped)
+
+        def ran() -> bool:
+            entry = json.loads(state_path.read_text()).get(sha, {}) if state_path.is_file() else {}
+            assert entry.get("status") != "failed", entry
+            return entry.get("status") == "done"
+
+        _wait(ran, 900, "the scheduled watcher to run the dropped checkpoint", proc, log)
+        runs = _api(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
+        assert any("auto-scheduled" in r["tags"] for r in runs), runs  # created by the server's scheduler
+        assert exp_name(sha) in sh([str(BIN / "dvc"), "exp", "list"], repo).stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    assert code == 0, log.read_text()[-3000:]  # Prefect's runner exits cleanly on SIGTERM
+    with pytest.raises(OSError):  # the Prefect server it started is stopped with it
+        urllib.request.urlopen(f"{url}/api/health", timeout=2)
+
+
+def _api(url: str, path: str, body: dict) -> list:
+    req = urllib.request.Request(f"{url}/api{path}", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
