@@ -158,6 +158,15 @@ def test_served_watcher_runs_a_dropped_checkpoint_on_its_schedule(repo, tmp_path
         runs = _api(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
         assert any("auto-scheduled" in r["tags"] for r in runs), runs  # created by the server's scheduler
         assert exp_name(sha) in sh([str(BIN / "dvc"), "exp", "list"], repo).stdout
+        # in MLflow: a pipeline run for that experiment, a child run per precision, the report
+        from mlflow.tracking import MlflowClient
+
+        parent = next(r for r in parent_runs(repo) if r.data.tags.get("dvc_experiment") == exp_name(sha))
+        client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(c.data.params["precision"] for c in children) == ["fp16", "fp32"]
+        assert "report/report.html" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
