@@ -7,8 +7,9 @@ On one ONNX model at batch 1, with the same thread count:
   ``InferenceSession.run`` timed with ``perf_counter``;
 - OpenVINO: the same stage measurement on the IR the ``openvino`` runtime builds, against
   OpenVINO's own ``benchmark_app`` (shipped with the ``openvino`` package; ``-api sync -nireq 1
-  -nstreams 1 -nthreads N -hint none``: benchmark_app accepts no thread count with a hint; one stream
-  is what our LATENCY hint gives on CPU), its "Median" latency.
+  -nstreams 1 -nthreads N -hint none -infer_precision f32``: benchmark_app accepts no thread count
+  with a hint; one stream is what our LATENCY hint gives on CPU; f32 is what the fp32 build
+  compiles with), its "Median" latency.
 
 Each of the four runs ``--runs`` times (default 5), interleaved, ``--seconds`` each after a
 warm-up. Printed: the median over runs of each one's p50, EdgeForge / reference, and the
@@ -86,6 +87,7 @@ def benchmark_app_p50(xml: Path, shape: tuple[int, ...], threads: int, seconds: 
     exe = Path(sys.executable).with_name("benchmark_app")
     r = subprocess.run([str(exe), "-m", str(xml), "-d", "CPU", "-api", "sync", "-nireq", "1", "-nstreams", "1",
                         "-hint", "none", "-nthreads", str(threads), "-t", str(int(seconds)),
+                        "-infer_precision", "f32",  # what our fp32 build compiles with (bf16 CPUs default to bf16)
                         "-shape", f"[{','.join(map(str, shape))}]"], capture_output=True, text=True, check=True)
     # the latency block's median, in the unit benchmark_app chose (us for fast models)
     m = re.search(r"Latency:\s*\n.*?Median:\s*([\d.]+)\s*(us|ms|s)\b", r.stdout, re.S)

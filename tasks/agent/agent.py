@@ -218,14 +218,28 @@ def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: 
     return out, {"providers": providers, "optimized": optimized}
 
 
+# Where the build records the inference precision an IR must run in (OpenVINO itself does not apply a
+# precision hint kept in the model: it is read back and passed when compiling).
+OV_PRECISION_KEY = ["edgeforge", "inference_precision"]
+
+
+def ov_inference_precision(precision: str) -> str | None:
+    """The plugin's inference precision for a build: ``f32`` for fp32 and int8 (the ops the Q/DQ
+    model leaves in float are FP32 there too), else None: the plugin's own lowest float (fp16)."""
+    return None if precision == "fp16" else "f32"
+
+
 class OvModel:
-    """An OpenVINO IR compiled for the CPU plugin (latency hint)."""
+    """An OpenVINO IR compiled for the CPU plugin (latency hint), in the inference precision its
+    build recorded: without it a CPU with bf16 (AVX-512 BF16, AMX) runs an "fp32" model in bf16."""
 
     def __init__(self, path, threads: int | None = None) -> None:
         core, self._np = _import("openvino").Core(), _import("numpy")
         config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
         try:
             model = core.read_model(str(path))
+            if model.has_rt_info(OV_PRECISION_KEY):
+                config["INFERENCE_PRECISION_HINT"] = str(model.get_rt_info(OV_PRECISION_KEY).astype(str))
             self.compiled = core.compile_model(model, OV_DEVICE, config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with its own text
             raise AgentError("failed", f"openvino cannot load {path}: {_first_line(e)}") from e
@@ -263,6 +277,8 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
         for ports, names in ((model.inputs, io_names.get("inputs")), (model.outputs, io_names.get("outputs"))):
             for port, name in zip(ports, names) if names and len(names) == len(ports) else ():
                 port.get_tensor().set_names({name})
+        if ov_inference_precision(precision):
+            model.set_rt_info(ov_inference_precision(precision), OV_PRECISION_KEY)
         ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     except Exception as e:
         raise AgentError("failed", f"openvino could not convert {onnx_path}: {_first_line(e)}") from e
@@ -273,7 +289,7 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
     ops, weights = ov_runtime_precisions(compiled), out.with_suffix(".bin")
     meta = {"device": OV_DEVICE, "weights_file": weights.name, "weights_sha256": sha256(weights),
             "size_bytes": out.stat().st_size + weights.stat().st_size,
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "runtime_precisions": ops, "int8_ops": ops.get("I8", 0) + ops.get("U8", 0)}
     if precision.startswith("int8-") and meta["int8_ops"] == 0:
         raise AgentError("failed", f"openvino compiled {onnx_path} with no op executing in int8 (runtime "

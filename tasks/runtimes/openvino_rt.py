@@ -3,13 +3,17 @@
 The build converts the precision's ONNX model to OpenVINO IR (``model.xml`` + ``model.bin``)
 and compiles it once on the device, as a check that this OpenVINO runs it:
 
-- ``fp32``: the ONNX as is;
+- ``fp32``: the ONNX as is, compiled in f32. The plugin would otherwise pick its lowest float by
+  itself (bf16 on a CPU with AVX-512 BF16 or AMX), and "fp32" would not mean FP32. The IR records
+  the precision (``rt_info`` ``edgeforge/inference_precision``), and every load passes it on;
 - ``fp16``: IR weights compressed to FP16 (``compress_to_fp16``); the CPU plugin decompresses
   them and computes in its own inference precision (f32 on AVX2, bf16/f16 where the CPU has it);
 - ``int8-*``: the explicit Q/DQ model (TensorRT's placement, ``model.onnx``): OpenVINO turns each
   Q/DQ pair into a FakeQuantize and its low-precision transformations run the quantized ops as
-  int8 kernels. The build records how many compiled ops execute in int8 (``int8_ops``), read
-  from the compiled model's runtime graph, so an INT8 build that silently runs in FP32 shows.
+  int8 kernels, the ops left in float in f32 (as in the Q/DQ model, and in the sensitivity
+  search that chose them). The build records how many compiled ops execute in int8
+  (``int8_ops``), read from the compiled model's runtime graph, so an INT8 build that silently
+  runs in FP32 shows. Every build records the plugin's ``inference_precision``.
 
 Builds and sessions are the device agent's (``tasks.agent.agent``): one implementation for the
 host and the devices.

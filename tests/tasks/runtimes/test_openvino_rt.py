@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import openvino as ov
 import pytest
 
 from tasks import benchmark, build, evaluate, parity, quantize
@@ -35,6 +36,8 @@ def _ort_logits(path, x):
 def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, prepared):
     x = np.ascontiguousarray(Split(prepared / "eval").x)
     reference = _ort_logits(quantize.source("fp32"), x)
+    # the plugin's own choice: bf16 on a CPU with AVX-512 BF16 or AMX, else f32
+    plugin_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     for p in PRECISIONS:
         build_main(["--target", "local_openvino", "--precision", p])
         k = f"local_openvino-{p}"
@@ -46,6 +49,9 @@ def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, pre
         sess = get_runtime("openvino").load(art)
         assert sess.input_name == "input" and sess.output_names == ["logits"]
         got = np.concatenate([sess.infer(x[i:i + 32])["logits"] for i in range(0, len(x), 32)])
+        # fp32 and int8 run their float ops in f32 even where the CPU has bf16 (which the plugin
+        # would pick by itself); fp16 runs in the plugin's own lowest float
+        assert meta["inference_precision"] == ("f32" if p != "fp16" else plugin_default)
         if p == "fp32":
             np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
             assert meta["int8_ops"] == 0
