@@ -42,7 +42,10 @@ def test_stages_are_read_from_dvc_with_their_devices(tiny):
 
 
 def test_runs_in_order_devices_in_parallel_one_stage_per_device_and_dvc_records_it(tiny):
-    for t in ("dev_a", "dev_b", "dev_a2"):
+    # dev_b's build outlasts the start of dev_a's by far: starting a stage takes DVC's lock twice
+    # and a server slot (about a second on a busy 2-core CI machine), so a 1.5 s build could end first
+    plan(tiny, "build@dev_b", sleep=5)
+    for t in ("dev_a", "dev_a2"):
         plan(tiny, f"build@{t}", sleep=1.5)
     summary = pipeline(root=str(tiny), **FAST)
     assert sorted(summary["ran"]) == sorted(["prepare", "build@dev_a", "build@dev_b", "build@dev_a2", "report"])
