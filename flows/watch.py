@@ -10,6 +10,7 @@ and the next checkpoint still runs. ``--retry-failed`` runs the failed ones agai
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -78,39 +79,73 @@ def folder_checkpoints(root: Path, folder: str, pattern: str) -> list[Path]:
 
 
 def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str) -> list[tuple[Path, str]]:
-    """Each version of the MLflow registered model ``model``: its checkpoint file (the one file
-    matching ``pattern`` in its artifacts), downloaded under ``.edgeforge/watch/registry/``."""
+    """Each READY version of the MLflow registered model ``model``: its checkpoint file (the one
+    file matching ``pattern`` in the version's artifacts), downloaded once under
+    ``.edgeforge/watch/registry/<model>/<version>/``. A version that cannot be used is skipped with
+    a warning that says why (it is looked at again next time); the folder's checkpoints still run."""
     import fnmatch
+    import shutil
 
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    log = _logger()
     client = MlflowClient(tracking_uri)
+    try:
+        client.get_registered_model(model)
+    except MlflowException as e:
+        log.warning("registry: no registered model %r in %s (%s); check watch.registry_model", model,
+                    tracking_uri, str(e).splitlines()[0][:200])
+        return []
     out = []
     for v in sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version)):
+        if v.status != "READY":  # still being registered: the next look takes it
+            continue
         dst = root / ".edgeforge" / "watch" / "registry" / model / str(v.version)
         if not dst.is_dir():
             tmp = dst.with_name(dst.name + ".part")
-            tmp.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{v.version}", dst_path=str(tmp),
-                                                tracking_uri=tracking_uri)
+            shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted download
+            tmp.mkdir(parents=True)
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{v.version}", dst_path=str(tmp),
+                                                    tracking_uri=tracking_uri)
+            except (MlflowException, OSError) as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.warning("registry %s version %s: could not download its artifacts (%s); skipped", model,
+                            v.version, str(e).splitlines()[0][:200])
+                continue
             os.replace(tmp, dst)
         hits = [p for p in dst.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, pattern)]
         if len(hits) == 1:
             out.append((hits[0], f"registry:{model}/{v.version}"))
         else:
-            get_run_logger().warning("registry %s version %s: expected one file matching %r, found %d; skipped",
-                                     model, v.version, pattern, len(hits))
+            log.warning("registry %s version %s: expected one file matching %r (watch.glob) in its artifacts, "
+                        "found %d; skipped", model, v.version, pattern, len(hits))
     return out
+
+
+def _logger():
+    """The flow run's logger inside a flow, else this module's."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def find_new(root: Path, cfg, state: State, retry_failed: bool = False) -> list[Found]:
     """Checkpoints not seen before (by sha256), in the order they appeared; duplicates once."""
-    from tasks.tracking import tracking_uri
+    from tasks.tracking import resolved_uri, tracking_uri
 
     candidates = [(p, "folder") for p in folder_checkpoints(root, cfg.watch.dir, cfg.watch.glob)]
     if cfg.watch.registry_model:
-        candidates += registry_checkpoints(root, cfg.watch.registry_model, cfg.watch.glob, tracking_uri(cfg))
+        with contextlib.chdir(root):  # a relative sqlite URI is the workspace's database
+            uri = resolved_uri(tracking_uri(cfg))
+        candidates += registry_checkpoints(root, cfg.watch.registry_model, cfg.watch.glob, uri)
     new, shas = [], set()
     for path, source in candidates:
         sha = sha256_file(path)

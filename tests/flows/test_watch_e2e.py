@@ -180,3 +180,35 @@ def _api(url: str, path: str, body: dict) -> list:
                                  headers={"content-type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def test_watcher_runs_a_new_registry_version(repo, tmp_path):
+    """A checkpoint registered as a version of `watch.registry_model` in the workspace's MLflow
+    runs like a dropped one: as a DVC experiment, with the registry named as its source."""
+    from mlflow.tracking import MlflowClient
+
+    conf = repo / "conf/watch/default.yaml"
+    saved = conf.read_text()
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    ckpt = checkpoint(tmp_path / "model.pt", 5)
+    exp = client.create_experiment("checkpoints", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    run = client.create_run(exp)
+    client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
+    client.create_registered_model("mnist-cnn")
+    version = client.create_model_version("mnist-cnn", f"runs:/{run.info.run_id}/checkpoint",
+                                          run_id=run.info.run_id).version
+    conf.write_text(yaml.safe_dump({**yaml.safe_load(saved), "registry_model": "mnist-cnn"}))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect")}
+    for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    try:
+        out = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
+                             text=True, timeout=900)
+    finally:
+        conf.write_text(saved)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    sha = sha256_file(ckpt)
+    entry = json.loads((repo / ".edgeforge/watch/state.json").read_text())[sha]
+    assert entry["status"] == "done" and entry["source"] == f"registry:mnist-cnn/{version}", entry
+    assert entry["path"] == f".edgeforge/watch/registry/mnist-cnn/{version}/model.pt"
+    assert exp_name(sha) in sh([str(BIN / "dvc"), "exp", "list"], repo).stdout
