@@ -156,7 +156,7 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
     tags = run_tags(cfg)
     with mlflow.start_run(run_name="pipeline", tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
-        mlflow.log_metric(f"reference_{summary['reference']['metric']}", summary["reference"]["value"])
+        mlflow.log_metric(f"reference_accuracy_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
         mlflow.log_artifact(str(export.OUT), "export")
         for f in (export.METRICS, parity.METRICS):
@@ -184,14 +184,17 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
     }) as child:
         mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
                            "calibrator": r.get("calibrator") or "none"})
+        # quality figures share the accuracy_ prefix whatever the task's metric (accuracy_top1,
+        # accuracy_map50_95, accuracy_miou, ...), so the compare view groups them next to latency_*
         metrics = {
-            r["metric"]: r["value"], "metric_drop": r["drop"], "worst_class_drop": r["worst_class_drop"],
+            f"accuracy_{r['metric']}": r["value"], "accuracy_drop": r["drop"],
+            "accuracy_worst_class_drop": r["worst_class_drop"],
             "latency_p50_ms": r["latency_p50_ms"], "latency_p90_ms": r["latency_p90_ms"],
             "latency_p99_ms": r["latency_p99_ms"], "latency_cv": r["latency_cv"],
             "throughput": r["throughput"], "size_mb": r["size_mb"],
             "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
         }
-        metrics.update({k: v for k, v in r["details"].items() if isinstance(v, (int, float))})
+        metrics.update({f"accuracy_{k}": v for k, v in r["details"].items() if isinstance(v, (int, float))})
         for key in ("first_inference_ms", "load_ms", "top1_agreement", "parity_max_abs",
                     "parity_vs_torch_max_abs", "gflops", "efficiency", "trtexec_median_ms"):
             if r.get(key) is not None:

@@ -78,7 +78,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
     assert len(parents) == 1
     assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
     for c in children:
-        assert {"top1", "top5", "metric_drop", "latency_p99_ms", "throughput", "parity_max_abs"} <= set(c.data.metrics)
+        assert {"accuracy_top1", "accuracy_top5", "accuracy_drop", "latency_p99_ms", "throughput", "parity_max_abs"} <= set(c.data.metrics)
         assert len(c.data.tags["artifact_sha256"]) == 64
     mixed = next(c for c in children if c.data.params["precision"] == "int8-mixed")
     assert "kept_fp32_layers" in mixed.data.metrics and mixed.data.params["calibrator"] == "percentile"

@@ -77,7 +77,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert parent.data.params["model.checkpoint"] == "model.pt"
     assert parent.data.params["target.local.runtime"] == "onnxruntime"
     assert parent.data.params["data.eval.limit"] == "96"
-    assert parent.data.metrics["reference_top1"] == pytest.approx(summary["reference"]["value"])
+    assert parent.data.metrics["reference_accuracy_top1"] == pytest.approx(summary["reference"]["value"])
 
     # one child run per target x precision
     assert len(children) == len(PRECISIONS)
@@ -95,7 +95,9 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         ev = read_json(pipeline / evaluate.metrics_path(key))
         bench = read_json(pipeline / benchmark.metrics_path(key))
         m = run.data.metrics
-        assert m["top1"] == pytest.approx(ev["value"]) and m["top5"] == pytest.approx(ev["details"]["top5"])
+        assert m["accuracy_top1"] == pytest.approx(ev["value"])
+        assert m["accuracy_top5"] == pytest.approx(ev["details"]["top5"])
+        assert m["accuracy_drop"] == pytest.approx(ev["drop"])
         assert m["latency_p50_ms"] == pytest.approx(bench["latency"]["b1"]["p50_ms"])
         assert m["latency_p99_ms"] == pytest.approx(bench["latency"]["b1"]["p99_ms"])
         assert m["first_inference_ms"] == pytest.approx(bench["cold"]["first_inference_ms"])

@@ -174,7 +174,7 @@ def test_child_params_and_metric_names_line_up(logged):
     names = {k: set(r.data.metrics) for k, r in children.items()}
     assert names["local-fp32"] == names["local-fp16"]
     assert names["local-fp32"] <= names["local-int8-minmax"]  # plus the count of layers kept FP32
-    assert {"top1", "metric_drop", "latency_p50_ms", "throughput", "size_mb", "accepted"} <= names["local-fp32"]
+    assert {"accuracy_top1", "accuracy_drop", "latency_p50_ms", "throughput", "size_mb", "accepted"} <= names["local-fp32"]
 
 
 def test_html_report_and_plots_logged_to_the_parent_when_present(logged):
