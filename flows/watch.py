@@ -10,7 +10,6 @@ and the next checkpoint still runs. ``--retry-failed`` runs the failed ones agai
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -143,8 +142,7 @@ def find_new(root: Path, cfg, state: State, retry_failed: bool = False) -> list[
 
     candidates = [(p, "folder") for p in folder_checkpoints(root, cfg.watch.dir, cfg.watch.glob)]
     if cfg.watch.registry_model:
-        with contextlib.chdir(root):  # a relative sqlite URI is the workspace's database
-            uri = resolved_uri(tracking_uri(cfg))
+        uri = resolved_uri(tracking_uri(cfg), base=root)  # a relative sqlite URI is the workspace's database
         candidates += registry_checkpoints(root, cfg.watch.registry_model, cfg.watch.glob, uri)
     new, shas = [], set()
     for path, source in candidates:

@@ -54,13 +54,13 @@ def tracking_uri(cfg: Config) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.report.tracking_uri
 
 
-def resolved_uri(uri: str) -> str:
-    """``uri`` with a relative sqlite path made absolute against the current folder. MLflow keeps
-    one database engine per URI string for the life of the process: a relative
+def resolved_uri(uri: str, base: Path | None = None) -> str:
+    """``uri`` with a relative sqlite path made absolute against ``base`` (default: the current
+    folder). MLflow keeps one database engine per URI string for the life of the process: a relative
     ``sqlite:///mlflow.db`` would otherwise keep pointing at the first folder it was opened in."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+        return prefix + str((Path(base or ".") / uri[len(prefix):]).resolve())
     return uri
 
 

@@ -277,8 +277,9 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
         for ports, names in ((model.inputs, io_names.get("inputs")), (model.outputs, io_names.get("outputs"))):
             for port, name in zip(ports, names) if names and len(names) == len(ports) else ():
                 port.get_tensor().set_names({name})
-        if ov_inference_precision(precision):
-            model.set_rt_info(ov_inference_precision(precision), OV_PRECISION_KEY)
+        hint = ov_inference_precision(precision)
+        if hint:
+            model.set_rt_info(hint, OV_PRECISION_KEY)
         ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     except Exception as e:
         raise AgentError("failed", f"openvino could not convert {onnx_path}: {_first_line(e)}") from e
