@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 from tasks.config import Config, ConfigError, load_config
 from tasks.io import remove
+from tasks.text import plain
 
 ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
@@ -54,8 +55,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 def message(e: BaseException) -> str:
-    """A known error's message (a KeyError's without the quotes ``str`` adds)."""
-    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    """A known error's message (a KeyError's without the quotes ``str`` adds), without terminal escape
+    codes: messages quote torch, ONNX, runtimes and devices, whose text may carry them."""
+    return plain(e.args[0] if isinstance(e, KeyError) and e.args else e)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from typing import Callable
 
 from tasks.config.schema import Model
 from tasks.registry import Registry
+from tasks.text import plain
 
 # Model classes by short name, for format=state_dict (``module:Class`` paths work too).
 ARCHS: Registry[Callable[..., object]] = Registry("model architecture")
@@ -29,7 +30,7 @@ def resolve_arch(name: str) -> Callable[..., object]:
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise CheckpointError(f"model.arch {name!r}: cannot import ({e}); "
+            raise CheckpointError(f"model.arch {name!r}: cannot import ({plain(e)}); "
                                   "use 'package.module:ClassName' importable from the project root") from e
     import examples  # noqa: F401  registers the bundled architectures
 
@@ -42,10 +43,19 @@ def resolve_arch(name: str) -> Callable[..., object]:
 def _reason(e: BaseException) -> str:
     """The first line of an error; for torch's weights_only failures, the line with the actual cause
     (its first line only advises dropping weights_only, which does not help a corrupt file)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in plain(e).splitlines() if ln.strip()]
     if lines and lines[0].startswith("Weights only load failed"):
         lines = [ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))] or lines
     return lines[0] if lines else ""
+
+
+def _refused_global(e: BaseException) -> str:
+    """What weights_only refused ("Unsupported global: GLOBAL pkg.Class was not an allowed global by
+    default"): torch's first line speaks of "two options" listed below it, and its advice
+    (add_safe_globals) is for code, not a config, so only the cause goes into the message."""
+    lines = [ln.strip() for ln in plain(e).splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if "GLOBAL" in ln), lines[0] if lines else "")
+    return cause.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip(".")
 
 
 def load_torch_model(cfg: Model):
@@ -76,7 +86,7 @@ def load_torch_model(cfg: Model):
                 try:
                     module.load_state_dict(state)
                 except RuntimeError as e:
-                    raise CheckpointError(f"{path}: weights do not fit model.arch {cfg.arch!r}: {e}") from e
+                    raise CheckpointError(f"{path}: weights do not fit model.arch {cfg.arch!r}: {plain(e)}") from e
     except CheckpointError:
         raise
     except Exception as e:
@@ -84,8 +94,9 @@ def load_torch_model(cfg: Model):
         # (bad opcode, truncated stream, bad zip, ...) means a corrupt file or the wrong format
         if isinstance(e, pickle.UnpicklingError) and not cfg.trust_checkpoint and "GLOBAL" in str(e):
             raise CheckpointError(
-                f"{path}: refused by weights_only loading ({str(e).splitlines()[0]}). Save a state_dict, or set "
-                "model.trust_checkpoint=true if you trust this file") from e
+                f"{path}: refused by weights_only loading ({_refused_global(e)}): the file holds pickled objects "
+                "(e.g. a whole nn.Module), not only weights. Save model.state_dict() and set model.arch, or set "
+                "model.trust_checkpoint=true only if you trust this file (unpickling it can run arbitrary code)") from e
         if not isinstance(e, (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
                               ValueError, KeyError, IndexError, OverflowError, MemoryError)):
             raise

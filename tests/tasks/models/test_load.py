@@ -87,6 +87,8 @@ def test_whole_pickled_module_refused_unless_trusted(tmp_path, net):
     with pytest.raises(CheckpointError, match="model.trust_checkpoint") as e:
         _load(tmp_path / "m.pt")
     assert "weights_only" in str(e.value)
+    assert "\x1b" not in str(e.value)  # torch's text carries terminal escape codes (bold)
+    assert "GLOBAL examples.mnist.MnistCNN" in str(e.value)  # the cause, not torch's "two options" preamble
     module = _load(tmp_path / "m.pt", trust_checkpoint=True)
     assert isinstance(module, MnistCNN)
     _same(module, net)
