@@ -4,7 +4,8 @@ simplified.
 Checks: the graph's input/output names match the config, the batch axis is dynamic *and*
 works (the model runs at two batch sizes in ONNX Runtime), ``onnx.checker`` passes.
 With ``model.format=onnx`` the given file is only checked and simplified.
-Outputs: ``artifacts/export/model.onnx``; metrics ``metrics/export.json``.
+Outputs: ``artifacts/export/model.onnx``; metrics ``metrics/export.json``. What the exporters print
+and log goes to ``.edgeforge/logs/exporter.log`` (not an output: it must outlive a failed run).
 """
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ import numpy as np
 import onnx
 
 from tasks import stage
+from tasks.capture import output_to
 from tasks.config import Config
 from tasks.io import sha256_file, write_json
 from tasks.models.load import CheckpointError, load_torch_model
+from tasks.text import plain
 
 OUT = stage.ARTIFACTS / "export" / "model.onnx"
 METRICS = stage.METRICS / "export.json"
 PROBE_BATCHES = (1, 3)
+# Not a DVC out: outs are deleted when a stage fails, which is when this log is wanted
+EXPORTER_LOG = Path(".edgeforge/logs/exporter.log")
 
 
 def _dims(value_info) -> list:
@@ -36,8 +41,9 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def torch_export(cfg: Config, path: Path, log: Callable[[str], None]) -> dict:
-    """Export the torch model to ``path``; returns which exporter succeeded and why any failed."""
+def torch_export(cfg: Config, path: Path, log: Callable[[str], None], exporter_log: Path = EXPORTER_LOG) -> dict:
+    """Export the torch model to ``path``; returns which exporter succeeded and why any failed.
+    The exporters' own output (tracebacks, graph dumps, warnings) goes to ``exporter_log``."""
     import logging
     import warnings
 
@@ -55,18 +61,22 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None]) -> dict:
         order = ["torchscript"]  # the dynamo exporter cannot take a ScriptModule: no point failing first
     elif m.format == "pt2":
         order = ["dynamo"]  # an ExportedProgram is already torch.export'ed; the TorchScript exporter cannot take it
+    exporter_log.parent.mkdir(parents=True, exist_ok=True)
+    exporter_log.write_text("")  # this run's log only
     for i, exporter in enumerate(order):
         try:
-            if exporter == "dynamo":
-                dyn = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
-                prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=cfg.export.opset,
-                                         input_names=[spec.name], output_names=m.outputs, dynamic_shapes=dyn,
-                                         verbose=False)
-                prog.save(str(path))
-            else:
-                axes = {n: {0: "batch"} for n in [spec.name, *m.outputs]} if spec.dynamic_batch else None
-                torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=cfg.export.opset,
-                                  input_names=[spec.name], output_names=m.outputs, dynamic_axes=axes)
+            with output_to(exporter_log) as f:
+                print(f"=== {exporter} exporter ===", file=f)
+                if exporter == "dynamo":
+                    dyn = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
+                    prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=cfg.export.opset,
+                                             input_names=[spec.name], output_names=m.outputs, dynamic_shapes=dyn,
+                                             verbose=False)
+                    prog.save(str(path))
+                else:
+                    axes = {n: {0: "batch"} for n in [spec.name, *m.outputs]} if spec.dynamic_batch else None
+                    torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=cfg.export.opset,
+                                      input_names=[spec.name], output_names=m.outputs, dynamic_axes=axes)
             info["exporter"] = exporter
             return info
         except Exception as e:  # exporters raise many types; the reason is recorded, not hidden
@@ -75,13 +85,14 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None]) -> dict:
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             prefix = f"{type(e).__name__}: " + (f"{type(cause).__name__}: " if cause is not e else "")
-            reason = prefix + (str(cause).strip().splitlines() or [''])[0][:300]
+            reason = prefix + (plain(cause).strip().splitlines() or [''])[0][:300]
             info.setdefault("failures", {})[exporter] = reason
             if i + 1 < len(order):
                 log(f"{exporter} exporter failed ({reason}); falling back to {order[i + 1]}")
                 info["fallback_used"] = True
             else:
-                raise stage.StageError(f"ONNX export failed with every exporter tried: {info['failures']}") from e
+                raise stage.StageError(f"ONNX export failed with every exporter tried: {info['failures']}; "
+                                       f"full exporter log: {exporter_log}") from e
     raise AssertionError("unreachable")
 
 
@@ -98,7 +109,7 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise stage.StageError(f"onnx.checker rejected the model: {str(e).splitlines()[0]}") from e
+        raise stage.StageError(f"onnx.checker rejected the model: {plain(e).splitlines()[0]}") from e
     if not spec.dynamic_batch:
         return
     fixed = [(v.name, _dims(v)[0]) for v in [*inputs, *model.graph.output] if not _dims(v) or not isinstance(_dims(v)[0], str)]
@@ -115,14 +126,14 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
             got = sess.infer(x)
         except Exception as e:  # ORT raises its own types
             raise stage.StageError(f"the exported graph declares a dynamic batch but fails at batch {b}: "
-                                   f"{str(e).splitlines()[0][:300]}. A batch size is baked into the graph "
+                                   f"{plain(e).splitlines()[0][:300]}. A batch size is baked into the graph "
                                    "(e.g. a reshape); avoid hard-coded batch sizes in forward()") from e
         bad = {n: a.shape for n, a in got.items() if a.shape[:1] != (b,)}
         if bad:
             raise stage.StageError(f"at batch {b} the outputs have shapes {bad}: the batch axis does not propagate")
 
 
-def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
+def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log: Path = EXPORTER_LOG) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeforge-export-") as td:
         raw = Path(td) / "raw.onnx"
@@ -133,7 +144,7 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
             shutil.copyfile(src, raw)
             info: dict = {"exporter": "none (model.format=onnx)", "fallback_used": False}
         else:
-            info = torch_export(cfg, raw, log)
+            info = torch_export(cfg, raw, log, exporter_log)
         try:
             model = onnx.load(str(raw))
         except Exception as e:  # protobuf DecodeError and friends

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -14,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import ROOT, fast_params
+from tests.conftest import ROOT, fast_params, write_params
 from examples.mnist import MnistCNN
 from tasks.config import Config, from_dict
-from tasks.export import run
+from tasks.export import EXPORTER_LOG, run
+from tasks.export import main as export_main
 from tasks.models.load import CheckpointError
 from tasks.stage import StageError
 
@@ -299,3 +301,78 @@ def test_entry_point_bad_checkpoint(params, workdir, checkpoint):
     assert "Traceback" not in r.stderr
     assert not (workdir / "artifacts" / "export" / "model.onnx").exists()
     assert not (workdir / "metrics" / "export.json").exists()
+
+
+class Wide48(nn.Module):
+    """Takes 3x48x48 images only: its Linear fixes the flattened size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 48 * 48, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def _run_stage(workdir) -> subprocess.CompletedProcess:
+    """``python -m tasks.export`` as DVC runs it: its real stdout/stderr, so that what torch writes
+    through handlers bound at import, C++ or file descriptors is seen too (capfd in-process is not:
+    under pytest torch's log handler writes to pytest's own capture stream)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tasks.export"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _own_lines_only(r: subprocess.CompletedProcess) -> list[str]:
+    """The stage's stderr lines, after checking that they are all EdgeForge's own and stdout is empty."""
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    for line in lines:
+        assert re.match(r"(\[\d\d:\d\d:\d\d\] export: |edgeforge export: error: )", line), line
+    assert "Traceback" not in r.stderr
+    return lines
+
+
+def test_entry_point_shape_mismatch_one_message(params, workdir):
+    params["model"]["arch"] = f"{__name__}:Wide48"
+    params["model"]["input"].update(shape=[3, 64, 64], channel_order="rgb", mean=[0.5] * 3, std=[0.25] * 3)
+    write_params(params)
+    torch.save(Wide48().state_dict(), workdir / "model.pt")
+    (workdir / "artifacts" / "export").mkdir(parents=True)
+    (workdir / "artifacts" / "export" / "model.onnx").write_bytes(b"stale")
+    r = _run_stage(workdir)
+    assert r.returncode == 1
+    errors = [ln for ln in _own_lines_only(r) if ln.startswith("edgeforge export: error:")]
+    assert len(errors) == 1
+    assert "every exporter tried" in errors[0] and "12288" in errors[0]  # the cause, in one line
+    assert f"full exporter log: {EXPORTER_LOG}" in errors[0]
+    detail = (workdir / EXPORTER_LOG).read_text()
+    assert "Traceback" in detail and "failed while attempting to run meta" in detail  # dynamo's logged trace
+    assert "mat1 and mat2 shapes cannot be multiplied" in detail  # the TorchScript exporter's failure
+    assert not (workdir / "artifacts" / "export" / "model.onnx").exists()
+    assert not (workdir / "metrics" / "export.json").exists()
+
+
+def test_entry_point_fallback_success_is_quiet(params, workdir):
+    params["model"]["arch"] = f"{__name__}:DataDependent"
+    write_params(params)
+    torch.save(DataDependent().state_dict(), workdir / "model.pt")
+    r = _run_stage(workdir)
+    assert r.returncode == 0, r.stderr
+    lines = _own_lines_only(r)
+    assert any("falling back to torchscript" in ln for ln in lines)
+    assert (workdir / "artifacts" / "export" / "model.onnx").is_file()
+    detail = (workdir / EXPORTER_LOG).read_text()
+    assert "GraphModule" in detail  # dynamo's graph dump of the failed attempt
+    assert "TracerWarning" in detail  # the TorchScript tracer's warning on the data-dependent branch
+
+
+def test_entry_point_pickled_module_message_is_plain(params, workdir, capfd):
+    torch.save(MnistCNN(), workdir / "model.pt")  # a whole pickled module: refused by weights_only loading
+    with pytest.raises(SystemExit) as e:
+        export_main([])
+    assert e.value.code == 1
+    err = capfd.readouterr().err
+    assert "\x1b" not in err
+    assert "edgeforge export: error: model.pt: refused by weights_only loading" in err
+    assert "model.trust_checkpoint=true" in err and "state_dict" in err
