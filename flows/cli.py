@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if args.cmd == "summary":
         return _summary(Path(args.root).resolve())
+    from flows.prefect_env import server_env
+
+    os.environ.update(server_env())  # before a server starts: it inherits them (no telemetry tracebacks)
     from flows.pipeline import PipelineError
 
     try:

@@ -246,8 +246,9 @@ def local_server(log: Path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     prefect = Path(sys.executable).parent / "prefect"
-    # no telemetry: the server has no internet to send it to, and would log an error each try
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    from flows.prefect_env import server_env
+
+    env = {**os.environ, **server_env()}  # no telemetry unless the user asked for it: see flows.prefect_env
     env.pop("PREFECT_API_URL", None)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -161,8 +161,12 @@ def print_table(summary: dict, file=None) -> None:
             console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]
+        ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"
+        if m.get("ui_url"):  # the link opens the runs table, not MLflow's GenAI overview (tasks.tracking_ui)
+            ui = f"open {m['ui_url']}" if m["tracking_uri"].startswith(("http://", "https://")) else \
+                f"{ui}, then open {m['ui_url']}"
         print(f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"
-              f"Compare precisions in the UI:  .venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}\n"
+              f"Compare precisions in the UI:  {ui}\n"
               f"Metrics in the terminal:       .venv/bin/dvc metrics show", file=file)
 
 

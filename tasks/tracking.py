@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
-from tasks import stage
+from tasks import stage, tracking_ui
 from tasks.config import Config
 from tasks.io import sha256_file
 
@@ -132,20 +132,21 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
     """Log ``summary`` (the report's rows) as a parent run with one child run per row, then
     register each target's winner when ``report.register``. Returns ``{"tracking_uri" (password
     masked), "experiment", "parent_run_id", "registered": {target: {"name", "version", "alias",
-    ...}}}``."""
+    ...}}, "ui_url" (the experiment's runs in MLflow's UI)}``."""
     import mlflow
 
     uri = tracking_uri(cfg)
     shown = redact_uri(uri)
     with _scoped_uri(mlflow, resolved_uri(uri)):
-        mlflow.set_experiment(cfg.report.experiment)
+        exp = mlflow.set_experiment(cfg.report.experiment)
+        tracking_ui.mark_model_training(mlflow.MlflowClient(), exp)
         run_id, registered = _log_runs(mlflow, cfg, summary, shown)
     stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {shown}")
     for t, v in registered.items():
         stage.log("report", f"registered {t}'s winner ({v['precision']}) as models:/{v['name']}/{v['version']} "
                             f"(alias @{v['alias']})")
     return {"tracking_uri": shown, "experiment": cfg.report.experiment, "parent_run_id": run_id,
-            "registered": registered}
+            "registered": registered, "ui_url": tracking_ui.runs_url(uri, exp.experiment_id)}
 
 
 def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
@@ -154,7 +155,8 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
     from tasks import export, parity
 
     tags = run_tags(cfg)
-    with mlflow.start_run(run_name="pipeline", tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
+    with mlflow.start_run(run_name=tracking_ui.parent_run_name(cfg, tags),
+                          tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
         mlflow.log_metric(f"reference_accuracy_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
@@ -177,8 +179,8 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
     """One summary row as a nested run; returns its run id."""
     from tasks import benchmark, build, evaluate, probe, quantize
 
-    with mlflow.start_run(run_name=r["key"], nested=True, tags={
-        **tags, "edgeforge.kind": "build", "artifact_sha256": r["artifact_sha256"],
+    with mlflow.start_run(run_name=tracking_ui.child_run_name(r), nested=True, tags={
+        **tags, "edgeforge.kind": "build", tracking_ui.KEY_TAG: r["key"], "artifact_sha256": r["artifact_sha256"],
         "runtime_version": r["runtime_version"], "verdict": r["verdict"],
         "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
     }) as child:

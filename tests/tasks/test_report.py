@@ -22,7 +22,8 @@ PRECISIONS = ("fp32", "fp16", "int8-minmax")
 def pipeline(workdir, params, model_file, prepared, monkeypatch, capsys):
     """Every stage after prepare, run through its entry point like `dvc repro` would; returns
     the project folder and what the report printed."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for k in ("MLFLOW_TRACKING_URI", "EDGEFORGE_EXP_NAME", "DVC_EXP_NAME"):  # the parent run's name holds the last two
+        monkeypatch.delenv(k, raising=False)
     export.main([])
     parity.main([])
     for p in PRECISIONS:
@@ -43,6 +44,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert "EdgeForge summary" in printed
     assert "fp32" in printed and "fp16" in printed and "accepted" in printed
     assert "MLflow: experiment 'edgeforge'" in printed
+    assert "then open http://127.0.0.1:5000/#/experiments/" in printed  # a link to the runs table
 
     # summary files
     out = pipeline / report.OUT
@@ -69,7 +71,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.run_id == summary["mlflow"]["parent_run_id"]
-    assert parent.info.run_name == "pipeline"
+    assert parent.info.run_name == f"mnist_cnn · workspace · {sha256_file(model_file)[:8]}"
     assert parent.data.tags["checkpoint_sha256"] == sha256_file(model_file)
     assert parent.data.tags["git_commit"]  # "unknown" outside a git checkout
     assert parent.data.params == flatten(dataclasses.asdict(cfg))
@@ -86,7 +88,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     for p, run in by_precision.items():
         key = f"local-{p}"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert run.info.run_name == key
+        assert run.info.run_name == f"local · {p}" and run.data.tags["edgeforge.key"] == key
         assert run.data.params["target"] == "local"
         assert run.data.params["runtime"] == "onnxruntime"
         built = build.artifact(pipeline / build.out_dir(key))

@@ -122,24 +122,27 @@ def logged(tmp_path_factory):
 
 
 def runs_of(logged, i: int) -> tuple:
-    """(parent, children by run name) of the ``i``-th logged pipeline."""
+    """(parent, children by ``<target>-<precision>`` key) of the ``i``-th logged pipeline."""
     client = logged["client"]
     parent = client.get_run(logged["results"][i]["parent_run_id"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    return parent, {r.info.run_name: r for r in children}
+    return parent, {r.data.tags["edgeforge.key"]: r for r in children}
 
 
 def test_parent_and_one_child_per_target_and_precision(logged):
     client = logged["client"]
     exp = client.get_experiment_by_name(logged["cfg"].report.experiment)
     assert len(client.search_runs([exp.experiment_id])) == 3 * (1 + len(PRECISIONS))
-    for i, result in enumerate(logged["results"]):
+    sha = sha256_file(logged["folder"] / "model.pt")[:8]
+    for i, (result, exp_name) in enumerate(zip(logged["results"], ("dvc-exp-1", "workspace", "ef-exp-3"))):
         parent, children = runs_of(logged, i)
-        assert parent.info.run_name == "pipeline" and parent.info.status == "FINISHED"
-        assert "mlflow.parentRunId" not in parent.data.tags
+        # named for a list of runs: model, DVC experiment (none: the workspace), checkpoint
+        assert parent.info.run_name == f"mnist_cnn · {exp_name} · {sha}" and parent.info.status == "FINISHED"
+        assert parent.data.tags["edgeforge.kind"] == "pipeline" and "mlflow.parentRunId" not in parent.data.tags
         assert result["tracking_uri"] == URI and result["experiment"] == "edgeforge"
         assert set(children) == {f"local-{p}" for p in PRECISIONS}
+        assert {k: c.info.run_name for k, c in children.items()} == {f"local-{p}": f"local · {p}" for p in PRECISIONS}
         assert all(c.info.status == "FINISHED" for c in children.values())
 
 
@@ -240,6 +243,55 @@ def test_no_secret_in_params_tags_versions_or_logs(logged):
     assert SECRET not in logged["stderr"] and SECRET not in repr(logged["results"])
 
 
+def test_experiment_is_marked_model_training_and_the_link_opens_its_runs(logged):
+    """MLflow 3's UI opened an unmarked experiment on its GenAI overview (traces, tokens)."""
+    exp = logged["client"].get_experiment_by_name("edgeforge")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    for result in logged["results"]:
+        assert result["ui_url"] == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs" \
+                                   "?workflowType=machine_learning"
+
+
+def test_an_existing_unmarked_experiment_is_marked(logged, monkeypatch):
+    """An experiment an older EdgeForge created (no kind) is marked when the next run logs to it."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(logged["folder"])
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(k, raising=False)
+    client = MlflowClient(tracking_uri="sqlite:///old.db")
+    exp_id = client.create_experiment("edgeforge-old")
+    cfg = dataclasses.replace(logged["cfg"], report=dataclasses.replace(
+        logged["cfg"].report, register=False, tracking_uri="sqlite:///old.db", experiment="edgeforge-old"))
+    tracking.log_pipeline(cfg, logged["summary"])
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("fmt, arch, checkpoint, label", [
+    ("state_dict", "mnist_cnn", "artifacts/prepare/model.pt", "mnist_cnn"),
+    ("state_dict", "mypkg.nets:MyNet", "ckpt/best.pt", "MyNet"),
+    ("onnx", None, "exported/resnet18-v2.onnx", "resnet18-v2"),
+    ("torchscript", "ignored", "ts/yolo.pt", "yolo"),
+])
+def test_model_label_for_run_names(fmt, arch, checkpoint, label):
+    from tasks.tracking_ui import model_label
+
+    cfg = from_dict(Config, fast_params())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, format=fmt, arch=arch, checkpoint=checkpoint))
+    assert model_label(cfg) == label
+
+
+@pytest.mark.parametrize("uri, base", [
+    ("sqlite:///mlflow.db", "http://127.0.0.1:5000"),
+    ("http://127.0.0.1:5001", "http://127.0.0.1:5001"),
+    ("https://me:s3cret@mlflow.example.invalid/ml/", "https://mlflow.example.invalid/ml"),
+])
+def test_runs_url_opens_model_training_runs_without_credentials(uri, base):
+    from tasks.tracking_ui import runs_url
+
+    assert runs_url(uri, "7") == f"{base}/#/experiments/7/runs?workflowType=machine_learning"
+
+
 def test_register_off_registers_nothing_and_env_is_left_as_found(logged, monkeypatch):
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: were it left set, this second call in
     the same process would log to the first store instead of the one its config names."""
@@ -268,7 +320,7 @@ def test_registry_failure_names_model_and_tracking_uri(logged, monkeypatch):
         tracking.log_pipeline(cfg, logged["summary"])
     assert "'bad/name'" in str(e.value) and URI in str(e.value)
     failed = logged["client"].search_runs([logged["client"].get_experiment_by_name("edgeforge-fail").experiment_id],
-                                          "attributes.run_name = 'pipeline'")
+                                          "tags.`edgeforge.kind` = 'pipeline'")
     assert [r.info.status for r in failed] == ["FAILED"]
 
 
