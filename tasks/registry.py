@@ -1,9 +1,19 @@
-"""Short registered names for pluggable implementations (rule 4 of DESIGN.md)."""
+"""Short registered names for pluggable implementations (docs/architecture.md, "Rules": implementations
+are chosen by registered names, never import paths in params)."""
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+class UnknownName(KeyError):
+    """A name that is not registered (a runtime, decoder, calibrator, ... named in the config); the
+    message lists the names that are. A ``KeyError`` for callers that catch one, but a known user
+    error for the stages, unlike a bare ``KeyError`` (a bug)."""
+
+    def __str__(self) -> str:  # KeyError's own str() quotes the message
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):
@@ -26,7 +36,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownName(
                 f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._items)) or '(none)'}"
             ) from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.config.schema import InputSpec
-from tasks.data.sources import DataError
+from tasks.data.errors import DataError
 
 
 def input_hw(spec: InputSpec) -> tuple[int, int]:

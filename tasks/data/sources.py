@@ -12,13 +12,10 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.data.errors import DataError
 from tasks.registry import Registry
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-class DataError(ValueError):
-    """Data cannot be read or does not fit the model; the message says what to do."""
 
 
 @dataclass

@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.registry import Registry
+from tasks.registry import Registry, UnknownName
 
 DECODERS: Registry[Callable[..., list[np.ndarray]]] = Registry("detection decoder")
 
 
 def get_decoder(name: str) -> Callable[..., list[np.ndarray]]:
-    """The decoder registered as ``name``; an unknown name raises ``KeyError`` listing the known ones."""
+    """The decoder registered as ``name``; an unknown name raises :class:`~tasks.registry.UnknownName` listing the known ones."""
     return DECODERS.get(name)
 
 
@@ -101,7 +101,7 @@ def decode_centernet(outputs: dict[str, np.ndarray], *, stride: int = 4, score_t
     """
     for key in (heatmap, wh, offset):
         if key not in outputs:
-            raise KeyError(f"centernet decoder: no output {key!r} among {', '.join(outputs)}; "
+            raise UnknownName(f"centernet decoder: no output {key!r} among {', '.join(outputs)}; "
                            "set the decoder's heatmap/wh/offset names to the model's output names")
     hm = np.asarray(outputs[heatmap], np.float32)
     size, off = np.asarray(outputs[wh], np.float32), np.asarray(outputs[offset], np.float32)

@@ -14,14 +14,11 @@ from typing import Callable
 
 from tasks.config.schema import Model
 from tasks.registry import Registry
+from tasks.models.errors import CheckpointError
 from tasks.text import plain
 
 # Model classes by short name, for format=state_dict (``module:Class`` paths work too).
 ARCHS: Registry[Callable[..., object]] = Registry("model architecture")
-
-
-class CheckpointError(ValueError):
-    """The checkpoint is missing, corrupt or does not fit its declared format."""
 
 
 def resolve_arch(name: str) -> Callable[..., object]:

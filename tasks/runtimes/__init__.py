@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from tasks.registry import UnknownName
 from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
 
 _MODULES = {
@@ -20,7 +21,7 @@ def names() -> list[str]:
 
 def get_runtime(name: str) -> Runtime:
     if name not in _MODULES:
-        raise KeyError(f"unknown runtime {name!r}; registered: {', '.join(names())}")
+        raise UnknownName(f"unknown runtime {name!r}; registered: {', '.join(names())}")
     module, _, cls = _MODULES[name].partition(":")
     return getattr(importlib.import_module(module), cls)()
 

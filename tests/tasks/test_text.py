@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.stage import StageError, message
+from tasks.registry import UnknownName
 from tasks.text import plain
 
 
@@ -21,4 +22,4 @@ def test_plain(text, want):
 
 def test_stage_message_is_plain():
     assert message(StageError("a \x1b[1mbold\x1b[0m cause")) == "a bold cause"
-    assert message(KeyError("key \x1b[31mx\x1b[0m")) == "key x"
+    assert message(UnknownName("key \x1b[31mx\x1b[0m")) == "key x"  # and without KeyError's quotes

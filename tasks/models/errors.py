@@ -1,0 +1,7 @@
+"""The checkpoint error, apart from the loader: the checkpoint stage raises it without importing
+torch or the bundled architectures."""
+from __future__ import annotations
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, corrupt or does not fit its declared format."""
