@@ -90,17 +90,19 @@ def _run(args) -> int:
 
 
 def _summary(root: Path) -> int:
-    from tasks.report import print_table
+    from tasks.layout import Layout
+    from tasks.reporting.format import print_table
 
-    path = root / "artifacts" / "report" / "summary.json"
+    layout = Layout(root)
+    path = layout.summary
     if not path.is_file():
         print(f"edgeforge: no summary yet ({path} is missing): run `edgeforge run` first", file=sys.stderr)
         return 1
     print_table(json.loads(path.read_text()))
-    html = root / "artifacts" / "report" / "report.html"
+    html = layout.report_html
     if html.is_file():
         print(f"HTML report: {html}")
-    state = root / ".edgeforge" / "watch" / "state.json"
+    state = root / _watch_state(layout)
     if state.is_file():
         seen = json.loads(state.read_text())
         print(f"\nWatcher: {len(seen)} checkpoint(s) seen")
@@ -108,6 +110,17 @@ def _summary(root: Path) -> int:
             print(f"  {e.get('updated', '?')}  {sha[:12]}  {e['status']:<11} {e.get('path', '')}"
                   + (f"  error: {e['error'][:200]}" if e.get("error") else ""))
     return 0
+
+
+def _watch_state(layout) -> str:
+    """The watcher's record (``watch.state``, from params.yaml when there is one)."""
+    from tasks.config import ConfigError, load_config
+    from tasks.config.schema import Watch
+
+    try:
+        return load_config(layout.params).watch.state if layout.params.is_file() else Watch().state
+    except ConfigError:
+        return Watch().state
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows.dvc_graph import Stage, StageFailed, Workspace, read
+from tasks.layout import Layout
 
 DEVICE_FAMILIES = ("probe", "build", "benchmark", "evaluate")  # the stages that talk to a target
 TIMEOUT_S = {"prepare": 4 * 3600.0, "build": 2 * 3600.0, "quantize": 2 * 3600.0}  # others: DEFAULT_TIMEOUT_S
@@ -127,7 +128,7 @@ def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s:
 @contextmanager
 def workspace_lock(root: Path) -> Iterator[None]:
     """One pipeline run per workspace at a time (a second fails fast instead of corrupting it)."""
-    path = root / ".edgeforge" / "pipeline.lock"
+    path = Layout(root).pipeline_lock
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
@@ -150,7 +151,7 @@ def compose(root: Path, checkpoint: str | None, overrides: list[str]) -> None:
     overrides = list(overrides) + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
     if checkpoint and not (root / checkpoint).is_file():
         raise PipelineError(f"checkpoint {checkpoint} not found (relative to {root}); pass an existing file")
-    tmp = root / ".edgeforge" / "params.yaml.tmp"
+    tmp = Layout(root).params_draft
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         hydra_compose(tmp, overrides, root=root)
@@ -203,7 +204,7 @@ def pipeline(checkpoint: Optional[str] = None, overrides: Optional[list[str]] = 
         if checkpoint or overrides:
             compose(rootp, checkpoint, list(overrides or []))
         run_id = time.strftime("%Y%m%d-%H%M%S")
-        p = plan(rootp, rootp / ".edgeforge" / "logs" / run_id)
+        p = plan(rootp, Layout(rootp).run_logs(run_id))
         _device_limits(set(p.slots.values()))
         env = {"EDGEFORGE_NO_TABLE": "1"}
         if exp_name:

@@ -21,6 +21,7 @@ from typing import Optional
 from prefect import flow, get_run_logger
 
 from tasks.io import sha256_file
+from tasks.layout import Layout
 
 SETTLE_S = 2.0
 
@@ -101,7 +102,7 @@ def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str
     for v in sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version)):
         if v.status != "READY":  # still being registered: the next look takes it
             continue
-        dst = root / ".edgeforge" / "watch" / "registry" / model / str(v.version)
+        dst = Layout(root).registry_downloads / model / str(v.version)
         if not dst.is_dir():
             tmp = dst.with_name(dst.name + ".part")
             shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted download
@@ -138,7 +139,7 @@ def _logger():
 
 def find_new(root: Path, cfg, state: State, retry_failed: bool = False) -> list[Found]:
     """Checkpoints not seen before (by sha256), in the order they appeared; duplicates once."""
-    from tasks.tracking import resolved_uri, tracking_uri
+    from tasks.tracking.uri import resolved_uri, tracking_uri
 
     candidates = [(p, "folder") for p in folder_checkpoints(root, cfg.watch.dir, cfg.watch.glob)]
     if cfg.watch.registry_model:
@@ -193,7 +194,7 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
 
 
 def _read_summary(root: Path) -> dict:
-    path = root / "artifacts" / "report" / "summary.json"
+    path = Layout(root).summary
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -223,7 +224,7 @@ def serve(root: str = ".", interval_s: Optional[float] = None, cron: Optional[st
         return
     # Ctrl-C, or SIGTERM from a service manager (Prefect's runner turns it into a clean exit), stops the
     # server too: it is never orphaned
-    log = Path(root).resolve() / ".edgeforge" / "prefect-server.log"
+    log = Layout(Path(root).resolve()).prefect_server_log
     with local_server(log) as url, temporary_settings(updates={PREFECT_API_URL: url}):
         os.environ["PREFECT_API_URL"] = url  # the runner's flow-run processes report to the same server
         try:

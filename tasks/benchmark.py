@@ -26,15 +26,17 @@ from typing import Callable
 import numpy as np
 
 from tasks import stage
+from tasks.agent import remote
+from tasks.agent.agent import hygiene
+from tasks.agent.client import device
 from tasks.config import Config
+from tasks.config.load import family
 from tasks.data.split import Split
-from tasks.io import write_json
+from tasks.layout import LAYOUT, key
+from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
+from tasks.records import BenchmarkRecord, built_artifact, read_fingerprint
 from tasks.runtimes import get_runtime
-
-
-def metrics_path(key: str) -> Path:
-    return stage.METRICS / "benchmark" / f"{key}.json"
 
 
 def batch_of(split: Split, b: int) -> np.ndarray:
@@ -45,8 +47,6 @@ def batch_of(split: Split, b: int) -> np.ndarray:
 
 def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Split, precision: str):
     """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process."""
-    from tasks.agent.agent import hygiene
-
     target, b = cfg.target[target_name], cfg.bench
     rt = get_runtime(target.runtime)
     before, t0 = hygiene(), time.perf_counter()
@@ -73,10 +73,6 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
 def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
     """A device: the agent times the artifact there (no PyTorch on the device). TensorRT targets
     also bring trtexec's own figures (``info["trtexec"]``)."""
-    from tasks.agent import remote
-    from tasks.agent.client import device
-    from tasks.probe import read as fingerprint_of
-
     x = batch_of(split, max(cfg.bench.batch_sizes))  # the same upload for the first and any second measurement
     name = cfg.model.input.name
 
@@ -87,7 +83,7 @@ def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: 
 
     with device(target_name, cfg.target[target_name], log) as dev:
         lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
-    info["cpu_count"] = (fingerprint_of(target_name).get("cpu") or {}).get("cores")
+    info["cpu_count"] = (read_fingerprint(LAYOUT.fingerprint(target_name), target_name).get("cpu") or {}).get("cores")
     info["again"] = again
     return lat, {}, info
 
@@ -119,7 +115,7 @@ def scenarios(cfg: Config, res: dict) -> None:
 
 
 def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
-        precision: str = "fp32", onnx_path: Path | None = None) -> dict:
+        precision: str = "fp32", onnx_path: Path | None = None) -> BenchmarkRecord:
     """Latency of ``artifact`` per batch size, plus its cold start (session load and first
     inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
     temperatures, CPU clocks, power mode)."""
@@ -141,7 +137,7 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
         log(f"WARNING: no EdgeForge latency on this device: {info['latency_unavailable']}; "
             "trtexec's own figures are recorded")
         res["accepted"], res["reason"] = False, f"no application latency measured: {info['latency_unavailable']}"
-        return res
+        return BenchmarkRecord.from_json(res)
     cold = {"load_ms": info["cold"]["load_s"] * 1e3, "first_inference_ms": info["cold"]["first_inference_s"] * 1e3}
     log(f"cold start: load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.2f} ms")
     res["cold"] = cold
@@ -172,9 +168,6 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
         log(line)
     scenarios(cfg, res)
     if onnx_path is not None:
-        from tasks.config.load import family
-        from tasks.metrics.flops import count_flops
-
         res["roofline"] = roofline(count_flops(onnx_path)["per_sample"], res["latency"],
                                    target.peak_gflops.get(family(precision)))
         eff = res["roofline"]["efficiency"]
@@ -183,22 +176,17 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
             for bs, g in res["roofline"]["gflops"].items()))
     if not res["accepted"]:
         log(f"latency budget: REJECTED ({res['reason']})")
-    return res
+    return BenchmarkRecord.from_json(res)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("benchmark", matrix=True).parse_args(argv)
-    k = stage.key(args.target, args.precision)
-    with stage.stage_errors(f"benchmark@{k}", outputs=[metrics_path(k)]):
+    k = key(args.target, args.precision)
+    with stage.stage_errors(f"benchmark@{k}", outputs=[LAYOUT.benchmark_metrics(k)]):
         cfg = stage.load(args)
-        from tasks.build import artifact, out_dir
-        from tasks.prepare import OUT as PREP
-
-        from tasks.export import OUT as ONNX
-
-        res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", lambda m: stage.log(f"benchmark@{k}", m),
-                  precision=args.precision, onnx_path=ONNX)
-        write_json(metrics_path(k), res)
+        rec = run(cfg, args.target, built_artifact(LAYOUT.build_dir(k)), LAYOUT.split("eval"),
+                  lambda m: stage.log(f"benchmark@{k}", m), precision=args.precision, onnx_path=LAYOUT.onnx)
+        rec.write(LAYOUT.benchmark_metrics(k))
 
 
 if __name__ == "__main__":

@@ -15,25 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from tasks import stage
+from tasks.agent.client import device
 from tasks.config import Config
-from tasks.io import atomic_dir, read_json, remove, sha256_file, write_json
-from tasks.runtimes import BuildError
-
-
-def out_dir(key: str) -> Path:
-    return stage.ARTIFACTS / "build" / key
-
-
-def metrics_path(key: str) -> Path:
-    return stage.METRICS / "build" / f"{key}.json"
-
-
-def artifact(build_dir: Path) -> Path:
-    """The artifact inside a build folder (named in its build.json)."""
-    meta = build_dir / "build.json"
-    if not meta.is_file():
-        raise stage.StageError(f"{build_dir} holds no build (build.json missing); run `dvc repro build`")
-    return build_dir / read_json(meta)["artifact"]
+from tasks.io import atomic_dir, remove, sha256_file
+from tasks.layout import LAYOUT, key
+from tasks.records import BuildRecord, read_fingerprint
+from tasks.runtimes import BuildError, trt_lint
+from tasks.runtimes.openvino_rt import onnx_io_names
+from tasks.runtimes.tensorrt_recipe import Profile, Sources, check_build, plan
 
 
 def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
@@ -45,8 +34,6 @@ def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
 
 def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path) -> dict:
     """onnxruntime / openvino: upload the ONNX, the agent builds and checks, download the result."""
-    from tasks.runtimes.openvino_rt import onnx_io_names
-
     target = dev.target
     with dev.scratch(f"build-{precision}") as d:
         dev.host.put(onnx_path, f"{d}/src.onnx")
@@ -60,17 +47,13 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path)
 
 def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
     """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
-    from tasks.quantize import out_dir as quant_dir
-    from tasks.runtimes import trt_lint
-    from tasks.runtimes.tensorrt_recipe import Profile, Sources, check_build, plan
-
     version = fingerprint.get("tensorrt")
     if not version:
         raise BuildError(f"{dev.name}: the probe found no TensorRT on the device (looked for trtexec at "
                          f"{dev.target.tensorrt.trtexec}); install TensorRT or set target.{dev.name}.tensorrt.trtexec")
-    qdir = quant_dir(precision)
+    qdir = LAYOUT.quantize_dir(precision)
     cache = qdir / "calibration.cache"
-    sources = Sources(fp32_onnx=stage.ARTIFACTS / "export" / "model.onnx", precision_onnx=qdir / "model.onnx",
+    sources = Sources(fp32_onnx=LAYOUT.onnx, precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
                       calib_cache=cache if cache.is_file() else None)
     tcache = dev.target.tensorrt.timing_cache
     inp = cfg.model.input
@@ -98,16 +81,13 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
             "device_build_seconds": res["build_seconds"], **meta}
 
 
-def run(cfg: Config, target_name: str, precision: str, out: Path, log: Callable[[str], None] | None = None) -> dict:
-    """Build ``precision`` for ``target_name`` on the device into ``out``; returns build.json's
-    content. ``log`` gets progress lines (long commands, large transfers)."""
-    from tasks.agent.client import device
-    from tasks.probe import read as fingerprint_of
-    from tasks.quantize import source
-
+def run(cfg: Config, target_name: str, precision: str, out: Path,
+        log: Callable[[str], None] | None = None) -> BuildRecord:
+    """Build ``precision`` for ``target_name`` on the device into ``out`` (with its ``build.json``).
+    ``log`` gets progress lines (long commands, large transfers)."""
     target = cfg.target[target_name]
-    fp = fingerprint_of(target_name)
-    onnx_path = source(precision, target.runtime)
+    fp = read_fingerprint(LAYOUT.fingerprint(target_name), target_name)
+    onnx_path = LAYOUT.precision_onnx(precision, target.runtime)
     t0 = time.perf_counter()
     with device(target_name, target, log) as dev:
         if target.runtime == "tensorrt":
@@ -115,7 +95,7 @@ def run(cfg: Config, target_name: str, precision: str, out: Path, log: Callable[
         else:
             built = _build_runtime(cfg, dev, precision, onnx_path, out)
     art = out / built["artifact"]
-    meta = {
+    rec = BuildRecord.from_json({
         "target": target_name,
         "precision": precision,
         "runtime": target.runtime,
@@ -126,33 +106,33 @@ def run(cfg: Config, target_name: str, precision: str, out: Path, log: Callable[
         "source_onnx_sha256": sha256_file(onnx_path),
         "build_seconds": time.perf_counter() - t0,
         **built,
-    }
-    write_json(out / "build.json", meta)
-    return meta
+    })
+    rec.write(out / "build.json")
+    return rec
 
 
-def record(cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None) -> dict:
+def record(cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None) -> BuildRecord:
     """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
     leaves neither behind. Used by ``main`` and by the fleet."""
-    k = stage.key(target_name, precision)
+    k = key(target_name, precision)
     try:
-        with atomic_dir(out_dir(k)) as tmp:
-            meta = run(cfg, target_name, precision, tmp, log)
-        write_json(metrics_path(k), meta)
+        with atomic_dir(LAYOUT.build_dir(k)) as tmp:
+            rec = run(cfg, target_name, precision, tmp, log)
+        rec.write(LAYOUT.build_metrics(k))
     except BaseException:
-        remove(metrics_path(k))
+        remove(LAYOUT.build_metrics(k))
         raise
-    return meta
+    return rec
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("build", matrix=True).parse_args(argv)
-    k = stage.key(args.target, args.precision)
-    with stage.stage_errors(f"build@{k}", outputs=[out_dir(k), metrics_path(k)]):
+    k = key(args.target, args.precision)
+    with stage.stage_errors(f"build@{k}", outputs=[LAYOUT.build_dir(k), LAYOUT.build_metrics(k)]):
         cfg = stage.load(args)
-        meta = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
-        stage.log(f"build@{k}", f"{meta['artifact']} {meta['size_bytes'] / 1e6:.2f} MB on {meta['host']} "
-                                f"in {meta['build_seconds']:.2f} s")
+        rec = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
+        stage.log(f"build@{k}", f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} "
+                                f"in {rec.build_seconds:.2f} s")
 
 
 if __name__ == "__main__":

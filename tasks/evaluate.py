@@ -20,35 +20,18 @@ from typing import Callable
 import numpy as np
 
 from tasks import stage
+from tasks.agent import remote
+from tasks.agent.client import device
 from tasks.config import Config
 from tasks.config.load import family
 from tasks.config.schema import ArtifactTolerance
-from tasks.data.split import Split
-from tasks.io import read_json, write_json
+from tasks.data.split import Split, classes_of
+from tasks.layout import LAYOUT, key
+from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops
-from tasks.runtimes import get_runtime
-
-
-def metrics_path(key: str) -> Path:
-    return stage.METRICS / "evaluate" / f"{key}.json"
-
-
-def classes_of(eval_dir: Path) -> list[str]:
-    """Class names written by the prepare stage beside the split (indices if absent)."""
-    path = Path(eval_dir).parent / "classes.json"
-    return [str(c) for c in read_json(path)] if path.is_file() else []
-
-
-def local_outputs(model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None,
-                  limit: int | None = None) -> dict:
-    """Every output of ``model`` loaded by ``runtime`` in this process, over the split (or its
-    first ``limit`` samples)."""
-    sess = get_runtime(runtime).load(model, threads)
-    out: dict[str, list] = {}
-    for x, _ in split.batches(batch_size, limit=limit):
-        for k, v in sess.infer(x).items():
-            out.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in out.items()}
+from tasks.metrics.three_way import three_way
+from tasks.records import EvaluateRecord, QuantizeRecord, built_artifact
+from tasks.runtimes.local import local_outputs
 
 
 def artifact_outputs(cfg: Config, target_name: str, artifact: Path, split: Split,
@@ -56,9 +39,6 @@ def artifact_outputs(cfg: Config, target_name: str, artifact: Path, split: Split
     target = cfg.target[target_name]
     if target.transport == "local":
         return local_outputs(artifact, target.runtime, split, cfg.eval.batch_size, target.threads)
-    from tasks.agent import remote
-    from tasks.agent.client import device
-
     with device(target_name, target, log) as dev:  # on the device, through its agent
         return remote.outputs(dev, artifact.parent, split.x, cfg.eval.batch_size)
 
@@ -70,8 +50,8 @@ def artifact_tolerance(cfg: Config, output: str, fam: str) -> ArtifactTolerance:
 
 
 def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path,
-        quantized: dict | None = None, source_onnx: Path | None = None, precision: str = "fp32",
-        log: Callable[[str], None] = print) -> dict:
+        quantized: QuantizeRecord | None = None, source_onnx: Path | None = None, precision: str = "fp32",
+        log: Callable[[str], None] = print) -> EvaluateRecord:
     """``quantized``: the quantize stage's metrics for this precision (an ``int8-mixed`` plan that
     missed ``quant.max_drop`` there stays rejected whatever its accuracy here). ``source_onnx``:
     the ONNX the artifact was built from; with it, the three-way parity is computed and judged
@@ -99,12 +79,8 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
            "per_class": mine["per_class"], "worst_class_drop": worst[0]["drop"] if worst else 0.0,
            "worst_classes": worst}
     if cfg.model.task == "classification":
-        from tasks.metrics.accuracy import agreement
-
         res["top1_agreement"] = agreement(ref[cfg.model.scores_output], got[cfg.model.scores_output])
     if source_onnx is not None:
-        from tasks.metrics.three_way import three_way
-
         onnx_out = local_outputs(source_onnx, "onnxruntime", split, cfg.eval.batch_size)
         fam = family(precision)
         par = three_way({k: ref[k] for k in got}, onnx_out, got, lambda name: artifact_tolerance(cfg, name, fam),
@@ -112,36 +88,29 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
         res["parity"] = par
         if par["failed"]:
             reasons.append(f"three-way parity ({fam}): {par['worst']}")
-    if quantized and quantized.get("accepted") is False:
-        reasons.append(f"mixed precision: {quantized['reason']}")
+    if quantized and quantized.accepted is False:
+        reasons.append(f"mixed precision: {quantized.reason}")
     res["accepted"] = not reasons
     res["reason"] = "; ".join(reasons)
-    return res
+    return EvaluateRecord.from_json(res)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("evaluate", matrix=True).parse_args(argv)
-    k = stage.key(args.target, args.precision)
-    with stage.stage_errors(f"evaluate@{k}", outputs=[metrics_path(k)]):
+    k = key(args.target, args.precision)
+    out = LAYOUT.evaluate_metrics(k)
+    with stage.stage_errors(f"evaluate@{k}", outputs=[out]):
         cfg = stage.load(args)
-        from tasks.build import artifact, out_dir
-        from tasks.parity import OUT as REF
-        from tasks.prepare import OUT as PREP
-        from tasks.quantize import metrics_path as quantize_metrics
-        from tasks.quantize import source
-
-        qm = quantize_metrics(args.precision)
         log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
-        res = run(cfg, args.target, artifact(out_dir(k)), PREP / "eval", REF,
-                  quantized=read_json(qm) if qm.is_file() else None,
-                  source_onnx=source(args.precision, cfg.target[args.target].runtime), precision=args.precision,
-                  log=log)
-        verdict = "accepted" if res["accepted"] else f"REJECTED ({res['reason']})"
-        par = res.get("parity")
-        extra = "" if not par else " ".join(
-            f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in par["legs"]["onnx_artifact"].items())
-        log(f"{res['metric']} {res['value']:.2f} (reference {res['reference_value']:.2f}); {extra}: {verdict}")
-        write_json(metrics_path(k), res)
+        rec = run(cfg, args.target, built_artifact(LAYOUT.build_dir(k)), LAYOUT.split("eval"), LAYOUT.reference,
+                  quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(args.precision)),
+                  source_onnx=LAYOUT.precision_onnx(args.precision, cfg.target[args.target].runtime),
+                  precision=args.precision, log=log)
+        verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
+        extra = "" if not rec.parity else " ".join(
+            f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in rec.parity["legs"]["onnx_artifact"].items())
+        log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
+        rec.write(out)
 
 
 if __name__ == "__main__":

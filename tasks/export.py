@@ -23,14 +23,13 @@ from tasks import stage
 from tasks.capture import output_to
 from tasks.config import Config
 from tasks.io import sha256_file, write_json
+from tasks.layout import LAYOUT
 from tasks.models.load import CheckpointError, load_torch_model
 from tasks.text import plain
 
-OUT = stage.ARTIFACTS / "export" / "model.onnx"
-METRICS = stage.METRICS / "export.json"
 PROBE_BATCHES = (1, 3)
 # Not a DVC out: outs are deleted when a stage fails, which is when this log is wanted
-EXPORTER_LOG = Path(".edgeforge/logs/exporter.log")
+EXPORTER_LOG = LAYOUT.exporter_log
 
 
 def _dims(value_info) -> list:
@@ -178,9 +177,9 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("export").parse_args(argv)
-    with stage.stage_errors("export", outputs=[OUT, METRICS]):
+    with stage.stage_errors("export", outputs=[LAYOUT.onnx, LAYOUT.export_metrics]):
         cfg = stage.load(args)
-        write_json(METRICS, run(cfg, OUT, lambda m: stage.log("export", m)))
+        write_json(LAYOUT.export_metrics, run(cfg, LAYOUT.onnx, lambda m: stage.log("export", m)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Callable
 
 from tasks import stage
 from tasks.config import Config
+from tasks.layout import LAYOUT, key
 
 
 @dataclass
@@ -43,11 +44,11 @@ def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[
         res.done.append(current)
         log(f"{current}: {probe.summary(fp)}")
         for p in precisions:
-            k = stage.key(target, p)
+            k = key(target, p)
             current = f"build@{k}"
             meta = build.record(cfg, target, p, lambda m, c=current: log(f"{c}: {m}"))
             res.done.append(current)
-            log(f"{current}: {meta['artifact']} in {meta['build_seconds']:.2f} s")
+            log(f"{current}: {meta.artifact} in {meta.build_seconds:.2f} s")
     except stage.known_errors() as e:
         res.error = f"{current}: {stage.message(e)}"
         log(f"FAILED {res.error}")
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         for t in targets:
             if t not in cfg.target:
                 raise stage.StageError(f"target {t!r} is not defined; defined targets: {', '.join(cfg.target)}")
-        from tasks.quantize import out_dir
-
-        missing = [q for q in cfg.build.precisions if not (out_dir(q) / "quantize.json").is_file()]
+        missing = [q for q in cfg.build.precisions if not (LAYOUT.quantize_dir(q) / "quantize.json").is_file()]
         if missing:
             raise stage.StageError(f"no model for precision(s) {', '.join(missing)}: run `dvc repro quantize` first")
         t0 = time.perf_counter()

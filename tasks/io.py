@@ -1,4 +1,4 @@
-"""Output helpers: hashes, JSON, and all-or-nothing writes (rule 5: nothing half-written)."""
+"""Output helpers: hashes, JSON, and all-or-nothing writes (docs/architecture.md, rule 5: nothing half-written)."""
 from __future__ import annotations
 
 import contextlib

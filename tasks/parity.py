@@ -17,14 +17,13 @@ import numpy as np
 from tasks import stage
 from tasks.config import Config
 from tasks.config.schema import Tolerance
-from tasks.data.split import Split
+from tasks.data.split import Split, classes_of
+from tasks.io import write_json
+from tasks.layout import LAYOUT
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.numeric import compare
 from tasks.metrics.task import score
 from tasks.runtimes import get_runtime
-
-OUT = stage.ARTIFACTS / "parity" / "reference.npz"
-METRICS = stage.METRICS / "parity.json"
 
 
 def tolerance(cfg: Config, output: str) -> Tolerance:
@@ -67,8 +66,6 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
             if s["violations"]:
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
-    from tasks.evaluate import classes_of
-
     classes = classes_of(eval_dir)
     theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
     metrics.update(task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"],
@@ -87,18 +84,15 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("parity").parse_args(argv)
-    with stage.stage_errors("parity", outputs=[OUT, METRICS]):
+    out, metrics_path = LAYOUT.reference, LAYOUT.parity_metrics
+    with stage.stage_errors("parity", outputs=[out, metrics_path]):
         cfg = stage.load(args)
-        from tasks.export import OUT as ONNX
-        from tasks.io import write_json
-        from tasks.prepare import OUT as PREP
-
-        metrics, ref = run(cfg, ONNX, PREP / "eval", lambda m: stage.log("parity", m))
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        tmp = OUT.with_name(".reference.tmp.npz")
+        metrics, ref = run(cfg, LAYOUT.onnx, LAYOUT.split("eval"), lambda m: stage.log("parity", m))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(".reference.tmp.npz")
         np.savez(tmp, **ref)
-        tmp.replace(OUT)
-        write_json(METRICS, metrics)
+        tmp.replace(out)
+        write_json(metrics_path, metrics)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,8 @@ from tasks.data.preprocess import input_hw, preprocess
 from tasks.data.sources import DataError, RawSplit, load_imagefolder, load_loader_split, load_npz
 from tasks.data.split import save_split
 from tasks.io import atomic_dir, sha256_file, write_json
+from tasks.layout import LAYOUT
 from tasks.models.trainers import get_trainer
-
-OUT = stage.ARTIFACTS / "prepare"
 
 
 def read_split(cfg: Config, split: str) -> RawSplit:
@@ -69,13 +68,13 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("prepare").parse_args(argv)
-    metrics_path = stage.METRICS / "prepare.json"
-    with stage.stage_errors("prepare", outputs=[OUT, metrics_path]):
+    out, metrics_path = LAYOUT.prepare_dir, LAYOUT.prepare_metrics
+    with stage.stage_errors("prepare", outputs=[out, metrics_path]):
         cfg = stage.load(args)
-        with atomic_dir(OUT) as tmp:
+        with atomic_dir(out) as tmp:
             metrics = run(cfg, tmp, lambda m: stage.log("prepare", m))
-        if (OUT / "model.pt").exists():
-            metrics["checkpoint_sha256"] = sha256_file(OUT / "model.pt")
+        if LAYOUT.trained_checkpoint.exists():
+            metrics["checkpoint_sha256"] = sha256_file(LAYOUT.trained_checkpoint)
         write_json(metrics_path, metrics)
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 from tasks import stage
+from tasks.agent.client import device
 from tasks.config import Config
-
-
-def out_path(target: str) -> Path:
-    return stage.ARTIFACTS / "probe" / f"{target}.json"
+from tasks.io import write_json
+from tasks.layout import LAYOUT
 
 
 def fingerprint_hash(fp: dict) -> str:
@@ -27,8 +25,6 @@ def fingerprint_hash(fp: dict) -> str:
 
 
 def run(cfg: Config, target_name: str) -> dict:
-    from tasks.agent.client import device
-
     target = cfg.target[target_name]
     with device(target_name, target, lambda m: stage.log(f"probe@{target_name}", m)) as dev:
         fp = dev.call("probe", {"trtexec": target.tensorrt.trtexec if target.runtime == "tensorrt" else None},
@@ -39,21 +35,9 @@ def run(cfg: Config, target_name: str) -> dict:
 
 def record(cfg: Config, target_name: str) -> dict:
     """:func:`run`, written to the stage's output (used by ``main`` and by the fleet)."""
-    from tasks.io import write_json
-
     fp = run(cfg, target_name)
-    write_json(out_path(target_name), fp)
+    write_json(LAYOUT.fingerprint(target_name), fp)
     return fp
-
-
-def read(target: str) -> dict:
-    """The fingerprint recorded by ``probe@<target>``."""
-    from tasks.io import read_json
-
-    p = out_path(target)
-    if not p.is_file():
-        raise stage.StageError(f"no fingerprint for target {target!r} ({p}); run `dvc repro probe@{target}`")
-    return read_json(p)
 
 
 def summary(fp: dict) -> str:
@@ -66,7 +50,7 @@ def summary(fp: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("probe", target=True).parse_args(argv)
-    out = out_path(args.target)
+    out = LAYOUT.fingerprint(args.target)
     with stage.stage_errors(f"probe@{args.target}", outputs=[out]):
         cfg = stage.load(args)
         fp = record(cfg, args.target)

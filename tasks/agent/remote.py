@@ -9,19 +9,19 @@ from typing import Iterator
 
 import numpy as np
 
-from tasks.io import read_json
+from tasks.records import built_artifact
 
 
 @contextlib.contextmanager
 def deployed(dev, build_dir: Path) -> Iterator[tuple[str, str]]:
     """Upload a build's artifact files (not its metadata or logs) to a fresh folder on the
     device; yields ``(folder, artifact path)`` and removes the folder afterwards."""
-    meta = read_json(build_dir / "build.json")
+    artifact = built_artifact(build_dir)
     with dev.scratch("run") as d:
         for p in sorted(build_dir.iterdir()):
             if p.is_file() and p.name != "build.json" and p.suffix not in (".log", ".json"):
                 dev.host.put(p, f"{d}/{p.name}")
-        yield d, f"{d}/{meta['artifact']}"
+        yield d, f"{d}/{artifact.name}"
 
 
 def upload_input(dev, x: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""Load ``params.yaml`` into the typed :class:`Config`, once, at the edge (rule 2).
+"""Load ``params.yaml`` into the typed :class:`Config`, once, at the edge (docs/architecture.md, rule 2).
 
 Unknown keys and bad values fail with a :class:`ConfigError` that names the key, says what is
 allowed, and suggests the closest key for typos.
@@ -107,6 +107,28 @@ def family(precision: str) -> str:
     return "int8" if precision.startswith("int8") else precision
 
 
+MAX_MODEL_NAME = 256  # MLflow's registered_models.name column
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why MLflow's registry would refuse ``name`` as a registered model name, or None. Its rules
+    (mlflow/utils/validation.py ``_validate_model_name``): not blank, no '/' or ':', and the
+    name read as a path must be itself (no '//', '/./', leading '/' or '..')."""
+    import posixpath
+
+    if not name.strip():
+        return "is empty"
+    bad = sorted({c for c in name if c in "/:"})
+    if bad:
+        return f"contains {' and '.join(repr(c) for c in bad)}, which MLflow's registry refuses in a name"
+    norm = posixpath.normpath(name)
+    if norm != name or norm in (".",) or norm.startswith(".."):
+        return "would be read as another path by MLflow's registry"
+    if len(name) > MAX_MODEL_NAME:
+        return f"is {len(name)} characters long; MLflow keeps at most {MAX_MODEL_NAME}"
+    return None
+
+
 def _require(ok: bool, key: str, msg: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key}: {msg}")
@@ -179,6 +201,11 @@ def check(cfg: Config) -> None:
     _require(cfg.bench.max_p99_ms is None or cfg.bench.max_p99_ms > 0, "bench.max_p99_ms", "must be > 0 or null")
     _require(cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
              "bench", "min_iterations must be > 0 and durations >= 0")
+    if cfg.report.registered_model is not None:
+        why = model_name_problem(cfg.report.registered_model)
+        _require(why is None, "report.registered_model",
+                 f"{cfg.report.registered_model!r} {why}; use letters, digits, '-', '_' and '.' "
+                 "(or null for 'edgeforge-<model>')")
     _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of the task metric)")
     _require(cfg.eval.max_detections > 0, "eval.max_detections", "must be > 0")
     if m.task == "detection":

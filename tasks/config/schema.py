@@ -1,5 +1,5 @@
 """The configuration schema. One dataclass per config group (``conf/<group>/``), named like the
-group (capitalised), its ``params.yaml`` section and its ``dvc.yaml`` params entry (rule 3).
+group (capitalised), its ``params.yaml`` section and its ``dvc.yaml`` params entry (docs/architecture.md, rule 3).
 
 Every field has a default and a one-line doc (``metadata["doc"]``); ``python -m tasks.config``
 prints the reference that the README embeds.

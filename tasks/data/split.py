@@ -7,7 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
-from tasks.data.sources import DataError
+from tasks.data.errors import DataError
+from tasks.io import read_json
 
 
 class Split:
@@ -35,3 +36,10 @@ def save_split(root: str | Path, x: np.ndarray, y: np.ndarray) -> None:
     root.mkdir(parents=True, exist_ok=True)
     np.save(root / "x.npy", x.astype(np.float32, copy=False))
     np.save(root / "y.npy", y.astype(np.int64, copy=False))
+
+
+def classes_of(split_dir: str | Path) -> list[str]:
+    """Class names the prepare stage wrote beside the split (``../classes.json``); empty if absent
+    (classes are then known by index)."""
+    path = Path(split_dir).parent / "classes.json"
+    return [str(c) for c in read_json(path)] if path.is_file() else []

@@ -2,7 +2,7 @@
 figure is an embedded base64 PNG) with the verdict table, each target's winner, the
 accuracy-vs-latency Pareto plot and latency percentiles per target, the int8-mixed sensitivity
 chart, and the three-way parity table and histograms. Also writes ``artifacts/report/plots/``,
-the same series as CSV for ``dvc plots show`` (see :mod:`tasks.report_plots`).
+the same series as CSV for ``dvc plots show`` (see :mod:`tasks.reporting.plots`).
 
 :func:`collect` reads the stage outputs the summary does not carry, :func:`render` turns them
 into HTML (no I/O), :func:`write` does both and writes the files all or nothing.
@@ -14,10 +14,13 @@ import dataclasses
 import html
 from pathlib import Path
 
-from tasks import report_plots
 from tasks.io import read_json, write_text
-from tasks.report import _fmt, title
-from tasks.selection import winners
+from tasks.layout import Layout
+from tasks.records import BenchmarkRecord, EvaluateRecord
+from tasks.reporting import plots as report_plots
+from tasks.reporting.format import fmt as _fmt
+from tasks.reporting.format import title
+from tasks.reporting.selection import winners
 
 MIXED = "int8-mixed"
 LEG_NAMES = {"torch_onnx": "PyTorch → ONNX", "onnx_artifact": "ONNX → artifact (judged)",
@@ -52,27 +55,25 @@ def model_name(cfg) -> str:
     return f"{m.arch} ({m.checkpoint})" if m.format == "state_dict" and m.arch else str(m.checkpoint)
 
 
-def collect(summary: dict, out_dir: Path, model: str = "") -> Extras:
-    """Read the benchmark and evaluate JSONs of every row, the parity PNGs under ``out_dir/parity``
-    (drawn by :func:`tasks.report.plot_parity`) and, with an int8-mixed row, its sensitivity files."""
-    from tasks import benchmark, evaluate, quantize
-
+def collect(summary: dict, layout: Layout, model: str = "") -> Extras:
+    """Read the benchmark and evaluate records of every row, the parity PNGs (drawn by
+    :func:`tasks.report.plot_parity`) and, with an int8-mixed row, its sensitivity files."""
     ex = Extras(model=model)
     for r in summary["rows"]:
         k = r["key"]
-        ex.latency[k] = read_json(benchmark.metrics_path(k)).get("latency", {})
-        par = read_json(evaluate.metrics_path(k)).get("parity")
+        ex.latency[k] = BenchmarkRecord.read(layout.benchmark_metrics(k)).latency
+        par = EvaluateRecord.read(layout.evaluate_metrics(k)).parity
         if par:
             ex.parity[k] = par
-        png = Path(out_dir) / "parity" / f"{k}.png"
+        png = layout.parity_png(k)
         if png.is_file():
             ex.parity_png[k] = png.read_bytes()
     if any(r["precision"] == MIXED for r in summary["rows"]):
-        d = quantize.out_dir(MIXED)
-        if (d / "sensitivity.json").is_file():
-            ex.sensitivity = read_json(d / "sensitivity.json")
-        if (d / "sensitivity.png").is_file():
-            ex.sensitivity_png = (d / "sensitivity.png").read_bytes()
+        table, chart = layout.sensitivity(MIXED)
+        if table.is_file():
+            ex.sensitivity = read_json(table)
+        if chart.is_file():
+            ex.sensitivity_png = chart.read_bytes()
     return ex
 
 
@@ -200,11 +201,10 @@ def render(summary: dict, extras: Extras | None = None) -> str:
             f"{sensitivity(summary, ex)}\n{parity(summary, ex)}\n</body></html>\n")
 
 
-def write(summary: dict, out_dir: Path, model: str = "") -> Path:
-    """``out_dir/report.html`` and ``out_dir/plots/`` from the stage outputs under the current
-    folder; returns the HTML's path. On failure neither is left half-written."""
-    out_dir = Path(out_dir)
-    ex = collect(summary, out_dir, model)
+def write(summary: dict, layout: Layout, model: str = "") -> Path:
+    """The layout's ``report.html`` and plots folder from its stage records; returns the HTML's
+    path. On failure neither is left half-written."""
+    ex = collect(summary, layout, model)
     page = render(summary, ex)
-    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, out_dir / "plots")
-    return write_text(out_dir / "report.html", page)
+    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, layout)
+    return write_text(layout.report_html, page)

@@ -1,4 +1,4 @@
-"""The report's figures (PNG bytes for :mod:`tasks.report_html`) and the same series as small CSV
+"""The report's figures (PNG bytes for :mod:`tasks.reporting.html`) and the same series as small CSV
 files for ``dvc plots show`` (declared in ``dvc.yaml``'s top-level ``plots:``).
 
 Two series, both per target:
@@ -17,6 +17,7 @@ import io
 from pathlib import Path
 
 from tasks.io import atomic_dir
+from tasks.layout import Layout
 
 # (column of the dvc plots file, key in a benchmark's per-batch stats): the points of the
 # latency-by-percentile curve; 0 and 100 are the measured min and max.
@@ -69,16 +70,19 @@ def _csv(path: Path, fields: list[str], records: list[dict]) -> None:
         w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)
 
 
-def write_data(rows: list[dict], winners: dict[str, dict], latency: dict[str, dict], out: Path) -> Path:
-    """``out/pareto.csv`` (every row) and ``out/latency/<target>.csv`` (one column per precision),
-    all or nothing; ``latency``: ``{key: benchmark["latency"]}``. Returns ``out``."""
+def write_data(rows: list[dict], winners: dict[str, dict], latency: dict[str, dict], layout: Layout) -> Path:
+    """The layout's ``pareto.csv`` (every row) and ``latency/<target>.csv`` (one column per
+    precision) in its plots folder, all or nothing; ``latency``: ``{key: benchmark["latency"]}``.
+    Returns the plots folder."""
+    out = layout.plots_dir
     with atomic_dir(out) as tmp:
-        _csv(tmp / "pareto.csv", list(PARETO_FIELDS), pareto_rows(rows, winners))
-        (tmp / "latency").mkdir()
+        _csv(tmp / layout.pareto_csv.relative_to(out), list(PARETO_FIELDS), pareto_rows(rows, winners))
+        per_target = tmp / layout.latency_plots.relative_to(out)
+        per_target.mkdir()
         for t in targets(rows):
             mine = [r for r in rows if r["target"] == t]
             precisions = [r["precision"] for r in mine]
-            _csv(tmp / "latency" / f"{t}.csv", ["percentile", *precisions],
+            _csv(per_target / f"{t}.csv", ["percentile", *precisions],
                  latency_rows(precisions, {r["precision"]: latency.get(r["key"], {}) for r in mine}))
     return out
 

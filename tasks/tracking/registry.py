@@ -1,13 +1,17 @@
 """MLflow model registry of the winners: each target's winning build (see
-:func:`tasks.selection.winners`) becomes a new version of one registered model, made from the
+:func:`tasks.reporting.selection.winners`) becomes a new version of one registered model, made from the
 child run's logged ``build/`` folder (``runs:/<child run id>/build``), and the target's alias
 moves to it. Deployment fetches ``models:/<name>@<target>`` and always gets the latest winner."""
 from __future__ import annotations
 
 import re
 
+from pathlib import Path
+
 from tasks import stage
 from tasks.config import Config
+from tasks.config.load import MAX_MODEL_NAME
+from tasks.reporting.selection import winners
 
 # MLflow 3 alias rules (mlflow/utils/validation.py): `^[\w\-]*$`, at most 255 characters, and
 # neither `latest` (any case) nor `v<digits>` (read as version numbers) is allowed.
@@ -16,9 +20,19 @@ _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 MAX_ALIAS = 255
 
 
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
 def model_name(cfg: Config) -> str:
-    """``report.registered_model``, or ``edgeforge-<model.arch>`` when it is null."""
-    return cfg.report.registered_model or f"edgeforge-{cfg.model.arch}"
+    """``report.registered_model`` (checked when the config is loaded), or when it is null
+    ``edgeforge-<model>``: ``model.arch`` for a state_dict (``mypkg.nets:MyNet`` ->
+    ``edgeforge-mypkg.nets.MyNet``), else the checkpoint's file name without its suffix; every
+    run of characters outside ``[A-Za-z0-9_.-]`` becomes ``-`` (MLflow refuses '/' and ':')."""
+    if cfg.report.registered_model:
+        return cfg.report.registered_model
+    m = cfg.model
+    base = m.arch.replace(":", ".") if m.format == "state_dict" and m.arch else Path(m.checkpoint).stem
+    return f"edgeforge-{_NAME_BAD.sub('-', base).strip('-.') or 'model'}"[:MAX_MODEL_NAME]
 
 
 def alias_for(target: str) -> str:
@@ -74,8 +88,6 @@ def register_winners(client, cfg: Config, rows: list[dict], run_ids: dict[str, s
     target without an accepted build). Raises :class:`tasks.stage.StageError` naming the model
     and the tracking URI when the registry refuses."""
     from mlflow.exceptions import MlflowException
-
-    from tasks.selection import winners
 
     best = winners(rows)
     if not best:

@@ -2,7 +2,7 @@
 and one child run per target x precision with the same metric names everywhere, so the UI's
 compare view lines FP32 against FP16 (and INT8) without setup. Every run is tagged with the
 checkpoint's sha256, the git commit, the DVC experiment and the toolkit's versions; each
-target's winner is registered in the model registry (:mod:`tasks.tracking_registry`). No secret
+target's winner is registered in the model registry (:mod:`tasks.tracking.registry`). No secret
 reaches params: keys that look secret are dropped before logging, and credentials in the
 tracking URI are masked wherever it is printed or stored."""
 from __future__ import annotations
@@ -14,20 +14,22 @@ import os
 import platform
 import re
 import subprocess
-import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
-from tasks import stage, tracking_ui
+from tasks import stage
 from tasks.config import Config
 from tasks.io import sha256_file
+from tasks.layout import LAYOUT, Layout
+from tasks.tracking import ui as tracking_ui
+from tasks.tracking.registry import register_winners
+from tasks.tracking.uri import redact_uri, resolved_uri, tracking_uri
 
 SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|api_?key", re.I)
 # tag suffix -> distributions that provide it (first installed one wins)
 PACKAGES = {"torch": ("torch",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
             "openvino": ("openvino",), "dvc": ("dvc",), "mlflow": ("mlflow", "mlflow-skinny"),
             "edgeforge": ("edgeforge",)}
-REPORT = stage.ARTIFACTS / "report"  # report.html and plots/, written by the report stage before logging
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -48,29 +50,6 @@ def git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def tracking_uri(cfg: Config) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.report.tracking_uri
-
-
-def resolved_uri(uri: str, base: Path | None = None) -> str:
-    """``uri`` with a relative sqlite path made absolute against ``base`` (default: the current
-    folder). MLflow keeps one database engine per URI string for the life of the process: a relative
-    ``sqlite:///mlflow.db`` would otherwise keep pointing at the first folder it was opened in."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        return prefix + str((Path(base or ".") / uri[len(prefix):]).resolve())
-    return uri
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with the password of ``user:password@host`` replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def experiment_name() -> str:
@@ -102,12 +81,12 @@ def run_tags(cfg: Config) -> dict[str, str]:
             "git_commit": git_commit(), "dvc_experiment": experiment_name(), **toolkit_versions()}
 
 
-def log_report(mlflow) -> None:
+def log_report(mlflow, layout: Layout = LAYOUT) -> None:
     """The HTML report and its plots, when the report stage wrote them, under ``report/``."""
-    if (REPORT / "report.html").is_file():
-        mlflow.log_artifact(str(REPORT / "report.html"), "report")
-    if (REPORT / "plots").is_dir():
-        mlflow.log_artifacts(str(REPORT / "plots"), "report/plots")
+    if layout.report_html.is_file():
+        mlflow.log_artifact(str(layout.report_html), "report")
+    if layout.plots_dir.is_dir():
+        mlflow.log_artifacts(str(layout.plots_dir), "report/plots")
 
 
 @contextlib.contextmanager
@@ -152,23 +131,19 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
 def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
     """The parent run and its children; registration happens inside the parent run, so a
     refused one marks it FAILED. Returns (parent run id, registered versions)."""
-    from tasks import export, parity
-
     tags = run_tags(cfg)
     with mlflow.start_run(run_name=tracking_ui.parent_run_name(cfg, tags),
                           tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
         mlflow.log_metric(f"reference_accuracy_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
-        mlflow.log_artifact(str(export.OUT), "export")
-        for f in (export.METRICS, parity.METRICS):
+        mlflow.log_artifact(str(LAYOUT.onnx), "export")
+        for f in (LAYOUT.export_metrics, LAYOUT.parity_metrics):
             mlflow.log_artifact(str(f), "metrics")
         log_report(mlflow)
         run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"]}
         registered: dict[str, dict] = {}
         if cfg.report.register:
-            from tasks.tracking_registry import register_winners
-
             registered = register_winners(mlflow.MlflowClient(), cfg, summary["rows"], run_ids, tags, shown_uri)
             mlflow.set_tags({f"registered.{v['alias']}": f"models:/{v['name']}/{v['version']}"
                              for v in registered.values()})
@@ -177,8 +152,7 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
 
 def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
     """One summary row as a nested run; returns its run id."""
-    from tasks import benchmark, build, evaluate, probe, quantize
-
+    k = r["key"]
     with mlflow.start_run(run_name=tracking_ui.child_run_name(r), nested=True, tags={
         **tags, "edgeforge.kind": "build", tracking_ui.KEY_TAG: r["key"], "artifact_sha256": r["artifact_sha256"],
         "runtime_version": r["runtime_version"], "verdict": r["verdict"],
@@ -207,15 +181,14 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
             metrics["kept_fp32_layers"] = r["kept_fp32"]
             mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
-        mlflow.log_artifacts(str(build.out_dir(r["key"])), "build")
-        for f in ("sensitivity.png", "sensitivity.json"):
-            if (quantize.out_dir(r["precision"]) / f).is_file():
-                mlflow.log_artifact(str(quantize.out_dir(r["precision"]) / f), "sensitivity")
-        for f in (build.metrics_path(r["key"]), benchmark.metrics_path(r["key"]), evaluate.metrics_path(r["key"])):
+        mlflow.log_artifacts(str(LAYOUT.build_dir(k)), "build")
+        for f in LAYOUT.sensitivity(r["precision"]):
+            if f.is_file():
+                mlflow.log_artifact(str(f), "sensitivity")
+        for f in (LAYOUT.build_metrics(k), LAYOUT.benchmark_metrics(k), LAYOUT.evaluate_metrics(k)):
             mlflow.log_artifact(str(f), "metrics")
-        png = stage.ARTIFACTS / "report" / "parity" / f"{r['key']}.png"
-        if png.is_file():
-            mlflow.log_artifact(str(png), "parity")
-        if probe.out_path(r["target"]).is_file():  # what the device was when it built this
-            mlflow.log_artifact(str(probe.out_path(r["target"])), "device")
+        if LAYOUT.parity_png(k).is_file():
+            mlflow.log_artifact(str(LAYOUT.parity_png(k)), "parity")
+        if LAYOUT.fingerprint(r["target"]).is_file():  # what the device was when it built this
+            mlflow.log_artifact(str(LAYOUT.fingerprint(r["target"])), "device")
         return child.info.run_id

@@ -24,7 +24,7 @@ def _check_latency(lat: dict, cfg: Config) -> None:
 
 def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepared):
     lines: list[str] = []
-    res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lines.append)
+    res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lines.append).to_json()
     assert res["runtime"] == "onnxruntime"
     assert res["threads"] is None
     _check_latency(res["latency"], cfg)
@@ -41,12 +41,12 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
     assert any(line.startswith("cold start: load") for line in lines)
 
     # measured once per target, by the FP32 benchmark: other precisions do not repeat it
-    res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16")
+    res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16").to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res and "speedup_vs_torch" not in res
 
     params["bench"]["torch_baseline"] = False
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None)
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None).to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res
     assert "speedup_vs_torch" not in res
@@ -65,13 +65,13 @@ def test_drifting_latency_is_measured_again_then_flagged(params, fp32_artifact, 
     lines: list[str] = []
     params["bench"]["max_cv"] = 0.0  # every measurement "drifts"
     res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
-                        precision="fp16")
+                        precision="fp16").to_json()
     assert res["retried"] == ["b1", "b4"] and res["unstable"] == ["b1", "b4"]
     assert sum("measuring once more" in m for m in lines) == 2
     assert sum(m.startswith("WARNING: batch") for m in lines) == 2
     params["bench"]["max_cv"] = 1e9  # nothing drifts that much
     res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
-                        precision="fp16")
+                        precision="fp16").to_json()
     assert res["retried"] == [] and res["unstable"] == []
 
 
@@ -82,7 +82,7 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     params["target"]["local"]["peak_gflops"] = {"fp32": 100.0}
     lines: list[str] = []
     res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
-                        onnx_path=exported)
+                        onnx_path=exported).to_json()
     assert set(res["latency"]) == {"b1", "b4", "b8"}
     ss = res["single_stream"]
     assert ss["p50_ms"] == res["latency"]["b1"]["p50_ms"] <= ss["p90_ms"] <= ss["p99_ms"] == res["latency"]["b1"]["p99_ms"]
@@ -99,20 +99,20 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     assert res["accepted"] is True and res["max_p99_ms"] is None
     # no peak for the family: achieved GFLOP/s still reported, no efficiency
     res16 = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
-                          precision="int8-minmax", onnx_path=exported)
+                          precision="int8-minmax", onnx_path=exported).to_json()
     assert res16["roofline"]["peak_gflops"] is None and res16["roofline"]["efficiency"] is None
 
     # a budget below the measured p99 rejects the build, naming both figures
     params["bench"]["max_p99_ms"] = 1e-6
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append)
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append).to_json()
     assert res["accepted"] is False and "bench.max_p99_ms 1e-06" in res["reason"]
     assert f"p99 {res['single_stream']['p99_ms']:.3g} ms" in res["reason"]
     params["bench"]["max_p99_ms"] = 1e6
     assert benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval",
-                         log=lambda m: None)["accepted"] is True
+                         log=lambda m: None).to_json()["accepted"] is True
 
 
 def test_offline_only(params, fp32_artifact, prepared):
     params["bench"].update(single_stream=False, offline_batch_sizes=[4], torch_baseline=False)
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None)
+    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None).to_json()
     assert set(res["latency"]) == {"b4"} and "single_stream" not in res and set(res["offline"]) == {"b4"}

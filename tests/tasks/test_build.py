@@ -10,16 +10,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tasks.quant.common import QuantError
+
 from tests.conftest import ROOT, write_params, build_main
 from tasks import build, quantize
 from tasks.io import read_json, sha256_file
 from tasks.runtimes import BuildError
+from tasks.layout import LAYOUT
+from tasks.records import built_artifact
 
 
 def _build(precision: str) -> dict:
     quantize.main(["--precision", precision])
     build_main(["--target", "local", "--precision", precision])
-    return read_json(build.metrics_path(f"local-{precision}"))
+    return read_json(LAYOUT.build_metrics(f"local-{precision}"))
 
 
 def _input_elem_type(path) -> int:
@@ -29,10 +33,10 @@ def _input_elem_type(path) -> int:
 def _check_build(workdir, exported, precision: str) -> tuple:
     key = f"local-{precision}"
     metrics = _build(precision)
-    bdir = workdir / build.out_dir(key)
+    bdir = workdir / LAYOUT.build_dir(key)
     meta = read_json(bdir / "build.json")
     assert meta == metrics  # the metrics file is the build record
-    art = build.artifact(bdir)
+    art = built_artifact(bdir)
     assert art == bdir / "model.onnx" and art.is_file()
     assert meta["target"] == "local" and meta["precision"] == precision
     assert meta["runtime"] == "onnxruntime"
@@ -40,7 +44,7 @@ def _check_build(workdir, exported, precision: str) -> tuple:
     assert meta["host"] == "local"
     assert meta["sha256"] == sha256_file(art)
     assert meta["size_bytes"] == art.stat().st_size
-    assert meta["source_onnx_sha256"] == sha256_file(quantize.source(precision))
+    assert meta["source_onnx_sha256"] == sha256_file(LAYOUT.precision_onnx(precision))
     # the artifact runs in onnxruntime on a real-shaped batch
     sess = ort.InferenceSession(str(art), providers=["CPUExecutionProvider"])
     x = np.zeros((3, 1, 28, 28), np.float32)
@@ -60,7 +64,7 @@ def test_fp32_and_fp16_builds(workdir, params, exported):
     x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
     np.testing.assert_allclose(run(art32), run(exported), atol=1e-5)
-    np.testing.assert_allclose(run(art16), run(quantize.source("fp16")), atol=1e-3)
+    np.testing.assert_allclose(run(art16), run(LAYOUT.precision_onnx("fp16")), atol=1e-3)
     assert meta16["sha256"] != meta32["sha256"]
     assert art16.stat().st_size < art32.stat().st_size
     # FP16 keeps float32 inputs/outputs by default
@@ -82,7 +86,7 @@ def test_fp16_float16_io_when_not_keeping_io_types(workdir, params, exported):
 
 
 def test_unsupported_precision_fails_in_quantize(cfg, exported, tmp_path):
-    with pytest.raises(quantize.stage.StageError, match="precision 'int4' is not supported"):
+    with pytest.raises(QuantError, match="precision 'int4' is not supported"):
         quantize.run(cfg, "int4", exported, tmp_path)
 
 
@@ -98,14 +102,14 @@ def test_cli_unknown_target_exits_1_naming_defined_targets(params, workdir):
 
 
 def test_failed_build_leaves_no_outputs(params, workdir, capsys):
-    onnx_path = workdir / quantize.source("fp32")
+    onnx_path = workdir / LAYOUT.precision_onnx("fp32")
     onnx_path.parent.mkdir(parents=True)
     onnx_path.write_bytes(b"not an onnx model")
     # outputs of an earlier build must not survive a failed one
-    stale_dir = workdir / build.out_dir("local-fp32")
+    stale_dir = workdir / LAYOUT.build_dir("local-fp32")
     stale_dir.mkdir(parents=True)
     (stale_dir / "build.json").write_text("{}")
-    stale_metrics = workdir / build.metrics_path("local-fp32")
+    stale_metrics = workdir / LAYOUT.build_metrics("local-fp32")
     stale_metrics.parent.mkdir(parents=True)
     stale_metrics.write_text("{}")
 

@@ -20,6 +20,7 @@ from tasks.io import read_json
 from tasks.stage import TRANSIENT_EXIT
 from tests.conftest import write_params
 from tests.fakes import TRT_PYTHON, install_trtexec
+from tasks.layout import LAYOUT
 
 
 def ssh_target(sshd, device_dir: Path, **kw) -> dict:
@@ -56,10 +57,10 @@ def devices(params, exported, sshd, tmp_path):
 
 
 def _build(target: str, precision: str) -> dict:
-    if not probe.out_path(target).is_file():
+    if not LAYOUT.fingerprint(target).is_file():
         probe.main(["--target", target])
     build.main(["--target", target, "--precision", precision])
-    return read_json(build.metrics_path(f"{target}-{precision}"))
+    return read_json(LAYOUT.build_metrics(f"{target}-{precision}"))
 
 
 def _logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def _logits(path: Path, x: np.ndarray) -> np.ndarray:
 def test_probe_over_ssh_fingerprints_the_device(devices):
     probe.main(["--target", "dev_ort"])
     probe.main(["--target", "local"])
-    fp, local = read_json(probe.out_path("dev_ort")), read_json(probe.out_path("local"))
+    fp, local = read_json(LAYOUT.fingerprint("dev_ort")), read_json(LAYOUT.fingerprint("local"))
     assert fp["onnxruntime"] == ort.__version__ and fp["arch"] and fp["cpu"]["cores"] >= 1
     assert fp["tensorrt"] is None and fp["ram_gib"] > 0
     # the loopback device is this machine with this interpreter: the very same fingerprint
@@ -80,12 +81,12 @@ def test_onnxruntime_and_openvino_build_on_the_device(devices, sshd):
     x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
     for p in ("fp32", "int8-minmax"):
         meta = _build("dev_ort", p)
-        art = build.out_dir(f"dev_ort-{p}") / meta["artifact"]
+        art = LAYOUT.build_dir(f"dev_ort-{p}") / meta["artifact"]
         assert meta["host"] == f"127.0.0.1:{sshd.port}" and meta["runtime_version"] == ort.__version__
-        assert meta["device_fingerprint_sha256"] == read_json(probe.out_path("dev_ort"))["fingerprint_sha256"]
-        np.testing.assert_allclose(_logits(art, x), _logits(quantize.source(p, "onnxruntime"), x), atol=1e-4)
+        assert meta["device_fingerprint_sha256"] == read_json(LAYOUT.fingerprint("dev_ort"))["fingerprint_sha256"]
+        np.testing.assert_allclose(_logits(art, x), _logits(LAYOUT.precision_onnx(p, "onnxruntime"), x), atol=1e-4)
     meta = _build("dev_ov", "fp16")
-    folder = build.out_dir("dev_ov-fp16")
+    folder = LAYOUT.build_dir("dev_ov-fp16")
     assert {"model.xml", "model.bin", "build.json"} <= {p.name for p in folder.iterdir()}
     assert meta["runtime"] == "openvino" and meta["int8_ops"] == 0
     # jobs are cleaned up on the device; the uploaded agent stays for the next call
@@ -97,7 +98,7 @@ def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
     fp = probe.run(*_cfg_and("dev_trt10"))
     assert fp["tensorrt"] == "10.3.0"
     meta = _build("dev_trt10", "fp16")
-    folder = build.out_dir("dev_trt10-fp16")
+    folder = LAYOUT.build_dir("dev_trt10-fp16")
     assert meta["artifact"] == "model.engine" and meta["recipe"] == "weakly-typed" and meta["flags"] == ["--fp16"]
     assert meta["tensorrt_version"] == "10.3.0" and "--profilingVerbosity=detailed" in meta["command"]
     assert (folder / "model.engine").read_bytes().startswith(b"EDGEFORGE FAKE TRT ENGINE")
@@ -125,7 +126,7 @@ def test_failed_tensorrt_build_quotes_trtexec_errors_and_leaves_nothing(devices,
     assert "edgeforge build@dev_trt_fail-fp16: error:" in err
     assert "Could not find any implementation for node" in err  # trtexec's [E] line, quoted
     assert "trtexec --onnx=model.onnx --saveEngine=model.engine --fp16" in err  # and the command
-    assert not build.out_dir("dev_trt_fail-fp16").exists() and not build.metrics_path("dev_trt_fail-fp16").exists()
+    assert not LAYOUT.build_dir("dev_trt_fail-fp16").exists() and not LAYOUT.build_metrics("dev_trt_fail-fp16").exists()
 
 
 def test_tensorrt_target_without_tensorrt_says_so(devices, capsys):
@@ -151,7 +152,7 @@ def test_unreachable_device_fails_within_the_connect_timeout(params, sshd, tmp_p
     t0 = time.perf_counter()
     err = _fails("gone", capsys, code=TRANSIENT_EXIT)  # unreachable may pass: the flow retries exit 75 only
     assert time.perf_counter() - t0 < 10
-    assert "gone: cannot connect" in err and not probe.out_path("gone").exists()
+    assert "gone: cannot connect" in err and not LAYOUT.fingerprint("gone").exists()
 
 
 def test_wrong_key_and_unknown_host_key_are_refused(params, sshd, tmp_path, capsys):
@@ -182,7 +183,7 @@ def test_hung_device_command_is_killed_at_the_command_timeout(devices, params, s
     assert "timed out after 2 s and was stopped on the device" in capsys.readouterr().err
     time.sleep(1.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # killed on the device
-    assert not build.out_dir("dev_ort-fp32").exists()
+    assert not LAYOUT.build_dir("dev_ort-fp32").exists()
 
 
 def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, tmp_path, capsys):
@@ -198,7 +199,7 @@ def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, t
             build.main(["--target", "dev_ort", "--precision", "fp32"])
         err = capsys.readouterr().err
         assert "edgeforge build@dev_ort-fp32: error: dev_ort:" in err and "space" in err.lower()
-        assert not build.out_dir("dev_ort-fp32").exists()
+        assert not LAYOUT.build_dir("dev_ort-fp32").exists()
         assert [p.name for p in (disk / "edgeforge" / "jobs").iterdir()] == []  # no partial upload left
     finally:
         subprocess.run(["umount", str(disk)], check=False)
@@ -218,8 +219,8 @@ def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params
     assert by["dev_ort"].done == ["probe@dev_ort", "build@dev_ort-fp32", "build@dev_ort-int8-minmax"]
     assert by["gone"].done == [] and by["gone"].error.startswith("probe@gone: gone: cannot connect")
     for k in ("dev_ort-fp32", "dev_ort-int8-minmax", "local-fp32", "local-int8-minmax"):
-        assert read_json(build.metrics_path(k))["precision"] in k
-    assert not build.out_dir("gone-fp32").exists()
+        assert read_json(LAYOUT.build_metrics(k))["precision"] in k
+    assert not LAYOUT.build_dir("gone-fp32").exists()
     assert any(m.startswith("FAILED probe@gone") for m in logs)
 
 
@@ -234,7 +235,7 @@ def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
     node = helper.make_node("Gelu", ["input"], ["logits"], name="ort_only_gelu", domain="com.microsoft")
     model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    for path in (quantize.source("fp32"), Path("artifacts/export/model.onnx")):  # TensorRT 10 builds FP32 from the export
+    for path in (LAYOUT.precision_onnx("fp32"), Path("artifacts/export/model.onnx")):  # TensorRT 10 builds FP32 from the export
         onnx.save(model, str(path))
     probe.main(["--target", "dev_trt10"])
     with pytest.raises(SystemExit):
@@ -242,7 +243,7 @@ def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
     err = capsys.readouterr().err
     assert "com.microsoft:Gelu" in err and "ort_only_gelu" in err
     assert not (devices / "trt10" / "jobs").exists()
-    assert not build.out_dir("dev_trt10-fp32").exists()
+    assert not LAYOUT.build_dir("dev_trt10-fp32").exists()
 
 
 def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(devices, params):
@@ -259,13 +260,13 @@ def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(device
     evaluate.main(argv)
     benchmark.main(argv)
     assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == first  # reused, not sent again
-    bench = read_json(benchmark.metrics_path("dev_ort-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_ort-fp32"))
     assert bench["cold"]["first_inference_ms"] > 0 and bench["hygiene"]["before"]["load_avg_1m"] >= 0
-    assert read_json(evaluate.metrics_path("dev_ort-fp32"))["samples"] == 96
+    assert read_json(LAYOUT.evaluate_metrics("dev_ort-fp32"))["samples"] == 96
     params["bench"]["max_cv"] = 0.0  # every measurement "drifts": each batch size is measured again, on the device
     write_params(params)
     benchmark.main(argv)
-    bench = read_json(benchmark.metrics_path("dev_ort-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_ort-fp32"))
     assert bench["retried"] == ["b1", "b4"] and bench["unstable"] == ["b1", "b4"]
 
 
@@ -291,14 +292,14 @@ def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(de
         argv = ["--target", "dev_trt", "--precision", precision]
         benchmark.main(argv)
         evaluate.main(argv)
-        bench = read_json(benchmark.metrics_path(f"dev_trt-{precision}"))
+        bench = read_json(LAYOUT.benchmark_metrics(f"dev_trt-{precision}"))
         assert bench["runtime"] == "tensorrt" and set(bench["latency"]) == {"b1", "b4"}
         assert bench["single_stream"]["p99_ms"] > 0 and bench["cold"]["load_ms"] > 0
         t = bench["trtexec"]["b1"]
         assert t["latency"]["median"] == pytest.approx(0.0368652)  # trt10.16_rtx6000ada_loadengine_fp16_ok.log
         assert t["tensorrt"] == "10.3.0" and t["defaults"]["cuda_graph"] is False
         assert any(a.startswith("--loadEngine=") for a in t["argv"])
-        ev = read_json(evaluate.metrics_path(f"dev_trt-{precision}"))
+        ev = read_json(LAYOUT.evaluate_metrics(f"dev_trt-{precision}"))
         assert ev["samples"] == 96 and ev["accepted"] is True
         assert ev["parity"]["legs"]["onnx_artifact"]["logits"]["max_abs"] < 1e-5
 
@@ -310,7 +311,7 @@ def test_tensorrt_device_without_its_python_packages_records_trtexec_only(device
 
     _build("dev_trt10", "fp32")
     benchmark.main(["--target", "dev_trt10", "--precision", "fp32"])
-    bench = read_json(benchmark.metrics_path("dev_trt10-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_trt10-fp32"))
     assert bench["latency"] == {} and "single_stream" not in bench and "cold" not in bench
     assert "pycuda" in bench["latency_unavailable"] and bench["accepted"] is False
     assert bench["trtexec"]["b1"]["latency"]["median"] == pytest.approx(0.0368652)

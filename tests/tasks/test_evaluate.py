@@ -27,7 +27,7 @@ def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifac
     reference = tmp_path / "reference.npz"
     np.savez(reference, **ref)
 
-    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, reference, source_onnx=exported, log=lambda m: None)
+    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, reference, source_onnx=exported, log=lambda m: None).to_json()
 
     # by hand: run the artifact directly and score it
     scores = _scores(fp32_artifact, split)
@@ -66,7 +66,7 @@ def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepare
     # a reference that is always right (one-hot of the true labels) against an untrained model
     perfect = tmp_path / "perfect.npz"
     np.savez(perfect, logits=np.eye(10, dtype=np.float32)[labels])
-    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, perfect, log=lambda m: None)
+    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, perfect, log=lambda m: None).to_json()
     assert res["reference_value"] == pytest.approx(100.0)
     assert res["value"] == pytest.approx(acc)
     assert res["value"] < 50  # untrained: about chance
@@ -84,7 +84,7 @@ def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepare
 
     # the same drop is accepted when the allowance covers it
     params["eval"]["max_drop"] = 100.0
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect, log=lambda m: None)
+    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect, log=lambda m: None).to_json()
     assert res["accepted"] is True and res["reason"] == ""
 
 
@@ -105,7 +105,7 @@ def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(params, cfg, 
 
     params["eval"]["max_drop"] = 100.0  # accuracy is not what rejects it here
     res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       log=lambda m: None)
+                       log=lambda m: None).to_json()
     par = res["parity"]
     assert par["failed"] == ["logits"] and par["legs"]["onnx_artifact"]["logits"]["violations"] > 0
     assert res["accepted"] is False and "three-way parity (fp32)" in res["reason"] and "worst logits[" in res["reason"]
@@ -118,10 +118,10 @@ def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(params, cfg, 
     frac = par["legs"]["onnx_artifact"]["logits"]["outside_fraction"]
     params["parity"]["artifact"]["int8"] = {"atol": 1e-3, "rtol": 1e-3, "max_outside": min(1.0, frac * 1.01)}
     res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       precision="int8-minmax", log=lambda m: None)
+                       precision="int8-minmax", log=lambda m: None).to_json()
     assert res["parity"]["failed"] == [] and res["accepted"] is True
     # a per-output override wins over the family default
     params["parity"]["artifact_outputs"] = {"logits": {"int8": {"atol": 1e-3, "rtol": 1e-3, "max_outside": 0.0}}}
     res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       precision="int8-minmax", log=lambda m: None)
+                       precision="int8-minmax", log=lambda m: None).to_json()
     assert res["parity"]["failed"] == ["logits"] and "max_outside 0" in res["reason"]

@@ -24,8 +24,10 @@ from tests.browser import chromium_page
 from tests.tasks.test_tracking import ENV, PRECISIONS, make_project
 from tasks import build, report
 from tasks.io import read_json, sha256_file
-from tasks.selection import winners
-from tasks.tracking_registry import model_name
+from tasks.reporting.selection import winners
+from tasks.tracking.registry import model_name
+from tasks.layout import LAYOUT
+from tasks.records import built_artifact
 
 START_TIMEOUT_S = 240  # a cold server on a busy 2-core machine: imports, migrations, uvicorn
 
@@ -104,7 +106,7 @@ def logged(server, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", server["uri"])
         mp.setenv("EDGEFORGE_EXP_NAME", "http-exp")
         report.main([])
-        summary = read_json(report.OUT / "summary.json")
+        summary = read_json(LAYOUT.report_dir / "summary.json")
         yield {"folder": folder, "cfg": cfg, "summary": summary, "client": MlflowClient(tracking_uri=server["uri"])}
 
 
@@ -120,7 +122,7 @@ def test_runs_and_artifacts_over_http(server, logged):
     for run in children:
         key = run.data.tags["edgeforge.key"]
         assert run.data.params["precision"] == key.removeprefix("local-")
-        built = build.artifact(logged["folder"] / build.out_dir(key))
+        built = built_artifact(logged["folder"] / LAYOUT.build_dir(key))
         assert run.data.tags["artifact_sha256"] == sha256_file(built)
         logged_build = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
         assert {"build/model.onnx", "build/build.json"} <= logged_build

@@ -16,6 +16,7 @@ from tasks.config import Config, from_dict
 from tasks.data.split import Split
 from tasks.runtimes import get_runtime
 from tasks.stage import StageError
+from tasks.layout import LAYOUT
 
 
 def _cfg(params: dict) -> Config:
@@ -101,7 +102,7 @@ def _run_stage(workdir) -> subprocess.CompletedProcess:
 def test_cli_failure_exits_1_and_leaves_no_outputs(params, workdir, exported):
     params["parity"].update(atol=1e-12, rtol=0.0)
     write_params(params)
-    stale = [parity.OUT, parity.METRICS]
+    stale = [LAYOUT.reference, LAYOUT.parity_metrics]
     for p in stale:  # outputs of an earlier, successful run
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"stale")
@@ -109,17 +110,17 @@ def test_cli_failure_exits_1_and_leaves_no_outputs(params, workdir, exported):
     assert r.returncode == 1, r.stderr
     assert "edgeforge parity: error: parity failed for output 'logits'" in r.stderr
     assert "Traceback" not in r.stderr
-    assert not (workdir / parity.OUT).exists()
-    assert not (workdir / parity.METRICS).exists()
-    assert not list((workdir / parity.OUT.parent).glob("*.npz"))  # no temporary left either
+    assert not (workdir / LAYOUT.reference).exists()
+    assert not (workdir / LAYOUT.parity_metrics).exists()
+    assert not list((workdir / LAYOUT.reference.parent).glob("*.npz"))  # no temporary left either
 
 
 def test_main_success_writes_reference_and_metrics(cfg, workdir, exported, prepared):
     parity.main([])
-    assert (workdir / parity.METRICS).is_file()
-    assert (workdir / parity.OUT).is_file()
+    assert (workdir / LAYOUT.parity_metrics).is_file()
+    assert (workdir / LAYOUT.reference).is_file()
     split = Split(prepared / "eval")
-    with np.load(workdir / parity.OUT) as z:
+    with np.load(workdir / LAYOUT.reference) as z:
         assert z.files == ["logits"]
         logits = z["logits"]
     assert logits.shape == (len(split), 10)
@@ -129,6 +130,6 @@ def test_main_success_writes_reference_and_metrics(cfg, workdir, exported, prepa
     np.testing.assert_allclose(logits, torch_s.infer(np.ascontiguousarray(split.x))["logits"], rtol=0, atol=1e-5)
     from tasks.io import read_json
 
-    m = read_json(workdir / parity.METRICS)
+    m = read_json(workdir / LAYOUT.parity_metrics)
     assert m["outputs"]["logits"]["batch32"]["violations"] == 0
     assert m["samples"] == len(split)

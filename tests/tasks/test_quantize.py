@@ -8,6 +8,7 @@ import pytest
 from tasks import quantize
 from tasks.io import read_json, sha256_file
 from tests.conftest import write_params, build_main
+from tasks.layout import LAYOUT
 
 
 def _elem(model: onnx.ModelProto, io: str) -> int:
@@ -17,14 +18,14 @@ def _elem(model: onnx.ModelProto, io: str) -> int:
 def test_fp32_is_the_verified_export_and_fp16_halves_the_weights(workdir, params, exported):
     quantize.main(["--precision", "fp32"])
     quantize.main(["--precision", "fp16"])
-    assert sha256_file(quantize.source("fp32")) == sha256_file(exported)
-    half = onnx.load(str(quantize.source("fp16")))
+    assert sha256_file(LAYOUT.precision_onnx("fp32")) == sha256_file(exported)
+    half = onnx.load(str(LAYOUT.precision_onnx("fp16")))
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     assert {i.data_type for i in half.graph.initializer if i.data_type in floats} == {onnx.TensorProto.FLOAT16}
     assert _elem(half, "input") == _elem(half, "output") == onnx.TensorProto.FLOAT  # FP32 I/O by default
-    meta = read_json(quantize.metrics_path("fp16"))
-    assert meta == read_json(quantize.out_dir("fp16") / "quantize.json")
-    assert meta["keep_io_types"] is True and meta["sha256"] == sha256_file(quantize.source("fp16"))
+    meta = read_json(LAYOUT.quantize_metrics("fp16"))
+    assert meta == read_json(LAYOUT.quantize_dir("fp16") / "quantize.json")
+    assert meta["keep_io_types"] is True and meta["sha256"] == sha256_file(LAYOUT.precision_onnx("fp16"))
     assert meta["source_onnx_sha256"] == sha256_file(exported)
 
 
@@ -32,7 +33,7 @@ def test_fp16_with_float16_io(workdir, params, exported):
     params["build"]["fp16_keep_io_types"] = False
     write_params(params)
     quantize.main(["--precision", "fp16"])
-    half = onnx.load(str(quantize.source("fp16")))
+    half = onnx.load(str(LAYOUT.precision_onnx("fp16")))
     assert _elem(half, "input") == onnx.TensorProto.FLOAT16
 
 
@@ -41,14 +42,14 @@ def test_precision_not_in_the_build_list_fails_and_leaves_nothing(workdir, param
         quantize.main(["--precision", "fp8"])
     assert e.value.code == 1
     assert "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)" in capsys.readouterr().err
-    assert not quantize.out_dir("fp8").exists() and not quantize.metrics_path("fp8").exists()
+    assert not LAYOUT.quantize_dir("fp8").exists() and not LAYOUT.quantize_metrics("fp8").exists()
 
 
 def test_int8_writes_qdq_model_trt_cache_and_ranges(workdir, params, exported, capsys):
     from tasks.quant import read_cache, read_cache_header, read_ranges_json
 
     quantize.main(["--precision", "int8-minmax"])
-    out = quantize.out_dir("int8-minmax")
+    out = LAYOUT.quantize_dir("int8-minmax")
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     ranges = read_ranges_json(out / "ranges.json")
@@ -57,7 +58,7 @@ def test_int8_writes_qdq_model_trt_cache_and_ranges(workdir, params, exported, c
     for name, (lo, hi) in ranges.items():  # scale = amax / 127, to float32 precision
         assert cache[name] == pytest.approx(max(abs(lo), abs(hi)) / 127, rel=1e-6)
     assert read_cache_header(out / "calibration.cache") == (8601, "MinMaxCalibration")
-    meta = read_json(quantize.metrics_path("int8-minmax"))
+    meta = read_json(LAYOUT.quantize_metrics("int8-minmax"))
     assert meta["calibrator"] == "minmax" and meta["samples"] == 32 and meta["quantized_nodes"]
     assert meta["cache_sha256"] == sha256_file(out / "calibration.cache")
     # 32 calibration images (the fast config) is below the 100 the stage warns about
@@ -78,22 +79,22 @@ def test_int8_calibration_samples_of_the_wrong_shape_fail_clearly(workdir, param
         quantize.main(["--precision", "int8-minmax"])
     err = capsys.readouterr().err
     assert "quantize@int8-minmax: error:" in err and "(8, 3, 28, 28)" in err and "Traceback" not in err
-    assert not quantize.out_dir("int8-minmax").exists()
+    assert not LAYOUT.quantize_dir("int8-minmax").exists()
 
 
 def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported):
     from tasks import build
 
     quantize.main(["--precision", "int8-minmax"])
-    out = quantize.out_dir("int8-minmax")
+    out = LAYOUT.quantize_dir("int8-minmax")
     trt, ort_layout = (onnx.load(str(out / f)) for f in ("model.onnx", "model.ort.onnx"))
     # TensorRT layout: FP32 weights quantized in the graph (Q -> DQ); ORT layout: int8 weights feed DQ directly
     assert _weight_quantization(trt) == {"QuantizeLinear": onnx.TensorProto.FLOAT}
     assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
-    assert quantize.source("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
-    assert quantize.source("int8-minmax", "tensorrt") == quantize.source("int8-minmax") == out / "model.onnx"
+    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
+    assert LAYOUT.precision_onnx("int8-minmax", "tensorrt") == LAYOUT.precision_onnx("int8-minmax") == out / "model.onnx"
     build_main(["--target", "local", "--precision", "int8-minmax"])
-    assert read_json(build.metrics_path("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(out / "model.ort.onnx")
+    assert read_json(LAYOUT.build_metrics("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(out / "model.ort.onnx")
 
 
 def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:

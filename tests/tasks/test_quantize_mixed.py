@@ -12,6 +12,7 @@ import pytest
 from tasks import build, evaluate, quantize
 from tasks.io import read_json, sha256_file
 from tests.conftest import write_params, build_main
+from tasks.layout import LAYOUT
 
 SENSITIVE = "node_linear"  # the first Linear's Gemm in the dynamo export: its input carries the outlier
 CONV2 = "node_Conv_20"  # the second conv (BatchNorm folded in) emits the outlier channel: harmless in
@@ -25,8 +26,10 @@ def sensitive(workdir, params):
     from examples.mnist import train_mnist_cnn
     from tasks.config import Config, from_dict
     from tasks.data.split import Split, save_split
-    from tasks.export import OUT, run as export
-    from tasks.prepare import OUT as PREP, run as prepare
+    from tasks.export import run as export
+    from tasks.prepare import run as prepare
+
+    OUT, PREP = LAYOUT.onnx, LAYOUT.prepare_dir
 
     params["build"]["precisions"] = ["fp32", "int8-mixed"]
     params["data"]["calib"]["limit"] = 400
@@ -54,20 +57,22 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     from tasks import parity
 
     quantize.main(["--precision", "int8-mixed"])
-    out, meta = quantize.out_dir("int8-mixed"), read_json(quantize.metrics_path("int8-mixed"))
+    out, meta = LAYOUT.quantize_dir("int8-mixed"), read_json(LAYOUT.quantize_metrics("int8-mixed"))
     assert meta["accepted"] is True and meta["reason"] == ""
     assert [k["node"] for k in meta["kept_fp32"]] == [SENSITIVE, CONV2]
     assert [k["rank"] for k in meta["kept_fp32"]] == [1, 2]
-    assert all(k["drop"] > 10 and "dropped" in k["why"] for k in meta["kept_fp32"])
-    # all-INT8 and keeping one are not within budget; keeping both is
+    # The drops' sizes depend on the CPU's INT8 kernels (VNNI or not); what holds everywhere is
+    # each one against the budget: all-INT8 and keeping one miss it, keeping both meets it
+    budget = sensitive["quant"]["max_drop"]
+    assert all(k["drop"] > budget and "dropped" in k["why"] for k in meta["kept_fp32"])
     assert [t["kept"] for t in meta["trials"]] == [0, 1, 2]
-    assert min(t["drop"] for t in meta["trials"][:2]) > 10
-    assert meta["subset_drop"] <= 0.5 and max(meta["layout_drops"].values()) == meta["subset_drop"]
+    assert min(t["drop"] for t in meta["trials"][:2]) > budget
+    assert meta["subset_drop"] <= budget and max(meta["layout_drops"].values()) == meta["subset_drop"]
     assert meta["sensitivity_method"] == "task" and meta["calibrator"] == "percentile" and meta["layers"] == 4
     table = read_json(out / "sensitivity.json")
     assert [r["rank"] for r in table["layers"]] == [1, 2, 3, 4] and table["layers"][0]["node"] == SENSITIVE
     conv2 = table["layers"][1]
-    assert conv2["node"] == CONV2 and conv2["layout_drops"]["model.onnx"] <= 0.5 < 10 < conv2["layout_drops"]["model.ort.onnx"]
+    assert conv2["node"] == CONV2 and conv2["layout_drops"]["model.onnx"] <= budget < conv2["layout_drops"]["model.ort.onnx"]
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     for f in ("model.onnx", "model.ort.onnx", "calibration.cache", "ranges.json"):
         assert (out / f).is_file(), f
@@ -77,7 +82,7 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     parity.main([])
     build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
-    assert "mixed precision" not in read_json(evaluate.metrics_path("local-int8-mixed"))["reason"]
+    assert "mixed precision" not in read_json(LAYOUT.evaluate_metrics("local-int8-mixed"))["reason"]
 
 
 def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitive, capsys):
@@ -86,14 +91,15 @@ def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitiv
     sensitive["quant"]["max_kept_fraction"] = 0.0
     write_params(sensitive)
     quantize.main(["--precision", "int8-mixed"])
-    meta = read_json(quantize.metrics_path("int8-mixed"))
-    assert meta["accepted"] is False and meta["kept_fp32"] == [] and meta["subset_drop"] > 20
+    meta = read_json(LAYOUT.quantize_metrics("int8-mixed"))
+    # rejected because the only plan left (all INT8) misses the budget, whatever the CPU's INT8 drop is
+    assert meta["accepted"] is False and meta["kept_fp32"] == [] and meta["subset_drop"] > sensitive["quant"]["max_drop"]
     assert "no plan keeping up to 0 of 4 layers" in meta["reason"]
     assert "REJECTED" in capsys.readouterr().err
     parity.main([])
     build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
-    ev = read_json(evaluate.metrics_path("local-int8-mixed"))
+    ev = read_json(LAYOUT.evaluate_metrics("local-int8-mixed"))
     assert ev["accepted"] is False and "mixed precision: no plan keeping up to 0 of 4 layers" in ev["reason"]
 
 
@@ -101,7 +107,7 @@ def test_a_model_with_nothing_quantizable_fails_clearly_and_leaves_nothing(workd
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tasks.export import OUT
+    OUT = LAYOUT.onnx
 
     params["build"]["precisions"] = ["fp32", "int8-mixed"]
     write_params(params)
@@ -119,4 +125,4 @@ def test_a_model_with_nothing_quantizable_fails_clearly_and_leaves_nothing(workd
     assert e.value.code != 0
     err = capsys.readouterr().err
     assert "quantize@int8-mixed: error:" in err and "nothing to quantize" in err and "Traceback" not in err
-    assert not quantize.out_dir("int8-mixed").exists() and not quantize.metrics_path("int8-mixed").exists()
+    assert not LAYOUT.quantize_dir("int8-mixed").exists() and not LAYOUT.quantize_metrics("int8-mixed").exists()

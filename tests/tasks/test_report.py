@@ -13,7 +13,10 @@ from tests.conftest import ROOT, build_main
 from tasks import benchmark, build, evaluate, export, parity, quantize, report
 from tasks.config import Config
 from tasks.io import read_json, sha256_file
-from tasks.tracking import flatten, tracking_uri
+from tasks.tracking.runs import flatten
+from tasks.tracking.uri import tracking_uri
+from tasks.layout import LAYOUT
+from tasks.records import built_artifact
 
 PRECISIONS = ("fp32", "fp16", "int8-minmax")
 
@@ -47,7 +50,7 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert "then open http://127.0.0.1:5000/#/experiments/" in printed  # a link to the runs table
 
     # summary files
-    out = pipeline / report.OUT
+    out = pipeline / LAYOUT.report_dir
     summary = read_json(out / "summary.json")
     md = (out / "summary.md").read_text()
     assert [(r["target"], r["precision"]) for r in summary["rows"]] == [("local", p) for p in PRECISIONS]
@@ -55,8 +58,8 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert md.count("| local |") == len(PRECISIONS)
     assert summary["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
     # PyTorch eager is measured once (by the FP32 benchmark); every row's speedup divides that figure
-    torch_b1 = read_json(benchmark.metrics_path("local-fp32"))["torch"]["b1"]["p50_ms"]
-    assert "torch" not in read_json(benchmark.metrics_path("local-fp16"))
+    torch_b1 = read_json(LAYOUT.benchmark_metrics("local-fp32"))["torch"]["b1"]["p50_ms"]
+    assert "torch" not in read_json(LAYOUT.benchmark_metrics("local-fp16"))
     for r in summary["rows"]:
         assert r["speedup_vs_torch"] == pytest.approx(torch_b1 / r["latency_p50_ms"])
     assert (pipeline / "mlflow.db").is_file()
@@ -91,11 +94,11 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert run.info.run_name == f"local · {p}" and run.data.tags["edgeforge.key"] == key
         assert run.data.params["target"] == "local"
         assert run.data.params["runtime"] == "onnxruntime"
-        built = build.artifact(pipeline / build.out_dir(key))
+        built = built_artifact(pipeline / LAYOUT.build_dir(key))
         assert run.data.tags["artifact_sha256"] == sha256_file(built)
         assert run.data.tags["checkpoint_sha256"] == sha256_file(model_file)
-        ev = read_json(pipeline / evaluate.metrics_path(key))
-        bench = read_json(pipeline / benchmark.metrics_path(key))
+        ev = read_json(pipeline / LAYOUT.evaluate_metrics(key))
+        bench = read_json(pipeline / LAYOUT.benchmark_metrics(key))
         m = run.data.metrics
         assert m["accuracy_top1"] == pytest.approx(ev["value"])
         assert m["accuracy_top5"] == pytest.approx(ev["details"]["top5"])

@@ -17,10 +17,14 @@ import pytest
 
 from tests.browser import chromium_page
 from tests.conftest import ROOT, build_main, fast_params, write_params
-from tasks import benchmark, evaluate, export, parity, prepare, quantize, report, report_html, report_plots
+from tasks import benchmark, evaluate, export, parity, prepare, quantize, report
+from tasks.reporting import html as report_html
+from tasks.reporting import plots as report_plots
 from tasks.config import Config, from_dict
 from tasks.io import read_json
-from tasks.selection import winners
+from tasks.reporting.format import fmt
+from tasks.reporting.selection import winners
+from tasks.layout import LAYOUT, Layout
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-mixed"]
 SLOW = "local-int8-minmax"  # re-benchmarked with bench.max_p99_ms = 1e-6 ms: rejected
@@ -44,7 +48,7 @@ def project(tmp_path_factory):
         write_params(p)
         torch.manual_seed(0)
         torch.save(MnistCNN().state_dict(), root / "model.pt")
-        prepare.run(from_dict(Config, p), prepare.OUT, log=lambda m: None)
+        prepare.run(from_dict(Config, p), LAYOUT.prepare_dir, log=lambda m: None)
         export.main([])
         parity.main([])
         for prec in PRECISIONS:
@@ -62,12 +66,12 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def summary(project):
-    return read_json(project / report.OUT / "summary.json")
+    return read_json(project / LAYOUT.report_dir / "summary.json")
 
 
 @pytest.fixture(scope="module")
 def page(project):
-    return (project / report.OUT / "report.html").read_text()
+    return (project / LAYOUT.report_dir / "report.html").read_text()
 
 
 def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page):
@@ -87,8 +91,8 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
         r = by_key[key]
         tds = re.findall(r"<td[^>]*>(.*?)</td>", cells)
         assert tds[:3] == [r["target"], r["precision"], r["runtime"]]
-        assert tds[3] == report._fmt(r["value"]) and tds[6] == report._fmt(r["latency_p50_ms"])
-        assert tds[7] == report._fmt(r["latency_p99_ms"]) and tds[4] == report._fmt(r["drop"])
+        assert tds[3] == fmt(r["value"]) and tds[6] == fmt(r["latency_p50_ms"])
+        assert tds[7] == fmt(r["latency_p99_ms"]) and tds[4] == fmt(r["drop"])
         assert r["verdict"] in cls.split() and (("✔ accepted" if r["accepted"] else "✘ rejected") in tds[-1])
         assert ("winner" in cls.split()) == (key == win["key"]) and ("★ winner" in tds[-1]) == (key == win["key"])
     reasons = re.findall(r'<li data-key="([^"]*)"><b>[^<]*</b>: (.*?)</li>', page)
@@ -96,13 +100,13 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
     assert f"Winner on <b>local</b>: {win['precision']}" in page
 
     # the sensitivity table of int8-mixed and the parity table of every build
-    sens = read_json(quantize.out_dir("int8-mixed") / "sensitivity.json")
+    sens = read_json(LAYOUT.quantize_dir("int8-mixed") / "sensitivity.json")
     assert sens["layers"] and all(f"<td class=\"txt\">{x['node']}</td>" in page for x in sens["layers"])
     for r in rows:
-        legs = read_json(evaluate.metrics_path(r["key"]))["parity"]["legs"]
+        legs = read_json(LAYOUT.evaluate_metrics(r["key"]))["parity"]["legs"]
         cells = re.search(rf'<tr class="(?:accepted|rejected)" data-key="{r["key"]}">(.*?)</tr>', page).group(1)
         assert re.findall(r"<td[^>]*>(.*?)</td>", cells)[2:5] == [
-            report._fmt(legs[leg]["logits"]["max_abs"]) for leg in ("torch_onnx", "onnx_artifact", "torch_artifact")]
+            fmt(legs[leg]["logits"]["max_abs"]) for leg in ("torch_onnx", "onnx_artifact", "torch_artifact")]
 
 
 def test_html_is_self_contained_with_every_plot_embedded(summary, page):
@@ -111,12 +115,12 @@ def test_html_is_self_contained_with_every_plot_embedded(summary, page):
     # Pareto + latency for the one target, the sensitivity chart, one parity figure per build
     assert len(pngs) == 2 + 1 + len(summary["rows"])
     assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    parity_png = (report.OUT / "parity" / f"{SLOW}.png").read_bytes()
-    assert parity_png in pngs and (quantize.out_dir("int8-mixed") / "sensitivity.png").read_bytes() in pngs
+    parity_png = (LAYOUT.report_dir / "parity" / f"{SLOW}.png").read_bytes()
+    assert parity_png in pngs and (LAYOUT.quantize_dir("int8-mixed") / "sensitivity.png").read_bytes() in pngs
 
 
 def test_html_renders_in_chromium(project, summary, tmp_path):
-    url = (project / report.OUT / "report.html").as_uri()
+    url = (project / LAYOUT.report_dir / "report.html").as_uri()
     with chromium_page() as page:
         remote = []
         page.on("request", lambda req: remote.append(req.url) if not req.url.startswith(("file:", "data:")) else None)
@@ -155,25 +159,25 @@ def test_plot_data_files_hold_every_build(project, summary):
         assert not any(b["accepted"] and b["latency_p50_ms"] < a["latency_p50_ms"] and b["value"] >= a["value"]
                        for b in rows)
 
-    pareto = _read_csv(project / report.OUT / "plots" / "pareto.csv")
+    pareto = _read_csv(project / LAYOUT.report_dir / "plots" / "pareto.csv")
     assert [tuple(p.values()) for p in pareto] == [
         (r["target"], r["precision"], r["key"], str(r["latency_p50_ms"]), str(r["value"]), str(r["accepted"]),
          str(r["key"] in front), str(r["key"] == win)) for r in rows]
 
-    lat = _read_csv(project / report.OUT / "plots" / "latency" / "local.csv")
+    lat = _read_csv(project / LAYOUT.report_dir / "plots" / "latency" / "local.csv")
     assert list(lat[0]) == ["percentile", *PRECISIONS]
     assert [p["percentile"] for p in lat] == ["0", "50", "90", "95", "99", "100"]
     for prec in PRECISIONS:
-        b1 = read_json(benchmark.metrics_path(f"local-{prec}"))["latency"]["b1"]
+        b1 = read_json(LAYOUT.benchmark_metrics(f"local-{prec}"))["latency"]["b1"]
         assert [float(p[prec]) for p in lat] == [b1[k] for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
                                                                  "max_ms")]
-    assert sorted(os.listdir(project / report.OUT / "plots")) == ["latency", "pareto.csv"]
+    assert sorted(os.listdir(project / LAYOUT.report_dir / "plots")) == ["latency", "pareto.csv"]
 
 
 def test_dvc_plots_show_draws_the_declared_plots(project, summary, tmp_path):
     """The top-level ``plots:`` of the repository's dvc.yaml, on this run's data, through DVC itself."""
     repo = tmp_path / "repo"
-    shutil.copytree(project / report.OUT / "plots", repo / report.OUT / "plots")
+    shutil.copytree(project / LAYOUT.report_dir / "plots", repo / LAYOUT.report_dir / "plots")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(project / "params.yaml", repo / "params.yaml")
     dvc = [sys.executable, "-m", "dvc"]
@@ -195,8 +199,12 @@ def test_dvc_plots_show_draws_the_declared_plots(project, summary, tmp_path):
 
 
 def test_a_failed_write_keeps_the_previous_page_and_leaves_no_temp_file(project, summary, tmp_path, monkeypatch):
-    out = tmp_path / "report"
-    first = report_html.write(summary, out, model="first")
+    copy = Layout(tmp_path / "copy")
+    shutil.copytree(project / LAYOUT.artifacts, copy.artifacts)
+    shutil.copytree(project / LAYOUT.metrics, copy.metrics)
+    shutil.rmtree(copy.report_dir)
+    out = copy.report_dir
+    first = report_html.write(summary, copy, model="first")
     before = first.read_text()
     real = os.replace
 
@@ -207,13 +215,13 @@ def test_a_failed_write_keeps_the_previous_page_and_leaves_no_temp_file(project,
 
     monkeypatch.setattr(os, "replace", crash_on_page)
     with pytest.raises(OSError, match="disk full"):
-        report_html.write(summary, out, model="second")
+        report_html.write(summary, copy, model="second")
     assert first.read_text() == before and "EdgeForge report: first" in before
     assert sorted(os.listdir(out)) == ["plots", "report.html"]  # no .report.html.*.tmp left
 
 
 def test_a_failing_report_stage_leaves_no_report(project, tmp_path, monkeypatch):
-    """The page is written inside the stage: a failure there removes artifacts/report (rule 5)
+    """The page is written inside the stage: a failure there removes artifacts/report (docs/architecture.md, rule 5)
     before anything reaches MLflow."""
     from mlflow import MlflowClient
 
@@ -229,5 +237,5 @@ def test_a_failing_report_stage_leaves_no_report(project, tmp_path, monkeypatch)
     monkeypatch.setattr(report_html, "render", broken)
     with pytest.raises(RuntimeError, match="render failed"):
         report.main([])
-    assert not (copy / report.OUT).exists()
+    assert not (copy / LAYOUT.report_dir).exists()
     assert len(client.search_runs([client.get_experiment_by_name("edgeforge").experiment_id])) == runs

@@ -1,4 +1,4 @@
-from tasks.selection import winners
+from tasks.reporting.selection import winners
 
 
 def row(target, precision, p50, value=97.0, accepted=True):

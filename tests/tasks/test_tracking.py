@@ -16,12 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_main, fast_params, write_params
-from tasks import build, report, stage, tracking
+from tasks import build, report, stage
+from tasks.tracking import runs as tracking
 from tasks.config import Config, from_dict
 from tasks.config.schema import Target
 from tasks.io import read_json, sha256_file
-from tasks.selection import winners
-from tasks.tracking_registry import alias_for, aliases, model_name
+from tasks.reporting.selection import winners
+from tasks.tracking.registry import alias_for, aliases, model_name
+from tasks.tracking.uri import redact_uri
+from tasks.layout import LAYOUT
+from tasks.records import built_artifact
 
 PRECISIONS = ("fp32", "fp16", "int8-minmax")
 SECRET = "hunter2-do-not-log"
@@ -41,7 +45,7 @@ def make_project(folder: Path) -> Config:
     write_params(dataclasses.asdict(cfg))
     torch.manual_seed(0)
     torch.save(MnistCNN().state_dict(), folder / "model.pt")
-    prepare.run(cfg, prepare.OUT, log=lambda m: None)
+    prepare.run(cfg, LAYOUT.prepare_dir, log=lambda m: None)
     export.main([])
     parity.main([])
     for p in PRECISIONS:
@@ -68,7 +72,7 @@ def with_secret(cfg: Config) -> Config:
 def _clear_report_extras() -> None:
     from tasks.io import remove
 
-    for p in (tracking.REPORT / "report.html", tracking.REPORT / "plots"):
+    for p in (LAYOUT.report_html, LAYOUT.plots_dir):
         if p.exists():
             remove(p)
 
@@ -98,7 +102,7 @@ def logged(tmp_path_factory):
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             report.main([])
-        summary = read_json(report.OUT / "summary.json")
+        summary = read_json(LAYOUT.report_dir / "summary.json")
         results = [summary["mlflow"]]
         alias_versions = [str(client.get_model_version_by_alias(name, "local").version)]
         del summary["mlflow"]
@@ -111,9 +115,9 @@ def logged(tmp_path_factory):
 
         mp.setenv("EDGEFORGE_EXP_NAME", "ef-exp-3")
         mp.setenv("DVC_EXP_NAME", "not-this-one")
-        (tracking.REPORT / "plots").mkdir(parents=True, exist_ok=True)
-        (tracking.REPORT / "report.html").write_text("<html><body>EdgeForge report</body></html>")
-        (tracking.REPORT / "plots" / "latency.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+        (LAYOUT.plots_dir).mkdir(parents=True, exist_ok=True)
+        (LAYOUT.report_html).write_text("<html><body>EdgeForge report</body></html>")
+        (LAYOUT.plots_dir / "latency.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
         with contextlib.redirect_stderr(err):
             results.append(tracking.log_pipeline(cfg, summary))
         alias_versions.append(str(client.get_model_version_by_alias(name, "local").version))
@@ -162,8 +166,8 @@ def test_every_run_tagged_with_versions_checkpoint_commit_and_experiment(logged)
             assert tags["git_commit"]
             assert tags["dvc_experiment"] == exp_name
         for key, run in children.items():
-            built = read_json(folder / build.metrics_path(key))
-            artifact = build.artifact(folder / build.out_dir(key))
+            built = read_json(folder / LAYOUT.build_metrics(key))
+            artifact = built_artifact(folder / LAYOUT.build_dir(key))
             assert run.data.tags["artifact_sha256"] == built["sha256"] == sha256_file(artifact)
             assert run.data.tags["runtime_version"] == str(built["runtime_version"])
 
@@ -226,7 +230,7 @@ def test_registered_alias_downloads_the_build(logged, tmp_path):
 
 
 def test_report_stores_the_registered_versions_in_summary_json(logged):
-    summary = read_json(logged["folder"] / report.OUT / "summary.json")
+    summary = read_json(logged["folder"] / LAYOUT.report_dir / "summary.json")
     assert summary["mlflow"]["registered"]["local"]["alias"] == "local"
     assert summary["mlflow"]["registered"]["local"]["version"] == "1"
 
@@ -274,7 +278,7 @@ def test_an_existing_unmarked_experiment_is_marked(logged, monkeypatch):
     ("torchscript", "ignored", "ts/yolo.pt", "yolo"),
 ])
 def test_model_label_for_run_names(fmt, arch, checkpoint, label):
-    from tasks.tracking_ui import model_label
+    from tasks.tracking.ui import model_label
 
     cfg = from_dict(Config, fast_params())
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, format=fmt, arch=arch, checkpoint=checkpoint))
@@ -287,7 +291,7 @@ def test_model_label_for_run_names(fmt, arch, checkpoint, label):
     ("https://me:s3cret@mlflow.example.invalid/ml/", "https://mlflow.example.invalid/ml"),
 ])
 def test_runs_url_opens_model_training_runs_without_credentials(uri, base):
-    from tasks.tracking_ui import runs_url
+    from tasks.tracking.ui import runs_url
 
     assert runs_url(uri, "7") == f"{base}/#/experiments/7/runs?workflowType=machine_learning"
 
@@ -309,6 +313,33 @@ def test_register_off_registers_nothing_and_env_is_left_as_found(logged, monkeyp
     assert "registered.local" not in other.get_run(result["parent_run_id"]).data.tags
     assert other.search_registered_models() == []
     assert len(logged["client"].search_model_versions(f"name = '{logged['name']}'")) == 3
+
+
+@pytest.mark.parametrize("fmt, arch, checkpoint, name", [
+    ("state_dict", "mnist_cnn", "model.pt", "edgeforge-mnist_cnn"),  # the bundled example: unchanged
+    ("state_dict", "mypkg:MyNet", "model.pt", "edgeforge-mypkg.MyNet"),  # the README's form had a ':'
+    ("state_dict", "my pkg.nets:My/Net", "model.pt", "edgeforge-my-pkg.nets.My-Net"),
+    ("torchscript", "mypkg:MyNet", "ckpts/run 7/best.ts", "edgeforge-best"),  # no arch: the file's name
+    ("onnx", None, "det.onnx", "edgeforge-det"),
+])
+def test_default_registered_model_name_is_one_mlflow_accepts(fmt, arch, checkpoint, name):
+    from tasks.config.load import model_name_problem
+
+    cfg = from_dict(Config, fast_params())
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, format=fmt, arch=arch, checkpoint=checkpoint))
+    assert model_name(cfg) == name and model_name_problem(name) is None
+
+
+def test_a_model_class_given_as_module_colon_class_registers_its_winner(logged, monkeypatch):
+    """Regression: `arch: mypkg:MyNet` made the name `edgeforge-mypkg:MyNet`, which MLflow refused at
+    the very end of a run whose every stage had succeeded."""
+    monkeypatch.chdir(logged["folder"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = dataclasses.replace(logged["cfg"], model=dataclasses.replace(logged["cfg"].model, arch="mypkg.nets:MyNet"))
+    result = tracking.log_pipeline(cfg, logged["summary"])
+    assert result["registered"]["local"]["name"] == "edgeforge-mypkg.nets.MyNet"
+    versions = logged["client"].search_model_versions("name = 'edgeforge-mypkg.nets.MyNet'")
+    assert [v.tags["target"] for v in versions] == ["local"]
 
 
 def test_registry_failure_names_model_and_tracking_uri(logged, monkeypatch):
@@ -365,7 +396,7 @@ def test_flatten_drops_a_password_under_a_target():
 
 
 def test_redact_uri_masks_passwords_only():
-    assert tracking.redact_uri("http://me:s3cret@host:5000/x") == "http://me:***@host:5000/x"
-    assert tracking.redact_uri("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
-    assert tracking.redact_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
-    assert tracking.redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redact_uri("http://me:s3cret@host:5000/x") == "http://me:***@host:5000/x"
+    assert redact_uri("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
+    assert redact_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tasks.records import BuildRecord
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_rt import trtexec_figures
 from tasks.runtimes.trtexec_log import parse
@@ -191,14 +192,13 @@ def test_remote_latencies_and_outputs_on_a_local_tensorrt_target(folder, tmp_pat
     from tasks.agent import remote
     from tasks.agent.client import device
     from tasks.config.schema import Target, TensorRT
-    from tasks.io import write_json
 
     exe, art = engine(folder, "11.0.0", SHAPES_MAX2)
     build_dir = tmp_path / "build"
     build_dir.mkdir()
     (build_dir / "model.engine").write_bytes((folder / art).read_bytes())
     (build_dir / "build.log").write_text("not uploaded\n")
-    write_json(build_dir / "build.json", {"artifact": "model.engine"})
+    engine_record(build_dir)
     for key, value in fake_trt("11.0.0").items():
         monkeypatch.setenv(key, value)
     target = Target(runtime="tensorrt", tensorrt=TensorRT(trtexec=str(exe)))
@@ -219,13 +219,12 @@ def test_remote_latencies_with_nothing_measurable_is_an_error(folder, tmp_path):
     from tasks.agent import remote
     from tasks.agent.client import device
     from tasks.config.schema import Target, TensorRT
-    from tasks.io import write_json
 
     exe, art = engine(folder, "10.3.0")
     build_dir = tmp_path / "build"
     build_dir.mkdir()
     (build_dir / "model.engine").write_bytes((folder / art).read_bytes())
-    write_json(build_dir / "build.json", {"artifact": "model.engine"})
+    engine_record(build_dir)
     bench = SimpleNamespace(batch_sizes=[1], warmup_s=0.0, min_duration_s=0.0, min_iterations=3)
     with device("orin", Target(runtime="tensorrt", tensorrt=TensorRT(trtexec=str(exe)))) as dev:
         lat, info = remote.latencies(dev, build_dir, np.load(folder / "x.npy"), bench, input_name="x")
@@ -241,3 +240,13 @@ def test_the_fake_tensorrt_packages_say_so():
     # nothing outside the agent subprocesses imports them
     probe = subprocess.run([sys.executable, "-c", "import tensorrt"], capture_output=True, text=True)
     assert probe.returncode != 0
+
+
+def engine_record(build_dir: Path) -> None:
+    """``build.json`` of a TensorRT build folder holding ``model.engine``, as the build stage writes it."""
+    from tasks.io import sha256_file
+
+    engine = build_dir / "model.engine"
+    BuildRecord(target="local", precision="fp32", runtime="tensorrt", artifact=engine.name, runtime_version="11.0.0",
+                host="local", sha256=sha256_file(engine), size_bytes=engine.stat().st_size, source_onnx_sha256="",
+                build_seconds=0.0).write(build_dir / "build.json")

@@ -152,6 +152,11 @@ def _set(p: dict, dotted: str, value) -> None:
     ({"quant.max_drop": -0.5}, "quant.max_drop", [">= 0"]),
     ({"quant.max_kept_fraction": 1.5}, "quant.max_kept_fraction", ["[0, 1]"]),
     ({"quant.sqnr_samples": 0}, "quant", ["sqnr_samples"]),
+    # MLflow's registry refuses these names: caught when the config loads, not at the end of a run
+    ({"report.registered_model": "mypkg:MyNet"}, "report.registered_model", ["'mypkg:MyNet'", "':'"]),
+    ({"report.registered_model": "team/model"}, "report.registered_model", ["'/'"]),
+    ({"report.registered_model": "  "}, "report.registered_model", ["empty"]),
+    ({"report.registered_model": ".."}, "report.registered_model", ["another path"]),
 ])
 def test_cross_field_checks(tmp_path, changes, key, fragments):
     p = fast_params()

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import fast_params
+from tasks.layout import LAYOUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +37,9 @@ def case(tmp_path_factory) -> Case:
         cfg = from_dict(Config, fast_params())
         torch.manual_seed(0)
         torch.save(MnistCNN().state_dict(), root / "model.pt")
-        prepare.run(cfg, root / prepare.OUT, log=lambda m: None)
-        export.run(cfg, root / export.OUT, log=lambda m: None)
-    return Case(root / export.OUT, root / prepare.OUT / "calib", root / prepare.OUT / "eval")
+        prepare.run(cfg, root / LAYOUT.prepare_dir, log=lambda m: None)
+        export.run(cfg, root / LAYOUT.onnx, log=lambda m: None)
+    return Case(root / LAYOUT.onnx, root / LAYOUT.prepare_dir / "calib", root / LAYOUT.prepare_dir / "eval")
 
 
 def calib_batches(case: Case, batch_size: int = 12):

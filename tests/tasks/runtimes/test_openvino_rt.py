@@ -13,6 +13,7 @@ from tasks.data.split import Split
 from tasks.io import read_json, sha256_file
 from tasks.runtimes import BuildError, BuildOptions, get_runtime
 from tests.conftest import write_params, build_main
+from tasks.layout import LAYOUT
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax"]
 
@@ -35,14 +36,14 @@ def _ort_logits(path, x):
 
 def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, prepared):
     x = np.ascontiguousarray(Split(prepared / "eval").x)
-    reference = _ort_logits(quantize.source("fp32"), x)
+    reference = _ort_logits(LAYOUT.precision_onnx("fp32"), x)
     # the plugin's own choice: bf16 on a CPU with AVX-512 BF16 or AMX, else f32
     plugin_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     for p in PRECISIONS:
         build_main(["--target", "local_openvino", "--precision", p])
         k = f"local_openvino-{p}"
-        meta = read_json(build.metrics_path(k))
-        art = build.out_dir(k) / meta["artifact"]
+        meta = read_json(LAYOUT.build_metrics(k))
+        art = LAYOUT.build_dir(k) / meta["artifact"]
         assert meta["runtime"] == "openvino" and art.name == "model.xml"
         assert meta["weights_sha256"] == sha256_file(art.with_suffix(".bin"))
         assert meta["size_bytes"] == art.stat().st_size + art.with_suffix(".bin").stat().st_size
@@ -69,9 +70,9 @@ def test_benchmark_and_evaluate_stages_on_an_openvino_target(ov_target, prepared
     build_main(argv)
     benchmark.main(argv)
     evaluate.main(argv)
-    bench = read_json(benchmark.metrics_path("local_openvino-int8-minmax"))
+    bench = read_json(LAYOUT.benchmark_metrics("local_openvino-int8-minmax"))
     assert bench["runtime"] == "openvino" and set(bench["latency"]) == {"b1", "b4"}
-    ev = read_json(evaluate.metrics_path("local_openvino-int8-minmax"))
+    ev = read_json(LAYOUT.evaluate_metrics("local_openvino-int8-minmax"))
     assert ev["samples"] == 96 and ev["metric"] == "top1" and 0 <= ev["value"] <= 100
 
 

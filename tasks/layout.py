@@ -1,0 +1,220 @@
+"""Where every output lives: the one module that names EdgeForge's paths.
+
+Stages, the report, MLflow tracking, the Prefect flows and the CLI all ask a :class:`Layout`
+(built from the project root) instead of spelling paths themselves, and ``dvc.yaml`` declares
+exactly what :meth:`Layout.declared` lists (a test checks both agree). Paths are relative to
+``root``; the default root ``.`` is the folder DVC runs stages in.
+
+Matrix stages are keyed by ``<target>-<precision>`` (:func:`key`), as in ``build@<key>``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def key(target: str, precision: str) -> str:
+    """The matrix key of one build, as in ``build@<key>``."""
+    return f"{target}-{precision}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every output path of a project rooted at ``root``."""
+
+    root: Path = Path(".")
+
+    # -- top-level folders ------------------------------------------------------------------
+    @property
+    def artifacts(self) -> Path:
+        """Stage outputs (models, splits, reports), cached by DVC."""
+        return self.root / "artifacts"
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON per stage (DVC ``metrics:``, not cached)."""
+        return self.root / "metrics"
+
+    @property
+    def params(self) -> Path:
+        """The composed config (``conf/`` -> ``params.yaml``)."""
+        return self.root / "params.yaml"
+
+    # -- prepare ----------------------------------------------------------------------------
+    @property
+    def prepare_dir(self) -> Path:
+        return self.artifacts / "prepare"
+
+    def split(self, name: str) -> Path:
+        """A prepared split folder (``calib`` or ``eval``): ``x.npy``, ``y.npy``."""
+        return self.prepare_dir / name
+
+    @property
+    def classes(self) -> Path:
+        """Class names of the prepared splits, beside them."""
+        return self.prepare_dir / "classes.json"
+
+    @property
+    def trained_checkpoint(self) -> Path:
+        """The bundled examples' checkpoint, written by ``prepare`` (``model.checkpoint``'s default)."""
+        return self.prepare_dir / "model.pt"
+
+    @property
+    def prepare_metrics(self) -> Path:
+        return self.metrics / "prepare.json"
+
+    # -- checkpoint -------------------------------------------------------------------------
+    @property
+    def checkpoint_record(self) -> Path:
+        """What ``model.checkpoint`` was when the pipeline last looked (path, sha256, size)."""
+        return self.artifacts / "checkpoint.json"
+
+    # -- export / parity --------------------------------------------------------------------
+    @property
+    def onnx(self) -> Path:
+        """The verified, simplified FP32 export."""
+        return self.artifacts / "export" / "model.onnx"
+
+    @property
+    def export_metrics(self) -> Path:
+        return self.metrics / "export.json"
+
+    @property
+    def exporter_log(self) -> Path:
+        """What the exporters printed and logged, kept out of the terminal. Not a DVC output: outputs
+        are removed when a stage fails, which is when this log is wanted."""
+        return self.state_dir / "logs" / "exporter.log"
+
+    @property
+    def reference(self) -> Path:
+        """PyTorch FP32 outputs on the eval split, by output name (``.npz``)."""
+        return self.artifacts / "parity" / "reference.npz"
+
+    @property
+    def parity_metrics(self) -> Path:
+        return self.metrics / "parity.json"
+
+    # -- quantize ---------------------------------------------------------------------------
+    def quantize_dir(self, precision: str) -> Path:
+        return self.artifacts / "quantize" / precision
+
+    def quantize_metrics(self, precision: str) -> Path:
+        return self.metrics / "quantize" / f"{precision}.json"
+
+    def precision_onnx(self, precision: str, runtime: str | None = None) -> Path:
+        """The ONNX model builds of ``precision`` start from. INT8 has two layouts of the same
+        ranges: ``model.onnx`` (TensorRT's explicit-quantization placement, for TensorRT and
+        OpenVINO) and ``model.ort.onnx`` (the placement ONNX Runtime fuses into int8 kernels)."""
+        d = self.quantize_dir(precision)
+        ort = runtime == "onnxruntime" and precision.startswith("int8-")
+        return d / ("model.ort.onnx" if ort else "model.onnx")
+
+    def sensitivity(self, precision: str) -> tuple[Path, Path]:
+        """``int8-mixed``'s ranked layer table and its chart, beside its models."""
+        d = self.quantize_dir(precision)
+        return d / "sensitivity.json", d / "sensitivity.png"
+
+    # -- probe / build / benchmark / evaluate -----------------------------------------------
+    def fingerprint(self, target: str) -> Path:
+        return self.artifacts / "probe" / f"{target}.json"
+
+    def build_dir(self, key: str) -> Path:
+        """The built artifact, its build log and ``build.json``."""
+        return self.artifacts / "build" / key
+
+    def build_metrics(self, key: str) -> Path:
+        return self.metrics / "build" / f"{key}.json"
+
+    def benchmark_metrics(self, key: str) -> Path:
+        return self.metrics / "benchmark" / f"{key}.json"
+
+    def evaluate_metrics(self, key: str) -> Path:
+        return self.metrics / "evaluate" / f"{key}.json"
+
+    # -- report -----------------------------------------------------------------------------
+    @property
+    def report_dir(self) -> Path:
+        return self.artifacts / "report"
+
+    @property
+    def summary(self) -> Path:
+        return self.report_dir / "summary.json"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.report_dir / "summary.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "report.html"
+
+    @property
+    def plots_dir(self) -> Path:
+        """The report's series as CSV, declared in ``dvc.yaml``'s ``plots:``."""
+        return self.report_dir / "plots"
+
+    @property
+    def pareto_csv(self) -> Path:
+        return self.plots_dir / "pareto.csv"
+
+    @property
+    def latency_plots(self) -> Path:
+        """One CSV per target: latency by percentile, a column per precision."""
+        return self.plots_dir / "latency"
+
+    def parity_png(self, key: str) -> Path:
+        """The three-way |difference| histograms of one build."""
+        return self.report_dir / "parity" / f"{key}.png"
+
+    # -- the drivers' own state (not DVC outputs) -------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".edgeforge"
+
+    @property
+    def params_draft(self) -> Path:
+        """params.yaml being composed: checked before it replaces ``params``."""
+        return self.state_dir / "params.yaml.tmp"
+
+    @property
+    def pipeline_lock(self) -> Path:
+        """One pipeline run per workspace at a time (the Prefect flow's lock)."""
+        return self.state_dir / "pipeline.lock"
+
+    def run_logs(self, run_id: str) -> Path:
+        """Each stage's log of one flow run."""
+        return self.state_dir / "logs" / run_id
+
+    @property
+    def prefect_server_log(self) -> Path:
+        return self.state_dir / "prefect-server.log"
+
+    @property
+    def registry_downloads(self) -> Path:
+        """Checkpoints the watcher downloaded from the MLflow registry, by model and version."""
+        return self.state_dir / "watch" / "registry"
+
+    # -- what dvc.yaml declares -------------------------------------------------------------
+    def declared(self) -> dict[str, dict[str, list[Path]]]:
+        """Each stage's declared outputs by kind (``outs``, ``metrics``), with DVC's matrix
+        placeholders (``${item.target}``, ``${item.precision}``) for matrix stages, plus the
+        top-level ``plots``. ``dvc.yaml`` must declare exactly these."""
+        t, p = "${item.target}", "${item.precision}"
+        k = key(t, p)
+        return {
+            "prepare": {"outs": [self.prepare_dir], "metrics": [self.prepare_metrics]},
+            "checkpoint": {"outs": [self.checkpoint_record], "metrics": []},
+            "export": {"outs": [self.onnx], "metrics": [self.export_metrics]},
+            "parity": {"outs": [self.reference], "metrics": [self.parity_metrics]},
+            "quantize": {"outs": [self.quantize_dir(p)], "metrics": [self.quantize_metrics(p)]},
+            "probe": {"outs": [self.fingerprint(t)], "metrics": []},
+            "build": {"outs": [self.build_dir(k)], "metrics": [self.build_metrics(k)]},
+            "benchmark": {"outs": [], "metrics": [self.benchmark_metrics(k)]},
+            "evaluate": {"outs": [], "metrics": [self.evaluate_metrics(k)]},
+            "report": {"outs": [self.report_dir], "metrics": []},
+            "plots": {"outs": [self.pareto_csv, self.latency_plots], "metrics": []},
+        }
+
+
+LAYOUT = Layout()
+"""The layout of the project in the current folder (where DVC runs the stages)."""

@@ -1,0 +1,175 @@
+"""Typed records of what stages write and other stages read back: one dataclass per record, used by
+its writer and by every reader (the report, MLflow tracking, the evaluate stage), instead of dicts
+read back by key in several places.
+
+The JSON form is flat and unchanged from the stage's metrics file: declared fields are written by
+name (optional ones left out while ``None``); keys a record does not declare (runtime-specific
+build facts, the int8-mixed search's detail) travel in ``extra`` and are written back beside them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Self
+
+from tasks.io import read_json, write_json
+
+
+class MissingRecord(FileNotFoundError):
+    """A stage's record is missing: the stage that writes it has not run."""
+
+
+def opt(default: Any = None) -> Any:
+    """An optional field: left out of the JSON while ``None``."""
+    return field(default=default, metadata={"omit_none": True})
+
+
+def _extra() -> Any:
+    return field(default_factory=dict)
+
+
+class Record:
+    """to_json/from_json/read/write for the dataclasses below."""
+
+    stage: ClassVar[str] = ""  # the stage that writes it (for the message when it is missing)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(getattr(self, "extra"))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if f.name == "extra" or (v is None and f.metadata.get("omit_none")):
+                continue
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
+        missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                   if f.name in names and f.name not in data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names},
+                   extra={k: v for k, v in data.items() if k not in names})
+
+    @classmethod
+    def read(cls, path: str | Path) -> Self:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingRecord(f"{path} is missing: run the stage that writes it (`dvc repro {cls.stage}`)")
+        return cls.from_json(read_json(path))
+
+    @classmethod
+    def read_if(cls, path: str | Path) -> Optional[Self]:
+        """The record, or ``None`` when its file does not exist."""
+        return cls.read(path) if Path(path).is_file() else None
+
+    def write(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())
+
+
+def read_fingerprint(path: str | Path, target: str) -> dict[str, Any]:
+    """The device fingerprint ``probe@<target>`` recorded at ``path`` (a plain mapping: its keys
+    are whatever the device agent found)."""
+    if not Path(path).is_file():
+        raise MissingRecord(f"no fingerprint for target {target!r} ({path}); run `dvc repro probe@{target}`")
+    return read_json(path)
+
+
+@dataclass
+class QuantizeRecord(Record):
+    """``quantize@<precision>``: the ONNX model a precision builds from (``quantize.json``)."""
+
+    stage: ClassVar[str] = "quantize"
+    precision: str
+    source_onnx_sha256: str
+    sha256: str = ""
+    size_bytes: int = 0
+    seconds: float = 0.0
+    keep_io_types: Optional[bool] = opt()  # fp16
+    calibrator: Optional[str] = opt()  # int8
+    quantized_nodes: Optional[list[str]] = opt()
+    accepted: Optional[bool] = opt()  # int8-mixed: the plan met quant.max_drop
+    reason: Optional[str] = opt()
+    kept_fp32: Optional[list[dict]] = opt()  # int8-mixed: {node, op_type, rank, drop, sqnr_db, why}
+    extra: dict[str, Any] = _extra()
+
+
+@dataclass
+class BuildRecord(Record):
+    """``build@<key>``: the artifact built on the device (``build.json``)."""
+
+    stage: ClassVar[str] = "build"
+    target: str
+    precision: str
+    runtime: str
+    artifact: str  # file name inside the build folder
+    runtime_version: str
+    host: str
+    sha256: str
+    size_bytes: int
+    source_onnx_sha256: str
+    build_seconds: float
+    device_fingerprint_sha256: Optional[str] = None
+    extra: dict[str, Any] = _extra()  # the runtime's own facts (OpenVINO precision hint, TensorRT log, ...)
+
+
+def built_artifact(build_dir: str | Path) -> Path:
+    """The artifact file inside a build folder (named in its ``build.json``)."""
+    build_dir = Path(build_dir)
+    if not (build_dir / "build.json").is_file():
+        raise MissingRecord(f"{build_dir} holds no build (build.json missing); run `dvc repro build`")
+    return build_dir / BuildRecord.read(build_dir / "build.json").artifact
+
+
+@dataclass
+class BenchmarkRecord(Record):
+    """``benchmark@<key>``: latency per batch size (``{"b1": stats, ...}``), scenarios, roofline."""
+
+    stage: ClassVar[str] = "benchmark"
+    runtime: str
+    runtime_version: Any
+    host: str
+    threads: Optional[int] = None
+    cpu_count: Optional[int] = None
+    latency: dict[str, dict] = field(default_factory=dict)
+    unstable: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    hygiene: dict[str, Any] = field(default_factory=dict)
+    accepted: bool = True
+    reason: str = ""
+    cold: Optional[dict[str, float]] = opt()  # load_ms, first_inference_ms
+    single_stream: Optional[dict[str, Any]] = opt()
+    offline: Optional[dict[str, dict]] = opt()
+    max_p99_ms: Optional[float] = None  # the latency budget (bench.max_p99_ms) it was judged by
+    roofline: Optional[dict[str, Any]] = opt()
+    torch: Optional[dict[str, dict]] = opt()  # PyTorch eager, side by side (local FP32)
+    speedup_vs_torch: Optional[dict[str, float]] = opt()
+    trtexec: Optional[dict[str, Any]] = opt()  # TensorRT: trtexec's own summary per batch size
+    latency_unavailable: Optional[str] = opt()
+    extra: dict[str, Any] = _extra()
+
+
+@dataclass
+class EvaluateRecord(Record):
+    """``evaluate@<key>``: the task metric on the device, its drop, three-way parity, the verdict."""
+
+    stage: ClassVar[str] = "evaluate"
+    samples: int
+    task: str
+    metric: str
+    value: float
+    reference_value: float
+    drop: float
+    max_drop: float
+    accepted: bool
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    per_class: dict[str, Any] = field(default_factory=dict)
+    worst_class_drop: float = 0.0
+    worst_classes: list[dict] = field(default_factory=list)
+    top1_agreement: Optional[float] = opt()  # classification
+    parity: Optional[dict[str, Any]] = opt()  # three-way parity (legs, failed, worst)
+    extra: dict[str, Any] = _extra()

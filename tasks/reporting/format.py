@@ -1,0 +1,70 @@
+"""How a summary reads: the table's columns, number formatting, the Markdown and terminal tables.
+Used by the report stage, the HTML page and the CLI's ``edgeforge summary``."""
+from __future__ import annotations
+
+import sys
+
+COLUMNS = [  # (summary key, header); "value" is the task metric, its header comes from model.task
+    ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("value", "metric"),
+    ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs ONNX"),
+    ("latency_p50_ms", "p50 ms (b1)"), ("latency_p99_ms", "p99 ms (b1)"), ("first_inference_ms", "1st call ms"),
+    ("throughput", "offline/s"), ("efficiency", "% peak"), ("speedup_vs_torch", "× torch (b1)"),
+    ("size_mb", "size MB"), ("kept_fp32", "FP32 layers"), ("verdict", "verdict"),
+]
+
+
+def columns(summary: dict) -> list[tuple[str, str]]:
+    label = summary.get("reference", {}).get("label", "metric")
+    return [(k, label if k == "value" else h) for k, h in COLUMNS]
+
+
+def title(summary: dict) -> str:
+    ref = summary["reference"]
+    return f"PyTorch FP32 reference {ref['label']}: {ref['value']:.2f}"
+
+
+def fmt(v) -> str:
+    """A cell: ``—`` for nothing, small floats in 3 significant digits, others with 2 decimals."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 0.01 and v != 0 else f"{v:.2f}"
+    return str(v)
+
+
+def markdown(summary: dict) -> str:
+    cols = columns(summary)
+    head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |\n" for r in summary["rows"])
+    reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
+    return title(summary) + "\n\n" + head + body + ("\n" + reasons if reasons else "")
+
+
+def print_table(summary: dict, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    file = file or sys.stdout  # looked up at call time: redirected/captured stdout works in-process
+
+    t = Table(title=f"EdgeForge summary ({title(summary)})")
+    cols = columns(summary)
+    for _, h in cols:
+        t.add_column(h, justify="left" if h in ("target", "precision", "runtime", "verdict") else "right")
+    for r in summary["rows"]:
+        cells = [fmt(r.get(k)) for k, _ in cols]
+        cells[-1] = "[green]accepted[/]" if r["accepted"] else "[red]rejected[/]"
+        t.add_row(*cells)
+    console = Console(file=file, width=200)
+    console.print(t)
+    for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
+        if not r["accepted"]:
+            console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)
+    if summary.get("mlflow"):
+        m = summary["mlflow"]
+        ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"
+        if m.get("ui_url"):  # the link opens the runs table, not MLflow's GenAI overview (tasks.tracking.ui)
+            ui = f"open {m['ui_url']}" if m["tracking_uri"].startswith(("http://", "https://")) else \
+                f"{ui}, then open {m['ui_url']}"
+        print(f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"
+              f"Compare precisions in the UI:  {ui}\n"
+              f"Metrics in the terminal:       .venv/bin/dvc metrics show", file=file)

@@ -1,0 +1,87 @@
+"""The report's summary: one row per target x precision, read from the stages' records (build,
+benchmark, evaluate, quantize), with the FP32 reference and the export facts."""
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.config import Config
+from tasks.io import read_json
+from tasks.layout import Layout, key
+from tasks.metrics.task import primary
+from tasks.records import BenchmarkRecord, BuildRecord, EvaluateRecord, MissingRecord, QuantizeRecord
+
+_NO_LATENCY = dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cv", "throughput"))
+
+
+def _read(path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MissingRecord(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+    return read_json(path)
+
+
+def torch_baseline(layout: Layout, target: str) -> dict[str, dict]:
+    """PyTorch eager latency per batch size (``{"b1": stats, ...}``) that the target's FP32
+    benchmark measured side by side; empty when it did not (no fp32 build, remote target,
+    ``bench.torch_baseline`` off)."""
+    rec = BenchmarkRecord.read_if(layout.benchmark_metrics(key(target, "fp32")))
+    return (rec.torch or {}) if rec else {}
+
+
+def trtexec_median(bench: BenchmarkRecord) -> float | None:
+    """trtexec's own median latency at batch 1 (TensorRT targets), beside EdgeForge's p50."""
+    lat = ((bench.trtexec or {}).get("b1") or {}).get("latency") or {}
+    return lat.get("median") if isinstance(lat, dict) else None
+
+
+def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> dict[str, Any]:
+    """One summary row; ``torch``: the target's :func:`torch_baseline`."""
+    k = key(target, precision)
+    q = QuantizeRecord.read_if(layout.quantize_metrics(precision))
+    b = BuildRecord.read(layout.build_metrics(k))
+    bench = BenchmarkRecord.read(layout.benchmark_metrics(k))
+    ev = EvaluateRecord.read(layout.evaluate_metrics(k))
+    lat = bench.latency
+    # no application latency (a TensorRT device without its Python packages): trtexec's figures only
+    first = lat.get("b1") or next(iter(lat.values()), _NO_LATENCY)
+    speed = {bs: torch[bs]["p50_ms"] / v["p50_ms"] for bs, v in lat.items() if bs in torch}
+    offline = bench.offline if bench.offline is not None else {bs: {"throughput": v["throughput"]}
+                                                                for bs, v in lat.items()}
+    best = max(offline, key=lambda bs: offline[bs]["throughput"]) if offline else next(iter(lat), None)
+    roof = bench.roofline or {}
+    par = ev.parity
+    cold = bench.cold or {}
+    kept = q.kept_fp32 if q else None
+    accepted = ev.accepted and bench.accepted
+    return {
+        "key": k, "target": target, "precision": precision, "runtime": b.runtime,
+        "runtime_version": b.runtime_version, "artifact_sha256": b.sha256,
+        "device_fingerprint_sha256": b.device_fingerprint_sha256, "host": b.host,
+        "size_mb": b.size_bytes / 1e6, "build_seconds": b.build_seconds,
+        "metric": ev.metric, "value": ev.value, "reference_value": ev.reference_value, "drop": ev.drop,
+        "details": ev.details, "top1_agreement": ev.top1_agreement,
+        "worst_class_drop": ev.worst_class_drop, "worst_classes": ev.worst_classes,
+        "parity_max_abs": max(s["max_abs"] for s in par["legs"]["onnx_artifact"].values()) if par else None,
+        "parity_vs_torch_max_abs": max(s["max_abs"] for s in par["legs"]["torch_artifact"].values()) if par else None,
+        "latency_p50_ms": first["p50_ms"], "latency_p90_ms": first["p90_ms"], "latency_p99_ms": first["p99_ms"],
+        "latency_cv": first["cv"],
+        "first_inference_ms": cold.get("first_inference_ms"), "load_ms": cold.get("load_ms"),
+        "throughput": offline[best]["throughput"] if offline else first["throughput"], "throughput_batch": best,
+        "gflops": (roof.get("gflops") or {}).get(best),
+        "efficiency": 100 * roof["efficiency"][best] if roof.get("efficiency") else None,
+        "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
+        "unstable": bench.unstable,
+        "trtexec_median_ms": trtexec_median(bench),
+        "calibrator": q.calibrator if q else None, "kept_fp32": len(kept) if kept is not None else None,
+        "kept_fp32_layers": [k_["node"] for k_ in kept or []],
+        "accepted": accepted, "verdict": "accepted" if accepted else "rejected",
+        "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),
+    }
+
+
+def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
+    """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...]}``."""
+    par = _read(layout.parity_metrics)
+    rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
+    metric, label = primary(cfg.model.task)
+    return {"reference": {"metric": metric, "label": label, "value": par["reference_value"]},
+            "export": _read(layout.export_metrics), "rows": rows}

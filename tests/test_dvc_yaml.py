@@ -1,0 +1,85 @@
+"""``dvc.yaml`` against the code: its outputs are exactly what :mod:`tasks.layout` names, each stage's
+deps cover the project modules its ``tasks/<stage>.py`` imports (so a changed runtime re-runs
+exactly the stages that use it), and no stage module imports another."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.layout import Layout
+from tests.imports import ROOT, closure, covered
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = list(DVC["stages"])
+
+
+def _paths(entries: list) -> list[str]:
+    """``dvc.yaml`` list entries (``path`` or ``{path: {options}}``) as paths."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+
+
+def _declared(paths: list[Path]) -> set[str]:
+    return {p.as_posix() for p in paths}
+
+
+def test_every_stage_has_a_module_and_the_layout_knows_it():
+    assert set(STAGES) == set(Layout().declared()) - {"plots"}
+    for s in STAGES:
+        assert (ROOT / "tasks" / f"{s}.py").is_file(), s
+        assert DVC["stages"][s]["cmd"].startswith(f"python -m tasks.{s}"), s
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_outputs_are_exactly_what_the_layout_names(stage):
+    want = Layout().declared()[stage]
+    spec = DVC["stages"][stage]
+    assert set(_paths(spec.get("outs"))) == _declared(want["outs"])
+    assert set(_paths(spec.get("metrics"))) == _declared(want["metrics"])
+
+
+def test_plots_are_what_the_layout_names():
+    assert set(_paths(DVC["plots"])) == _declared(Layout().declared()["plots"]["outs"])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_data_deps_are_outputs_of_other_stages(stage):
+    """A dep under artifacts/ or metrics/ is (inside) an output another stage declares, or the folder
+    of such outputs: a typo or a path the layout no longer writes would otherwise be a dep that no
+    stage writes."""
+    outputs = [p.as_posix() for s, kinds in Layout().declared().items() if s != stage
+               for paths in kinds.values() for p in paths]
+    for dep in _paths(DVC["stages"][stage].get("deps")):
+        if dep.split("/")[0] in ("artifacts", "metrics"):
+            assert covered(dep, outputs) or any(covered(o, [dep]) for o in outputs), \
+                f"{stage}: dep {dep} is no stage's output"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_cover_every_project_module_the_stage_imports(stage):
+    deps = _paths(DVC["stages"][stage].get("deps"))
+    missing = sorted(m for m in closure(ROOT / "tasks" / f"{stage}.py") if not covered(m, deps))
+    assert not missing, f"{stage} imports {missing} but dvc.yaml's deps do not list them"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_module_imports_another(stage):
+    others = {f"tasks.{s}" for s in STAGES if s != stage}
+    tree = ast.parse((ROOT / "tasks" / f"{stage}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    assert not imported & others, f"tasks/{stage}.py imports {sorted(imported & others)}"
+
+
+def test_the_walker_sees_a_runtime_module_through_the_registry():
+    """The check above is only as good as the import walk: a runtime loaded by name (importlib)
+    still counts, so removing tasks/runtimes from evaluate's deps would fail it."""
+    deps = [d for d in _paths(DVC["stages"]["evaluate"]["deps"]) if d != "tasks/runtimes"]
+    missing = [m for m in closure(ROOT / "tasks" / "evaluate.py") if not covered(m, deps)]
+    assert "tasks/runtimes/openvino_rt.py" in missing
