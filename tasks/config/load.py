@@ -140,12 +140,17 @@ def check(cfg: Config) -> None:
     _require(len(m.input.shape) == 3 and all(d > 0 for d in m.input.shape), "model.input.shape",
              f"{m.input.shape} must be [C, H, W] with positive sizes")
     channels = m.input.shape[0]
-    for key in ("mean", "std"):
-        vals = getattr(m.input, key)
-        _require(len(vals) in (1, channels), f"model.input.{key}", f"needs 1 or {channels} values, got {len(vals)}")
-    _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
     _require((m.input.channel_order == "gray") == (channels == 1), "model.input.channel_order",
              f"{m.input.channel_order!r} does not fit {channels} input channel(s)")
+    for key in ("mean", "std"):
+        vals = getattr(m.input, key)
+        # one value per channel: a single value for an RGB model is most often ImageNet's statistics
+        # half-copied, and broadcasting it would silently normalise every channel alike
+        _require(len(vals) == channels, f"model.input.{key}",
+                 f"{vals} has {len(vals)} value(s) but the model has {channels} input channel(s) "
+                 f"(model.input.shape[0], channel_order {m.input.channel_order}); give one value per channel, "
+                 f"got {len(vals)}")
+    _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")

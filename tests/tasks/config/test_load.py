@@ -141,6 +141,11 @@ def _set(p: dict, dotted: str, value) -> None:
     ({"parity.outputs": {"probs": {"atol": 0.1, "rtol": 0.0}}}, "parity.outputs.probs", ["logits"]),
     ({"model.input.shape": [28, 28]}, "model.input.shape", ["[C, H, W]"]),
     ({"model.input.mean": [0.1, 0.2]}, "model.input.mean", ["got 2"]),
+    # one value for a 3-channel model is rejected, not broadcast: the key, the count and the values
+    ({"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.std": [0.2, 0.2, 0.2]},
+     "model.input.mean", ["[0.1307]", "1 value(s)", "3 input channel(s)", "one value per channel"]),
+    ({"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.mean": [0.5, 0.5, 0.5]},
+     "model.input.std", ["[0.3081]", "3 input channel(s)"]),
     ({"model.input.std": [0.0]}, "model.input.std", ["> 0"]),
     ({"model.arch": None}, "model.arch", ["state_dict"]),
     ({"data.eval.source": "npz"}, "data.eval.path", ["npz"]),
@@ -173,6 +178,8 @@ def test_gray_with_three_channels_ok_when_rgb(tmp_path):
     p = fast_params()
     _set(p, "model.input.shape", [3, 28, 28])
     _set(p, "model.input.channel_order", "bgr")
+    _set(p, "model.input.mean", [0.4, 0.45, 0.5])
+    _set(p, "model.input.std", [0.2, 0.2, 0.2])
     cfg = _load(tmp_path, p)
     assert cfg.model.input.channel_order == "bgr"
 
