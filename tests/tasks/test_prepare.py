@@ -123,3 +123,63 @@ def test_entry_point_missing_data_fails_cleanly(params, workdir):
     assert not (workdir / "artifacts" / "prepare").exists()
     assert not (workdir / "metrics" / "prepare.json").exists()
     assert not [p for p in (workdir / "artifacts").glob(".*")]  # no scratch folder left behind
+
+
+def _image_folder(root, images, labels) -> None:
+    for i, (img, label) in enumerate(zip(images, labels)):
+        d = root / f"c{label}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i}.png")
+
+
+def test_one_folder_for_calibration_and_evaluation_is_refused(params, workdir):
+    """Regression: the same folder for both splits was accepted, and every INT8 accuracy figure
+    came out optimistic."""
+    ev = mnist_digits(0)["eval"]
+    _image_folder(workdir / "photos", ev.images[:12], ev.labels[:12])
+    params["data"]["calib"] = {"source": "imagefolder", "path": "photos", "limit": None}
+    params["data"]["eval"] = {"source": "imagefolder", "path": "photos", "limit": None}
+    write_params(params)
+    r = _prepare(workdir)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("edgeforge prepare: error: data.calib (photos) and data.eval (photos) share 12 sample(s)")
+    assert not (workdir / "artifacts" / "prepare").exists()
+
+
+def test_the_same_images_under_two_folders_are_found_by_content(params, workdir):
+    ev = mnist_digits(0)["eval"]
+    _image_folder(workdir / "calib", ev.images[:20], ev.labels[:20])
+    _image_folder(workdir / "val", ev.images[15:30], ev.labels[15:30])  # 5 in both, other file names
+    params["data"]["calib"] = {"source": "imagefolder", "path": "calib", "limit": None}
+    params["data"]["eval"] = {"source": "imagefolder", "path": "val", "limit": None}
+    with pytest.raises(DataError, match=r"data.calib \(calib\) and data.eval \(val\) share 5 sample"):
+        run(from_dict(Config, params), workdir / "out", log=lambda m: None)
+    _image_folder(workdir / "val2", ev.images[20:30], ev.labels[20:30])  # disjoint: fine
+    params["data"]["eval"]["path"] = "val2"
+    assert run(from_dict(Config, params), workdir / "out", log=lambda m: None)["splits"]["eval"]["samples"] == 10
+
+
+def test_an_empty_class_fails_evaluation_and_warns_calibration(params, workdir):
+    ev = mnist_digits(0)["eval"]
+    _image_folder(workdir / "calib", ev.images[:10], ev.labels[:10])
+    _image_folder(workdir / "val", ev.images[10:40], ev.labels[10:40])
+    (workdir / "val" / "c_empty").mkdir()
+    params["data"]["calib"] = {"source": "imagefolder", "path": "calib", "limit": None}
+    params["data"]["eval"] = {"source": "imagefolder", "path": "val", "limit": None}
+    with pytest.raises(DataError, match=r"data.eval \(val\): class\(es\) 'c_empty' have no samples"):
+        run(from_dict(Config, params), workdir / "out", log=lambda m: None)
+    (workdir / "val" / "c_empty").rmdir()
+    (workdir / "calib" / "c_empty").mkdir()
+    lines: list[str] = []
+    run(from_dict(Config, params), workdir / "out", log=lines.append)
+    assert any(m.startswith("WARNING: data.calib (calib): class(es) 'c_empty' have no samples") for m in lines)
+
+
+def test_a_limit_that_leaves_classes_out_is_a_warning_not_an_error(params, workdir):
+    params["data"]["eval"]["limit"] = 5  # 5 digits cannot cover 10 classes
+    lines: list[str] = []
+    run(from_dict(Config, params), workdir / "out", log=lines.append)
+    warned = [m for m in lines if m.startswith("WARNING: data.eval (loader 'mnist_digits' (eval split)): "
+                                               "data.eval.limit=5 leaves class(es)")]
+    assert len(warned) == 1 and "raise the limit" in warned[0]

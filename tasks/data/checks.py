@@ -1,0 +1,34 @@
+"""Checks on the splits a user brings, before anything is computed from them: samples shared by the
+calibration and evaluation splits (which make every INT8 accuracy figure optimistic), and classes
+with no samples (which cannot be scored)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def digests(images: np.ndarray) -> list[bytes]:
+    """One content digest per sample: its pixels (the image as decoded and resized, so the same
+    file under two names or in two folders has the same digest) and their shape."""
+    return [hashlib.blake2b(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes(), digest_size=16).digest()
+            for img in images]
+
+
+def shared(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    """``(index in a, index in b)`` of every sample of ``b`` whose content is also in ``a`` (the
+    first such sample of ``a``), in ``b``'s order."""
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(digests(a)):
+        first.setdefault(d, i)
+    return [(first[d], j) for j, d in enumerate(digests(b)) if d in first]
+
+
+def empty_classes(labels: np.ndarray, classes: list[str]) -> list[str]:
+    """Classes (by name) no sample is labelled with; only for one class id per sample (``(N,)``
+    labels): boxes and masks need not show every class in every split."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(classes):
+        return []
+    counts = np.bincount(labels[labels >= 0], minlength=len(classes))
+    return [c for c, n in zip(classes, counts) if n == 0]
