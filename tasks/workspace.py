@@ -1,0 +1,145 @@
+"""One run at a time in a workspace.
+
+A workspace ``dvc exp run`` is not protected by DVC against a second one: DVC releases its
+repository lock while stage commands run (``dvc/stage/run.py``) and for the whole reproduction
+(``unlocked_repo`` on ``Experiments._reproduce_queue``). A second ``dvc exp run`` then stashes the
+workspace, composes *its* params.yaml into it and, in its workspace executor, overwrites the refs
+``refs/exps/exec/EXEC_{HEAD,MERGE,BASELINE}`` of the running one; when it fails (at the first
+stage whose outputs the first run holds) its cleanup deletes them, and the first run, although
+every stage succeeded, crashes when it commits the experiment (``ExpRefInfo(None, name)``:
+"'NoneType' object is not subscriptable").
+
+So every run in a workspace holds ``.edgeforge/pipeline.lock`` (flock: the kernel drops it when
+the process ends, however it ends): ``edgeforge run`` (flows/pipeline.py) for the flow, and a
+workspace ``dvc exp run`` from the moment DVC composes its params.yaml (the Hydra plugin in
+``hydra_plugins/``, the only EdgeForge code DVC runs before the workspace is touched for good)
+until the ``dvc`` process exits. A second run is refused there, with what to do instead.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Optional
+
+LOCK = Path(".edgeforge") / "pipeline.lock"
+# DVC's own record of the process running an experiment in the workspace (WorkspaceQueue._proc_info_path)
+DVC_WORKSPACE_PID = Path(".dvc") / "tmp" / "exps" / "run" / "workspace" / "workspace.json"
+
+QUEUE_HINT = ("to run experiments one after another, queue them: `dvc exp run --queue <options>`, then "
+              "`dvc queue start` (each runs in its own temporary copy of the repository)")
+
+_held: dict[Path, IO[str]] = {}  # root -> the open lock file this process holds for a whole `dvc exp run`
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another run holds the workspace; the message names it: what it is, its PID, and how we know."""
+
+
+def _holder(fh: IO[str]) -> str:
+    try:
+        fh.seek(0)
+        info = json.loads(fh.read() or "{}")
+        return f"`{info['what']}` (PID {info['pid']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dvc_exp_pid(root: Path) -> Optional[int]:
+    """PID of a live process (not this one) that DVC records as running an experiment in ``root``'s
+    workspace: also covers a ``dvc exp run`` through DVC's Python API, which does not hold the lock."""
+    try:
+        pid = int(json.loads((root / DVC_WORKSPACE_PID).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid != os.getpid() and _alive(pid) else None
+
+
+def claim(root: Path, what: str) -> IO[str]:
+    """Take the workspace lock for ``what`` (e.g. ``edgeforge run``); the returned file holds it
+    until closed. Raises :class:`WorkspaceBusy` naming the run that holds it."""
+    path = root / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fh)
+        fh.close()
+        raise WorkspaceBusy(f"{holder}; lock {path}") from None
+    pid = dvc_exp_pid(root)
+    if pid is not None:
+        fh.close()
+        raise WorkspaceBusy(f"a `dvc exp run` (PID {pid}); DVC's record {root / DVC_WORKSPACE_PID}")
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "what": what}))
+    fh.flush()
+    return fh
+
+
+def _frame_self(name: str, cls: type) -> object | None:
+    """``self`` of the innermost active call of method ``name`` on exactly a ``cls``, if any."""
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == name and type(f.f_locals.get("self")) is cls:
+            return f.f_locals["self"]
+        f = f.f_back
+    return None
+
+
+def _in_dvc_cli() -> bool:
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == "main" and f.f_globals.get("__name__") == "dvc.cli":
+            return True
+        f = f.f_back
+    return False
+
+
+def guard_dvc_exp_run() -> None:
+    """Called by the Hydra plugin each time Hydra composes a config. Acts only when DVC composes
+    params.yaml for an experiment that will run in the workspace (``WorkspaceQueue._stash_exp``;
+    not ``--queue``/``--temp``, which run elsewhere): refuses it if another run holds the
+    workspace, else holds the lock until the ``dvc`` process exits. Nothing else calls Hydra in
+    that process, and the lock is what makes the window before DVC's own record appears safe."""
+    from dvc.repo.experiments.queue.workspace import WorkspaceQueue
+
+    queue = _frame_self("_stash_exp", WorkspaceQueue)
+    if queue is None:
+        return
+    root = Path(queue.repo.root_dir)
+    if root in _held:
+        return
+    cli = _in_dvc_cli()
+    try:
+        fh = claim(root, "dvc " + " ".join(sys.argv[1:]) if cli else "dvc exp run (DVC's Python API)")
+    except WorkspaceBusy as e:
+        msg = (f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was not "
+               f"started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, or wait "
+               f"for that run to finish and start this one again.")
+        if not cli:
+            from dvc.exceptions import DvcException
+
+            raise DvcException(msg) from None
+        # DVC's own handler would prefix "ERROR:"; DVC's stash/HEAD/lock contexts unwind on SystemExit too
+        print(msg, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    if not cli:  # a Python-API run is covered by DVC's own record (dvc_exp_pid) once it starts
+        fh.close()
+        return
+    _held[root] = fh
+    # DVC's daemons (analytics, updater) double-fork: the forked copies must not keep holding it
+    os.register_at_fork(after_in_child=lambda: _held.pop(root).close() if root in _held else None)
