@@ -14,6 +14,11 @@ the process ends, however it ends): ``edgeforge run`` (flows/pipeline.py) for th
 workspace ``dvc exp run`` from the moment DVC composes its params.yaml (the Hydra plugin in
 ``hydra_plugins/``, the only EdgeForge code DVC runs before the workspace is touched for good)
 until the ``dvc`` process exits. A second run is refused there, with what to do instead.
+
+By then DVC has stashed the running one's workspace changes (params.yaml, dvc.lock) and restores
+them when the refusal unwinds; ``dvc exp run --queue``/``--temp`` do the same round trip. DVC
+does it under its repository lock, which it releases while stage commands run, so a stage reads
+params.yaml under that lock (:func:`dvc_quiet`) and never sees the swapped file.
 """
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ import fcntl
 import json
 import os
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Iterator, Optional
 
 LOCK = Path(".edgeforge") / "pipeline.lock"
 # DVC's own record of the process running an experiment in the workspace (WorkspaceQueue._proc_info_path)
@@ -143,3 +150,37 @@ def guard_dvc_exp_run() -> None:
     _held[root] = fh
     # DVC's daemons (analytics, updater) double-fork: the forked copies must not keep holding it
     os.register_at_fork(after_in_child=lambda: _held.pop(root).close() if root in _held else None)
+
+
+@contextmanager
+def dvc_quiet(root: Path = Path("."), timeout_s: float = 60.0) -> Iterator[None]:
+    """Hold DVC's repository lock of ``root`` (if it is a DVC workspace) for a moment: while no
+    DVC command is stashing, composing or resetting the workspace's files. After ``timeout_s``
+    (a long ``dvc push`` holds it) go on without it, as before."""
+    tmp = root / ".dvc" / "tmp"
+    if not tmp.is_dir():
+        yield
+        return
+    from dvc.config import Config
+    from dvc.lock import LockError, make_lock
+
+    try:
+        hardlink = Config(dvc_dir=str(root / ".dvc"))["core"].get("hardlink_lock", False)
+    except Exception:  # noqa: BLE001 - an unreadable DVC config: DVC itself reports it, not a stage
+        hardlink = False
+    lock = make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            lock.lock()  # DVC's own retries (about 3 s)
+            break
+        except LockError:
+            if time.monotonic() > deadline:
+                print(f"edgeforge: warning: DVC's lock {tmp / 'lock'} is still held after {timeout_s:.0f} s; "
+                      "reading params.yaml anyway", file=sys.stderr, flush=True)
+                yield
+                return
+    try:
+        yield
+    finally:
+        lock.unlock()
