@@ -12,8 +12,8 @@ every stage succeeded, crashes when it commits the experiment (``ExpRefInfo(None
 So every run in a workspace holds ``.edgeforge/pipeline.lock`` (flock: the kernel drops it when
 the process ends, however it ends): ``edgeforge run`` (flows/pipeline.py) for the flow, and a
 workspace ``dvc exp run`` from the moment DVC composes its params.yaml (the Hydra plugin in
-``hydra_plugins/``, the only EdgeForge code DVC runs before the workspace is touched for good)
-until the ``dvc`` process exits. A second run is refused there, with what to do instead.
+``hydra_plugins/``: the first EdgeForge code DVC runs, before it writes params.yaml) until the
+``dvc`` process exits. A second run is refused there, with what to do instead.
 
 By then DVC has stashed the running one's workspace changes (params.yaml, dvc.lock) and restores
 them when the refusal unwinds; ``dvc exp run --queue``/``--temp`` do the same round trip. DVC
@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -120,8 +121,9 @@ def guard_dvc_exp_run() -> None:
     """Called by the Hydra plugin each time Hydra composes a config. Acts only when DVC composes
     params.yaml for an experiment that will run in the workspace (``WorkspaceQueue._stash_exp``;
     not ``--queue``/``--temp``, which run elsewhere): refuses it if another run holds the
-    workspace, else holds the lock until the ``dvc`` process exits. Nothing else calls Hydra in
-    that process, and the lock is what makes the window before DVC's own record appears safe."""
+    workspace, else holds the lock until the ``dvc`` process exits. DVC's own record
+    (:func:`dvc_exp_pid`) appears only after DVC has released its repository lock, too late to
+    keep a second run out by itself."""
     from dvc.repo.experiments.queue.workspace import WorkspaceQueue
 
     queue = _frame_self("_stash_exp", WorkspaceQueue)
@@ -132,7 +134,7 @@ def guard_dvc_exp_run() -> None:
         return
     cli = _in_dvc_cli()
     try:
-        fh = claim(root, "dvc " + " ".join(sys.argv[1:]) if cli else "dvc exp run (DVC's Python API)")
+        fh = claim(root, shlex.join(["dvc", *sys.argv[1:]]) if cli else "dvc exp run (DVC's Python API)")
     except WorkspaceBusy as e:
         msg = (f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was not "
                f"started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, or wait "
@@ -162,25 +164,31 @@ def dvc_quiet(root: Path = Path("."), timeout_s: float = 60.0) -> Iterator[None]
         yield
         return
     from dvc.config import Config
-    from dvc.lock import LockError, make_lock
+    from dvc.lock import make_lock
 
     try:
         hardlink = Config(dvc_dir=str(root / ".dvc"))["core"].get("hardlink_lock", False)
     except Exception:  # noqa: BLE001 - an unreadable DVC config: DVC itself reports it, not a stage
         hardlink = False
     lock = make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            lock.lock()  # DVC's own retries (about 3 s)
-            break
-        except LockError:
-            if time.monotonic() > deadline:
-                print(f"edgeforge: warning: DVC's lock {tmp / 'lock'} is still held after {timeout_s:.0f} s; "
-                      "reading params.yaml anyway", file=sys.stderr, flush=True)
-                yield
-                return
+    held = _take(lock, time.monotonic() + timeout_s)
+    if not held:
+        print(f"edgeforge: warning: DVC's lock {tmp / 'lock'} is still held after {timeout_s:.0f} s; "
+              "reading params.yaml anyway", file=sys.stderr, flush=True)
     try:
         yield
     finally:
-        lock.unlock()
+        if held:
+            lock.unlock()
+
+
+def _take(lock, deadline: float) -> bool:
+    from dvc.lock import LockError
+
+    while True:
+        try:
+            lock.lock()  # DVC's own retries (about 3 s)
+            return True
+        except LockError:
+            if time.monotonic() > deadline:
+                return False
