@@ -136,9 +136,9 @@ def guard_dvc_exp_run() -> None:
     try:
         fh = claim(root, shlex.join(["dvc", *sys.argv[1:]]) if cli else "dvc exp run (DVC's Python API)")
     except WorkspaceBusy as e:
-        msg = (f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was not "
-               f"started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, or wait "
-               f"for that run to finish and start this one again.")
+        msg = (f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was "
+               f"not started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, "
+               f"or wait for that run to finish and start this one again.")
         if not cli:
             from dvc.exceptions import DvcException
 

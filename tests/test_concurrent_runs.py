@@ -124,7 +124,8 @@ def test_flow_and_dvc_exp_run_refuse_each_other(project):
     assert (project / "params.yaml").read_text() == "step:\n  value: 0\n" and exp_refs(project) == []
     first = start_first_run(project)
     try:
-        with pytest.raises(PipelineError, match=r"another EdgeForge pipeline run is using .*dvc exp run -S step\.value=1"):
+        busy = r"another EdgeForge pipeline run is using .*dvc exp run -S step\.value=1"
+        with pytest.raises(PipelineError, match=busy):
             with workspace_lock(project):
                 pass
     finally:
