@@ -16,7 +16,6 @@ DVC's cache decides what runs.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import subprocess
@@ -127,19 +126,19 @@ def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s:
 
 @contextmanager
 def workspace_lock(root: Path) -> Iterator[None]:
-    """One pipeline run per workspace at a time (a second fails fast instead of corrupting it)."""
-    path = Layout(root).pipeline_lock
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PipelineError(f"another EdgeForge pipeline run is using {root} (lock {path}); wait for it to "
-                                f"finish, or run in another clone") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """One run per workspace at a time, this flow's or a workspace ``dvc exp run``'s (the same lock,
+    see tasks/workspace.py): a second fails fast instead of corrupting it."""
+    from tasks.workspace import QUEUE_HINT, WorkspaceBusy, claim
+
+    try:
+        lock = claim(root, "edgeforge run")
+    except WorkspaceBusy as e:
+        raise PipelineError(f"another EdgeForge pipeline run is using {root}: {e}. Wait for it to finish, or run "
+                            f"in another clone; {QUEUE_HINT}") from None
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 def compose(root: Path, checkpoint: str | None, overrides: list[str]) -> None:

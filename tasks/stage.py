@@ -74,7 +74,10 @@ def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
 
 
 def load(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.params)
+    from tasks.workspace import dvc_quiet
+
+    with dvc_quiet():  # not while another `dvc exp run` swaps the workspace's params.yaml (see tasks/workspace.py)
+        cfg = load_config(args.params)
     if getattr(args, "target", None) is not None:
         if args.target not in cfg.target:
             raise ConfigError(f"--target {args.target!r} is not defined; defined targets: {', '.join(cfg.target)}")

@@ -13,10 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.offline_batch_sizes=[8]"]
 
 
+def env() -> dict[str, str]:
+    """The environment of the commands the tests start: this interpreter's venv first on PATH."""
+    e = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    e.pop("MLFLOW_TRACKING_URI", None)
+    return e
+
+
 def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    r = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n"
                              f"--- stderr\n{r.stderr[-4000:]}")
