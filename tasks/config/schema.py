@@ -219,7 +219,8 @@ class Report:
     register: bool = f(True, "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
                              "the MLflow registered model, with the target's name as alias")
     registered_model: Optional[str] = f(None, "MLflow registered model name for the winners; null = "
-                                              "'edgeforge-<model.arch>'")
+                                              "'edgeforge-<model.arch>' (':' -> '.'), or the checkpoint's name "
+                                              "for formats without an arch")
 
 
 @dataclass
