@@ -123,7 +123,8 @@ def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_output
 def test_exp_run_override_reruns_only_affected_stages(repo):
     """A params change re-runs the stages that declare that section and what depends on their
     outputs, nothing else (eval.max_drop: the verdicts and the report; no export, quantize or build)."""
-    r = sh(["dvc", "exp", "run", "-S", "eval.max_drop=2.0"], repo)
+    # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: FAST goes along
+    r = sh(["dvc", "exp", "run", *(a for o in FAST for a in ("-S", o)), "-S", "eval.max_drop=2.0"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
     assert set(ran(r.stdout)) == {"checkpoint", "probe@local", "report", *(f"evaluate@local-{p}" for p in PRECISIONS)}
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["max_drop"] == 2.0
