@@ -5,7 +5,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # DVC runs each stage as `python -m tasks.<stage>`: the venv must come first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run setup repro summary test ui params clean loopback
+.PHONY: run setup repro summary test lint ui params clean loopback
 
 run: repro
 
@@ -32,8 +32,14 @@ loopback: setup
 summary: setup
 	python -m tasks.report --show
 
-test: setup
-	python -m pytest -q
+# A file's tests run in one worker, in order (the end-to-end modules build on one project each):
+# `-n auto` spreads the files over every core.
+test: setup lint
+	python -m pytest -q -n auto --dist loadfile
+
+lint: setup
+	ruff check .
+	ruff format --check .
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db

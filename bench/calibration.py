@@ -115,7 +115,7 @@ def latency(models: dict[str, Path], rounds: int, min_s: float) -> dict[str, flo
         order = list(models) if r % 2 == 0 else list(models)[::-1]
         for k in order:
             s = sessions[k]
-            p50[k].append(summarize(measure(lambda: s.infer(x), 0.5, min_s, 10), 1)["p50_ms"])
+            p50[k].append(summarize(measure(lambda: s.infer(x), 0.5, min_s, 10), 1)["p50_ms"])  # noqa: B023
     return {k: statistics.median(v) for k, v in p50.items()}
 
 

@@ -57,9 +57,9 @@ def timed(cmd: list[str], root: Path, env: dict) -> float:
 
 
 def flow_inprocess_script(root: Path) -> list[str]:
-    code = ("import sys, time; sys.path.insert(0, %r); t=time.perf_counter(); "
-            "from flows.pipeline import pipeline; s = pipeline(root=%r); "
-            "print('FLOW', s['seconds'], len(s['ran']))") % (str(Path(__file__).resolve().parents[1]), str(root))
+    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+            f"t=time.perf_counter(); from flows.pipeline import pipeline; s = pipeline(root={str(root)!r}); "
+            "print('FLOW', s['seconds'], len(s['ran']))")
     return [sys.executable, "-c", code]
 
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ QUICK = {"rounds": 1, "warmup_s": 0.1, "min_duration_s": 0.3, "min_iterations": 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads for both runtimes (default: torch's default, here %d)" % torch.get_num_threads())
+                   help=f"intra-op threads for both runtimes (default: torch's default, here {torch.get_num_threads()})")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], metavar="B", help="default: 1 32")
     p.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {DEFAULTS['rounds']})")
     p.add_argument("--warmup-s", type=float, default=None,
@@ -172,8 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             order = RUNTIMES if r % 2 == 0 else RUNTIMES[::-1]  # alternate who goes first
             for bs in args.batch_sizes:
                 for rt in order:
-                    fn = (lambda s=sessions[rt], xb=inputs[bs]: s.infer(xb))
-                    st = summarize(measure(fn, args.warmup_s, args.min_duration_s, args.min_iterations), bs)
+                    st = summarize(measure(partial(sessions[rt].infer, inputs[bs]), args.warmup_s, args.min_duration_s, args.min_iterations), bs)
                     per[(rt, bs)].append(st)
                     results["rounds"].append({"round": r + 1, "runtime": rt, "batch": bs, **st})
                     print(f"round {r + 1}/{args.rounds}  batch {bs:>3}  {LABEL[rt]:<11}  p50 {st['p50_ms']:9.3f} ms  "

@@ -60,9 +60,10 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
     lat, torch_lat = {}, {}
     for bs in b.batch_sizes:
         x = batch_of(split, bs)
-        lat[bs] = measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+        lat[bs] = measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)  # noqa: B023 (called here)
         if torch_sess:
-            torch_lat[bs] = measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+            torch_lat[bs] = measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s,  # noqa: B023
+                                    b.min_iterations)
     info = {"runtime_version": rt.version(), "cpu_count": os.cpu_count(), "cold": cold,
             "hygiene": {"before": before, "after": hygiene()},
             "again": lambda bs: measure(lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s,
@@ -128,9 +129,9 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
     res: dict = {"runtime": target.runtime, "runtime_version": info["runtime_version"], "threads": target.threads,
                  "cpu_count": info["cpu_count"], "host": target.transport, "latency": {}, "unstable": [],
                  "retried": [], "hygiene": info["hygiene"]}
-    for key in ("trtexec", "slices"):
-        if info.get(key):
-            res[key] = info[key]
+    for extra in ("trtexec", "slices"):
+        if info.get(extra):
+            res[extra] = info[extra]
     if info.get("latency_unavailable"):
         # trtexec's summaries are all there is: no per-call distribution is made up from them
         res["latency_unavailable"] = info["latency_unavailable"]

@@ -104,7 +104,7 @@ def test_imagefolder_labels_classes_and_resize(tmp_path, digits):
     assert raw.images.dtype == np.uint8 and raw.images.shape == (9, 16, 20)
     np.testing.assert_array_equal(raw.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
     assert raw.labels.dtype == np.int64
-    for j, (name, imgs) in enumerate(sorted(written.items())):
+    for j, (_name, imgs) in enumerate(sorted(written.items())):
         for i, img in enumerate(imgs):
             expected = np.asarray(Image.fromarray(img, mode="L").resize((20, 16), Image.BILINEAR))
             np.testing.assert_array_equal(raw.images[3 * j + i], expected)

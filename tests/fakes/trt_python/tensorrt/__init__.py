@@ -103,7 +103,7 @@ class ICudaEngine:
         self._shape = {t.name: tuple(d if isinstance(d, int) else -1 for d in t.shape) for t, _ in io}
         given = {k: _spec(v) for k, v in info.get("shapes", {}).items()}
         self._profile = {}
-        for t, mode in io[:len(self._session.get_inputs())]:
+        for t, _mode in io[:len(self._session.get_inputs())]:
             fixed = tuple(1 if d < 0 else d for d in self._shape[t.name])
             self._profile[t.name] = tuple(given.get(k, {}).get(t.name, fixed) for k in ("min", "opt", "max"))
 
