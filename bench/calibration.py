@@ -16,6 +16,7 @@ rounds), plus the TensorRT-layout model (``model.onnx``) that ORT only simulates
 
 Prints figures; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,16 @@ def export(path: Path) -> None:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     model = resnet18(seed=0).eval()
-    prog = torch.onnx.export(model, (torch.zeros(2, 3, 224, 224),), dynamo=True, opset_version=18,
-                             input_names=["input"], output_names=["logits"],
-                             dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    prog = torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, 224, 224),),
+        dynamo=True,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,
+    )
     prog.save(str(path))
 
 
@@ -76,15 +84,25 @@ def child(method: str, onnx_path: Path, images: Path, out: Path, batch: int) -> 
 
     x = np.load(images, mmap_mode="r")
     t0 = time.perf_counter()
-    ranges = calibrate(onnx_path, (np.ascontiguousarray(x[i:i + batch]) for i in range(0, len(x), batch)), method,
-                       input_name="input")
+    ranges = calibrate(
+        onnx_path, (np.ascontiguousarray(x[i : i + batch]) for i in range(0, len(x), batch)), method, input_name="input"
+    )
     t_cal = time.perf_counter() - t0
     facts = quantize_qdq(onnx_path, ranges, out)
     # the layout the onnxruntime target builds (quantize stage defaults: 7-bit weights)
     quantize_qdq(onnx_path, ranges, out.with_suffix(".ort.onnx"), extra_options=ORT_EXTRA_OPTIONS, reduce_range=True)
-    print(json.dumps({"method": method, "calibration_s": t_cal, "total_s": time.perf_counter() - t0,
-                      "tensors": len(ranges), "quantized_nodes": len(facts["quantized_nodes"]),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "calibration_s": t_cal,
+                "total_s": time.perf_counter() - t0,
+                "tensors": len(ranges),
+                "quantized_nodes": len(facts["quantized_nodes"]),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def openvino_builds(models: dict[str, Path], td: Path) -> dict[str, Path]:
@@ -93,8 +111,10 @@ def openvino_builds(models: dict[str, Path], td: Path) -> dict[str, Path]:
 
     ov = get_runtime("openvino")
     out = {}
-    for name, src, precision in (("openvino fp32", models["fp32"], "fp32"),
-                                 ("openvino int8-minmax", models["int8-minmax (trt)"], "int8-minmax")):
+    for name, src, precision in (
+        ("openvino fp32", models["fp32"], "fp32"),
+        ("openvino int8-minmax", models["int8-minmax (trt)"], "int8-minmax"),
+    ):
         d = td / name.replace(" ", "-")
         d.mkdir()
         built = ov.build(src, precision, d, BuildOptions())
@@ -108,8 +128,9 @@ def latency(models: dict[str, Path], rounds: int, min_s: float) -> dict[str, flo
     from tasks.runtimes import get_runtime
 
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    sessions = {k: get_runtime("openvino" if p.suffix == ".xml" else "onnxruntime").load(p, None)
-                for k, p in models.items()}
+    sessions = {
+        k: get_runtime("openvino" if p.suffix == ".xml" else "onnxruntime").load(p, None) for k, p in models.items()
+    }
     p50: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
@@ -133,7 +154,9 @@ def main() -> None:
         child(a.child[0], Path(a.child[1]), Path(a.child[2]), Path(a.child[3]), a.batch)
         return
     if a.ov_child:
-        ov = openvino_builds({"fp32": Path(a.ov_child[0]), "int8-minmax (trt)": Path(a.ov_child[1])}, Path(a.ov_child[2]))
+        ov = openvino_builds(
+            {"fp32": Path(a.ov_child[0]), "int8-minmax (trt)": Path(a.ov_child[1])}, Path(a.ov_child[2])
+        )
         print(json.dumps(latency(ov, a.rounds, a.min_duration_s)))
         return
     if a.quick:
@@ -146,19 +169,37 @@ def main() -> None:
         onnx_path, images = td / "resnet18.onnx", td / "images.npy"
         export(onnx_path)
         make_images(a.images, images)
-        print(f"ResNet-18 exported; {a.images} images 3x224x224 ({images.stat().st_size / 2**20:.0f} MiB on disk, mmap'd)")
+        print(
+            f"ResNet-18 exported; {a.images} images 3x224x224 ({images.stat().st_size / 2**20:.0f} MiB on disk, mmap'd)"
+        )
         print(f"\n{'calibrator':<11} {'calib s':>8} {'total s':>8} {'peak RSS MiB':>13} {'tensors':>8} {'q nodes':>8}")
         models = {"fp32": onnx_path}
         for m in CALIBRATORS:
             out = td / f"{m}.onnx"
-            r = subprocess.run([sys.executable, __file__, "--batch", str(a.batch), "--child", m, str(onnx_path),
-                                str(images), str(out)], capture_output=True, text=True, cwd=ROOT)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--batch",
+                    str(a.batch),
+                    "--child",
+                    m,
+                    str(onnx_path),
+                    str(images),
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if r.returncode:
                 print(f"{m}: failed\n{r.stderr[-2000:]}")
                 continue
             f = json.loads(r.stdout.strip().splitlines()[-1])
-            print(f"{m:<11} {f['calibration_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mib']:>13.0f} "
-                  f"{f['tensors']:>8} {f['quantized_nodes']:>8}")
+            print(
+                f"{m:<11} {f['calibration_s']:>8.1f} {f['total_s']:>8.1f} {f['peak_rss_mib']:>13.0f} "
+                f"{f['tensors']:>8} {f['quantized_nodes']:>8}"
+            )
             models[f"int8-{m} (ort)"] = out.with_suffix(".ort.onnx")
             if m == "minmax":
                 models["int8-minmax (trt)"] = out
@@ -166,15 +207,31 @@ def main() -> None:
         if "int8-minmax (trt)" in models:
             # in a child process: OpenVINO's thread pool stays alive after a call and, in the same
             # process, slowed ONNX Runtime's measurements by ~15-40% here
-            r = subprocess.run([sys.executable, __file__, "--rounds", str(a.rounds), "--min-duration-s",
-                                str(a.min_duration_s), "--ov-child", str(models["fp32"]),
-                                str(models["int8-minmax (trt)"]), str(td)], capture_output=True, text=True, cwd=ROOT)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--rounds",
+                    str(a.rounds),
+                    "--min-duration-s",
+                    str(a.min_duration_s),
+                    "--ov-child",
+                    str(models["fp32"]),
+                    str(models["int8-minmax (trt)"]),
+                    str(td),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if r.returncode:
                 print(f"openvino: failed\n{r.stderr[-2000:]}")
             else:
                 print(r.stdout.strip().rsplit("\n", 1)[0])
                 lat.update(json.loads(r.stdout.strip().splitlines()[-1]))
-        print(f"\nbatch-1 latency, median p50 of {a.rounds} interleaved round(s) (OpenVINO: in its own process, after):")
+        print(
+            f"\nbatch-1 latency, median p50 of {a.rounds} interleaved round(s) (OpenVINO: in its own process, after):"
+        )
         for k, v in lat.items():
             print(f"  {k:<22} {v:8.2f} ms   / ORT FP32 = {v / lat['fp32']:.2f}")
         if "openvino fp32" in lat:

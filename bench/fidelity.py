@@ -22,6 +22,7 @@ resnet18`` exports ``bench/resnet18.py``'s ResNet-18.
 
 This is a benchmark, not a test: it prints figures and never judges them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,15 @@ def model_path(which: str, tmp: Path) -> tuple[Path, tuple[int, ...]]:
     from bench.resnet18 import example_input, resnet18
 
     path = tmp / "resnet18.onnx"
-    torch.onnx.export(resnet18(seed=0).eval(), (example_input(1),), str(path), input_names=["input"],
-                      output_names=["logits"], opset_version=18, dynamo=True)
+    torch.onnx.export(
+        resnet18(seed=0).eval(),
+        (example_input(1),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=18,
+        dynamo=True,
+    )
     return path, (1, 3, 224, 224)
 
 
@@ -85,10 +93,34 @@ def bare_ort_p50(path: Path, x: np.ndarray, threads: int, seconds: float) -> flo
 
 def benchmark_app_p50(xml: Path, shape: tuple[int, ...], threads: int, seconds: float) -> float:
     exe = Path(sys.executable).with_name("benchmark_app")
-    r = subprocess.run([str(exe), "-m", str(xml), "-d", "CPU", "-api", "sync", "-nireq", "1", "-nstreams", "1",
-                        "-hint", "none", "-nthreads", str(threads), "-t", str(int(seconds)),
-                        "-infer_precision", "f32",  # what our fp32 build compiles with (bf16 CPUs default to bf16)
-                        "-shape", f"[{','.join(map(str, shape))}]"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [
+            str(exe),
+            "-m",
+            str(xml),
+            "-d",
+            "CPU",
+            "-api",
+            "sync",
+            "-nireq",
+            "1",
+            "-nstreams",
+            "1",
+            "-hint",
+            "none",
+            "-nthreads",
+            str(threads),
+            "-t",
+            str(int(seconds)),
+            "-infer_precision",
+            "f32",  # what our fp32 build compiles with (bf16 CPUs default to bf16)
+            "-shape",
+            f"[{','.join(map(str, shape))}]",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # the latency block's median, in the unit benchmark_app chose (us for fast models)
     m = re.search(r"Latency:\s*\n.*?Median:\s*([\d.]+)\s*(us|ms|s)\b", r.stdout, re.S)
     if not m:
@@ -117,12 +149,15 @@ def main() -> None:
             print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:.4f} ms" for k, v in p50.items()), flush=True)
     med = {k: statistics.median(v) for k, v in p50.items()}
     cv = {k: statistics.pstdev(v) / statistics.mean(v) for k, v in p50.items()}
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads; model "
-          f"{args.model} {shape}; {args.runs} interleaved runs of {args.seconds:g} s; median of p50 (run-to-run CV):")
-    for a, b, label in (("ef_ort", "bare_ort", "ONNX Runtime: EdgeForge vs bare session.run"),
-                        ("ef_ov", "benchmark_app", "OpenVINO:     EdgeForge vs benchmark_app")):
-        print(f"  {label}: {med[a]:.4f} ms ({cv[a]:.1%}) vs {med[b]:.4f} ms ({cv[b]:.1%}); "
-              f"ratio {med[a] / med[b]:.3f}")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads; model "
+        f"{args.model} {shape}; {args.runs} interleaved runs of {args.seconds:g} s; median of p50 (run-to-run CV):"
+    )
+    for a, b, label in (
+        ("ef_ort", "bare_ort", "ONNX Runtime: EdgeForge vs bare session.run"),
+        ("ef_ov", "benchmark_app", "OpenVINO:     EdgeForge vs benchmark_app"),
+    ):
+        print(f"  {label}: {med[a]:.4f} ms ({cv[a]:.1%}) vs {med[b]:.4f} ms ({cv[b]:.1%}); ratio {med[a] / med[b]:.3f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Rounds alternate 1 and N targets; medians are printed, and the ratio N-targets /
 
 This is a benchmark, not a test: it prints figures and never judges them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,17 @@ def main() -> None:
         params = dataclasses.asdict(Config())
         params["build"]["precisions"] = args.precisions
         for i in range(args.targets):
-            params["target"][f"dev{i}"] = dataclasses.asdict(Target(
-                transport="ssh", host=sshd.host, port=sshd.port, key_file=str(sshd.key_path),
-                known_hosts=str(sshd.known_hosts), workdir=str(Path(tmp_s) / f"device{i}"), python=sys.executable))
+            params["target"][f"dev{i}"] = dataclasses.asdict(
+                Target(
+                    transport="ssh",
+                    host=sshd.host,
+                    port=sshd.port,
+                    key_file=str(sshd.key_path),
+                    known_hosts=str(sshd.known_hosts),
+                    workdir=str(Path(tmp_s) / f"device{i}"),
+                    python=sys.executable,
+                )
+            )
         params["build"]["targets"] = list(params["target"])[1:]
         (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         os.chdir(proj)
@@ -81,20 +90,31 @@ def main() -> None:
                 failed = [x.error for x in results if x.error]
                 if failed:
                     sys.exit(f"fleet build failed: {failed}")
-                print(f"round {r + 1}: {n} target(s), {n * len(args.precisions)} builds: {walls[n][-1]:.2f} s, "
-                      f"{busy[n][-1]:.1f} CPU-s busy ({own[n][-1]:.1f} of them EdgeForge's own process)", flush=True)
+                print(
+                    f"round {r + 1}: {n} target(s), {n * len(args.precisions)} builds: {walls[n][-1]:.2f} s, "
+                    f"{busy[n][-1]:.1f} CPU-s busy ({own[n][-1]:.1f} of them EdgeForge's own process)",
+                    flush=True,
+                )
     one, many = statistics.median(walls[1]), statistics.median(walls[args.targets])
     cpu1, cpun = statistics.median(busy[1]), statistics.median(busy[args.targets])
     cores = os.cpu_count() or 1
     own1, ownn = statistics.median(own[1]), statistics.median(own[args.targets])
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; loopback sshd; precisions "
-          f"{' '.join(args.precisions)}; medians of {args.rounds} rounds:")
-    print(f"  1 target : {one:.2f} s   ({len(args.precisions)} builds), machine busy {cpu1:.1f} CPU-s "
-          f"({cpu1 / one / cores:.0%} of {cores} cores; EdgeForge's process {own1:.1f} CPU-s)")
-    print(f"  {args.targets} targets: {many:.2f} s   ({args.targets * len(args.precisions)} builds, concurrent), machine busy "
-          f"{cpun:.1f} CPU-s ({cpun / many / cores:.0%} of {cores} cores; EdgeForge's process {ownn:.1f} CPU-s)")
-    print(f"  ratio {args.targets} / 1 = {many / one:.2f}x  (sequential would be about {args.targets:.0f}x; with every "
-          f"device sharing these {cores} cores, the CPU work alone needs >= {max(1.0, cpun / cores / one):.2f}x)")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; loopback sshd; precisions "
+        f"{' '.join(args.precisions)}; medians of {args.rounds} rounds:"
+    )
+    print(
+        f"  1 target : {one:.2f} s   ({len(args.precisions)} builds), machine busy {cpu1:.1f} CPU-s "
+        f"({cpu1 / one / cores:.0%} of {cores} cores; EdgeForge's process {own1:.1f} CPU-s)"
+    )
+    print(
+        f"  {args.targets} targets: {many:.2f} s   ({args.targets * len(args.precisions)} builds, concurrent), machine busy "
+        f"{cpun:.1f} CPU-s ({cpun / many / cores:.0%} of {cores} cores; EdgeForge's process {ownn:.1f} CPU-s)"
+    )
+    print(
+        f"  ratio {args.targets} / 1 = {many / one:.2f}x  (sequential would be about {args.targets:.0f}x; with every "
+        f"device sharing these {cores} cores, the CPU work alone needs >= {max(1.0, cpun / cores / one):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

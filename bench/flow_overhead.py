@@ -15,6 +15,7 @@ repository, ``dvc repro`` in one and the flow in the other (same overrides, one 
 
     python -m bench.flow_overhead --example --server [-S key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,26 @@ def make_chain(root: Path, n: int) -> None:
     stages = {}
     for i in range(n):
         dep = "in.txt" if i == 0 else f"out/{i - 1}.txt"
-        stages[f"s{i}"] = {"cmd": f"python -c \"import shutil; shutil.copy('{dep}', 'out/{i}.txt')\"",
-                           "deps": [dep], "outs": [f"out/{i}.txt"]}
+        stages[f"s{i}"] = {
+            "cmd": f"python -c \"import shutil; shutil.copy('{dep}', 'out/{i}.txt')\"",
+            "deps": [dep],
+            "outs": [f"out/{i}.txt"],
+        }
     (root / "out").mkdir(parents=True)
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     from tests.conftest import fast_params
+
     (root / "params.yaml").write_text(yaml.safe_dump(fast_params()))
     (root / "in.txt").write_text("0")
     (root / ".gitignore").write_text("/out/\n.edgeforge/\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "b@edgeforge.invalid"],
-                ["git", "config", "user.name", "b"], [str(BIN / "dvc"), "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "chain"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "b@edgeforge.invalid"],
+        ["git", "config", "user.name", "b"],
+        [str(BIN / "dvc"), "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "chain"],
+    ):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
 
 
@@ -57,9 +67,11 @@ def timed(cmd: list[str], root: Path, env: dict) -> float:
 
 
 def flow_inprocess_script(root: Path) -> list[str]:
-    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
-            f"t=time.perf_counter(); from flows.pipeline import pipeline; s = pipeline(root={str(root)!r}); "
-            "print('FLOW', s['seconds'], len(s['ran']))")
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+        f"t=time.perf_counter(); from flows.pipeline import pipeline; s = pipeline(root={str(root)!r}); "
+        "print('FLOW', s['seconds'], len(s['ran']))"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -92,11 +104,16 @@ def main() -> None:
         env["PREFECT_HOME"] = str(Path(td) / "prefect-home")
         if args.server:
             port = free_port()
-            server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                       str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True)
+            server = subprocess.Popen(
+                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
             import urllib.request
+
             for _ in range(120):
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1)
@@ -124,12 +141,18 @@ def main() -> None:
                 os.killpg(server.pid, 15)
                 server.wait()
     n, med = args.stages, statistics.median
-    print(f"chain of {n} stages, {args.rounds} rounds, Prefect {'server on loopback' if args.server else 'temporary server'}")
-    print(f"  all stages run:  dvc repro {med(dvc_cold):6.2f} s   flow {med(flow_cold):6.2f} s (process)   "
-          f"{med(flow_own):6.2f} s (inside the flow)")
+    print(
+        f"chain of {n} stages, {args.rounds} rounds, Prefect {'server on loopback' if args.server else 'temporary server'}"
+    )
+    print(
+        f"  all stages run:  dvc repro {med(dvc_cold):6.2f} s   flow {med(flow_cold):6.2f} s (process)   "
+        f"{med(flow_own):6.2f} s (inside the flow)"
+    )
     print(f"  nothing changed: dvc repro {med(dvc_warm):6.2f} s   flow {med(flow_warm):6.2f} s (process)")
-    print(f"  overhead per stage (flow process - dvc repro) / {n}: {(med(flow_cold) - med(dvc_cold)) / n:.3f} s; "
-          f"inside the flow: {(med(flow_own) - med(dvc_cold)) / n:.3f} s")
+    print(
+        f"  overhead per stage (flow process - dvc repro) / {n}: {(med(flow_cold) - med(dvc_cold)) / n:.3f} s; "
+        f"inside the flow: {(med(flow_own) - med(dvc_cold)) / n:.3f} s"
+    )
 
 
 def example(td: Path, env: dict, overrides: list[str]) -> None:
@@ -139,13 +162,23 @@ def example(td: Path, env: dict, overrides: list[str]) -> None:
     b = fresh_repo(td / "flow", overrides)
     t_dvc = timed([str(BIN / "dvc"), "repro"], a, env)
     wall, own = run_flow(b, env)
-    n = int(subprocess.run(flow_inprocess_script(b), cwd=b, env=env, capture_output=True, text=True,
-                           check=True).stdout.split("FLOW")[1].split()[1])  # cached re-run: stages that ran
-    stages = len([ln for ln in (a / "dvc.lock").read_text().splitlines() if ln.startswith("  ") and
-                  not ln.startswith("   ") and ln.strip().endswith(":")])
+    n = int(
+        subprocess.run(flow_inprocess_script(b), cwd=b, env=env, capture_output=True, text=True, check=True)
+        .stdout.split("FLOW")[1]
+        .split()[1]
+    )  # cached re-run: stages that ran
+    stages = len(
+        [
+            ln
+            for ln in (a / "dvc.lock").read_text().splitlines()
+            if ln.startswith("  ") and not ln.startswith("   ") and ln.strip().endswith(":")
+        ]
+    )
     print(f"bundled example, overrides {overrides or '(none)'}, {stages} stages, clean state")
-    print(f"  dvc repro {t_dvc:7.1f} s   flow {wall:7.1f} s (process)  {own:7.1f} s (inside the flow)   "
-          f"ratio {wall / t_dvc:.3f} / {own / t_dvc:.3f}; per stage (process - dvc) {(wall - t_dvc) / stages:.2f} s")
+    print(
+        f"  dvc repro {t_dvc:7.1f} s   flow {wall:7.1f} s (process)  {own:7.1f} s (inside the flow)   "
+        f"ratio {wall / t_dvc:.3f} / {own / t_dvc:.3f}; per stage (process - dvc) {(wall - t_dvc) / stages:.2f} s"
+    )
     print(f"  cached re-run of the flow ran {n} stage(s) (the probes always run)")
 
 

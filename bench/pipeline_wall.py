@@ -22,6 +22,7 @@ per-repository index) goes into the temporary directory too. ``--keep`` keeps th
 
 This is a benchmark, not a test: it prints figures and never judges them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,29 @@ LEFT_OUT = ("dvc.lock",)  # a pipeline result, not a source file: a clean state 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--runs", type=int, default=5, help="no-op `dvc repro` runs after the full one (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
     p.add_argument("--repo", type=Path, default=ROOT, help=f"repository to copy (default {ROOT})")
-    p.add_argument("--venv", type=Path, default=None, help="virtualenv whose bin goes first on PATH (default REPO/.venv)")
-    p.add_argument("--tmp-dir", type=Path, default=None, help="where to make the temporary copy (default: the system's)")
+    p.add_argument(
+        "--venv", type=Path, default=None, help="virtualenv whose bin goes first on PATH (default REPO/.venv)"
+    )
+    p.add_argument(
+        "--tmp-dir", type=Path, default=None, help="where to make the temporary copy (default: the system's)"
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="echo DVC's and the stages' output as it comes")
-    p.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override composed into the copy's params.yaml before the run, as `dvc exp run -S` "
-                        "takes it (repeatable), e.g. -S 'build.precisions=[fp32,fp16]'")
+    p.add_argument(
+        "--set",
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override composed into the copy's params.yaml before the run, as `dvc exp run -S` "
+        "takes it (repeatable), e.g. -S 'build.precisions=[fp32,fp16]'",
+    )
     args = p.parse_args(argv)
     args.repo = args.repo.resolve()
     args.venv = (args.venv or args.repo / ".venv").resolve()
@@ -71,8 +85,11 @@ def sh(args: list[str], cwd: Path, env: dict | None = None) -> str:
 
 def snapshot(repo: Path, dst: Path) -> int:
     """Copy the repository's non-ignored files (working-tree contents) into ``dst``; returns how many."""
-    out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout
     n = 0
     for rel in sorted(set(filter(None, out.decode().split("\0")))):
         src = repo / rel
@@ -88,8 +105,12 @@ def clean_env(venv: Path) -> dict:
     env = dict(os.environ)
     for k in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "VIRTUAL_ENV"):
         env.pop(k, None)
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
-               PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+        PYTHONUNBUFFERED="1",
+        DVC_NO_ANALYTICS="1",
+    )
     return env
 
 
@@ -97,8 +118,18 @@ def repro(dvc: Path, cwd: Path, env: dict, log: Path, verbose: bool) -> tuple[fl
     """Run ``dvc repro``; returns (wall seconds, exit code, [(seconds since launch, line)])."""
     lines: list[tuple[float, str]] = []
     t0 = time.perf_counter()
-    with open(log, "w") as f, subprocess.Popen([str(dvc), "repro"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                                stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    with (
+        open(log, "w") as f,
+        subprocess.Popen(
+            [str(dvc), "repro"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        ) as proc,
+    ):
         for line in proc.stdout:
             lines.append((time.perf_counter() - t0, line.rstrip("\n")))
             f.write(line)
@@ -143,7 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dvc_version = sh([str(dvc), "--version"], tmp, env).strip()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"versions: python {platform.python_version()} ({args.venv}), dvc {dvc_version}, {sh(['git', '--version'], tmp).strip()}")
+        print(
+            f"versions: python {platform.python_version()} ({args.venv}), dvc {dvc_version}, {sh(['git', '--version'], tmp).strip()}"
+        )
         print(f"machine : {os.cpu_count()} CPUs, 1-min load average {load:.2f} at start")
 
         t0 = time.perf_counter()
@@ -155,10 +188,23 @@ def main(argv: list[str] | None = None) -> None:
             sh([str(args.venv / "bin" / "python"), "-m", "tasks.config.compose", *args.overrides], work, env)
         sh(["git", "init", "-q"], work)
         sh(["git", "add", "-A"], work)
-        sh(["git", "-c", "user.name=EdgeForge bench", "-c", "user.email=bench@edgeforge.invalid", "commit", "-qm",
-            "snapshot for bench/pipeline_wall.py"], work)
-        print(f"copy    : {n} files from {args.repo} (without {', '.join(LEFT_OUT)}) -> {work}, git commit, "
-              f"in {time.perf_counter() - t0:.1f} s (not timed below)")
+        sh(
+            [
+                "git",
+                "-c",
+                "user.name=EdgeForge bench",
+                "-c",
+                "user.email=bench@edgeforge.invalid",
+                "commit",
+                "-qm",
+                "snapshot for bench/pipeline_wall.py",
+            ],
+            work,
+        )
+        print(
+            f"copy    : {n} files from {args.repo} (without {', '.join(LEFT_OUT)}) -> {work}, git commit, "
+            f"in {time.perf_counter() - t0:.1f} s (not timed below)"
+        )
         if args.overrides:
             print(f"config  : {' '.join(args.overrides)}")
 
@@ -176,8 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    {'stage':<{width}}  {'start s':>7}  {'duration s':>10}  {'share':>5}")
             for name, start, dur in stages:
                 print(f"    {name:<{width}}  {start:>7.1f}  {dur:>10.1f}  {dur / wall:>5.0%}")
-            print("    (a stage's duration runs from its 'Running stage' line to the next stage's, so it includes "
-                  "DVC's caching and lock update for it; the last one runs to DVC's exit)")
+            print(
+                "    (a stage's duration runs from its 'Running stage' line to the next stage's, so it includes "
+                "DVC's caching and lock update for it; the last one runs to DVC's exit)"
+            )
 
         # (b) no-op re-runs
         noop = []
@@ -191,10 +239,16 @@ def main(argv: list[str] | None = None) -> None:
                 ran = [m.group(1) for _, line in out if (m := RUNNING.search(line))]
                 skipped = sum(1 for _, line in out if SKIPPED.search(line))
                 noop.append(w)
-                print(f"    run {i + 1}: {w:6.2f} s  ({skipped} stages skipped"
-                      + (f"; RAN {len(ran)}: {', '.join(ran)}" if ran else "") + ")", flush=True)
-            print(f"    no-op wall time: median {statistics.median(noop):.2f} s, min {min(noop):.2f} s, "
-                  f"max {max(noop):.2f} s over {len(noop)} run(s)")
+                print(
+                    f"    run {i + 1}: {w:6.2f} s  ({skipped} stages skipped"
+                    + (f"; RAN {len(ran)}: {', '.join(ran)}" if ran else "")
+                    + ")",
+                    flush=True,
+                )
+            print(
+                f"    no-op wall time: median {statistics.median(noop):.2f} s, min {min(noop):.2f} s, "
+                f"max {max(noop):.2f} s over {len(noop)} run(s)"
+            )
 
         # (c) stages run in (a)
         locked = locked_stages(work / "dvc.lock")
@@ -203,8 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\nsummary:")
         print(f"    full pipeline from a clean state: {wall:.1f} s wall, {len(stages)} stages")
         if noop:
-            print(f"    no-op dvc repro: median {statistics.median(noop):.2f} s (min {min(noop):.2f}, max {max(noop):.2f}, "
-                  f"{len(noop)} runs)")
+            print(
+                f"    no-op dvc repro: median {statistics.median(noop):.2f} s (min {min(noop):.2f}, max {max(noop):.2f}, "
+                f"{len(noop)} runs)"
+            )
     finally:
         if keep:
             print(f"\nkept: {tmp} (repo copy in {work.name}/, DVC output in *.log)")

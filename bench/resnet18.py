@@ -10,6 +10,7 @@ with random, seeded weights: the figures it gives are about speed, never accurac
 
 ``python bench/resnet18.py`` prints the parameter count (and checks one forward pass).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(cout, cout)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = (nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
-                           if stride != 1 or cin != cout else None)
+        self.downsample = (
+            nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -52,8 +54,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: tuple[int, ...] = LAYERS, widths: tuple[int, ...] = WIDTHS,
-                 num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, layers: tuple[int, ...] = LAYERS, widths: tuple[int, ...] = WIDTHS, num_classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

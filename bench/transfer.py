@@ -13,6 +13,7 @@ EdgeForge's time: it is what the pipeline pays per artifact.
 
 This is a benchmark, not a test: it prints figures and never judges them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,29 +51,52 @@ def main() -> None:
                 f.write(os.urandom(1_000_000))
         remote = tmp / "remote"
         remote.mkdir()
-        ssh_opts = ["-P", str(sshd.port), "-i", str(sshd.key_path), "-o", f"UserKnownHostsFile={sshd.known_hosts}",
-                    "-o", "BatchMode=yes", "-q"]
+        ssh_opts = [
+            "-P",
+            str(sshd.port),
+            "-i",
+            str(sshd.key_path),
+            "-o",
+            f"UserKnownHostsFile={sshd.known_hosts}",
+            "-o",
+            "BatchMode=yes",
+            "-q",
+        ]
         dest = f"{sshd.user}@{sshd.host}"
-        host = SSHHost("bench", sshd.host, sshd.port, sshd.user, key_filename=sshd.key_path, known_hosts=sshd.known_hosts)
+        host = SSHHost(
+            "bench", sshd.host, sshd.port, sshd.user, key_filename=sshd.key_path, known_hosts=sshd.known_hosts
+        )
         host.run(["true"])  # EdgeForge keeps one connection per device; scp pays its handshake every time
         times: dict[str, list[float]] = {k: [] for k in ("put", "scp_up", "get", "scp_down")}
         for r in range(args.rounds):
             times["put"].append(timed(lambda: host.put(src, str(remote / "put.bin"))))
-            times["scp_up"].append(timed(lambda: subprocess.run(
-                ["scp", *ssh_opts, str(src), f"{dest}:{remote / 'scp.bin'}"], check=True)))
+            times["scp_up"].append(
+                timed(lambda: subprocess.run(["scp", *ssh_opts, str(src), f"{dest}:{remote / 'scp.bin'}"], check=True))
+            )
             times["get"].append(timed(lambda: host.get(str(remote / "put.bin"), tmp / "got.bin")))
-            times["scp_down"].append(timed(lambda: subprocess.run(
-                ["scp", *ssh_opts, f"{dest}:{remote / 'scp.bin'}", str(tmp / "scp_got.bin")], check=True)))
+            times["scp_down"].append(
+                timed(
+                    lambda: subprocess.run(
+                        ["scp", *ssh_opts, f"{dest}:{remote / 'scp.bin'}", str(tmp / "scp_got.bin")], check=True
+                    )
+                )
+            )
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         host.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     mbps = {k: args.mb / v for k, v in med.items()}
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.mb} MB random file, "
-          f"{args.rounds} interleaved rounds, loopback sshd (OpenSSH), medians:")
-    print(f"  upload    EdgeForge put (SFTP + sha256 both ends + rename) {med['put']:.2f} s = {mbps['put']:.0f} MB/s;"
-          f"  scp {med['scp_up']:.2f} s = {mbps['scp_up']:.0f} MB/s;  EdgeForge/scp throughput {mbps['put'] / mbps['scp_up']:.2f}")
-    print(f"  download  EdgeForge get (SFTP + sha256 both ends + rename) {med['get']:.2f} s = {mbps['get']:.0f} MB/s;"
-          f"  scp {med['scp_down']:.2f} s = {mbps['scp_down']:.0f} MB/s;  EdgeForge/scp throughput {mbps['get'] / mbps['scp_down']:.2f}")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.mb} MB random file, "
+        f"{args.rounds} interleaved rounds, loopback sshd (OpenSSH), medians:"
+    )
+    print(
+        f"  upload    EdgeForge put (SFTP + sha256 both ends + rename) {med['put']:.2f} s = {mbps['put']:.0f} MB/s;"
+        f"  scp {med['scp_up']:.2f} s = {mbps['scp_up']:.0f} MB/s;  EdgeForge/scp throughput {mbps['put'] / mbps['scp_up']:.2f}"
+    )
+    print(
+        f"  download  EdgeForge get (SFTP + sha256 both ends + rename) {med['get']:.2f} s = {mbps['get']:.0f} MB/s;"
+        f"  scp {med['scp_down']:.2f} s = {mbps['scp_down']:.0f} MB/s;  EdgeForge/scp throughput {mbps['get'] / mbps['scp_down']:.2f}"
+    )
 
 
 if __name__ == "__main__":

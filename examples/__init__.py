@@ -3,5 +3,9 @@
 Importing this package registers the ``mnist_digits`` data loader, the ``mnist_cnn``
 architecture and the ``mnist_cnn`` trainer.
 """
-from examples import mnist  # noqa: F401
-from examples import canvas, canvas_models  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet
+
+from examples import (  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet
+    canvas,
+    canvas_models,
+    mnist,  # noqa: F401
+)

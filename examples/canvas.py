@@ -8,6 +8,7 @@ digit appears in two splits. The models and trainers are in :mod:`examples.canva
 The models take the canvases through ``tasks.data.preprocess`` with ``model.input.shape``
 [1, 64, 64]; the training canvases' pixel mean is 0.045 and std 0.179 (after scaling by 1/255).
 """
+
 from __future__ import annotations
 
 import functools
@@ -123,5 +124,7 @@ def mnist_boxes(seed: int) -> dict[str, RawSplit]:
 def mnist_masks(seed: int) -> dict[str, RawSplit]:
     """Segmentation splits: images uint8 (N, 64, 64); labels int64 (N, 64, 64), 0 background,
     1 + digit where the digit's pixel > 127; classes "background", "0".."9"."""
-    return {name: RawSplit(c.images, c.masks.astype(np.int64), ["background", *DIGIT_CLASSES])
-            for name, c in canvas_splits(seed).items()}
+    return {
+        name: RawSplit(c.images, c.masks.astype(np.int64), ["background", *DIGIT_CLASSES])
+        for name, c in canvas_splits(seed).items()
+    }

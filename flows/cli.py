@@ -6,6 +6,7 @@
 
 Nothing is opened implicitly (no browser, no UI server); the summary says where to look.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the pipeline once (DVC decides which stages are out of date)")
     r.add_argument("--checkpoint", help="the checkpoint to deploy (sets model.checkpoint)")
-    r.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, as for `dvc exp run -S` (repeatable)")
+    r.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as for `dvc exp run -S` (repeatable)",
+    )
     r.add_argument("--exp-name", help="save the result as this DVC experiment (`dvc exp save`)")
     r.add_argument("--retries", type=int, default=2, help="extra attempts of device stages after transient errors")
-    r.add_argument("--host-jobs", type=int, default=1, help="host-side stages at once (default 1: benchmarks "
-                                                            "of local targets never share the CPU)")
+    r.add_argument(
+        "--host-jobs",
+        type=int,
+        default=1,
+        help="host-side stages at once (default 1: benchmarks of local targets never share the CPU)",
+    )
     w = sub.add_parser("watch", help="serve the checkpoint watcher on its schedule (watch.interval_s / watch.cron)")
     w.add_argument("--once", action="store_true", help="look once, run what is new, and exit")
     w.add_argument("--interval", type=float, help="seconds between looks (overrides watch.interval_s)")
@@ -42,10 +54,17 @@ class Progress:
     """Rich progress over the flow's stages: a bar of stages settled, the ones running named."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
 
-        self._p = RichProgress(TextColumn("[bold]pipeline"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                               TextColumn("{task.description}"), transient=False)
+        self._p = RichProgress(
+            TextColumn("[bold]pipeline"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            transient=False,
+        )
         self._task = self._p.add_task("", total=total)
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -80,12 +99,20 @@ def _run(args) -> int:
     with Progress(total) as progress:
         pl.LISTENERS.append(progress)
         try:
-            summary = pl.pipeline(checkpoint=args.checkpoint, overrides=args.overrides, exp_name=args.exp_name,
-                                  root=str(root), retries=args.retries, host_jobs=args.host_jobs)
+            summary = pl.pipeline(
+                checkpoint=args.checkpoint,
+                overrides=args.overrides,
+                exp_name=args.exp_name,
+                root=str(root),
+                retries=args.retries,
+                host_jobs=args.host_jobs,
+            )
         finally:
             pl.LISTENERS.remove(progress)
-    print(f"{len(summary['ran'])} stage(s) ran, {len(summary['stages']) - len(summary['ran'])} up to date, "
-          f"in {summary['seconds']:.1f} s (stage logs: {summary['logs']})")
+    print(
+        f"{len(summary['ran'])} stage(s) ran, {len(summary['stages']) - len(summary['ran'])} up to date, "
+        f"in {summary['seconds']:.1f} s (stage logs: {summary['logs']})"
+    )
     return _summary(root)
 
 
@@ -107,8 +134,10 @@ def _summary(root: Path) -> int:
         seen = json.loads(state.read_text())
         print(f"\nWatcher: {len(seen)} checkpoint(s) seen")
         for sha, e in sorted(seen.items(), key=lambda kv: kv[1].get("updated", "")):
-            print(f"  {e.get('updated', '?')}  {sha[:12]}  {e['status']:<11} {e.get('path', '')}"
-                  + (f"  error: {e['error'][:200]}" if e.get("error") else ""))
+            print(
+                f"  {e.get('updated', '?')}  {sha[:12]}  {e['status']:<11} {e.get('path', '')}"
+                + (f"  error: {e['error'][:200]}" if e.get("error") else "")
+            )
     return 0
 
 
@@ -142,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             done = watch.watch(root=str(Path(args.root).resolve()), retry_failed=args.retry_failed)
             for d in done:
-                print(f"{d['status']:<7} {d['sha256'][:12]} {d['path']}" + (f": {d['error']}" if d.get("error") else ""))
+                print(
+                    f"{d['status']:<7} {d['sha256'][:12]} {d['path']}" + (f": {d['error']}" if d.get("error") else "")
+                )
             return 1 if any(d["status"] == "failed" for d in done) else 0
         watch.serve(args.root, args.interval, args.cron)
         return 0

@@ -9,6 +9,7 @@ outputs are cached and recorded in ``dvc.lock`` under the lock again. Only the c
 subprocess: a ``dvc repro --single-item`` process per stage would add DVC's ~0.8 s start-up to
 every stage.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,8 @@ class Stage:
 
     name: str
     cmd: str
-    upstream: tuple[str, ...]   # stages whose outputs this one depends on
-    target: str | None          # the target (device) it talks to, from its ``target.<name>`` params
+    upstream: tuple[str, ...]  # stages whose outputs this one depends on
+    target: str | None  # the target (device) it talks to, from its ``target.<name>`` params
     always_changed: bool = False
 
     @property
@@ -71,9 +72,17 @@ def read(root: Path) -> list[Stage]:
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         order = list(reversed(list(nx.topological_sort(graph))))
-        return [Stage(name=s.name, cmd=s.cmd, upstream=tuple(sorted(u.name for u in graph.successors(s))),
-                      target=_target_of(s), always_changed=bool(s.always_changed))
-                for s in order if s.cmd]
+        return [
+            Stage(
+                name=s.name,
+                cmd=s.cmd,
+                upstream=tuple(sorted(u.name for u in graph.successors(s))),
+                target=_target_of(s),
+                always_changed=bool(s.always_changed),
+            )
+            for s in order
+            if s.cmd
+        ]
 
 
 @dataclass
@@ -141,14 +150,27 @@ class Workspace:
         with open(log, "a") as out:
             out.write(f"$ {cmd}\n")
             out.flush()
-            proc = subprocess.Popen(cmd, shell=True, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                shell=True,
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 rc = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill(proc)
-                raise StageFailed(name, f"timed out after {timeout_s:g} s and was stopped (output: {log}); "
-                                        f"raise the stage timeout if it needs longer", None, log) from None
+                raise StageFailed(
+                    name,
+                    f"timed out after {timeout_s:g} s and was stopped (output: {log}); "
+                    f"raise the stage timeout if it needs longer",
+                    None,
+                    log,
+                ) from None
             except BaseException:  # Ctrl-C, flow cancelled: leave nothing running
                 _kill(proc)
                 raise

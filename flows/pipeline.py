@@ -14,6 +14,7 @@ DVC's cache decides what runs.
   ``dvc exp run -S`` does), and an experiment name (the finished run is saved with
   ``dvc exp save``).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,10 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -53,7 +54,7 @@ class PipelineError(RuntimeError):
 class Plan:
     root: Path
     stages: list[Stage]
-    slots: dict[str, str]            # stage -> slot name
+    slots: dict[str, str]  # stage -> slot name
     log_dir: Path
 
 
@@ -120,8 +121,16 @@ def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s:
             logger.error("%s", e)
             raise
     _notify(stage.name, "done", seconds=dvc_seconds)
-    return {"stage": stage.name, "status": "ran", "seconds": time.perf_counter() - t0, "dvc_seconds": dvc_seconds,
-            "waited_s": waited, "started": started, "finished": time.time(), "slot": slot}
+    return {
+        "stage": stage.name,
+        "status": "ran",
+        "seconds": time.perf_counter() - t0,
+        "dvc_seconds": dvc_seconds,
+        "waited_s": waited,
+        "started": started,
+        "finished": time.time(),
+        "slot": slot,
+    }
 
 
 @contextmanager
@@ -133,8 +142,10 @@ def workspace_lock(root: Path) -> Iterator[None]:
     try:
         lock = claim(root, "edgeforge run")
     except WorkspaceBusy as e:
-        raise PipelineError(f"another EdgeForge pipeline run is using {root}: {e}. Wait for it to finish, or run "
-                            f"in another clone; {QUEUE_HINT}") from None
+        raise PipelineError(
+            f"another EdgeForge pipeline run is using {root}: {e}. Wait for it to finish, or run "
+            f"in another clone; {QUEUE_HINT}"
+        ) from None
     try:
         yield
     finally:
@@ -183,16 +194,28 @@ def _device_limits(slots: set[str]) -> None:
 
 def _save_experiment(root: Path, name: str) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", name],
-                       cwd=root, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", name],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise PipelineError(f"the pipeline ran, but `dvc exp save -n {name}` failed: {r.stderr.strip()[-500:]}")
 
 
 @flow(name="edgeforge-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
-def pipeline(checkpoint: Optional[str] = None, overrides: Optional[list[str]] = None, exp_name: Optional[str] = None,
-             root: str = ".", host_jobs: int = 1, retries: int = 2, retry_delay_s: float = 10.0,
-             timeouts: Optional[dict[str, float]] = None) -> dict:
+def pipeline(
+    checkpoint: str | None = None,
+    overrides: list[str] | None = None,
+    exp_name: str | None = None,
+    root: str = ".",
+    host_jobs: int = 1,
+    retries: int = 2,
+    retry_delay_s: float = 10.0,
+    timeouts: dict[str, float] | None = None,
+) -> dict:
     """Run every stage of dvc.yaml that changed. ``checkpoint``/``overrides``: composed into
     params.yaml from conf/ first (none: params.yaml as it is). ``exp_name``: save the result as
     that DVC experiment. ``retries``: extra attempts of device stages after transient errors."""
@@ -213,14 +236,26 @@ def pipeline(checkpoint: Optional[str] = None, overrides: Optional[list[str]] = 
         futures = {}
         for s in p.stages:
             device = s.family in DEVICE_FAMILIES and s.target is not None
-            opts = dict(name=s.family, task_run_name=s.name, tags=[s.family, p.slots[s.name]]
-                        + ([f"target:{s.target}"] if s.target else []))
+            opts = dict(
+                name=s.family,
+                task_run_name=s.name,
+                tags=[s.family, p.slots[s.name]] + ([f"target:{s.target}"] if s.target else []),
+            )
             if device and retries > 0:
-                opts.update(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s)(retries),
-                            retry_condition_fn=_transient_only)
+                opts.update(
+                    retries=retries,
+                    retry_delay_seconds=exponential_backoff(retry_delay_s)(retries),
+                    retry_condition_fn=_transient_only,
+                )
             futures[s.name] = run_stage.with_options(**opts).submit(
-                s, ws, p.slots[s.name], host_jobs, timeouts.get(s.family, DEFAULT_TIMEOUT_S), str(p.log_dir),
-                wait_for=[futures[u] for u in s.upstream if u in futures])
+                s,
+                ws,
+                p.slots[s.name],
+                host_jobs,
+                timeouts.get(s.family, DEFAULT_TIMEOUT_S),
+                str(p.log_dir),
+                wait_for=[futures[u] for u in s.upstream if u in futures],
+            )
         results, failed, not_run = [], [], []
         for name, fut in futures.items():
             fut.wait()
@@ -234,15 +269,29 @@ def pipeline(checkpoint: Optional[str] = None, overrides: Optional[list[str]] = 
                     failed.append(str(e))
             else:
                 not_run.append(name)
-        summary = {"root": str(rootp), "stages": results, "failed": failed, "not_run": not_run,
-                   "ran": [r["stage"] for r in results if r["status"] == "ran"],
-                   "seconds": time.perf_counter() - t0, "logs": str(p.log_dir), "exp_name": exp_name}
+        summary = {
+            "root": str(rootp),
+            "stages": results,
+            "failed": failed,
+            "not_run": not_run,
+            "ran": [r["stage"] for r in results if r["status"] == "ran"],
+            "seconds": time.perf_counter() - t0,
+            "logs": str(p.log_dir),
+            "exp_name": exp_name,
+        }
         if failed or not_run:
-            raise PipelineError(f"{len(failed)} stage(s) failed: " + "; ".join(failed)
-                                + (f". Not run (an upstream stage failed): {', '.join(not_run)}" if not_run else "")
-                                + f". Stages that finished are cached: the next run carries on from them. Logs: {p.log_dir}")
+            raise PipelineError(
+                f"{len(failed)} stage(s) failed: "
+                + "; ".join(failed)
+                + (f". Not run (an upstream stage failed): {', '.join(not_run)}" if not_run else "")
+                + f". Stages that finished are cached: the next run carries on from them. Logs: {p.log_dir}"
+            )
         if exp_name:
             _save_experiment(rootp, exp_name)
-        logger.info("pipeline: %d stage(s) ran, %d up to date, in %.1f s", len(summary["ran"]),
-                    len(results) - len(summary["ran"]), summary["seconds"])
+        logger.info(
+            "pipeline: %d stage(s) ran, %d up to date, in %.1f s",
+            len(summary["ran"]),
+            len(results) - len(summary["ran"]),
+            summary["seconds"],
+        )
         return summary

@@ -7,6 +7,7 @@ Their telemetry heartbeat (``prefect.server.services.telemetry.send_telemetry_he
 database while the server is still setting up (``database is locked``, a full traceback), then posts
 to a host this network cannot reach (an ERROR line). Either way a successful run printed failures.
 """
+
 from __future__ import annotations
 
 # setting (as Prefect's Settings.server names it) -> its environment variable and EdgeForge's value

@@ -8,6 +8,7 @@ restart, are not run again (``watch.state`` records every one seen, with its out
 after the other in the one workspace (a flow run at a time); a failed run is recorded with its error
 and the next checkpoint still runs. ``--retry-failed`` runs the failed ones again.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from prefect import flow, get_run_logger
 
@@ -28,9 +28,9 @@ SETTLE_S = 2.0
 
 @dataclass(frozen=True)
 class Found:
-    path: str      # relative to the workspace when inside it
+    path: str  # relative to the workspace when inside it
     sha256: str
-    source: str    # "folder" or "registry:<name>/<version>"
+    source: str  # "folder" or "registry:<name>/<version>"
 
 
 class State:
@@ -95,8 +95,12 @@ def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str
     try:
         client.get_registered_model(model)
     except MlflowException as e:
-        log.warning("registry: no registered model %r in %s (%s); check watch.registry_model", model,
-                    tracking_uri, str(e).splitlines()[0][:200])
+        log.warning(
+            "registry: no registered model %r in %s (%s); check watch.registry_model",
+            model,
+            tracking_uri,
+            str(e).splitlines()[0][:200],
+        )
         return []
     out = []
     for v in sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version)):
@@ -108,20 +112,31 @@ def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str
             shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted download
             tmp.mkdir(parents=True)
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{v.version}", dst_path=str(tmp),
-                                                    tracking_uri=tracking_uri)
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{model}/{v.version}", dst_path=str(tmp), tracking_uri=tracking_uri
+                )
             except (MlflowException, OSError) as e:
                 shutil.rmtree(tmp, ignore_errors=True)
-                log.warning("registry %s version %s: could not download its artifacts (%s); skipped", model,
-                            v.version, str(e).splitlines()[0][:200])
+                log.warning(
+                    "registry %s version %s: could not download its artifacts (%s); skipped",
+                    model,
+                    v.version,
+                    str(e).splitlines()[0][:200],
+                )
                 continue
             os.replace(tmp, dst)
         hits = [p for p in dst.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, pattern)]
         if len(hits) == 1:
             out.append((hits[0], f"registry:{model}/{v.version}"))
         else:
-            log.warning("registry %s version %s: expected one file matching %r (watch.glob) in its artifacts, "
-                        "found %d; skipped", model, v.version, pattern, len(hits))
+            log.warning(
+                "registry %s version %s: expected one file matching %r (watch.glob) in its artifacts, "
+                "found %d; skipped",
+                model,
+                v.version,
+                pattern,
+                len(hits),
+            )
     return out
 
 
@@ -171,10 +186,16 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
     cfg = load_config(rootp / "params.yaml")
     state = State(rootp / cfg.watch.state)
     for sha in state.interrupted():
-        logger.warning("checkpoint %s: its run was interrupted; `edgeforge watch --retry-failed` runs it again", sha[:12])
+        logger.warning(
+            "checkpoint %s: its run was interrupted; `edgeforge watch --retry-failed` runs it again", sha[:12]
+        )
     found = find_new(rootp, cfg, state, retry_failed)
-    logger.info("watch: %d new checkpoint(s) in %s%s", len(found), cfg.watch.dir,
-                f" and registry model {cfg.watch.registry_model}" if cfg.watch.registry_model else "")
+    logger.info(
+        "watch: %d new checkpoint(s) in %s%s",
+        len(found),
+        cfg.watch.dir,
+        f" and registry model {cfg.watch.registry_model}" if cfg.watch.registry_model else "",
+    )
     done = []
     for f in found:
         name = exp_name(f.sha256)
@@ -187,8 +208,13 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
             done.append({"path": f.path, "sha256": f.sha256, "status": "failed", "error": str(e)})
             continue
         report = _read_summary(rootp)
-        state.record(f.sha256, status="done", seconds=summary["seconds"], ran=len(summary["ran"]),
-                     mlflow_parent_run=report.get("mlflow", {}).get("parent_run_id"))
+        state.record(
+            f.sha256,
+            status="done",
+            seconds=summary["seconds"],
+            ran=len(summary["ran"]),
+            mlflow_parent_run=report.get("mlflow", {}).get("parent_run_id"),
+        )
         done.append({"path": f.path, "sha256": f.sha256, "status": "done", "exp_name": name})
     return done
 
@@ -198,7 +224,7 @@ def _read_summary(root: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def serve(root: str = ".", interval_s: Optional[float] = None, cron: Optional[str] = None) -> None:
+def serve(root: str = ".", interval_s: float | None = None, cron: str | None = None) -> None:
     """Serve :func:`watch` as the deployment ``edgeforge-watch`` on its schedule (blocks).
 
     Schedules need a Prefect server (its scheduler service; a temporary server has none): with no
@@ -217,8 +243,9 @@ def serve(root: str = ".", interval_s: Optional[float] = None, cron: Optional[st
     cron = cron or (None if interval_s is not None else cfg.watch.cron)
     if not interval and not cron:
         raise ValueError("watch: set watch.interval_s or watch.cron (or pass --interval/--cron)")
-    kwargs = dict(name="edgeforge-watch", parameters={"root": str(Path(root).resolve())}, interval=interval,
-                  cron=cron, limit=1)
+    kwargs = dict(
+        name="edgeforge-watch", parameters={"root": str(Path(root).resolve())}, interval=interval, cron=cron, limit=1
+    )
     if PREFECT_API_URL.value():
         watch.serve(**kwargs)
         return
@@ -253,14 +280,21 @@ def local_server(log: Path):
     env.pop("PREFECT_API_URL", None)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}/api"
     try:
         for _ in range(240):
             if proc.poll() is not None:
-                raise RuntimeError(f"`prefect server start` exited {proc.returncode} (its output: {log}); start "
-                                   f"one yourself and set PREFECT_API_URL")
+                raise RuntimeError(
+                    f"`prefect server start` exited {proc.returncode} (its output: {log}); start "
+                    f"one yourself and set PREFECT_API_URL"
+                )
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=1)
                 break
@@ -268,8 +302,11 @@ def local_server(log: Path):
                 time.sleep(0.5)
         else:
             raise RuntimeError(f"`prefect server start` did not answer at {url} within 120 s (its output: {log})")
-        print(f"edgeforge watch: started a Prefect server for the schedule at {url[:-4]} (UI there); "
-              f"keep your own running and set PREFECT_API_URL to reuse it", flush=True)
+        print(
+            f"edgeforge watch: started a Prefect server for the schedule at {url[:-4]} (UI there); "
+            f"keep your own running and set PREFECT_API_URL to reuse it",
+            flush=True,
+        )
         yield url
     finally:
         try:

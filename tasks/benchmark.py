@@ -15,13 +15,14 @@ and reports the p50 speedup; the report divides the same PyTorch figure by every
 (the PyTorch model is the same for all of them: measuring it once per target instead of once per
 precision saves ~6 s per precision). Output: ``metrics/benchmark/<key>.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -60,14 +61,18 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
     lat, torch_lat = {}, {}
     for bs in b.batch_sizes:
         x = batch_of(split, bs)
-        lat[bs] = measure(lambda: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)  # noqa: B023 (called here)
+        lat[bs] = measure(lambda x=x: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
         if torch_sess:
-            torch_lat[bs] = measure(lambda: torch_sess.infer(x), b.warmup_s, b.min_duration_s,  # noqa: B023
-                                    b.min_iterations)
-    info = {"runtime_version": rt.version(), "cpu_count": os.cpu_count(), "cold": cold,
-            "hygiene": {"before": before, "after": hygiene()},
-            "again": lambda bs: measure(lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s,
-                                        b.min_iterations)}
+            torch_lat[bs] = measure(lambda x=x: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+    info = {
+        "runtime_version": rt.version(),
+        "cpu_count": os.cpu_count(),
+        "cold": cold,
+        "hygiene": {"before": before, "after": hygiene()},
+        "again": lambda bs: measure(
+            lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s, b.min_iterations
+        ),
+    }
     return lat, torch_lat, info
 
 
@@ -93,8 +98,12 @@ def roofline(flops_per_sample: float, latency: dict, peak_gflops: float | None) 
     """Achieved GFLOP/s per batch size (FLOPs per sample x samples/s) and, with the device's
     peak for the precision's family, the fraction of it."""
     achieved = {bs: flops_per_sample * s["throughput"] / 1e9 for bs, s in latency.items()}
-    return {"flops_per_sample": flops_per_sample, "gflops": achieved, "peak_gflops": peak_gflops,
-            "efficiency": {bs: g / peak_gflops for bs, g in achieved.items()} if peak_gflops else None}
+    return {
+        "flops_per_sample": flops_per_sample,
+        "gflops": achieved,
+        "peak_gflops": peak_gflops,
+        "efficiency": {bs: g / peak_gflops for bs, g in achieved.items()} if peak_gflops else None,
+    }
 
 
 def scenarios(cfg: Config, res: dict) -> None:
@@ -104,8 +113,10 @@ def scenarios(cfg: Config, res: dict) -> None:
     if b.single_stream:
         s = lat["b1"]
         res["single_stream"] = {k: s[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "iterations", "cv_windows")}
-    res["offline"] = {f"b{bs}": {"throughput": lat[f"b{bs}"]["throughput"], "p50_ms": lat[f"b{bs}"]["p50_ms"]}
-                      for bs in b.offline_batch_sizes}
+    res["offline"] = {
+        f"b{bs}": {"throughput": lat[f"b{bs}"]["throughput"], "p50_ms": lat[f"b{bs}"]["p50_ms"]}
+        for bs in b.offline_batch_sizes
+    }
     res["max_p99_ms"] = b.max_p99_ms
     reasons = []
     if b.max_p99_ms is not None:
@@ -115,8 +126,15 @@ def scenarios(cfg: Config, res: dict) -> None:
     res["accepted"], res["reason"] = not reasons, "; ".join(reasons)
 
 
-def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Callable[[str], None] = print,
-        precision: str = "fp32", onnx_path: Path | None = None) -> BenchmarkRecord:
+def run(
+    cfg: Config,
+    target_name: str,
+    artifact: Path,
+    eval_dir: Path,
+    log: Callable[[str], None] = print,
+    precision: str = "fp32",
+    onnx_path: Path | None = None,
+) -> BenchmarkRecord:
     """Latency of ``artifact`` per batch size, plus its cold start (session load and first
     inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
     temperatures, CPU clocks, power mode)."""
@@ -126,17 +144,27 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
         lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
         lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log)
-    res: dict = {"runtime": target.runtime, "runtime_version": info["runtime_version"], "threads": target.threads,
-                 "cpu_count": info["cpu_count"], "host": target.transport, "latency": {}, "unstable": [],
-                 "retried": [], "hygiene": info["hygiene"]}
+    res: dict = {
+        "runtime": target.runtime,
+        "runtime_version": info["runtime_version"],
+        "threads": target.threads,
+        "cpu_count": info["cpu_count"],
+        "host": target.transport,
+        "latency": {},
+        "unstable": [],
+        "retried": [],
+        "hygiene": info["hygiene"],
+    }
     for extra in ("trtexec", "slices"):
         if info.get(extra):
             res[extra] = info[extra]
     if info.get("latency_unavailable"):
         # trtexec's summaries are all there is: no per-call distribution is made up from them
         res["latency_unavailable"] = info["latency_unavailable"]
-        log(f"WARNING: no EdgeForge latency on this device: {info['latency_unavailable']}; "
-            "trtexec's own figures are recorded")
+        log(
+            f"WARNING: no EdgeForge latency on this device: {info['latency_unavailable']}; "
+            "trtexec's own figures are recorded"
+        )
         res["accepted"], res["reason"] = False, f"no application latency measured: {info['latency_unavailable']}"
         return BenchmarkRecord.from_json(res)
     cold = {"load_ms": info["cold"]["load_s"] * 1e3, "first_inference_ms": info["cold"]["first_inference_s"] * 1e3}
@@ -147,17 +175,21 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
     for bs in b.batch_sizes:
         stats = summarize(lat[bs], bs)
         if stats["cv_windows"] > b.max_cv:  # drifted: measure once more before calling it unstable
-            log(f"batch {bs}: latency drifted (CV of window medians {stats['cv_windows']:.1%} > bench.max_cv "
-                f"{b.max_cv:.1%}); measuring once more")
+            log(
+                f"batch {bs}: latency drifted (CV of window medians {stats['cv_windows']:.1%} > bench.max_cv "
+                f"{b.max_cv:.1%}); measuring once more"
+            )
             res["retried"].append(f"b{bs}")
             stats = summarize(info["again"](bs), bs)
         res["latency"][f"b{bs}"] = stats
         line = f"batch {bs}: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms, {stats['throughput']:.0f}/s"
         if stats["cv_windows"] > b.max_cv:
             res["unstable"].append(f"b{bs}")
-            log(f"WARNING: batch {bs} latency drifted again on the second measurement (CV of window medians "
+            log(
+                f"WARNING: batch {bs} latency drifted again on the second measurement (CV of window medians "
                 f"{stats['cv_windows']:.1%} > bench.max_cv {b.max_cv:.1%}): other load or frequency scaling; "
-                "these figures are less trustworthy")
+                "these figures are less trustworthy"
+            )
         if torch_lat:
             t = summarize(torch_lat[bs], bs)
             res["torch"][f"b{bs}"] = t
@@ -165,16 +197,23 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, log: Call
             line += f"; torch eager p50 {t['p50_ms']:.3f} ms ({t['p50_ms'] / stats['p50_ms']:.2f}x)"
         t = (res.get("trtexec") or {}).get(f"b{bs}", {}).get("latency")
         if t and t.get("median") is not None:
-            line += f"; trtexec's own median {t['median']:.3f} ms (its defaults: {res['trtexec'][f'b{bs}']['defaults']})"
+            line += (
+                f"; trtexec's own median {t['median']:.3f} ms (its defaults: {res['trtexec'][f'b{bs}']['defaults']})"
+            )
         log(line)
     scenarios(cfg, res)
     if onnx_path is not None:
-        res["roofline"] = roofline(count_flops(onnx_path)["per_sample"], res["latency"],
-                                   target.peak_gflops.get(family(precision)))
+        res["roofline"] = roofline(
+            count_flops(onnx_path)["per_sample"], res["latency"], target.peak_gflops.get(family(precision))
+        )
         eff = res["roofline"]["efficiency"]
-        log(f"roofline: {res['roofline']['flops_per_sample'] / 1e6:.2f} MFLOP/sample; " + ", ".join(
-            f"{bs} {g:.2f} GFLOP/s" + (f" ({eff[bs]:.1%} of peak)" if eff else "")
-            for bs, g in res["roofline"]["gflops"].items()))
+        log(
+            f"roofline: {res['roofline']['flops_per_sample'] / 1e6:.2f} MFLOP/sample; "
+            + ", ".join(
+                f"{bs} {g:.2f} GFLOP/s" + (f" ({eff[bs]:.1%} of peak)" if eff else "")
+                for bs, g in res["roofline"]["gflops"].items()
+            )
+        )
     if not res["accepted"]:
         log(f"latency budget: REJECTED ({res['reason']})")
     return BenchmarkRecord.from_json(res)
@@ -185,8 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     k = key(args.target, args.precision)
     with stage.stage_errors(f"benchmark@{k}", outputs=[LAYOUT.benchmark_metrics(k)]):
         cfg = stage.load(args)
-        rec = run(cfg, args.target, built_artifact(LAYOUT.build_dir(k)), LAYOUT.split("eval"),
-                  lambda m: stage.log(f"benchmark@{k}", m), precision=args.precision, onnx_path=LAYOUT.onnx)
+        rec = run(
+            cfg,
+            args.target,
+            built_artifact(LAYOUT.build_dir(k)),
+            LAYOUT.split("eval"),
+            lambda m: stage.log(f"benchmark@{k}", m),
+            precision=args.precision,
+            onnx_path=LAYOUT.onnx,
+        )
         rec.write(LAYOUT.benchmark_metrics(k))
 
 

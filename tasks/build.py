@@ -8,11 +8,12 @@ first, before anything is uploaded). Local targets take the same path in a scrat
 Every file comes back sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
 build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on failure.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tasks import stage
 from tasks.agent.client import device
@@ -37,38 +38,75 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path)
     target = dev.target
     with dev.scratch(f"build-{precision}") as d:
         dev.host.put(onnx_path, f"{d}/src.onnx")
-        res = dev.call("build", {"runtime": target.runtime, "onnx": f"{d}/src.onnx", "out_dir": f"{d}/out",
-                                 "precision": precision, "threads": target.threads,
-                                 "io_names": onnx_io_names(onnx_path) if target.runtime == "openvino" else None})
+        res = dev.call(
+            "build",
+            {
+                "runtime": target.runtime,
+                "onnx": f"{d}/src.onnx",
+                "out_dir": f"{d}/out",
+                "precision": precision,
+                "threads": target.threads,
+                "io_names": onnx_io_names(onnx_path) if target.runtime == "openvino" else None,
+            },
+        )
         _fetch(dev, f"{d}/out", res["files"], out)
-    return {"artifact": res["artifact"], "runtime_version": res["runtime_version"],
-            "device_build_seconds": res["build_seconds"], **res.get("meta", {})}
+    return {
+        "artifact": res["artifact"],
+        "runtime_version": res["runtime_version"],
+        "device_build_seconds": res["build_seconds"],
+        **res.get("meta", {}),
+    }
 
 
 def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
     """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
     version = fingerprint.get("tensorrt")
     if not version:
-        raise BuildError(f"{dev.name}: the probe found no TensorRT on the device (looked for trtexec at "
-                         f"{dev.target.tensorrt.trtexec}); install TensorRT or set target.{dev.name}.tensorrt.trtexec")
+        raise BuildError(
+            f"{dev.name}: the probe found no TensorRT on the device (looked for trtexec at "
+            f"{dev.target.tensorrt.trtexec}); install TensorRT or set target.{dev.name}.tensorrt.trtexec"
+        )
     qdir = LAYOUT.quantize_dir(precision)
     cache = qdir / "calibration.cache"
-    sources = Sources(fp32_onnx=LAYOUT.onnx, precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
-                      calib_cache=cache if cache.is_file() else None)
+    sources = Sources(
+        fp32_onnx=LAYOUT.onnx,
+        precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
+        calib_cache=cache if cache.is_file() else None,
+    )
     tcache = dev.target.tensorrt.timing_cache
     inp = cfg.model.input
-    profile = Profile(inp.name, tuple(inp.shape), max(cfg.bench.batch_sizes),
-                      max(*cfg.bench.batch_sizes, cfg.eval.batch_size)) if inp.dynamic_batch else None
-    p = plan(version, precision, dev.target.tensorrt, sources, tcache if tcache.startswith("/") else f"../../{tcache}",
-             profile)
+    profile = (
+        Profile(
+            inp.name, tuple(inp.shape), max(cfg.bench.batch_sizes), max(*cfg.bench.batch_sizes, cfg.eval.batch_size)
+        )
+        if inp.dynamic_batch
+        else None
+    )
+    p = plan(
+        version,
+        precision,
+        dev.target.tensorrt,
+        sources,
+        tcache if tcache.startswith("/") else f"../../{tcache}",
+        profile,
+    )
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":
             trt_lint.check(local, version, dev.name)  # fail fast, before any upload
     with dev.scratch(f"build-{precision}") as d:
         for name, local in p.uploads.items():
             dev.host.put(local, f"{d}/{name}")
-        res = dev.call("build", {"runtime": "tensorrt", "argv": p.argv, "out_dir": d, "engine": p.engine,
-                                 "log": p.log, "timeout": dev.target.command_timeout_s})
+        res = dev.call(
+            "build",
+            {
+                "runtime": "tensorrt",
+                "argv": p.argv,
+                "out_dir": d,
+                "engine": p.engine,
+                "log": p.log,
+                "timeout": dev.target.command_timeout_s,
+            },
+        )
         log_text = ""
         if p.log in res["files"]:
             _fetch(dev, d, {p.log: res["files"][p.log]}, out)
@@ -77,12 +115,18 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         _fetch(dev, d, {n: s for n, s in res["files"].items() if n in (p.engine, p.layer_info)}, out)
     if not (out / p.engine).is_file():
         raise BuildError(f"{dev.name}: trtexec reported success but wrote no engine ({p.engine})")
-    return {"artifact": p.engine, "runtime_version": meta.get("tensorrt_version") or version, "build_log": p.log,
-            "device_build_seconds": res["build_seconds"], **meta}
+    return {
+        "artifact": p.engine,
+        "runtime_version": meta.get("tensorrt_version") or version,
+        "build_log": p.log,
+        "device_build_seconds": res["build_seconds"],
+        **meta,
+    }
 
 
-def run(cfg: Config, target_name: str, precision: str, out: Path,
-        log: Callable[[str], None] | None = None) -> BuildRecord:
+def run(
+    cfg: Config, target_name: str, precision: str, out: Path, log: Callable[[str], None] | None = None
+) -> BuildRecord:
     """Build ``precision`` for ``target_name`` on the device into ``out`` (with its ``build.json``).
     ``log`` gets progress lines (long commands, large transfers)."""
     target = cfg.target[target_name]
@@ -95,18 +139,20 @@ def run(cfg: Config, target_name: str, precision: str, out: Path,
         else:
             built = _build_runtime(cfg, dev, precision, onnx_path, out)
     art = out / built["artifact"]
-    rec = BuildRecord.from_json({
-        "target": target_name,
-        "precision": precision,
-        "runtime": target.runtime,
-        "host": target.transport if target.transport == "local" else f"{target.host}:{target.port}",
-        "device_fingerprint_sha256": fp["fingerprint_sha256"],
-        "sha256": sha256_file(art),
-        "size_bytes": sum(p.stat().st_size for p in out.iterdir() if p.is_file()),
-        "source_onnx_sha256": sha256_file(onnx_path),
-        "build_seconds": time.perf_counter() - t0,
-        **built,
-    })
+    rec = BuildRecord.from_json(
+        {
+            "target": target_name,
+            "precision": precision,
+            "runtime": target.runtime,
+            "host": target.transport if target.transport == "local" else f"{target.host}:{target.port}",
+            "device_fingerprint_sha256": fp["fingerprint_sha256"],
+            "sha256": sha256_file(art),
+            "size_bytes": sum(p.stat().st_size for p in out.iterdir() if p.is_file()),
+            "source_onnx_sha256": sha256_file(onnx_path),
+            "build_seconds": time.perf_counter() - t0,
+            **built,
+        }
+    )
     rec.write(out / "build.json")
     return rec
 
@@ -131,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(f"build@{k}", outputs=[LAYOUT.build_dir(k), LAYOUT.build_metrics(k)]):
         cfg = stage.load(args)
         rec = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
-        stage.log(f"build@{k}", f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} "
-                                f"in {rec.build_seconds:.2f} s")
+        stage.log(
+            f"build@{k}", f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ logging, and what C/C++ code or child processes write to file descriptors 1 and 
 exporters use all of these: torch's loggers print pages of tracebacks and graph dumps on a failed
 ``torch.export``, the TorchScript tracer warns, and C++ code logs to fd 2.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 # Loggers whose console handlers are pointed at the file too: torch binds its handlers to the
 # sys.stderr of import time, which is fd 2 for a stage (the fd redirect covers it) but may be
@@ -29,8 +31,11 @@ def _flush_c_stdio() -> None:
 
 
 def _console_handlers() -> list[logging.StreamHandler]:
-    loggers = [logging.root] + [lg for name, lg in logging.root.manager.loggerDict.items()
-                                if name.split(".")[0] in LIBRARIES and isinstance(lg, logging.Logger)]
+    loggers = [logging.root] + [
+        lg
+        for name, lg in logging.root.manager.loggerDict.items()
+        if name.split(".")[0] in LIBRARIES and isinstance(lg, logging.Logger)
+    ]
     # exactly StreamHandler: FileHandlers and subclasses (pytest's capture, torch's lazy trace
     # file) have their own destination and are left alone
     return [h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler]

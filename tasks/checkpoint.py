@@ -7,6 +7,7 @@ DVC would otherwise meet a missing checkpoint first, as a dependency of ``export
 size and sha256 in ``artifacts/checkpoint.json``; ``export`` and ``parity`` depend on that record,
 so they re-run exactly when the checkpoint's content (or its declared path or format) changes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,11 +26,15 @@ def run(cfg: Config) -> dict:
     where = f"model.checkpoint points to {path}" + ("" if path.is_absolute() else f" ({path.resolve()})")
     if not path.exists():
         if path == LAYOUT.trained_checkpoint and not cfg.prepare.train:
-            raise CheckpointError(f"{where}, the bundled example's checkpoint, but prepare.train is null so nothing "
-                                  "trains it: set model.checkpoint to your own file (e.g. `dvc exp run -S "
-                                  "model.checkpoint=models/my.pt`), or set prepare.train to train the example")
-        raise CheckpointError(f"{where}, which does not exist: set model.checkpoint to your {m.format} file "
-                              f"(`dvc exp run -S model.checkpoint=path/to/file`; relative paths are from the project root)")
+            raise CheckpointError(
+                f"{where}, the bundled example's checkpoint, but prepare.train is null so nothing "
+                "trains it: set model.checkpoint to your own file (e.g. `dvc exp run -S "
+                "model.checkpoint=models/my.pt`), or set prepare.train to train the example"
+            )
+        raise CheckpointError(
+            f"{where}, which does not exist: set model.checkpoint to your {m.format} file "
+            f"(`dvc exp run -S model.checkpoint=path/to/file`; relative paths are from the project root)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{where}, which is not a file: point model.checkpoint at the checkpoint file itself")
     size = path.stat().st_size
@@ -46,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         old = read_json(out) if out.is_file() else None
         if rec != old:  # unchanged: leave the file as it is (nothing downstream re-runs anyway)
             write_json(out, rec)
-        stage.log("checkpoint", f"{rec['path']} ({rec['format']}, {rec['size_bytes'] / 1e6:.2f} MB, "
-                                f"sha256 {rec['sha256'][:12]})")
+        stage.log(
+            "checkpoint",
+            f"{rec['path']} ({rec['format']}, {rec['size_bytes'] / 1e6:.2f} MB, sha256 {rec['sha256'][:12]})",
+        )
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ override) against its ONNX, or when an
 ``int8-mixed`` plan missed ``quant.max_drop`` in the quantize stage.
 Output: ``metrics/evaluate/<key>.json``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,8 +35,9 @@ from tasks.records import EvaluateRecord, QuantizeRecord, built_artifact
 from tasks.runtimes.local import local_outputs
 
 
-def artifact_outputs(cfg: Config, target_name: str, artifact: Path, split: Split,
-                     log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+def artifact_outputs(
+    cfg: Config, target_name: str, artifact: Path, split: Split, log: Callable[[str], None] = print
+) -> dict[str, np.ndarray]:
     target = cfg.target[target_name]
     if target.transport == "local":
         return local_outputs(artifact, target.runtime, split, cfg.eval.batch_size, target.threads)
@@ -45,13 +47,24 @@ def artifact_outputs(cfg: Config, target_name: str, artifact: Path, split: Split
 
 def artifact_tolerance(cfg: Config, output: str, fam: str) -> ArtifactTolerance:
     """``parity.artifact_outputs.<output>.<family>``, else ``parity.artifact.<family>``, else exact."""
-    return (cfg.parity.artifact_outputs.get(output, {}).get(fam) or cfg.parity.artifact.get(fam)
-            or ArtifactTolerance(atol=0.0, rtol=0.0))
+    return (
+        cfg.parity.artifact_outputs.get(output, {}).get(fam)
+        or cfg.parity.artifact.get(fam)
+        or ArtifactTolerance(atol=0.0, rtol=0.0)
+    )
 
 
-def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference: Path,
-        quantized: QuantizeRecord | None = None, source_onnx: Path | None = None, precision: str = "fp32",
-        log: Callable[[str], None] = print) -> EvaluateRecord:
+def run(
+    cfg: Config,
+    target_name: str,
+    artifact: Path,
+    eval_dir: Path,
+    reference: Path,
+    quantized: QuantizeRecord | None = None,
+    source_onnx: Path | None = None,
+    precision: str = "fp32",
+    log: Callable[[str], None] = print,
+) -> EvaluateRecord:
     """``quantized``: the quantize stage's metrics for this precision (an ``int8-mixed`` plan that
     missed ``quant.max_drop`` there stays rejected whatever its accuracy here). ``source_onnx``:
     the ONNX the artifact was built from; with it, the three-way parity is computed and judged
@@ -64,8 +77,10 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
         ref = {k: z[k] for k in z.files}
     missing = [n for n in cfg.model.outputs if n not in got]
     if missing:
-        raise stage.StageError(f"the artifact has no output(s) {missing}; it has {sorted(got)}: "
-                               "check model.outputs against the exported ONNX")
+        raise stage.StageError(
+            f"the artifact has no output(s) {missing}; it has {sorted(got)}: "
+            "check model.outputs against the exported ONNX"
+        )
     mine, theirs = score(cfg, got, labels, classes), score(cfg, ref, labels, classes)
     name = mine["metric"]
     drop = theirs["value"] - mine["value"]
@@ -73,18 +88,31 @@ def run(cfg: Config, target_name: str, artifact: Path, eval_dir: Path, reference
     reasons = []
     if drop > cfg.eval.max_drop:
         reasons.append(f"{name} drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}")
-    res = {"samples": int(len(labels)), "task": cfg.model.task, "metric": name, "value": mine["value"],
-           "reference_value": theirs["value"], "drop": drop, "max_drop": cfg.eval.max_drop,
-           "details": {k: v for k, v in mine.items() if k not in ("metric", "value", "per_class")},
-           "per_class": mine["per_class"], "worst_class_drop": worst[0]["drop"] if worst else 0.0,
-           "worst_classes": worst}
+    res = {
+        "samples": int(len(labels)),
+        "task": cfg.model.task,
+        "metric": name,
+        "value": mine["value"],
+        "reference_value": theirs["value"],
+        "drop": drop,
+        "max_drop": cfg.eval.max_drop,
+        "details": {k: v for k, v in mine.items() if k not in ("metric", "value", "per_class")},
+        "per_class": mine["per_class"],
+        "worst_class_drop": worst[0]["drop"] if worst else 0.0,
+        "worst_classes": worst,
+    }
     if cfg.model.task == "classification":
         res["top1_agreement"] = agreement(ref[cfg.model.scores_output], got[cfg.model.scores_output])
     if source_onnx is not None:
         onnx_out = local_outputs(source_onnx, "onnxruntime", split, cfg.eval.batch_size)
         fam = family(precision)
-        par = three_way({k: ref[k] for k in got}, onnx_out, got, lambda name: artifact_tolerance(cfg, name, fam),
-                        cfg.parity.histogram_bins)
+        par = three_way(
+            {k: ref[k] for k in got},
+            onnx_out,
+            got,
+            lambda name: artifact_tolerance(cfg, name, fam),
+            cfg.parity.histogram_bins,
+        )
         res["parity"] = par
         if par["failed"]:
             reasons.append(f"three-way parity ({fam}): {par['worst']}")
@@ -102,13 +130,25 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(f"evaluate@{k}", outputs=[out]):
         cfg = stage.load(args)
         log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
-        rec = run(cfg, args.target, built_artifact(LAYOUT.build_dir(k)), LAYOUT.split("eval"), LAYOUT.reference,
-                  quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(args.precision)),
-                  source_onnx=LAYOUT.precision_onnx(args.precision, cfg.target[args.target].runtime),
-                  precision=args.precision, log=log)
+        rec = run(
+            cfg,
+            args.target,
+            built_artifact(LAYOUT.build_dir(k)),
+            LAYOUT.split("eval"),
+            LAYOUT.reference,
+            quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(args.precision)),
+            source_onnx=LAYOUT.precision_onnx(args.precision, cfg.target[args.target].runtime),
+            precision=args.precision,
+            log=log,
+        )
         verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
-        extra = "" if not rec.parity else " ".join(
-            f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in rec.parity["legs"]["onnx_artifact"].items())
+        extra = (
+            ""
+            if not rec.parity
+            else " ".join(
+                f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in rec.parity["legs"]["onnx_artifact"].items()
+            )
+        )
         log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
         rec.write(out)
 

@@ -7,14 +7,15 @@ With ``model.format=onnx`` the given file is only checked and simplified.
 Outputs: ``artifacts/export/model.onnx``; metrics ``metrics/export.json``. What the exporters print
 and log goes to ``.edgeforge/logs/exporter.log`` (not an output: it must outlive a failed run).
 """
+
 from __future__ import annotations
 
 import collections
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -33,7 +34,9 @@ EXPORTER_LOG = LAYOUT.exporter_log
 
 
 def _dims(value_info) -> list:
-    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -68,14 +71,29 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None], exporter_l
                 print(f"=== {exporter} exporter ===", file=f)
                 if exporter == "dynamo":
                     dyn = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
-                    prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=cfg.export.opset,
-                                             input_names=[spec.name], output_names=m.outputs, dynamic_shapes=dyn,
-                                             verbose=False)
+                    prog = torch.onnx.export(
+                        module,
+                        (example,),
+                        dynamo=True,
+                        opset_version=cfg.export.opset,
+                        input_names=[spec.name],
+                        output_names=m.outputs,
+                        dynamic_shapes=dyn,
+                        verbose=False,
+                    )
                     prog.save(str(path))
                 else:
                     axes = {n: {0: "batch"} for n in [spec.name, *m.outputs]} if spec.dynamic_batch else None
-                    torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=cfg.export.opset,
-                                      input_names=[spec.name], output_names=m.outputs, dynamic_axes=axes)
+                    torch.onnx.export(
+                        module,
+                        (example,),
+                        str(path),
+                        dynamo=False,
+                        opset_version=cfg.export.opset,
+                        input_names=[spec.name],
+                        output_names=m.outputs,
+                        dynamic_axes=axes,
+                    )
             info["exporter"] = exporter
             return info
         except Exception as e:  # exporters raise many types; the reason is recorded, not hidden
@@ -84,14 +102,16 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None], exporter_l
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             prefix = f"{type(e).__name__}: " + (f"{type(cause).__name__}: " if cause is not e else "")
-            reason = prefix + (plain(cause).strip().splitlines() or [''])[0][:300]
+            reason = prefix + (plain(cause).strip().splitlines() or [""])[0][:300]
             info.setdefault("failures", {})[exporter] = reason
             if i + 1 < len(order):
                 log(f"{exporter} exporter failed ({reason}); falling back to {order[i + 1]}")
                 info["fallback_used"] = True
             else:
-                raise stage.StageError(f"ONNX export failed with every exporter tried: {info['failures']}; "
-                                       f"full exporter log: {exporter_log}") from e
+                raise stage.StageError(
+                    f"ONNX export failed with every exporter tried: {info['failures']}; "
+                    f"full exporter log: {exporter_log}"
+                ) from e
     raise AssertionError("unreachable")
 
 
@@ -100,8 +120,10 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
     spec = cfg.model.input
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if [i.name for i in inputs] != [spec.name]:
-        raise stage.StageError(f"ONNX inputs are {[i.name for i in inputs]}; model.input.name is {spec.name!r} "
-                               "(set it to the graph's single input name)")
+        raise stage.StageError(
+            f"ONNX inputs are {[i.name for i in inputs]}; model.input.name is {spec.name!r} "
+            "(set it to the graph's single input name)"
+        )
     outs = [o.name for o in model.graph.output]
     if outs != cfg.model.outputs:
         raise stage.StageError(f"ONNX outputs are {outs}; model.outputs is {cfg.model.outputs} (make them match)")
@@ -111,11 +133,17 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
         raise stage.StageError(f"onnx.checker rejected the model: {plain(e).splitlines()[0]}") from e
     if not spec.dynamic_batch:
         return
-    fixed = [(v.name, _dims(v)[0]) for v in [*inputs, *model.graph.output] if not _dims(v) or not isinstance(_dims(v)[0], str)]
+    fixed = [
+        (v.name, _dims(v)[0])
+        for v in [*inputs, *model.graph.output]
+        if not _dims(v) or not isinstance(_dims(v)[0], str)
+    ]
     if fixed:
-        raise stage.StageError(f"the batch axis is fixed in the exported graph ({', '.join(f'{n}: batch={d}' for n, d in fixed)}); "
-                               "model.input.dynamic_batch=true needs a dynamic axis 0. Avoid hard-coded batch sizes in "
-                               "forward() (e.g. x.view(2, -1) -> x.flatten(1)), or set dynamic_batch=false")
+        raise stage.StageError(
+            f"the batch axis is fixed in the exported graph ({', '.join(f'{n}: batch={d}' for n, d in fixed)}); "
+            "model.input.dynamic_batch=true needs a dynamic axis 0. Avoid hard-coded batch sizes in "
+            "forward() (e.g. x.view(2, -1) -> x.flatten(1)), or set dynamic_batch=false"
+        )
     from tasks.runtimes.onnxruntime_rt import OrtSession
 
     sess = OrtSession(path, threads=1)
@@ -124,9 +152,11 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
         try:
             got = sess.infer(x)
         except Exception as e:  # ORT raises its own types
-            raise stage.StageError(f"the exported graph declares a dynamic batch but fails at batch {b}: "
-                                   f"{plain(e).splitlines()[0][:300]}. A batch size is baked into the graph "
-                                   "(e.g. a reshape); avoid hard-coded batch sizes in forward()") from e
+            raise stage.StageError(
+                f"the exported graph declares a dynamic batch but fails at batch {b}: "
+                f"{plain(e).splitlines()[0][:300]}. A batch size is baked into the graph "
+                "(e.g. a reshape); avoid hard-coded batch sizes in forward()"
+            ) from e
         bad = {n: a.shape for n, a in got.items() if a.shape[:1] != (b,)}
         if bad:
             raise stage.StageError(f"at batch {b} the outputs have shapes {bad}: the batch axis does not propagate")
@@ -147,8 +177,10 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log
         try:
             model = onnx.load(str(raw))
         except Exception as e:  # protobuf DecodeError and friends
-            raise CheckpointError(f"{raw if cfg.model.format != 'onnx' else cfg.model.checkpoint}: not a readable "
-                                  f"ONNX file ({type(e).__name__})") from e
+            raise CheckpointError(
+                f"{raw if cfg.model.format != 'onnx' else cfg.model.checkpoint}: not a readable "
+                f"ONNX file ({type(e).__name__})"
+            ) from e
         verify(model, cfg, raw)
         before = len(model.graph.node)
         if cfg.export.simplify:

@@ -8,14 +8,15 @@ stage in ``dvc.lock`` with ``dvc commit``, so the next ``dvc repro`` carries on 
 rebuilding. A device that fails loses only its own builds: the others' are kept and committed,
 and the error names the device. Run ``dvc repro quantize`` first (the builds' inputs).
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tasks import stage
 from tasks.config import Config
@@ -56,8 +57,9 @@ def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[
     return res
 
 
-def build_fleet(cfg: Config, targets: list[str], precisions: list[str], jobs: int = 4,
-                log: Callable[[str], None] = print) -> list[DeviceResult]:
+def build_fleet(
+    cfg: Config, targets: list[str], precisions: list[str], jobs: int = 4, log: Callable[[str], None] = print
+) -> list[DeviceResult]:
     """Every target's probe and builds, ``jobs`` devices at a time; one result per target, in order."""
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="edgeforge-device") as pool:
         futures = [pool.submit(build_device, cfg, t, precisions, log) for t in targets]
@@ -86,13 +88,14 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             raise stage.StageError(f"no model for precision(s) {', '.join(missing)}: run `dvc repro quantize` first")
         t0 = time.perf_counter()
-        results = build_fleet(cfg, targets, cfg.build.precisions, args.jobs,
-                              lambda m: stage.log("fleet", m))
+        results = build_fleet(cfg, targets, cfg.build.precisions, args.jobs, lambda m: stage.log("fleet", m))
         if not args.no_commit:
             commit([s for r in results for s in r.done])
         failed = [r for r in results if r.error]
-        stage.log("fleet", f"{len(results) - len(failed)}/{len(results)} devices built everything in "
-                           f"{time.perf_counter() - t0:.1f} s")
+        stage.log(
+            "fleet",
+            f"{len(results) - len(failed)}/{len(results)} devices built everything in {time.perf_counter() - t0:.1f} s",
+        )
         if failed:
             raise stage.StageError("; ".join(f"device {r.target}: {r.error}" for r in failed))
 

@@ -1,4 +1,5 @@
 """Output helpers: hashes, JSON, and all-or-nothing writes (docs/architecture.md, rule 5: nothing half-written)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -7,6 +7,7 @@ exactly what :meth:`Layout.declared` lists (a test checks both agree). Paths are
 
 Matrix stages are keyed by ``<target>-<precision>`` (:func:`key`), as in ``build@<key>``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,10 +7,11 @@ the worst element's index and both values. Outputs: ``artifacts/parity/reference
 PyTorch FP32 outputs on the eval split: the reference that ``evaluate`` scores against) and
 ``metrics/parity.json``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,7 +52,9 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
     b = cfg.parity.batch_size
     ref, got = _collect((reference, candidate), (x for x, _ in split.batches(b)))
     n1 = min(cfg.parity.batch1_samples, len(split))
-    ref1, got1 = _collect((reference, candidate), (x[i:i + 1] for x, _ in split.batches(n1, limit=n1) for i in range(len(x))))
+    ref1, got1 = _collect(
+        (reference, candidate), (x[i : i + 1] for x, _ in split.batches(n1, limit=n1) for i in range(len(x)))
+    )
     labels = np.asarray(split.y)
     metrics: dict = {"reference": ref_kind, "samples": len(split), "batch1_samples": n1, "outputs": {}}
     failures = []
@@ -68,17 +71,21 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
         metrics["outputs"][name] = per
     classes = classes_of(eval_dir)
     theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
-    metrics.update(task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"],
-                   onnx_value=mine["value"])
+    metrics.update(
+        task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]
+    )
     if failures:
         name, mode, s = max(failures, key=lambda f: f[2]["max_abs"])
         raise stage.StageError(
             f"parity failed for output {name!r} ({mode}, {s['violations']} element(s) outside tolerance): "
             f"worst element {s['worst_index']}: torch={s['worst_ref']:.9g} onnx={s['worst_got']:.9g} "
             f"(|diff|={abs(s['worst_got'] - s['worst_ref']):.3g} > atol {s['atol']:g} + rtol {s['rtol']:g}*|torch|). "
-            f"Loosen parity.outputs.{name}.atol/rtol if this error is acceptable, or investigate the export")
-    log(f"{len(split)} samples; max |diff| " + ", ".join(
-        f"{n}={max(v['max_abs'] for v in per.values()):.2e}" for n, per in metrics["outputs"].items()))
+            f"Loosen parity.outputs.{name}.atol/rtol if this error is acceptable, or investigate the export"
+        )
+    log(
+        f"{len(split)} samples; max |diff| "
+        + ", ".join(f"{n}={max(v['max_abs'] for v in per.values()):.2e}" for n, per in metrics["outputs"].items())
+    )
     return metrics, ref
 
 

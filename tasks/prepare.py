@@ -5,11 +5,12 @@ Outputs (``artifacts/prepare/``): ``calib/`` and ``eval/`` (``x.npy`` float32 NC
 input spec's preprocessing, ``y.npy`` int64), ``classes.json``, and ``model.pt`` when
 ``prepare.train`` names a trainer. Metrics: ``metrics/prepare.json``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,8 +59,9 @@ def describe(cfg: Config, split: str) -> str:
     return f"{src.path}" if src.source != "loader" else f"loader {cfg.data.loader!r} ({split} split)"
 
 
-def check_splits(cfg: Config, whole: dict[str, RawSplit], used: dict[str, RawSplit],
-                 log: Callable[[str], None]) -> None:
+def check_splits(
+    cfg: Config, whole: dict[str, RawSplit], used: dict[str, RawSplit], log: Callable[[str], None]
+) -> None:
     """Calibration and evaluation must not share samples (by content, over the whole splits); every
     class of the evaluation split needs samples to be scored. An empty class in the calibration
     split, or one that only ``limit``'s subset leaves out, is a warning."""
@@ -69,27 +71,36 @@ def check_splits(cfg: Config, whole: dict[str, RawSplit], used: dict[str, RawSpl
         raise DataError(
             f"data.calib ({describe(cfg, 'calib')}) and data.eval ({describe(cfg, 'eval')}) share {len(both)} "
             f"sample(s) with identical content (e.g. calib #{i} = eval #{j}): calibrating or choosing layers on "
-            "evaluation images makes every INT8 accuracy figure optimistic. Point them at disjoint images")
+            "evaluation images makes every INT8 accuracy figure optimistic. Point them at disjoint images"
+        )
     for split in ("calib", "eval"):
         where = f"data.{split} ({describe(cfg, split)})"
         empty = empty_classes(whole[split].labels, whole[split].classes)
         if empty and split == "eval":
-            raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no samples, so the model's "
-                            "accuracy on them cannot be measured (and a drop there would go unseen); add images "
-                            "of every class to the evaluation split")
+            raise DataError(
+                f"{where}: class(es) {', '.join(map(repr, empty))} have no samples, so the model's "
+                "accuracy on them cannot be measured (and a drop there would go unseen); add images "
+                "of every class to the evaluation split"
+            )
         if empty:
-            log(f"WARNING: {where}: class(es) {', '.join(map(repr, empty))} have no samples; the calibration "
-                "ranges will not have seen them")
+            log(
+                f"WARNING: {where}: class(es) {', '.join(map(repr, empty))} have no samples; the calibration "
+                "ranges will not have seen them"
+            )
         left_out = [c for c in empty_classes(used[split].labels, used[split].classes) if c not in empty]
         if left_out:
-            log(f"WARNING: {where}: data.{split}.limit={getattr(cfg.data, split).limit} leaves class(es) "
-                f"{', '.join(map(repr, left_out))} without samples; raise the limit to cover every class")
+            log(
+                f"WARNING: {where}: data.{split}.limit={getattr(cfg.data, split).limit} leaves class(es) "
+                f"{', '.join(map(repr, left_out))} without samples; raise the limit to cover every class"
+            )
 
 
 def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
     if cfg.prepare.train and cfg.data.eval.source != "loader":
-        raise DataError("prepare.train trains on the loader's train split; set data.eval.source=loader "
-                        "or prepare.train=null to bring your own checkpoint")
+        raise DataError(
+            "prepare.train trains on the loader's train split; set data.eval.source=loader "
+            "or prepare.train=null to bring your own checkpoint"
+        )
     metrics: dict = {"splits": {}}
     classes: list[str] | None = None
     whole = {split: read_whole_split(cfg, split) for split in ("calib", "eval")}
@@ -107,8 +118,16 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
         x = preprocess(raw.images, cfg.model.input)
         t0 = time.perf_counter()
         p = cfg.prepare
-        train = trainer(x, raw.labels, out / "model.pt", epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
-                        seed=p.seed, progress=lambda e, n, loss: log(f"epoch {e}/{n} loss {loss:.4f}"))
+        train = trainer(
+            x,
+            raw.labels,
+            out / "model.pt",
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            seed=p.seed,
+            progress=lambda e, n, loss: log(f"epoch {e}/{n} loss {loss:.4f}"),
+        )
         train["seconds"] = time.perf_counter() - t0
         train["train_samples"] = int(len(raw.labels))
         metrics["train"] = train

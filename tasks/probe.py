@@ -6,6 +6,7 @@ time (``always_changed``) but builds depend on the fingerprint's *content*: an e
 exactly when the device's toolkit changes. Output: ``artifacts/probe/<target>.json`` (the
 fingerprint plus its sha256 under ``fingerprint_sha256``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,11 @@ def fingerprint_hash(fp: dict) -> str:
 def run(cfg: Config, target_name: str) -> dict:
     target = cfg.target[target_name]
     with device(target_name, target, lambda m: stage.log(f"probe@{target_name}", m)) as dev:
-        fp = dev.call("probe", {"trtexec": target.tensorrt.trtexec if target.runtime == "tensorrt" else None},
-                      timeout=max(60.0, target.connect_timeout_s * 3))
+        fp = dev.call(
+            "probe",
+            {"trtexec": target.tensorrt.trtexec if target.runtime == "tensorrt" else None},
+            timeout=max(60.0, target.connect_timeout_s * 3),
+        )
     fp["fingerprint_sha256"] = fingerprint_hash(fp)
     return fp
 
@@ -44,8 +48,10 @@ def summary(fp: dict) -> str:
     gpu = ", ".join(f"{g.get('name')} (sm {g.get('compute_capability')})" for g in fp.get("gpu") or []) or "no GPU"
     tools = [f"{k} {fp[k]}" for k in ("tensorrt", "cuda", "onnxruntime", "openvino") if fp.get(k)]
     cpu = fp.get("cpu") or {}
-    return (f"{fp.get('arch')} {cpu.get('model')} x{cpu.get('cores')}, {fp.get('ram_gib')} GiB, {gpu}; "
-            f"{', '.join(tools) or 'no runtime found'}; fingerprint {fp['fingerprint_sha256'][:12]}")
+    return (
+        f"{fp.get('arch')} {cpu.get('model')} x{cpu.get('cores')}, {fp.get('ram_gib')} GiB, {gpu}; "
+        f"{', '.join(tools) or 'no runtime found'}; fingerprint {fp['fingerprint_sha256'][:12]}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,12 +15,13 @@ Each precision is its own stage, so a build depends only on its own precision's 
 Outputs: ``artifacts/quantize/<precision>/`` (``model.onnx`` + ``quantize.json``) and
 ``metrics/quantize/<precision>.json``.
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tasks import stage
 from tasks.config import Config
@@ -33,8 +34,14 @@ from tasks.records import QuantizeRecord
 PRECISIONS = "fp32, fp16, int8-minmax, int8-entropy, int8-percentile, int8-mixed"
 
 
-def run(cfg: Config, precision: str, onnx_path: Path, out: Path, log: Callable[[str], None] = print,
-        calib_dir: Path | None = None) -> QuantizeRecord:
+def run(
+    cfg: Config,
+    precision: str,
+    onnx_path: Path,
+    out: Path,
+    log: Callable[[str], None] = print,
+    calib_dir: Path | None = None,
+) -> QuantizeRecord:
     """Write ``precision``'s model (and, for INT8, its cache and ranges) into ``out``, with
     ``quantize.json``; returns the record."""
     t0 = time.perf_counter()
@@ -56,9 +63,16 @@ def run(cfg: Config, precision: str, onnx_path: Path, out: Path, log: Callable[[
             facts = to_int8(cfg, precision.removeprefix("int8-"), onnx_path, calib_dir, out, log)
     else:
         raise QuantError(f"precision {precision!r} is not supported; allowed values: {PRECISIONS}")
-    rec = QuantizeRecord.from_json({"precision": precision, "source_onnx_sha256": sha256_file(onnx_path), **facts,
-                                    "sha256": sha256_file(model), "size_bytes": model.stat().st_size,
-                                    "seconds": time.perf_counter() - t0})
+    rec = QuantizeRecord.from_json(
+        {
+            "precision": precision,
+            "source_onnx_sha256": sha256_file(onnx_path),
+            **facts,
+            "sha256": sha256_file(model),
+            "size_bytes": model.stat().st_size,
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     rec.write(out / "quantize.json")
     log(f"{precision}: {rec.size_bytes / 1e6:.2f} MB in {rec.seconds:.2f} s")
     return rec
@@ -73,11 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(name, outputs=[out, metrics]):
         cfg = stage.load(args)
         if args.precision not in cfg.build.precisions:
-            raise stage.StageError(f"--precision {args.precision!r} is not in build.precisions "
-                                   f"({', '.join(cfg.build.precisions)})")
+            raise stage.StageError(
+                f"--precision {args.precision!r} is not in build.precisions ({', '.join(cfg.build.precisions)})"
+            )
         with atomic_dir(out) as tmp:
-            rec = run(cfg, args.precision, LAYOUT.onnx, tmp, lambda m: stage.log(name, m),
-                      calib_dir=LAYOUT.split("calib"))
+            rec = run(
+                cfg, args.precision, LAYOUT.onnx, tmp, lambda m: stage.log(name, m), calib_dir=LAYOUT.split("calib")
+            )
         rec.write(metrics)
 
 

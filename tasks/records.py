@@ -6,12 +6,13 @@ The JSON form is flat and unchanged from the stage's metrics file: declared fiel
 name (optional ones left out while ``None``); keys a record does not declare (runtime-specific
 build facts, the int8-mixed search's detail) travel in ``extra`` and are written back beside them.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Self
+from typing import Any, ClassVar, Self
 
 from tasks.io import read_json, write_json
 
@@ -35,7 +36,7 @@ class Record:
     stage: ClassVar[str] = ""  # the stage that writes it (for the message when it is missing)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(getattr(self, "extra"))
+        out: dict[str, Any] = dict(self.extra)
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
             if f.name == "extra" or (v is None and f.metadata.get("omit_none")):
@@ -46,13 +47,19 @@ class Record:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
-        missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                   if f.name in names and f.name not in data
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.name in names
+            and f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ValueError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in names},
-                   extra={k: v for k, v in data.items() if k not in names})
+        return cls(
+            **{k: v for k, v in data.items() if k in names}, extra={k: v for k, v in data.items() if k not in names}
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> Self:
@@ -62,7 +69,7 @@ class Record:
         return cls.from_json(read_json(path))
 
     @classmethod
-    def read_if(cls, path: str | Path) -> Optional[Self]:
+    def read_if(cls, path: str | Path) -> Self | None:
         """The record, or ``None`` when its file does not exist."""
         return cls.read(path) if Path(path).is_file() else None
 
@@ -88,12 +95,12 @@ class QuantizeRecord(Record):
     sha256: str = ""
     size_bytes: int = 0
     seconds: float = 0.0
-    keep_io_types: Optional[bool] = opt()  # fp16
-    calibrator: Optional[str] = opt()  # int8
-    quantized_nodes: Optional[list[str]] = opt()
-    accepted: Optional[bool] = opt()  # int8-mixed: the plan met quant.max_drop
-    reason: Optional[str] = opt()
-    kept_fp32: Optional[list[dict]] = opt()  # int8-mixed: {node, op_type, rank, drop, sqnr_db, why}
+    keep_io_types: bool | None = opt()  # fp16
+    calibrator: str | None = opt()  # int8
+    quantized_nodes: list[str] | None = opt()
+    accepted: bool | None = opt()  # int8-mixed: the plan met quant.max_drop
+    reason: str | None = opt()
+    kept_fp32: list[dict] | None = opt()  # int8-mixed: {node, op_type, rank, drop, sqnr_db, why}
     extra: dict[str, Any] = _extra()
 
 
@@ -112,7 +119,7 @@ class BuildRecord(Record):
     size_bytes: int
     source_onnx_sha256: str
     build_seconds: float
-    device_fingerprint_sha256: Optional[str] = None
+    device_fingerprint_sha256: str | None = None
     extra: dict[str, Any] = _extra()  # the runtime's own facts (OpenVINO precision hint, TensorRT log, ...)
 
 
@@ -132,23 +139,23 @@ class BenchmarkRecord(Record):
     runtime: str
     runtime_version: Any
     host: str
-    threads: Optional[int] = None
-    cpu_count: Optional[int] = None
+    threads: int | None = None
+    cpu_count: int | None = None
     latency: dict[str, dict] = field(default_factory=dict)
     unstable: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     hygiene: dict[str, Any] = field(default_factory=dict)
     accepted: bool = True
     reason: str = ""
-    cold: Optional[dict[str, float]] = opt()  # load_ms, first_inference_ms
-    single_stream: Optional[dict[str, Any]] = opt()
-    offline: Optional[dict[str, dict]] = opt()
-    max_p99_ms: Optional[float] = None  # the latency budget (bench.max_p99_ms) it was judged by
-    roofline: Optional[dict[str, Any]] = opt()
-    torch: Optional[dict[str, dict]] = opt()  # PyTorch eager, side by side (local FP32)
-    speedup_vs_torch: Optional[dict[str, float]] = opt()
-    trtexec: Optional[dict[str, Any]] = opt()  # TensorRT: trtexec's own summary per batch size
-    latency_unavailable: Optional[str] = opt()
+    cold: dict[str, float] | None = opt()  # load_ms, first_inference_ms
+    single_stream: dict[str, Any] | None = opt()
+    offline: dict[str, dict] | None = opt()
+    max_p99_ms: float | None = None  # the latency budget (bench.max_p99_ms) it was judged by
+    roofline: dict[str, Any] | None = opt()
+    torch: dict[str, dict] | None = opt()  # PyTorch eager, side by side (local FP32)
+    speedup_vs_torch: dict[str, float] | None = opt()
+    trtexec: dict[str, Any] | None = opt()  # TensorRT: trtexec's own summary per batch size
+    latency_unavailable: str | None = opt()
     extra: dict[str, Any] = _extra()
 
 
@@ -170,6 +177,6 @@ class EvaluateRecord(Record):
     per_class: dict[str, Any] = field(default_factory=dict)
     worst_class_drop: float = 0.0
     worst_classes: list[dict] = field(default_factory=list)
-    top1_agreement: Optional[float] = opt()  # classification
-    parity: Optional[dict[str, Any]] = opt()  # three-way parity (legs, failed, worst)
+    top1_agreement: float | None = opt()  # classification
+    parity: dict[str, Any] | None = opt()  # three-way parity (legs, failed, worst)
     extra: dict[str, Any] = _extra()

@@ -1,8 +1,10 @@
 """Short registered names for pluggable implementations (docs/architecture.md, "Rules": implementations
 are chosen by registered names, never import paths in params)."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

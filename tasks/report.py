@@ -5,6 +5,7 @@ precision; see :mod:`tasks.tracking.runs`).
 
 ``python -m tasks.report --show`` prints the last summary without logging anything.
 """
+
 from __future__ import annotations
 
 import os

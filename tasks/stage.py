@@ -1,14 +1,15 @@
 """What every ``python -m tasks.<stage>`` entry point shares: the command line, logging, and turning
 known errors into one clear message and a non-zero exit (no traceback, no outputs). Output paths
 are :mod:`tasks.layout`'s."""
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tasks.config import Config, ConfigError, load_config
 from tasks.io import remove
@@ -47,8 +48,18 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
     # not KeyError: a bare one is a bug and keeps its traceback; a name missing from a registry
     # (a user's config) raises UnknownName
-    return (AgentError, ConfigError, CheckpointError, DataError, BuildError, HostError, QuantError, StageError,
-            UnknownName, MissingRecord)
+    return (
+        AgentError,
+        ConfigError,
+        CheckpointError,
+        DataError,
+        BuildError,
+        HostError,
+        QuantError,
+        StageError,
+        UnknownName,
+        MissingRecord,
+    )
 
 
 def message(e: BaseException) -> str:
@@ -82,6 +93,7 @@ def load(args: argparse.Namespace) -> Config:
         if args.target not in cfg.target:
             raise ConfigError(f"--target {args.target!r} is not defined; defined targets: {', '.join(cfg.target)}")
         if getattr(args, "precision", None) is not None and args.precision not in cfg.build.precisions:
-            raise ConfigError(f"--precision {args.precision!r} is not in build.precisions "
-                              f"({', '.join(cfg.build.precisions)})")
+            raise ConfigError(
+                f"--precision {args.precision!r} is not in build.precisions ({', '.join(cfg.build.precisions)})"
+            )
     return cfg

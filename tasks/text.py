@@ -1,4 +1,5 @@
 """Third-party text made fit for EdgeForge's one-line messages."""
+
 from __future__ import annotations
 
 import re

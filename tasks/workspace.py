@@ -20,6 +20,7 @@ them when the refusal unwinds; ``dvc exp run --queue``/``--temp`` do the same ro
 does it under its repository lock, which it releases while stage commands run, so a stage reads
 params.yaml under that lock (:func:`dvc_quiet`) and never sees the swapped file.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -28,17 +29,20 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO
 
 from tasks.layout import Layout
 
 # DVC's own record of the process running an experiment in the workspace (WorkspaceQueue._proc_info_path)
 DVC_WORKSPACE_PID = Path(".dvc") / "tmp" / "exps" / "run" / "workspace" / "workspace.json"
 
-QUEUE_HINT = ("to run experiments one after another, queue them: `dvc exp run --queue <options>`, then "
-              "`dvc queue start` (each runs in its own temporary copy of the repository)")
+QUEUE_HINT = (
+    "to run experiments one after another, queue them: `dvc exp run --queue <options>`, then "
+    "`dvc queue start` (each runs in its own temporary copy of the repository)"
+)
 
 _held: dict[Path, IO[str]] = {}  # root -> the open lock file this process holds for a whole `dvc exp run`
 
@@ -66,7 +70,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def dvc_exp_pid(root: Path) -> Optional[int]:
+def dvc_exp_pid(root: Path) -> int | None:
     """PID of a live process (not this one) that DVC records as running an experiment in ``root``'s
     workspace: also covers a ``dvc exp run`` through DVC's Python API, which does not hold the lock."""
     try:
@@ -137,9 +141,11 @@ def guard_dvc_exp_run() -> None:
     try:
         fh = claim(root, shlex.join(["dvc", *sys.argv[1:]]) if cli else "dvc exp run (DVC's Python API)")
     except WorkspaceBusy as e:
-        msg = (f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was "
-               f"not started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, "
-               f"or wait for that run to finish and start this one again.")
+        msg = (
+            f"edgeforge: error: another run is using this workspace ({root}): {e}. This `dvc exp run` was "
+            f"not started (it would rewrite params.yaml and DVC's experiment refs under that run); {QUEUE_HINT}, "
+            f"or wait for that run to finish and start this one again."
+        )
         if not cli:
             from dvc.exceptions import DvcException
 
@@ -174,8 +180,12 @@ def dvc_quiet(root: Path = Path("."), timeout_s: float = 60.0) -> Iterator[None]
     lock = make_lock(str(tmp / "lock"), tmp_dir=str(tmp), hardlink_lock=hardlink)
     held = _take(lock, time.monotonic() + timeout_s)
     if not held:
-        print(f"edgeforge: warning: DVC's lock {tmp / 'lock'} is still held after {timeout_s:.0f} s; "
-              "reading params.yaml anyway", file=sys.stderr, flush=True)
+        print(
+            f"edgeforge: warning: DVC's lock {tmp / 'lock'} is still held after {timeout_s:.0f} s; "
+            "reading params.yaml anyway",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         yield
     finally:

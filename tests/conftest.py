@@ -1,5 +1,6 @@
 """Shared fixtures: a scratch project folder, a fast config, a small untrained model and
 prepared splits of the real MNIST digits. Everything is written under ``tmp_path``."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """Helpers of the end-to-end tests: a fresh copy of the repository (as a clone would be) and
 subprocess calls with the test's interpreter first on PATH."""
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,22 @@ def env() -> dict[str, str]:
 def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
     if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n"
-                             f"--- stderr\n{r.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
+        )
     return r
 
 
 def fresh_repo(dst: Path, overrides: list[str]) -> Path:
     """Copy the project's files (tracked and untracked-not-ignored, no dvc.lock) to ``dst``,
     compose params.yaml with ``overrides`` and commit it all in a new git repository."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     for rel in filter(None, files):
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("dvc.lock",)):

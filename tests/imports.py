@@ -1,5 +1,6 @@
 """The project modules a module imports, followed transitively: what a stage's ``dvc.yaml`` deps
 must cover so that changing any of them re-runs the stage."""
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +12,16 @@ PACKAGES = ("tasks", "examples")
 # it re-runs nothing: the command line and error exit, parsing params.yaml (the values are DVC
 # params), atomic writes and hashing, the output paths (dvc.yaml names them itself), registries,
 # message text and log capture. Not walked through either.
-PLUMBING = ("tasks/__init__.py", "tasks/stage.py", "tasks/config", "tasks/io.py", "tasks/layout.py", "tasks/registry.py",
-            "tasks/text.py", "tasks/capture.py")
+PLUMBING = (
+    "tasks/__init__.py",
+    "tasks/stage.py",
+    "tasks/config",
+    "tasks/io.py",
+    "tasks/layout.py",
+    "tasks/registry.py",
+    "tasks/text.py",
+    "tasks/capture.py",
+)
 
 
 def module_file(name: str) -> Path | None:
@@ -47,8 +56,7 @@ def plumbing(p: Path) -> bool:
 def _docstring_only(p: Path) -> bool:
     """A package ``__init__.py`` that holds nothing but its docstring computes nothing."""
     body = ast.parse(p.read_text()).body
-    return p.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                                           for n in body)
+    return p.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
 
 
 # packages that import their modules by registered name (importlib), which no import statement shows

@@ -3,6 +3,7 @@ while one is mid-run is refused with EdgeForge's message, before it touches the 
 the first finishes as if alone (it used to crash at its very end: 'NoneType' object is not
 subscriptable). A tiny Hydra-enabled project whose first stage waits for a file, so the second
 run always lands mid-run; the project's own ``hydra_plugins/`` is the code under test."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 # Each stage records params.yaml's value when it starts and (stage a) after waiting for `go`,
 # so a run that rewrote params.yaml under it shows in the outputs.
-STEP = r'''
+STEP = r"""
 import sys, time, yaml
 from pathlib import Path
 read = lambda: yaml.safe_load(open("params.yaml"))["step"]["value"]
@@ -30,7 +31,7 @@ if sys.argv[1] == "a":
         time.sleep(0.05)
     seen.append(read())
 Path(sys.argv[1] + ".txt").write_text(" ".join(map(str, seen)) + "\n")
-'''
+"""
 DVC_YAML = """stages:
   a:
     cmd: python step.py a
@@ -68,8 +69,14 @@ def project(tmp_path) -> Path:
 
 def start_first_run(root: Path) -> subprocess.Popen:
     """`dvc exp run -S step.value=1 -n first`, returned once its stage a is running (waiting for `go`)."""
-    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "step.value=1", "-n", "first"], cwd=root, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["dvc", "exp", "run", "-S", "step.value=1", "-n", "first"],
+        cwd=root,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     t0 = time.time()
     while not (root / "a.started").exists():
         assert proc.poll() is None, f"the first run ended early:\n{proc.communicate()[0]}"

@@ -6,6 +6,7 @@ The device's Python is a launcher script in the test's folder; the "upgrade" put
 ``onnxruntime-9.9.9.dist-info`` first on the device's PYTHONPATH, which is what the device's
 package metadata then reports (the probe reads versions from package metadata).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def ran(stdout: str) -> set[str]:
 
 def launcher(path: Path, pythonpath: Path | None = None) -> None:
     env = f"PYTHONPATH={pythonpath} " if pythonpath else ""
-    path.write_text(f"#!/bin/sh\n{env}exec {sys.executable} \"$@\"\n")
+    path.write_text(f'#!/bin/sh\n{env}exec {sys.executable} "$@"\n')
     path.chmod(0o755)
 
 
@@ -38,8 +39,10 @@ def setup(tmp_path_factory, sshd):
     device_python = base / "device-python3"
     launcher(device_python)
     overrides = [
-        f"target.ssh_loopback.port={sshd.port}", f"target.ssh_loopback.key_file={sshd.key_path}",
-        f"target.ssh_loopback.known_hosts={sshd.known_hosts}", f"target.ssh_loopback.workdir={base / 'device'}",
+        f"target.ssh_loopback.port={sshd.port}",
+        f"target.ssh_loopback.key_file={sshd.key_path}",
+        f"target.ssh_loopback.known_hosts={sshd.known_hosts}",
+        f"target.ssh_loopback.workdir={base / 'device'}",
         f"target.ssh_loopback.python={device_python}",
     ]
     # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: pass them all
@@ -79,8 +82,9 @@ def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
     leftovers = list((base / "device" / "jobs").iterdir()) if (base / "device" / "jobs").exists() else []
     assert leftovers == []
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
-    assert {(row["target"], row["precision"]) for row in summary["rows"]} == \
-        {(t, p) for t in ("local", "ssh_loopback") for p in PRECISIONS}
+    assert {(row["target"], row["precision"]) for row in summary["rows"]} == {
+        (t, p) for t in ("local", "ssh_loopback") for p in PRECISIONS
+    }
 
 
 def test_rerun_with_nothing_changed_rebuilds_nothing(setup):

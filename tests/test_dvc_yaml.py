@@ -1,6 +1,7 @@
 """``dvc.yaml`` against the code: its outputs are exactly what :mod:`tasks.layout` names, each stage's
 deps cover the project modules its ``tasks/<stage>.py`` imports (so a changed runtime re-runs
 exactly the stages that use it), and no stage module imports another."""
+
 from __future__ import annotations
 
 import ast
@@ -49,12 +50,18 @@ def test_data_deps_are_outputs_of_other_stages(stage):
     """A dep under artifacts/ or metrics/ is (inside) an output another stage declares, or the folder
     of such outputs: a typo or a path the layout no longer writes would otherwise be a dep that no
     stage writes."""
-    outputs = [p.as_posix() for s, kinds in Layout().declared().items() if s != stage
-               for paths in kinds.values() for p in paths]
+    outputs = [
+        p.as_posix()
+        for s, kinds in Layout().declared().items()
+        if s != stage
+        for paths in kinds.values()
+        for p in paths
+    ]
     for dep in _paths(DVC["stages"][stage].get("deps")):
         if dep.split("/")[0] in ("artifacts", "metrics"):
-            assert covered(dep, outputs) or any(covered(o, [dep]) for o in outputs), \
+            assert covered(dep, outputs) or any(covered(o, [dep]) for o in outputs), (
                 f"{stage}: dep {dep} is no stage's output"
+            )
 
 
 @pytest.mark.parametrize("stage", STAGES)

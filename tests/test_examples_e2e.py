@@ -2,10 +2,10 @@
 `dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
 the task metric (COCO mAP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +22,10 @@ EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened tra
 @pytest.mark.parametrize("example", list(EXAMPLES))
 def test_example_pipeline_reports_the_task_metric_for_every_precision(example, tmp_path):
     metric, details, floor = EXAMPLES[example]
-    repo = fresh_repo(tmp_path / "repo", [f"example={example}", f"build.precisions=[{','.join(PRECISIONS)}]",
-                                          "prepare.epochs=3", *FAST])
+    repo = fresh_repo(
+        tmp_path / "repo",
+        [f"example={example}", f"build.precisions=[{','.join(PRECISIONS)}]", "prepare.epochs=3", *FAST],
+    )
     r = sh(["dvc", "repro"], repo)
     assert "EdgeForge summary" in r.stdout
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
@@ -33,8 +35,9 @@ def test_example_pipeline_reports_the_task_metric_for_every_precision(example, t
         ev = json.loads((repo / f"metrics/evaluate/{row['key']}.json").read_text())
         assert ev["metric"] == metric == row["metric"] and 0 <= row["value"] <= 100
         assert details <= set(ev["details"]) and ev["per_class"]
-        assert set(ev["parity"]["legs"]["onnx_artifact"]) == set(json.loads(
-            (repo / "metrics/parity.json").read_text())["outputs"])
+        assert set(ev["parity"]["legs"]["onnx_artifact"]) == set(
+            json.loads((repo / "metrics/parity.json").read_text())["outputs"]
+        )
         bench = json.loads((repo / f"metrics/benchmark/{row['key']}.json").read_text())
         assert bench["single_stream"]["p99_ms"] > 0 and bench["offline"]["b8"]["throughput"] > 0
         assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])

@@ -1,6 +1,7 @@
 """A user's own model and data, by config alone: a TorchScript checkpoint of an RGB classifier
 and ImageFolder trees of real images (MNIST digits stored as coloured 36x36 PNGs, resized to the
 model's 32x32), through every stage's entry point, report included."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ from tests.conftest import fast_params, write_params
 class RGBNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                  nn.Linear(8 * 16, 10))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(8 * 16, 10)
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -42,10 +44,17 @@ def user_project(workdir) -> Path:
     torch.manual_seed(0)
     torch.jit.script(RGBNet().eval()).save(str(workdir / "rgbnet.ts"))
     p = fast_params()
-    p["model"].update(format="torchscript", checkpoint="rgbnet.ts", arch=None, outputs=["scores"],
-                      scores_output="scores")
-    p["model"]["input"].update(name="pixels", shape=[3, 32, 32], channel_order="rgb", resize=[32, 32],
-                               mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    p["model"].update(
+        format="torchscript", checkpoint="rgbnet.ts", arch=None, outputs=["scores"], scores_output="scores"
+    )
+    p["model"]["input"].update(
+        name="pixels",
+        shape=[3, 32, 32],
+        channel_order="rgb",
+        resize=[32, 32],
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+    )
     p["data"]["calib"] = {"source": "imagefolder", "path": "images/calib", "limit": None}
     p["data"]["eval"] = {"source": "imagefolder", "path": "images/val", "limit": None}
     write_params(p)

@@ -4,6 +4,7 @@ then the cached re-run, MLflow's runs, `dvc metrics show`, and `dvc exp run -S` 
 One copy serves every test in this module (the full pipeline takes about a minute here);
 the tests run in file order and build on each other's state.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,17 +41,34 @@ def mlflow_runs(repo: Path) -> list:
 
 def test_repro_runs_every_stage_and_prints_the_summary(repo):
     r = sh(["dvc", "repro"], repo)
-    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@int8-entropy", "build@local-fp32", "build@local-fp16", "benchmark@local-fp32",
-                  "evaluate@local-fp16", "report"):
+    for stage in (
+        "prepare",
+        "export",
+        "parity",
+        "quantize@fp32",
+        "quantize@int8-entropy",
+        "build@local-fp32",
+        "build@local-fp16",
+        "benchmark@local-fp32",
+        "evaluate@local-fp16",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in r.stdout
     assert "EdgeForge summary" in r.stdout and "mlflow ui" in r.stdout
-    for out in ("artifacts/export/model.onnx", "artifacts/build/local-fp32/model.onnx",
-                "artifacts/build/local-fp16/model.onnx", "artifacts/parity/reference.npz",
-                "artifacts/report/summary.json", "metrics/evaluate/local-fp16.json"):
+    for out in (
+        "artifacts/export/model.onnx",
+        "artifacts/build/local-fp32/model.onnx",
+        "artifacts/build/local-fp16/model.onnx",
+        "artifacts/parity/reference.npz",
+        "artifacts/report/summary.json",
+        "metrics/evaluate/local-fp16.json",
+    ):
         assert (repo / out).is_file(), out
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
     assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", p) for p in PRECISIONS]
-    assert summary["reference"]["metric"] == "top1" and summary["reference"]["value"] >= 95.0  # the bundled example's promise
+    assert (
+        summary["reference"]["metric"] == "top1" and summary["reference"]["value"] >= 95.0
+    )  # the bundled example's promise
     # FP32 and FP16 are accepted everywhere; whether an INT8 build is depends on the CPU's INT8 kernels
     # (VNNI or not), so an INT8 row is either accepted within eval.max_drop or rejected with its reason
     by = {row["precision"]: row for row in summary["rows"]}
@@ -69,8 +87,16 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"prepare", "checkpoint", "export", "parity", "report", "probe@local", *(f"quantize@{p}" for p in PRECISIONS),
-                         *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS)}
+    assert set(lock) == {
+        "prepare",
+        "checkpoint",
+        "export",
+        "parity",
+        "report",
+        "probe@local",
+        *(f"quantize@{p}" for p in PRECISIONS),
+        *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS),
+    }
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
 
@@ -82,15 +108,24 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
     assert len(parents) == 1
     assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
     for c in children:
-        assert {"accuracy_top1", "accuracy_top5", "accuracy_drop", "latency_p99_ms", "throughput", "parity_max_abs"} <= set(c.data.metrics)
+        assert {
+            "accuracy_top1",
+            "accuracy_top5",
+            "accuracy_drop",
+            "latency_p99_ms",
+            "throughput",
+            "parity_max_abs",
+        } <= set(c.data.metrics)
         assert len(c.data.tags["artifact_sha256"]) == 64
     mixed = next(c for c in children if c.data.params["precision"] == "int8-mixed")
     assert "kept_fp32_layers" in mixed.data.metrics and mixed.data.params["calibrator"] == "percentile"
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    assert {a.path for a in client.list_artifacts(mixed.info.run_id, "sensitivity")} == \
-        {"sensitivity/sensitivity.png", "sensitivity/sensitivity.json"}
+    assert {a.path for a in client.list_artifacts(mixed.info.run_id, "sensitivity")} == {
+        "sensitivity/sensitivity.png",
+        "sensitivity/sensitivity.json",
+    }
 
 
 def test_metrics_show_reports_the_same_numbers(repo):

@@ -7,6 +7,7 @@ Module-level imports are stdlib only (Python >= 3.8); numpy, onnxruntime, openvi
 are imported where needed. The host's runtimes and latency loop import this file, so both run one
 implementation.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,8 +30,13 @@ AGENT_VERSION = "1"
 USAGE = "usage: agent.py {probe|build|benchmark|infer} '<request JSON object>'"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp", "sve")
 #: (device-tree SoC, Jetson model keyword, CUDA compute capability), newest first
-JETSON_SOCS = (("tegra234", "orin", "8.7"), ("tegra194", "xavier", "7.2"), ("tegra186", "tx2", "6.2"),
-               ("tegra210", "nano", "5.3"), ("tegra210", "tx1", "5.3"))
+JETSON_SOCS = (
+    ("tegra234", "orin", "8.7"),
+    ("tegra194", "xavier", "7.2"),
+    ("tegra186", "tx2", "6.2"),
+    ("tegra210", "nano", "5.3"),
+    ("tegra210", "tx1", "5.3"),
+)
 ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
 TRT_DEBS = ("libnvinfer-bin", "libnvinfer10", "libnvinfer8")
 SUBPROCESS_TIMEOUT_S = 10
@@ -66,17 +72,26 @@ def _import(module: str, install: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise AgentError("missing_runtime", f"{module} cannot be imported by {sys.executable} ({e}); install it "
-                         f"on the device: {install or f'{sys.executable} -m pip install {module}'}") from e
+        raise AgentError(
+            "missing_runtime",
+            f"{module} cannot be imported by {sys.executable} ({e}); install it "
+            f"on the device: {install or f'{sys.executable} -m pip install {module}'}",
+        ) from e
 
 
 # ---- probe: facts that stay put while the device is unchanged (no uptime, load, free memory, hostname)
 
+
 def _sh(*argv: str) -> str:
     """stdout of ``argv`` whatever its exit status (callers parse it strictly); "" when it cannot run."""
     try:
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
-                              timeout=SUBPROCESS_TIMEOUT_S).stdout
+        return subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -117,9 +132,11 @@ def decode_trt_version(n: int) -> str:
 def _gpus() -> list:
     """nvidia-smi's GPUs; on a Jetson (no usable nvidia-smi) its SoC, from the device tree."""
     lines = _sh("nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader").splitlines()
-    gpus = [{"name": name.strip(), "compute_capability": cc.strip()}
-            for name, _, cc in (line.rpartition(",") for line in lines)
-            if name.strip() and re.fullmatch(r"\d+\.\d+", cc.strip())]
+    gpus = [
+        {"name": name.strip(), "compute_capability": cc.strip()}
+        for name, _, cc in (line.rpartition(",") for line in lines)
+        if name.strip() and re.fullmatch(r"\d+\.\d+", cc.strip())
+    ]
     model = _read("/proc/device-tree/model").strip("\x00 \n")
     compatible = _read("/proc/device-tree/compatible").lower()
     for soc, keyword, cc in () if gpus else JETSON_SOCS:
@@ -132,8 +149,12 @@ def cmd_probe(req: dict) -> dict:
     """The device fingerprint; ``trtexec`` (a path or null) gives TensorRT's version when nothing else does."""
     trtexec = _get(req, "trtexec")
     cpuinfo = _read("/proc/cpuinfo")
-    cpu_model = next(filter(None, (_search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M)
-                                   for key in ("model name", "Hardware", "Processor"))), None)
+    cpu_model = next(
+        filter(
+            None, (_search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M) for key in ("model name", "Hardware", "Processor"))
+        ),
+        None,
+    )
     flags = set((_search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo, re.M) or "").split())
     mem_kib = _search(r"^MemTotal:\s*(\d+)\s*kB", _read("/proc/meminfo"), re.M)
     l4t = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)", _read("/etc/nv_tegra_release"))
@@ -141,27 +162,42 @@ def cmd_probe(req: dict) -> dict:
         cuda = str(json.loads(_read("/usr/local/cuda/version.json"))["cuda"]["version"])
     except (ValueError, KeyError, TypeError):
         nvcc = r"release [\d.]+, V([\d.]+)"
-        cuda = (_search(r"CUDA Version\s+([\d.]+)", _read("/usr/local/cuda/version.txt"))
-                or _search(nvcc, _sh("nvcc", "--version"))
-                or _search(nvcc, _sh("/usr/local/cuda/bin/nvcc", "--version")))
+        cuda = (
+            _search(r"CUDA Version\s+([\d.]+)", _read("/usr/local/cuda/version.txt"))
+            or _search(nvcc, _sh("nvcc", "--version"))
+            or _search(nvcc, _sh("/usr/local/cuda/bin/nvcc", "--version"))
+        )
     trt = _version("tensorrt") or next(filter(None, map(_deb_version, TRT_DEBS)), None)
     banner = None if trt or not trtexec else _search(r"\[TensorRT v(\d+)\]", _sh(trtexec, "--help"))
     return {
-        "os": {"system": platform.system(), "release": platform.release(),
-               "distro": _search(r'^PRETTY_NAME="?([^"\n]*)"?', _read("/etc/os-release"), re.M)},
+        "os": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "distro": _search(r'^PRETTY_NAME="?([^"\n]*)"?', _read("/etc/os-release"), re.M),
+        },
         "arch": platform.machine(),
-        "cpu": {"model": cpu_model or platform.processor() or None, "cores": os.cpu_count(),
-                "flags": sorted(f for f in CPU_FLAGS if f in flags)},
-        "ram_gib": round(int(mem_kib) / 2 ** 20, 1) if mem_kib else None, "python": platform.python_version(),
-        "gpu": _gpus(), "l4t": f"{l4t.group(1)}.{l4t.group(2)}" if l4t else None,
-        "jetpack": _deb_version("nvidia-jetpack"), "cuda": cuda,
+        "cpu": {
+            "model": cpu_model or platform.processor() or None,
+            "cores": os.cpu_count(),
+            "flags": sorted(f for f in CPU_FLAGS if f in flags),
+        },
+        "ram_gib": round(int(mem_kib) / 2**20, 1) if mem_kib else None,
+        "python": platform.python_version(),
+        "gpu": _gpus(),
+        "l4t": f"{l4t.group(1)}.{l4t.group(2)}" if l4t else None,
+        "jetpack": _deb_version("nvidia-jetpack"),
+        "cuda": cuda,
         "tensorrt": trt or (decode_trt_version(int(banner)) if banner else None),
-        "onnxruntime": _version(*ORT_DISTS), "openvino": _version("openvino"), "numpy": _version("numpy"),
-        "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q")), "agent_version": AGENT_VERSION,
+        "onnxruntime": _version(*ORT_DISTS),
+        "openvino": _version("openvino"),
+        "numpy": _version("numpy"),
+        "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q")),
+        "agent_version": AGENT_VERSION,
     }
 
 
 # ---- runtimes: models take float32 (B, C, H, W) batches and return every output as float32 by name
+
 
 def _single_input(path, names: list) -> None:
     if len(names) != 1:
@@ -260,8 +296,9 @@ class OvModel:
 def ov_runtime_precisions(compiled) -> dict:
     """``{precision: count}`` of the ops the plugin executes, e.g. ``{"FP32": 40, "I8": 12}``."""
     infos = (op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops())
-    counts = collections.Counter(str(i["runtimePrecision"].astype(str)).upper()
-                                 for i in infos if "runtimePrecision" in i)
+    counts = collections.Counter(
+        str(i["runtimePrecision"].astype(str)).upper() for i in infos if "runtimePrecision" in i
+    )
     return dict(sorted(counts.items()))
 
 
@@ -288,18 +325,28 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
     except AgentError as e:
         raise AgentError(e.kind, f"openvino converted {onnx_path} but cannot compile it for {OV_DEVICE}: {e}") from e
     ops, weights = ov_runtime_precisions(compiled), out.with_suffix(".bin")
-    meta = {"device": OV_DEVICE, "weights_file": weights.name, "weights_sha256": sha256(weights),
-            "size_bytes": out.stat().st_size + weights.stat().st_size,
-            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
-            "runtime_precisions": ops, "int8_ops": ops.get("I8", 0) + ops.get("U8", 0)}
+    meta = {
+        "device": OV_DEVICE,
+        "weights_file": weights.name,
+        "weights_sha256": sha256(weights),
+        "size_bytes": out.stat().st_size + weights.stat().st_size,
+        "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+        "runtime_precisions": ops,
+        "int8_ops": ops.get("I8", 0) + ops.get("U8", 0),
+    }
     if precision.startswith("int8-") and meta["int8_ops"] == 0:
-        raise AgentError("failed", f"openvino compiled {onnx_path} with no op executing in int8 (runtime "
-                         f"precisions {ops}): its Q/DQ nodes were not turned into int8 kernels")
+        raise AgentError(
+            "failed",
+            f"openvino compiled {onnx_path} with no op executing in int8 (runtime "
+            f"precisions {ops}): its Q/DQ nodes were not turned into int8 kernels",
+        )
     return out, meta
 
 
-TRT_PYTHON = ("sudo apt-get install python3-libnvinfer (JetPack; on x86: pip install tensorrt) and "
-              f"{sys.executable} -m pip install pycuda")
+TRT_PYTHON = (
+    "sudo apt-get install python3-libnvinfer (JetPack; on x86: pip install tensorrt) and "
+    f"{sys.executable} -m pip install pycuda"
+)
 
 
 class TrtModel:
@@ -315,12 +362,18 @@ class TrtModel:
         self._cuda = cuda = _import("pycuda.driver", TRT_PYTHON)
         self.version = trt.__version__
         if tuple(int(v) for v in re.findall(r"\d+", self.version)[:2]) < (8, 5):
-            raise AgentError("missing_runtime", f"TensorRT {self.version} is too old for EdgeForge's own runs of "
-                             "engines: they need its tensor API (TensorRT >= 8.5); upgrade JetPack/TensorRT")
+            raise AgentError(
+                "missing_runtime",
+                f"TensorRT {self.version} is too old for EdgeForge's own runs of "
+                "engines: they need its tensor API (TensorRT >= 8.5); upgrade JetPack/TensorRT",
+            )
         self._engine = e = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(path).read_bytes())
         if e is None:
-            raise AgentError("failed", f"TensorRT {self.version} cannot deserialize {path} (its errors are above): "
-                             "an engine runs only on the TensorRT version and GPU it was built with; rebuild it")
+            raise AgentError(
+                "failed",
+                f"TensorRT {self.version} cannot deserialize {path} (its errors are above): "
+                "an engine runs only on the TensorRT version and GPU it was built with; rebuild it",
+            )
         self._ctx, names = e.create_execution_context(), [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
         inputs = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         _single_input(path, inputs)
@@ -361,9 +414,10 @@ class TrtModel:
 
     def infer(self, x) -> dict:
         x = self._np.ascontiguousarray(x, dtype=self._dtypes[self.input_name])
-        parts = [self._run(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
-        return parts[0] if len(parts) == 1 else {o: self._np.concatenate([p[o] for p in parts])
-                                                 for o in self.output_names}
+        parts = [self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        return (
+            parts[0] if len(parts) == 1 else {o: self._np.concatenate([p[o] for p in parts]) for o in self.output_names}
+        )
 
 
 def runtime_version(runtime: str) -> str:
@@ -386,6 +440,7 @@ def measure(fn, warmup_s: float, min_duration_s: float, min_iterations: int, clo
 
 
 # ---- commands
+
 
 def _name(v) -> bool:
     return isinstance(v, str) and v != ""
@@ -440,8 +495,11 @@ def build_tensorrt(req: dict) -> dict:
     argv, engine, timeout, log_name = _get(req, "argv"), _get(req, "engine"), _get(req, "timeout"), _get(req, "log")
     exe = os.path.abspath(argv[0]) if os.sep in argv[0] else argv[0]  # relative to the agent's cwd, not out_dir
     if shutil.which(exe) is None:
-        raise AgentError("missing_runtime", f"{argv[0]} is not an executable on this device (cwd {os.getcwd()}, "
-                         f"PATH {os.environ.get('PATH', '')}); install TensorRT or fix the target's trtexec path")
+        raise AgentError(
+            "missing_runtime",
+            f"{argv[0]} is not an executable on this device (cwd {os.getcwd()}, "
+            f"PATH {os.environ.get('PATH', '')}); install TensorRT or fix the target's trtexec path",
+        )
     out_dir = Path(_get(req, "out_dir"))
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / log_name
@@ -456,13 +514,19 @@ def build_tensorrt(req: dict) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AgentError("failed", f"{argv[0]} ran past its {timeout} s timeout and was killed; "
-                             f"its output is in {log_path}") from None
+            raise AgentError(
+                "failed", f"{argv[0]} ran past its {timeout} s timeout and was killed; its output is in {log_path}"
+            ) from None
     seconds = time.perf_counter() - t0
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
     log(f"{argv[0]} exited with {code} after {seconds:.1f} s; the end of {log_path}:\n{tail}")
-    return {"exit_code": code, "artifact": engine if (out_dir / engine).is_file() else None,
-            "files": _hashes(out_dir), "build_seconds": seconds, "runtime": "tensorrt"}
+    return {
+        "exit_code": code,
+        "artifact": engine if (out_dir / engine).is_file() else None,
+        "files": _hashes(out_dir),
+        "build_seconds": seconds,
+        "runtime": "tensorrt",
+    }
 
 
 #: trtexec's measurement defaults, from its "=== Inference Options ===" echo in tests/fixtures/trtexec logs of
@@ -470,10 +534,18 @@ def build_tensorrt(req: dict) -> dict:
 #: --help (NVIDIA/trt-samples-for-hackathon-cn @85ce6efc cookbook/07-Tool/trtexec/Help.txt: --includeDataTransfers,
 #: --noCudaGraph, --noSpinWait are new; --useSpinWait, --useCudaGraph, --noDataTransfers became no-ops).
 TRTEXEC_DEFAULTS = {
-    10: {"cuda_graph": False, "data_transfers": True, "spin_wait": False,
-         "source": "trtexec <= 10.x prints Data transfers: Enabled, Spin-wait: Disabled, CUDA Graph: Disabled"},
-    11: {"cuda_graph": True, "data_transfers": False, "spin_wait": True,
-         "source": "trtexec 11.x prints Data transfers: Disabled, Spin-wait: Enabled, CUDA Graph: Enabled"},
+    10: {
+        "cuda_graph": False,
+        "data_transfers": True,
+        "spin_wait": False,
+        "source": "trtexec <= 10.x prints Data transfers: Enabled, Spin-wait: Disabled, CUDA Graph: Disabled",
+    },
+    11: {
+        "cuda_graph": True,
+        "data_transfers": False,
+        "spin_wait": True,
+        "source": "trtexec 11.x prints Data transfers: Disabled, Spin-wait: Enabled, CUDA Graph: Enabled",
+    },
 }
 #: what every version is asked to measure, like TrtModel.infer (copies in and out, no CUDA graph), spin-waiting
 TRTEXEC_SETTINGS = {"cuda_graph": False, "data_transfers": True, "spin_wait": True}
@@ -489,27 +561,40 @@ def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
     exe = os.path.abspath(exe) if os.sep in exe else exe
     banner = shutil.which(exe) and _search(r"\[TensorRT v(\d+)\]", _sh(exe, "--help"))
     if not banner:
-        raise AgentError("missing_runtime", f"trtexec {exe!r} does not run here or prints no [TensorRT vN] banner "
-                         "for --help; install TensorRT or fix the target's trtexec path")
+        raise AgentError(
+            "missing_runtime",
+            f"trtexec {exe!r} does not run here or prints no [TensorRT vN] banner "
+            "for --help; install TensorRT or fix the target's trtexec path",
+        )
     version = decode_trt_version(int(banner))
     major = 11 if int(version.split(".")[0]) >= 11 else 10
     name, runs = getattr(model, "input_name", None) or _get(req, "input_name"), {}
     warmup_s, duration_s, iterations = loop
     for b in _get(req, "batch_sizes"):
-        skip = (f"batch {b} is outside the engine's optimisation profile (batch {model.min_batch} to "
-                f"{model.max_batch} for {name}); EdgeForge's own figure runs it in slices or padded"
-                if model is not None and not model.min_batch <= b <= model.max_batch else
-                None if name else "the input name is unknown: no TensorRT Python and no input_name requested")
+        skip = (
+            f"batch {b} is outside the engine's optimisation profile (batch {model.min_batch} to "
+            f"{model.max_batch} for {name}); EdgeForge's own figure runs it in slices or padded"
+            if model is not None and not model.min_batch <= b <= model.max_batch
+            else None
+            if name
+            else "the input name is unknown: no TensorRT Python and no input_name requested"
+        )
         if skip:
             runs[f"b{b}"] = {"skipped": skip}
             continue
         dims = "x".join(map(str, (b, *sample_shape)))
         shapes = [] if getattr(model, "static", False) else [f"--shapes={name}:{dims}"]
-        argv = [exe, f"--loadEngine={engine}", *shapes, f"--warmUp={round(warmup_s * 1000)}",
-                f"--duration={math.ceil(duration_s)}", f"--iterations={iterations}", *TRTEXEC_FLAGS[major]]
+        argv = [
+            exe,
+            f"--loadEngine={engine}",
+            *shapes,
+            f"--warmUp={round(warmup_s * 1000)}",
+            f"--duration={math.ceil(duration_s)}",
+            f"--iterations={iterations}",
+            *TRTEXEC_FLAGS[major],
+        ]
         log(f"running {' '.join(argv)}")  # bounded by its own --warmUp and --duration
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              errors="replace")
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         runs[f"b{b}"] = {"argv": argv, "exit_code": proc.returncode, "log": proc.stdout}
     return {"tensorrt": version, "defaults": TRTEXEC_DEFAULTS[major], "settings": TRTEXEC_SETTINGS, "runs": runs}
 
@@ -518,8 +603,12 @@ def cmd_build(req: dict) -> dict:
     runtime = _get(req, "runtime")
     if runtime == "tensorrt":
         return build_tensorrt(req)
-    onnx_path, out_dir, precision, threads = _file(req, "onnx"), Path(_get(req, "out_dir")), _get(req, "precision"), \
-        _get(req, "threads")
+    onnx_path, out_dir, precision, threads = (
+        _file(req, "onnx"),
+        Path(_get(req, "out_dir")),
+        _get(req, "precision"),
+        _get(req, "threads"),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if runtime == "onnxruntime":
@@ -527,8 +616,14 @@ def cmd_build(req: dict) -> dict:
     else:
         artifact, meta = build_openvino(onnx_path, out_dir, precision, threads, _get(req, "io_names"))
     written = [artifact] + ([artifact.with_suffix(".bin")] if runtime == "openvino" else [])
-    return {"artifact": artifact.name, "files": _hashes(out_dir, written), "runtime": runtime,
-            "runtime_version": runtime_version(runtime), "build_seconds": time.perf_counter() - t0, "meta": meta}
+    return {
+        "artifact": artifact.name,
+        "files": _hashes(out_dir, written),
+        "runtime": runtime,
+        "runtime_version": runtime_version(runtime),
+        "build_seconds": time.perf_counter() - t0,
+        "meta": meta,
+    }
 
 
 def _load(req: dict, trt_optional: bool = False) -> tuple:
@@ -562,11 +657,19 @@ def hygiene() -> dict:
         if milli.lstrip("-").isdigit():
             name = _read(str(zone / "type")).strip() or zone.name
             temps[name if name not in temps else f"{name}.{zone.name}"] = int(milli) / 1000
-    khz = [int(v) for v in (_read(str(f)).strip() for f in
-                            Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")) if v.isdigit()]
-    return {"load_avg_1m": round(os.getloadavg()[0], 2), "temperature_c": temps,
-            "cpu_mhz": {"min": min(khz) / 1000, "max": max(khz) / 1000} if khz else None,
-            "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q"))}
+    khz = [
+        int(v)
+        for v in (
+            _read(str(f)).strip() for f in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")
+        )
+        if v.isdigit()
+    ]
+    return {
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "temperature_c": temps,
+        "cpu_mhz": {"min": min(khz) / 1000, "max": max(khz) / 1000} if khz else None,
+        "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q")),
+    }
 
 
 def cmd_benchmark(req: dict) -> dict:
@@ -605,7 +708,7 @@ def cmd_infer(req: dict) -> dict:
     out, bs = Path(_get(req, "output")), _get(req, "batch_size")
     parts = {n: [] for n in model.output_names}
     for i in range(0, len(x), bs):
-        for name, value in model.infer(x[i:i + bs]).items():
+        for name, value in model.infer(x[i : i + bs]).items():
             parts[name].append(value)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

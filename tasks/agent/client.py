@@ -5,6 +5,7 @@ EdgeForge version uploads its own agent next to the old one and never runs a sta
 Local targets run the same agent in a scratch folder, so a local build and a device build take
 the same path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tasks.config.schema import Target
 from tasks.hosts import Host, HostError, host_for
@@ -60,8 +62,17 @@ class Device:
         agent is uploaded the first time a device lacks this version of it (one round trip
         either way: the same command checks for it and runs it)."""
         agent = self._agent_path()
-        argv = ["sh", "-c", _RUN_IF_PRESENT, "edgeforge-agent", agent, self.python, agent, command,
-                json.dumps(request, sort_keys=True)]
+        argv = [
+            "sh",
+            "-c",
+            _RUN_IF_PRESENT,
+            "edgeforge-agent",
+            agent,
+            self.python,
+            agent,
+            command,
+            json.dumps(request, sort_keys=True),
+        ]
         limit = timeout or self.target.command_timeout_s
         res = self.host.run(argv, timeout=limit, check=False)
         if res.exit_code == _AGENT_MISSING:
@@ -79,7 +90,9 @@ class Device:
                 hint = f" (is {self.python!r} a Python on the device? set target.{self.name}.python)"
             raise AgentError(f"{self.name}: agent {command} exited {res.exit_code} without an answer{hint}: {tail}")
         if not answer["ok"]:
-            raise AgentError(f"{self.name}: agent {command} failed: {answer.get('error')}", answer.get("kind", "failed"))
+            raise AgentError(
+                f"{self.name}: agent {command} failed: {answer.get('error')}", answer.get("kind", "failed")
+            )
         return answer["result"]
 
     @contextlib.contextmanager

@@ -1,11 +1,12 @@
 """Run a built artifact on its device through the agent: outputs for ``evaluate``, per-call
 latencies for ``benchmark``. Arrays travel as ``.npy``/``.npz`` files, sha256-verified."""
+
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def outputs(dev, build_dir: Path, x: np.ndarray, batch_size: int) -> dict[str, n
             return {k: z[k] for k in z.files}
 
 
-def latencies(dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None = None,
-              trtexec: bool = True) -> tuple[dict[int, np.ndarray], dict]:
+def latencies(
+    dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None = None, trtexec: bool = True
+) -> tuple[dict[int, np.ndarray], dict]:
     """Per-call latencies in seconds for each of ``bench.batch_sizes``, measured on the device
     (batches are ``x``'s samples repeated); and the rest of the agent's answer (runtime version,
     cold-start times, hygiene before/after).
@@ -70,12 +72,23 @@ def latencies(dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None
     from tasks.runtimes.tensorrt_rt import trtexec_figures
 
     remote_x = upload_input(dev, x)
-    trt = {"trtexec": dev.target.tensorrt.trtexec if trtexec else None, "input_name": input_name} \
-        if dev.target.runtime == "tensorrt" else {}
+    trt = (
+        {"trtexec": dev.target.tensorrt.trtexec if trtexec else None, "input_name": input_name}
+        if dev.target.runtime == "tensorrt"
+        else {}
+    )
     with deployed(dev, build_dir) as (d, art):
-        res = dev.call("benchmark", {**_request(dev, art, remote_x), "batch_sizes": list(bench.batch_sizes),
-                                     "warmup_s": bench.warmup_s, "min_duration_s": bench.min_duration_s,
-                                     "min_iterations": bench.min_iterations, **trt})
+        res = dev.call(
+            "benchmark",
+            {
+                **_request(dev, art, remote_x),
+                "batch_sizes": list(bench.batch_sizes),
+                "warmup_s": bench.warmup_s,
+                "min_duration_s": bench.min_duration_s,
+                "min_iterations": bench.min_iterations,
+                **trt,
+            },
+        )
     lat = {int(k[1:]): np.asarray(v, dtype=np.float64) for k, v in res.pop("latency_s").items()}
     if res.get("trtexec"):
         res["trtexec"] = trtexec_figures(res["trtexec"], dev.name)
@@ -83,6 +96,8 @@ def latencies(dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None
         res.pop("trtexec", None)  # not asked for (or not TensorRT)
     skipped = [f"{b}: {f['skipped']}" for b, f in res.get("trtexec", {}).items() if "skipped" in f]
     if not lat and len(skipped) == len(res.get("trtexec", {})):
-        raise BuildError(f"{dev.name}: nothing could be measured: {res.get('latency_unavailable')}; trtexec: "
-                         f"{'; '.join(skipped) or 'not run'}")
+        raise BuildError(
+            f"{dev.name}: nothing could be measured: {res.get('latency_unavailable')}; trtexec: "
+            f"{'; '.join(skipped) or 'not run'}"
+        )
     return lat, res

@@ -1,4 +1,5 @@
 """Print the configuration reference (Markdown) generated from the schema."""
+
 from __future__ import annotations
 
 import dataclasses

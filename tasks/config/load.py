@@ -3,6 +3,7 @@
 Unknown keys and bad values fail with a :class:`ConfigError` that names the key, says what is
 allowed, and suggests the closest key for typos.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,7 +69,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         if value not in args:
             raise ConfigError(
-                f"config key {where}: {value!r} is not allowed; allowed values: {', '.join(map(str, args))}")
+                f"config key {where}: {value!r} is not allowed; allowed values: {', '.join(map(str, args))}"
+            )
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, f"{where}.")
@@ -137,28 +139,42 @@ def _require(ok: bool, key: str, msg: str) -> None:
 def check(cfg: Config) -> None:
     """Cross-field and range checks the types cannot express."""
     m = cfg.model
-    _require(len(m.input.shape) == 3 and all(d > 0 for d in m.input.shape), "model.input.shape",
-             f"{m.input.shape} must be [C, H, W] with positive sizes")
+    _require(
+        len(m.input.shape) == 3 and all(d > 0 for d in m.input.shape),
+        "model.input.shape",
+        f"{m.input.shape} must be [C, H, W] with positive sizes",
+    )
     channels = m.input.shape[0]
-    _require((m.input.channel_order == "gray") == (channels == 1), "model.input.channel_order",
-             f"{m.input.channel_order!r} does not fit {channels} input channel(s)")
+    _require(
+        (m.input.channel_order == "gray") == (channels == 1),
+        "model.input.channel_order",
+        f"{m.input.channel_order!r} does not fit {channels} input channel(s)",
+    )
     for key in ("mean", "std"):
         vals = getattr(m.input, key)
         # one value per channel: a single value for an RGB model is most often ImageNet's statistics
         # half-copied, and broadcasting it would silently normalise every channel alike
-        _require(len(vals) == channels, f"model.input.{key}",
-                 f"{vals} has {len(vals)} value(s) but the model has {channels} input channel(s) "
-                 f"(model.input.shape[0], channel_order {m.input.channel_order}); give one value per channel, "
-                 f"got {len(vals)}")
+        _require(
+            len(vals) == channels,
+            f"model.input.{key}",
+            f"{vals} has {len(vals)} value(s) but the model has {channels} input channel(s) "
+            f"(model.input.shape[0], channel_order {m.input.channel_order}); give one value per channel, "
+            f"got {len(vals)}",
+        )
     _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
     if m.task != "detection":
-        _require(m.scores_output in m.outputs, "model.scores_output",
-                 f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}")
+        _require(
+            m.scores_output in m.outputs,
+            "model.scores_output",
+            f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}",
+        )
     if m.format == "state_dict":
-        _require(bool(m.arch), "model.arch", "format=state_dict needs the model class (registered name or 'module:Class')")
+        _require(
+            bool(m.arch), "model.arch", "format=state_dict needs the model class (registered name or 'module:Class')"
+        )
     for split in ("calib", "eval"):
         s = getattr(cfg.data, split)
         if s.source != "loader":
@@ -166,33 +182,54 @@ def check(cfg: Config) -> None:
         if s.limit is not None:
             _require(s.limit > 0, f"data.{split}.limit", "must be > 0 or null")
     _require(cfg.data.batch_size > 0, "data.batch_size", "must be > 0")
-    _require(cfg.export.opset >= 13, "export.opset", f"{cfg.export.opset} is too old; use 13 or newer (18 is the default)")
-    for name, tol in [("parity", cfg.parity), *((f"parity.outputs.{k}", v) for k, v in cfg.parity.outputs.items()),
-                      *((f"parity.artifact.{k}", v) for k, v in cfg.parity.artifact.items()),
-                      *((f"parity.artifact_outputs.{o}.{k}", v) for o, per in cfg.parity.artifact_outputs.items()
-                        for k, v in per.items())]:
+    _require(
+        cfg.export.opset >= 13, "export.opset", f"{cfg.export.opset} is too old; use 13 or newer (18 is the default)"
+    )
+    for name, tol in [
+        ("parity", cfg.parity),
+        *((f"parity.outputs.{k}", v) for k, v in cfg.parity.outputs.items()),
+        *((f"parity.artifact.{k}", v) for k, v in cfg.parity.artifact.items()),
+        *(
+            (f"parity.artifact_outputs.{o}.{k}", v)
+            for o, per in cfg.parity.artifact_outputs.items()
+            for k, v in per.items()
+        ),
+    ]:
         _require(tol.atol >= 0 and tol.rtol >= 0, name, "atol and rtol must be >= 0")
         _require(0 <= getattr(tol, "max_outside", 0) <= 1, f"{name}.max_outside", "must be in [0, 1]")
-    for key, fams in [("parity.artifact", cfg.parity.artifact),
-                      *((f"parity.artifact_outputs.{o}", per) for o, per in cfg.parity.artifact_outputs.items())]:
+    for key, fams in [
+        ("parity.artifact", cfg.parity.artifact),
+        *((f"parity.artifact_outputs.{o}", per) for o, per in cfg.parity.artifact_outputs.items()),
+    ]:
         for fam in fams:
             _require(fam in FAMILIES, f"{key}.{fam}", f"not a precision family; allowed values: {', '.join(FAMILIES)}")
     for out in cfg.parity.artifact_outputs:
-        _require(out in m.outputs, f"parity.artifact_outputs.{out}",
-                 f"not a model output; allowed values: {', '.join(m.outputs)}")
+        _require(
+            out in m.outputs,
+            f"parity.artifact_outputs.{out}",
+            f"not a model output; allowed values: {', '.join(m.outputs)}",
+        )
     _require(cfg.parity.histogram_bins >= 2, "parity.histogram_bins", "must be >= 2")
     for out in cfg.parity.outputs:
-        _require(out in m.outputs, f"parity.outputs.{out}", f"not a model output; allowed values: {', '.join(m.outputs)}")
+        _require(
+            out in m.outputs, f"parity.outputs.{out}", f"not a model output; allowed values: {', '.join(m.outputs)}"
+        )
     _require(cfg.parity.batch_size > 1, "parity.batch_size", "must be > 1 (batch 1 is checked separately)")
     q = cfg.quant
     _require(q.samples > 0 and q.batch_size > 0, "quant", "samples and batch_size must be > 0")
     _require(0 < q.percentile <= 100, "quant.percentile", f"{q.percentile} must be in (0, 100]")
-    _require(bool(re.fullmatch(r"\d+(\.\d+){0,3}", q.trt_version)), "quant.trt_version",
-             f"{q.trt_version!r} must look like 8.6.1 or 10.3.0")
+    _require(
+        bool(re.fullmatch(r"\d+(\.\d+){0,3}", q.trt_version)),
+        "quant.trt_version",
+        f"{q.trt_version!r} must look like 8.6.1 or 10.3.0",
+    )
     _require(q.max_drop >= 0, "quant.max_drop", "must be >= 0 (points of top-1)")
     _require(0 <= q.max_kept_fraction <= 1, "quant.max_kept_fraction", f"{q.max_kept_fraction} must be in [0, 1]")
-    _require(min(q.sensitivity_samples, q.sqnr_samples, q.sensitivity_max_task_layers) > 0, "quant",
-             "sensitivity_samples, sqnr_samples and sensitivity_max_task_layers must be > 0")
+    _require(
+        min(q.sensitivity_samples, q.sqnr_samples, q.sensitivity_max_task_layers) > 0,
+        "quant",
+        "sensitivity_samples, sqnr_samples and sensitivity_max_task_layers must be > 0",
+    )
     _require(bool(cfg.build.targets), "build.targets", "list at least one target")
     for t in cfg.build.targets:
         _require(t in cfg.target, "build.targets", f"{t!r} is not defined; defined targets: {', '.join(cfg.target)}")
@@ -201,39 +238,63 @@ def check(cfg: Config) -> None:
     _require(bool(cfg.build.precisions), "build.precisions", "list at least one precision")
     _require(len(set(cfg.build.precisions)) == len(cfg.build.precisions), "build.precisions", "has duplicates")
     _require(all(b > 0 for b in cfg.bench.offline_batch_sizes), "bench.offline_batch_sizes", "must be positive")
-    _require(bool(cfg.bench.batch_sizes), "bench", "single_stream is false and offline_batch_sizes is empty: "
-                                                   "nothing to measure")
+    _require(
+        bool(cfg.bench.batch_sizes),
+        "bench",
+        "single_stream is false and offline_batch_sizes is empty: nothing to measure",
+    )
     _require(cfg.bench.max_p99_ms is None or cfg.bench.max_p99_ms > 0, "bench.max_p99_ms", "must be > 0 or null")
-    _require(cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
-             "bench", "min_iterations must be > 0 and durations >= 0")
+    _require(
+        cfg.bench.min_iterations > 0 and cfg.bench.min_duration_s >= 0 and cfg.bench.warmup_s >= 0,
+        "bench",
+        "min_iterations must be > 0 and durations >= 0",
+    )
     if cfg.report.registered_model is not None:
         why = model_name_problem(cfg.report.registered_model)
-        _require(why is None, "report.registered_model",
-                 f"{cfg.report.registered_model!r} {why}; use letters, digits, '-', '_' and '.' "
-                 "(or null for 'edgeforge-<model>')")
+        _require(
+            why is None,
+            "report.registered_model",
+            f"{cfg.report.registered_model!r} {why}; use letters, digits, '-', '_' and '.' "
+            "(or null for 'edgeforge-<model>')",
+        )
     _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of the task metric)")
     _require(cfg.eval.max_detections > 0, "eval.max_detections", "must be > 0")
     if m.task == "detection":
         from tasks.models.decoders import DECODERS
 
-        _require(cfg.eval.decoder in DECODERS, "eval.decoder",
-                 f"{cfg.eval.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}")
+        _require(
+            cfg.eval.decoder in DECODERS,
+            "eval.decoder",
+            f"{cfg.eval.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}",
+        )
 
 
 def _check_target(key: str, t: Any) -> None:
     if t.transport == "ssh":
         _require(bool(t.host), f"{key}.host", "transport=ssh needs the device's address")
         _require(0 < t.port < 65536, f"{key}.port", f"{t.port} is not a TCP port")
-        _require(bool(t.workdir.strip()) and t.workdir.strip() not in ("/", "~", "."), f"{key}.workdir",
-                 f"{t.workdir!r}: use a folder of its own (builds are created and removed under it)")
-    _require(t.connect_timeout_s > 0 and t.command_timeout_s > 0, key, "connect_timeout_s and command_timeout_s must be > 0")
+        _require(
+            bool(t.workdir.strip()) and t.workdir.strip() not in ("/", "~", "."),
+            f"{key}.workdir",
+            f"{t.workdir!r}: use a folder of its own (builds are created and removed under it)",
+        )
+    _require(
+        t.connect_timeout_s > 0 and t.command_timeout_s > 0, key, "connect_timeout_s and command_timeout_s must be > 0"
+    )
     _require(t.retries >= 0, f"{key}.retries", "must be >= 0")
     _require(t.threads is None or t.threads > 0, f"{key}.threads", "must be > 0 or null")
     for fam, peak in t.peak_gflops.items():
-        _require(fam in FAMILIES, f"{key}.peak_gflops.{fam}", f"not a precision family; allowed values: {', '.join(FAMILIES)}")
+        _require(
+            fam in FAMILIES,
+            f"{key}.peak_gflops.{fam}",
+            f"not a precision family; allowed values: {', '.join(FAMILIES)}",
+        )
         _require(peak > 0, f"{key}.peak_gflops.{fam}", "must be > 0")
     trt = t.tensorrt
     _require(trt.workspace_mib is None or trt.workspace_mib > 0, f"{key}.tensorrt.workspace_mib", "must be > 0 or null")
     _require(trt.dla_core is None or trt.dla_core >= 0, f"{key}.tensorrt.dla_core", "must be >= 0 or null")
-    _require(trt.builder_optimization_level is None or 0 <= trt.builder_optimization_level <= 5,
-             f"{key}.tensorrt.builder_optimization_level", "must be 0-5 or null")
+    _require(
+        trt.builder_optimization_level is None or 0 <= trt.builder_optimization_level <= 5,
+        f"{key}.tensorrt.builder_optimization_level",
+        "must be 0-5 or null",
+    )

@@ -4,10 +4,11 @@ group (capitalised), its ``params.yaml`` section and its ``dvc.yaml`` params ent
 Every field has a default and a one-line doc (``metadata["doc"]``); ``python -m tasks.config``
 prints the reference that the README embeds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 Task = Literal["classification", "detection", "segmentation"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
@@ -28,7 +29,7 @@ class InputSpec:
     shape: list[int] = f([1, 28, 28], "one sample's shape, channels first: [C, H, W] (batch excluded)")
     dtype: Literal["float32"] = f("float32", "input dtype fed to the model")
     channel_order: Literal["rgb", "bgr", "gray"] = f("gray", "channel order the model expects")
-    resize: Optional[list[int]] = f(None, "[H, W] images are resized to; null = shape's H, W")
+    resize: list[int] | None = f(None, "[H, W] images are resized to; null = shape's H, W")
     scale: float = f(1 / 255, "pixel values (0..255) are multiplied by this before mean/std")
     mean: list[float] = f([0.1307], "per-channel mean subtracted after scaling")
     std: list[float] = f([0.3081], "per-channel std divided by after mean subtraction")
@@ -38,24 +39,30 @@ class InputSpec:
 @dataclass
 class Model:
     format: Literal["state_dict", "torchscript", "pt2", "onnx"] = f(
-        "state_dict", "checkpoint format: state_dict + arch, TorchScript, torch.export .pt2, or ONNX")
+        "state_dict", "checkpoint format: state_dict + arch, TorchScript, torch.export .pt2, or ONNX"
+    )
     checkpoint: str = f("artifacts/prepare/model.pt", "path of the trained checkpoint")
-    arch: Optional[str] = f("mnist_cnn", "model class for format=state_dict: a registered name or 'module:Class'")
+    arch: str | None = f("mnist_cnn", "model class for format=state_dict: a registered name or 'module:Class'")
     arch_kwargs: dict[str, Any] = f({}, "keyword arguments for the model class")
     trust_checkpoint: bool = f(False, "allow full pickle loading (weights_only=False); only for files you trust")
     input: InputSpec = f(InputSpec(), "input specification")
-    task: Task = f("classification", "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
-                                     "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice)")
+    task: Task = f(
+        "classification",
+        "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
+        "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice)",
+    )
     outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
-    scores_output: str = f("logits", "classification/segmentation: the output holding class scores "
-                                     "((N, K) or (N, K, H, W)); one of outputs")
+    scores_output: str = f(
+        "logits",
+        "classification/segmentation: the output holding class scores ((N, K) or (N, K, H, W)); one of outputs",
+    )
 
 
 @dataclass
 class SplitSource:
     source: Literal["loader", "imagefolder", "npz"] = f("loader", "where the split comes from")
-    path: Optional[str] = f(None, "image folder (one subfolder per class) or .npz with x/y (source != loader)")
-    limit: Optional[int] = f(None, "use at most this many samples (a seeded random subset); null = all")
+    path: str | None = f(None, "image folder (one subfolder per class) or .npz with x/y (source != loader)")
+    limit: int | None = f(None, "use at most this many samples (a seeded random subset); null = all")
 
 
 @dataclass
@@ -69,7 +76,7 @@ class Data:
 
 @dataclass
 class Prepare:
-    train: Optional[str] = f("mnist_cnn", "registered example trainer writing model.checkpoint; null = bring your own")
+    train: str | None = f("mnist_cnn", "registered example trainer writing model.checkpoint; null = bring your own")
     epochs: int = f(8, "training epochs (example trainer)")
     batch_size: int = f(64, "training batch size (example trainer)")
     lr: float = f(3e-3, "learning rate (example trainer)")
@@ -78,7 +85,9 @@ class Prepare:
 
 @dataclass
 class Export:
-    exporter: Literal["dynamo", "torchscript"] = f("dynamo", "torch.onnx exporter tried first (torchscript checkpoints always use torchscript, .pt2 always dynamo)")
+    exporter: Literal["dynamo", "torchscript"] = f(
+        "dynamo", "torch.onnx exporter tried first (torchscript checkpoints always use torchscript, .pt2 always dynamo)"
+    )
     fallback: bool = f(True, "fall back to the TorchScript exporter when dynamo fails (reported in metrics)")
     opset: int = f(18, "ONNX opset version")
     simplify: bool = f(True, "simplify with onnxsim")
@@ -94,8 +103,11 @@ class Tolerance:
 class ArtifactTolerance:
     atol: float = f(1e-3, "max allowed |artifact - onnx| per element")
     rtol: float = f(1e-3, "extra allowance relative to |onnx| per element")
-    max_outside: float = f(0.0, "fraction of an output's elements allowed outside atol/rtol (INT8 runtimes round "
-                                "differently at layer boundaries: a few elements move by a quantization step)")
+    max_outside: float = f(
+        0.0,
+        "fraction of an output's elements allowed outside atol/rtol (INT8 runtimes round "
+        "differently at layer boundaries: a few elements move by a quantization step)",
+    )
 
 
 @dataclass
@@ -104,12 +116,17 @@ class Parity:
     rtol: float = f(0.0, "default relative tolerance for every output")
     outputs: dict[str, Tolerance] = f({}, "per-output tolerance overrides, by output name")
     artifact: dict[str, ArtifactTolerance] = f(
-        {"fp32": ArtifactTolerance(atol=1e-3, rtol=1e-3), "fp16": ArtifactTolerance(atol=5e-2, rtol=5e-2),
-         "int8": ArtifactTolerance(atol=0.5, rtol=0.1, max_outside=0.01)},
+        {
+            "fp32": ArtifactTolerance(atol=1e-3, rtol=1e-3),
+            "fp16": ArtifactTolerance(atol=5e-2, rtol=5e-2),
+            "int8": ArtifactTolerance(atol=0.5, rtol=0.1, max_outside=0.01),
+        },
         "three-way parity: tolerance of the built artifact on its target against the ONNX it was built from "
-        "(run by ONNX Runtime here), by precision family fp32/fp16/int8; outside it the build is rejected")
+        "(run by ONNX Runtime here), by precision family fp32/fp16/int8; outside it the build is rejected",
+    )
     artifact_outputs: dict[str, dict[str, ArtifactTolerance]] = f(
-        {}, "three-way parity: per-output overrides of artifact, by output name then precision family")
+        {}, "three-way parity: per-output overrides of artifact, by output name then precision family"
+    )
     histogram_bins: int = f(12, "three-way parity: log-spaced bins of the |difference| histograms")
     batch_size: int = f(32, "batch size of the batched comparison (> 1)")
     batch1_samples: int = f(16, "samples also compared one at a time (batch 1)")
@@ -122,14 +139,24 @@ class Quant:
     percentile: float = f(99.99, "percentile of |activation| the percentile calibrator keeps")
     per_channel: bool = f(True, "per-output-channel weight scales")
     trt_version: str = f("8.6.1", "TensorRT version written in the calibration cache header (must match the device)")
-    ort_reduce_range: bool = f(True, "7-bit weights in the ONNX Runtime INT8 model: avoids int16 saturation in ORT's "
-                                     "x86 kernels on CPUs without VNNI (set false for VNNI or ARM targets)")
-    max_drop: float = f(0.5, "int8-mixed: keep layers FP32 until top-1 drops at most this many points vs FP32 "
-                             "(on the sensitivity images); no plan within it -> the precision is rejected")
-    mixed_calibrator: Literal["minmax", "entropy", "percentile"] = f("percentile", "int8-mixed: calibrator of its ranges")
+    ort_reduce_range: bool = f(
+        True,
+        "7-bit weights in the ONNX Runtime INT8 model: avoids int16 saturation in ORT's "
+        "x86 kernels on CPUs without VNNI (set false for VNNI or ARM targets)",
+    )
+    max_drop: float = f(
+        0.5,
+        "int8-mixed: keep layers FP32 until top-1 drops at most this many points vs FP32 "
+        "(on the sensitivity images); no plan within it -> the precision is rejected",
+    )
+    mixed_calibrator: Literal["minmax", "entropy", "percentile"] = f(
+        "percentile", "int8-mixed: calibrator of its ranges"
+    )
     sensitivity: Literal["auto", "task", "sqnr"] = f(
-        "auto", "int8-mixed ranking: task = top-1 drop with one layer INT8 at a time (one evaluation per layer), "
-                "sqnr = each layer's output SQNR only (one pass), auto = task up to sensitivity_max_task_layers layers")
+        "auto",
+        "int8-mixed ranking: task = top-1 drop with one layer INT8 at a time (one evaluation per layer), "
+        "sqnr = each layer's output SQNR only (one pass), auto = task up to sensitivity_max_task_layers layers",
+    )
     sensitivity_max_task_layers: int = f(32, "auto: above this many quantizable layers, rank by SQNR alone")
     sensitivity_samples: int = f(500, "labelled calibration-split images that score sensitivity and mixed plans")
     sqnr_samples: int = f(64, "images for the per-layer SQNR pass")
@@ -139,62 +166,92 @@ class Quant:
 @dataclass
 class Build:
     targets: list[str] = f(["local"], "targets to build for (names defined under target)")
-    precisions: list[Precision] = f(["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"],
-                                    "precisions to build: fp32, fp16, int8-<calibrator>, int8-mixed "
-                                    "(sensitive layers kept FP32 automatically)")
+    precisions: list[Precision] = f(
+        ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"],
+        "precisions to build: fp32, fp16, int8-<calibrator>, int8-mixed (sensitive layers kept FP32 automatically)",
+    )
     fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
 
 
 @dataclass
 class TensorRT:
     trtexec: str = f("/usr/src/tensorrt/bin/trtexec", "trtexec on the device (JetPack's location by default)")
-    workspace_mib: Optional[int] = f(None, "builder workspace limit, MiB; null = TensorRT's default")
-    dla_core: Optional[int] = f(None, "build for this DLA core (layers DLA cannot run fall back to the GPU); null = GPU only")
-    timing_cache: str = f("timing.cache", "timing cache on the device, relative to workdir; kept and reused by every build")
-    int8: Literal["qdq", "calib"] = f("qdq", "INT8 recipe for TensorRT <= 10: qdq = the explicit Q/DQ model, "
-                                             "calib = FP32 ONNX + calibration cache (implicit; removed in TensorRT 11)")
-    builder_optimization_level: Optional[int] = f(None, "--builderOptimizationLevel (0-5, TensorRT >= 8.6); null = default")
+    workspace_mib: int | None = f(None, "builder workspace limit, MiB; null = TensorRT's default")
+    dla_core: int | None = f(
+        None, "build for this DLA core (layers DLA cannot run fall back to the GPU); null = GPU only"
+    )
+    timing_cache: str = f(
+        "timing.cache", "timing cache on the device, relative to workdir; kept and reused by every build"
+    )
+    int8: Literal["qdq", "calib"] = f(
+        "qdq",
+        "INT8 recipe for TensorRT <= 10: qdq = the explicit Q/DQ model, "
+        "calib = FP32 ONNX + calibration cache (implicit; removed in TensorRT 11)",
+    )
+    builder_optimization_level: int | None = f(
+        None, "--builderOptimizationLevel (0-5, TensorRT >= 8.6); null = default"
+    )
     extra_args: list[str] = f([], "extra trtexec arguments appended to every build (no secrets: they are recorded)")
 
 
 @dataclass
 class Target:
     transport: Literal["local", "ssh"] = f("local", "how the device is reached: this machine, or SSH")
-    runtime: Literal["onnxruntime", "openvino", "tensorrt"] = f("onnxruntime", "runtime that builds and runs artifacts on the target")
-    threads: Optional[int] = f(None, "intra-op threads for the runtime; null = runtime default")
-    host: Optional[str] = f(None, "ssh: device address (name or IP)")
+    runtime: Literal["onnxruntime", "openvino", "tensorrt"] = f(
+        "onnxruntime", "runtime that builds and runs artifacts on the target"
+    )
+    threads: int | None = f(None, "intra-op threads for the runtime; null = runtime default")
+    host: str | None = f(None, "ssh: device address (name or IP)")
     port: int = f(22, "ssh: port")
-    user: Optional[str] = f(None, "ssh: login; null = your local user name")
-    key_file: Optional[str] = f(None, "ssh: private key file (no passphrase); null = ssh-agent and ~/.ssh's default keys")
-    known_hosts: Optional[str] = f(None, "ssh: known_hosts file the host key is checked against (never written); "
-                                        "null = ~/.ssh/known_hosts")
-    allow_unknown_host: bool = f(False, "ssh: accept a host key missing from known_hosts (logged); a changed key is "
-                                        "always rejected")
+    user: str | None = f(None, "ssh: login; null = your local user name")
+    key_file: str | None = f(None, "ssh: private key file (no passphrase); null = ssh-agent and ~/.ssh's default keys")
+    known_hosts: str | None = f(
+        None, "ssh: known_hosts file the host key is checked against (never written); null = ~/.ssh/known_hosts"
+    )
+    allow_unknown_host: bool = f(
+        False, "ssh: accept a host key missing from known_hosts (logged); a changed key is always rejected"
+    )
     workdir: str = f(".edgeforge", "ssh: work folder on the device (relative = under the login's home)")
     python: str = f("python3", "ssh: Python on the device with the runtime's package (local targets use EdgeForge's)")
     connect_timeout_s: float = f(10.0, "ssh: seconds allowed to connect (TCP, banner, authentication)")
-    command_timeout_s: float = f(1800.0, "seconds one device command (a build, a benchmark) may run before it is killed")
+    command_timeout_s: float = f(
+        1800.0, "seconds one device command (a build, a benchmark) may run before it is killed"
+    )
     retries: int = f(2, "ssh: extra connection attempts after transient network errors (never after auth failures)")
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
-    peak_gflops: dict[str, float] = f({}, "the device's peak GFLOP/s by precision family (fp32, fp16, int8), for "
-                                          "roofline efficiency (achieved / peak); a family left out is not reported")
+    peak_gflops: dict[str, float] = f(
+        {},
+        "the device's peak GFLOP/s by precision family (fp32, fp16, int8), for "
+        "roofline efficiency (achieved / peak); a family left out is not reported",
+    )
 
 
 @dataclass
 class Bench:
-    single_stream: bool = f(True, "MLPerf-style single-stream scenario: batch 1, one query after the other; "
-                                  "reports p50/p90/p99 latency")
-    offline_batch_sizes: list[int] = f([32], "MLPerf-style offline scenario: batch sizes whose throughput "
-                                             "(samples/s) is measured, every sample available at once")
+    single_stream: bool = f(
+        True, "MLPerf-style single-stream scenario: batch 1, one query after the other; reports p50/p90/p99 latency"
+    )
+    offline_batch_sizes: list[int] = f(
+        [32],
+        "MLPerf-style offline scenario: batch sizes whose throughput "
+        "(samples/s) is measured, every sample available at once",
+    )
     warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
     min_duration_s: float = f(3.0, "measure at least this long, seconds")
     min_iterations: int = f(10, "and at least this many iterations")
-    max_cv: float = f(0.025, "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
-                             "measured once more, and flagged unstable if it drifts again")
-    torch_baseline: bool = f(True, "local targets: the FP32 benchmark also measures PyTorch eager on the same "
-                                   "inputs; the report gives every precision's speedup against it")
-    max_p99_ms: Optional[float] = f(None, "latency budget: a build whose single-stream p99 exceeds this many ms is "
-                                          "rejected; null = no budget")
+    max_cv: float = f(
+        0.025,
+        "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
+        "measured once more, and flagged unstable if it drifts again",
+    )
+    torch_baseline: bool = f(
+        True,
+        "local targets: the FP32 benchmark also measures PyTorch eager on the same "
+        "inputs; the report gives every precision's speedup against it",
+    )
+    max_p99_ms: float | None = f(
+        None, "latency budget: a build whose single-stream p99 exceeds this many ms is rejected; null = no budget"
+    )
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -204,8 +261,11 @@ class Bench:
 
 @dataclass
 class Eval:
-    max_drop: float = f(1.0, "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
-                             "(top-1 %, COCO mAP@0.5:0.95 x100 or mIoU x100, by model.task)")
+    max_drop: float = f(
+        1.0,
+        "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
+        "(top-1 %, COCO mAP@0.5:0.95 x100 or mIoU x100, by model.task)",
+    )
     batch_size: int = f(64, "evaluation batch size")
     decoder: str = f("centernet", "detection: registered decoder turning the raw outputs into boxes")
     score_threshold: float = f(0.01, "detection: drop boxes scoring below this before COCO evaluation")
@@ -216,21 +276,30 @@ class Eval:
 class Report:
     experiment: str = f("edgeforge", "MLflow experiment name")
     tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
-    register: bool = f(True, "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
-                             "the MLflow registered model, with the target's name as alias")
-    registered_model: Optional[str] = f(None, "MLflow registered model name for the winners; null = "
-                                              "'edgeforge-<model.arch>' (':' -> '.'), or the checkpoint's name "
-                                              "for formats without an arch")
+    register: bool = f(
+        True,
+        "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
+        "the MLflow registered model, with the target's name as alias",
+    )
+    registered_model: str | None = f(
+        None,
+        "MLflow registered model name for the winners; null = "
+        "'edgeforge-<model.arch>' (':' -> '.'), or the checkpoint's name "
+        "for formats without an arch",
+    )
 
 
 @dataclass
 class Watch:
     dir: str = f("checkpoints/incoming", "folder watched for new checkpoints (relative to the repository)")
     glob: str = f("*.pt", "file pattern of checkpoints inside watch.dir (recursive with **)")
-    registry_model: Optional[str] = f(None, "also watch this MLflow registered model's versions (their "
-                                            "checkpoint file matches watch.glob); null = folder only")
-    interval_s: Optional[float] = f(300.0, "schedule: look for new checkpoints every this many seconds")
-    cron: Optional[str] = f(None, "schedule as a cron string instead of interval_s (e.g. '0 * * * *')")
+    registry_model: str | None = f(
+        None,
+        "also watch this MLflow registered model's versions (their "
+        "checkpoint file matches watch.glob); null = folder only",
+    )
+    interval_s: float | None = f(300.0, "schedule: look for new checkpoints every this many seconds")
+    cron: str | None = f(None, "schedule as a cron string instead of interval_s (e.g. '0 * * * *')")
     state: str = f(".edgeforge/watch/state.json", "record of every checkpoint seen, by sha256 (kept across restarts)")
     overrides: list[str] = f([], "config overrides for every watched run, as for `dvc exp run -S`")
 

@@ -1,6 +1,7 @@
 """Checks on the splits a user brings, before anything is computed from them: samples shared by the
 calibration and evaluation splits (which make every INT8 accuracy figure optimistic), and classes
 with no samples (which cannot be scored)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,10 @@ import numpy as np
 def digests(images: np.ndarray) -> list[bytes]:
     """One content digest per sample: its pixels (the image as decoded and resized, so the same
     file under two names or in two folders has the same digest) and their shape."""
-    return [hashlib.blake2b(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes(), digest_size=16).digest()
-            for img in images]
+    return [
+        hashlib.blake2b(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes(), digest_size=16).digest()
+        for img in images
+    ]
 
 
 def shared(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:

@@ -1,5 +1,6 @@
 """The data error, apart from the loaders: modules that only read prepared splits raise it without
 importing the loaders (and, through them, the bundled examples)."""
+
 from __future__ import annotations
 
 

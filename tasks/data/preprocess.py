@@ -1,4 +1,5 @@
 """Turn raw uint8 images into model input tensors, as the config's input spec says."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,10 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     if x.shape[1:] != (c, h, w):
-        raise DataError(f"preprocessed samples are {list(x.shape[1:])}; model.input.shape is {[c, h, w]} "
-                        "(set model.input.resize to the model's H, W)")
+        raise DataError(
+            f"preprocessed samples are {list(x.shape[1:])}; model.input.shape is {[c, h, w]} "
+            "(set model.input.resize to the model's H, W)"
+        )
     return x
 
 

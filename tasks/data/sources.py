@@ -4,11 +4,12 @@ Every source yields a :class:`RawSplit`: uint8 images ``(N, H, W)`` or ``(N, H, 
 and int64 labels whose first axis is the sample (by ``model.task``: ``(N,)`` classes, ``(N, K, 5)``
 boxes ``[class, x1, y1, x2, y2]`` padded with -1, or ``(N, H, W)`` class maps), plus class names.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -53,8 +54,9 @@ def load_npz(path: str | Path) -> RawSplit:
             raise
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
     if x.ndim not in (3, 4) or len(x) != len(y):
-        raise DataError(f"{path}: x must be (N, H, W) or (N, H, W, C) with one label per image; "
-                        f"got x {x.shape}, y {y.shape}")
+        raise DataError(
+            f"{path}: x must be (N, H, W) or (N, H, W, C) with one label per image; got x {x.shape}, y {y.shape}"
+        )
     if x.dtype != np.uint8:
         if x.min() < 0 or x.max() > 255:
             raise DataError(f"{path}: x holds values outside 0..255; store raw pixels (uint8)")

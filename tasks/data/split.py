@@ -1,9 +1,10 @@
 """Prepared splits on disk: ``<dir>/x.npy`` (float32 NCHW, model-ready) and ``<dir>/y.npy``
 (int64 labels), memory-mapped so that stages stream batches instead of loading everything."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Hosts by target transport: ``LocalHost`` (this machine) and ``SSHHost`` (a device over SSH)."""
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,18 @@ def host_for(name: str, target: Target) -> Host:
         key = path(target.key_file)
         if key is not None and not os.path.isfile(key):
             raise HostError(f"{name}: key file {key} does not exist (target.{name}.key_file)")
-        return SSHHost(name, target.host or "", target.port, target.user, key_filename=key,
-                       known_hosts=path(target.known_hosts), allow_unknown_host=target.allow_unknown_host,
-                       connect_timeout=target.connect_timeout_s, command_timeout=target.command_timeout_s,
-                       retries=target.retries)
+        return SSHHost(
+            name,
+            target.host or "",
+            target.port,
+            target.user,
+            key_filename=key,
+            known_hosts=path(target.known_hosts),
+            allow_unknown_host=target.allow_unknown_host,
+            connect_timeout=target.connect_timeout_s,
+            command_timeout=target.command_timeout_s,
+            retries=target.retries,
+        )
     raise HostError(f"transport {target.transport!r} is not supported; allowed values: local, ssh")
 
 

@@ -1,11 +1,12 @@
 """Where commands run. ``LocalHost`` (Invoke) here; ``SSHHost`` (Fabric) with the devices
 issue shares this interface. Tasks receive a host; they never open connections themselves."""
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 
 class HostError(RuntimeError):
@@ -36,7 +37,7 @@ class Host(abc.ABC):
     def close(self) -> None:  # noqa: B027 - a default, not an abstract method: most hosts hold nothing
         """Release connections (nothing to do for hosts that hold none)."""
 
-    def __enter__(self) -> "Host":
+    def __enter__(self) -> Host:
         return self
 
     def __exit__(self, *exc: object) -> None:

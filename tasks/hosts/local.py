@@ -1,4 +1,5 @@
 """The machine EdgeForge runs on, behind the same interface as a remote device."""
+
 from __future__ import annotations
 
 import shlex

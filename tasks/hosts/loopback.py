@@ -11,6 +11,7 @@ the ``ssh_loopback`` target (conf/target/ssh_loopback.yaml): port, key and known
 from that target's params, and the "device" gets a ``python3`` launcher for EdgeForge's own
 interpreter (a real device has its runtime's Python instead).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 SSHD = Path("/usr/sbin/sshd")
 INSTALL_HINT = (
@@ -63,7 +64,8 @@ def keygen(path: Path, comment: str) -> str:
     as "type base64" (the comment stripped)."""
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     kind, b64 = Path(f"{path}.pub").read_text().split()[:2]
     return f"{kind} {b64}"
@@ -77,24 +79,26 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _config(workdir: Path, host: str, port: int, host_key: Path, authorized: Path) -> str:
-    return "\n".join([
-        f"ListenAddress {host}",
-        f"Port {port}",
-        f"HostKey {host_key}",
-        f"PidFile {workdir / 'sshd.pid'}",
-        f"AuthorizedKeysFile {authorized}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "StrictModes no",  # the scratch folder is not owned/mode-checked like ~/.ssh
-        "UsePAM no",
-        "Subsystem sftp internal-sftp",
-        "MaxSessions 50",
-        "MaxStartups 50",
-        "LogLevel VERBOSE",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"ListenAddress {host}",
+            f"Port {port}",
+            f"HostKey {host_key}",
+            f"PidFile {workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",  # the scratch folder is not owned/mode-checked like ~/.ssh
+            "UsePAM no",
+            "Subsystem sftp internal-sftp",
+            "MaxSessions 50",
+            "MaxStartups 50",
+            "LogLevel VERBOSE",
+            "",
+        ]
+    )
 
 
 def _wait_ready(proc: subprocess.Popen | None, host: str, port: int, deadline_s: float) -> bool:
@@ -136,8 +140,16 @@ def _keys(workdir: Path) -> tuple[Path, Path, str]:
 
 def _server(workdir: Path, host: str, port: int, pid: int) -> SSHServer:
     _, user_key, host_pub = _keys(workdir)
-    server = SSHServer(host=host, port=port, user=getpass.getuser(), key_path=user_key,
-                       host_public_key=host_pub, known_hosts=workdir / "known_hosts", workdir=workdir, pid=pid)
+    server = SSHServer(
+        host=host,
+        port=port,
+        user=getpass.getuser(),
+        key_path=user_key,
+        host_public_key=host_pub,
+        known_hosts=workdir / "known_hosts",
+        workdir=workdir,
+        pid=pid,
+    )
     server.known_hosts.write_text(server.known_hosts_line())
     return server
 
@@ -159,7 +171,9 @@ def start_sshd(workdir: Path, host: str = "127.0.0.1", attempts: int = 3) -> Ite
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [str(SSHD), "-D", "-e", "-f", str(cfg)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if _wait_ready(proc, host, port, deadline_s=10.0):
             break
@@ -190,7 +204,9 @@ def _launcher(python: str) -> Path:
     are under the home folder, where SSH sessions start)."""
     path = Path(python) if os.path.isabs(python) else Path.home() / python
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\n# EdgeForge ssh_loopback: the device's Python is EdgeForge's own\nexec {sys.executable} \"$@\"\n")
+    path.write_text(
+        f"#!/bin/sh\n# EdgeForge ssh_loopback: the device's Python is EdgeForge's own\nexec {sys.executable} \"$@\"\n"
+    )
     path.chmod(0o755)
     return path
 
@@ -204,12 +220,19 @@ def daemon_start(port: int, python: str, host: str = "127.0.0.1", workdir: Path 
     pid = _daemon_pid(workdir)
     if pid is None:
         cfg = workdir / "sshd_config"
-        cfg.write_text(_config(workdir.resolve(), host, port, host_key.resolve(), (workdir / "authorized_keys").resolve()))
-        r = subprocess.run([str(SSHD), "-f", str(cfg.resolve()), "-E", str((workdir / "sshd.log").resolve())],
-                           capture_output=True, text=True)
+        cfg.write_text(
+            _config(workdir.resolve(), host, port, host_key.resolve(), (workdir / "authorized_keys").resolve())
+        )
+        r = subprocess.run(
+            [str(SSHD), "-f", str(cfg.resolve()), "-E", str((workdir / "sshd.log").resolve())],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0 or not _wait_ready(None, host, port, deadline_s=10.0):
-            raise SSHDError(f"sshd did not start on {host}:{port} (port taken? change target.ssh_loopback.port): "
-                            f"{r.stderr.strip()} {(workdir / 'sshd.log').read_text(errors='replace')[-2000:]}")
+            raise SSHDError(
+                f"sshd did not start on {host}:{port} (port taken? change target.ssh_loopback.port): "
+                f"{r.stderr.strip()} {(workdir / 'sshd.log').read_text(errors='replace')[-2000:]}"
+            )
         pid = _daemon_pid(workdir) or 0
     return _server(workdir, host, port, pid)
 
@@ -224,8 +247,10 @@ def daemon_stop(workdir: Path = DAEMON_DIR) -> bool:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m tasks.hosts.loopback",
-                                 description="Run the ssh_loopback device: a real sshd on 127.0.0.1 for this user.")
+    ap = argparse.ArgumentParser(
+        prog="python -m tasks.hosts.loopback",
+        description="Run the ssh_loopback device: a real sshd on 127.0.0.1 for this user.",
+    )
     ap.add_argument("action", choices=["start", "stop", "status"])
     ap.add_argument("--target", default="ssh_loopback", help="target whose port and python to use (params.yaml)")
     args = ap.parse_args(argv)
@@ -240,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
 
     t = load_config().target[args.target]
     server = daemon_start(t.port, t.python, t.host or "127.0.0.1")
-    print(f"ssh_loopback: sshd on {server.host}:{server.port} (pid {server.pid}), key {server.key_path}, "
-          f"known_hosts {server.known_hosts}; stop with `python -m tasks.hosts.loopback stop`")
+    print(
+        f"ssh_loopback: sshd on {server.host}:{server.port} (pid {server.pid}), key {server.key_path}, "
+        f"known_hosts {server.known_hosts}; stop with `python -m tasks.hosts.loopback stop`"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Timeout cleanup, two layers (either is enough on its own):
    KILL, to that group. This also covers devices without GNU ``timeout`` (``setsid`` or, at
    worst, the bare pid is used there).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,16 +26,17 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
 from fabric.util import get_local_user
 
 from tasks.hosts.base import CommandResult, DeviceUnreachable, Host, HostError
-from tasks.hosts.ssh_scripts import KILLER, SHA256, TIMED_OUT, WRAPPER
 from tasks.hosts.ssh_policy import AcceptUnknown, RejectUnknown, UnknownHostKey, no_auth_methods, transient
+from tasks.hosts.ssh_scripts import KILLER, SHA256, TIMED_OUT, WRAPPER
 from tasks.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -141,8 +143,15 @@ class SSHHost(Host):
                 raise
             if attempt < attempts:
                 delay = 0.5 * 2 ** (attempt - 1)
-                log.warning("%s: connecting to %s failed (%s); retry %d/%d in %.1f s",
-                            self.name, self.address, _describe(last), attempt, self.retries, delay)
+                log.warning(
+                    "%s: connecting to %s failed (%s); retry %d/%d in %.1f s",
+                    self.name,
+                    self.address,
+                    _describe(last),
+                    attempt,
+                    self.retries,
+                    delay,
+                )
                 time.sleep(delay)
         raise DeviceUnreachable(
             f"{self.name}: cannot connect to {self.address} after {attempts} attempt(s) "
@@ -160,22 +169,26 @@ class SSHHost(Host):
                 f"{self.name}: host key of {where} ({e.fingerprint}) is not in {kh}; unknown hosts "
                 f"are rejected. Check the fingerprint on the device, then add the key with "
                 f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`, or set the target's "
-                f"allow_unknown_host: true (trusted networks only)")
+                f"allow_unknown_host: true (trusted networks only)"
+            )
         if isinstance(e, paramiko.BadHostKeyException):
             return HostError(
                 f"{self.name}: host key of {where} does NOT match the one in {kh} (device "
                 f"reinstalled, or someone in between). If it was reinstalled, remove the old key with "
                 f"`ssh-keygen -f {kh} -R '{where}'` and add the new one with "
-                f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`")
+                f"`ssh-keyscan -p {self.port} {self.host} >> {kh}`"
+            )
         if isinstance(e, paramiko.AuthenticationException) or no_auth_methods(e):
             keys = self.key_filename or "ssh-agent / default keys in ~/.ssh"
             return HostError(
                 f"{self.name}: authentication failed for {self.address} using {keys} "
                 f"({_describe(e)}). Check that the public key is in the device's "
-                f"~{self.user}/.ssh/authorized_keys (ssh-copy-id -p {self.port} {self.user}@{self.host})")
+                f"~{self.user}/.ssh/authorized_keys (ssh-copy-id -p {self.port} {self.user}@{self.host})"
+            )
         if isinstance(e, socket.gaierror):
-            return HostError(f"{self.name}: cannot resolve host name {self.host!r} ({e.strerror}); "
-                             f"check the target's host")
+            return HostError(
+                f"{self.name}: cannot resolve host name {self.host!r} ({e.strerror}); check the target's host"
+            )
         return HostError(f"{self.name}: cannot connect to {self.address}: {_describe(e)}")
 
     def close(self) -> None:
@@ -200,19 +213,25 @@ class SSHHost(Host):
         if timeout is None:
             return self._exec(cmd, cmd, None, check)
         pidfile = f"/tmp/.edgeforge-run-{uuid.uuid4().hex}.pid"
-        wrapped = shlex.join(["sh", "-c", WRAPPER, "edgeforge-run", pidfile, f"{max(timeout, 0.001):.3f}", *map(str, argv)])
+        wrapped = shlex.join(
+            ["sh", "-c", WRAPPER, "edgeforge-run", pidfile, f"{max(timeout, 0.001):.3f}", *map(str, argv)]
+        )
         try:
             res = self._exec(wrapped, cmd, timeout + _CLIENT_GRACE_S, check=False)
         except _ClientTimeout:
             self._kill_remote(pidfile, cmd)
-            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
-                            f"(limit: the target's command_timeout_s)") from None
+            raise HostError(
+                f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
+                f"(limit: the target's command_timeout_s)"
+            ) from None
         except KeyboardInterrupt:  # Ctrl-C: closing the channel alone would leave it running there
             self._kill_remote(pidfile, cmd)
             raise
         if res.exit_code in TIMED_OUT and res.seconds >= timeout:
-            raise HostError(f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
-                            f"(limit: the target's command_timeout_s)")
+            raise HostError(
+                f"{self.name}: `{cmd}` timed out after {timeout:g} s and was stopped on the device "
+                f"(limit: the target's command_timeout_s)"
+            )
         if check:
             self._check(cmd, res)
         return res
@@ -257,8 +276,7 @@ class SSHHost(Host):
         except Exception as e:  # the connection dropped while the command ran
             self.close()
             raise HostError(f"{self.name}: `{shown}` on {self.address} failed: {_describe(e)}") from e
-        res = CommandResult(out.decode(errors="replace"), err.decode(errors="replace"), code,
-                            time.perf_counter() - t0)
+        res = CommandResult(out.decode(errors="replace"), err.decode(errors="replace"), code, time.perf_counter() - t0)
         if check:
             self._check(shown, res)
         return res
@@ -273,8 +291,13 @@ class SSHHost(Host):
         try:
             self._exec(shlex.join(["sh", "-c", KILLER, "edgeforge-kill", pidfile]), "kill", 10.0, check=False)
         except Exception as e:  # noqa: BLE001 - the device's own `timeout` still applies
-            log.warning("%s: could not stop timed-out `%s` on %s (%s); the device's own timeout "
-                        "will end it", self.name, cmd, self.address, _describe(e))
+            log.warning(
+                "%s: could not stop timed-out `%s` on %s (%s); the device's own timeout will end it",
+                self.name,
+                cmd,
+                self.address,
+                _describe(e),
+            )
 
     # -- transfers -------------------------------------------------------------------------
 
@@ -331,16 +354,20 @@ class SSHHost(Host):
         try:
             try:
                 self._transfer = (f"upload {local.name}", -1)
-                self._sftp(f"upload {local} -> {self.host}:{remote}",
-                           lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True))
+                self._sftp(
+                    f"upload {local} -> {self.host}:{remote}",
+                    lambda sftp: sftp.put(str(local), tmp, callback=self._progress, confirm=True),
+                )
             except HostError as e:
                 self._remove_remote(tmp)  # frees the space a partial upload took before measuring
                 full = self._disk_full(str(dst.parent), local.stat().st_size)
                 raise (HostError(f"{self.name}: {full}") if full else e) from e
             got = self._remote_sha256(tmp, move_to=remote, want=want)  # renamed into place if it matches
             if got != want:
-                raise HostError(f"{self.name}: checksum mismatch uploading {local} -> {self.host}:{remote} "
-                                f"(sent {want[:12]}, device has {got[:12]}); nothing was written, retry")
+                raise HostError(
+                    f"{self.name}: checksum mismatch uploading {local} -> {self.host}:{remote} "
+                    f"(sent {want[:12]}, device has {got[:12]}); nothing was written, retry"
+                )
             done = True
             return got
         finally:
@@ -353,8 +380,10 @@ class SSHHost(Host):
             r = self.run(["df", "-Pk", "--", folder], timeout=30, check=False)
             free_kb = int(r.stdout.strip().splitlines()[-1].split()[3])
             if free_kb * 1024 < need:
-                return (f"the device's disk is full: {folder} has {free_kb} kB free, the upload needs "
-                        f"{need // 1024 + 1} kB; free space on the device or point the target's workdir elsewhere")
+                return (
+                    f"the device's disk is full: {folder} has {free_kb} kB free, the upload needs "
+                    f"{need // 1024 + 1} kB; free space on the device or point the target's workdir elsewhere"
+                )
         return None
 
     def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
@@ -368,13 +397,16 @@ class SSHHost(Host):
         os.close(fd)
         try:
             self._transfer = (f"download {local.name}", -1)
-            self._sftp(f"download {self.host}:{remote} -> {local}",
-                       lambda sftp: sftp.get(remote, tmp, callback=self._progress))
+            self._sftp(
+                f"download {self.host}:{remote} -> {local}", lambda sftp: sftp.get(remote, tmp, callback=self._progress)
+            )
             got = sha256_file(tmp)
             if got != want:
-                raise HostError(f"{self.name}: checksum mismatch downloading {self.host}:{remote} -> "
-                                f"{local} (device has {want[:12]}, received {got[:12]}); nothing was "
-                                f"written, retry")
+                raise HostError(
+                    f"{self.name}: checksum mismatch downloading {self.host}:{remote} -> "
+                    f"{local} (device has {want[:12]}, received {got[:12]}); nothing was "
+                    f"written, retry"
+                )
             os.replace(tmp, local)
             return got
         finally:

@@ -1,6 +1,7 @@
 """What SSHHost accepts and retries: the host-key policies (unknown keys rejected unless the
 target allows them) and the split between transient network errors (retried) and everything
 else (authentication, host keys, name resolution: never retried)."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,12 @@ class AcceptUnknown(paramiko.AutoAddPolicy):
         self._name = name
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        log.warning("%s: accepting unknown host key %s for %s (allow_unknown_host=True)",
-                    self._name, _fingerprint(key), hostname)
+        log.warning(
+            "%s: accepting unknown host key %s for %s (allow_unknown_host=True)",
+            self._name,
+            _fingerprint(key),
+            hostname,
+        )
         super().missing_host_key(client, hostname, key)
 
 
@@ -56,5 +61,4 @@ def transient(e: BaseException) -> bool:
         return False
     if no_auth_methods(e) or isinstance(e, socket.gaierror):
         return False
-    return isinstance(e, (TimeoutError, ConnectionError, EOFError, NoValidConnectionsError,
-                          paramiko.SSHException))
+    return isinstance(e, (TimeoutError, ConnectionError, EOFError, NoValidConnectionsError, paramiko.SSHException))

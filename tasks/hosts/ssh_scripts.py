@@ -1,5 +1,6 @@
 """The shell that ``SSHHost`` runs on the device (POSIX ``sh``; every user value arrives as a
 positional argument, never spliced into the script)."""
+
 from __future__ import annotations
 
 KILL_AFTER_S = 5  # device side: seconds between TERM and KILL

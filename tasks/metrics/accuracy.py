@@ -1,4 +1,5 @@
 """Classification accuracy."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,6 +15,7 @@ Conventions the library imposes, handled here:
 * the library reports progress through ``logging`` (``faster_coco_eval`` logger, INFO/DEBUG),
   not stdout; those messages are silenced here (its warnings still pass) and stdout is captured.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,27 +46,34 @@ def _silenced():
 def _check(detections: list[np.ndarray], ground_truth: np.ndarray, num_classes: int) -> np.ndarray:
     gt = np.asarray(ground_truth)
     if gt.ndim != 3 or gt.shape[2] != 5:
-        raise ValueError(f"ground_truth has shape {gt.shape}; expected (N images, K boxes, 5) with rows "
-                         "[class, x1, y1, x2, y2] (class -1 = padding)")
+        raise ValueError(
+            f"ground_truth has shape {gt.shape}; expected (N images, K boxes, 5) with rows "
+            "[class, x1, y1, x2, y2] (class -1 = padding)"
+        )
     if len(detections) != gt.shape[0]:
-        raise ValueError(f"got {len(detections)} detection arrays for {gt.shape[0]} ground-truth images; "
-                         "expected one (D_i, 6) array per image")
+        raise ValueError(
+            f"got {len(detections)} detection arrays for {gt.shape[0]} ground-truth images; "
+            "expected one (D_i, 6) array per image"
+        )
     for i, d in enumerate(detections):
         d = np.asarray(d)
         if d.size == 0:
             continue
         if d.ndim != 2 or d.shape[1] != 6:
-            raise ValueError(f"detections[{i}] has shape {d.shape}; expected (D, 6) rows "
-                             "[x1, y1, x2, y2, score, class] (or an empty (0, 6) array)")
+            raise ValueError(
+                f"detections[{i}] has shape {d.shape}; expected (D, 6) rows "
+                "[x1, y1, x2, y2, score, class] (or an empty (0, 6) array)"
+            )
         cls = d[:, 5]
         if np.any((cls < 0) | (cls >= num_classes) | (cls != np.round(cls))):
-            raise ValueError(f"detections[{i}] has class ids outside 0..{num_classes - 1}: "
-                             f"{sorted(set(cls.tolist()))}")
+            raise ValueError(f"detections[{i}] has class ids outside 0..{num_classes - 1}: {sorted(set(cls.tolist()))}")
     cls = gt[..., 0]
     bad = (cls != -1) & ((cls < 0) | (cls >= num_classes) | (cls != np.round(cls)))
     if bad.any():
-        raise ValueError(f"ground_truth has class ids outside 0..{num_classes - 1} (and -1 padding): "
-                         f"{sorted(set(cls[bad].tolist()))}")
+        raise ValueError(
+            f"ground_truth has class ids outside 0..{num_classes - 1} (and -1 padding): "
+            f"{sorted(set(cls[bad].tolist()))}"
+        )
     return gt
 
 
@@ -100,13 +108,26 @@ def coco_map(detections: list[np.ndarray], ground_truth: np.ndarray, class_names
     for i, rows in enumerate(gt):
         for row in rows[rows[:, 0] != -1]:
             x, y, w, h = _xywh(row[1:5])
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(row[0]) + 1,
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(row[0]) + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     if not anns:
-        raise ValueError(f"ground_truth holds no boxes (all {gt.shape[0]} images are padding only); "
-                         "mAP is undefined without ground truth")
-    results = [{"image_id": i + 1, "category_id": int(d[5]) + 1, "bbox": _xywh(d[:4]), "score": float(d[4])}
-               for i, det in enumerate(detections) for d in np.asarray(det, dtype=np.float64).reshape(-1, 6)]
+        raise ValueError(
+            f"ground_truth holds no boxes (all {gt.shape[0]} images are padding only); "
+            "mAP is undefined without ground truth"
+        )
+    results = [
+        {"image_id": i + 1, "category_id": int(d[5]) + 1, "bbox": _xywh(d[:4]), "score": float(d[4])}
+        for i, det in enumerate(detections)
+        for d in np.asarray(det, dtype=np.float64).reshape(-1, 6)
+    ]
 
     with _silenced():
         coco_gt = COCO({"images": images, "annotations": anns, "categories": categories}, print_function=_quiet)

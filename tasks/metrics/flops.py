@@ -9,6 +9,7 @@ pools and reductions. Shape-only ops, Q/DQ and casts count 0. The roofline uses 
 every precision: an INT8 Q/DQ model and its FP32 source give the same number, since a Conv fed by
 ``DequantizeLinear(int8 weight)`` still sees its weight's shape.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,24 +22,113 @@ _LINEAR_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose"
 _BIAS = {"Conv": 2, "ConvTranspose": 2, "QLinearConv": 8}
 _MATMUL_A = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
 _ELEMENTWISE = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Erf",
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Clip", "Max", "Min", "Mean", "Sum",
-    "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Where", "Equal", "Greater", "Less",
-    "GreaterOrEqual", "LessOrEqual", "Resize", "Upsample",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Erf",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Gelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Clip",
+    "Max",
+    "Min",
+    "Mean",
+    "Sum",
+    "Sin",
+    "Cos",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Where",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "Resize",
+    "Upsample",
 }
-_PER_ELEMENT = {"BatchNormalization": 2, "Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 5,
-                "InstanceNormalization": 5, "GroupNormalization": 5}
-_PER_INPUT = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceSum",
-              "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
-              "ReduceLogSumExp", "ArgMax", "ArgMin"}
+_PER_ELEMENT = {
+    "BatchNormalization": 2,
+    "Softmax": 5,
+    "LogSoftmax": 5,
+    "LayerNormalization": 5,
+    "InstanceNormalization": 5,
+    "GroupNormalization": 5,
+}
+_PER_INPUT = {
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+    "ArgMax",
+    "ArgMin",
+}
 _POOL = {"MaxPool", "AveragePool", "LpPool"}
 _ZERO = {
-    "Reshape", "Flatten", "Transpose", "Concat", "Split", "Slice", "Shape", "Size", "Gather",
-    "GatherElements", "GatherND", "Identity", "Squeeze", "Unsqueeze", "Cast", "CastLike",
-    "Constant", "ConstantOfShape", "Expand", "Tile", "Pad", "Range", "QuantizeLinear",
-    "DequantizeLinear", "DynamicQuantizeLinear", "Dropout", "DepthToSpace", "SpaceToDepth",
-    "NonZero", "ScatterND", "ScatterElements", "Not", "And", "Or", "TopK",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Shape",
+    "Size",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Identity",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "CastLike",
+    "Constant",
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Pad",
+    "Range",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "Dropout",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "NonZero",
+    "ScatterND",
+    "ScatterElements",
+    "Not",
+    "And",
+    "Or",
+    "TopK",
 }
 
 
@@ -59,11 +149,15 @@ def _fix_batch(model: onnx.ModelProto, batch_size: int) -> None:
                 d.Clear()
                 d.dim_value = batch_size
             elif i == 0 and d.dim_value != batch_size:
-                raise ValueError(f"graph input '{inp.name}' has a static batch of {d.dim_value}; "
-                                 f"count with batch_size={d.dim_value} or re-export with a dynamic batch")
+                raise ValueError(
+                    f"graph input '{inp.name}' has a static batch of {d.dim_value}; "
+                    f"count with batch_size={d.dim_value} or re-export with a dynamic batch"
+                )
             elif not static:
-                raise ValueError(f"graph input '{inp.name}' has dynamic dim {i} ('{d.dim_param or '?'}'); "
-                                 "only the batch dim (0) may be dynamic: re-export with a fixed input size")
+                raise ValueError(
+                    f"graph input '{inp.name}' has dynamic dim {i} ('{d.dim_param or '?'}'); "
+                    "only the batch dim (0) may be dynamic: re-export with a fixed input size"
+                )
     # stale symbolic shapes would fight the now-static ones during inference
     del model.graph.value_info[:]
     for out in model.graph.output:
@@ -190,5 +284,10 @@ def count_flops(model: str | Path | onnx.ModelProto, batch_size: int = 1) -> dic
         else:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + f
     total = sum(by_op.values())
-    return {"total": total, "per_sample": total / batch_size, "by_op": by_op, "nodes": nodes,
-            "uncounted": sorted(uncounted)}
+    return {
+        "total": total,
+        "per_sample": total / batch_size,
+        "by_op": by_op,
+        "nodes": nodes,
+        "uncounted": sorted(uncounted),
+    }

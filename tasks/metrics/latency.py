@@ -1,9 +1,10 @@
 """Latency measurement and its statistics (trtexec-style: time-based warm-up, then run until
 both a minimum duration and a minimum iteration count are met)."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,8 +13,13 @@ from tasks.agent import agent
 PERCENTILES = (50, 90, 95, 99)
 
 
-def measure(fn: Callable[[], object], warmup_s: float, min_duration_s: float, min_iterations: int,
-            clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
+def measure(
+    fn: Callable[[], object],
+    warmup_s: float,
+    min_duration_s: float,
+    min_iterations: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> np.ndarray:
     """Call ``fn`` repeatedly; returns per-call latencies in seconds (float64, warm-up excluded).
     The loop is the device agent's, so host and device measure alike."""
     return np.asarray(agent.measure(fn, warmup_s, min_duration_s, min_iterations, clock), dtype=np.float64)

@@ -1,4 +1,5 @@
 """Numerical agreement of two output tensors (reference vs candidate)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,15 @@ def worst_elements(ref: np.ndarray, got: np.ndarray, n: int = 5) -> list[dict]:
     n = min(n, err.size)
     part = np.argpartition(-err, n - 1)[:n]  # the n largest without sorting every element
     top = part[np.argsort(-err[part], kind="stable")]
-    return [{"index": [int(i) for i in np.unravel_index(j, ref.shape)], "ref": float(ref.ravel()[j]),
-             "got": float(got.ravel()[j]), "abs_diff": float(err[j])} for j in top]
+    return [
+        {
+            "index": [int(i) for i in np.unravel_index(j, ref.shape)],
+            "ref": float(ref.ravel()[j]),
+            "got": float(got.ravel()[j]),
+            "abs_diff": float(err[j]),
+        }
+        for j in top
+    ]
 
 
 def histogram(ref: np.ndarray, got: np.ndarray, bins: int = 12, low: float = 1e-7) -> dict:

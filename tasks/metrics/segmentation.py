@@ -5,13 +5,13 @@ set, then ``segmentation_scores(conf, class_names)`` once. Background is a class
 (it counts in the means, as in PASCAL VOC); pass its index as ``ignore_index`` only where the
 protocol excludes it. All scores are in percent points (0..100).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int,
-              ignore_index: int | None = None) -> np.ndarray:
+def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Pixel confusion matrix of one batch.
 
     Args:
@@ -30,8 +30,9 @@ def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int,
     """
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
-        raise ValueError(f"pred has shape {pred.shape} but target has {target.shape}; expected equal "
-                         "(N, H, W) integer class maps")
+        raise ValueError(
+            f"pred has shape {pred.shape} but target has {target.shape}; expected equal (N, H, W) integer class maps"
+        )
     for name, a in (("pred", pred), ("target", target)):
         if a.size and not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"{name} has dtype {a.dtype}; expected integer class ids (argmax the logits first)")
@@ -40,10 +41,12 @@ def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int,
     for name, a in (("target", t), ("pred", p)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             bad = sorted(set(a[(a < 0) | (a >= num_classes)].tolist()))[:10]
-            raise ValueError(f"{name} holds class ids {bad} outside 0..{num_classes - 1} "
-                             f"(ignore_index={ignore_index})")
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes).astype(np.int64)
+            raise ValueError(f"{name} holds class ids {bad} outside 0..{num_classes - 1} (ignore_index={ignore_index})")
+    return (
+        np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+        .reshape(num_classes, num_classes)
+        .astype(np.int64)
+    )
 
 
 def segmentation_scores(conf: np.ndarray, class_names: list[str]) -> dict:

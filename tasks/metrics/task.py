@@ -8,9 +8,10 @@ plus per-class figures so that an average cannot hide one class that collapsed.
 - segmentation: mIoU (primary), mean Dice, pixel accuracy, per-class IoU; scores output
   ``(N, K, H, W)``, labels ``(N, H, W)`` class per pixel.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -44,8 +45,9 @@ def decode(cfg: Config, outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
 
     first = outputs[cfg.model.outputs[0]]
     stride = cfg.model.input.shape[1] // first.shape[2] if first.ndim == 4 else 1
-    return get_decoder(cfg.eval.decoder)(dict(outputs), stride=stride, score_threshold=cfg.eval.score_threshold,
-                                         max_detections=cfg.eval.max_detections)
+    return get_decoder(cfg.eval.decoder)(
+        dict(outputs), stride=stride, score_threshold=cfg.eval.score_threshold, max_detections=cfg.eval.max_detections
+    )
 
 
 def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
@@ -63,7 +65,7 @@ def _segmentation(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.nda
     k = scores.shape[1]
     conf = np.zeros((k, k), dtype=np.int64)
     for i in range(0, len(scores), 64):  # argmax in slices: (N, K, H, W) float32 can be large
-        conf += confusion(scores[i:i + 64].argmax(axis=1), np.asarray(labels[i:i + 64]), k)
+        conf += confusion(scores[i : i + 64].argmax(axis=1), np.asarray(labels[i : i + 64]), k)
     names = classes if len(classes) == k else [str(c) for c in range(k)]
     res = segmentation_scores(conf, names)
     res["per_class"] = res.pop("per_class_iou")
@@ -89,8 +91,9 @@ def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, cl
 def worst_class_drops(ref: Mapping[str, float | None], got: Mapping[str, float | None], n: int = 3) -> list[dict]:
     """The ``n`` classes whose figure dropped most from ``ref`` to ``got`` (points), worst first;
     classes without a figure on either side are skipped."""
-    drops = sorted(((ref[c] - got[c], c) for c in ref if ref[c] is not None and got.get(c) is not None),
-                   key=lambda d: -d[0])[:n]
+    drops = sorted(
+        ((ref[c] - got[c], c) for c in ref if ref[c] is not None and got.get(c) is not None), key=lambda d: -d[0]
+    )[:n]
     return [{"class": c, "reference": ref[c], "value": got[c], "drop": d} for d, c in drops]
 
 

@@ -10,10 +10,11 @@ Three legs, each with error statistics, the worst elements and a |difference| hi
   the ONNX that was validated computes;
 - ``torch_artifact``: the end-to-end error a user sees.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -25,9 +26,13 @@ LEGS = {"torch_onnx": ("torch", "onnx"), "onnx_artifact": ("onnx", "artifact"), 
 JUDGED = "onnx_artifact"
 
 
-def three_way(torch_out: Mapping[str, np.ndarray], onnx_out: Mapping[str, np.ndarray],
-              artifact_out: Mapping[str, np.ndarray], tolerance: Callable[[str], ArtifactTolerance],
-              bins: int = 12) -> dict:
+def three_way(
+    torch_out: Mapping[str, np.ndarray],
+    onnx_out: Mapping[str, np.ndarray],
+    artifact_out: Mapping[str, np.ndarray],
+    tolerance: Callable[[str], ArtifactTolerance],
+    bins: int = 12,
+) -> dict:
     """``{"legs": {leg: {output: stats}}, "tolerance": {output: {...}}, "failed": [outputs], "worst": text}``.
 
     Stats per output and leg: :func:`compare` with the output's ``tolerance(name)`` (judged on
@@ -53,9 +58,15 @@ def three_way(torch_out: Mapping[str, np.ndarray], onnx_out: Mapping[str, np.nda
         f"{name}: {s['violations']} element(s) ({s['outside_fraction']:.2%} > max_outside {tols[name].max_outside:g}) "
         f"differ from the ONNX by more than atol {tols[name].atol:g} + rtol {tols[name].rtol:g}*|onnx|, worst "
         f"{name}{s['worst_index']} onnx={s['worst_ref']:.6g} artifact={s['worst_got']:.6g}"
-        for name in failed for s in [legs[JUDGED][name]])
-    return {"legs": legs, "tolerance": {n: dataclasses.asdict(t) for n, t in tols.items()}, "failed": failed,
-            "worst": text}
+        for name in failed
+        for s in [legs[JUDGED][name]]
+    )
+    return {
+        "legs": legs,
+        "tolerance": {n: dataclasses.asdict(t) for n, t in tols.items()},
+        "failed": failed,
+        "worst": text,
+    }
 
 
 def plot(parity: dict, path, title: str):
@@ -66,8 +77,7 @@ def plot(parity: dict, path, title: str):
     import matplotlib.pyplot as plt
 
     outputs = list(next(iter(parity["legs"].values())))
-    fig, axes = plt.subplots(len(outputs), len(LEGS), figsize=(4 * len(LEGS), 2.4 * len(outputs) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(outputs), len(LEGS), figsize=(4 * len(LEGS), 2.4 * len(outputs) + 0.6), squeeze=False)
     for i, name in enumerate(outputs):
         tol = parity["tolerance"][name]
         for j, leg in enumerate(LEGS):

@@ -8,9 +8,10 @@ Coordinates are continuous: pixel ``i`` spans ``[i, i + 1)``, so a box ``[x1, x2
 columns (x2 exclusive, as in the dataset labels) covers ``x1 <= x <= x2`` and has width ``x2 - x1``.
 The target encoder the detector is trained with lives here too, so that both sides agree.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,16 +29,17 @@ def gaussian_radius(h: float, w: float, min_overlap: float = 0.7) -> float:
     """CenterNet's radius (in the units of ``h``, ``w``) within which a corner-shifted box keeps
     IoU >= ``min_overlap`` with the true one (the smallest of its three cases)."""
     b1, c1 = h + w, w * h * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + np.sqrt(b1 ** 2 - 4 * c1)) / 2
+    r1 = (b1 + np.sqrt(b1**2 - 4 * c1)) / 2
     b2, c2 = 2 * (h + w), (1 - min_overlap) * w * h
-    r2 = (b2 + np.sqrt(b2 ** 2 - 16 * c2)) / 2
+    r2 = (b2 + np.sqrt(b2**2 - 16 * c2)) / 2
     a3, b3, c3 = 4 * min_overlap, -2 * min_overlap * (h + w), (min_overlap - 1) * w * h
-    r3 = (b3 + np.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    r3 = (b3 + np.sqrt(b3**2 - 4 * a3 * c3)) / 2
     return float(min(r1, r2, r3))
 
 
-def encode_centernet(boxes: np.ndarray, *, num_classes: int, out_hw: tuple[int, int], stride: int = 4
-                     ) -> dict[str, np.ndarray]:
+def encode_centernet(
+    boxes: np.ndarray, *, num_classes: int, out_hw: tuple[int, int], stride: int = 4
+) -> dict[str, np.ndarray]:
     """Training targets for a CenterNet head, the exact inverse of :func:`decode_centernet`.
 
     ``boxes`` int or float ``(N, K, 5)`` rows ``[class, x1, y1, x2, y2]`` in input pixels, x2/y2
@@ -66,7 +68,7 @@ def encode_centernet(boxes: np.ndarray, *, num_classes: int, out_hw: tuple[int, 
         col, row = min(int(np.floor(cx)), w - 1), min(int(np.floor(cy)), h - 1)
         radius = max(0, int(gaussian_radius((y2 - y1) / stride, (x2 - x1) / stride)))
         sigma = (2 * radius + 1) / 6
-        g = np.exp(-((xs - col) ** 2 + (ys - row) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+        g = np.exp(-((xs - col) ** 2 + (ys - row) ** 2) / (2 * sigma**2)).astype(np.float32)
         np.maximum(heatmap[i, int(cls)], g, out=heatmap[i, int(cls)])
         index[i, j] = row * w + col
         wh[i, j] = (x2 - x1, y2 - y1)
@@ -78,15 +80,21 @@ def _is_peak(hm: np.ndarray) -> np.ndarray:
     """bool, same shape as ``hm`` ``(..., H, W)``: the cell equals the max of its 3x3 neighbourhood."""
     h, w = hm.shape[-2:]
     pad = np.pad(hm, [(0, 0)] * (hm.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
-    neighbourhood = np.max(
-        np.stack([pad[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]), axis=0)
+    neighbourhood = np.max(np.stack([pad[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0)
     return hm >= neighbourhood
 
 
 @DECODERS.register("centernet")
-def decode_centernet(outputs: dict[str, np.ndarray], *, stride: int = 4, score_threshold: float = 0.05,
-                     max_detections: int = 100, heatmap: str = "heatmap", wh: str = "wh",
-                     offset: str = "offset") -> list[np.ndarray]:
+def decode_centernet(
+    outputs: dict[str, np.ndarray],
+    *,
+    stride: int = 4,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+    heatmap: str = "heatmap",
+    wh: str = "wh",
+    offset: str = "offset",
+) -> list[np.ndarray]:
     """Boxes from CenterNet outputs; the inverse of :func:`encode_centernet`.
 
     ``outputs[heatmap]`` float ``(B, C, H, W)`` per-class centre probabilities (sigmoid applied),
@@ -101,13 +109,17 @@ def decode_centernet(outputs: dict[str, np.ndarray], *, stride: int = 4, score_t
     """
     for key in (heatmap, wh, offset):
         if key not in outputs:
-            raise UnknownName(f"centernet decoder: no output {key!r} among {', '.join(outputs)}; "
-                           "set the decoder's heatmap/wh/offset names to the model's output names")
+            raise UnknownName(
+                f"centernet decoder: no output {key!r} among {', '.join(outputs)}; "
+                "set the decoder's heatmap/wh/offset names to the model's output names"
+            )
     hm = np.asarray(outputs[heatmap], np.float32)
     size, off = np.asarray(outputs[wh], np.float32), np.asarray(outputs[offset], np.float32)
     if hm.ndim != 4 or size.shape != (hm.shape[0], 2, *hm.shape[2:]) or off.shape != size.shape:
-        raise ValueError(f"centernet decoder: expected heatmap (B, C, H, W) and wh, offset (B, 2, H, W); "
-                         f"got {hm.shape}, {size.shape}, {off.shape}")
+        raise ValueError(
+            f"centernet decoder: expected heatmap (B, C, H, W) and wh, offset (B, 2, H, W); "
+            f"got {hm.shape}, {size.shape}, {off.shape}"
+        )
     _, _, h, w = hm.shape
     keep = _is_peak(hm) & (hm >= score_threshold)
     results = []

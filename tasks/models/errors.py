@@ -1,5 +1,6 @@
 """The checkpoint error, apart from the loader: the checkpoint stage raises it without importing
 torch or the bundled architectures."""
+
 from __future__ import annotations
 
 

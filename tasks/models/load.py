@@ -4,17 +4,18 @@ Formats (``model.format``): ``state_dict`` (+ ``model.arch``), ``torchscript``, 
 (``torch.export``) and ``onnx`` (no torch model: export only checks and simplifies it).
 Checkpoints are read with ``weights_only=True`` unless ``model.trust_checkpoint`` is set.
 """
+
 from __future__ import annotations
 
 import importlib
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tasks.config.schema import Model
-from tasks.registry import Registry
 from tasks.models.errors import CheckpointError
+from tasks.registry import Registry
 from tasks.text import plain
 
 # Model classes by short name, for format=state_dict (``module:Class`` paths work too).
@@ -27,8 +28,10 @@ def resolve_arch(name: str) -> Callable[..., object]:
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise CheckpointError(f"model.arch {name!r}: cannot import ({plain(e)}); "
-                                  "use 'package.module:ClassName' importable from the project root") from e
+            raise CheckpointError(
+                f"model.arch {name!r}: cannot import ({plain(e)}); "
+                "use 'package.module:ClassName' importable from the project root"
+            ) from e
     import examples  # noqa: F401  registers the bundled architectures
 
     try:
@@ -42,7 +45,9 @@ def _reason(e: BaseException) -> str:
     (its first line only advises dropping weights_only, which does not help a corrupt file)."""
     lines = [ln.strip() for ln in plain(e).splitlines() if ln.strip()]
     if lines and lines[0].startswith("Weights only load failed"):
-        lines = [ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))] or lines
+        lines = [
+            ln for ln in lines[1:] if not ln.startswith(("Please file an issue", "Check the documentation"))
+        ] or lines
     return lines[0] if lines else ""
 
 
@@ -63,8 +68,10 @@ def load_torch_model(cfg: Model):
     if cfg.format == "onnx":
         raise CheckpointError("model.format is onnx: there is no PyTorch model to load")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found (model.checkpoint); check the path, "
-                              "or run `dvc repro prepare` for the bundled example")
+        raise CheckpointError(
+            f"checkpoint {path} not found (model.checkpoint); check the path, "
+            "or run `dvc repro prepare` for the bundled example"
+        )
     try:
         if cfg.format == "torchscript":
             module = torch.jit.load(str(path), map_location="cpu")
@@ -93,12 +100,28 @@ def load_torch_model(cfg: Model):
             raise CheckpointError(
                 f"{path}: refused by weights_only loading ({_refused_global(e)}): the file holds pickled objects "
                 "(e.g. a whole nn.Module), not only weights. Save model.state_dict() and set model.arch, or set "
-                "model.trust_checkpoint=true only if you trust this file (unpickling it can run arbitrary code)") from e
-        if not isinstance(e, (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
-                              ValueError, KeyError, IndexError, OverflowError, MemoryError)):
+                "model.trust_checkpoint=true only if you trust this file (unpickling it can run arbitrary code)"
+            ) from e
+        if not isinstance(
+            e,
+            (
+                pickle.UnpicklingError,
+                RuntimeError,
+                EOFError,
+                OSError,
+                zipfile.BadZipFile,
+                ValueError,
+                KeyError,
+                IndexError,
+                OverflowError,
+                MemoryError,
+            ),
+        ):
             raise
-        raise CheckpointError(f"{path}: cannot read as a {cfg.format} checkpoint ({type(e).__name__}: "
-                              f"{_reason(e)}); is the file complete and the format right?") from e
+        raise CheckpointError(
+            f"{path}: cannot read as a {cfg.format} checkpoint ({type(e).__name__}: "
+            f"{_reason(e)}); is the file complete and the format right?"
+        ) from e
     if cfg.format != "pt2":  # an exported program keeps the mode it was exported in (its eval() raises)
         module.eval()
     return module

@@ -4,9 +4,10 @@ A trainer is ``fn(x, y, out_path, *, epochs, batch_size, lr, seed, progress) -> 
 ``x`` float32 (N, C, H, W) preprocessed, ``y`` int64 labels of the task ((N,), (N, K, 5) boxes or
 (N, H, W) masks); it writes a state_dict to ``out_path``.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tasks.registry import Registry
 

@@ -14,20 +14,22 @@ methods anchor their bin width on the first batch (later, wider batches add bins
 so they can differ from a single call by about one bin width of the distribution. The entropy
 search itself runs ORT's algorithm with its loop in numpy (:mod:`tasks.quant.kl_search`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 
-from tasks.quant.kl_search import faster_entropy_search
 from tasks.quant.common import QuantError, Ranges, constants_to_initializers, fmt_shape, graph_inputs, load_model
+from tasks.quant.kl_search import faster_entropy_search
 from tasks.registry import Registry
 
 
@@ -66,19 +68,37 @@ def _register(c: Calibrator) -> Calibrator:
     return CALIBRATORS.register(c.name)(c)
 
 
-_register(Calibrator(
-    "minmax", "MinMax", "MinMaxCalibration",
-    lambda p, bins: {"symmetric": False, "moving_average": False},
-    "global min and max of every tensor over the calibration set"))
-_register(Calibrator(
-    "entropy", "Entropy", "EntropyCalibration2",
-    lambda p, bins: {"num_bins": bins or ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
-                     "symmetric": False},
-    "threshold minimising the KL divergence between the FP32 histogram and its 8-bit version"))
-_register(Calibrator(
-    "percentile", "Percentile", "EntropyCalibration2",
-    lambda p, bins: {"num_bins": bins or PERCENTILE_BINS, "percentile": p, "symmetric": True},
-    "the given percentile of |x| (symmetric), clipped to the observed min/max"))
+_register(
+    Calibrator(
+        "minmax",
+        "MinMax",
+        "MinMaxCalibration",
+        lambda p, bins: {"symmetric": False, "moving_average": False},
+        "global min and max of every tensor over the calibration set",
+    )
+)
+_register(
+    Calibrator(
+        "entropy",
+        "Entropy",
+        "EntropyCalibration2",
+        lambda p, bins: {
+            "num_bins": bins or ENTROPY_BINS,
+            "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
+            "symmetric": False,
+        },
+        "threshold minimising the KL divergence between the FP32 histogram and its 8-bit version",
+    )
+)
+_register(
+    Calibrator(
+        "percentile",
+        "Percentile",
+        "EntropyCalibration2",
+        lambda p, bins: {"num_bins": bins or PERCENTILE_BINS, "percentile": p, "symmetric": True},
+        "the given percentile of |x| (symmetric), clipped to the observed min/max",
+    )
+)
 
 
 def get_calibrator(name: str) -> Calibrator:
@@ -99,20 +119,27 @@ class _OneBatch:
         return feed
 
 
-def _check_batch(batch: Any, dtype: np.dtype | None, expected: list[int | None] | None, input_name: str,
-                 index: int) -> np.ndarray:
+def _check_batch(
+    batch: Any, dtype: np.dtype | None, expected: list[int | None] | None, input_name: str, index: int
+) -> np.ndarray:
     if not isinstance(batch, np.ndarray):
-        raise QuantError(f"calibration batch {index} is a {type(batch).__name__}, not a numpy array "
-                         "(from a Split, pass `(x for x, _ in split.batches(bs))`)")
+        raise QuantError(
+            f"calibration batch {index} is a {type(batch).__name__}, not a numpy array "
+            "(from a Split, pass `(x for x, _ in split.batches(bs))`)"
+        )
     if dtype is not None and batch.dtype != dtype:
-        raise QuantError(f"calibration batch {index} has dtype {batch.dtype}; model input {input_name!r} "
-                         f"takes {np.dtype(dtype).name}")
+        raise QuantError(
+            f"calibration batch {index} has dtype {batch.dtype}; model input {input_name!r} "
+            f"takes {np.dtype(dtype).name}"
+        )
     if expected is None:  # the model does not declare the input's rank: ORT will judge
         return np.ascontiguousarray(batch)
     if batch.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, batch.shape)):
-        raise QuantError(f"calibration batch {index} has shape {fmt_shape(batch.shape)}; model input "
-                         f"{input_name!r} expects {fmt_shape(expected)} (? = any size). Prepare the "
-                         "calibration split with this model's model.input settings")
+        raise QuantError(
+            f"calibration batch {index} has shape {fmt_shape(batch.shape)}; model input "
+            f"{input_name!r} expects {fmt_shape(expected)} (? = any size). Prepare the "
+            "calibration split with this model's model.input settings"
+        )
     return np.ascontiguousarray(batch)
 
 
@@ -141,15 +168,19 @@ def calibrate(
     if not 0.0 < percentile <= 100.0:
         raise QuantError(f"percentile must be in (0, 100]; got {percentile}")
     if num_bins is not None and method == "entropy" and num_bins < 2 * ENTROPY_QUANTIZED_BINS:
-        raise QuantError(f"entropy needs num_bins >= {2 * ENTROPY_QUANTIZED_BINS} (it searches windows of "
-                         f"{ENTROPY_QUANTIZED_BINS} to num_bins histogram bins); got {num_bins}")
+        raise QuantError(
+            f"entropy needs num_bins >= {2 * ENTROPY_QUANTIZED_BINS} (it searches windows of "
+            f"{ENTROPY_QUANTIZED_BINS} to num_bins histogram bins); got {num_bins}"
+        )
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     model = load_model(model_path)
     constants_to_initializers(model)
     inputs = graph_inputs(model)
     if input_name not in inputs:
-        raise QuantError(f"{model_path}: no model input named {input_name!r}; its inputs: {', '.join(inputs) or '(none)'}")
+        raise QuantError(
+            f"{model_path}: no model input named {input_name!r}; its inputs: {', '.join(inputs) or '(none)'}"
+        )
     if len(inputs) != 1:
         raise QuantError(f"{model_path}: calibration feeds a single input; the model has {list(inputs)}")
     dtype, expected = inputs[input_name]
@@ -157,10 +188,13 @@ def calibrate(
         src = Path(td) / "model.onnx"
         onnx.save(model, str(src))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress on every call
-            cal = create_calibrator(src, list(op_types) if op_types else None,
-                                    augmented_model_path=str(Path(td) / "augmented.onnx"),
-                                    calibrate_method=getattr(CalibrationMethod, spec.ort_method),
-                                    extra_options=spec.options(percentile, num_bins))
+            cal = create_calibrator(
+                src,
+                list(op_types) if op_types else None,
+                augmented_model_path=str(Path(td) / "augmented.onnx"),
+                calibrate_method=getattr(CalibrationMethod, spec.ort_method),
+                extra_options=spec.options(percentile, num_bins),
+            )
         seen = 0
         for i, batch in enumerate(batches):
             x = _check_batch(batch, dtype, expected, input_name, i)
@@ -170,8 +204,9 @@ def calibrate(
                 with contextlib.redirect_stdout(io.StringIO()):
                     cal.collect_data(_OneBatch(input_name, x))
             except Exception as e:  # ORT raises its own types (Fail, InvalidArgument, ...)
-                raise QuantError(f"calibration run failed on batch {i} {fmt_shape(x.shape)}: "
-                                 f"{str(e).splitlines()[0][:300]}") from e
+                raise QuantError(
+                    f"calibration run failed on batch {i} {fmt_shape(x.shape)}: {str(e).splitlines()[0][:300]}"
+                ) from e
             seen += x.shape[0] if x.ndim else 1
         if seen == 0:
             raise QuantError("the calibration set is empty: no batch was given (check the calib split and its limit)")

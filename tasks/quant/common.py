@@ -5,11 +5,12 @@ Ranges everywhere in ``tasks.quant`` are ``dict[str, tuple[float, float]]``: ONN
 ``(min, max)`` of the float32 activation values seen in calibration (before any symmetrisation;
 symmetric INT8 uses ``amax = max(|min|, |max|)`` and ``scale = amax / 127``).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import onnx
@@ -89,7 +90,9 @@ def graph_inputs(model: onnx.ModelProto) -> dict[str, tuple[np.dtype | None, lis
             continue
         tt = vi.type.tensor_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if vi.type.HasField("tensor_type") else None
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
+        shape = (
+            [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
+        )
         out[vi.name] = (dtype, shape)
     return out
 
@@ -114,8 +117,10 @@ def check_ranges(ranges: Mapping[str, tuple[float, float]]) -> Ranges:
             continue
         out[name] = (lo, hi)
     if bad:
-        raise QuantError(f"invalid activation ranges (need finite (min, max) with min <= max): {', '.join(bad[:5])}"
-                         + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        raise QuantError(
+            f"invalid activation ranges (need finite (min, max) with min <= max): {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
     return out
 
 

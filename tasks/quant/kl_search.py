@@ -11,10 +11,11 @@ truncation and its spreading of a merged bin over the whole block) and calls ORT
 that against ORT's original on real and synthetic histograms. :func:`faster_entropy_search` swaps
 it in for the duration of a ``with`` block.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -8,9 +8,10 @@ chosen, so no plan with fewer kept layers from this ranking meets the budget. Wh
 to ``max_kept`` layers does, the result is rejected with the best drop measured, never shipped
 as if it passed.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tasks.quant.common import QuantError
 
@@ -23,8 +24,13 @@ def max_kept_for(n_nodes: int, fraction: float) -> int:
     return max(0, min(n_nodes - 1, int(fraction * n_nodes)))
 
 
-def search(ranked: Sequence[str], try_plan: Callable[[list[str]], float], max_drop: float, max_kept: int,
-           progress: Callable[[list[str], float], None] | None = None) -> dict:
+def search(
+    ranked: Sequence[str],
+    try_plan: Callable[[list[str]], float],
+    max_drop: float,
+    max_kept: int,
+    progress: Callable[[list[str], float], None] | None = None,
+) -> dict:
     """Returns ``accepted``, ``kept`` (node names kept FP32, most sensitive first), ``drop`` (of
     the chosen plan, or of the best plan tried when rejected), ``trials`` (``kept`` count and
     ``drop`` of every plan tried, in order) and ``reason`` (empty when accepted)."""
@@ -40,6 +46,11 @@ def search(ranked: Sequence[str], try_plan: Callable[[list[str]], float], max_dr
         if drop <= max_drop:
             return {"accepted": True, "kept": kept, "drop": drop, "trials": trials, "reason": ""}
     best = min(range(len(trials)), key=lambda i: (trials[i]["drop"], i))
-    return {"accepted": False, "kept": list(ranked[:best]), "drop": trials[best]["drop"], "trials": trials,
-            "reason": f"no plan keeping up to {max_kept} of {len(ranked)} layers in FP32 is within "
-                      f"{max_drop:g} points (best: {trials[best]['drop']:.2f} points keeping {best})"}
+    return {
+        "accepted": False,
+        "kept": list(ranked[:best]),
+        "drop": trials[best]["drop"],
+        "trials": trials,
+        "reason": f"no plan keeping up to {max_kept} of {len(ranked)} layers in FP32 is within "
+        f"{max_drop:g} points (best: {trials[best]['drop']:.2f} points keeping {best})",
+    }

@@ -15,12 +15,13 @@ chosen automatically within ``quant.max_drop``.
    ``sensitivity.png``. A plan that never met the budget is still written, marked
    ``accepted: false`` with its measured drop; the evaluate stage then rejects the precision.
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -64,8 +65,10 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     calibrator = q.mixed_calibrator
     nodes = quantizable_nodes(onnx_path)
     if not nodes:
-        raise QuantError(f"{onnx_path}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul node); "
-                         "remove int8-mixed from build.precisions")
+        raise QuantError(
+            f"{onnx_path}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul node); "
+            "remove int8-mixed from build.precisions"
+        )
     ranges, n_cal, calib_s = calibrate_split(cfg, calibrator, onnx_path, calib_dir, log)
     log(f"mixed: calibrated with {calibrator} on {n_cal} images in {calib_s:.1f} s")
     split = Split(calib_dir)
@@ -76,17 +79,32 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     metric = primary(cfg.model.task)[0]
 
     t0 = time.perf_counter()
-    sqnr = local_sqnr(onnx_path, ranges, (x for x, _ in split.batches(q.batch_size, limit=min(n, q.sqnr_samples))),
-                      input_name=cfg.model.input.name, per_channel=q.per_channel)
+    sqnr = local_sqnr(
+        onnx_path,
+        ranges,
+        (x for x, _ in split.batches(q.batch_size, limit=min(n, q.sqnr_samples))),
+        input_name=cfg.model.input.name,
+        per_channel=q.per_channel,
+    )
     drops = None
     if method == "task":
-        drops = one_at_a_time(onnx_path, ranges, score, baseline, per_channel=q.per_channel, layouts=layouts(cfg),
-                              progress=lambda i, k, node, d: log(f"sensitivity {i}/{k}: {node} alone INT8 "
-                                                                 f"drops {metric} {d:+.2f} points"))
+        drops = one_at_a_time(
+            onnx_path,
+            ranges,
+            score,
+            baseline,
+            per_channel=q.per_channel,
+            layouts=layouts(cfg),
+            progress=lambda i, k, node, d: log(
+                f"sensitivity {i}/{k}: {node} alone INT8 drops {metric} {d:+.2f} points"
+            ),
+        )
     rows = rank(sqnr, drops)
     sens_s = time.perf_counter() - t0
-    log(f"mixed: sensitivity of {len(nodes)} layers ({method}) on {n} images in {sens_s:.1f} s; "
-        f"most sensitive: {rows[0]['node']}")
+    log(
+        f"mixed: sensitivity of {len(nodes)} layers ({method}) on {n} images in {sens_s:.1f} s; "
+        f"most sensitive: {rows[0]['node']}"
+    )
 
     t1 = time.perf_counter()
     ranked = [r["node"] for r in rows]
@@ -102,8 +120,13 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
             trial_drops[len(kept)] = drops_
             return max(drops_.values())
 
-        plan = search(ranked, try_plan, q.max_drop, max_kept_for(len(nodes), q.max_kept_fraction),
-                      progress=lambda kept, d: log(f"mixed: {len(kept)} layer(s) FP32 -> {metric} drop {d:+.2f} points"))
+        plan = search(
+            ranked,
+            try_plan,
+            q.max_drop,
+            max_kept_for(len(nodes), q.max_kept_fraction),
+            progress=lambda kept, d: log(f"mixed: {len(kept)} layer(s) FP32 -> {metric} drop {d:+.2f} points"),
+        )
         chosen = Path(td) / str(len(plan["kept"]))
         for f in chosen.iterdir():
             f.replace(out / f.name)
@@ -111,25 +134,53 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     search_s = time.perf_counter() - t1
 
     by_node = {r["node"]: r for r in rows}
-    kept = [{"node": k, "op_type": by_node[k]["op_type"], "rank": by_node[k]["rank"], "drop": by_node[k]["drop"],
-             "sqnr_db": by_node[k]["sqnr_db"],
-             "why": (f"rank {by_node[k]['rank']} of {len(rows)} by "
-                     + (f"{metric} drop alone INT8" if drops else "SQNR")
-                     + f"; the plan without it dropped {plan['trials'][i]['drop']:.2f} > {q.max_drop:g} points")}
-            for i, k in enumerate(plan["kept"])]
-    write_json(out / "sensitivity.json", {"method": method, "samples": n, "metric": metric, "baseline": baseline, "layers": rows})
-    plot(rows, out / "sensitivity.png", f"INT8 sensitivity per layer ({calibrator} ranges, {n} images)",
-         kept=plan["kept"])
+    kept = [
+        {
+            "node": k,
+            "op_type": by_node[k]["op_type"],
+            "rank": by_node[k]["rank"],
+            "drop": by_node[k]["drop"],
+            "sqnr_db": by_node[k]["sqnr_db"],
+            "why": (
+                f"rank {by_node[k]['rank']} of {len(rows)} by "
+                + (f"{metric} drop alone INT8" if drops else "SQNR")
+                + f"; the plan without it dropped {plan['trials'][i]['drop']:.2f} > {q.max_drop:g} points"
+            ),
+        }
+        for i, k in enumerate(plan["kept"])
+    ]
+    write_json(
+        out / "sensitivity.json",
+        {"method": method, "samples": n, "metric": metric, "baseline": baseline, "layers": rows},
+    )
+    plot(
+        rows,
+        out / "sensitivity.png",
+        f"INT8 sensitivity per layer ({calibrator} ranges, {n} images)",
+        kept=plan["kept"],
+    )
     verdict = "within budget" if plan["accepted"] else f"REJECTED: {plan['reason']}"
-    log(f"mixed: {len(plan['kept'])} of {len(nodes)} layers kept FP32, {metric} drop {plan['drop']:.2f} points on "
-        f"{n} calibration images: {verdict}")
+    log(
+        f"mixed: {len(plan['kept'])} of {len(nodes)} layers kept FP32, {metric} drop {plan['drop']:.2f} points on "
+        f"{n} calibration images: {verdict}"
+    )
     return {
         **meta,
-        "samples": n_cal, "calibration_seconds": calib_s, "sensitivity_method": method,
-        "sensitivity_samples": n, "sensitivity_seconds": sens_s, "search_seconds": search_s,
-        "metric": metric, "baseline": baseline, "max_drop": q.max_drop, "subset_drop": plan["drop"],
-        "layout_drops": trial_drops[len(plan["kept"])], "layers": len(nodes), "kept_fp32": kept,
-        "trials": plan["trials"], "accepted": plan["accepted"], "reason": plan["reason"],
+        "samples": n_cal,
+        "calibration_seconds": calib_s,
+        "sensitivity_method": method,
+        "sensitivity_samples": n,
+        "sensitivity_seconds": sens_s,
+        "search_seconds": search_s,
+        "metric": metric,
+        "baseline": baseline,
+        "max_drop": q.max_drop,
+        "subset_drop": plan["drop"],
+        "layout_drops": trial_drops[len(plan["kept"])],
+        "layers": len(nodes),
+        "kept_fp32": kept,
+        "trials": plan["trials"],
+        "accepted": plan["accepted"],
+        "reason": plan["reason"],
         "peak_rss_mb": peak_rss_mb(),
     }
-

@@ -17,13 +17,15 @@ can build the result as it is:
 
 ``extra_options`` overrides any of these (ORT's ``quantize_static`` option names).
 """
+
 from __future__ import annotations
 
 import collections
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -94,19 +96,26 @@ def _select(model: onnx.ModelProto, path: Any, op_types, nodes_to_quantize, node
     candidates = quantizable_nodes(model, op_types)
     if not candidates:
         only = f" among op_types {sorted(op_types)}" if op_types is not None else ""
-        raise QuantError(f"{path}: nothing to quantize{only}: the model's op types are {', '.join(found) or '(none)'}; "
-                         f"quantizable op types are {', '.join(QUANTIZABLE_OPS)}")
+        raise QuantError(
+            f"{path}: nothing to quantize{only}: the model's op types are {', '.join(found) or '(none)'}; "
+            f"quantizable op types are {', '.join(QUANTIZABLE_OPS)}"
+        )
     names = {n.name for n in model.graph.node}
     for label, given in (("nodes_to_quantize", nodes_to_quantize), ("nodes_to_exclude", nodes_to_exclude)):
         unknown = [n for n in (given or []) if n not in names]
         if unknown:
-            raise QuantError(f"{label}: no node named {', '.join(map(repr, unknown))} in {path}; "
-                             f"quantizable nodes: {', '.join(candidates)}")
-    chosen = [n for n in candidates if (not nodes_to_quantize or n in nodes_to_quantize)
-              and n not in (nodes_to_exclude or [])]
+            raise QuantError(
+                f"{label}: no node named {', '.join(map(repr, unknown))} in {path}; "
+                f"quantizable nodes: {', '.join(candidates)}"
+            )
+    chosen = [
+        n for n in candidates if (not nodes_to_quantize or n in nodes_to_quantize) and n not in (nodes_to_exclude or [])
+    ]
     if not chosen:
-        raise QuantError(f"{path}: every quantizable node is filtered out (nodes_to_quantize={nodes_to_quantize}, "
-                         f"nodes_to_exclude={nodes_to_exclude}); quantizable nodes: {', '.join(candidates)}")
+        raise QuantError(
+            f"{path}: every quantizable node is filtered out (nodes_to_quantize={nodes_to_quantize}, "
+            f"nodes_to_exclude={nodes_to_exclude}); quantizable nodes: {', '.join(candidates)}"
+        )
     return chosen
 
 
@@ -114,10 +123,16 @@ def qdq_facts(model: onnx.ModelProto) -> dict[str, Any]:
     """Counts of Q/DQ nodes and the (non-Q/DQ) nodes fed by a DequantizeLinear, in graph order."""
     ops = collections.Counter(n.op_type for n in model.graph.node)
     dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    fed = [n.name for n in model.graph.node
-           if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)]
-    return {"quantize_linear": ops.get("QuantizeLinear", 0), "dequantize_linear": ops.get("DequantizeLinear", 0),
-            "quantized_nodes": fed}
+    fed = [
+        n.name
+        for n in model.graph.node
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)
+    ]
+    return {
+        "quantize_linear": ops.get("QuantizeLinear", 0),
+        "dequantize_linear": ops.get("DequantizeLinear", 0),
+        "quantized_nodes": fed,
+    }
 
 
 def quantize_qdq(
@@ -155,25 +170,42 @@ def quantize_qdq(
     chosen = _select(model, model_path, op_types, nodes_to_quantize, nodes_to_exclude)
     excluded = [n for n in quantizable_nodes(model) if n not in chosen]
     if per_channel and _opset(model) < 13:
-        raise QuantError(f"{model_path}: per-channel Q/DQ needs ONNX opset >= 13 (the model has {_opset(model)}); "
-                         "re-export with export.opset >= 13 or quantize with per_channel=False")
+        raise QuantError(
+            f"{model_path}: per-channel Q/DQ needs ONNX opset >= 13 (the model has {_opset(model)}); "
+            "re-export with export.opset >= 13 or quantize with per_channel=False"
+        )
     checked = check_ranges(ranges)
-    tensors_range = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
-        for name, (lo, hi) in checked.items()})
+    tensors_range = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for name, (lo, hi) in checked.items()
+        },
+    )
     options = {**TRT_EXTRA_OPTIONS, **(extra_options or {})}
     model = update_opset_version(model, QuantType.QInt8, QuantType.QInt8)
-    quantizer = QDQQuantizer(model, per_channel, reduce_range, QuantType.QInt8, QuantType.QInt8, tensors_range,
-                             list(nodes_to_quantize or []), list(nodes_to_exclude or []),
-                             list(op_types) if op_types else list(QDQRegistry), options)
+    quantizer = QDQQuantizer(
+        model,
+        per_channel,
+        reduce_range,
+        QuantType.QInt8,
+        QuantType.QInt8,
+        tensors_range,
+        list(nodes_to_quantize or []),
+        list(nodes_to_exclude or []),
+        list(op_types) if op_types else list(QDQRegistry),
+        options,
+    )
     try:
         quantizer.quantize_model()
     except ValueError as e:
         if "Quantization parameters are not specified" not in str(e):
             raise
         missing = str(e).split("param ")[-1].split(".")[0]
-        raise QuantError(f"no calibrated range for tensor {missing!r}, which the quantizer puts a Q/DQ on; "
-                         "calibrate with op_types=None (every tensor) or pass its range") from e
+        raise QuantError(
+            f"no calibrated range for tensor {missing!r}, which the quantizer puts a Q/DQ on; "
+            "calibrate with op_types=None (every tensor) or pass its range"
+        ) from e
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")

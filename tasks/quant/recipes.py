@@ -2,11 +2,12 @@
 calibrated on the calibration split, both Q/DQ layouts of those ranges, and the TensorRT
 calibration cache. :mod:`tasks.quant.mixed_precision` builds ``int8-mixed`` from the same pieces.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import onnx
 
@@ -29,19 +30,27 @@ def to_fp16(onnx_path: Path, out: Path, keep_io_types: bool) -> None:
     onnx.save(half, str(out))
 
 
-def calibrate_split(cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path,
-                    log: Callable[[str], None]) -> tuple[dict, int, float]:
+def calibrate_split(
+    cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, log: Callable[[str], None]
+) -> tuple[dict, int, float]:
     """Activation ranges from ``quant.samples`` images of the calibration split, streamed in
     ``quant.batch_size`` batches. Returns ``(ranges, images used, seconds)``."""
     q = cfg.quant
     split = Split(calib_dir)
     n = min(q.samples, len(split))
     if n < 100:
-        log(f"WARNING: calibrating on only {n} images (quant.samples={q.samples}, calib split {len(split)}): "
-            "ranges from so few samples may not cover real inputs; use 100 or more")
+        log(
+            f"WARNING: calibrating on only {n} images (quant.samples={q.samples}, calib split {len(split)}): "
+            "ranges from so few samples may not cover real inputs; use 100 or more"
+        )
     t0 = time.perf_counter()
-    ranges = calibrate(onnx_path, (x for x, _ in split.batches(q.batch_size, limit=n)), calibrator,
-                       input_name=cfg.model.input.name, percentile=q.percentile)
+    ranges = calibrate(
+        onnx_path,
+        (x for x, _ in split.batches(q.batch_size, limit=n)),
+        calibrator,
+        input_name=cfg.model.input.name,
+        percentile=q.percentile,
+    )
     return ranges, n, time.perf_counter() - t0
 
 
@@ -50,16 +59,26 @@ def layouts(cfg: Config) -> dict[str, dict]:
     ``model.onnx`` (TensorRT's placement, for TensorRT and OpenVINO) and ``model.ort.onnx`` (what
     ONNX Runtime fuses into int8 kernels: int8 weights, Q/DQ on outputs too, 7-bit weights
     when ``quant.ort_reduce_range``)."""
-    return {"model.onnx": {},
-            "model.ort.onnx": {"extra_options": ORT_EXTRA_OPTIONS, "reduce_range": cfg.quant.ort_reduce_range}}
+    return {
+        "model.onnx": {},
+        "model.ort.onnx": {"extra_options": ORT_EXTRA_OPTIONS, "reduce_range": cfg.quant.ort_reduce_range},
+    }
 
 
 def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp32: Sequence[str] = ()) -> list[str]:
     """Write both :func:`layouts` of the same ranges into ``out``, ``keep_fp32`` nodes left FP32.
     Returns the nodes quantized in ``model.onnx``."""
-    facts = {f: quantize_qdq(onnx_path, ranges, out / f, per_channel=cfg.quant.per_channel,
-                             nodes_to_exclude=list(keep_fp32) or None, **kwargs)
-             for f, kwargs in layouts(cfg).items()}
+    facts = {
+        f: quantize_qdq(
+            onnx_path,
+            ranges,
+            out / f,
+            per_channel=cfg.quant.per_channel,
+            nodes_to_exclude=list(keep_fp32) or None,
+            **kwargs,
+        )
+        for f, kwargs in layouts(cfg).items()
+    }
     return facts["model.onnx"]["quantized_nodes"]
 
 
@@ -70,9 +89,13 @@ def write_calibration(cfg: Config, calibrator: str, ranges: dict, out: Path, qua
     write_cache(ranges, out / "calibration.cache", calibrator, trt_version=q.trt_version)
     write_ranges_json(ranges, out / "ranges.json")
     return {
-        "calibrator": calibrator, "tensors": len(ranges), "quantized_nodes": quantized_nodes,
-        "per_channel": q.per_channel, "ort_reduce_range": q.ort_reduce_range,
-        "ort_sha256": sha256_file(out / "model.ort.onnx"), "cache_sha256": sha256_file(out / "calibration.cache"),
+        "calibrator": calibrator,
+        "tensors": len(ranges),
+        "quantized_nodes": quantized_nodes,
+        "per_channel": q.per_channel,
+        "ort_reduce_range": q.ort_reduce_range,
+        "ort_sha256": sha256_file(out / "model.ort.onnx"),
+        "cache_sha256": sha256_file(out / "calibration.cache"),
         "ranges_sha256": sha256_file(out / "ranges.json"),
     }
 
@@ -83,8 +106,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def to_int8(cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, out: Path,
-            log: Callable[[str], None]) -> dict:
+def to_int8(
+    cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, out: Path, log: Callable[[str], None]
+) -> dict:
     """Calibrate with ``calibrator`` and write the Q/DQ models, TensorRT cache and ranges into ``out``."""
     ranges, n, calib_s = calibrate_split(cfg, calibrator, onnx_path, calib_dir, log)
     meta = write_calibration(cfg, calibrator, ranges, out, write_layouts(cfg, onnx_path, ranges, out))

@@ -16,12 +16,13 @@ Two signals:
 
 :func:`rank` orders the nodes most sensitive first; :func:`plot` draws the ranked bar chart.
 """
+
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -58,8 +59,9 @@ def fake_quant_weight(w: np.ndarray, axis: int | None, bits: int = 8) -> np.ndar
     return (np.clip(np.round(w / scale), -qmax, qmax) * scale).astype(np.float32)
 
 
-def _augmented(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], nodes: Sequence[str],
-               per_channel: bool) -> tuple[onnx.ModelProto, dict[str, dict]]:
+def _augmented(
+    model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]], nodes: Sequence[str], per_channel: bool
+) -> tuple[onnx.ModelProto, dict[str, dict]]:
     """``model`` with, after each node in ``nodes``, its fake-quantized twin; both outputs exposed."""
     inits = {t.name: t for t in model.graph.initializer}
     exposed = {o.name for o in model.graph.output}
@@ -72,10 +74,14 @@ def _augmented(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
         x = node.input[0]
         if x in ranges and amax(ranges[x]) > 0:
             p = f"{node.name}{_SUFFIX}_x"
-            new_inits += [numpy_helper.from_array(np.array(amax(ranges[x]) / 127, np.float32), p + "_scale"),
-                          numpy_helper.from_array(np.array(0, np.int8), p + "_zp")]
-            new_nodes += [helper.make_node("QuantizeLinear", [x, p + "_scale", p + "_zp"], [p + "_q"], name=p + "_Q"),
-                          helper.make_node("DequantizeLinear", [p + "_q", p + "_scale", p + "_zp"], [p], name=p + "_DQ")]
+            new_inits += [
+                numpy_helper.from_array(np.array(amax(ranges[x]) / 127, np.float32), p + "_scale"),
+                numpy_helper.from_array(np.array(0, np.int8), p + "_zp"),
+            ]
+            new_nodes += [
+                helper.make_node("QuantizeLinear", [x, p + "_scale", p + "_zp"], [p + "_q"], name=p + "_Q"),
+                helper.make_node("DequantizeLinear", [p + "_q", p + "_scale", p + "_zp"], [p], name=p + "_DQ"),
+            ]
             twin_inputs[0] = p
         w = node.input[1] if len(node.input) > 1 else ""
         if w in inits:
@@ -83,12 +89,17 @@ def _augmented(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
             axis = weight_axis(node, arr.ndim) if per_channel else None
             new_inits.append(numpy_helper.from_array(fake_quant_weight(arr, axis), f"{node.name}{_SUFFIX}_w"))
             twin_inputs[1] = f"{node.name}{_SUFFIX}_w"
-        twin = helper.make_node(node.op_type, twin_inputs, [node.output[0] + _SUFFIX], name=node.name + _SUFFIX,
-                                domain=node.domain)
+        twin = helper.make_node(
+            node.op_type, twin_inputs, [node.output[0] + _SUFFIX], name=node.name + _SUFFIX, domain=node.domain
+        )
         twin.attribute.extend(node.attribute)
         new_nodes.append(twin)
-        facts[node.name] = {"op_type": node.op_type, "output": node.output[0],
-                            "input_quantized": twin_inputs[0] != x, "weight_quantized": w in inits}
+        facts[node.name] = {
+            "op_type": node.op_type,
+            "output": node.output[0],
+            "input_quantized": twin_inputs[0] != x,
+            "weight_quantized": w in inits,
+        }
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -102,9 +113,15 @@ def _augmented(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]
     return out, facts
 
 
-def local_sqnr(model_path: str | Path | onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
-               batches: Iterable[np.ndarray], *, input_name: str, nodes: Sequence[str] | None = None,
-               per_channel: bool = True) -> dict[str, dict]:
+def local_sqnr(
+    model_path: str | Path | onnx.ModelProto,
+    ranges: Mapping[str, tuple[float, float]],
+    batches: Iterable[np.ndarray],
+    *,
+    input_name: str,
+    nodes: Sequence[str] | None = None,
+    per_channel: bool = True,
+) -> dict[str, dict]:
     """Per node: ``sqnr_db`` (10·log10 of signal over quantization-noise power of the node's output;
     higher is better, None when the INT8 output is exact), ``cosine``, ``op_type``, whether its
     input and weight were quantized (an input without a calibrated range is not). Batches are
@@ -140,16 +157,26 @@ def local_sqnr(model_path: str | Path | onnx.ModelProto, ranges: Mapping[str, tu
     out = {}
     for n, f in facts.items():
         sig, noise, dot, qq = acc[n]
-        out[n] = {"op_type": f["op_type"], "input_quantized": f["input_quantized"],
-                  "sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else None,
-                  "cosine": dot / math.sqrt(sig * qq) if sig > 0 and qq > 0 else None}
+        out[n] = {
+            "op_type": f["op_type"],
+            "input_quantized": f["input_quantized"],
+            "sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else None,
+            "cosine": dot / math.sqrt(sig * qq) if sig > 0 and qq > 0 else None,
+        }
     return out
 
 
-def one_at_a_time(model_path: str | Path, ranges: Mapping[str, tuple[float, float]],
-                  evaluate: Callable[[Path], float], baseline: float, *, nodes: Sequence[str] | None = None,
-                  per_channel: bool = True, layouts: Mapping[str, Mapping] | None = None,
-                  progress: Callable[[int, int, str, float], None] | None = None) -> dict[str, dict]:
+def one_at_a_time(
+    model_path: str | Path,
+    ranges: Mapping[str, tuple[float, float]],
+    evaluate: Callable[[Path], float],
+    baseline: float,
+    *,
+    nodes: Sequence[str] | None = None,
+    per_channel: bool = True,
+    layouts: Mapping[str, Mapping] | None = None,
+    progress: Callable[[int, int, str, float], None] | None = None,
+) -> dict[str, dict]:
     """Per node: ``drop = baseline - metric`` of the model with only that node INT8, and ``metric``.
     ``layouts``: ``{name: quantize_qdq keyword arguments}`` of each Q/DQ layout that will ship
     (e.g. TensorRT's placement and ONNX Runtime's, which also quantizes a weighted op's output);
@@ -189,8 +216,9 @@ def rank(sqnr: Mapping[str, dict], drops: Mapping[str, dict] | None = None) -> l
     return rows
 
 
-def plot(rows: Sequence[dict], path: str | Path, title: str = "INT8 sensitivity per layer",
-         kept: Iterable[str] = ()) -> Path:
+def plot(
+    rows: Sequence[dict], path: str | Path, title: str = "INT8 sensitivity per layer", kept: Iterable[str] = ()
+) -> Path:
     """Bar chart PNG of ranked rows: task-metric drop per layer (when measured) and SQNR (dB);
     layers kept in FP32 drawn in a second colour."""
     import matplotlib
@@ -203,11 +231,20 @@ def plot(rows: Sequence[dict], path: str | Path, title: str = "INT8 sensitivity 
     kept = set(kept)
     labels = [f"{r['node']} ({r['op_type']})" for r in rows]
     colors = ["tab:red" if r["node"] in kept else "tab:blue" for r in rows]
-    panels = [("SQNR of the layer's output, dB (lower = more sensitive)",
-               [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in rows])]
+    panels = [
+        (
+            "SQNR of the layer's output, dB (lower = more sensitive)",
+            [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in rows],
+        )
+    ]
     if any(r["drop"] is not None for r in rows):
-        panels.insert(0, ("task-metric drop with only this layer INT8 (points)",
-                          [r["drop"] if r["drop"] is not None else 0.0 for r in rows]))
+        panels.insert(
+            0,
+            (
+                "task-metric drop with only this layer INT8 (points)",
+                [r["drop"] if r["drop"] is not None else 0.0 for r in rows],
+            ),
+        )
     height = max(2.5, 0.28 * len(rows) + 1.2)
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 2, height), sharey=True, squeeze=False)
     for ax, (xlabel, values) in zip(axes[0], panels):

@@ -16,14 +16,15 @@ algorithm differ from the builder's and calibrator's, so write it for the device
 Each further line is ``<tensor name>: <hex>``, the big-endian IEEE-754 float32 bits of the
 tensor's scale ``amax / 127`` (``amax = max(|min|, |max|)``), e.g. amax 127.0 -> ``3f800000``.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import struct
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -111,8 +112,10 @@ def read_cache_header(path: str | Path) -> tuple[int, str]:
         first = f.readline().strip()
     m = re.fullmatch(r"TRT-(\d+)-(\w+)", first)
     if not m:
-        raise QuantError(f"{path}: not a TensorRT calibration cache (first line {first[:60]!r}, "
-                         "expected 'TRT-<version>-<algorithm>')")
+        raise QuantError(
+            f"{path}: not a TensorRT calibration cache (first line {first[:60]!r}, "
+            "expected 'TRT-<version>-<algorithm>')"
+        )
     return int(m[1]), m[2]
 
 

@@ -1,15 +1,27 @@
 """How a summary reads: the table's columns, number formatting, the Markdown and terminal tables.
 Used by the report stage, the HTML page and the CLI's ``edgeforge summary``."""
+
 from __future__ import annotations
 
 import sys
 
 COLUMNS = [  # (summary key, header); "value" is the task metric, its header comes from model.task
-    ("target", "target"), ("precision", "precision"), ("runtime", "runtime"), ("value", "metric"),
-    ("drop", "drop pts"), ("worst_class_drop", "worst class drop"), ("parity_max_abs", "max|Δ| vs ONNX"),
-    ("latency_p50_ms", "p50 ms (b1)"), ("latency_p99_ms", "p99 ms (b1)"), ("first_inference_ms", "1st call ms"),
-    ("throughput", "offline/s"), ("efficiency", "% peak"), ("speedup_vs_torch", "× torch (b1)"),
-    ("size_mb", "size MB"), ("kept_fp32", "FP32 layers"), ("verdict", "verdict"),
+    ("target", "target"),
+    ("precision", "precision"),
+    ("runtime", "runtime"),
+    ("value", "metric"),
+    ("drop", "drop pts"),
+    ("worst_class_drop", "worst class drop"),
+    ("parity_max_abs", "max|Δ| vs ONNX"),
+    ("latency_p50_ms", "p50 ms (b1)"),
+    ("latency_p99_ms", "p99 ms (b1)"),
+    ("first_inference_ms", "1st call ms"),
+    ("throughput", "offline/s"),
+    ("efficiency", "% peak"),
+    ("speedup_vs_torch", "× torch (b1)"),
+    ("size_mb", "size MB"),
+    ("kept_fp32", "FP32 layers"),
+    ("verdict", "verdict"),
 ]
 
 
@@ -63,8 +75,14 @@ def print_table(summary: dict, file=None) -> None:
         m = summary["mlflow"]
         ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"
         if m.get("ui_url"):  # the link opens the runs table, not MLflow's GenAI overview (tasks.tracking.ui)
-            ui = f"open {m['ui_url']}" if m["tracking_uri"].startswith(("http://", "https://")) else \
-                f"{ui}, then open {m['ui_url']}"
-        print(f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"
-              f"Compare precisions in the UI:  {ui}\n"
-              f"Metrics in the terminal:       .venv/bin/dvc metrics show", file=file)
+            ui = (
+                f"open {m['ui_url']}"
+                if m["tracking_uri"].startswith(("http://", "https://"))
+                else f"{ui}, then open {m['ui_url']}"
+            )
+        print(
+            f"\nMLflow: experiment {m['experiment']!r}, parent run {m['parent_run_id']} in {m['tracking_uri']}\n"
+            f"Compare precisions in the UI:  {ui}\n"
+            f"Metrics in the terminal:       .venv/bin/dvc metrics show",
+            file=file,
+        )

@@ -7,6 +7,7 @@ the same series as CSV for ``dvc plots show`` (see :mod:`tasks.reporting.plots`)
 :func:`collect` reads the stage outputs the summary does not carry, :func:`render` turns them
 into HTML (no I/O), :func:`write` does both and writes the files all or nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,11 @@ from tasks.reporting.format import title
 from tasks.reporting.selection import winners
 
 MIXED = "int8-mixed"
-LEG_NAMES = {"torch_onnx": "PyTorch → ONNX", "onnx_artifact": "ONNX → artifact (judged)",
-             "torch_artifact": "PyTorch → artifact"}
+LEG_NAMES = {
+    "torch_onnx": "PyTorch → ONNX",
+    "onnx_artifact": "ONNX → artifact (judged)",
+    "torch_artifact": "PyTorch → artifact",
+}
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1300px}
 table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -41,6 +45,7 @@ img{max-width:100%}.muted{color:#666}
 @dataclasses.dataclass
 class Extras:
     """What the page shows beyond the summary rows, by build key (``<target>-<precision>``)."""
+
     model: str = ""
     latency: dict[str, dict] = dataclasses.field(default_factory=dict)  # benchmark JSON's "latency"
     parity: dict[str, dict] = dataclasses.field(default_factory=dict)  # evaluate JSON's "parity"
@@ -92,13 +97,16 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
 def _table(head: list[str], rows: list[tuple[str, list[str]]], text_cols: int = 0, last: str = "") -> str:
     """``rows``: (attributes of the <tr>, escaped cell HTML); the first ``text_cols`` columns align
     left; ``last``: the CSS class of the last column's cells."""
+
     def cls(i: int, n: int) -> str:
         c = " ".join(x for x, on in (("txt", i < text_cols), (last, last and i == n - 1)) if on)
         return f' class="{c}"' if c else ""
 
     th = "".join(f"<th{cls(i, len(head))}>{_e(h)}</th>" for i, h in enumerate(head))
-    body = "".join(f"<tr {attrs}>" + "".join(f"<td{cls(i, len(cells))}>{c}</td>" for i, c in enumerate(cells))
-                   + "</tr>\n" for attrs, cells in rows)
+    body = "".join(
+        f"<tr {attrs}>" + "".join(f"<td{cls(i, len(cells))}>{c}</td>" for i, c in enumerate(cells)) + "</tr>\n"
+        for attrs, cells in rows
+    )
     return f"<table><thead><tr>{th}</tr></thead><tbody>\n{body}</tbody></table>"
 
 
@@ -107,8 +115,18 @@ def verdicts(summary: dict) -> str:
     label = summary["reference"]["label"]
     by_target = winners(summary["rows"])
     win = {w["key"] for w in by_target.values()}
-    head = ["target", "precision", "runtime", label, "drop pts", "max|Δ| vs ONNX", "p50 ms (b1)", "p99 ms (b1)",
-            "throughput /s", "verdict"]
+    head = [
+        "target",
+        "precision",
+        "runtime",
+        label,
+        "drop pts",
+        "max|Δ| vs ONNX",
+        "p50 ms (b1)",
+        "p99 ms (b1)",
+        "throughput /s",
+        "verdict",
+    ]
     rows = []
     for r in summary["rows"]:
         verdict = "✔ accepted" if r["accepted"] else "✘ rejected"
@@ -116,17 +134,30 @@ def verdicts(summary: dict) -> str:
         tp = _fmt(r["throughput"]) + (f" ({_e(r['throughput_batch'])})" if r.get("throughput_batch") else "")
         cls = " ".join(["row", r["verdict"], *(["winner"] if r["key"] in win else [])])
         cells = [_e(r["target"]), _e(r["precision"]), _e(r["runtime"])] + [
-            _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")]
-        rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f'<span>{verdict}</span>{badge}']))
+            _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")
+        ]
+        rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f"<span>{verdict}</span>{badge}"]))
     out = _table(head, rows, text_cols=3, last="verdict")
     rejected = [r for r in summary["rows"] if not r["accepted"]]
     if rejected:
-        out += "<h3>Why rejected</h3><ul class=reasons>" + "".join(
-            f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in rejected) + "</ul>"
-    out += "<p>" + "<br>".join(
-        f"Winner on <b>{_e(t)}</b>: " + (f"{_e(by_target[t]['precision'])} (fastest accepted build at batch 1)"
-                                         if t in by_target else "none (no accepted build)")
-        for t in report_plots.targets(summary["rows"])) + "</p>"
+        out += (
+            "<h3>Why rejected</h3><ul class=reasons>"
+            + "".join(f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in rejected)
+            + "</ul>"
+        )
+    out += (
+        "<p>"
+        + "<br>".join(
+            f"Winner on <b>{_e(t)}</b>: "
+            + (
+                f"{_e(by_target[t]['precision'])} (fastest accepted build at batch 1)"
+                if t in by_target
+                else "none (no accepted build)"
+            )
+            for t in report_plots.targets(summary["rows"])
+        )
+        + "</p>"
+    )
     return out
 
 
@@ -137,14 +168,23 @@ def per_target(summary: dict, ex: Extras) -> str:
     for t in report_plots.targets(summary["rows"]):
         rows = [r for r in summary["rows"] if r["target"] == t]
         lat = {r["precision"]: ex.latency.get(r["key"], {}) for r in rows}
-        out.append(f'<section class="target" id="target-{_e(t)}"><h2>Target {_e(t)}</h2>' + _figure(
-            report_plots.pareto_png(rows, label, win.get(t)), f"accuracy vs latency: {t}",
-            f"{label} against batch-1 p50 latency; labels are precisions; dashed: the Pareto front of the "
-            "accepted builds; red crosses: rejected builds; gold ring: the winner.") + _figure(
-            report_plots.latency_png(t, lat), f"latency distribution: {t}",
-            "The benchmark keeps percentiles, not raw samples, so this draws the measured statistics per precision "
-            "and batch size: box p50–p90, whisker to p99, grey bars at min and max, diamond at the mean "
-            "(log scale).") + "</section>")
+        out.append(
+            f'<section class="target" id="target-{_e(t)}"><h2>Target {_e(t)}</h2>'
+            + _figure(
+                report_plots.pareto_png(rows, label, win.get(t)),
+                f"accuracy vs latency: {t}",
+                f"{label} against batch-1 p50 latency; labels are precisions; dashed: the Pareto front of the "
+                "accepted builds; red crosses: rejected builds; gold ring: the winner.",
+            )
+            + _figure(
+                report_plots.latency_png(t, lat),
+                f"latency distribution: {t}",
+                "The benchmark keeps percentiles, not raw samples, so this draws the measured statistics per precision "
+                "and batch size: box p50–p90, whisker to p99, grey bars at min and max, diamond at the mean "
+                "(log scale).",
+            )
+            + "</section>"
+        )
     return "\n".join(out)
 
 
@@ -157,11 +197,24 @@ def sensitivity(summary: dict, ex: Extras) -> str:
         out += _figure(ex.sensitivity_png, "int8-mixed sensitivity", "Per-layer sensitivity (kept FP32 layers in red).")
     if ex.sensitivity:
         s = ex.sensitivity
-        out += (f"<p class=muted>method {_e(s.get('method'))}, {_e(s.get('samples'))} calibration images, "
-                f"baseline {_e(_fmt(s.get('baseline')))}</p>")
-        rows = [("", [_e(x["rank"]), _e(x["node"]), _e(x["op_type"]), _e(_fmt(x.get("drop"))),
-                      _e(_fmt(x.get("sqnr_db"))), "FP32" if x["node"] in kept else "INT8"])
-                for x in s.get("layers", [])]
+        out += (
+            f"<p class=muted>method {_e(s.get('method'))}, {_e(s.get('samples'))} calibration images, "
+            f"baseline {_e(_fmt(s.get('baseline')))}</p>"
+        )
+        rows = [
+            (
+                "",
+                [
+                    _e(x["rank"]),
+                    _e(x["node"]),
+                    _e(x["op_type"]),
+                    _e(_fmt(x.get("drop"))),
+                    _e(_fmt(x.get("sqnr_db"))),
+                    "FP32" if x["node"] in kept else "INT8",
+                ],
+            )
+            for x in s.get("layers", [])
+        ]
         out += _table(["rank", "layer", "op", "drop pts (layer alone INT8)", "SQNR dB", "built as"], rows, 3)
     return out + "</section>"
 
@@ -175,17 +228,30 @@ def parity(summary: dict, ex: Extras) -> str:
         for name in next(iter(par["legs"].values())):
             tol = par["tolerance"].get(name, {})
             ok = name not in par.get("failed", [])
-            rows.append((f'class="{"accepted" if ok else "rejected"}" data-key="{_e(r["key"])}"',
-                         [_e(r["key"]), _e(name), *(_e(_fmt(par["legs"][leg][name]["max_abs"])) for leg in LEG_NAMES),
-                          _e(f"atol {tol.get('atol', '—')}, rtol {tol.get('rtol', '—')}"),
-                          "within" if ok else "outside"]))
+            rows.append(
+                (
+                    f'class="{"accepted" if ok else "rejected"}" data-key="{_e(r["key"])}"',
+                    [
+                        _e(r["key"]),
+                        _e(name),
+                        *(_e(_fmt(par["legs"][leg][name]["max_abs"])) for leg in LEG_NAMES),
+                        _e(f"atol {tol.get('atol', '—')}, rtol {tol.get('rtol', '—')}"),
+                        "within" if ok else "outside",
+                    ],
+                )
+            )
         if r["key"] in ex.parity_png:
             figs.append(_figure(ex.parity_png[r["key"]], f"three-way parity: {r['key']}", r["key"]))
     if not rows:
         return ""
     head = ["build", "output", *(f"max|Δ| {v}" for v in LEG_NAMES.values()), "tolerance", "artifact"]
-    return ("<section id=parity><h2>Three-way parity</h2>" + _table(head, rows, 2, last="verdict")
-            + "<p class=muted>|difference| histograms per leg (log x):</p>" + "".join(figs) + "</section>")
+    return (
+        "<section id=parity><h2>Three-way parity</h2>"
+        + _table(head, rows, 2, last="verdict")
+        + "<p class=muted>|difference| histograms per leg (log x):</p>"
+        + "".join(figs)
+        + "</section>"
+    )
 
 
 def render(summary: dict, extras: Extras | None = None) -> str:
@@ -193,12 +259,20 @@ def render(summary: dict, extras: Extras | None = None) -> str:
     ex = extras or Extras()
     e = summary.get("export", {})
     head = f"EdgeForge report: {ex.model}" if ex.model else "EdgeForge report"
-    export = (f"<p class=muted>export: {_e(e.get('exporter'))} exporter, opset {_e(e.get('opset'))}, "
-              f"{_e(e.get('nodes_after'))} nodes</p>") if e else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(head)}</title>'
-            f"<style>{CSS}</style></head><body>\n<h1>{_e(head)}</h1>\n<p>{_e(title(summary))}</p>{export}\n"
-            f"<section id=verdicts><h2>Verdicts</h2>{verdicts(summary)}</section>\n{per_target(summary, ex)}\n"
-            f"{sensitivity(summary, ex)}\n{parity(summary, ex)}\n</body></html>\n")
+    export = (
+        (
+            f"<p class=muted>export: {_e(e.get('exporter'))} exporter, opset {_e(e.get('opset'))}, "
+            f"{_e(e.get('nodes_after'))} nodes</p>"
+        )
+        if e
+        else ""
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(head)}</title>'
+        f"<style>{CSS}</style></head><body>\n<h1>{_e(head)}</h1>\n<p>{_e(title(summary))}</p>{export}\n"
+        f"<section id=verdicts><h2>Verdicts</h2>{verdicts(summary)}</section>\n{per_target(summary, ex)}\n"
+        f"{sensitivity(summary, ex)}\n{parity(summary, ex)}\n</body></html>\n"
+    )
 
 
 def write(summary: dict, layout: Layout, model: str = "") -> Path:

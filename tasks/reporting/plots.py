@@ -10,6 +10,7 @@ Two series, both per target:
   (min/mean/p50/p90/p95/p99/max ms, see :func:`tasks.metrics.latency.summarize`), not the raw
   per-call samples, so the figures draw those percentiles and nothing else.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,10 @@ PARETO_FIELDS = ("target", "precision", "key", "latency_p50_ms", "value", "accep
 def pareto_front(rows: list[dict]) -> list[dict]:
     """The accepted rows with a batch-1 p50 that no other accepted row beats on both latency
     (lower) and task metric (higher), sorted by latency. Rows: summary rows of one target."""
-    pts = sorted((r for r in rows if r["accepted"] and r.get("latency_p50_ms") is not None),
-                 key=lambda r: (r["latency_p50_ms"], -r["value"]))
+    pts = sorted(
+        (r for r in rows if r["accepted"] and r.get("latency_p50_ms") is not None),
+        key=lambda r: (r["latency_p50_ms"], -r["value"]),
+    )
     front: list[dict] = []
     for r in pts:
         if not front or r["value"] > front[-1]["value"]:
@@ -50,9 +53,19 @@ def pareto_rows(rows: list[dict], winners: dict[str, dict]) -> list[dict]:
     """One record per summary row, in :data:`PARETO_FIELDS` (latency None when unmeasured)."""
     on_front = {r["key"] for t in targets(rows) for r in pareto_front([x for x in rows if x["target"] == t])}
     win = {w["key"] for w in winners.values()}
-    return [{"target": r["target"], "precision": r["precision"], "key": r["key"],
-             "latency_p50_ms": r.get("latency_p50_ms"), "value": r["value"], "accepted": bool(r["accepted"]),
-             "pareto_front": r["key"] in on_front, "winner": r["key"] in win} for r in rows]
+    return [
+        {
+            "target": r["target"],
+            "precision": r["precision"],
+            "key": r["key"],
+            "latency_p50_ms": r.get("latency_p50_ms"),
+            "value": r["value"],
+            "accepted": bool(r["accepted"]),
+            "pareto_front": r["key"] in on_front,
+            "winner": r["key"] in win,
+        }
+        for r in rows
+    ]
 
 
 def latency_rows(precisions: list[str], latency: dict[str, dict]) -> list[dict]:
@@ -82,8 +95,11 @@ def write_data(rows: list[dict], winners: dict[str, dict], latency: dict[str, di
         for t in targets(rows):
             mine = [r for r in rows if r["target"] == t]
             precisions = [r["precision"] for r in mine]
-            _csv(per_target / f"{t}.csv", ["percentile", *precisions],
-                 latency_rows(precisions, {r["precision"]: latency.get(r["key"], {}) for r in mine}))
+            _csv(
+                per_target / f"{t}.csv",
+                ["percentile", *precisions],
+                latency_rows(precisions, {r["precision"]: latency.get(r["key"], {}) for r in mine}),
+            )
     return out
 
 
@@ -116,20 +132,49 @@ def pareto_png(rows: list[dict], label: str, winner: dict | None) -> bytes:
     rej = [r for r in pts if not r["accepted"]]
     front = pareto_front(rows)
     if front:
-        ax.plot([r["latency_p50_ms"] for r in front], [r["value"] for r in front], "--", color="tab:green",
-                linewidth=1.2, label="Pareto front (accepted)", zorder=1)
+        ax.plot(
+            [r["latency_p50_ms"] for r in front],
+            [r["value"] for r in front],
+            "--",
+            color="tab:green",
+            linewidth=1.2,
+            label="Pareto front (accepted)",
+            zorder=1,
+        )
     if acc:
-        ax.scatter([r["latency_p50_ms"] for r in acc], [r["value"] for r in acc], color="tab:blue", s=40,
-                   label="accepted", zorder=2)
+        ax.scatter(
+            [r["latency_p50_ms"] for r in acc],
+            [r["value"] for r in acc],
+            color="tab:blue",
+            s=40,
+            label="accepted",
+            zorder=2,
+        )
     if rej:
-        ax.scatter([r["latency_p50_ms"] for r in rej], [r["value"] for r in rej], color="tab:red", marker="x",
-                   s=50, label="rejected", zorder=2)
+        ax.scatter(
+            [r["latency_p50_ms"] for r in rej],
+            [r["value"] for r in rej],
+            color="tab:red",
+            marker="x",
+            s=50,
+            label="rejected",
+            zorder=2,
+        )
     if winner and winner.get("latency_p50_ms") is not None:
-        ax.scatter([winner["latency_p50_ms"]], [winner["value"]], s=260, facecolors="none", edgecolors="gold",
-                   linewidths=2, label="winner", zorder=3)
+        ax.scatter(
+            [winner["latency_p50_ms"]],
+            [winner["value"]],
+            s=260,
+            facecolors="none",
+            edgecolors="gold",
+            linewidths=2,
+            label="winner",
+            zorder=3,
+        )
     for r in pts:
-        ax.annotate(r["precision"], (r["latency_p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
+        ax.annotate(
+            r["precision"], (r["latency_p50_ms"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
     ax.set_xlabel("batch-1 p50 latency (ms)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
@@ -156,8 +201,9 @@ def latency_png(target: str, latency: dict[str, dict]) -> bytes:
             if not s:
                 continue
             color = f"C{i}"
-            ax.bar(i, s["p90_ms"] - s["p50_ms"], bottom=s["p50_ms"], width=0.5, color=color, alpha=0.45,
-                   edgecolor=color)
+            ax.bar(
+                i, s["p90_ms"] - s["p50_ms"], bottom=s["p50_ms"], width=0.5, color=color, alpha=0.45, edgecolor=color
+            )
             ax.vlines(i, s["p90_ms"], s["p99_ms"], color=color, linewidth=1.5)
             ax.hlines(s["p50_ms"], i - 0.25, i + 0.25, color="black", linewidth=2)
             ax.hlines([s["p99_ms"]], i - 0.12, i + 0.12, color=color, linewidth=1.5)
@@ -170,6 +216,5 @@ def latency_png(target: str, latency: dict[str, dict]) -> bytes:
         ax.grid(axis="y", alpha=0.3, which="both")
     if not sizes:
         axes[0][0].text(0.5, 0.5, "no application latency measured", ha="center", transform=axes[0][0].transAxes)
-    fig.suptitle(f"{target}: latency per precision (box p50–p90, whisker to p99, bars min/max, ◆ mean)",
-                 fontsize=9)
+    fig.suptitle(f"{target}: latency per precision (box p50–p90, whisker to p99, bars min/max, ◆ mean)", fontsize=9)
     return _png(fig)

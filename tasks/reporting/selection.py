@@ -2,6 +2,7 @@
 ``eval.max_drop``, parity and latency budget passed), the fastest at batch 1 (lowest
 single-stream p50); a tie goes to the better task metric. The report marks it and MLflow
 registers it (alias = the target's name)."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """The report's summary: one row per target x precision, read from the stages' records (build,
 benchmark, evaluate, quantize), with the FP32 reference and the export facts."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,8 +45,9 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
     # no application latency (a TensorRT device without its Python packages): trtexec's figures only
     first = lat.get("b1") or next(iter(lat.values()), _NO_LATENCY)
     speed = {bs: torch[bs]["p50_ms"] / v["p50_ms"] for bs, v in lat.items() if bs in torch}
-    offline = bench.offline if bench.offline is not None else {bs: {"throughput": v["throughput"]}
-                                                                for bs, v in lat.items()}
+    offline = (
+        bench.offline if bench.offline is not None else {bs: {"throughput": v["throughput"]} for bs, v in lat.items()}
+    )
     best = max(offline, key=lambda bs: offline[bs]["throughput"]) if offline else next(iter(lat), None)
     roof = bench.roofline or {}
     par = ev.parity
@@ -53,27 +55,44 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
     kept = q.kept_fp32 if q else None
     accepted = ev.accepted and bench.accepted
     return {
-        "key": k, "target": target, "precision": precision, "runtime": b.runtime,
-        "runtime_version": b.runtime_version, "artifact_sha256": b.sha256,
-        "device_fingerprint_sha256": b.device_fingerprint_sha256, "host": b.host,
-        "size_mb": b.size_bytes / 1e6, "build_seconds": b.build_seconds,
-        "metric": ev.metric, "value": ev.value, "reference_value": ev.reference_value, "drop": ev.drop,
-        "details": ev.details, "top1_agreement": ev.top1_agreement,
-        "worst_class_drop": ev.worst_class_drop, "worst_classes": ev.worst_classes,
+        "key": k,
+        "target": target,
+        "precision": precision,
+        "runtime": b.runtime,
+        "runtime_version": b.runtime_version,
+        "artifact_sha256": b.sha256,
+        "device_fingerprint_sha256": b.device_fingerprint_sha256,
+        "host": b.host,
+        "size_mb": b.size_bytes / 1e6,
+        "build_seconds": b.build_seconds,
+        "metric": ev.metric,
+        "value": ev.value,
+        "reference_value": ev.reference_value,
+        "drop": ev.drop,
+        "details": ev.details,
+        "top1_agreement": ev.top1_agreement,
+        "worst_class_drop": ev.worst_class_drop,
+        "worst_classes": ev.worst_classes,
         "parity_max_abs": max(s["max_abs"] for s in par["legs"]["onnx_artifact"].values()) if par else None,
         "parity_vs_torch_max_abs": max(s["max_abs"] for s in par["legs"]["torch_artifact"].values()) if par else None,
-        "latency_p50_ms": first["p50_ms"], "latency_p90_ms": first["p90_ms"], "latency_p99_ms": first["p99_ms"],
+        "latency_p50_ms": first["p50_ms"],
+        "latency_p90_ms": first["p90_ms"],
+        "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
-        "first_inference_ms": cold.get("first_inference_ms"), "load_ms": cold.get("load_ms"),
-        "throughput": offline[best]["throughput"] if offline else first["throughput"], "throughput_batch": best,
+        "first_inference_ms": cold.get("first_inference_ms"),
+        "load_ms": cold.get("load_ms"),
+        "throughput": offline[best]["throughput"] if offline else first["throughput"],
+        "throughput_batch": best,
         "gflops": (roof.get("gflops") or {}).get(best),
         "efficiency": 100 * roof["efficiency"][best] if roof.get("efficiency") else None,
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.unstable,
         "trtexec_median_ms": trtexec_median(bench),
-        "calibrator": q.calibrator if q else None, "kept_fp32": len(kept) if kept is not None else None,
+        "calibrator": q.calibrator if q else None,
+        "kept_fp32": len(kept) if kept is not None else None,
         "kept_fp32_layers": [k_["node"] for k_ in kept or []],
-        "accepted": accepted, "verdict": "accepted" if accepted else "rejected",
+        "accepted": accepted,
+        "verdict": "accepted" if accepted else "rejected",
         "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),
     }
 
@@ -83,5 +102,8 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
     metric, label = primary(cfg.model.task)
-    return {"reference": {"metric": metric, "label": label, "value": par["reference_value"]},
-            "export": _read(layout.export_metrics), "rows": rows}
+    return {
+        "reference": {"metric": metric, "label": label, "value": par["reference_value"]},
+        "export": _read(layout.export_metrics),
+        "rows": rows,
+    }

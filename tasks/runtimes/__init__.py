@@ -1,5 +1,6 @@
 """Runtimes by registered name. Backends are imported lazily, so that a machine without
 (say) TensorRT can still run everything else."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,13 +1,15 @@
 """The one interface every inference backend implements (torch, onnxruntime, openvino;
 tensorrt comes with the devices issue). Parity, benchmark and evaluate loop over runtimes
 without knowing which they are."""
+
 from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

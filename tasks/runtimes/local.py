@@ -1,4 +1,5 @@
 """Running an artifact in this process: every output of a model over a prepared split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,9 @@ from tasks.data.split import Split
 from tasks.runtimes import get_runtime
 
 
-def local_outputs(model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None,
-                  limit: int | None = None) -> dict[str, np.ndarray]:
+def local_outputs(
+    model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None, limit: int | None = None
+) -> dict[str, np.ndarray]:
     """Every output of ``model`` loaded by ``runtime`` (a registered name) in this process, over the
     split (or its first ``limit`` samples), concatenated along the batch axis."""
     sess = get_runtime(runtime).load(model, threads)

@@ -2,6 +2,7 @@
 
 Sessions and builds are the device agent's (``tasks.agent.agent``), so the host and the device
 run one implementation; here they stay on the CPU execution provider."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,9 @@ class OnnxRuntime(Runtime):
         the build copies it and proves that this ONNX Runtime loads it (a device's agent saves
         the graph its own ONNX Runtime optimized instead)."""
         with agent_errors_as_build_errors():
-            artifact, meta = agent.build_onnxruntime(onnx_path, out_dir, opts.threads, optimize=False,
-                                                     providers=PROVIDERS)
+            artifact, meta = agent.build_onnxruntime(
+                onnx_path, out_dir, opts.threads, optimize=False, providers=PROVIDERS
+            )
         return Built(artifact, meta)
 
     def load(self, artifact: Path, threads: int | None = None) -> Session:

@@ -18,12 +18,14 @@ and compiles it once on the device, as a check that this OpenVINO runs it:
 Builds and sessions are the device agent's (``tasks.agent.agent``): one implementation for the
 host and the devices.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from tasks.agent import agent
 from tasks.runtimes.base import BuildOptions, Built, Runtime, Session, agent_errors_as_build_errors
+
 
 def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
     """``{"inputs": [...], "outputs": [...]}``: the ONNX graph's input and output names in order,
@@ -37,8 +39,10 @@ def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
     except Exception:  # protobuf DecodeError, OSError, ...
         return None
     initializers = {i.name for i in graph.initializer}
-    return {"inputs": [i.name for i in graph.input if i.name not in initializers],
-            "outputs": [o.name for o in graph.output]}
+    return {
+        "inputs": [i.name for i in graph.input if i.name not in initializers],
+        "outputs": [o.name for o in graph.output],
+    }
 
 
 class OvSession(agent.OvModel, Session):

@@ -56,6 +56,7 @@ the options each fixture log prints under ``=== Build Options ===``):
   through 11.3 ... TensorRT 11.4.0 supported DLA only on Windows on ARM" (Working with DLA, 11.4.1);
 - TensorRT older than 8.2 is refused (no engine inspector, and no fixture to check against).
 """
+
 from __future__ import annotations
 
 import re
@@ -123,11 +124,16 @@ class TrtPlan:
 
 def parse_version(version: Any) -> tuple[int, int, int]:
     """``"8.6.1"`` / ``"10.3.0.30"`` / ``"11.0"`` -> ``(major, minor, patch)``."""
-    m = re.fullmatch(r"(\d{1,3})\.(\d{1,3})(?:\.(\d{1,4}))?(?:\.\d{1,6})?", str(version).strip()) \
-        if isinstance(version, str) else None
+    m = (
+        re.fullmatch(r"(\d{1,3})\.(\d{1,3})(?:\.(\d{1,4}))?(?:\.\d{1,6})?", str(version).strip())
+        if isinstance(version, str)
+        else None
+    )
     if m is None:
-        raise RecipeError(f"TensorRT version {version!r} is not like '8.6.1' or '10.3.0.30' (it comes from the "
-                          "device fingerprint: re-run the probe stage on the target)")
+        raise RecipeError(
+            f"TensorRT version {version!r} is not like '8.6.1' or '10.3.0.30' (it comes from the "
+            "device fingerprint: re-run the probe stage on the target)"
+        )
     return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
@@ -138,13 +144,17 @@ def _fmt(v: tuple[int, ...]) -> str:
 def _check_settings(s: TensorRTSettings) -> None:
     if s.int8 not in INT8_MODES:
         raise RecipeError(f"target.tensorrt.int8 = {s.int8!r}; allowed: {', '.join(INT8_MODES)}")
-    for key, value, low in (("workspace_mib", s.workspace_mib, 1), ("dla_core", s.dla_core, 0),
-                            ("builder_optimization_level", s.builder_optimization_level, 0)):
+    for key, value, low in (
+        ("workspace_mib", s.workspace_mib, 1),
+        ("dla_core", s.dla_core, 0),
+        ("builder_optimization_level", s.builder_optimization_level, 0),
+    ):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise RecipeError(f"target.tensorrt.{key} = {value!r}: expected an integer >= {low} or null")
     if s.builder_optimization_level is not None and s.builder_optimization_level > 5:
-        raise RecipeError(f"target.tensorrt.builder_optimization_level = {s.builder_optimization_level}: "
-                          "TensorRT accepts 0 to 5")
+        raise RecipeError(
+            f"target.tensorrt.builder_optimization_level = {s.builder_optimization_level}: TensorRT accepts 0 to 5"
+        )
     if not isinstance(s.extra_args, (list, tuple)) or not all(isinstance(a, str) for a in s.extra_args):
         raise RecipeError(f"target.tensorrt.extra_args = {s.extra_args!r}: expected a list of strings")
 
@@ -164,23 +174,28 @@ def _cache_matches(cache: Path, v: tuple[int, int, int]) -> None:
             f"the calibration cache {cache} was written for TensorRT {trtexec_log.decode_version(number)} "
             f"(header TRT-{number}-{algorithm}) but the device runs TensorRT {_fmt(v)}: TensorRT ignores a cache "
             f"of another version and would calibrate on trtexec's random data. Set quant.trt_version: {_fmt(v)} "
-            "and re-run quantize, or use target.tensorrt.int8: qdq")
+            "and re-run quantize, or use target.tensorrt.int8: qdq"
+        )
     if algorithm != CALIB_ALGORITHM:
         raise RecipeError(
             f"the calibration cache {cache} names {algorithm}, but trtexec --calib loads caches into an "
             f"IInt8EntropyCalibrator2 ({CALIB_ALGORITHM}) and ignores other headers (it would calibrate on random "
-            "data); build this precision with target.tensorrt.int8: qdq")
+            "data); build this precision with target.tensorrt.int8: qdq"
+        )
 
 
-def _precision(v: tuple[int, int, int], precision: str, s: TensorRTSettings,
-               src: Sources) -> tuple[str, Path, list[str], dict[str, Path]]:
+def _precision(
+    v: tuple[int, int, int], precision: str, s: TensorRTSettings, src: Sources
+) -> tuple[str, Path, list[str], dict[str, Path]]:
     """(recipe, ONNX to upload, precision flags, extra uploads)."""
     if precision not in ("fp32", "fp16") and not precision.startswith("int8-"):
         raise RecipeError(f"precision {precision!r}: expected fp32, fp16 or int8-<calibrator>/int8-mixed")
     if v[:2] >= STRONGLY_TYPED_FROM:
         if precision.startswith("int8-") and s.int8 == "calib":
-            raise RecipeError(f"TensorRT {_fmt(v)} removed implicit INT8 (--int8/--calib, and calibration caches): "
-                              "set target.tensorrt.int8: qdq (builds the explicit Q/DQ model quant already writes)")
+            raise RecipeError(
+                f"TensorRT {_fmt(v)} removed implicit INT8 (--int8/--calib, and calibration caches): "
+                "set target.tensorrt.int8: qdq (builds the explicit Q/DQ model quant already writes)"
+            )
         return "strongly-typed", src.fp32_onnx if precision == "fp32" else src.precision_onnx, [], {}
     if precision == "fp32":
         return "weakly-typed", src.fp32_onnx, [], {}
@@ -189,12 +204,16 @@ def _precision(v: tuple[int, int, int], precision: str, s: TensorRTSettings,
     if s.int8 == "qdq":
         return "explicit-qdq", src.precision_onnx, ["--int8"] if precision == "int8-mixed" else ["--int8", "--fp16"], {}
     if precision == "int8-mixed":
-        raise RecipeError("int8-mixed cannot be built as implicit INT8 (target.tensorrt.int8: calib): its kept-FP32 "
-                          "layers could only be expressed with --layerPrecisions/--precisionConstraints, which this "
-                          "recipe does not write; use target.tensorrt.int8: qdq")
+        raise RecipeError(
+            "int8-mixed cannot be built as implicit INT8 (target.tensorrt.int8: calib): its kept-FP32 "
+            "layers could only be expressed with --layerPrecisions/--precisionConstraints, which this "
+            "recipe does not write; use target.tensorrt.int8: qdq"
+        )
     if src.calib_cache is None:
-        raise RecipeError(f"{precision} with target.tensorrt.int8: calib needs quantize's calibration.cache; none "
-                          "was given (re-run quantize, or use int8: qdq)")
+        raise RecipeError(
+            f"{precision} with target.tensorrt.int8: calib needs quantize's calibration.cache; none "
+            "was given (re-run quantize, or use int8: qdq)"
+        )
     _cache_matches(src.calib_cache, v)
     return "implicit", src.fp32_onnx, ["--int8", "--fp16", f"--calib={CALIB_NAME}"], {CALIB_NAME: src.calib_cache}
 
@@ -202,18 +221,25 @@ def _precision(v: tuple[int, int, int], precision: str, s: TensorRTSettings,
 def _resource_flags(v: tuple[int, int, int], s: TensorRTSettings) -> list[str]:
     flags: list[str] = []
     if s.workspace_mib is not None:
-        flags.append(f"--memPoolSize=workspace:{s.workspace_mib}MiB" if v[:2] >= MEMPOOL_FROM
-                     else f"--workspace={s.workspace_mib}")
+        flags.append(
+            f"--memPoolSize=workspace:{s.workspace_mib}MiB"
+            if v[:2] >= MEMPOOL_FROM
+            else f"--workspace={s.workspace_mib}"
+        )
     if s.dla_core is not None:
         if DLA_GAP[0] <= v < DLA_GAP[1]:
-            raise RecipeError(f"TensorRT {_fmt(v)} has no DLA support (DLA was unavailable in TensorRT 11.0 - 11.3 and "
-                              "only on Windows on ARM in 11.4.0); unset target.tensorrt.dla_core or use TensorRT "
-                              "10.x / 11.4.1+ (JetPack 7.2.2+ on AGX Orin)")
+            raise RecipeError(
+                f"TensorRT {_fmt(v)} has no DLA support (DLA was unavailable in TensorRT 11.0 - 11.3 and "
+                "only on Windows on ARM in 11.4.0); unset target.tensorrt.dla_core or use TensorRT "
+                "10.x / 11.4.1+ (JetPack 7.2.2+ on AGX Orin)"
+            )
         flags += [f"--useDLACore={s.dla_core}", "--allowGPUFallback"]
     if s.builder_optimization_level is not None:
         if v[:2] < OPT_LEVEL_FROM:
-            raise RecipeError(f"--builderOptimizationLevel needs TensorRT 8.6 or newer; the device runs {_fmt(v)}: "
-                              "unset target.tensorrt.builder_optimization_level")
+            raise RecipeError(
+                f"--builderOptimizationLevel needs TensorRT 8.6 or newer; the device runs {_fmt(v)}: "
+                "unset target.tensorrt.builder_optimization_level"
+            )
         flags.append(f"--builderOptimizationLevel={s.builder_optimization_level}")
     return flags
 
@@ -231,45 +257,71 @@ class Profile:
 
     def flags(self) -> list[str]:
         dims = "x".join(map(str, self.shape))
-        return [f"--minShapes={self.input}:1x{dims}", f"--optShapes={self.input}:{self.opt_batch}x{dims}",
-                f"--maxShapes={self.input}:{self.max_batch}x{dims}"]
+        return [
+            f"--minShapes={self.input}:1x{dims}",
+            f"--optShapes={self.input}:{self.opt_batch}x{dims}",
+            f"--maxShapes={self.input}:{self.max_batch}x{dims}",
+        ]
 
 
-def plan(trt_version: str, precision: str, settings: TensorRTSettings, sources: Sources,
-         timing_cache: str, profile: Profile | None = None) -> TrtPlan:
+def plan(
+    trt_version: str,
+    precision: str,
+    settings: TensorRTSettings,
+    sources: Sources,
+    timing_cache: str,
+    profile: Profile | None = None,
+) -> TrtPlan:
     """The trtexec build of ``precision`` for the device's ``trt_version``. ``timing_cache``: the
     remote timing cache path (kept on the device and shared by every build). ``profile``: the
     dynamic batch range (None: a static input). Raises :class:`RecipeError` (a ``BuildError``)
     when no recipe fits, saying what to change."""
     v = parse_version(trt_version)
     if v[:2] < MIN_VERSION:
-        raise RecipeError(f"TensorRT {_fmt(v)} is not supported: EdgeForge builds with TensorRT 8.2 or newer "
-                          "(upgrade JetPack/TensorRT on the device)")
+        raise RecipeError(
+            f"TensorRT {_fmt(v)} is not supported: EdgeForge builds with TensorRT 8.2 or newer "
+            "(upgrade JetPack/TensorRT on the device)"
+        )
     _check_settings(settings)
     if not isinstance(timing_cache, str) or not timing_cache:
         raise RecipeError(f"timing cache path {timing_cache!r}: expected a non-empty remote path")
     recipe, onnx_path, flags, extra = _precision(v, precision, settings, sources)
     if not Path(onnx_path).is_file():
-        raise RecipeError(f"{onnx_path} (the model the {recipe} {precision} build uploads) does not exist: "
-                          f"run the export/quantize stages first")
-    trt = TrtPlan(argv=[], uploads={ONNX_NAME: Path(onnx_path), **extra}, recipe=recipe, flags=flags,
-                  trt_version=_fmt(v))
-    trt.argv = [settings.trtexec, f"--onnx={ONNX_NAME}", f"--saveEngine={trt.engine}", *flags,
-                *(profile.flags() if profile else []),
-                *_resource_flags(v, settings), f"--timingCacheFile={timing_cache}", "--profilingVerbosity=detailed",
-                f"--exportLayerInfo={trt.layer_info}",
-                "--skipInference" if v[:2] >= SKIP_INFERENCE_FROM else "--buildOnly", *settings.extra_args]
+        raise RecipeError(
+            f"{onnx_path} (the model the {recipe} {precision} build uploads) does not exist: "
+            f"run the export/quantize stages first"
+        )
+    trt = TrtPlan(
+        argv=[], uploads={ONNX_NAME: Path(onnx_path), **extra}, recipe=recipe, flags=flags, trt_version=_fmt(v)
+    )
+    trt.argv = [
+        settings.trtexec,
+        f"--onnx={ONNX_NAME}",
+        f"--saveEngine={trt.engine}",
+        *flags,
+        *(profile.flags() if profile else []),
+        *_resource_flags(v, settings),
+        f"--timingCacheFile={timing_cache}",
+        "--profilingVerbosity=detailed",
+        f"--exportLayerInfo={trt.layer_info}",
+        "--skipInference" if v[:2] >= SKIP_INFERENCE_FROM else "--buildOnly",
+        *settings.extra_args,
+    ]
     return trt
 
 
 def _hint(log: trtexec_log.TrtexecLog) -> str:
     text = " ".join(log.errors)
     if "Unknown option" in text:
-        return ("\n  hint: this trtexec rejects an option of the command: the device's TensorRT differs from the "
-                "probed one (re-run probe) or target.tensorrt.extra_args holds a flag this version lacks")
+        return (
+            "\n  hint: this trtexec rejects an option of the command: the device's TensorRT differs from the "
+            "probed one (re-run probe) or target.tensorrt.extra_args holds a flag this version lacks"
+        )
     if "Plugin not found" in text or "No importer registered" in text:
-        return ("\n  hint: TensorRT's ONNX parser lacks an operator of the model: re-export with another opset, "
-                "replace the op, or add a plugin (extra_args --staticPlugins=...)")
+        return (
+            "\n  hint: TensorRT's ONNX parser lacks an operator of the model: re-export with another opset, "
+            "replace the op, or add a plugin (extra_args --staticPlugins=...)"
+        )
     return ""
 
 
@@ -288,11 +340,21 @@ def check_build(log_text: str, exit_code: int, plan: TrtPlan, target: str) -> di
     elif log.build_seconds is None:
         problem = "trtexec passed but reported no built engine (no 'Engine built in' line)"
     elif plan.trt_version and log.tensorrt_version and log.tensorrt_version != plan.trt_version:
-        problem = (f"the device's trtexec is TensorRT {log.tensorrt_version}, the recipe was planned for "
-                   f"{plan.trt_version} (stale fingerprint): re-run probe, then build again")
+        problem = (
+            f"the device's trtexec is TensorRT {log.tensorrt_version}, the recipe was planned for "
+            f"{plan.trt_version} (stale fingerprint): re-run probe, then build again"
+        )
     else:
-        return {"tensorrt_version": log.tensorrt_version, "trt_build_seconds": log.build_seconds,
-                "trt_precision": log.precision, "recipe": plan.recipe, "flags": list(plan.flags),
-                "command": shlex.join(plan.argv), "trt_warnings": log.warnings_count}
-    raise BuildError(f"{target}: TensorRT engine build failed: {problem}; {trtexec_log.errors_text(log)}\n"
-                     f"  command: {shlex.join(plan.argv)}\n  full log: {plan.log} in the build folder{_hint(log)}")
+        return {
+            "tensorrt_version": log.tensorrt_version,
+            "trt_build_seconds": log.build_seconds,
+            "trt_precision": log.precision,
+            "recipe": plan.recipe,
+            "flags": list(plan.flags),
+            "command": shlex.join(plan.argv),
+            "trt_warnings": log.warnings_count,
+        }
+    raise BuildError(
+        f"{target}: TensorRT engine build failed: {problem}; {trtexec_log.errors_text(log)}\n"
+        f"  command: {shlex.join(plan.argv)}\n  full log: {plan.log} in the build folder{_hint(log)}"
+    )

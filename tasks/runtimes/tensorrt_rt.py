@@ -3,6 +3,7 @@ stage plans a ``trtexec`` command (``tasks.runtimes.tensorrt_recipe``) that the 
 benchmarks time the engine there (agent ``TrtModel``) and run ``trtexec --loadEngine`` beside it,
 whose console output :func:`trtexec_figures` reads. ``tensorrt`` is imported lazily, so this module
 loads on machines without it."""
+
 from __future__ import annotations
 
 import shlex
@@ -12,16 +13,20 @@ from typing import Any
 from tasks.runtimes import trtexec_log
 from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
 
-_ON_DEVICE = ("TensorRT engines are built and run on the device: the build stage sends a trtexec command "
-              "(tasks.runtimes.tensorrt_recipe) through the device agent")
+_ON_DEVICE = (
+    "TensorRT engines are built and run on the device: the build stage sends a trtexec command "
+    "(tasks.runtimes.tensorrt_recipe) through the device agent"
+)
 
 
 def _tensorrt():
     try:
         import tensorrt
     except ImportError as e:
-        raise BuildError(f"TensorRT is not installed on this machine: {_ON_DEVICE}; use a target with "
-                         "runtime: tensorrt instead of running engines here") from e
+        raise BuildError(
+            f"TensorRT is not installed on this machine: {_ON_DEVICE}; use a target with "
+            "runtime: tensorrt instead of running engines here"
+        ) from e
     return tensorrt
 
 
@@ -33,8 +38,9 @@ class TensorRTRuntime(Runtime):
         return _tensorrt().__version__
 
     def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
-        raise BuildError(f"TensorRT builds happen on the device through the agent (the build stage handles them): "
-                         f"{_ON_DEVICE}")
+        raise BuildError(
+            f"TensorRT builds happen on the device through the agent (the build stage handles them): {_ON_DEVICE}"
+        )
 
     def load(self, artifact: Path, threads: int | None = None) -> Session:
         _tensorrt()
@@ -59,14 +65,30 @@ def trtexec_figures(raw: dict[str, Any], target: str) -> dict[str, dict[str, Any
             continue
         log = trtexec_log.parse(run["log"])
         if run["exit_code"] == 0 and log.status == "passed" and log.summary:
-            figures[key] = {**log.summary, "argv": run["argv"], **common,
-                            "tensorrt": log.tensorrt_version or raw["tensorrt"], "warnings": log.warnings}
+            figures[key] = {
+                **log.summary,
+                "argv": run["argv"],
+                **common,
+                "tensorrt": log.tensorrt_version or raw["tensorrt"],
+                "warnings": log.warnings,
+            }
             continue
-        problem = (f"exited with code {run['exit_code']}" if run["exit_code"] != 0 else
-                   "printed no Performance summary" if log.status == "passed" else "printed no &&&& PASSED line")
-        hint = ("" if key == "b1" else "\n  hint: is the batch above the engine's optimisation profile? Builds given "
-                "no --maxShapes fix a dynamic batch to 1 (install TensorRT's Python packages on the device and "
-                "the agent skips such batch sizes, naming the profile)")
-        raise BuildError(f"{target}: trtexec --loadEngine (TensorRT {raw['tensorrt']}) {problem} for batch "
-                         f"{key[1:]}; {trtexec_log.errors_text(log)}\n  command: {shlex.join(run['argv'])}{hint}")
+        problem = (
+            f"exited with code {run['exit_code']}"
+            if run["exit_code"] != 0
+            else "printed no Performance summary"
+            if log.status == "passed"
+            else "printed no &&&& PASSED line"
+        )
+        hint = (
+            ""
+            if key == "b1"
+            else "\n  hint: is the batch above the engine's optimisation profile? Builds given "
+            "no --maxShapes fix a dynamic batch to 1 (install TensorRT's Python packages on the device and "
+            "the agent skips such batch sizes, naming the profile)"
+        )
+        raise BuildError(
+            f"{target}: trtexec --loadEngine (TensorRT {raw['tensorrt']}) {problem} for batch "
+            f"{key[1:]}; {trtexec_log.errors_text(log)}\n  command: {shlex.join(run['argv'])}{hint}"
+        )
     return figures

@@ -1,5 +1,6 @@
 """PyTorch eager as a runtime: the FP32 reference for parity and evaluation, and the
 baseline of the benchmark. It has no build step: its artifact is the checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,10 @@ class TorchSession(Session):
             out = self._m(torch.from_numpy(x if x.flags.writeable else np.array(x)))  # mmap'd splits are read-only
         outs = out if isinstance(out, (tuple, list)) else [out]
         if len(outs) != len(self.output_names):
-            raise BuildError(f"the model returned {len(outs)} outputs; model.outputs names {len(self.output_names)}: "
-                             f"{self.output_names}")
+            raise BuildError(
+                f"the model returned {len(outs)} outputs; model.outputs names {len(self.output_names)}: "
+                f"{self.output_names}"
+            )
         return {n: o.detach().float().numpy() for n, o in zip(self.output_names, outs)}
 
 

@@ -28,6 +28,7 @@ EA), so a call of one is checked through its body there. Subgraphs (``If``/``Loo
 bodies) are walked. Per-operator restrictions (attribute values, types) are not checked: the
 device's parser still has the last word.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -38,7 +39,8 @@ import onnx
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_recipe import RecipeError, parse_version
 
-_BASE_82 = frozenset("""
+_BASE_82 = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu
 Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div
 Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm
@@ -49,23 +51,30 @@ RandomUniform RandomUniformLike Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSu
 ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan
 Scatter ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign
 SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
-""".split())
+""".split()
+)
 
 #: (first TensorRT version, operators it added to the ONNX parser).
-_ADDED: tuple[tuple[tuple[int, int], frozenset[str]], ...] = tuple((v, frozenset(ops.split())) for v, ops in (
-    ((8, 4), "Xor"),
-    ((8, 5), "GridSample HardSwish MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike "
-             "Reciprocal RoiAlign Shrink Trilu"),
-    ((8, 6), "GroupNormalization LayerNormalization IsInf"),
-    ((9, 2), "Hardmax"),
-    ((10, 0), "CastLike Gelu Mish"),
-    ((10, 1), "DeformConv"),
-    ((10, 4), "BlackmanWindow HammingWindow HannWindow"),
-    ((10, 5), "STFT"),
-    ((10, 14), "Attention"),
-    ((10, 15), "RotaryEmbedding RMSNormalization TensorScatter"),
-    ((11, 0), "Swish"),
-))
+_ADDED: tuple[tuple[tuple[int, int], frozenset[str]], ...] = tuple(
+    (v, frozenset(ops.split()))
+    for v, ops in (
+        ((8, 4), "Xor"),
+        (
+            (8, 5),
+            "GridSample HardSwish MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike "
+            "Reciprocal RoiAlign Shrink Trilu",
+        ),
+        ((8, 6), "GroupNormalization LayerNormalization IsInf"),
+        ((9, 2), "Hardmax"),
+        ((10, 0), "CastLike Gelu Mish"),
+        ((10, 1), "DeformConv"),
+        ((10, 4), "BlackmanWindow HammingWindow HannWindow"),
+        ((10, 5), "STFT"),
+        ((10, 14), "Attention"),
+        ((10, 15), "RotaryEmbedding RMSNormalization TensorScatter"),
+        ((11, 0), "Swish"),
+    )
+)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _LOCAL_FUNCTIONS_FROM = (9, 0)
 _MAX_NAMES = 5
@@ -106,8 +115,11 @@ def unsupported_ops(onnx_path: Path, trt_version: str) -> list[tuple[str, str]]:
     in graph order (subgraphs after their parent node). Non-default domains read ``domain:op``."""
     supported = supported_ops(trt_version)
     model = onnx.load(str(onnx_path), load_external_data=False)
-    functions = {(f.domain, f.name): f for f in model.functions} \
-        if parse_version(trt_version)[:2] >= _LOCAL_FUNCTIONS_FROM else {}
+    functions = (
+        {(f.domain, f.name): f for f in model.functions}
+        if parse_version(trt_version)[:2] >= _LOCAL_FUNCTIONS_FROM
+        else {}
+    )
     found: list[tuple[str, str]] = []
 
     def visit(graph_nodes, seen: frozenset) -> None:
@@ -152,8 +164,10 @@ def check(onnx_path: Path, trt_version: str, target: str) -> None:
         lines.append(f"  - {op} ({why}): {len(names)} node{'s' if len(names) > 1 else ''}: {shown}")
     raise BuildError(
         f"{target}: {onnx_path} uses operators that TensorRT {trt_version}'s ONNX parser cannot import "
-        f"(onnx-tensorrt docs/operators.md):\n" + "\n".join(lines) +
-        "\n  What to do: re-export the model with a different opset (or with the exporter option that "
+        f"(onnx-tensorrt docs/operators.md):\n"
+        + "\n".join(lines)
+        + "\n  What to do: re-export the model with a different opset (or with the exporter option that "
         "avoids the op), replace the op in the model with supported ones, implement a TensorRT plugin for "
         "it and load it through target.tensorrt.extra_args (--staticPlugins=...), or upgrade TensorRT on "
-        "the device where a newer release supports it. Nothing was uploaded.")
+        "the device where a newer release supports it. Nothing was uploaded."
+    )

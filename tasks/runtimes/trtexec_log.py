@@ -9,6 +9,7 @@ recognise it ignores.
 Units: latency statistics in milliseconds, throughput in queries per second, totals and
 build time in seconds.
 """
+
 from __future__ import annotations
 
 import re

@@ -2,10 +2,10 @@
 :func:`tasks.reporting.selection.winners`) becomes a new version of one registered model, made from the
 child run's logged ``build/`` folder (``runs:/<child run id>/build``), and the target's alias
 moves to it. Deployment fetches ``models:/<name>@<target>`` and always gets the latest winner."""
+
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 from tasks import stage
@@ -52,19 +52,29 @@ def aliases(targets: list[str]) -> dict[str, str]:
     seen: dict[str, str] = {}
     for t, a in out.items():
         if a in seen:
-            raise stage.StageError(f"targets {seen[a]!r} and {t!r} both map to the MLflow alias {a!r}: "
-                                   "rename one of them (aliases keep only letters, digits, '_' and '-')")
+            raise stage.StageError(
+                f"targets {seen[a]!r} and {t!r} both map to the MLflow alias {a!r}: "
+                "rename one of them (aliases keep only letters, digits, '_' and '-')"
+            )
         seen[a] = t
     return out
 
 
 def version_tags(row: dict, tags: dict[str, str]) -> dict[str, str]:
     """Tags of one model version: what it is, what it was built from and how well it does."""
-    out = {"target": row["target"], "precision": row["precision"], "runtime": row["runtime"],
-           "runtime_version": str(row["runtime_version"]), "artifact_sha256": row["artifact_sha256"],
-           "checkpoint_sha256": tags.get("checkpoint_sha256", ""), "git_commit": tags.get("git_commit", ""),
-           "dvc_experiment": tags.get("dvc_experiment", ""), "metric": row["metric"],
-           "metric_value": repr(float(row["value"])), row["metric"]: repr(float(row["value"]))}
+    out = {
+        "target": row["target"],
+        "precision": row["precision"],
+        "runtime": row["runtime"],
+        "runtime_version": str(row["runtime_version"]),
+        "artifact_sha256": row["artifact_sha256"],
+        "checkpoint_sha256": tags.get("checkpoint_sha256", ""),
+        "git_commit": tags.get("git_commit", ""),
+        "dvc_experiment": tags.get("dvc_experiment", ""),
+        "metric": row["metric"],
+        "metric_value": repr(float(row["value"])),
+        row["metric"]: repr(float(row["value"])),
+    }
     if row.get("latency_p50_ms") is not None:
         out["latency_p50_ms"] = repr(float(row["latency_p50_ms"]))
     return out
@@ -74,15 +84,17 @@ def _ensure_model(client, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, description="EdgeForge: each target's winning build; "
-                                                         "alias = the target's name")
+        client.create_registered_model(
+            name, description="EdgeForge: each target's winning build; alias = the target's name"
+        )
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
 
 
-def register_winners(client, cfg: Config, rows: list[dict], run_ids: dict[str, str], tags: dict[str, str],
-                     uri: str) -> dict[str, dict]:
+def register_winners(
+    client, cfg: Config, rows: list[dict], run_ids: dict[str, str], tags: dict[str, str], uri: str
+) -> dict[str, dict]:
     """Register each target's winner; ``run_ids``: ``{row key: child run id}``. Returns
     ``{target: {"name", "version", "alias", "run_id", "precision", "source"}}`` (no entry for a
     target without an accepted build). Raises :class:`tasks.stage.StageError` naming the model
@@ -100,14 +112,26 @@ def register_winners(client, cfg: Config, rows: list[dict], run_ids: dict[str, s
         for target, r in best.items():
             run_id = run_ids[r["key"]]
             source = f"runs:/{run_id}/build"
-            mv = client.create_model_version(name, source, run_id=run_id, tags=version_tags(r, tags),
-                                             description=f"{r['key']}: winner on target {target!r}")
+            mv = client.create_model_version(
+                name,
+                source,
+                run_id=run_id,
+                tags=version_tags(r, tags),
+                description=f"{r['key']}: winner on target {target!r}",
+            )
             client.set_registered_model_alias(name, alias[target], mv.version)
-            out[target] = {"name": name, "version": str(mv.version), "alias": alias[target], "run_id": run_id,
-                           "precision": r["precision"], "source": source}
+            out[target] = {
+                "name": name,
+                "version": str(mv.version),
+                "alias": alias[target],
+                "run_id": run_id,
+                "precision": r["precision"],
+                "source": source,
+            }
     except (MlflowException, OSError) as e:  # requests' errors are OSErrors
         raise stage.StageError(
             f"registering the winning builds as versions of MLflow registered model {name!r} at {uri} failed: {e}. "
             "The model registry needs a database-backed store (sqlite:///..., or a server started with one); "
-            "set report.register=false to skip registration") from e
+            "set report.register=false to skip registration"
+        ) from e
     return out

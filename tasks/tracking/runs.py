@@ -5,6 +5,7 @@ checkpoint's sha256, the git commit, the DVC experiment and the toolkit's versio
 target's winner is registered in the model registry (:mod:`tasks.tracking.registry`). No secret
 reaches params: keys that look secret are dropped before logging, and credentials in the
 tracking URI are masked wherever it is printed or stored."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,8 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tasks import stage
 from tasks.config import Config
@@ -27,9 +28,15 @@ from tasks.tracking.uri import redact_uri, resolved_uri, tracking_uri
 
 SECRET = re.compile(r"pass(word|phrase)?|secret|token|credential|api_?key", re.I)
 # tag suffix -> distributions that provide it (first installed one wins)
-PACKAGES = {"torch": ("torch",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-            "openvino": ("openvino",), "dvc": ("dvc",), "mlflow": ("mlflow", "mlflow-skinny"),
-            "edgeforge": ("edgeforge",)}
+PACKAGES = {
+    "torch": ("torch",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "openvino": ("openvino",),
+    "dvc": ("dvc",),
+    "mlflow": ("mlflow", "mlflow-skinny"),
+    "edgeforge": ("edgeforge",),
+}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -77,8 +84,12 @@ def toolkit_versions() -> dict[str, str]:
 def run_tags(cfg: Config) -> dict[str, str]:
     """Tags shared by the parent and every child run."""
     ckpt = Path(cfg.model.checkpoint)
-    return {"checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else "missing",
-            "git_commit": git_commit(), "dvc_experiment": experiment_name(), **toolkit_versions()}
+    return {
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else "missing",
+        "git_commit": git_commit(),
+        "dvc_experiment": experiment_name(),
+        **toolkit_versions(),
+    }
 
 
 def log_report(mlflow, layout: Layout = LAYOUT) -> None:
@@ -122,18 +133,26 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
         run_id, registered = _log_runs(mlflow, cfg, summary, shown)
     stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {shown}")
     for t, v in registered.items():
-        stage.log("report", f"registered {t}'s winner ({v['precision']}) as models:/{v['name']}/{v['version']} "
-                            f"(alias @{v['alias']})")
-    return {"tracking_uri": shown, "experiment": cfg.report.experiment, "parent_run_id": run_id,
-            "registered": registered, "ui_url": tracking_ui.runs_url(uri, exp.experiment_id)}
+        stage.log(
+            "report",
+            f"registered {t}'s winner ({v['precision']}) as models:/{v['name']}/{v['version']} (alias @{v['alias']})",
+        )
+    return {
+        "tracking_uri": shown,
+        "experiment": cfg.report.experiment,
+        "parent_run_id": run_id,
+        "registered": registered,
+        "ui_url": tracking_ui.runs_url(uri, exp.experiment_id),
+    }
 
 
 def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
     """The parent run and its children; registration happens inside the parent run, so a
     refused one marks it FAILED. Returns (parent run id, registered versions)."""
     tags = run_tags(cfg)
-    with mlflow.start_run(run_name=tracking_ui.parent_run_name(cfg, tags),
-                          tags={**tags, "edgeforge.kind": "pipeline"}) as parent:
+    with mlflow.start_run(
+        run_name=tracking_ui.parent_run_name(cfg, tags), tags={**tags, "edgeforge.kind": "pipeline"}
+    ) as parent:
         mlflow.log_params(flatten(dataclasses.asdict(cfg)))
         mlflow.log_metric(f"reference_accuracy_{summary['reference']['metric']}", summary["reference"]["value"])
         mlflow.log_metric("export_nodes_after", summary["export"]["nodes_after"])
@@ -145,34 +164,62 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
         registered: dict[str, dict] = {}
         if cfg.report.register:
             registered = register_winners(mlflow.MlflowClient(), cfg, summary["rows"], run_ids, tags, shown_uri)
-            mlflow.set_tags({f"registered.{v['alias']}": f"models:/{v['name']}/{v['version']}"
-                             for v in registered.values()})
+            mlflow.set_tags(
+                {f"registered.{v['alias']}": f"models:/{v['name']}/{v['version']}" for v in registered.values()}
+            )
         return parent.info.run_id, registered
 
 
 def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
     """One summary row as a nested run; returns its run id."""
     k = r["key"]
-    with mlflow.start_run(run_name=tracking_ui.child_run_name(r), nested=True, tags={
-        **tags, "edgeforge.kind": "build", tracking_ui.KEY_TAG: r["key"], "artifact_sha256": r["artifact_sha256"],
-        "runtime_version": r["runtime_version"], "verdict": r["verdict"],
-        "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
-    }) as child:
-        mlflow.log_params({"target": r["target"], "precision": r["precision"], "runtime": r["runtime"],
-                           "calibrator": r.get("calibrator") or "none"})
+    with mlflow.start_run(
+        run_name=tracking_ui.child_run_name(r),
+        nested=True,
+        tags={
+            **tags,
+            "edgeforge.kind": "build",
+            tracking_ui.KEY_TAG: r["key"],
+            "artifact_sha256": r["artifact_sha256"],
+            "runtime_version": r["runtime_version"],
+            "verdict": r["verdict"],
+            "device_fingerprint_sha256": r.get("device_fingerprint_sha256") or "",
+        },
+    ) as child:
+        mlflow.log_params(
+            {
+                "target": r["target"],
+                "precision": r["precision"],
+                "runtime": r["runtime"],
+                "calibrator": r.get("calibrator") or "none",
+            }
+        )
         # quality figures share the accuracy_ prefix whatever the task's metric (accuracy_top1,
         # accuracy_map50_95, accuracy_miou, ...), so the compare view groups them next to latency_*
         metrics = {
-            f"accuracy_{r['metric']}": r["value"], "accuracy_drop": r["drop"],
+            f"accuracy_{r['metric']}": r["value"],
+            "accuracy_drop": r["drop"],
             "accuracy_worst_class_drop": r["worst_class_drop"],
-            "latency_p50_ms": r["latency_p50_ms"], "latency_p90_ms": r["latency_p90_ms"],
-            "latency_p99_ms": r["latency_p99_ms"], "latency_cv": r["latency_cv"],
-            "throughput": r["throughput"], "size_mb": r["size_mb"],
-            "build_seconds": r["build_seconds"], "accepted": float(r["accepted"]),
+            "latency_p50_ms": r["latency_p50_ms"],
+            "latency_p90_ms": r["latency_p90_ms"],
+            "latency_p99_ms": r["latency_p99_ms"],
+            "latency_cv": r["latency_cv"],
+            "throughput": r["throughput"],
+            "size_mb": r["size_mb"],
+            "build_seconds": r["build_seconds"],
+            "accepted": float(r["accepted"]),
         }
         metrics.update({f"accuracy_{k}": v for k, v in r["details"].items() if isinstance(v, (int, float))})
-        for key in ("first_inference_ms", "load_ms", "top1_agreement", "parity_max_abs",
-                    "parity_vs_torch_max_abs", "gflops", "efficiency", "trtexec_median_ms"):
+        for key in (
+            "first_inference_ms",
+            "load_ms",
+            "top1_agreement",
+            "parity_max_abs",
+            "parity_vs_torch_max_abs",
+            "gflops",
+            "efficiency",
+            "trtexec_median_ms",
+        ):
             if r.get(key) is not None:
                 metrics[key] = r[key]
         if r["speedup_vs_torch"] is not None:

@@ -1,5 +1,6 @@
 """How EdgeForge's MLflow runs read in MLflow 3's UI: the experiment marked as model training, run
 names a list of them can be read by, and a link that opens the experiment on its runs table."""
+
 from __future__ import annotations
 
 import urllib.parse

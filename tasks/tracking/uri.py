@@ -1,5 +1,6 @@
 """The MLflow tracking URI: from the environment or the config, a relative sqlite path made
 absolute, and a password masked wherever the URI is shown or stored."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ def resolved_uri(uri: str, base: Path | None = None) -> str:
     ``sqlite:///mlflow.db`` would otherwise keep pointing at the first folder it was opened in."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        return prefix + str((Path(base or ".") / uri[len(prefix):]).resolve())
+        return prefix + str((Path(base or ".") / uri[len(prefix) :]).resolve())
     return uri
 
 

@@ -1,5 +1,6 @@
 """The canvas examples: generated boxes and masks against the pasted pixels, the models' shapes
 and ONNX export, and a short run of each trainer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from examples.canvas import (CANVAS, MASK_THRESHOLD, MAX_IOU, SPLITS, Canvases, box_iou, canvas_splits,
-                             make_canvases, mnist_boxes, mnist_masks, resize_digit)
+from examples.canvas import (
+    CANVAS,
+    MASK_THRESHOLD,
+    MAX_IOU,
+    SPLITS,
+    Canvases,
+    box_iou,
+    canvas_splits,
+    make_canvases,
+    mnist_boxes,
+    mnist_masks,
+    resize_digit,
+)
 from examples.canvas_models import MnistCenterNet, MnistUNet, train_mnist_centernet, train_mnist_unet
 from examples.mnist import mnist_digits
 from tasks.data.sources import LOADERS, load_loader_split
@@ -16,8 +28,10 @@ from tasks.models.decoders import decode_centernet
 from tasks.models.load import ARCHS
 from tasks.models.trainers import TRAINERS
 
-pytestmark = [pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
-              pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +87,13 @@ def test_boxes_tightly_enclose_the_digit_pixels(splits):
                 grown = np.array([max(x1 - 1, 0), max(y1 - 1, 0), min(x2 + 1, CANVAS), min(y2 + 1, CANVAS)])
                 if any(box_iou(grown, o) > 0 for o in others):
                     continue  # not isolated: a neighbour's ink may lie in the margin
-                ys, xs = np.nonzero(img[grown[1]:grown[3], grown[0]:grown[2]])
-                assert (xs.min() + grown[0], ys.min() + grown[1], xs.max() + 1 + grown[0],
-                        ys.max() + 1 + grown[1]) == (x1, y1, x2, y2)
+                ys, xs = np.nonzero(img[grown[1] : grown[3], grown[0] : grown[2]])
+                assert (xs.min() + grown[0], ys.min() + grown[1], xs.max() + 1 + grown[0], ys.max() + 1 + grown[1]) == (
+                    x1,
+                    y1,
+                    x2,
+                    y2,
+                )
 
 
 def test_masks_mark_bright_digit_pixels_with_their_class(splits):
@@ -108,7 +126,7 @@ def test_canvases_are_built_from_their_own_split(splits):
             for size in range(18, 35):  # the pasted digit is the source digit at one of the sizes
                 patch = resize_digit(pool.images[src], size)
                 ys, xs = np.nonzero(patch)
-                tight = patch[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+                tight = patch[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
                 found |= tight.shape == crop.shape and (tight == crop).all()
             assert found, (name, i)
 
@@ -123,6 +141,7 @@ def test_generation_is_deterministic_per_seed():
 
 
 # --- models ---------------------------------------------------------------------------------------
+
 
 def _randomised(model: torch.nn.Module) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -163,8 +182,16 @@ def test_onnx_export_matches_torch(tmp_path, arch, names):
 
     net = _randomised(arch())
     path = tmp_path / "m.onnx"
-    torch.onnx.export(net, (X,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=names, dynamic_axes={"input": {0: "batch"}})
+    torch.onnx.export(
+        net,
+        (X,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=names,
+        dynamic_axes={"input": {0: "batch"}},
+    )
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert not ops & {"TopK", "NonMaxSuppression", "Loop", "If"}, ops
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -178,9 +205,14 @@ def test_onnx_export_matches_torch(tmp_path, arch, names):
 
 # --- trainers -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,trainer,arch,labels,keys", [
-    ("mnist_centernet", train_mnist_centernet, MnistCenterNet, "boxes", {"heatmap_loss", "wh_loss", "offset_loss"}),
-    ("mnist_unet", train_mnist_unet, MnistUNet, "masks", {"train_pixel_acc"})])
+
+@pytest.mark.parametrize(
+    "name,trainer,arch,labels,keys",
+    [
+        ("mnist_centernet", train_mnist_centernet, MnistCenterNet, "boxes", {"heatmap_loss", "wh_loss", "offset_loss"}),
+        ("mnist_unet", train_mnist_unet, MnistUNet, "masks", {"train_pixel_acc"}),
+    ],
+)
 def test_trainer_runs_and_saves_a_loadable_state_dict(tmp_path, splits, name, trainer, arch, labels, keys):
     assert TRAINERS.get(name) is trainer
     c = splits["calib"]
@@ -188,8 +220,9 @@ def test_trainer_runs_and_saves_a_loadable_state_dict(tmp_path, splits, name, tr
     y = getattr(c, labels)[:48].astype(np.int64)
     calls, states = [], []
     for run in range(2):
-        metrics = trainer(x, y, tmp_path / f"m{run}.pt", epochs=1, batch_size=32, lr=1e-3, seed=0,
-                          progress=lambda *a: calls.append(a))
+        metrics = trainer(
+            x, y, tmp_path / f"m{run}.pt", epochs=1, batch_size=32, lr=1e-3, seed=0, progress=lambda *a: calls.append(a)
+        )
         assert np.isfinite(metrics["train_loss"]) and metrics["epochs"] == 1 and keys <= set(metrics)
         model = arch()
         model.load_state_dict(torch.load(tmp_path / f"m{run}.pt", weights_only=True))

@@ -1,6 +1,7 @@
 """Fakes of device tools for tests on machines without the device's hardware. Each is a FAKE that
 replays real recorded output or runs the model it was given on the CPU (see its header); tests
 install a copy under ``tmp_path``."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ TRTEXEC_FIXTURES = FAKES.parent / "fixtures" / "trtexec"
 TRT_PYTHON = FAKES / "trt_python"
 
 
-def install_trtexec(folder: Path, tensorrt: str = "10.3.0", fail: str | None = None,
-                    fail_load: str | None = None) -> Path:
+def install_trtexec(
+    folder: Path, tensorrt: str = "10.3.0", fail: str | None = None, fail_load: str | None = None
+) -> Path:
     """Copy the fake ``trtexec`` into ``folder`` with its ``fake_trtexec.json`` beside it and
     return the executable's path. ``tensorrt``: the version it claims; ``fail``: a fixture log
     name (tests/fixtures/trtexec) to replay as a failed build instead of building; ``fail_load``:
@@ -23,9 +25,12 @@ def install_trtexec(folder: Path, tensorrt: str = "10.3.0", fail: str | None = N
     folder.mkdir(parents=True, exist_ok=True)
     exe = Path(shutil.copy2(FAKES / "trtexec", folder / "trtexec")).resolve()
     exe.chmod(0o755)
-    (folder / "fake_trtexec.json").write_text(json.dumps(
-        {"tensorrt": tensorrt, "fail": fail, "fail_load": fail_load, "fixtures": str(TRTEXEC_FIXTURES)},
-        indent=1) + "\n")
+    (folder / "fake_trtexec.json").write_text(
+        json.dumps(
+            {"tensorrt": tensorrt, "fail": fail, "fail_load": fail_load, "fixtures": str(TRTEXEC_FIXTURES)}, indent=1
+        )
+        + "\n"
+    )
     return exe
 
 

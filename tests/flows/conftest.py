@@ -1,4 +1,5 @@
 """Prefect's test harness (a temporary server and database, ~10 s to start), once per session."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The ``edgeforge`` command as a user runs it: a new process, Prefect's own temporary server (no
 test harness), on the tiny DAG. A successful run reads as one: no traceback, no ERROR line."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def test_successful_run_prints_no_traceback(tmp_path):
     summary = root / "artifacts" / "report" / "summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text(json.dumps({"reference": {"label": "top-1", "value": 0.0}, "rows": []}))
-    r = subprocess.run([str(BIN / "edgeforge"), "-C", str(root), "run"], env=_env(tmp_path), capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [str(BIN / "edgeforge"), "-C", str(root), "run"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "5 stage(s) ran, 0 up to date" in out, out[-4000:]
@@ -45,8 +51,14 @@ def test_users_own_telemetry_setting_is_kept(tmp_path):
     profile.parent.mkdir(parents=True)
 
     def run(**extra: str) -> str:
-        return subprocess.run([sys.executable, "-c", code], env=_env(tmp_path, **extra), cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env=_env(tmp_path, **extra),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     assert run() == "{'PREFECT_SERVER_ANALYTICS_ENABLED': 'false'}"
     assert run(PREFECT_SERVER_ANALYTICS_ENABLED="true") == "{}"

@@ -2,6 +2,7 @@
 harness: dependency order, DVC deciding what runs, one stage at a time per device while devices
 work side by side, retries of transient device errors only, timeouts, failures that stop only
 their own branch, and bad input failing fast with params.yaml untouched."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,8 +26,9 @@ def tiny(tmp_path, prefect):
 
 
 def dvc(root: Path, *args: str) -> str:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_stages_are_read_from_dvc_with_their_devices(tiny):
@@ -36,8 +38,11 @@ def test_stages_are_read_from_dvc_with_their_devices(tiny):
     assert stages["build@dev_b"].target == "dev_b" and stages["prepare"].target is None
     targets = load_config(tiny / "params.yaml").target
     # two targets on one device address share its slot; the host's stages hold the host slot
-    assert slot_of(stages["build@dev_a"], targets) == slot_of(stages["build@dev_a2"], targets) != \
-        slot_of(stages["build@dev_b"], targets)
+    assert (
+        slot_of(stages["build@dev_a"], targets)
+        == slot_of(stages["build@dev_a2"], targets)
+        != slot_of(stages["build@dev_b"], targets)
+    )
     assert slot_of(stages["prepare"], targets) == HOST_SLOT
 
 
@@ -54,8 +59,9 @@ def test_runs_in_order_devices_in_parallel_one_stage_per_device_and_dvc_records_
     assert r["report"]["start"] >= max(r[f"build@{t}"]["end"] for t in ("dev_a", "dev_b", "dev_a2"))
     a, a2, b = r["build@dev_a"], r["build@dev_a2"], r["build@dev_b"]
     assert a["end"] <= a2["start"] or a2["end"] <= a["start"], "two stages shared one device"
-    assert b["start"] < max(a["end"], a2["end"]) and min(a["start"], a2["start"]) < b["end"], \
+    assert b["start"] < max(a["end"], a2["end"]) and min(a["start"], a2["start"]) < b["end"], (
         "stages of different devices did not overlap"
+    )
     assert "Data and pipelines are up to date" in dvc(tiny, "status")  # every stage recorded in dvc.lock
     # nothing changed: DVC runs nothing again
     assert pipeline(root=str(tiny), **FAST)["ran"] == []
@@ -67,7 +73,7 @@ def test_runs_in_order_devices_in_parallel_one_stage_per_device_and_dvc_records_
 
 def test_transient_device_error_is_retried_other_failures_are_not(tiny):
     plan(tiny, "build@dev_a", fail="75 0")  # device unreachable once, then fine
-    plan(tiny, "build@dev_b", fail="1 0")   # a real failure: never retried
+    plan(tiny, "build@dev_b", fail="1 0")  # a real failure: never retried
     with pytest.raises(PipelineError) as e:
         pipeline(root=str(tiny), retries=2, **FAST)
     msg = str(e.value)

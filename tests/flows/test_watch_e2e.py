@@ -4,6 +4,7 @@ of the repository. The pipeline flow runs the example DAG; then the served watch
 folder, runs each once as a DVC experiment, records a corrupt one as failed without
 blocking the others, ignores the same bytes under another name, and runs nothing again after
 a restart."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ from tasks.io import sha256_file
 from tests.e2e import FAST, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
-OVERRIDES = FAST + ["build.targets=[local]", "build.precisions=[fp32,fp16]", "prepare=none",
-                    "model.checkpoint=checkpoints/seed0.pt"]
+OVERRIDES = FAST + [
+    "build.targets=[local]",
+    "build.precisions=[fp32,fp16]",
+    "prepare=none",
+    "model.checkpoint=checkpoints/seed0.pt",
+]
 BIN = Path(sys.executable).parent
 
 
@@ -67,8 +72,19 @@ def test_pipeline_flow_runs_the_example_dag(repo, prefect):
     from flows.pipeline import pipeline
 
     summary = pipeline(root=str(repo), retry_delay_s=0.1)
-    for stage in ("prepare", "export", "parity", "quantize@fp32", "quantize@fp16", "probe@local",
-                  "build@local-fp32", "build@local-fp16", "benchmark@local-fp16", "evaluate@local-fp32", "report"):
+    for stage in (
+        "prepare",
+        "export",
+        "parity",
+        "quantize@fp32",
+        "quantize@fp16",
+        "probe@local",
+        "build@local-fp32",
+        "build@local-fp16",
+        "benchmark@local-fp16",
+        "evaluate@local-fp32",
+        "report",
+    ):
         assert stage in summary["ran"], stage
     assert not summary["failed"]
     status = sh([str(BIN / "dvc"), "status"], repo).stdout  # DVC recorded every stage (the probe always runs)
@@ -105,8 +121,9 @@ def test_watcher_runs_each_new_checkpoint_once(repo, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect")}
     for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
-    first = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
-                           text=True, timeout=1200)
+    first = subprocess.run(
+        [str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert first.returncode == 1, first.stderr[-3000:]  # one checkpoint failed: reported in the exit code
     outcomes = [ln.split()[0] for ln in first.stdout.splitlines() if ln.startswith(("failed ", "done "))]
     assert outcomes == ["failed", "done", "done"], first.stdout
@@ -123,8 +140,9 @@ def test_watcher_runs_each_new_checkpoint_once(repo, tmp_path):
     # the same bytes under another name, looked at by a new process: nothing runs again
     shutil.copy2(incoming / "a.pt", incoming / "a-again.pt")
     os.utime(incoming / "a-again.pt", (time.time() - 60, time.time() - 60))
-    again = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
     assert not [ln for ln in again.stdout.splitlines() if ln.startswith(("failed ", "done "))], again.stdout
     assert json.loads(state_path.read_text()) == state and len(parent_runs(repo)) == before + 2
@@ -136,14 +154,23 @@ def test_served_watcher_runs_a_dropped_checkpoint_on_its_schedule(repo, tmp_path
     the folder runs with no other action. SIGTERM (a service manager's stop) stops the watcher and
     the server it started."""
     state_path = repo / ".edgeforge/watch/state.json"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PYTHONUNBUFFERED": "1",
+    }
     for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "edgeforge"), "watch", "--interval", "5"], cwd=repo, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(BIN / "edgeforge"), "watch", "--interval", "5"],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait(lambda: "is being served" in log.read_text(), 180, "the deployment to be served", proc, log)
         url = re.search(r"started a Prefect server for the schedule at (\S+) ", log.read_text()).group(1)
@@ -164,8 +191,7 @@ def test_served_watcher_runs_a_dropped_checkpoint_on_its_schedule(repo, tmp_path
 
         parent = next(r for r in parent_runs(repo) if r.data.tags.get("dvc_experiment") == exp_name(sha))
         client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-        children = client.search_runs([parent.info.experiment_id],
-                                      f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert sorted(c.data.params["precision"] for c in children) == ["fp16", "fp32"]
         assert "report/report.html" in [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     finally:
@@ -177,8 +203,9 @@ def test_served_watcher_runs_a_dropped_checkpoint_on_its_schedule(repo, tmp_path
 
 
 def _api(url: str, path: str, body: dict) -> list:
-    req = urllib.request.Request(f"{url}/api{path}", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"{url}/api{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -196,15 +223,17 @@ def test_watcher_runs_a_new_registry_version(repo, tmp_path):
     run = client.create_run(exp)
     client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
     client.create_registered_model("mnist-cnn")
-    version = client.create_model_version("mnist-cnn", f"runs:/{run.info.run_id}/checkpoint",
-                                          run_id=run.info.run_id).version
+    version = client.create_model_version(
+        "mnist-cnn", f"runs:/{run.info.run_id}/checkpoint", run_id=run.info.run_id
+    ).version
     conf.write_text(yaml.safe_dump({**yaml.safe_load(saved), "registry_model": "mnist-cnn"}))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / "prefect")}
     for k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
     try:
-        out = subprocess.run([str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True,
-                             text=True, timeout=900)
+        out = subprocess.run(
+            [str(BIN / "edgeforge"), "watch", "--once"], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        )
     finally:
         conf.write_text(saved)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]

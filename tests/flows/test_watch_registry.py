@@ -2,6 +2,7 @@
 MLflow sqlite store. Each version's checkpoint is downloaded once, known by its sha256 like a
 dropped file (the same bytes in the folder and in the registry run once), and a version that
 cannot be used is skipped without hiding the others."""
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ def test_each_registry_version_is_found_once_and_deduplicated_with_the_folder(pa
     state = State(workdir / cfg.watch.state)
 
     found = find_new(workdir, cfg, state)
-    assert [(f.source, Path(f.path).name) for f in found] == [("folder", "same-as-b.pt"),
-                                                              (f"registry:{MODEL}/{v1}", "a.pt")]
+    assert [(f.source, Path(f.path).name) for f in found] == [
+        ("folder", "same-as-b.pt"),
+        (f"registry:{MODEL}/{v1}", "a.pt"),
+    ]
     cached = workdir / ".edgeforge/watch/registry" / MODEL
     assert sorted(p.name for p in cached.iterdir()) == sorted([v1, v2])
     assert sha256_file(workdir / found[1].path) == sha256_file(Path("a.pt"))

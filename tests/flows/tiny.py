@@ -2,6 +2,7 @@
 targets (two of them on the same device address) and a report, whose commands are a small
 script recording when they ran. Behaviour on demand: ``fail/<stage>`` holds exit codes to use
 on successive attempts ("75 0": transient failure, then success); ``sleep/<stage>`` seconds."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +13,7 @@ import yaml
 
 from tests.conftest import fast_params
 
-STEP = r'''
+STEP = r"""
 import json, os, sys, time
 from pathlib import Path
 name, out = sys.argv[1], Path(sys.argv[2])
@@ -32,19 +33,27 @@ time.sleep(float(slp.read_text()) if slp.is_file() else 0.0)
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(f"{name} {Path('in.txt').read_text()}")
 with log.open("a") as fh: fh.write(json.dumps({"stage": name, "start": t0, "end": time.time(), "rc": 0}) + "\n")
-'''
+"""
 
 DVC_YAML = {
     "stages": {
-        "prepare": {"cmd": "python step.py prepare out/prepare.txt", "deps": ["in.txt", "step.py"],
-                    "outs": ["out/prepare.txt"]},
-        "build": {"matrix": {"target": ["dev_a", "dev_b", "dev_a2"]},
-                  "cmd": "python step.py build@${item.target} out/build-${item.target}.txt",
-                  "deps": ["out/prepare.txt", "step.py"], "params": ["target.${item.target}"],
-                  "outs": ["out/build-${item.target}.txt"]},
-        "report": {"cmd": "python step.py report out/report.txt",
-                   "deps": ["out/build-dev_a.txt", "out/build-dev_b.txt", "out/build-dev_a2.txt", "step.py"],
-                   "outs": ["out/report.txt"]},
+        "prepare": {
+            "cmd": "python step.py prepare out/prepare.txt",
+            "deps": ["in.txt", "step.py"],
+            "outs": ["out/prepare.txt"],
+        },
+        "build": {
+            "matrix": {"target": ["dev_a", "dev_b", "dev_a2"]},
+            "cmd": "python step.py build@${item.target} out/build-${item.target}.txt",
+            "deps": ["out/prepare.txt", "step.py"],
+            "params": ["target.${item.target}"],
+            "outs": ["out/build-${item.target}.txt"],
+        },
+        "report": {
+            "cmd": "python step.py report out/report.txt",
+            "deps": ["out/build-dev_a.txt", "out/build-dev_b.txt", "out/build-dev_a2.txt", "step.py"],
+            "outs": ["out/report.txt"],
+        },
     }
 }
 
@@ -53,17 +62,25 @@ def make(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     params = fast_params()
     ssh = {"transport": "ssh", "runtime": "onnxruntime", "port": 22, "user": "edge"}
-    params["target"] = {"dev_a": {**ssh, "host": "10.9.0.1"}, "dev_b": {**ssh, "host": "10.9.0.2"},
-                        "dev_a2": {**ssh, "host": "10.9.0.1", "runtime": "openvino"}}
+    params["target"] = {
+        "dev_a": {**ssh, "host": "10.9.0.1"},
+        "dev_b": {**ssh, "host": "10.9.0.2"},
+        "dev_a2": {**ssh, "host": "10.9.0.1", "runtime": "openvino"},
+    }
     params["build"]["targets"] = ["dev_a", "dev_b", "dev_a2"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (root / "step.py").write_text(STEP)
     (root / "in.txt").write_text("v1\n")
     (root / ".gitignore").write_text("/out/\n/runs.jsonl\n/fail/\n/sleep/\n.edgeforge/\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@edgeforge.invalid"],
-                ["git", "config", "user.name", "t"], [str(Path(sys.executable).parent / "dvc"), "init", "-q"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "t@edgeforge.invalid"],
+        ["git", "config", "user.name", "t"],
+        [str(Path(sys.executable).parent / "dvc"), "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny"],
+    ):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
     return root
 

@@ -1,4 +1,5 @@
 """Stage benchmark: latency statistics per batch size, with and without the PyTorch baseline."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,19 @@ from tasks import benchmark
 from tasks.config import Config, from_dict
 from tasks.data.split import Split
 
-STATS = {"iterations", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-         "throughput", "cv", "cv_windows"}
+STATS = {
+    "iterations",
+    "min_ms",
+    "mean_ms",
+    "max_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "throughput",
+    "cv",
+    "cv_windows",
+}
 
 
 def _check_latency(lat: dict, cfg: Config) -> None:
@@ -16,8 +28,15 @@ def _check_latency(lat: dict, cfg: Config) -> None:
     for stats in lat.values():
         assert set(stats) == STATS
         assert stats["iterations"] >= cfg.bench.min_iterations
-        assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"] \
+        assert (
+            0
+            < stats["min_ms"]
+            <= stats["p50_ms"]
+            <= stats["p90_ms"]
+            <= stats["p95_ms"]
+            <= stats["p99_ms"]
             <= stats["max_ms"]
+        )
         assert stats["min_ms"] <= stats["mean_ms"] <= stats["max_ms"]
         assert stats["throughput"] > 0 and stats["cv"] >= 0 and stats["cv_windows"] >= 0
 
@@ -46,7 +65,9 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
     assert "torch" not in res and "speedup_vs_torch" not in res
 
     params["bench"]["torch_baseline"] = False
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None).to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None
+    ).to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res
     assert "speedup_vs_torch" not in res
@@ -64,14 +85,16 @@ def test_batch_of_uses_real_samples_repeated(prepared):
 def test_drifting_latency_is_measured_again_then_flagged(params, fp32_artifact, prepared):
     lines: list[str] = []
     params["bench"]["max_cv"] = 0.0  # every measurement "drifts"
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
-                        precision="fp16").to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append, precision="fp16"
+    ).to_json()
     assert res["retried"] == ["b1", "b4"] and res["unstable"] == ["b1", "b4"]
     assert sum("measuring once more" in m for m in lines) == 2
     assert sum(m.startswith("WARNING: batch") for m in lines) == 2
     params["bench"]["max_cv"] = 1e9  # nothing drifts that much
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
-                        precision="fp16").to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16"
+    ).to_json()
     assert res["retried"] == [] and res["unstable"] == []
 
 
@@ -81,11 +104,14 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     params["bench"].update(offline_batch_sizes=[4, 8], torch_baseline=False)
     params["target"]["local"]["peak_gflops"] = {"fp32": 100.0}
     lines: list[str] = []
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append,
-                        onnx_path=exported).to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append, onnx_path=exported
+    ).to_json()
     assert set(res["latency"]) == {"b1", "b4", "b8"}
     ss = res["single_stream"]
-    assert ss["p50_ms"] == res["latency"]["b1"]["p50_ms"] <= ss["p90_ms"] <= ss["p99_ms"] == res["latency"]["b1"]["p99_ms"]
+    assert (
+        ss["p50_ms"] == res["latency"]["b1"]["p50_ms"] <= ss["p90_ms"] <= ss["p99_ms"] == res["latency"]["b1"]["p99_ms"]
+    )
     assert set(res["offline"]) == {"b4", "b8"}
     assert res["offline"]["b8"]["throughput"] == res["latency"]["b8"]["throughput"]
     # roofline: FLOPs of the graph x samples/s, against the configured peak
@@ -98,21 +124,36 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     assert any(line.startswith("roofline:") and "of peak" in line for line in lines)
     assert res["accepted"] is True and res["max_p99_ms"] is None
     # no peak for the family: achieved GFLOP/s still reported, no efficiency
-    res16 = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None,
-                          precision="int8-minmax", onnx_path=exported).to_json()
+    res16 = benchmark.run(
+        from_dict(Config, params),
+        "local",
+        fp32_artifact,
+        prepared / "eval",
+        log=lambda m: None,
+        precision="int8-minmax",
+        onnx_path=exported,
+    ).to_json()
     assert res16["roofline"]["peak_gflops"] is None and res16["roofline"]["efficiency"] is None
 
     # a budget below the measured p99 rejects the build, naming both figures
     params["bench"]["max_p99_ms"] = 1e-6
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append).to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append
+    ).to_json()
     assert res["accepted"] is False and "bench.max_p99_ms 1e-06" in res["reason"]
     assert f"p99 {res['single_stream']['p99_ms']:.3g} ms" in res["reason"]
     params["bench"]["max_p99_ms"] = 1e6
-    assert benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval",
-                         log=lambda m: None).to_json()["accepted"] is True
+    assert (
+        benchmark.run(
+            from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None
+        ).to_json()["accepted"]
+        is True
+    )
 
 
 def test_offline_only(params, fp32_artifact, prepared):
     params["bench"].update(single_stream=False, offline_batch_sizes=[4], torch_baseline=False)
-    res = benchmark.run(from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None).to_json()
+    res = benchmark.run(
+        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None
+    ).to_json()
     assert set(res["latency"]) == {"b4"} and "single_stream" not in res and set(res["offline"]) == {"b4"}

@@ -1,4 +1,5 @@
 """Stage build@<target>-<precision> on the local ONNX Runtime target."""
+
 from __future__ import annotations
 
 import os
@@ -10,14 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tasks.quant.common import QuantError
-
-from tests.conftest import ROOT, write_params, build_main
-from tasks import build, quantize
+from tasks import quantize
 from tasks.io import read_json, sha256_file
-from tasks.runtimes import BuildError
 from tasks.layout import LAYOUT
+from tasks.quant.common import QuantError
 from tasks.records import built_artifact
+from tests.conftest import ROOT, build_main, write_params
 
 
 def _build(precision: str) -> dict:
@@ -91,9 +90,14 @@ def test_unsupported_precision_fails_in_quantize(cfg, exported, tmp_path):
 
 
 def test_cli_unknown_target_exits_1_naming_defined_targets(params, workdir):
-    r = subprocess.run([sys.executable, "-m", "tasks.build", "--target", "nope", "--precision", "fp32"],
-                       cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.build", "--target", "nope", "--precision", "fp32"],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "edgeforge build@nope-fp32: error:" in r.stderr
     assert "'nope' is not defined; defined targets: local" in r.stderr

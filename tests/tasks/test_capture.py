@@ -1,4 +1,5 @@
 """output_to: every way a library writes output ends in the log file, and the console is restored."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Stage ``checkpoint``: model.checkpoint checked and fingerprinted before anything uses it."""
+
 from __future__ import annotations
 
 import os
@@ -17,15 +18,25 @@ from tests.e2e import fresh_repo, sh
 
 
 def _run(workdir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tasks.checkpoint"], cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.checkpoint"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
 
 
 def test_records_path_format_size_and_sha256_and_leaves_an_unchanged_record_alone(params, model_file, workdir):
     checkpoint.main([])
     rec = read_json(LAYOUT.checkpoint_record)
-    assert rec == {"path": "model.pt", "format": "state_dict", "size_bytes": model_file.stat().st_size,
-                   "sha256": sha256_file(model_file)}
+    assert rec == {
+        "path": "model.pt",
+        "format": "state_dict",
+        "size_bytes": model_file.stat().st_size,
+        "sha256": sha256_file(model_file),
+    }
     os.utime(LAYOUT.checkpoint_record, (1, 1))
     checkpoint.main([])  # same content: the record is not rewritten, so nothing downstream sees a change
     assert LAYOUT.checkpoint_record.stat().st_mtime == 1
@@ -48,10 +59,13 @@ def test_a_missing_checkpoint_names_the_key_the_path_and_what_to_do(params, work
     assert not LAYOUT.checkpoint_record.exists()
 
 
-@pytest.mark.parametrize("make, why", [
-    (lambda p: p.mkdir(parents=True), "not a file"),
-    (lambda p: p.write_bytes(b""), "empty"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda p: p.mkdir(parents=True), "not a file"),
+        (lambda p: p.write_bytes(b""), "empty"),
+    ],
+)
 def test_a_folder_or_an_empty_file_is_refused(cfg, workdir, make, why):
     make(workdir / "model.pt")
     with pytest.raises(CheckpointError, match=why):
@@ -67,8 +81,10 @@ def test_the_bundled_path_without_training_says_prepare_train_is_off(params):
 def test_dvc_repro_with_a_missing_checkpoint_ends_with_edgeforges_message(tmp_path):
     """Regression: DVC met the missing checkpoint first (a dep of export) and said only
     `[Errno 2] No such file or directory`."""
-    repo = fresh_repo(tmp_path / "repo", ["prepare=none", "model.checkpoint=models/mine.pt",
-                                          "data.calib.limit=16", "data.eval.limit=16"])
+    repo = fresh_repo(
+        tmp_path / "repo",
+        ["prepare=none", "model.checkpoint=models/mine.pt", "data.calib.limit=16", "data.eval.limit=16"],
+    )
     r = sh(["dvc", "repro"], repo, check=False)
     out = r.stdout + r.stderr
     assert r.returncode != 0

@@ -2,6 +2,7 @@
 Runtime and OpenVINO for real, TensorRT against the FAKE trtexec (tests/fakes/trtexec, replaying
 real logs), and the ways a device fails: unreachable, wrong key, unknown host key, a command
 that hangs, a full disk, a failed build; plus a fleet where one device fails."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,16 +18,25 @@ import pytest
 from tasks import build, probe, quantize
 from tasks.config.schema import Target
 from tasks.io import read_json
+from tasks.layout import LAYOUT
 from tasks.stage import TRANSIENT_EXIT
 from tests.conftest import write_params
 from tests.fakes import TRT_PYTHON, install_trtexec
-from tasks.layout import LAYOUT
 
 
 def ssh_target(sshd, device_dir: Path, **kw) -> dict:
-    t = dataclasses.asdict(Target(transport="ssh", host=sshd.host, port=sshd.port, key_file=str(sshd.key_path),
-                                  known_hosts=str(sshd.known_hosts), workdir=str(device_dir),
-                                  python=sys.executable, connect_timeout_s=5.0))
+    t = dataclasses.asdict(
+        Target(
+            transport="ssh",
+            host=sshd.host,
+            port=sshd.port,
+            key_file=str(sshd.key_path),
+            known_hosts=str(sshd.known_hosts),
+            workdir=str(device_dir),
+            python=sys.executable,
+            connect_timeout_s=5.0,
+        )
+    )
     for k, v in kw.items():
         if k == "tensorrt":
             t["tensorrt"].update(v)
@@ -42,14 +52,18 @@ def devices(params, exported, sshd, tmp_path):
     trt11 = install_trtexec(tmp_path / "trt11", "11.0.0")
     trt_fail = install_trtexec(tmp_path / "trt_fail", "8.5.3", fail="trt8.5_could_not_find_implementation_fail.log")
     dev = tmp_path / "device"
-    params["target"].update({
-        "dev_ort": ssh_target(sshd, dev / "ort"),
-        "dev_ov": ssh_target(sshd, dev / "ov", runtime="openvino"),
-        "dev_trt10": ssh_target(sshd, dev / "trt10", runtime="tensorrt", tensorrt={"trtexec": str(trt10)}),
-        "dev_trt11": ssh_target(sshd, dev / "trt11", runtime="tensorrt", tensorrt={"trtexec": str(trt11)}),
-        "dev_trt_fail": ssh_target(sshd, dev / "trtf", runtime="tensorrt", tensorrt={"trtexec": str(trt_fail)}),
-        "dev_no_trt": ssh_target(sshd, dev / "nt", runtime="tensorrt", tensorrt={"trtexec": str(tmp_path / "none")}),
-    })
+    params["target"].update(
+        {
+            "dev_ort": ssh_target(sshd, dev / "ort"),
+            "dev_ov": ssh_target(sshd, dev / "ov", runtime="openvino"),
+            "dev_trt10": ssh_target(sshd, dev / "trt10", runtime="tensorrt", tensorrt={"trtexec": str(trt10)}),
+            "dev_trt11": ssh_target(sshd, dev / "trt11", runtime="tensorrt", tensorrt={"trtexec": str(trt11)}),
+            "dev_trt_fail": ssh_target(sshd, dev / "trtf", runtime="tensorrt", tensorrt={"trtexec": str(trt_fail)}),
+            "dev_no_trt": ssh_target(
+                sshd, dev / "nt", runtime="tensorrt", tensorrt={"trtexec": str(tmp_path / "none")}
+            ),
+        }
+    )
     write_params(params)
     for p in params["build"]["precisions"]:
         quantize.main(["--precision", p])
@@ -233,9 +247,14 @@ def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 28, 28])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 28, 28])
     node = helper.make_node("Gelu", ["input"], ["logits"], name="ort_only_gelu", domain="com.microsoft")
-    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    for path in (LAYOUT.precision_onnx("fp32"), Path("artifacts/export/model.onnx")):  # TensorRT 10 builds FP32 from the export
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    for path in (
+        LAYOUT.precision_onnx("fp32"),
+        Path("artifacts/export/model.onnx"),
+    ):  # TensorRT 10 builds FP32 from the export
         onnx.save(model, str(path))
     probe.main(["--target", "dev_trt10"])
     with pytest.raises(SystemExit):
@@ -279,10 +298,14 @@ def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(de
 
     trt = install_trtexec(tmp_path / "trt10py", "10.3.0")
     py = tmp_path / "device-python"  # the device's python, with the FAKE TensorRT Python packages importable
-    py.write_text(f"#!/bin/sh\nPYTHONPATH={TRT_PYTHON} EDGEFORGE_FAKE_TRT_VERSION=10.3.0 exec {sys.executable} \"$@\"\n")
+    py.write_text(f'#!/bin/sh\nPYTHONPATH={TRT_PYTHON} EDGEFORGE_FAKE_TRT_VERSION=10.3.0 exec {sys.executable} "$@"\n')
     py.chmod(0o755)
-    params["target"]["dev_trt"] = {**params["target"]["dev_trt10"], "workdir": str(devices / "trtpy"), "python": str(py),
-                                   "tensorrt": {**params["target"]["dev_trt10"]["tensorrt"], "trtexec": str(trt)}}
+    params["target"]["dev_trt"] = {
+        **params["target"]["dev_trt10"],
+        "workdir": str(devices / "trtpy"),
+        "python": str(py),
+        "tensorrt": {**params["target"]["dev_trt10"]["tensorrt"], "trtexec": str(trt)},
+    }
     write_params(params)
     parity.main([])
     for precision in ("fp32", "int8-minmax"):

@@ -1,5 +1,6 @@
 """Stage evaluate: the task metric of the built artifact against the saved PyTorch reference, and
 the three-way parity of its outputs (PyTorch -> ONNX -> artifact)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_top1_and_drop_vs_reference_accepted(params, cfg, exported, fp32_artifac
     reference = tmp_path / "reference.npz"
     np.savez(reference, **ref)
 
-    res = evaluate.run(cfg, "local", fp32_artifact, eval_dir, reference, source_onnx=exported, log=lambda m: None).to_json()
+    res = evaluate.run(
+        cfg, "local", fp32_artifact, eval_dir, reference, source_onnx=exported, log=lambda m: None
+    ).to_json()
 
     # by hand: run the artifact directly and score it
     scores = _scores(fp32_artifact, split)
@@ -84,12 +87,15 @@ def test_rejected_when_drop_exceeds_max_drop(params, cfg, fp32_artifact, prepare
 
     # the same drop is accepted when the allowance covers it
     params["eval"]["max_drop"] = 100.0
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect, log=lambda m: None).to_json()
+    res = evaluate.run(
+        from_dict(Config, params), "local", fp32_artifact, eval_dir, perfect, log=lambda m: None
+    ).to_json()
     assert res["accepted"] is True and res["reason"] == ""
 
 
-def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(params, cfg, exported, fp32_artifact, prepared,
-                                                                   tmp_path):
+def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(
+    params, cfg, exported, fp32_artifact, prepared, tmp_path
+):
     """An artifact built from other weights than the ONNX it claims to come from: accuracy alone
     may not notice (both untrained), the onnx -> artifact leg does, and names the worst element."""
     eval_dir = prepared / "eval"
@@ -104,24 +110,42 @@ def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(params, cfg, 
     onnx.save(m, str(other))
 
     params["eval"]["max_drop"] = 100.0  # accuracy is not what rejects it here
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       log=lambda m: None).to_json()
+    res = evaluate.run(
+        from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other, log=lambda m: None
+    ).to_json()
     par = res["parity"]
     assert par["failed"] == ["logits"] and par["legs"]["onnx_artifact"]["logits"]["violations"] > 0
     assert res["accepted"] is False and "three-way parity (fp32)" in res["reason"] and "worst logits[" in res["reason"]
     # torch and the artifact still agree (the artifact is the real export): the end-to-end leg is clean
     assert par["legs"]["torch_artifact"]["logits"]["violations"] == 0
-    assert par["legs"]["torch_onnx"]["logits"]["max_abs"] == pytest.approx(par["legs"]["onnx_artifact"]["logits"]["max_abs"],
-                                                                           rel=0.2)
+    assert par["legs"]["torch_onnx"]["logits"]["max_abs"] == pytest.approx(
+        par["legs"]["onnx_artifact"]["logits"]["max_abs"], rel=0.2
+    )
     # the INT8 family's tolerance is the one applied to an int8 precision: a fraction of elements
     # outside it is allowed up to max_outside
     frac = par["legs"]["onnx_artifact"]["logits"]["outside_fraction"]
     params["parity"]["artifact"]["int8"] = {"atol": 1e-3, "rtol": 1e-3, "max_outside": min(1.0, frac * 1.01)}
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       precision="int8-minmax", log=lambda m: None).to_json()
+    res = evaluate.run(
+        from_dict(Config, params),
+        "local",
+        fp32_artifact,
+        eval_dir,
+        reference,
+        source_onnx=other,
+        precision="int8-minmax",
+        log=lambda m: None,
+    ).to_json()
     assert res["parity"]["failed"] == [] and res["accepted"] is True
     # a per-output override wins over the family default
     params["parity"]["artifact_outputs"] = {"logits": {"int8": {"atol": 1e-3, "rtol": 1e-3, "max_outside": 0.0}}}
-    res = evaluate.run(from_dict(Config, params), "local", fp32_artifact, eval_dir, reference, source_onnx=other,
-                       precision="int8-minmax", log=lambda m: None).to_json()
+    res = evaluate.run(
+        from_dict(Config, params),
+        "local",
+        fp32_artifact,
+        eval_dir,
+        reference,
+        source_onnx=other,
+        precision="int8-minmax",
+        log=lambda m: None,
+    ).to_json()
     assert res["parity"]["failed"] == ["logits"] and "max_outside 0" in res["reason"]

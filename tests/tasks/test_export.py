@@ -1,5 +1,6 @@
 """Stage export: dynamo export with a dynamic batch, the TorchScript fallback, fixed-batch
 detection, ONNX given as input, name checks, and the entry point's clean failures."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,20 +16,22 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import ROOT, fast_params, write_params
 from examples.mnist import MnistCNN
 from tasks.config import Config, from_dict
 from tasks.export import EXPORTER_LOG, run
 from tasks.export import main as export_main
 from tasks.models.load import CheckpointError
 from tasks.stage import StageError
+from tests.conftest import ROOT, fast_params, write_params
 
 # Expected noise: tracing DataDependent takes one branch (the point of the fallback test), and the
 # TorchScript exporter (the fallback, and the writer of the test's own ONNX files) is deprecated.
-pytestmark = [pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-              pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
-              pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 
 
 class DataDependent(nn.Module):
@@ -82,8 +85,17 @@ def _cfg(tmp_path, net: nn.Module | None = None, **model) -> Config:
 def _onnx_file(path, module: nn.Module, dynamic: bool = True, output: str = "logits", fold: bool = True):
     """An ONNX file written by the TorchScript exporter (the user's own ONNX, for model.format=onnx)."""
     axes = {"input": {0: "batch"}, output: {0: "batch"}} if dynamic else None
-    torch.onnx.export(module.eval(), (torch.zeros(2, 1, 28, 28),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=[output], dynamic_axes=axes, do_constant_folding=fold)
+    torch.onnx.export(
+        module.eval(),
+        (torch.zeros(2, 1, 28, 28),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=[output],
+        dynamic_axes=axes,
+        do_constant_folding=fold,
+    )
     return path
 
 
@@ -92,6 +104,7 @@ def _batch_dims(model: onnx.ModelProto) -> list:
 
 
 # --- dynamo export of the bundled architecture ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dynamo(tmp_path_factory):
@@ -153,6 +166,7 @@ def test_torchscript_exporter_chosen(tmp_path):
 
 # --- fallback ------------------------------------------------------------------------------------
 
+
 def test_data_dependent_model_fails_torch_export_but_traces():
     module = DataDependent().eval()
     x = torch.zeros(2, 1, 28, 28)
@@ -189,6 +203,7 @@ def test_no_fallback_fails_with_the_reason(tmp_path):
 
 # --- fixed batch ---------------------------------------------------------------------------------
 
+
 def test_hard_coded_batch_in_forward(tmp_path):
     cfg = _cfg(tmp_path, FixedBatch(), arch=f"{__name__}:FixedBatch")
     with pytest.raises(StageError, match="batch") as e:
@@ -223,6 +238,7 @@ def test_onnx_input_with_fixed_batch_allowed_when_not_dynamic(tmp_path):
 
 
 # --- ONNX given as the model ---------------------------------------------------------------------
+
 
 def test_onnx_input_checked_and_simplified(tmp_path):
     torch.manual_seed(0)
@@ -278,6 +294,7 @@ def test_onnx_input_corrupt(tmp_path):
 
 # --- entry point ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("checkpoint", ["missing", "random", "truncated"])
 def test_entry_point_bad_checkpoint(params, workdir, checkpoint):
     if checkpoint == "random":
@@ -292,8 +309,9 @@ def test_entry_point_bad_checkpoint(params, workdir, checkpoint):
     (workdir / "metrics").mkdir()
     (workdir / "metrics" / "export.json").write_text("{}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "tasks.export"], cwd=workdir, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.export"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 1
     assert "edgeforge export: error:" in r.stderr
     assert "model.pt" in r.stderr
@@ -319,8 +337,9 @@ def _run_stage(workdir) -> subprocess.CompletedProcess:
     through handlers bound at import, C++ or file descriptors is seen too (capfd in-process is not:
     under pytest torch's log handler writes to pytest's own capture stream)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tasks.export"], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.export"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _own_lines_only(r: subprocess.CompletedProcess) -> list[str]:

@@ -4,6 +4,7 @@ real small pipeline logged to it through ``MLFLOW_TRACKING_URI``, read back over
 UI opened in headless Chromium: the link the summary prints opens the experiment on its runs
 table (child runs under the parent, by their names), the compare view of the child runs, and the
 registered model with its alias."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import chromium_page
-from tests.tasks.test_tracking import ENV, PRECISIONS, make_project
-from tasks import build, report
+from tasks import report
 from tasks.io import read_json, sha256_file
-from tasks.reporting.selection import winners
-from tasks.tracking.registry import model_name
 from tasks.layout import LAYOUT
 from tasks.records import built_artifact
+from tasks.reporting.selection import winners
+from tasks.tracking.registry import model_name
+from tests.browser import chromium_page
+from tests.tasks.test_tracking import ENV, PRECISIONS, make_project
 
 START_TIMEOUT_S = 240  # a cold server on a busy 2-core machine: imports, migrations, uvicorn
 
@@ -74,9 +75,22 @@ def server(tmp_path_factory):
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # closed network: nothing to phone home to
     # no GenAI job runner: it would spawn a handful of huey consumers and leave stores in /dev/shm
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -142,8 +156,9 @@ def test_winner_registered_over_http(server, logged, tmp_path):
     assert str(mv.version) == "1" and mv.run_id == reg["run_id"]
     assert client.get_run(mv.run_id).data.tags["edgeforge.key"] == win["key"]
     assert mv.tags["precision"] == win["precision"] and mv.tags["artifact_sha256"] == win["artifact_sha256"]
-    out = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@local", dst_path=str(tmp_path),
-                                                   tracking_uri=server["uri"]))
+    out = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{name}@local", dst_path=str(tmp_path), tracking_uri=server["uri"])
+    )
     assert sha256_file(out / read_json(out / "build.json")["artifact"]) == win["artifact_sha256"]
 
 
@@ -172,8 +187,11 @@ def test_ui_opens_the_runs_table_with_child_runs_compare_view_and_alias(server, 
         page.screenshot(path=str(tmp_path / "experiment.png"))
 
         ids = json.dumps([r.info.run_id for r in children])
-        page.goto(f"{uri}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments="
-                  f"{urllib.parse.quote(json.dumps([exp.experiment_id]))}", wait_until="commit")
+        page.goto(
+            f"{uri}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments="
+            f"{urllib.parse.quote(json.dumps([exp.experiment_id]))}",
+            wait_until="commit",
+        )
         page.get_by_text(f"Comparing {len(PRECISIONS)} Runs", exact=False).wait_for(timeout=60_000)
         for text in ("latency_p50_ms", "precision", *(f"local · {p}" for p in PRECISIONS)):
             page.get_by_text(text, exact=True).first.wait_for(timeout=30_000)

@@ -1,5 +1,6 @@
 """Stage parity: ONNX Runtime vs PyTorch on the real eval split, its failure message and its
 all-or-nothing outputs."""
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, write_params
 from tasks import parity
 from tasks.config import Config, from_dict
 from tasks.data.split import Split
+from tasks.layout import LAYOUT
 from tasks.runtimes import get_runtime
 from tasks.stage import StageError
-from tasks.layout import LAYOUT
+from tests.conftest import ROOT, write_params
 
 
 def _cfg(params: dict) -> Config:
@@ -53,7 +54,7 @@ def _outputs(cfg: Config, onnx_path, eval_dir, batch: int, limit: int | None = N
     n = len(split) if limit is None else limit
     ref, got = [], []
     for i in range(0, n, batch):
-        x = np.ascontiguousarray(split.x[i:min(i + batch, n)])
+        x = np.ascontiguousarray(split.x[i : min(i + batch, n)])
         ref.append(torch_s.infer(x)["logits"])
         got.append(ort_s.infer(x)["logits"])
     return np.concatenate(ref), np.concatenate(got)
@@ -66,15 +67,19 @@ def test_run_fails_outside_tolerance_naming_the_worst_element(params, exported, 
         parity.run(cfg, exported, prepared / "eval", log=lambda m: None)
     msg = str(e.value)
     assert "parity failed for output 'logits'" in msg
-    m = re.search(r"\((batch\d+), (\d+) element\(s\) outside tolerance\): worst element \[(\d+), (\d+)\]: "
-                  r"torch=(\S+) onnx=(\S+) ", msg)
+    m = re.search(
+        r"\((batch\d+), (\d+) element\(s\) outside tolerance\): worst element \[(\d+), (\d+)\]: "
+        r"torch=(\S+) onnx=(\S+) ",
+        msg,
+    )
     assert m, msg
     mode, count, i, j = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
     torch_v, onnx_v = float(m.group(5)), float(m.group(6))
     assert "parity.outputs.logits.atol" in msg  # says how to loosen it
 
-    ref, got = _outputs(cfg, exported, prepared / "eval", 1 if mode == "batch1" else 32,
-                        limit=16 if mode == "batch1" else None)
+    ref, got = _outputs(
+        cfg, exported, prepared / "eval", 1 if mode == "batch1" else 32, limit=16 if mode == "batch1" else None
+    )
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     assert count == int((diff > 1e-12).sum()) > 0
     assert (i, j) == tuple(int(k) for k in np.unravel_index(np.argmax(diff), diff.shape))
@@ -95,8 +100,9 @@ def test_run_fails_outside_tolerance_naming_the_worst_element(params, exported, 
 
 def _run_stage(workdir) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tasks.parity"], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.parity"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_failure_exits_1_and_leaves_no_outputs(params, workdir, exported):

@@ -1,5 +1,6 @@
 """Stage prepare: model-ready calib/eval splits with their limits, seeded subsets, other sources,
 and the entry point's clean failure."""
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, write_params
 from examples.mnist import mnist_digits
 from tasks.config import Config, from_dict
 from tasks.data.preprocess import preprocess
 from tasks.data.sources import DataError
 from tasks.io import read_json
 from tasks.prepare import read_split, run
+from tests.conftest import ROOT, write_params
 
 
 def test_run_writes_limited_splits(cfg, workdir):
@@ -92,8 +93,9 @@ def test_training_needs_loader_eval(params, workdir):
 
 def _prepare(workdir) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tasks.prepare"], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.prepare"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_entry_point_bad_key_fails_cleanly(params, workdir):
@@ -180,6 +182,9 @@ def test_a_limit_that_leaves_classes_out_is_a_warning_not_an_error(params, workd
     params["data"]["eval"]["limit"] = 5  # 5 digits cannot cover 10 classes
     lines: list[str] = []
     run(from_dict(Config, params), workdir / "out", log=lines.append)
-    warned = [m for m in lines if m.startswith("WARNING: data.eval (loader 'mnist_digits' (eval split)): "
-                                               "data.eval.limit=5 leaves class(es)")]
+    warned = [
+        m
+        for m in lines
+        if m.startswith("WARNING: data.eval (loader 'mnist_digits' (eval split)): data.eval.limit=5 leaves class(es)")
+    ]
     assert len(warned) == 1 and "raise the limit" in warned[0]

@@ -1,4 +1,5 @@
 """Stage quantize@<precision>: the ONNX each precision builds from."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 
 from tasks import quantize
 from tasks.io import read_json, sha256_file
-from tests.conftest import write_params, build_main
 from tasks.layout import LAYOUT
+from tests.conftest import build_main, write_params
 
 
 def _elem(model: onnx.ModelProto, io: str) -> int:
@@ -41,7 +42,10 @@ def test_precision_not_in_the_build_list_fails_and_leaves_nothing(workdir, param
     with pytest.raises(SystemExit) as e:
         quantize.main(["--precision", "fp8"])
     assert e.value.code == 1
-    assert "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)" in capsys.readouterr().err
+    assert (
+        "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)"
+        in capsys.readouterr().err
+    )
     assert not LAYOUT.quantize_dir("fp8").exists() and not LAYOUT.quantize_metrics("fp8").exists()
 
 
@@ -83,7 +87,6 @@ def test_int8_calibration_samples_of_the_wrong_shape_fail_clearly(workdir, param
 
 
 def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported):
-    from tasks import build
 
     quantize.main(["--precision", "int8-minmax"])
     out = LAYOUT.quantize_dir("int8-minmax")
@@ -92,13 +95,20 @@ def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported
     assert _weight_quantization(trt) == {"QuantizeLinear": onnx.TensorProto.FLOAT}
     assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
     assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
-    assert LAYOUT.precision_onnx("int8-minmax", "tensorrt") == LAYOUT.precision_onnx("int8-minmax") == out / "model.onnx"
+    assert (
+        LAYOUT.precision_onnx("int8-minmax", "tensorrt") == LAYOUT.precision_onnx("int8-minmax") == out / "model.onnx"
+    )
     build_main(["--target", "local", "--precision", "int8-minmax"])
-    assert read_json(LAYOUT.build_metrics("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(out / "model.ort.onnx")
+    assert read_json(LAYOUT.build_metrics("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(
+        out / "model.ort.onnx"
+    )
 
 
 def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:
     """{op type: dtype} of the Q/DQ nodes whose quantized input is a weight (a >1-D initializer)."""
     weights = {i.name: i.data_type for i in model.graph.initializer if len(i.dims) > 1}
-    return {n.op_type: weights[n.input[0]] for n in model.graph.node
-            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] in weights}
+    return {
+        n.op_type: weights[n.input[0]]
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] in weights
+    }

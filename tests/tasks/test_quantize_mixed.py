@@ -3,16 +3,17 @@ BatchNorm emits (after a short training, so that its predictions vary) a constan
 is unaffected but per-tensor INT8 of that Linear's input rounds every informative feature to
 zero. The calibration split is relabelled with the FP32 model's own confident predictions, so
 FP32 scores 100% on it and any drop is quantization's."""
+
 from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tasks import build, evaluate, quantize
+from tasks import evaluate, quantize
 from tasks.io import read_json, sha256_file
-from tests.conftest import write_params, build_main
 from tasks.layout import LAYOUT
+from tests.conftest import build_main, write_params
 
 SENSITIVE = "node_linear"  # the first Linear's Gemm in the dynamo export: its input carries the outlier
 CONV2 = "node_Conv_20"  # the second conv (BatchNorm folded in) emits the outlier channel: harmless in
@@ -72,11 +73,16 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     table = read_json(out / "sensitivity.json")
     assert [r["rank"] for r in table["layers"]] == [1, 2, 3, 4] and table["layers"][0]["node"] == SENSITIVE
     conv2 = table["layers"][1]
-    assert conv2["node"] == CONV2 and conv2["layout_drops"]["model.onnx"] <= budget < conv2["layout_drops"]["model.ort.onnx"]
+    assert (
+        conv2["node"] == CONV2
+        and conv2["layout_drops"]["model.onnx"] <= budget < conv2["layout_drops"]["model.ort.onnx"]
+    )
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     for f in ("model.onnx", "model.ort.onnx", "calibration.cache", "ranges.json"):
         assert (out / f).is_file(), f
-    assert meta["ort_sha256"] == sha256_file(out / "model.ort.onnx") and meta["sha256"] == sha256_file(out / "model.onnx")
+    assert meta["ort_sha256"] == sha256_file(out / "model.ort.onnx") and meta["sha256"] == sha256_file(
+        out / "model.onnx"
+    )
     assert SENSITIVE not in meta["quantized_nodes"] and CONV2 not in meta["quantized_nodes"]  # no Q/DQ on their inputs
     assert "node_Conv_19" in meta["quantized_nodes"] and "node_linear_1" in meta["quantized_nodes"]
     parity.main([])
@@ -93,7 +99,9 @@ def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitiv
     quantize.main(["--precision", "int8-mixed"])
     meta = read_json(LAYOUT.quantize_metrics("int8-mixed"))
     # rejected because the only plan left (all INT8) misses the budget, whatever the CPU's INT8 drop is
-    assert meta["accepted"] is False and meta["kept_fp32"] == [] and meta["subset_drop"] > sensitive["quant"]["max_drop"]
+    assert (
+        meta["accepted"] is False and meta["kept_fp32"] == [] and meta["subset_drop"] > sensitive["quant"]["max_drop"]
+    )
     assert "no plan keeping up to 0 of 4 layers" in meta["reason"]
     assert "REJECTED" in capsys.readouterr().err
     parity.main([])
@@ -111,13 +119,19 @@ def test_a_model_with_nothing_quantizable_fails_clearly_and_leaves_nothing(workd
 
     params["build"]["precisions"] = ["fp32", "int8-mixed"]
     write_params(params)
-    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
-             (("starts", [0]), ("ends", [10]), ("axes", [1]))]
+    inits = [
+        numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("starts", [0]), ("ends", [10]), ("axes", [1]))
+    ]
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
-         helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"], name="slice")],
-        "no_weights", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+            helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"], name="slice"),
+        ],
+        "no_weights",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(OUT))
     with pytest.raises(SystemExit) as e:

@@ -1,5 +1,6 @@
 """Stage report: the whole pipeline's main() functions in-process, then the summary files and the
 MLflow runs (sqlite file under tmp_path) they leave; plus tracking's secret filter and URI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,14 +10,14 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, build_main
-from tasks import benchmark, build, evaluate, export, parity, quantize, report
+from tasks import benchmark, evaluate, export, parity, quantize, report
 from tasks.config import Config
 from tasks.io import read_json, sha256_file
-from tasks.tracking.runs import flatten
-from tasks.tracking.uri import tracking_uri
 from tasks.layout import LAYOUT
 from tasks.records import built_artifact
+from tasks.tracking.runs import flatten
+from tasks.tracking.uri import tracking_uri
+from tests.conftest import ROOT, build_main
 
 PRECISIONS = ("fp32", "fp16", "int8-minmax")
 
@@ -122,8 +123,14 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert {a.path for a in client.list_artifacts(run.info.run_id, "device")} == {"device/local.json"}
 
     # --show prints the last summary without logging anything
-    r = subprocess.run([sys.executable, "-m", "tasks.report", "--show"], cwd=pipeline,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.report", "--show"],
+        cwd=pipeline,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "EdgeForge summary" in r.stdout
     assert "local" in r.stdout and "fp32" in r.stdout and "fp16" in r.stdout

@@ -2,6 +2,7 @@
 module (every stage's main() in-process, like `dvc repro`): fp32, fp16, int8-minmax and
 int8-mixed on the local target, with int8-minmax benchmarked again under a latency budget no build
 can meet, so that one row is rejected by the stage itself."""
+
 from __future__ import annotations
 
 import base64
@@ -15,16 +16,16 @@ import sys
 
 import pytest
 
-from tests.browser import chromium_page
-from tests.conftest import ROOT, build_main, fast_params, write_params
 from tasks import benchmark, evaluate, export, parity, prepare, quantize, report
-from tasks.reporting import html as report_html
-from tasks.reporting import plots as report_plots
 from tasks.config import Config, from_dict
 from tasks.io import read_json
+from tasks.layout import LAYOUT, Layout
+from tasks.reporting import html as report_html
+from tasks.reporting import plots as report_plots
 from tasks.reporting.format import fmt
 from tasks.reporting.selection import winners
-from tasks.layout import LAYOUT, Layout
+from tests.browser import chromium_page
+from tests.conftest import ROOT, build_main, fast_params, write_params
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-mixed"]
 SLOW = "local-int8-minmax"  # re-benchmarked with bench.max_p99_ms = 1e-6 ms: rejected
@@ -101,12 +102,13 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
 
     # the sensitivity table of int8-mixed and the parity table of every build
     sens = read_json(LAYOUT.quantize_dir("int8-mixed") / "sensitivity.json")
-    assert sens["layers"] and all(f"<td class=\"txt\">{x['node']}</td>" in page for x in sens["layers"])
+    assert sens["layers"] and all(f'<td class="txt">{x["node"]}</td>' in page for x in sens["layers"])
     for r in rows:
         legs = read_json(LAYOUT.evaluate_metrics(r["key"]))["parity"]["legs"]
         cells = re.search(rf'<tr class="(?:accepted|rejected)" data-key="{r["key"]}">(.*?)</tr>', page).group(1)
         assert re.findall(r"<td[^>]*>(.*?)</td>", cells)[2:5] == [
-            fmt(legs[leg]["logits"]["max_abs"]) for leg in ("torch_onnx", "onnx_artifact", "torch_artifact")]
+            fmt(legs[leg]["logits"]["max_abs"]) for leg in ("torch_onnx", "onnx_artifact", "torch_artifact")
+        ]
 
 
 def test_html_is_self_contained_with_every_plot_embedded(summary, page):
@@ -126,8 +128,10 @@ def test_html_renders_in_chromium(project, summary, tmp_path):
         page.on("request", lambda req: remote.append(req.url) if not req.url.startswith(("file:", "data:")) else None)
         page.goto(url)
         page.wait_for_load_state("load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
-                               "i.naturalHeight, i.getBoundingClientRect().width])")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
+            "i.naturalHeight, i.getBoundingClientRect().width])"
+        )
         assert len(images) == 3 + len(summary["rows"])
         assert all(done and w > 0 and h > 0 and shown > 0 for _, done, w, h, shown in images), images
         alts = [a for a, *_ in images]
@@ -156,21 +160,33 @@ def test_plot_data_files_hold_every_build(project, summary):
     front = {r["key"] for r in report_plots.pareto_front(rows)}
     assert win in front and SLOW not in front
     for a in (r for r in rows if r["key"] in front):  # no accepted build beats a front point on both axes
-        assert not any(b["accepted"] and b["latency_p50_ms"] < a["latency_p50_ms"] and b["value"] >= a["value"]
-                       for b in rows)
+        assert not any(
+            b["accepted"] and b["latency_p50_ms"] < a["latency_p50_ms"] and b["value"] >= a["value"] for b in rows
+        )
 
     pareto = _read_csv(project / LAYOUT.report_dir / "plots" / "pareto.csv")
     assert [tuple(p.values()) for p in pareto] == [
-        (r["target"], r["precision"], r["key"], str(r["latency_p50_ms"]), str(r["value"]), str(r["accepted"]),
-         str(r["key"] in front), str(r["key"] == win)) for r in rows]
+        (
+            r["target"],
+            r["precision"],
+            r["key"],
+            str(r["latency_p50_ms"]),
+            str(r["value"]),
+            str(r["accepted"]),
+            str(r["key"] in front),
+            str(r["key"] == win),
+        )
+        for r in rows
+    ]
 
     lat = _read_csv(project / LAYOUT.report_dir / "plots" / "latency" / "local.csv")
     assert list(lat[0]) == ["percentile", *PRECISIONS]
     assert [p["percentile"] for p in lat] == ["0", "50", "90", "95", "99", "100"]
     for prec in PRECISIONS:
         b1 = read_json(LAYOUT.benchmark_metrics(f"local-{prec}"))["latency"]["b1"]
-        assert [float(p[prec]) for p in lat] == [b1[k] for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-                                                                 "max_ms")]
+        assert [float(p[prec]) for p in lat] == [
+            b1[k] for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+        ]
     assert sorted(os.listdir(project / LAYOUT.report_dir / "plots")) == ["latency", "pareto.csv"]
 
 

@@ -1,5 +1,6 @@
 """What every stage entry point shares: a known error is one line and removes the outputs; a bug keeps
 its traceback."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,9 @@ def test_an_unknown_name_is_one_line_naming_the_registered_ones(tmp_path, capsys
         get_runtime("tensorrt2")
     assert e.value.code == 1
     err = capsys.readouterr().err
-    assert err == ("edgeforge build@x: error: unknown runtime 'tensorrt2'; registered: onnxruntime, openvino, "
-                   "tensorrt, torch\n")
+    assert err == (
+        "edgeforge build@x: error: unknown runtime 'tensorrt2'; registered: onnxruntime, openvino, tensorrt, torch\n"
+    )
     assert not out.exists()
 
 

@@ -3,6 +3,7 @@ entry point, once for the module), logged three times, then read back through Ml
 the run hierarchy, tags (toolkit versions, checkpoint sha256, DVC experiment from the env),
 params, the HTML report, the registered winner and its alias moving to each new version, and no
 secret anywhere."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import build_main, fast_params, write_params
-from tasks import build, report, stage
-from tasks.tracking import runs as tracking
+from tasks import report, stage
 from tasks.config import Config, from_dict
 from tasks.config.schema import Target
 from tasks.io import read_json, sha256_file
-from tasks.reporting.selection import winners
-from tasks.tracking.registry import alias_for, aliases, model_name
-from tasks.tracking.uri import redact_uri
 from tasks.layout import LAYOUT
 from tasks.records import built_artifact
+from tasks.reporting.selection import winners
+from tasks.tracking import runs as tracking
+from tasks.tracking.registry import alias_for, aliases, model_name
+from tasks.tracking.uri import redact_uri
+from tests.conftest import build_main, fast_params, write_params
 
 PRECISIONS = ("fp32", "fp16", "int8-minmax")
 SECRET = "hunter2-do-not-log"
@@ -60,6 +61,7 @@ def make_project(folder: Path) -> Config:
 @dataclasses.dataclass
 class SecretTarget(Target):
     """A target with a credential in it: what a careless config could hold."""
+
     password: str = SECRET
 
 
@@ -121,16 +123,23 @@ def logged(tmp_path_factory):
         with contextlib.redirect_stderr(err):
             results.append(tracking.log_pipeline(cfg, summary))
         alias_versions.append(str(client.get_model_version_by_alias(name, "local").version))
-        yield {"folder": folder, "cfg": cfg, "summary": summary, "results": results, "client": client,
-               "stderr": err.getvalue(), "alias_versions": alias_versions, "name": name}
+        yield {
+            "folder": folder,
+            "cfg": cfg,
+            "summary": summary,
+            "results": results,
+            "client": client,
+            "stderr": err.getvalue(),
+            "alias_versions": alias_versions,
+            "name": name,
+        }
 
 
 def runs_of(logged, i: int) -> tuple:
     """(parent, children by ``<target>-<precision>`` key) of the ``i``-th logged pipeline."""
     client = logged["client"]
     parent = client.get_run(logged["results"][i]["parent_run_id"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     return parent, {r.data.tags["edgeforge.key"]: r for r in children}
 
 
@@ -153,8 +162,15 @@ def test_parent_and_one_child_per_target_and_precision(logged):
 def test_every_run_tagged_with_versions_checkpoint_commit_and_experiment(logged):
     folder = logged["folder"]
     expected = {"version.python": platform.python_version()}
-    for tag, dist in (("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("openvino", "openvino"),
-                      ("dvc", "dvc"), ("mlflow", "mlflow"), ("edgeforge", "edgeforge")):
+    for tag, dist in (
+        ("torch", "torch"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime"),
+        ("openvino", "openvino"),
+        ("dvc", "dvc"),
+        ("mlflow", "mlflow"),
+        ("edgeforge", "edgeforge"),
+    ):
         expected[f"version.{tag}"] = importlib.metadata.version(dist)
     ckpt = sha256_file(folder / "model.pt")
     for i, exp_name in enumerate(("dvc-exp-1", "", "ef-exp-3")):
@@ -176,12 +192,18 @@ def test_child_params_and_metric_names_line_up(logged):
     _, children = runs_of(logged, 0)
     for key, run in children.items():
         precision = key.removeprefix("local-")
-        assert run.data.params == {"target": "local", "precision": precision, "runtime": "onnxruntime",
-                                   "calibrator": "minmax" if precision.startswith("int8") else "none"}
+        assert run.data.params == {
+            "target": "local",
+            "precision": precision,
+            "runtime": "onnxruntime",
+            "calibrator": "minmax" if precision.startswith("int8") else "none",
+        }
     names = {k: set(r.data.metrics) for k, r in children.items()}
     assert names["local-fp32"] == names["local-fp16"]
     assert names["local-fp32"] <= names["local-int8-minmax"]  # plus the count of layers kept FP32
-    assert {"accuracy_top1", "accuracy_drop", "latency_p50_ms", "throughput", "size_mb", "accepted"} <= names["local-fp32"]
+    assert {"accuracy_top1", "accuracy_drop", "latency_p50_ms", "throughput", "size_mb", "accepted"} <= names[
+        "local-fp32"
+    ]
 
 
 def test_html_report_and_plots_logged_to_the_parent_when_present(logged):
@@ -189,8 +211,10 @@ def test_html_report_and_plots_logged_to_the_parent_when_present(logged):
     without, _ = runs_of(logged, 1)
     with_report, _ = runs_of(logged, 2)
     assert "report" not in {a.path for a in client.list_artifacts(without.info.run_id)}
-    assert {a.path for a in client.list_artifacts(with_report.info.run_id, "report")} == {"report/report.html",
-                                                                                          "report/plots"}
+    assert {a.path for a in client.list_artifacts(with_report.info.run_id, "report")} == {
+        "report/report.html",
+        "report/plots",
+    }
     plots = client.list_artifacts(with_report.info.run_id, "report/plots")
     assert [a.path for a in plots] == ["report/plots/latency.svg"]
 
@@ -203,8 +227,14 @@ def test_winner_registered_with_target_alias_that_moves_to_each_new_version(logg
         reg = result["registered"]["local"]
         parent, children = runs_of(logged, i)
         child = children[win["key"]]
-        assert reg == {"name": name, "version": str(i + 1), "alias": "local", "run_id": child.info.run_id,
-                       "precision": win["precision"], "source": f"runs:/{child.info.run_id}/build"}
+        assert reg == {
+            "name": name,
+            "version": str(i + 1),
+            "alias": "local",
+            "run_id": child.info.run_id,
+            "precision": win["precision"],
+            "source": f"runs:/{child.info.run_id}/build",
+        }
         mv = client.get_model_version(name, reg["version"])
         assert mv.run_id == child.info.run_id and mv.source == reg["source"]
         assert mv.tags["target"] == "local" and mv.tags["precision"] == win["precision"]
@@ -221,8 +251,9 @@ def test_winner_registered_with_target_alias_that_moves_to_each_new_version(logg
 def test_registered_alias_downloads_the_build(logged, tmp_path):
     import mlflow
 
-    out = Path(mlflow.artifacts.download_artifacts(f"models:/{logged['name']}@local", dst_path=str(tmp_path),
-                                                   tracking_uri=URI))
+    out = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{logged['name']}@local", dst_path=str(tmp_path), tracking_uri=URI)
+    )
     assert {"model.onnx", "build.json"} <= {p.name for p in out.iterdir()}
     built = read_json(out / "build.json")
     win = winners(logged["summary"]["rows"])["local"]
@@ -252,8 +283,10 @@ def test_experiment_is_marked_model_training_and_the_link_opens_its_runs(logged)
     exp = logged["client"].get_experiment_by_name("edgeforge")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     for result in logged["results"]:
-        assert result["ui_url"] == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs" \
-                                   "?workflowType=machine_learning"
+        assert (
+            result["ui_url"] == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+            "?workflowType=machine_learning"
+        )
 
 
 def test_an_existing_unmarked_experiment_is_marked(logged, monkeypatch):
@@ -265,18 +298,25 @@ def test_an_existing_unmarked_experiment_is_marked(logged, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     client = MlflowClient(tracking_uri="sqlite:///old.db")
     exp_id = client.create_experiment("edgeforge-old")
-    cfg = dataclasses.replace(logged["cfg"], report=dataclasses.replace(
-        logged["cfg"].report, register=False, tracking_uri="sqlite:///old.db", experiment="edgeforge-old"))
+    cfg = dataclasses.replace(
+        logged["cfg"],
+        report=dataclasses.replace(
+            logged["cfg"].report, register=False, tracking_uri="sqlite:///old.db", experiment="edgeforge-old"
+        ),
+    )
     tracking.log_pipeline(cfg, logged["summary"])
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-@pytest.mark.parametrize("fmt, arch, checkpoint, label", [
-    ("state_dict", "mnist_cnn", "artifacts/prepare/model.pt", "mnist_cnn"),
-    ("state_dict", "mypkg.nets:MyNet", "ckpt/best.pt", "MyNet"),
-    ("onnx", None, "exported/resnet18-v2.onnx", "resnet18-v2"),
-    ("torchscript", "ignored", "ts/yolo.pt", "yolo"),
-])
+@pytest.mark.parametrize(
+    "fmt, arch, checkpoint, label",
+    [
+        ("state_dict", "mnist_cnn", "artifacts/prepare/model.pt", "mnist_cnn"),
+        ("state_dict", "mypkg.nets:MyNet", "ckpt/best.pt", "MyNet"),
+        ("onnx", None, "exported/resnet18-v2.onnx", "resnet18-v2"),
+        ("torchscript", "ignored", "ts/yolo.pt", "yolo"),
+    ],
+)
 def test_model_label_for_run_names(fmt, arch, checkpoint, label):
     from tasks.tracking.ui import model_label
 
@@ -285,11 +325,14 @@ def test_model_label_for_run_names(fmt, arch, checkpoint, label):
     assert model_label(cfg) == label
 
 
-@pytest.mark.parametrize("uri, base", [
-    ("sqlite:///mlflow.db", "http://127.0.0.1:5000"),
-    ("http://127.0.0.1:5001", "http://127.0.0.1:5001"),
-    ("https://me:s3cret@mlflow.example.invalid/ml/", "https://mlflow.example.invalid/ml"),
-])
+@pytest.mark.parametrize(
+    "uri, base",
+    [
+        ("sqlite:///mlflow.db", "http://127.0.0.1:5000"),
+        ("http://127.0.0.1:5001", "http://127.0.0.1:5001"),
+        ("https://me:s3cret@mlflow.example.invalid/ml/", "https://mlflow.example.invalid/ml"),
+    ],
+)
 def test_runs_url_opens_model_training_runs_without_credentials(uri, base):
     from tasks.tracking.ui import runs_url
 
@@ -304,8 +347,10 @@ def test_register_off_registers_nothing_and_env_is_left_as_found(logged, monkeyp
     monkeypatch.chdir(logged["folder"])
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(k, raising=False)
-    cfg = dataclasses.replace(logged["cfg"], report=dataclasses.replace(
-        logged["cfg"].report, register=False, tracking_uri="sqlite:///other.db"))
+    cfg = dataclasses.replace(
+        logged["cfg"],
+        report=dataclasses.replace(logged["cfg"].report, register=False, tracking_uri="sqlite:///other.db"),
+    )
     result = tracking.log_pipeline(cfg, logged["summary"])
     assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
     assert result["registered"] == {} and result["tracking_uri"] == "sqlite:///other.db"
@@ -315,13 +360,16 @@ def test_register_off_registers_nothing_and_env_is_left_as_found(logged, monkeyp
     assert len(logged["client"].search_model_versions(f"name = '{logged['name']}'")) == 3
 
 
-@pytest.mark.parametrize("fmt, arch, checkpoint, name", [
-    ("state_dict", "mnist_cnn", "model.pt", "edgeforge-mnist_cnn"),  # the bundled example: unchanged
-    ("state_dict", "mypkg:MyNet", "model.pt", "edgeforge-mypkg.MyNet"),  # the README's form had a ':'
-    ("state_dict", "my pkg.nets:My/Net", "model.pt", "edgeforge-my-pkg.nets.My-Net"),
-    ("torchscript", "mypkg:MyNet", "ckpts/run 7/best.ts", "edgeforge-best"),  # no arch: the file's name
-    ("onnx", None, "det.onnx", "edgeforge-det"),
-])
+@pytest.mark.parametrize(
+    "fmt, arch, checkpoint, name",
+    [
+        ("state_dict", "mnist_cnn", "model.pt", "edgeforge-mnist_cnn"),  # the bundled example: unchanged
+        ("state_dict", "mypkg:MyNet", "model.pt", "edgeforge-mypkg.MyNet"),  # the README's form had a ':'
+        ("state_dict", "my pkg.nets:My/Net", "model.pt", "edgeforge-my-pkg.nets.My-Net"),
+        ("torchscript", "mypkg:MyNet", "ckpts/run 7/best.ts", "edgeforge-best"),  # no arch: the file's name
+        ("onnx", None, "det.onnx", "edgeforge-det"),
+    ],
+)
 def test_default_registered_model_name_is_one_mlflow_accepts(fmt, arch, checkpoint, name):
     from tasks.config.load import model_name_problem
 
@@ -345,21 +393,34 @@ def test_a_model_class_given_as_module_colon_class_registers_its_winner(logged, 
 def test_registry_failure_names_model_and_tracking_uri(logged, monkeypatch):
     monkeypatch.chdir(logged["folder"])
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = dataclasses.replace(logged["cfg"], report=dataclasses.replace(
-        logged["cfg"].report, registered_model="bad/name", experiment="edgeforge-fail"))
+    cfg = dataclasses.replace(
+        logged["cfg"],
+        report=dataclasses.replace(logged["cfg"].report, registered_model="bad/name", experiment="edgeforge-fail"),
+    )
     with pytest.raises(stage.StageError) as e:
         tracking.log_pipeline(cfg, logged["summary"])
     assert "'bad/name'" in str(e.value) and URI in str(e.value)
-    failed = logged["client"].search_runs([logged["client"].get_experiment_by_name("edgeforge-fail").experiment_id],
-                                          "tags.`edgeforge.kind` = 'pipeline'")
+    failed = logged["client"].search_runs(
+        [logged["client"].get_experiment_by_name("edgeforge-fail").experiment_id], "tags.`edgeforge.kind` = 'pipeline'"
+    )
     assert [r.info.status for r in failed] == ["FAILED"]
 
 
-@pytest.mark.parametrize("target, alias", [
-    ("local", "local"), ("jetson.orin nano", "jetson-orin-nano"), ("rpi_5-b", "rpi_5-b"), ("latest", "target-latest"),
-    ("LATEST", "target-LATEST"), ("v2", "target-v2"), ("V10", "target-V10"), ("v2a", "v2a"), ("é", "target"),
-    ("x" * 300, "x" * 255),
-])
+@pytest.mark.parametrize(
+    "target, alias",
+    [
+        ("local", "local"),
+        ("jetson.orin nano", "jetson-orin-nano"),
+        ("rpi_5-b", "rpi_5-b"),
+        ("latest", "target-latest"),
+        ("LATEST", "target-LATEST"),
+        ("v2", "target-v2"),
+        ("V10", "target-V10"),
+        ("v2a", "v2a"),
+        ("é", "target"),
+        ("x" * 300, "x" * 255),
+    ],
+)
 def test_alias_follows_mlflow_rules(target, alias):
     from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
 

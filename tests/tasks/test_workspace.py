@@ -1,5 +1,6 @@
 """The workspace lock and DVC's repository lock as a stage sees them, with other real processes
 holding them (the end-to-end case with two `dvc exp run` is tests/test_concurrent_runs.py)."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,23 @@ from tests.conftest import ROOT
 
 def holder(code: str, cwd: Path) -> subprocess.Popen:
     """A Python process running ``code`` in ``cwd``; returned once it has printed "held"."""
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
 
 def test_the_workspace_lock_names_its_holder_and_dies_with_it(tmp_path):
-    proc = holder("import time; from pathlib import Path; from tasks.workspace import claim\n"
-                  "fh = claim(Path('.'), 'edgeforge run'); print('held', flush=True); time.sleep(120)", tmp_path)
+    proc = holder(
+        "import time; from pathlib import Path; from tasks.workspace import claim\n"
+        "fh = claim(Path('.'), 'edgeforge run'); print('held', flush=True); time.sleep(120)",
+        tmp_path,
+    )
     try:
         with pytest.raises(WorkspaceBusy, match=rf"`edgeforge run` \(PID {proc.pid}\)"):
             claim(tmp_path, "dvc exp run")
@@ -59,10 +68,13 @@ def test_a_stage_reads_params_only_when_no_dvc_command_is_swapping_them(workdir,
     stash params.yaml, write another, restore it, all under DVC's repository lock."""
     subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "--no-scm", "-q"], cwd=workdir, check=True)
     good = Path("params.yaml").read_text()
-    proc = holder("import time; from pathlib import Path; from dvc.lock import make_lock\n"
-                  "lock = make_lock('.dvc/tmp/lock', tmp_dir='.dvc/tmp'); lock.lock()\n"
-                  "p = Path('params.yaml'); p.write_text('not: [a config'); print('held', flush=True)\n"
-                  f"time.sleep(1.0); p.write_text({good!r}); lock.unlock()", workdir)
+    proc = holder(
+        "import time; from pathlib import Path; from dvc.lock import make_lock\n"
+        "lock = make_lock('.dvc/tmp/lock', tmp_dir='.dvc/tmp'); lock.lock()\n"
+        "p = Path('params.yaml'); p.write_text('not: [a config'); print('held', flush=True)\n"
+        f"time.sleep(1.0); p.write_text({good!r}); lock.unlock()",
+        workdir,
+    )
     try:
         cfg = stage.load(stage.parser("prepare").parse_args([]))  # the swapped file is not YAML
     finally:

@@ -1,6 +1,7 @@
 """The device agent run as the device runs it: ``python agent.py <command> '<JSON>'`` in a
 subprocess, from a scratch folder, on tiny ONNX models (a 3x3 conv and its Q/DQ INT8 form) with the
 real ONNX Runtime and OpenVINO of this machine."""
+
 from __future__ import annotations
 
 import ast
@@ -25,16 +26,33 @@ from tests.tasks.quant.conftest import conv_model_with_constant_weights, save
 
 AGENT = ROOT / "tasks" / "agent" / "agent.py"
 IO_NAMES = {"inputs": ["x"], "outputs": ["y"]}
-PROBE_KEYS = {"os", "arch", "cpu", "ram_gib", "python", "gpu", "l4t", "jetpack", "cuda", "tensorrt",
-              "onnxruntime", "openvino", "numpy", "power_mode", "agent_version"}
+PROBE_KEYS = {
+    "os",
+    "arch",
+    "cpu",
+    "ram_gib",
+    "python",
+    "gpu",
+    "l4t",
+    "jetpack",
+    "cuda",
+    "tensorrt",
+    "onnxruntime",
+    "openvino",
+    "numpy",
+    "power_mode",
+    "agent_version",
+}
 
 
-def run_agent(cwd: Path, command: str, request: dict | str, expect: int = 0,
-              env: dict | None = None) -> tuple[dict, str]:
+def run_agent(
+    cwd: Path, command: str, request: dict | str, expect: int = 0, env: dict | None = None
+) -> tuple[dict, str]:
     """The reply (last stdout line) and stderr of one agent call, after checking its exit code."""
     req = request if isinstance(request, str) else json.dumps(request)
-    r = subprocess.run([sys.executable, str(AGENT), command, req], cwd=cwd, capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, str(AGENT), command, req], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
     assert r.returncode == expect, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     reply = json.loads(r.stdout.strip().splitlines()[-1])
     assert reply["agent_version"] == agent_module.AGENT_VERSION
@@ -58,8 +76,18 @@ def models(tmp_path_factory) -> Path:
 
 
 def build(cwd: Path, runtime: str, onnx: str, precision: str, out_dir: str) -> dict:
-    reply, _ = run_agent(cwd, "build", {"runtime": runtime, "onnx": onnx, "out_dir": out_dir, "precision": precision,
-                                        "threads": 1, "io_names": IO_NAMES})
+    reply, _ = run_agent(
+        cwd,
+        "build",
+        {
+            "runtime": runtime,
+            "onnx": onnx,
+            "out_dir": out_dir,
+            "precision": precision,
+            "threads": 1,
+            "io_names": IO_NAMES,
+        },
+    )
     res = reply["result"]
     assert res["runtime"] == runtime and res["build_seconds"] > 0
     assert res["files"] == {name: sha256_file(cwd / out_dir / name) for name in res["files"]}
@@ -107,17 +135,23 @@ def test_probe_parses_nvidia_tools(tmp_path):
     bin_dir.mkdir()
     _tool(bin_dir, "nvidia-smi", "printf 'NVIDIA H100 80GB HBM3, 9.0\\nNVIDIA L4, 8.9\\n'\n")
     _tool(bin_dir, "nvpmodel", "printf 'NV Power Mode: MAXN\\n0\\n'\n")
-    _tool(bin_dir, "dpkg-query", """\
+    _tool(
+        bin_dir,
+        "dpkg-query",
+        """\
         case "$3" in
           nvidia-jetpack) printf '5.1.2-b104' ;;
           libnvinfer-bin) printf '8.5.2-1+cuda11.4' ;;
           *) echo "dpkg-query: no packages found matching $3" >&2; exit 1 ;;
         esac
-    """)
+    """,
+    )
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     fp = run_agent(tmp_path, "probe", {"trtexec": None}, env=env)[0]["result"]
-    assert fp["gpu"] == [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"},
-                         {"name": "NVIDIA L4", "compute_capability": "8.9"}]
+    assert fp["gpu"] == [
+        {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"},
+        {"name": "NVIDIA L4", "compute_capability": "8.9"},
+    ]
     assert fp["power_mode"] == "MAXN" and fp["jetpack"] == "5.1.2"
     try:  # a TensorRT wheel's metadata comes first
         assert fp["tensorrt"] == importlib.metadata.version("tensorrt")
@@ -136,8 +170,9 @@ def test_onnxruntime_builds_its_optimized_graph_and_int8_qdq(models):
     assert res["runtime_version"] == ort.__version__
     assert res["meta"] == {"providers": ["CPUExecutionProvider"], "optimized": True}
     x = np.load(models / "x.npy")
-    np.testing.assert_allclose(ort_reference(models / "ort-fp32" / "model.onnx", x),
-                               ort_reference(models / "fp32.onnx", x), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        ort_reference(models / "ort-fp32" / "model.onnx", x), ort_reference(models / "fp32.onnx", x), atol=1e-5, rtol=0
+    )
 
     res8 = build(models, "onnxruntime", str(models / "int8.onnx"), "int8-minmax", "ort-int8")  # absolute path too
     assert res8["meta"]["optimized"] is True
@@ -155,14 +190,28 @@ def test_openvino_builds_fp32_fp16_and_int8(models):
         assert (meta["int8_ops"] > 0) == (precision == "int8-minmax")
         assert ("F16" in meta["runtime_precisions"]) == (precision == "fp16")  # FP16 weights, decompressed
     # an int8 build that would run in FP32 is an error, not a silent FP32 artifact
-    reply, _ = run_agent(models, "build", {"runtime": "openvino", "onnx": "fp32.onnx", "out_dir": "ov-bad",
-                                           "precision": "int8-minmax", "threads": None}, expect=1)
+    reply, _ = run_agent(
+        models,
+        "build",
+        {"runtime": "openvino", "onnx": "fp32.onnx", "out_dir": "ov-bad", "precision": "int8-minmax", "threads": None},
+        expect=1,
+    )
     assert reply["kind"] == "failed" and "no op executing in int8" in reply["error"]
 
 
 def test_missing_onnx_is_bad_input_naming_the_path(tmp_path):
-    reply, stderr = run_agent(tmp_path, "build", {"runtime": "onnxruntime", "onnx": "nowhere/model.onnx",
-                                                  "out_dir": "out", "precision": "fp32", "threads": None}, expect=1)
+    reply, stderr = run_agent(
+        tmp_path,
+        "build",
+        {
+            "runtime": "onnxruntime",
+            "onnx": "nowhere/model.onnx",
+            "out_dir": "out",
+            "precision": "fp32",
+            "threads": None,
+        },
+        expect=1,
+    )
     assert reply["kind"] == "bad_input" and "nowhere/model.onnx" in reply["error"]
     assert "nowhere/model.onnx" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "out").exists()  # nothing written for a request that cannot run
@@ -183,28 +232,49 @@ def test_unknown_command_or_malformed_request_is_usage(tmp_path, argv):
 
 
 def test_tensorrt_build_with_a_missing_trtexec_is_missing_runtime(tmp_path):
-    reply, _ = run_agent(tmp_path, "build", {"runtime": "tensorrt", "argv": ["/opt/nowhere/trtexec", "--onnx=m.onnx"],
-                                             "out_dir": "trt", "engine": "model.engine", "log": "build.log",
-                                             "timeout": None}, expect=1)
+    reply, _ = run_agent(
+        tmp_path,
+        "build",
+        {
+            "runtime": "tensorrt",
+            "argv": ["/opt/nowhere/trtexec", "--onnx=m.onnx"],
+            "out_dir": "trt",
+            "engine": "model.engine",
+            "log": "build.log",
+            "timeout": None,
+        },
+        expect=1,
+    )
     assert reply["kind"] == "missing_runtime" and "/opt/nowhere/trtexec" in reply["error"]
     assert not (tmp_path / "trt").exists()
 
 
 def test_tensorrt_build_runs_argv_in_out_dir_and_reports_a_failing_exit(tmp_path):
     fake = tmp_path / "fake_trtexec.py"
-    fake.write_text(textwrap.dedent("""\
+    fake.write_text(
+        textwrap.dedent("""\
         import sys
         from pathlib import Path
         Path("model.engine").write_bytes(b"engine bytes")
         print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300]", sys.argv[1:])
         print("[E] something went wrong", file=sys.stderr)
         sys.exit(3)
-    """))
+    """)
+    )
     (tmp_path / "trt").mkdir()
     (tmp_path / "trt" / "model.engine").write_bytes(b"stale engine of an earlier build")
-    reply, stderr = run_agent(tmp_path, "build", {"runtime": "tensorrt", "argv": [sys.executable, str(fake), "--fp16"],
-                                                  "out_dir": "trt", "engine": "model.engine", "log": "build.log",
-                                                  "timeout": 60})
+    reply, stderr = run_agent(
+        tmp_path,
+        "build",
+        {
+            "runtime": "tensorrt",
+            "argv": [sys.executable, str(fake), "--fp16"],
+            "out_dir": "trt",
+            "engine": "model.engine",
+            "log": "build.log",
+            "timeout": 60,
+        },
+    )
     res = reply["result"]
     assert res["exit_code"] == 3 and res["artifact"] == "model.engine" and res["runtime"] == "tensorrt"
     log = (tmp_path / "trt" / "build.log").read_text()
@@ -215,18 +285,38 @@ def test_tensorrt_build_runs_argv_in_out_dir_and_reports_a_failing_exit(tmp_path
 
 
 def test_tensorrt_build_that_writes_no_engine_has_no_artifact(tmp_path):
-    reply, _ = run_agent(tmp_path, "build", {"runtime": "tensorrt", "argv": [sys.executable, "-c", "print('no engine')"],
-                                             "out_dir": "trt", "engine": "model.engine", "log": "build.log",
-                                             "timeout": None})
+    reply, _ = run_agent(
+        tmp_path,
+        "build",
+        {
+            "runtime": "tensorrt",
+            "argv": [sys.executable, "-c", "print('no engine')"],
+            "out_dir": "trt",
+            "engine": "model.engine",
+            "log": "build.log",
+            "timeout": None,
+        },
+    )
     assert reply["result"]["exit_code"] == 0 and reply["result"]["artifact"] is None
 
 
 @pytest.mark.parametrize("runtime, precision", [("onnxruntime", "fp32"), ("openvino", "fp16")])
 def test_benchmark_measures_every_batch_size(models, runtime, precision):
     res = build(models, runtime, "fp32.onnx", precision, f"bench-{runtime}")
-    reply, _ = run_agent(models, "benchmark", {
-        "runtime": runtime, "artifact": f"bench-{runtime}/{res['artifact']}", "input": "x.npy", "batch_sizes": [1, 9],
-        "warmup_s": 0.0, "min_duration_s": 0.0, "min_iterations": 5, "threads": 1})
+    reply, _ = run_agent(
+        models,
+        "benchmark",
+        {
+            "runtime": runtime,
+            "artifact": f"bench-{runtime}/{res['artifact']}",
+            "input": "x.npy",
+            "batch_sizes": [1, 9],
+            "warmup_s": 0.0,
+            "min_duration_s": 0.0,
+            "min_iterations": 5,
+            "threads": 1,
+        },
+    )
     lat = reply["result"]["latency_s"]
     assert set(lat) == {"b1", "b9"}  # 9 > the 7 samples: built by repeating them
     assert all(len(v) >= 5 and min(v) > 0 for v in lat.values())
@@ -256,9 +346,18 @@ def test_hygiene_reads_thermal_zones_and_clocks():
 @pytest.mark.parametrize("runtime, atol", [("onnxruntime", 1e-5), ("openvino", 1e-4)])
 def test_infer_writes_every_output_matching_onnxruntime(models, runtime, atol):
     res = build(models, runtime, "fp32.onnx", "fp32", f"infer-{runtime}")
-    reply, _ = run_agent(models, "infer", {"runtime": runtime, "artifact": f"infer-{runtime}/{res['artifact']}",
-                                           "input": "x.npy", "output": f"out/{runtime}.npz", "batch_size": 3,
-                                           "threads": None})
+    reply, _ = run_agent(
+        models,
+        "infer",
+        {
+            "runtime": runtime,
+            "artifact": f"infer-{runtime}/{res['artifact']}",
+            "input": "x.npy",
+            "output": f"out/{runtime}.npz",
+            "batch_size": 3,
+            "threads": None,
+        },
+    )
     assert reply["result"] == {"outputs": ["y"], "samples": 7}
     x = np.load(models / "x.npy")
     with np.load(models / "out" / f"{runtime}.npz") as got:

@@ -4,6 +4,7 @@ replaying real trtexec logs) builds and benchmarks, the FAKE ``tensorrt`` + ``py
 ONNX they were built from run by ONNX Runtime on the CPU. What is real: the agent's code paths, the
 requests and answers, the host's parsing, and ONNX Runtime's outputs. What is not: every trtexec
 number (they are the recorded logs' numbers, from other machines) and every notion of a GPU."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,15 +26,18 @@ from tests.tasks.agent.test_agent import ort_reference, run_agent
 from tests.tasks.quant.conftest import conv_model_with_constant_weights, save
 
 #: the real --loadEngine log the fake replays for each major version, and its median latency (ms)
-REPLAYED = {"10.3.0": ("trt10.16_rtx6000ada_loadengine_fp16_ok.log", 0.0368652),
-            "11.0.0": ("trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log", 0.0402832),
-            "8.6.1": ("trt8.4_xavier_agx_loadengine_batch16_summary_ok.log", 0.401947)}
-FLAGS = {"10.3.0": ["--useSpinWait"], "11.0.0": ["--includeDataTransfers", "--noCudaGraph"],
-         "8.6.1": ["--useSpinWait"]}
+REPLAYED = {
+    "10.3.0": ("trt10.16_rtx6000ada_loadengine_fp16_ok.log", 0.0368652),
+    "11.0.0": ("trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log", 0.0402832),
+    "8.6.1": ("trt8.4_xavier_agx_loadengine_batch16_summary_ok.log", 0.401947),
+}
+FLAGS = {"10.3.0": ["--useSpinWait"], "11.0.0": ["--includeDataTransfers", "--noCudaGraph"], "8.6.1": ["--useSpinWait"]}
 SHAPES_MAX2 = ["--minShapes=x:1x2x8x8", "--optShapes=x:2x2x8x8", "--maxShapes=x:2x2x8x8"]
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
-                                reason="a real tensorrt package is installed: the fake would not be the one imported")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None,
+    reason="a real tensorrt package is installed: the fake would not be the one imported",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +53,35 @@ def engine(folder: Path, version: str, shapes: list[str] = (), **fake) -> tuple[
     """(the fake trtexec, the engine's path relative to ``folder``), built through the agent."""
     tag = f"{version}-{len(shapes)}-{'-'.join(map(str, fake.values()))}"
     exe = install_trtexec(folder / f"bin-{tag}", version, **fake)
-    reply, _ = run_agent(folder, "build", {"runtime": "tensorrt", "out_dir": f"build-{tag}", "engine": "model.engine",
-                                           "log": "build.log", "timeout": 60,
-                                           "argv": [str(exe), f"--onnx={folder / 'model.onnx'}",
-                                                    "--saveEngine=model.engine", *shapes]})
+    reply, _ = run_agent(
+        folder,
+        "build",
+        {
+            "runtime": "tensorrt",
+            "out_dir": f"build-{tag}",
+            "engine": "model.engine",
+            "log": "build.log",
+            "timeout": 60,
+            "argv": [str(exe), f"--onnx={folder / 'model.onnx'}", "--saveEngine=model.engine", *shapes],
+        },
+    )
     assert reply["result"]["exit_code"] == 0 and reply["result"]["artifact"] == "model.engine"
     return exe, f"build-{tag}/model.engine"
 
 
 def bench_request(exe, artifact: str, sizes=(1, 2), **extra) -> dict:
-    return {"runtime": "tensorrt", "artifact": artifact, "input": "x.npy", "batch_sizes": list(sizes),
-            "warmup_s": 0.0, "min_duration_s": 0.0, "min_iterations": 5, "threads": None,
-            "trtexec": str(exe) if exe else None, **extra}
+    return {
+        "runtime": "tensorrt",
+        "artifact": artifact,
+        "input": "x.npy",
+        "batch_sizes": list(sizes),
+        "warmup_s": 0.0,
+        "min_duration_s": 0.0,
+        "min_iterations": 5,
+        "threads": None,
+        "trtexec": str(exe) if exe else None,
+        **extra,
+    }
 
 
 def fake_trt(version: str) -> dict:
@@ -77,24 +98,37 @@ def test_benchmark_gives_edgeforge_latencies_and_trtexec_beside_them(folder, ver
     assert res["cold"]["load_s"] > 0 and res["cold"]["first_inference_s"] > 0
     assert res["runtime_version"] == version and res["slices"] == {} and "latency_unavailable" not in res
     trt = res["trtexec"]
-    assert trt["tensorrt"] == version and trt["settings"] == {"cuda_graph": False, "data_transfers": True,
-                                                              "spin_wait": True}
+    assert trt["tensorrt"] == version and trt["settings"] == {
+        "cuda_graph": False,
+        "data_transfers": True,
+        "spin_wait": True,
+    }
     for b in (1, 2):
         run = trt["runs"][f"b{b}"]
         assert run["exit_code"] == 0
-        assert run["argv"] == [str(exe), f"--loadEngine={folder / art}", f"--shapes=x:{b}x2x8x8", "--warmUp=0",
-                               "--duration=0", "--iterations=5", *FLAGS[version]]
+        assert run["argv"] == [
+            str(exe),
+            f"--loadEngine={folder / art}",
+            f"--shapes=x:{b}x2x8x8",
+            "--warmUp=0",
+            "--duration=0",
+            "--iterations=5",
+            *FLAGS[version],
+        ]
         # the fake's echo of what it was told: every version measures with copies and without CUDA graph
         for echoed in ("Data transfers: Enabled", "CUDA Graph: Disabled") if version == "10.3.0" else ():
             assert echoed in run["log"]
         assert "CUDA graph" not in run["log"]  # TensorRT 11's capture lines are gone with --noCudaGraph
 
 
-@pytest.mark.parametrize("version, defaults", [
-    ("10.3.0", {"cuda_graph": False, "data_transfers": True, "spin_wait": False}),
-    ("11.0.0", {"cuda_graph": True, "data_transfers": False, "spin_wait": True}),
-    ("8.6.1", {"cuda_graph": False, "data_transfers": True, "spin_wait": False}),
-])
+@pytest.mark.parametrize(
+    "version, defaults",
+    [
+        ("10.3.0", {"cuda_graph": False, "data_transfers": True, "spin_wait": False}),
+        ("11.0.0", {"cuda_graph": True, "data_transfers": False, "spin_wait": True}),
+        ("8.6.1", {"cuda_graph": False, "data_transfers": True, "spin_wait": False}),
+    ],
+)
 def test_host_reads_the_replayed_summary_and_the_version_defaults(folder, version, defaults):
     exe, art = engine(folder, version)
     reply, _ = run_agent(folder, "benchmark", bench_request(exe, art, sizes=[1]), env=fake_trt(version))
@@ -118,8 +152,12 @@ def test_infer_matches_onnxruntime_splitting_batches_above_the_profile(folder, v
     for shapes, max_batch in ((SHAPES_MAX2, 2), ((), 1)):  # no shapes: trtexec fixes the dynamic batch to 1
         _, art = engine(folder, version, list(shapes))
         out = f"out-{version}-{max_batch}.npz"
-        reply, _ = run_agent(folder, "infer", {"runtime": "tensorrt", "artifact": art, "input": "x.npy",
-                                               "output": out, "batch_size": 5, "threads": None}, env=fake_trt(version))
+        reply, _ = run_agent(
+            folder,
+            "infer",
+            {"runtime": "tensorrt", "artifact": art, "input": "x.npy", "output": out, "batch_size": 5, "threads": None},
+            env=fake_trt(version),
+        )
         assert reply["result"] == {"outputs": ["y"], "samples": 7}
         with np.load(folder / out) as got:  # batches of 5 and 2, run as slices of at most max_batch
             assert list(got) == ["y"] and got["y"].dtype == np.float32
@@ -148,17 +186,39 @@ def test_without_tensorrt_python_benchmark_gives_trtexec_only_and_says_what_to_i
     reply, _ = run_agent(folder, "benchmark", bench_request(exe, art, sizes=[1]))
     assert "input name is unknown" in reply["result"]["trtexec"]["runs"]["b1"]["skipped"]
     # inference has nothing to fall back on
-    reply, _ = run_agent(folder, "infer", {"runtime": "tensorrt", "artifact": art, "input": "x.npy",
-                                           "output": "never.npz", "batch_size": 2, "threads": None}, expect=1)
+    reply, _ = run_agent(
+        folder,
+        "infer",
+        {
+            "runtime": "tensorrt",
+            "artifact": art,
+            "input": "x.npy",
+            "output": "never.npz",
+            "batch_size": 2,
+            "threads": None,
+        },
+        expect=1,
+    )
     assert reply["kind"] == "missing_runtime" and "python3-libnvinfer" in reply["error"]
     assert not (folder / "never.npz").exists()
 
 
 def test_tensorrt_older_than_8_5_is_refused_naming_its_version(folder):
     exe, art = engine(folder, "8.4.1")
-    reply, _ = run_agent(folder, "infer", {"runtime": "tensorrt", "artifact": art, "input": "x.npy",
-                                           "output": "old.npz", "batch_size": 2, "threads": None},
-                         expect=1, env=fake_trt("8.4.1"))
+    reply, _ = run_agent(
+        folder,
+        "infer",
+        {
+            "runtime": "tensorrt",
+            "artifact": art,
+            "input": "x.npy",
+            "output": "old.npz",
+            "batch_size": 2,
+            "threads": None,
+        },
+        expect=1,
+        env=fake_trt("8.4.1"),
+    )
     assert reply["kind"] == "missing_runtime" and "TensorRT 8.4.1 is too old" in reply["error"]
     assert ">= 8.5" in reply["error"]
     # benchmarks still get trtexec's figure (given the input's name, which TrtModel would have read)
@@ -247,6 +307,15 @@ def engine_record(build_dir: Path) -> None:
     from tasks.io import sha256_file
 
     engine = build_dir / "model.engine"
-    BuildRecord(target="local", precision="fp32", runtime="tensorrt", artifact=engine.name, runtime_version="11.0.0",
-                host="local", sha256=sha256_file(engine), size_bytes=engine.stat().st_size, source_onnx_sha256="",
-                build_seconds=0.0).write(build_dir / "build.json")
+    BuildRecord(
+        target="local",
+        precision="fp32",
+        runtime="tensorrt",
+        artifact=engine.name,
+        runtime_version="11.0.0",
+        host="local",
+        sha256=sha256_file(engine),
+        size_bytes=engine.stat().st_size,
+        source_onnx_sha256="",
+        build_seconds=0.0,
+    ).write(build_dir / "build.json")

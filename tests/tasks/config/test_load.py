@@ -1,5 +1,6 @@
 """Loading and validating params.yaml: unknown keys, bad values, cross-field checks, and the
 committed params.yaml being exactly the Hydra composition of conf/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT, fast_params, write_params
 from tasks.config import Config, ConfigError, from_dict, load_config
 from tasks.config.compose import compose
 from tasks.config.load import check
+from tests.conftest import ROOT, fast_params, write_params
 
 
 def _load(tmp_path, p: dict) -> Config:
@@ -41,12 +42,15 @@ def test_empty_file_gives_defaults(tmp_path):
     assert load_config(tmp_path / "params.yaml") == Config()
 
 
-@pytest.mark.parametrize("path, typo, suggestion", [
-    (["export"], "opsett", "export.opset"),
-    (["model", "input"], "chanel_order", "model.input.channel_order"),
-    ([], "modle", "model"),
-    (["target", "local"], "thread", "target.local.threads"),
-])
+@pytest.mark.parametrize(
+    "path, typo, suggestion",
+    [
+        (["export"], "opsett", "export.opset"),
+        (["model", "input"], "chanel_order", "model.input.channel_order"),
+        ([], "modle", "model"),
+        (["target", "local"], "thread", "target.local.threads"),
+    ],
+)
 def test_unknown_key_names_full_path_and_suggests_close_key(tmp_path, path, typo, suggestion):
     p = fast_params()
     node = p
@@ -68,13 +72,16 @@ def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path):
         assert allowed in msg
 
 
-@pytest.mark.parametrize("section, key, value, key_in_msg, allowed", [
-    ("build", "precisions", ["fp8"], "build.precisions", ["fp32", "fp16"]),
-    ("model", "format", "keras", "model.format", ["state_dict", "torchscript", "pt2", "onnx"]),
-    ("export", "exporter", "tracing", "export.exporter", ["dynamo", "torchscript"]),
-    ("quant", "mixed_calibrator", "kl", "quant.mixed_calibrator", ["minmax", "entropy", "percentile"]),
-    ("quant", "sensitivity", "hessian", "quant.sensitivity", ["auto", "task", "sqnr"]),
-])
+@pytest.mark.parametrize(
+    "section, key, value, key_in_msg, allowed",
+    [
+        ("build", "precisions", ["fp8"], "build.precisions", ["fp32", "fp16"]),
+        ("model", "format", "keras", "model.format", ["state_dict", "torchscript", "pt2", "onnx"]),
+        ("export", "exporter", "tracing", "export.exporter", ["dynamo", "torchscript"]),
+        ("quant", "mixed_calibrator", "kl", "quant.mixed_calibrator", ["minmax", "entropy", "percentile"]),
+        ("quant", "sensitivity", "hessian", "quant.sensitivity", ["auto", "task", "sqnr"]),
+    ],
+)
 def test_bad_literal_names_key_and_allowed_values(tmp_path, section, key, value, key_in_msg, allowed):
     p = fast_params()
     p[section][key] = value
@@ -85,16 +92,19 @@ def test_bad_literal_names_key_and_allowed_values(tmp_path, section, key, value,
         assert a in msg
 
 
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("data", "batch_size", "64", "an integer"),       # string for an int
-    ("data", "batch_size", True, "an integer"),       # bool is not an int here
-    ("data", "batch_size", 6.5, "an integer"),
-    ("export", "simplify", "yes", "true or false"),
-    ("export", "simplify", 1, "true or false"),
-    ("bench", "warmup_s", True, "a number"),
-    ("bench", "offline_batch_sizes", 8, "a list"),
-    ("report", "experiment", 3, "a string"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("data", "batch_size", "64", "an integer"),  # string for an int
+        ("data", "batch_size", True, "an integer"),  # bool is not an int here
+        ("data", "batch_size", 6.5, "an integer"),
+        ("export", "simplify", "yes", "true or false"),
+        ("export", "simplify", 1, "true or false"),
+        ("bench", "warmup_s", True, "a number"),
+        ("bench", "offline_batch_sizes", 8, "a list"),
+        ("report", "experiment", 3, "a string"),
+    ],
+)
 def test_wrong_types_name_key_and_expected_type(tmp_path, section, key, value, expected):
     p = fast_params()
     p[section][key] = value
@@ -132,37 +142,46 @@ def _set(p: dict, dotted: str, value) -> None:
     p[last] = value
 
 
-@pytest.mark.parametrize("changes, key, fragments", [
-    ({"model.scores_output": "probs"}, "model.scores_output", ["'probs'", "logits"]),
-    ({"build.targets": ["local", "jetson"]}, "build.targets", ["'jetson'", "local"]),
-    ({"model.input.shape": [3, 28, 28]}, "model.input.channel_order", ["'gray'", "3"]),
-    ({"model.input.channel_order": "rgb"}, "model.input.channel_order", ["'rgb'", "1"]),
-    ({"parity.batch_size": 1}, "parity.batch_size", ["> 1"]),
-    ({"parity.outputs": {"probs": {"atol": 0.1, "rtol": 0.0}}}, "parity.outputs.probs", ["logits"]),
-    ({"model.input.shape": [28, 28]}, "model.input.shape", ["[C, H, W]"]),
-    ({"model.input.mean": [0.1, 0.2]}, "model.input.mean", ["got 2"]),
-    # one value for a 3-channel model is rejected, not broadcast: the key, the count and the values
-    ({"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.std": [0.2, 0.2, 0.2]},
-     "model.input.mean", ["[0.1307]", "1 value(s)", "3 input channel(s)", "one value per channel"]),
-    ({"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.mean": [0.5, 0.5, 0.5]},
-     "model.input.std", ["[0.3081]", "3 input channel(s)"]),
-    ({"model.input.std": [0.0]}, "model.input.std", ["> 0"]),
-    ({"model.arch": None}, "model.arch", ["state_dict"]),
-    ({"data.eval.source": "npz"}, "data.eval.path", ["npz"]),
-    ({"data.calib.limit": 0}, "data.calib.limit", ["> 0"]),
-    ({"export.opset": 11}, "export.opset", ["13"]),
-    ({"build.precisions": ["fp16", "fp16"]}, "build.precisions", ["duplicates"]),
-    ({"build.targets": []}, "build.targets", ["at least one"]),
-    ({"eval.max_drop": -1.0}, "eval.max_drop", [">= 0"]),
-    ({"quant.max_drop": -0.5}, "quant.max_drop", [">= 0"]),
-    ({"quant.max_kept_fraction": 1.5}, "quant.max_kept_fraction", ["[0, 1]"]),
-    ({"quant.sqnr_samples": 0}, "quant", ["sqnr_samples"]),
-    # MLflow's registry refuses these names: caught when the config loads, not at the end of a run
-    ({"report.registered_model": "mypkg:MyNet"}, "report.registered_model", ["'mypkg:MyNet'", "':'"]),
-    ({"report.registered_model": "team/model"}, "report.registered_model", ["'/'"]),
-    ({"report.registered_model": "  "}, "report.registered_model", ["empty"]),
-    ({"report.registered_model": ".."}, "report.registered_model", ["another path"]),
-])
+@pytest.mark.parametrize(
+    "changes, key, fragments",
+    [
+        ({"model.scores_output": "probs"}, "model.scores_output", ["'probs'", "logits"]),
+        ({"build.targets": ["local", "jetson"]}, "build.targets", ["'jetson'", "local"]),
+        ({"model.input.shape": [3, 28, 28]}, "model.input.channel_order", ["'gray'", "3"]),
+        ({"model.input.channel_order": "rgb"}, "model.input.channel_order", ["'rgb'", "1"]),
+        ({"parity.batch_size": 1}, "parity.batch_size", ["> 1"]),
+        ({"parity.outputs": {"probs": {"atol": 0.1, "rtol": 0.0}}}, "parity.outputs.probs", ["logits"]),
+        ({"model.input.shape": [28, 28]}, "model.input.shape", ["[C, H, W]"]),
+        ({"model.input.mean": [0.1, 0.2]}, "model.input.mean", ["got 2"]),
+        # one value for a 3-channel model is rejected, not broadcast: the key, the count and the values
+        (
+            {"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.std": [0.2, 0.2, 0.2]},
+            "model.input.mean",
+            ["[0.1307]", "1 value(s)", "3 input channel(s)", "one value per channel"],
+        ),
+        (
+            {"model.input.shape": [3, 28, 28], "model.input.channel_order": "rgb", "model.input.mean": [0.5, 0.5, 0.5]},
+            "model.input.std",
+            ["[0.3081]", "3 input channel(s)"],
+        ),
+        ({"model.input.std": [0.0]}, "model.input.std", ["> 0"]),
+        ({"model.arch": None}, "model.arch", ["state_dict"]),
+        ({"data.eval.source": "npz"}, "data.eval.path", ["npz"]),
+        ({"data.calib.limit": 0}, "data.calib.limit", ["> 0"]),
+        ({"export.opset": 11}, "export.opset", ["13"]),
+        ({"build.precisions": ["fp16", "fp16"]}, "build.precisions", ["duplicates"]),
+        ({"build.targets": []}, "build.targets", ["at least one"]),
+        ({"eval.max_drop": -1.0}, "eval.max_drop", [">= 0"]),
+        ({"quant.max_drop": -0.5}, "quant.max_drop", [">= 0"]),
+        ({"quant.max_kept_fraction": 1.5}, "quant.max_kept_fraction", ["[0, 1]"]),
+        ({"quant.sqnr_samples": 0}, "quant", ["sqnr_samples"]),
+        # MLflow's registry refuses these names: caught when the config loads, not at the end of a run
+        ({"report.registered_model": "mypkg:MyNet"}, "report.registered_model", ["'mypkg:MyNet'", "':'"]),
+        ({"report.registered_model": "team/model"}, "report.registered_model", ["'/'"]),
+        ({"report.registered_model": "  "}, "report.registered_model", ["empty"]),
+        ({"report.registered_model": ".."}, "report.registered_model", ["another path"]),
+    ],
+)
 def test_cross_field_checks(tmp_path, changes, key, fragments):
     p = fast_params()
     for dotted, value in changes.items():
@@ -197,8 +216,9 @@ def test_committed_params_is_the_composition_of_conf(tmp_path):
 
 
 def test_compose_check_exits_zero():
-    r = subprocess.run([sys.executable, "-m", "tasks.config.compose", "--check"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.config.compose", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "matches" in r.stderr
 
@@ -224,13 +244,12 @@ def test_override_changes_exactly_that_value(tmp_path):
     assert load_config(tmp_path / "override.yaml").export.opset == 17
 
 
-
 def test_readme_config_reference_is_generated_from_the_schema():
     from tasks.config.__main__ import END, START, reference
-
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
     assert START in readme and END in readme
-    assert readme.split(START, 1)[1].split(END, 1)[0] == reference(), \
+    assert readme.split(START, 1)[1].split(END, 1)[0] == reference(), (
         "README's config reference is stale: run `python -m tasks.config --readme`"
+    )

@@ -1,4 +1,5 @@
 """uint8 images -> normalised float32 NCHW model input, as the input spec says."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Raw image sources: the bundled MNIST loader, ImageFolder trees and .npz files, and their errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ def _rows(images: np.ndarray) -> set[bytes]:
 
 
 # --- the mnist_digits loader -------------------------------------------------------------------
+
 
 def test_mnist_splits_sizes_and_types(digits):
     assert {k: len(v.labels) for k, v in digits.items()} == {"train": 3500, "calib": 500, "eval": 1000}
@@ -80,6 +82,7 @@ def test_unknown_loader_lists_registered():
 
 
 # --- ImageFolder -----------------------------------------------------------------------------
+
 
 def _write_folder(root, digits, per_class: int = 3) -> dict[str, list[np.ndarray]]:
     """Digits 0, 1, 7 as classes 'zero', 'one', 'seven' (sorted: one, seven, zero)."""
@@ -148,6 +151,7 @@ def test_imagefolder_unreadable_image(tmp_path, digits):
 
 
 # --- .npz ------------------------------------------------------------------------------------
+
 
 def test_npz_x_y(tmp_path, digits):
     ev = digits["eval"]

@@ -1,4 +1,5 @@
 """LocalHost: commands (output, exit codes, quoting, timeouts) and verified copies."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """SSHHost against a real OpenSSH sshd on loopback: quoting, exit codes, timeouts that kill
 the remote process, verified transfers, host-key policy, authentication and retries."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ import paramiko
 import pytest
 
 from tasks.hosts import HostError
-from tasks.hosts.ssh import SSHHost
 from tasks.hosts.loopback import free_port, keygen
+from tasks.hosts.ssh import SSHHost
 
 
 @pytest.fixture
@@ -24,8 +25,15 @@ def connect(sshd):
     made: list[SSHHost] = []
 
     def make(**kw) -> SSHHost:
-        args = dict(name="dev", host=sshd.host, port=sshd.port, user=sshd.user,
-                    key_filename=sshd.key_path, known_hosts=sshd.known_hosts, connect_timeout=5.0)
+        args = dict(
+            name="dev",
+            host=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            key_filename=sshd.key_path,
+            known_hosts=sshd.known_hosts,
+            connect_timeout=5.0,
+        )
         args.update(kw)
         made.append(SSHHost(**args))
         return made[-1]
@@ -49,6 +57,7 @@ def _alive(host: SSHHost, marker: str) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------------
+
 
 def test_run_returns_stdout_and_exit_code(host):
     r = host.run(["echo", "hello"])
@@ -127,6 +136,7 @@ def test_command_timeout_default_applies(connect):
 
 
 # -- transfers --------------------------------------------------------------------------------
+
 
 def _random_file(path: Path, nbytes: int) -> tuple[Path, str]:
     data = os.urandom(nbytes)
@@ -226,9 +236,11 @@ def test_get_checksum_mismatch_leaves_nothing(host, small, tmp_path, monkeypatch
 
 def _drop_connection_after(host: SSHHost, nbytes: int):
     """A progress callback that cuts the SSH connection once ``nbytes`` have moved."""
+
     def progress(done: int, total: int) -> None:
         if done >= nbytes and host._conn is not None:
             host._conn.client.close()
+
     return progress
 
 
@@ -256,6 +268,7 @@ def test_interrupted_get_leaves_nothing(host, small, tmp_path, monkeypatch):
 
 
 # -- host keys, authentication, connection failures --------------------------------------------
+
 
 def test_unknown_host_key_is_rejected(connect, sshd, tmp_path):
     empty = tmp_path / "known_hosts"

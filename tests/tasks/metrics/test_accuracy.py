@@ -1,4 +1,5 @@
 """top1 and agreement on hand-checkable score arrays."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,12 +7,14 @@ import pytest
 
 from tasks.metrics.accuracy import agreement, top1
 
-SCORES = np.array([
-    [0.1, 0.9, 0.0],   # -> 1
-    [0.8, 0.1, 0.1],   # -> 0
-    [0.2, 0.3, 0.5],   # -> 2
-    [0.6, 0.3, 0.1],   # -> 0
-])
+SCORES = np.array(
+    [
+        [0.1, 0.9, 0.0],  # -> 1
+        [0.8, 0.1, 0.1],  # -> 0
+        [0.2, 0.3, 0.5],  # -> 2
+        [0.6, 0.3, 0.1],  # -> 0
+    ]
+)
 
 
 def test_top1_percent():
@@ -55,14 +58,16 @@ def test_per_class_top1_and_worst_class_drops_by_hand():
 def test_topk_by_hand():
     from tasks.metrics.accuracy import topk
 
-    scores = np.array([
-        [0.1, 0.6, 0.3],   # ranking 1, 2, 0
-        [0.5, 0.2, 0.3],   # ranking 0, 2, 1
-        [0.2, 0.2, 0.6],   # ranking 2, then the 0/1 tie -> 0 before 1
-    ])
+    scores = np.array(
+        [
+            [0.1, 0.6, 0.3],  # ranking 1, 2, 0
+            [0.5, 0.2, 0.3],  # ranking 0, 2, 1
+            [0.2, 0.2, 0.6],  # ranking 2, then the 0/1 tie -> 0 before 1
+        ]
+    )
     labels = np.array([2, 1, 1])
     assert topk(scores, labels, 1) == pytest.approx(0.0)
-    assert topk(scores, labels, 2) == pytest.approx(100 / 3)    # only sample 0 (label 2 is 2nd)
+    assert topk(scores, labels, 2) == pytest.approx(100 / 3)  # only sample 0 (label 2 is 2nd)
     assert topk(scores, labels, 3) == pytest.approx(100.0)
     # the tie: label 0 ties label 1 and wins it (lower index) -> in the top 2; label 1 does not
     assert topk(scores[2:], np.array([0]), 2) == pytest.approx(100.0)

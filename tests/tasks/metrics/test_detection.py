@@ -1,4 +1,5 @@
 """coco_map on hand-checkable cases (COCO: IoU thresholds .50:.05:.95, 101 recall points)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,9 @@ def det(*rows) -> np.ndarray:
 
 
 def test_perfect_detections_score_100():
-    gt = np.array([[[0, 0, 0, 10, 10], [1, 20, 20, 50, 40]],
-                   [[1, 5, 5, 25, 45], [-1, -1, -1, -1, -1]]])  # second image: one box + padding
+    gt = np.array(
+        [[[0, 0, 0, 10, 10], [1, 20, 20, 50, 40]], [[1, 5, 5, 25, 45], [-1, -1, -1, -1, -1]]]
+    )  # second image: one box + padding
     dets = [det([0, 0, 10, 10, 0.9, 0], [20, 20, 50, 40, 0.8, 1]), det([5, 5, 25, 45, 0.7, 1])]
     r = coco_map(dets, gt, ["cat", "dog"])
     assert r["map50_95"] == pytest.approx(100.0)
@@ -87,15 +89,18 @@ def test_float_ground_truth_and_no_output_on_stdout(capsys, caplog):
     assert logging.getLogger("faster_coco_eval").level == logging.NOTSET  # restored
 
 
-@pytest.mark.parametrize("dets, gt, match", [
-    ([det([0, 0, 10, 10, 0.9, 0])], np.zeros((1, 5)), r"ground_truth has shape \(1, 5\)"),
-    ([det([0, 0, 10, 10, 0.9, 0])], np.zeros((1, 1, 4)), "expected \\(N images, K boxes, 5\\)"),
-    ([], GT1, "got 0 detection arrays for 1"),
-    ([np.zeros((1, 5))], GT1, r"detections\[0\] has shape \(1, 5\)"),
-    ([det([0, 0, 10, 10, 0.9, 3])], GT1, "class ids outside 0..0"),
-    ([det([0, 0, 10, 10, 0.9, 0])], np.array([[[2, 0, 0, 10, 10]]]), "ground_truth has class ids"),
-    ([np.zeros((0, 6))], np.full((1, 2, 5), -1), "no boxes"),
-])
+@pytest.mark.parametrize(
+    "dets, gt, match",
+    [
+        ([det([0, 0, 10, 10, 0.9, 0])], np.zeros((1, 5)), r"ground_truth has shape \(1, 5\)"),
+        ([det([0, 0, 10, 10, 0.9, 0])], np.zeros((1, 1, 4)), "expected \\(N images, K boxes, 5\\)"),
+        ([], GT1, "got 0 detection arrays for 1"),
+        ([np.zeros((1, 5))], GT1, r"detections\[0\] has shape \(1, 5\)"),
+        ([det([0, 0, 10, 10, 0.9, 3])], GT1, "class ids outside 0..0"),
+        ([det([0, 0, 10, 10, 0.9, 0])], np.array([[[2, 0, 0, 10, 10]]]), "ground_truth has class ids"),
+        ([np.zeros((0, 6))], np.full((1, 2, 5), -1), "no boxes"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(dets, gt, match):
     with pytest.raises(ValueError, match=match):
         coco_map(dets, gt, ["a"])

@@ -1,4 +1,5 @@
 """count_flops on hand-built ONNX graphs with hand-computed counts (MAC = 2 FLOPs)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,10 +21,12 @@ def init(name: str, shape: tuple[int, ...], dtype=np.float32) -> onnx.TensorProt
 
 def graph_model(nodes, inputs, inits=(), outputs=("y",), opset=18) -> onnx.ModelProto:
     g = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
         [helper.make_tensor_value_info(o, F, None) for o in outputs],
-        list(inits))
+        list(inits),
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     return m
 
@@ -55,8 +58,10 @@ def test_batch_size_scales_linearly_and_model_is_untouched():
 
 
 def test_grouped_and_depthwise_conv():
-    grouped = helper.make_node("Conv", ["x", "wg"], ["g"], group=4)              # -> (1, 8, 8, 8)
-    depthwise = helper.make_node("Conv", ["g", "wd"], ["y"], group=8, strides=[2, 2], pads=[1, 1, 1, 1])  # -> (1, 8, 4, 4)
+    grouped = helper.make_node("Conv", ["x", "wg"], ["g"], group=4)  # -> (1, 8, 8, 8)
+    depthwise = helper.make_node(
+        "Conv", ["g", "wd"], ["y"], group=8, strides=[2, 2], pads=[1, 1, 1, 1]
+    )  # -> (1, 8, 4, 4)
     m = graph_model([grouped, depthwise], [("x", [1, 8, 10, 10])], [init("wg", (8, 2, 3, 3)), init("wd", (8, 1, 3, 3))])
     r = count_flops(m)
     # grouped: each output sees Cin/group = 2 channels x 9 taps; depthwise: 1 channel x 9 taps
@@ -103,16 +108,22 @@ def test_conv_transpose():
 def test_elementwise_pool_norm_softmax_and_shape_ops():
     nodes = [
         helper.make_node("BatchNormalization", ["x", "s", "bb", "mu", "var"], ["bn"]),  # 2 x 144
-        helper.make_node("Relu", ["bn"], ["r"]),                                          # 144
-        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),   # 36 out x 4
-        helper.make_node("GlobalAveragePool", ["p"], ["gap"]),                            # 36 inputs
-        helper.make_node("Flatten", ["gap"], ["f"]),                                      # 0
-        helper.make_node("Softmax", ["f"], ["y"]),                                        # 5 x 4
+        helper.make_node("Relu", ["bn"], ["r"]),  # 144
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),  # 36 out x 4
+        helper.make_node("GlobalAveragePool", ["p"], ["gap"]),  # 36 inputs
+        helper.make_node("Flatten", ["gap"], ["f"]),  # 0
+        helper.make_node("Softmax", ["f"], ["y"]),  # 5 x 4
     ]
     inits = [init(n, (4,)) for n in ("s", "bb", "mu", "var")]
     r = count_flops(graph_model(nodes, [("x", [1, 4, 6, 6])], inits))
-    assert r["by_op"] == {"BatchNormalization": 288, "Relu": 144, "MaxPool": 144,
-                          "GlobalAveragePool": 36, "Flatten": 0, "Softmax": 20}
+    assert r["by_op"] == {
+        "BatchNormalization": 288,
+        "Relu": 144,
+        "MaxPool": 144,
+        "GlobalAveragePool": 36,
+        "Flatten": 0,
+        "Softmax": 20,
+    }
     assert r["total"] == 288 + 144 + 144 + 36 + 20
 
 
@@ -124,8 +135,14 @@ def test_qdq_conv_counts_like_its_float_source():
         helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
         helper.make_node("Conv", ["xd", "wd", "b"], ["y"], pads=[1, 1, 1, 1]),
     ]
-    inits = [numpy_helper.from_array(np.float32(0.1), "sx"), numpy_helper.from_array(np.int8(0), "zx"),
-             init("wq", (4, 3, 3, 3), np.int8), init("sw", (4,)), init("zw", (4,), np.int8), init("b", (4,))]
+    inits = [
+        numpy_helper.from_array(np.float32(0.1), "sx"),
+        numpy_helper.from_array(np.int8(0), "zx"),
+        init("wq", (4, 3, 3, 3), np.int8),
+        init("sw", (4,)),
+        init("zw", (4,), np.int8),
+        init("b", (4,)),
+    ]
     qdq = count_flops(graph_model(nodes, [("x", ["N", 3, 8, 8])], inits), batch_size=2)
     fp32 = count_flops(conv_model(), batch_size=2)
     assert qdq["by_op"]["Conv"] == fp32["by_op"]["Conv"] == 2 * CONV_FLOPS
@@ -136,16 +153,18 @@ def test_qdq_conv_counts_like_its_float_source():
 def test_unsorted_graph_is_sorted_before_inference():
     # a converter that appends its input Cast last (the fp16 converter does): ORT copes, so must we
     nodes = [helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Cast", ["x"], ["c"], to=F)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, ["N", 6])],
-                          [helper.make_tensor_value_info("y", F, None)])
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", F, ["N", 6])], [helper.make_tensor_value_info("y", F, None)]
+    )
     r = count_flops(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), batch_size=3)
     assert r["by_op"] == {"Cast": 0, "Relu": 18} and r["uncounted"] == []
 
 
 def test_unknown_op_is_reported_uncounted():
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mystery", ["r"], ["y"], domain="custom")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])],
-                          [helper.make_tensor_value_info("y", F, None)])
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, None)]
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("custom", 1)])
     r = count_flops(m, batch_size=2)
     assert r["total"] == 6 and r["uncounted"] == ["Mystery"]

@@ -1,4 +1,5 @@
 """Latency statistics (summarize, window_cv) and the measurement loop (measure) with a fake clock."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """compare(): error statistics, violations with numpy.isclose semantics, the worst element."""
+
 from __future__ import annotations
 
 import numpy as np

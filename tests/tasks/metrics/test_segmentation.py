@@ -1,4 +1,5 @@
 """confusion / segmentation_scores on tiny hand-computed masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,12 +57,15 @@ def test_perfect_prediction_scores_100():
     assert s["pixel_accuracy"] == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize("pred, target, match", [
-    (np.zeros((1, 2, 2), int), np.zeros((1, 2, 3), int), r"pred has shape \(1, 2, 2\) but target has \(1, 2, 3\)"),
-    (np.zeros((1, 2, 2)), np.zeros((1, 2, 2), int), "pred has dtype float64"),
-    (np.full((1, 2, 2), 3), np.zeros((1, 2, 2), int), r"pred holds class ids \[3\] outside 0..2"),
-    (np.zeros((1, 2, 2), int), np.full((1, 2, 2), -1), r"target holds class ids \[-1\]"),
-])
+@pytest.mark.parametrize(
+    "pred, target, match",
+    [
+        (np.zeros((1, 2, 2), int), np.zeros((1, 2, 3), int), r"pred has shape \(1, 2, 2\) but target has \(1, 2, 3\)"),
+        (np.zeros((1, 2, 2)), np.zeros((1, 2, 2), int), "pred has dtype float64"),
+        (np.full((1, 2, 2), 3), np.zeros((1, 2, 2), int), r"pred holds class ids \[3\] outside 0..2"),
+        (np.zeros((1, 2, 2), int), np.full((1, 2, 2), -1), r"target holds class ids \[-1\]"),
+    ],
+)
 def test_confusion_rejects_bad_inputs(pred, target, match):
     with pytest.raises(ValueError, match=match):
         confusion(pred, target, 3)

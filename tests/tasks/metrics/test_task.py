@@ -1,4 +1,5 @@
 """The task metric dispatcher (model.task) on hand-checkable outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,5 +60,7 @@ def test_detection_decodes_heads_and_scores_with_coco():
 def test_worst_class_drops_skip_classes_without_figures():
     ref = {"a": 90.0, "b": 80.0, "c": None, "d": 50.0}
     got = {"a": 85.0, "b": 40.0, "c": 10.0, "d": None}
-    assert worst_class_drops(ref, got) == [{"class": "b", "reference": 80.0, "value": 40.0, "drop": 40.0},
-                                           {"class": "a", "reference": 90.0, "value": 85.0, "drop": 5.0}]
+    assert worst_class_drops(ref, got) == [
+        {"class": "b", "reference": 80.0, "value": 40.0, "drop": 40.0},
+        {"class": "a", "reference": 90.0, "value": 85.0, "drop": 5.0},
+    ]

@@ -1,4 +1,5 @@
 """Three-way parity and its building blocks, on hand-checkable arrays."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,8 @@ def test_histogram_counts_every_element_once_including_exact_matches():
 
 def test_three_way_judges_only_the_onnx_to_artifact_leg():
     torch_out = {"y": np.array([1.0, 2.0, 3.0, 4.0])}
-    onnx_out = {"y": np.array([1.5, 2.0, 3.0, 4.0])}      # the precision moved one element by 0.5
-    artifact = {"y": np.array([1.5, 2.0, 3.0, 4.2])}      # the runtime moved another by 0.2
+    onnx_out = {"y": np.array([1.5, 2.0, 3.0, 4.0])}  # the precision moved one element by 0.5
+    artifact = {"y": np.array([1.5, 2.0, 3.0, 4.2])}  # the runtime moved another by 0.2
     tol = ArtifactTolerance(atol=0.1, rtol=0.0, max_outside=0.0)
     par = three_way(torch_out, onnx_out, artifact, lambda name: tol, bins=4)
     legs = par["legs"]

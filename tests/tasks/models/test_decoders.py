@@ -1,4 +1,5 @@
 """The CenterNet decoder on hand-built outputs, and its agreement with the training target encoder."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,11 @@ from tasks.models.decoders import DECODERS, decode_centernet, encode_centernet, 
 
 
 def _outputs(b: int = 1, c: int = 3, h: int = 16, w: int = 16) -> dict[str, np.ndarray]:
-    return {"heatmap": np.zeros((b, c, h, w), np.float32), "wh": np.zeros((b, 2, h, w), np.float32),
-            "offset": np.zeros((b, 2, h, w), np.float32)}
+    return {
+        "heatmap": np.zeros((b, c, h, w), np.float32),
+        "wh": np.zeros((b, 2, h, w), np.float32),
+        "offset": np.zeros((b, 2, h, w), np.float32),
+    }
 
 
 def _put(out, b, cls, row, col, score, wh=(8.0, 12.0), off=(0.5, 0.25)) -> None:
@@ -86,8 +90,11 @@ def test_encode_decode_round_trip():
     assert ((t["offset"] >= 0) & (t["offset"] < 1)).all()
     np.testing.assert_array_equal(t["mask"], boxes[..., 0] >= 0)
     # a perfect network: the target heatmap and, at each centre cell, the target size and offset
-    out = {"heatmap": t["heatmap"], "wh": np.zeros((n, 2, 16, 16), np.float32),
-           "offset": np.zeros((n, 2, 16, 16), np.float32)}
+    out = {
+        "heatmap": t["heatmap"],
+        "wh": np.zeros((n, 2, 16, 16), np.float32),
+        "offset": np.zeros((n, 2, 16, 16), np.float32),
+    }
     for i, j in zip(*np.nonzero(t["mask"])):
         row, col = divmod(int(t["index"][i, j]), 16)
         assert t["heatmap"][i, boxes[i, j, 0], row, col] == 1

@@ -1,4 +1,5 @@
 """Loading the user's checkpoint in every supported format, and the errors for bad ones."""
+
 from __future__ import annotations
 
 import numpy as np

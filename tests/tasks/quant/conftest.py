@@ -1,6 +1,7 @@
 """Fixtures for the quantization library: the ``exported`` model and ``prepared`` splits of the
 shared conftest (untrained seeded MnistCNN, 32 calibration and 96 evaluation real digits), built
 once per session (the export alone takes ~10 s), plus tiny hand-built ONNX graphs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import fast_params
 from tasks.layout import LAYOUT
+from tests.conftest import fast_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +68,12 @@ def conv_model_with_constant_weights(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["y"], name="relu"),
     ]
-    graph = helper.make_graph(nodes, "const_conv",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])])
+    graph = helper.make_graph(
+        nodes,
+        "const_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -81,9 +85,12 @@ def elementwise_model() -> onnx.ModelProto:
         helper.make_node("Neg", ["x"], ["n"], name="neg"),
         helper.make_node("Add", ["r", "n"], ["y"], name="add"),
     ]
-    graph = helper.make_graph(nodes, "elementwise",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])])
+    graph = helper.make_graph(
+        nodes,
+        "elementwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -97,9 +104,16 @@ def ranges(case) -> dict:
     """``{method: ranges}`` of every registered calibrator on the case model and calib split."""
     from tasks.quant import CALIBRATORS, calibrate
 
-    return {m: calibrate(case.model, calib_batches(case), m, input_name="input",
-                         num_bins=TEST_ENTROPY_BINS if m == "entropy" else None)
-            for m in CALIBRATORS.names()}
+    return {
+        m: calibrate(
+            case.model,
+            calib_batches(case),
+            m,
+            input_name="input",
+            num_bins=TEST_ENTROPY_BINS if m == "entropy" else None,
+        )
+        for m in CALIBRATORS.names()
+    }
 
 
 def outlier_mlp(seed: int = 0) -> onnx.ModelProto:
@@ -115,9 +129,17 @@ def outlier_mlp(seed: int = 0) -> onnx.ModelProto:
     b1[0] = 1000.0
     w2 = rng.normal(0, 1.0, (4, 16)).astype(np.float32)
     w2[:, 0] = 0.0
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             ((w0, "w0"), (np.zeros(8, np.float32), "b0"), (w1, "w1"), (b1, "b1"), (w2, "w2"),
-              (np.zeros(4, np.float32), "b2"))]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in (
+            (w0, "w0"),
+            (np.zeros(8, np.float32), "b0"),
+            (w1, "w1"),
+            (b1, "b1"),
+            (w2, "w2"),
+            (np.zeros(4, np.float32), "b2"),
+        )
+    ]
     nodes = [
         helper.make_node("Gemm", ["x", "w0", "b0"], ["g0"], name="first", transB=1),
         helper.make_node("Relu", ["g0"], ["r0"], name="relu0"),
@@ -125,6 +147,11 @@ def outlier_mlp(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Relu", ["g1"], ["r1"], name="relu1"),
         helper.make_node("Gemm", ["r1", "w2", "b2"], ["y"], name="head", transB=1),
     ]
-    graph = helper.make_graph(nodes, "outlier_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "outlier_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

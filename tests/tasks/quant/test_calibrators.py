@@ -1,4 +1,5 @@
 """tasks.quant.calibrators: ORT's calibrators, streamed one batch per collect_data call."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,13 @@ def one_call(model: Path, method: str, x: np.ndarray, input_name: str, **options
             return next(self.feeds, None)
 
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as td:
-        cal = create_calibrator(model, None, augmented_model_path=str(Path(td) / "augmented.onnx"),
-                                calibrate_method=getattr(CalibrationMethod, method), extra_options=options)
+        cal = create_calibrator(
+            model,
+            None,
+            augmented_model_path=str(Path(td) / "augmented.onnx"),
+            calibrate_method=getattr(CalibrationMethod, method),
+            extra_options=options,
+        )
         cal.collect_data(Reader())
         data = cal.compute_data()
     return {k: tuple(float(np.asarray(v).reshape(-1)[0]) for v in td.range_value) for k, td in data.items()}
@@ -132,8 +138,11 @@ def test_streaming_merges_later_wider_batches_and_op_types_limits_the_tensors(tm
 
 def test_a_batch_of_the_wrong_shape_names_both_shapes(case):
     good = next(calib_batches(case))
-    with pytest.raises(QuantError, match=r"batch 1 has shape \(4, 3, 28, 28\); model input 'input' expects "
-                                         r"\(\?, 1, 28, 28\)"):
+    with pytest.raises(
+        QuantError,
+        match=r"batch 1 has shape \(4, 3, 28, 28\); model input 'input' expects "
+        r"\(\?, 1, 28, 28\)",
+    ):
         calibrate(case.model, iter([good, np.zeros((4, 3, 28, 28), np.float32)]), "minmax", input_name="input")
     with pytest.raises(QuantError, match=r"shape \(28, 28\)"):
         calibrate(case.model, iter([np.zeros((28, 28), np.float32)]), "minmax", input_name="input")

@@ -1,4 +1,5 @@
 """tasks.quant.kl_search returns exactly what ONNX Runtime's own entropy threshold search returns."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ from tasks.quant.kl_search import entropy_threshold, faster_entropy_search
 
 
 def _ort(histogram, n=128):
-    collector = HistogramCollector("entropy", symmetric=False, num_bins=histogram[0].size, num_quantized_bins=n,
-                                   percentile=99.99, scenario="same")
+    collector = HistogramCollector(
+        "entropy", symmetric=False, num_bins=histogram[0].size, num_quantized_bins=n, percentile=99.99, scenario="same"
+    )
     return HistogramCollector.get_entropy_threshold(collector, histogram, n)
 
 

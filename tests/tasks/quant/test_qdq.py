@@ -1,4 +1,5 @@
 """tasks.quant.qdq: explicit Q/DQ INT8 models from precomputed ranges, run in ONNX Runtime."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -134,8 +135,11 @@ def test_weights_in_constant_nodes_are_quantized_as_weights(tmp_path):
 def test_a_model_with_nothing_quantizable_is_a_clear_error(tmp_path):
     src = save(elementwise_model(), tmp_path / "elementwise.onnx")
     assert quantizable_nodes(src) == []
-    with pytest.raises(QuantError, match=r"nothing to quantize: the model's op types are Add, Neg, Relu; "
-                                         r"quantizable op types are Conv, ConvTranspose, Gemm, MatMul"):
+    with pytest.raises(
+        QuantError,
+        match=r"nothing to quantize: the model's op types are Add, Neg, Relu; "
+        r"quantizable op types are Conv, ConvTranspose, Gemm, MatMul",
+    ):
         quantize_qdq(src, {"x": (-1.0, 1.0)}, tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
 

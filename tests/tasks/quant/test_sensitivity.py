@@ -2,6 +2,7 @@
 (``outlier_mlp``: INT8 of ``head`` collapses accuracy, the others cost nothing). Labels are the
 FP32 model's own confident predictions (top-2 margin > 1), so FP32 scores 100% and every point
 lost is quantization's, not a coin flip between near-tied classes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ def mlp(tmp_path_factory):
     assert len(x) == 400
     labels = _run(path, x).argmax(1)
     assert len(set(labels.tolist())) >= 3  # the task is not trivial
-    ranges = calibrate(path, (x[i:i + 100] for i in range(0, 400, 100)), "minmax", input_name="x")
+    ranges = calibrate(path, (x[i : i + 100] for i in range(0, 400, 100)), "minmax", input_name="x")
     return path, x, labels, ranges
 
 
@@ -50,7 +51,7 @@ def test_fake_quant_weight_is_symmetric_per_channel_int8():
 
 def test_local_sqnr_finds_the_layer_whose_input_range_is_blown(mlp):
     path, x, _, ranges = mlp
-    s = local_sqnr(path, ranges, (x[i:i + 64] for i in range(0, 256, 64)), input_name="x")
+    s = local_sqnr(path, ranges, (x[i : i + 64] for i in range(0, 256, 64)), input_name="x")
     assert list(s) == LAYERS and all(v["input_quantized"] for v in s.values())
     assert s["head"]["sqnr_db"] < 10 < min(s["first"]["sqnr_db"], s["wide"]["sqnr_db"])
     assert min(s["first"]["cosine"], s["wide"]["cosine"]) > 0.99 > s["head"]["cosine"]
@@ -59,18 +60,28 @@ def test_local_sqnr_finds_the_layer_whose_input_range_is_blown(mlp):
 def test_one_at_a_time_measures_each_layers_task_drop(mlp):
     path, x, labels, ranges = mlp
     seen = []
-    d = one_at_a_time(path, ranges, _score(x, labels), 100.0, progress=lambda i, n, node, drop: seen.append((i, n, node)))
+    d = one_at_a_time(
+        path, ranges, _score(x, labels), 100.0, progress=lambda i, n, node, drop: seen.append((i, n, node))
+    )
     assert seen == [(1, 3, "first"), (2, 3, "wide"), (3, 3, "head")]
     assert d["head"]["drop"] > 30 and max(d["first"]["drop"], d["wide"]["drop"]) <= 0.5
     assert d["head"]["metric"] == pytest.approx(100.0 - d["head"]["drop"])
 
 
 def test_rank_orders_by_task_drop_then_sqnr():
-    sqnr = {"a": {"op_type": "Conv", "sqnr_db": 30.0, "cosine": 1.0}, "b": {"op_type": "Conv", "sqnr_db": 20.0, "cosine": 1.0},
-            "c": {"op_type": "Gemm", "sqnr_db": 40.0, "cosine": 1.0}, "d": {"op_type": "Gemm", "sqnr_db": None, "cosine": 1.0}}
+    sqnr = {
+        "a": {"op_type": "Conv", "sqnr_db": 30.0, "cosine": 1.0},
+        "b": {"op_type": "Conv", "sqnr_db": 20.0, "cosine": 1.0},
+        "c": {"op_type": "Gemm", "sqnr_db": 40.0, "cosine": 1.0},
+        "d": {"op_type": "Gemm", "sqnr_db": None, "cosine": 1.0},
+    }
     assert [r["node"] for r in rank(sqnr)] == ["b", "a", "c", "d"]  # SQNR only: lowest first, exact last
-    drops = {"a": {"drop": 0.0, "metric": 90.0}, "b": {"drop": 0.0, "metric": 90.0}, "c": {"drop": 5.0, "metric": 85.0},
-             "d": {"drop": -0.2, "metric": 90.2}}
+    drops = {
+        "a": {"drop": 0.0, "metric": 90.0},
+        "b": {"drop": 0.0, "metric": 90.0},
+        "c": {"drop": 5.0, "metric": 85.0},
+        "d": {"drop": -0.2, "metric": 90.2},
+    }
     rows = rank(sqnr, drops)
     assert [(r["node"], r["rank"]) for r in rows] == [("c", 1), ("b", 2), ("a", 3), ("d", 4)]
     assert rows[0]["drop"] == 5.0 and rows[0]["sqnr_db"] == 40.0

@@ -1,11 +1,21 @@
 """tasks.quant.trt_cache: TensorRT calibration cache text and the ranges JSON."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tasks.quant import (QuantError, read_cache, read_cache_header, read_ranges_json, scale_hex, scales,
-                         trt_version_number, write_cache, write_ranges_json)
+from tasks.quant import (
+    QuantError,
+    read_cache,
+    read_cache_header,
+    read_ranges_json,
+    scale_hex,
+    scales,
+    trt_version_number,
+    write_cache,
+    write_ranges_json,
+)
 
 
 def test_scale_hex_by_hand():
@@ -18,16 +28,24 @@ def test_scale_hex_by_hand():
 
 
 def test_cache_lines_for_known_ranges(tmp_path):
-    path = write_cache({"b": (0.0, 127.0), "a": (-254.0, 3.0), "input": (-1.0, 0.5)}, tmp_path / "c.cache",
-                       "entropy", trt_version="8.6.1")
-    assert path.read_text() == ("TRT-8601-EntropyCalibration2\n"
-                                "a: 40000000\n"      # amax 254 -> scale 2.0
-                                "b: 3f800000\n"      # amax 127 -> scale 1.0
-                                "input: 3c010204\n")  # amax 1.0 -> 1/127
+    path = write_cache(
+        {"b": (0.0, 127.0), "a": (-254.0, 3.0), "input": (-1.0, 0.5)},
+        tmp_path / "c.cache",
+        "entropy",
+        trt_version="8.6.1",
+    )
+    assert path.read_text() == (
+        "TRT-8601-EntropyCalibration2\n"
+        "a: 40000000\n"  # amax 254 -> scale 2.0
+        "b: 3f800000\n"  # amax 127 -> scale 1.0
+        "input: 3c010204\n"
+    )  # amax 1.0 -> 1/127
 
 
-@pytest.mark.parametrize("method, algorithm", [("minmax", "MinMaxCalibration"), ("entropy", "EntropyCalibration2"),
-                                               ("percentile", "EntropyCalibration2")])
+@pytest.mark.parametrize(
+    "method, algorithm",
+    [("minmax", "MinMaxCalibration"), ("entropy", "EntropyCalibration2"), ("percentile", "EntropyCalibration2")],
+)
 def test_round_trip_gives_amax_over_127_in_float32(ranges, method, algorithm, tmp_path):
     r = ranges[method]
     path = write_cache(r, tmp_path / f"{method}.cache", method, trt_version=100300)
@@ -65,10 +83,12 @@ def test_trt_version_numbers():
 
 def test_read_cache_takes_what_tensorrt_writes(tmp_path):
     path = tmp_path / "trt.cache"
-    path.write_text("TRT-8401-EntropyCalibration2\n"
-                    "input: 3caa54fc\n"
-                    "(Unnamed Layer* 64) [Shuffle]_output: 0\n"  # TensorRT does not pad zeros
-                    "conv1:0: 3f800000\n")                      # names may contain ':'
+    path.write_text(
+        "TRT-8401-EntropyCalibration2\n"
+        "input: 3caa54fc\n"
+        "(Unnamed Layer* 64) [Shuffle]_output: 0\n"  # TensorRT does not pad zeros
+        "conv1:0: 3f800000\n"
+    )  # names may contain ':'
     assert read_cache_header(path) == (8401, "EntropyCalibration2")
     got = read_cache(path)
     assert got["(Unnamed Layer* 64) [Shuffle]_output"] == 0.0 and got["conv1:0"] == 1.0

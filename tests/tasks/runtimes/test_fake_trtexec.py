@@ -1,6 +1,7 @@
 """The FAKE trtexec (tests/fakes/trtexec) run as a subprocess the way the device agent runs
 trtexec: the recipe's argv in a build folder holding the uploads. Its output must read like the
 real logs it replays (trtexec_log.parse: version, status) and satisfy check_build."""
+
 from __future__ import annotations
 
 import ast
@@ -51,8 +52,9 @@ def test_a_build_passes_and_writes_the_engine_layers_and_timing_cache(version, t
     assert (log.status, log.tensorrt_version, log.precision) == ("passed", version, PRECISION_LINE[version])
     assert done.stdout.startswith(f"&&&& RUNNING TensorRT.trtexec [TensorRT {BANNER[version]}] # {p.argv[0]} --onnx=")
     engine = (folder / "model.engine").read_bytes()
-    assert engine.startswith(b"EDGEFORGE FAKE TRT ENGINE\n" + hashlib.sha256(sources.precision_onnx.read_bytes())
-                             .hexdigest().encode())
+    assert engine.startswith(
+        b"EDGEFORGE FAKE TRT ENGINE\n" + hashlib.sha256(sources.precision_onnx.read_bytes()).hexdigest().encode()
+    )
     assert json.loads((folder / "layers.json").read_text())["Layers"] == []
     meta = check_build(done.stdout, done.returncode, p, "fake-device")
     assert meta["tensorrt_version"] == version and meta["recipe"] == p.recipe and meta["trt_build_seconds"] > 0
@@ -75,8 +77,9 @@ def test_every_recipe_command_is_accepted(version, precision, tmp_path, sources)
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
 def test_implicit_int8_on_dla_is_accepted_before_tensorrt_11(version, tmp_path, sources):
     cache = write_cache({"input": (-1.0, 1.0)}, tmp_path / "calibration.cache", "entropy", trt_version=version)
-    p, folder, done = build(tmp_path, version, "int8-entropy", dataclasses.replace(sources, calib_cache=cache),
-                            int8="calib", dla_core=0)
+    p, folder, done = build(
+        tmp_path, version, "int8-entropy", dataclasses.replace(sources, calib_cache=cache), int8="calib", dla_core=0
+    )
     assert done.returncode == 0, done.stdout
     assert (folder / "calibration.cache").read_bytes() == cache.read_bytes()
     for printed in ("Calibration: calibration.cache", "DLACore: 0", "Allow GPU fallback for DLA: Enabled"):
@@ -101,8 +104,10 @@ def test_options_follow_the_version(tmp_path):
     exe = install_trtexec(tmp_path, "8.5.2")
     done = run([str(exe), "--onnx=m.onnx", "--skipInference", "--builderOptimizationLevel=3"], tmp_path)
     assert done.returncode == 1
-    assert re.findall(r"\[E\] (.*)", done.stdout) == ["Unknown option: --skipInference",
-                                                      "Unknown option: --builderOptimizationLevel 3"]
+    assert re.findall(r"\[E\] (.*)", done.stdout) == [
+        "Unknown option: --skipInference",
+        "Unknown option: --builderOptimizationLevel 3",
+    ]
 
 
 def test_a_missing_onnx_fails_like_the_parser(tmp_path, sources):
@@ -116,8 +121,9 @@ def test_a_missing_onnx_fails_like_the_parser(tmp_path, sources):
         check_build(done.stdout, done.returncode, plan_, "orin")
 
 
-@pytest.mark.parametrize("fixture", ["trt10.16_rtx6000ada_parse_plugin_not_found_fail.log",
-                                     "trt8.5_could_not_find_implementation_fail.log"])
+@pytest.mark.parametrize(
+    "fixture", ["trt10.16_rtx6000ada_parse_plugin_not_found_fail.log", "trt8.5_could_not_find_implementation_fail.log"]
+)
 def test_fail_mode_replays_a_real_failure(fixture, tmp_path, sources):
     p, folder, done = build(tmp_path, "10.3.0", "fp16", sources, fail=fixture)
     assert done.returncode == 1 and not (folder / "model.engine").exists()
@@ -140,17 +146,20 @@ def test_the_fake_says_so_and_needs_only_the_standard_library():
     text = (FAKES / "trtexec").read_text()
     assert text.startswith("#!/usr/bin/env python3\n")
     assert "A FAKE OF NVIDIA trtexec FOR TESTS ON MACHINES WITHOUT A GPU" in text[:400]
-    imported = {a.name.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
-                for a in node.names}
+    imported = {
+        a.name.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import) for a in node.names
+    }
     imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom)}
     assert imported <= sys.stdlib_module_names
 
 
 # ---- --loadEngine: the benchmark runs of the agent (agent.trtexec_runs)
 
-LOAD_LOGS = {"8.6.1": "trt8.4_xavier_agx_loadengine_batch16_summary_ok.log",
-             "10.3.0": "trt10.16_rtx6000ada_loadengine_fp16_ok.log",
-             "11.0.0": "trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log"}
+LOAD_LOGS = {
+    "8.6.1": "trt8.4_xavier_agx_loadengine_batch16_summary_ok.log",
+    "10.3.0": "trt10.16_rtx6000ada_loadengine_fp16_ok.log",
+    "11.0.0": "trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log",
+}
 
 
 def fake_engine(tmp_path: Path, version: str, sources: Sources, *shapes: str) -> tuple[Path, Path]:
@@ -165,16 +174,26 @@ def test_the_engine_carries_the_onnx_it_was_built_from(tmp_path, sources):
     header, digest, info, onnx = eng.read_bytes().split(b"\n", 3)
     assert header == b"EDGEFORGE FAKE TRT ENGINE" and onnx == sources.fp32_onnx.read_bytes()
     assert digest.decode() == hashlib.sha256(onnx).hexdigest()
-    assert json.loads(info) == {"tensorrt": "10.3.0", "precision": "FP32",
-                                "shapes": {"min": None, "opt": None, "max": "x:4x3x8x8"}}
+    assert json.loads(info) == {
+        "tensorrt": "10.3.0",
+        "precision": "FP32",
+        "shapes": {"min": None, "opt": None, "max": "x:4x3x8x8"},
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_load_engine_replays_a_real_passing_run_of_the_same_major_version(version, tmp_path, sources):
     exe, eng = fake_engine(tmp_path, version, sources)
     flags = ["--includeDataTransfers", "--noCudaGraph"] if version == "11.0.0" else ["--useSpinWait"]
-    argv = [str(exe), f"--loadEngine={eng}", "--shapes=x:4x3x8x8", "--warmUp=500", "--duration=2", "--iterations=20",
-            *flags]
+    argv = [
+        str(exe),
+        f"--loadEngine={eng}",
+        "--shapes=x:4x3x8x8",
+        "--warmUp=500",
+        "--duration=2",
+        "--iterations=20",
+        *flags,
+    ]
     done = run(argv, tmp_path)
     assert done.returncode == 0, done.stdout
     log = parse(done.stdout)
@@ -182,9 +201,15 @@ def test_load_engine_replays_a_real_passing_run_of_the_same_major_version(versio
     # the recorded run's summary, unchanged: these numbers come from the machine in LOAD_LOGS, not from here
     assert log.summary == parse((TRTEXEC_FIXTURES / LOAD_LOGS[version]).read_text()).summary
     if version == "10.3.0":  # the only one of the three logs that echoes its inference options
-        for echoed in ("Input inference shape : x=4x3x8x8", "Iterations: 20", "Duration: 2s (+ 500ms warm up)",
-                       "Data transfers: Enabled", "Spin-wait: Enabled", "CUDA Graph: Disabled",
-                       "TensorRT version: 10.3.0"):
+        for echoed in (
+            "Input inference shape : x=4x3x8x8",
+            "Iterations: 20",
+            "Duration: 2s (+ 500ms warm up)",
+            "Data transfers: Enabled",
+            "Spin-wait: Enabled",
+            "CUDA Graph: Disabled",
+            "TensorRT version: 10.3.0",
+        ):
             assert f"[I] {echoed}\n" in done.stdout
     assert ("Capturing CUDA graph" in done.stdout) is False
 
@@ -193,9 +218,11 @@ def test_load_engine_refuses_files_it_did_not_write_or_of_another_version(tmp_pa
     exe10, eng10 = fake_engine(tmp_path, "10.3.0", sources)
     exe11, _ = fake_engine(tmp_path, "11.0.0", sources)
     (tmp_path / "real.engine").write_bytes(b"\x00ftrt serialized engine")
-    for exe, eng, why in ((exe10, tmp_path / "real.engine", "this fake did not write it"),
-                          (exe10, tmp_path / "missing.engine", "this fake did not write it"),
-                          (exe11, eng10, "it was written for TensorRT 10.3.0")):
+    for exe, eng, why in (
+        (exe10, tmp_path / "real.engine", "this fake did not write it"),
+        (exe10, tmp_path / "missing.engine", "this fake did not write it"),
+        (exe11, eng10, "it was written for TensorRT 10.3.0"),
+    ):
         done = run([str(exe), f"--loadEngine={eng}"], tmp_path)
         log = parse(done.stdout)
         assert done.returncode == 1 and log.status == "failed"
@@ -203,11 +230,17 @@ def test_load_engine_refuses_files_it_did_not_write_or_of_another_version(tmp_pa
         assert "Engine set up failed" in log.errors
 
 
-@pytest.mark.parametrize("version, accepted, unknown", [
-    ("10.3.0", ["--useSpinWait", "--useCudaGraph", "--noDataTransfers"],
-     ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait"]),
-    ("11.0.0", ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait", "--useSpinWait"], ["--fp16"]),
-])
+@pytest.mark.parametrize(
+    "version, accepted, unknown",
+    [
+        (
+            "10.3.0",
+            ["--useSpinWait", "--useCudaGraph", "--noDataTransfers"],
+            ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait"],
+        ),
+        ("11.0.0", ["--includeDataTransfers", "--noCudaGraph", "--noSpinWait", "--useSpinWait"], ["--fp16"]),
+    ],
+)
 def test_inference_options_follow_the_version(version, accepted, unknown, tmp_path, sources):
     exe, eng = fake_engine(tmp_path, version, sources)
     assert run([str(exe), f"--loadEngine={eng}", *accepted], tmp_path).returncode == 0
@@ -218,11 +251,21 @@ def test_inference_options_follow_the_version(version, accepted, unknown, tmp_pa
 
 def test_fail_load_replays_a_real_inference_failure(tmp_path, sources):
     exe, eng = fake_engine(tmp_path, "10.3.0", sources)
-    (exe.parent / "fake_trtexec.json").write_text(json.dumps(
-        {"tensorrt": "10.3.0", "fail": None, "fail_load": "trt10.3_jetson_plugin_inference_fail.log",
-         "fixtures": str(TRTEXEC_FIXTURES)}))
+    (exe.parent / "fake_trtexec.json").write_text(
+        json.dumps(
+            {
+                "tensorrt": "10.3.0",
+                "fail": None,
+                "fail_load": "trt10.3_jetson_plugin_inference_fail.log",
+                "fixtures": str(TRTEXEC_FIXTURES),
+            }
+        )
+    )
     done = run([str(exe), f"--loadEngine={eng}", "--shapes=x:1x3x8x8"], tmp_path)
     log = parse(done.stdout)
     assert done.returncode == 1 and (log.status, log.tensorrt_version) == ("failed", "10.3.0")
-    assert log.errors == ["Error[2]: [pluginV2DynamicExtRunner.cpp::execute::126] Error Code 2: Internal Error "
-                          "(Assertion pluginUtils::isSuccess(status) failed. )", "Error occurred during inference"]
+    assert log.errors == [
+        "Error[2]: [pluginV2DynamicExtRunner.cpp::execute::126] Error Code 2: Internal Error "
+        "(Assertion pluginUtils::isSuccess(status) failed. )",
+        "Error occurred during inference",
+    ]

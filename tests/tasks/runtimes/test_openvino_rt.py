@@ -1,6 +1,7 @@
 """The openvino runtime on this CPU: IR built from each precision's ONNX, loaded back, run, and
 checked against ONNX Runtime on real digits; the build/benchmark/evaluate stages on a target
 whose runtime is openvino."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +9,12 @@ import onnxruntime as ort
 import openvino as ov
 import pytest
 
-from tasks import benchmark, build, evaluate, parity, quantize
+from tasks import benchmark, evaluate, parity, quantize
 from tasks.data.split import Split
 from tasks.io import read_json, sha256_file
-from tasks.runtimes import BuildError, BuildOptions, get_runtime
-from tests.conftest import write_params, build_main
 from tasks.layout import LAYOUT
+from tasks.runtimes import BuildError, BuildOptions, get_runtime
+from tests.conftest import build_main, write_params
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax"]
 
@@ -49,7 +50,7 @@ def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, pre
         assert meta["size_bytes"] == art.stat().st_size + art.with_suffix(".bin").stat().st_size
         sess = get_runtime("openvino").load(art)
         assert sess.input_name == "input" and sess.output_names == ["logits"]
-        got = np.concatenate([sess.infer(x[i:i + 32])["logits"] for i in range(0, len(x), 32)])
+        got = np.concatenate([sess.infer(x[i : i + 32])["logits"] for i in range(0, len(x), 32)])
         # fp32 and int8 run their float ops in f32 even where the CPU has bf16 (which the plugin
         # would pick by itself); fp16 runs in the plugin's own lowest float
         assert meta["inference_precision"] == ("f32" if p != "fp16" else plugin_default)

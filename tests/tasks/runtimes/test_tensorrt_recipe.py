@@ -1,10 +1,10 @@
 """TensorRT build recipes: the exact trtexec command per TensorRT version, precision and INT8 mode,
 the refusals, and check_build on every real trtexec log in tests/fixtures/trtexec."""
+
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +15,12 @@ from tasks.runtimes.base import BuildError, BuildOptions
 from tasks.runtimes.tensorrt_recipe import RecipeError, Sources, TrtPlan, check_build, parse_version, plan
 from tests.tasks.runtimes.test_trtexec_log import EXPECTED, FIXTURES
 
-TAIL_86 = ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed", "--exportLayerInfo=layers.json",
-           "--skipInference"]
+TAIL_86 = [
+    "--timingCacheFile=timing.cache",
+    "--profilingVerbosity=detailed",
+    "--exportLayerInfo=layers.json",
+    "--skipInference",
+]
 
 
 @pytest.fixture
@@ -35,9 +39,16 @@ def argv(version: str, precision: str, sources: Sources, **kw) -> list[str]:
     return plan(version, precision, settings(**kw), sources, "timing.cache").argv
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("8.6.1", (8, 6, 1)), ("10.3.0.30", (10, 3, 0)), ("11.0.0", (11, 0, 0)), ("8.5", (8, 5, 0)), (" 8.2.3 ", (8, 2, 3)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8.6.1", (8, 6, 1)),
+        ("10.3.0.30", (10, 3, 0)),
+        ("11.0.0", (11, 0, 0)),
+        ("8.5", (8, 5, 0)),
+        (" 8.2.3 ", (8, 2, 3)),
+    ],
+)
 def test_versions_parse(text, expected):
     assert parse_version(text) == expected
 
@@ -71,38 +82,83 @@ def test_recipe_per_version_and_precision(version, precision, mode, model, flags
     p = plan(version, precision, settings(int8=mode), sources, "timing.cache")
     assert p.argv == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", *flags, *TAIL_86]
     assert p.uploads == {"model.onnx": sources.fp32_onnx if model == "fp32" else sources.precision_onnx}
-    assert (p.recipe, p.flags, p.engine, p.log, p.layer_info) == (recipe, flags, "model.engine", "build.log",
-                                                                   "layers.json")
+    assert (p.recipe, p.flags, p.engine, p.log, p.layer_info) == (
+        recipe,
+        flags,
+        "model.engine",
+        "build.log",
+        "layers.json",
+    )
 
 
 def test_every_setting_in_order_on_tensorrt_10(sources):
-    assert argv("10.3.0", "fp16", sources, workspace_mib=2048, dla_core=1, builder_optimization_level=5,
-                extra_args=["--verbose", "--noTF32"]) == [
-        "trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--fp16", "--memPoolSize=workspace:2048MiB",
-        "--useDLACore=1", "--allowGPUFallback", "--builderOptimizationLevel=5", *TAIL_86, "--verbose", "--noTF32"]
+    assert argv(
+        "10.3.0",
+        "fp16",
+        sources,
+        workspace_mib=2048,
+        dla_core=1,
+        builder_optimization_level=5,
+        extra_args=["--verbose", "--noTF32"],
+    ) == [
+        "trtexec",
+        "--onnx=model.onnx",
+        "--saveEngine=model.engine",
+        "--fp16",
+        "--memPoolSize=workspace:2048MiB",
+        "--useDLACore=1",
+        "--allowGPUFallback",
+        "--builderOptimizationLevel=5",
+        *TAIL_86,
+        "--verbose",
+        "--noTF32",
+    ]
 
 
 def test_tensorrt_82_uses_workspace_and_build_only(sources):
     assert argv("8.2.3", "fp16", sources, workspace_mib=1024) == [
-        "trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--fp16", "--workspace=1024",
-        "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed", "--exportLayerInfo=layers.json",
-        "--buildOnly"]
+        "trtexec",
+        "--onnx=model.onnx",
+        "--saveEngine=model.engine",
+        "--fp16",
+        "--workspace=1024",
+        "--timingCacheFile=timing.cache",
+        "--profilingVerbosity=detailed",
+        "--exportLayerInfo=layers.json",
+        "--buildOnly",
+    ]
 
 
 def test_mempool_from_84_and_skip_inference_from_86(sources):
     assert argv("8.4.1", "fp32", sources, workspace_mib=64)[3:] == [
-        "--memPoolSize=workspace:64MiB", "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed",
-        "--exportLayerInfo=layers.json", "--buildOnly"]
+        "--memPoolSize=workspace:64MiB",
+        "--timingCacheFile=timing.cache",
+        "--profilingVerbosity=detailed",
+        "--exportLayerInfo=layers.json",
+        "--buildOnly",
+    ]
     assert argv("8.5.2", "fp32", sources)[-1] == "--buildOnly"
     assert argv("8.6.0", "fp32", sources)[-1] == "--skipInference"
 
 
 def test_calib_is_implicit_int8_with_the_cache_uploaded(sources, tmp_path):
     cache = write_cache({"input": (-1.0, 1.0)}, tmp_path / "calibration.cache", "entropy", trt_version="10.3.0")
-    p = plan("10.3.0.30", "int8-entropy", settings(int8="calib"), dataclasses.replace(sources, calib_cache=cache),
-             "timing.cache")
-    assert p.argv == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--int8", "--fp16",
-                      "--calib=calibration.cache", *TAIL_86]
+    p = plan(
+        "10.3.0.30",
+        "int8-entropy",
+        settings(int8="calib"),
+        dataclasses.replace(sources, calib_cache=cache),
+        "timing.cache",
+    )
+    assert p.argv == [
+        "trtexec",
+        "--onnx=model.onnx",
+        "--saveEngine=model.engine",
+        "--int8",
+        "--fp16",
+        "--calib=calibration.cache",
+        *TAIL_86,
+    ]
     assert p.uploads == {"model.onnx": sources.fp32_onnx, "calibration.cache": cache}
     assert (p.recipe, p.flags) == ("implicit", ["--int8", "--fp16", "--calib=calibration.cache"])
 
@@ -120,27 +176,33 @@ def test_calib_cache_trtexec_cannot_load_is_refused(sources, tmp_path):
         plan("8.6.1", "int8-minmax", settings(int8="calib"), dataclasses.replace(sources, calib_cache=cache), "t")
 
 
-@pytest.mark.parametrize("version, precision, calib, match", [
-    ("11.0.0", "int8-entropy", True, "removed implicit INT8.*int8: qdq"),
-    ("10.3.0", "int8-mixed", True, "--layerPrecisions"),
-    ("8.6.1", "int8-entropy", False, "needs quantize's calibration.cache"),
-])
+@pytest.mark.parametrize(
+    "version, precision, calib, match",
+    [
+        ("11.0.0", "int8-entropy", True, "removed implicit INT8.*int8: qdq"),
+        ("10.3.0", "int8-mixed", True, "--layerPrecisions"),
+        ("8.6.1", "int8-entropy", False, "needs quantize's calibration.cache"),
+    ],
+)
 def test_calib_refusals(version, precision, calib, match, sources, tmp_path):
     cache = write_cache({"x": (0.0, 1.0)}, tmp_path / "c.cache", "entropy", trt_version=version) if calib else None
     with pytest.raises(RecipeError, match=match):
         plan(version, precision, settings(int8="calib"), dataclasses.replace(sources, calib_cache=cache), "t")
 
 
-@pytest.mark.parametrize("version, kw, match", [
-    ("8.0.1", {}, "not supported: EdgeForge builds with TensorRT 8.2"),
-    ("8.5.2", {"builder_optimization_level": 3}, "needs TensorRT 8.6"),
-    ("10.3.0", {"builder_optimization_level": 6}, "0 to 5"),
-    ("11.0.0", {"dla_core": 0}, "no DLA support"),
-    ("11.4.0", {"dla_core": 0}, "no DLA support"),
-    ("10.3.0", {"int8": "ptq"}, "allowed: qdq, calib"),
-    ("10.3.0", {"workspace_mib": 0}, "workspace_mib"),
-    ("10.3.0", {"extra_args": "--verbose"}, "list of strings"),
-])
+@pytest.mark.parametrize(
+    "version, kw, match",
+    [
+        ("8.0.1", {}, "not supported: EdgeForge builds with TensorRT 8.2"),
+        ("8.5.2", {"builder_optimization_level": 3}, "needs TensorRT 8.6"),
+        ("10.3.0", {"builder_optimization_level": 6}, "0 to 5"),
+        ("11.0.0", {"dla_core": 0}, "no DLA support"),
+        ("11.4.0", {"dla_core": 0}, "no DLA support"),
+        ("10.3.0", {"int8": "ptq"}, "allowed: qdq, calib"),
+        ("10.3.0", {"workspace_mib": 0}, "workspace_mib"),
+        ("10.3.0", {"extra_args": "--verbose"}, "list of strings"),
+    ],
+)
 def test_settings_refusals(version, kw, match, sources):
     with pytest.raises(RecipeError, match=match):
         plan(version, "fp16", settings(**kw), sources, "timing.cache")
@@ -168,8 +230,12 @@ BUILDS = {
 
 
 def fixture_plan() -> TrtPlan:
-    return TrtPlan(argv=["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"], uploads={},
-                   recipe="weakly-typed", flags=["--fp16"])
+    return TrtPlan(
+        argv=["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"],
+        uploads={},
+        recipe="weakly-typed",
+        flags=["--fp16"],
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -214,8 +280,10 @@ def test_the_tensorrt_runtime_points_to_the_device(tmp_path):
         rt.build(tmp_path / "m.onnx", "fp16", tmp_path, BuildOptions())
     if importlib.util.find_spec("tensorrt") is None:  # the usual case: engines never run on this machine
         for call in (rt.version, lambda: rt.load(tmp_path / "model.engine")):
-            with pytest.raises(BuildError, match="TensorRT is not installed on this machine: TensorRT engines are "
-                                                 "built and run on the device"):
+            with pytest.raises(
+                BuildError,
+                match="TensorRT is not installed on this machine: TensorRT engines are built and run on the device",
+            ):
                 call()
 
 
@@ -224,6 +292,7 @@ def test_dynamic_batch_profile_covers_the_benchmarked_batches(sources):
     from tasks.runtimes.tensorrt_recipe import Profile
 
     p = plan("10.3.0", "fp16", settings(), sources, "timing.cache", Profile("input", (1, 64, 64), 32, 64))
-    assert ["--minShapes=input:1x1x64x64", "--optShapes=input:32x1x64x64", "--maxShapes=input:64x1x64x64"] == \
-        [a for a in p.argv if a.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")]
+    assert ["--minShapes=input:1x1x64x64", "--optShapes=input:32x1x64x64", "--maxShapes=input:64x1x64x64"] == [
+        a for a in p.argv if a.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")
+    ]
     assert not any(a.startswith("--minShapes") for a in plan("10.3.0", "fp16", settings(), sources, "t").argv)

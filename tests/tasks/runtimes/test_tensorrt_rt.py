@@ -1,5 +1,6 @@
 """trtexec's own benchmark figure on the host: the agent's ``trtexec`` answer read into metrics
 (``tensorrt_rt.trtexec_figures``), from real trtexec logs (tests/fixtures/trtexec)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,12 @@ ARGV = ["trtexec", "--loadEngine=/w/model.engine", "--shapes=x:1x1x28x28"]
 def answer(log: str, exit_code: int = 0, version: str = "10.16.1") -> dict:
     """An agent answer for one batch size, its log a fixture's text."""
     major = 11 if version.startswith("11") else 10
-    return {"tensorrt": version, "defaults": TRTEXEC_DEFAULTS[major], "settings": TRTEXEC_SETTINGS,
-            "runs": {"b1": {"argv": ARGV, "exit_code": exit_code, "log": (TRTEXEC_FIXTURES / log).read_text()}}}
+    return {
+        "tensorrt": version,
+        "defaults": TRTEXEC_DEFAULTS[major],
+        "settings": TRTEXEC_SETTINGS,
+        "runs": {"b1": {"argv": ARGV, "exit_code": exit_code, "log": (TRTEXEC_FIXTURES / log).read_text()}},
+    }
 
 
 def test_a_passing_run_gives_its_whole_summary():
@@ -34,11 +39,14 @@ def test_the_older_summary_format_has_fewer_percentiles_never_made_up():
     assert b1["tensorrt"] == "8.4.0"
 
 
-@pytest.mark.parametrize("log, exit_code, problem", [
-    ("trt10.3_jetson_plugin_inference_fail.log", 1, "exited with code 1"),
-    ("trt8.6_agx_orin_summary_truncated_fragment.log", 0, "printed no &&&& PASSED line"),
-    ("trt11.0_b200_build_skipinference_ok.log", 0, "printed no Performance summary"),
-])
+@pytest.mark.parametrize(
+    "log, exit_code, problem",
+    [
+        ("trt10.3_jetson_plugin_inference_fail.log", 1, "exited with code 1"),
+        ("trt8.6_agx_orin_summary_truncated_fragment.log", 0, "printed no &&&& PASSED line"),
+        ("trt11.0_b200_build_skipinference_ok.log", 0, "printed no Performance summary"),
+    ],
+)
 def test_a_run_without_a_summary_is_an_error_naming_the_command(log, exit_code, problem):
     with pytest.raises(BuildError) as e:
         trtexec_figures(answer(log, exit_code), "orin")

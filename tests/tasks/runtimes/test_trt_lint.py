@@ -1,6 +1,7 @@
 """The pre-upload operator check against each TensorRT version's ONNX parser, on small graphs made
 with onnx.helper: an operator newer than an old TensorRT, a com.microsoft operator, operators
 inside If/Loop bodies and model-local functions."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def vi(name: str) -> onnx.ValueInfoProto:
 def save(tmp_path: Path, nodes, functions=(), name="m.onnx", opset=17) -> Path:
     """A model ``x -> nodes -> y`` (the nodes' own wiring is not checked: lint reads op types)."""
     imports = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in {f.domain for f in functions})]
-    model = helper.make_model(helper.make_graph(nodes, "g", [vi("x")], [vi("y")]), opset_imports=imports,
-                              functions=list(functions))
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [vi("x")], [vi("y")]), opset_imports=imports, functions=list(functions)
+    )
     onnx.save(model, str(tmp_path / name))
     return tmp_path / name
 
@@ -32,8 +34,10 @@ def branch(name: str, *nodes) -> onnx.GraphProto:
 
 
 def test_an_operator_newer_than_the_tensorrt(tmp_path):
-    m = save(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-                        helper.make_node("Mod", ["r", "r"], ["y"], name="mod_1")])
+    m = save(
+        tmp_path,
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Mod", ["r", "r"], ["y"], name="mod_1")],
+    )
     assert unsupported_ops(m, "8.4.1") == [("Mod", "mod_1")]
     assert unsupported_ops(m, "8.5.2") == []
     assert unsupported_ops(m, "10.3.0.30") == []
@@ -43,8 +47,10 @@ def test_a_com_microsoft_operator_is_reported_for_every_version(tmp_path):
     m = save(tmp_path, [helper.make_node("FusedConv", ["x"], ["y"], name="fc", domain="com.microsoft")])
     for version in ("8.2.3", "8.6.1", "10.3.0", "11.0.0"):
         assert unsupported_ops(m, version) == [("com.microsoft:FusedConv", "fc")]
-    with pytest.raises(BuildError, match="com.microsoft:FusedConv .not an ONNX-domain operator: TensorRT imports "
-                                         "it only as a plugin.: 1 node: fc"):
+    with pytest.raises(
+        BuildError,
+        match="com.microsoft:FusedConv .not an ONNX-domain operator: TensorRT imports it only as a plugin.: 1 node: fc",
+    ):
         check(m, "10.3.0", "orin")
 
 
@@ -60,14 +66,21 @@ def test_operators_inside_if_and_loop_bodies(tmp_path):
 def test_unnamed_nodes_are_located(tmp_path):
     then = branch("then", helper.make_node("HardSwish", ["x"], ["t"]))
     m = save(tmp_path, [helper.make_node("If", ["c"], ["y"], name="gate", then_branch=then, else_branch=then)])
-    assert sorted(unsupported_ops(m, "8.4.1")) == [("HardSwish", "<unnamed #0 in gate/else_branch>"),
-                                                   ("HardSwish", "<unnamed #0 in gate/then_branch>")]
+    assert sorted(unsupported_ops(m, "8.4.1")) == [
+        ("HardSwish", "<unnamed #0 in gate/else_branch>"),
+        ("HardSwish", "<unnamed #0 in gate/then_branch>"),
+    ]
 
 
 def test_model_local_functions_are_expanded_from_tensorrt_9(tmp_path):
-    fn = helper.make_function("edgeforge.test", "ReluTwice", ["a"], ["b"],
-                              [helper.make_node("Relu", ["a"], ["h"]), helper.make_node("Relu", ["h"], ["b"])],
-                              [helper.make_opsetid("", 17)])
+    fn = helper.make_function(
+        "edgeforge.test",
+        "ReluTwice",
+        ["a"],
+        ["b"],
+        [helper.make_node("Relu", ["a"], ["h"]), helper.make_node("Relu", ["h"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
     m = save(tmp_path, [helper.make_node("ReluTwice", ["x"], ["y"], name="call", domain="edgeforge.test")], [fn])
     assert unsupported_ops(m, "10.3.0") == []
     assert unsupported_ops(m, "8.6.1") == [("edgeforge.test:ReluTwice", "call")]
@@ -82,8 +95,12 @@ def test_check_lists_ops_and_up_to_five_node_names_and_what_to_do(tmp_path):
     msg = str(e.value)
     assert msg.startswith(f"xavier: {m} uses operators that TensorRT 8.4.1's ONNX parser cannot import")
     assert "Mod (supported from TensorRT 8.5): 7 nodes: mod_0, mod_1, mod_2, mod_3, mod_4 (+2 more)" in msg
-    for todo in ("re-export the model with a different opset", "replace the op", "TensorRT plugin",
-                 "Nothing was uploaded"):
+    for todo in (
+        "re-export the model with a different opset",
+        "replace the op",
+        "TensorRT plugin",
+        "Nothing was uploaded",
+    ):
         assert todo in msg
     check(m, "8.5.2", "orin-nano")  # no error
 
@@ -115,4 +132,5 @@ def test_table_grows_by_release():
     tables = [supported_ops(v) for v in versions]
     assert all(a < b for a, b in zip(tables, tables[1:]))
     assert {"Attention", "RMSNormalization", "Gelu"} <= supported_ops("10.15.1") and "Attention" not in supported_ops(
-        "10.3.0")
+        "10.3.0"
+    )

@@ -1,5 +1,6 @@
 """The trtexec console-output parser on every real log in tests/fixtures/trtexec (described in
 SOURCES.md there), plus exact numbers read by hand from a few of them."""
+
 from __future__ import annotations
 
 import random
@@ -18,7 +19,10 @@ EXPECTED: dict[str, tuple[str, str | None, bool, str | None]] = {
     "trt10.16_h100_loadengine_cudagraph_verbose_ok.log": ("passed", "10.16.1", True, None),
     "trt10.16_rtx6000ada_loadengine_fp16_ok.log": ("passed", "10.16.0", True, None),
     "trt10.16_rtx6000ada_parse_plugin_not_found_fail.log": (
-        "failed", "10.16.0", False, "Plugin not found, are the plugin name, version, and namespace correct?"
+        "failed",
+        "10.16.0",
+        False,
+        "Plugin not found, are the plugin name, version, and namespace correct?",
     ),
     "trt10.3_jetson_plugin_inference_fail.log": ("failed", "10.3.0", False, "Error occurred during inference"),
     "trt10.3_orin_int8_build_header_fragment.log": ("incomplete", "10.3.0", False, None),
@@ -26,14 +30,20 @@ EXPECTED: dict[str, tuple[str, str | None, bool, str | None]] = {
     "trt11.0_b200_loadengine_cudagraph_summary_tail_ok.log": ("passed", "11.0.0", True, None),
     # A PASSED build, then runs that print "Unknown option" and no end line of their own.
     "trt11.0_b200_stronglytyped_build_and_fp16_int8_unknown_option_fail.log": (
-        "incomplete", "11.0.0", False, "Unknown option: --fp16"
+        "incomplete",
+        "11.0.0",
+        False,
+        "Unknown option: --fp16",
     ),
     "trt8.2_cublas_internal_error_build_fail.log": ("failed", "8.2.3", False, "CUBLAS_STATUS_SUCCESS"),
     "trt8.2_gtx1070_fp16_build_fail_noerror.log": ("failed", "8.2.3", False, None),
     "trt8.4_gtx1070_fp16_build_bench_verbose_ok.log": ("passed", "8.4.1", True, None),
     "trt8.4_xavier_agx_loadengine_batch16_summary_ok.log": ("passed", "8.4.0", True, None),
     "trt8.5_could_not_find_implementation_fail.log": (
-        "failed", "8.5.3", False, "Could not find any implementation for node"
+        "failed",
+        "8.5.3",
+        False,
+        "Could not find any implementation for node",
     ),
     "trt8.5_orin_nano_fp16_summary_ok.log": ("passed", "8.5.2", True, None),
     "trt8.6_agx_orin_summary_truncated_fragment.log": ("incomplete", None, True, None),
@@ -72,8 +82,16 @@ def test_every_fixture_status_version_summary_and_errors(name):
 
 @pytest.mark.parametrize(
     ("banner", "dotted"),
-    [(8203, "8.2.3"), (8400, "8.4.0"), (8502, "8.5.2"), (8601, "8.6.1"),
-     (100300, "10.3.0"), (101600, "10.16.0"), (101601, "10.16.1"), (110000, "11.0.0")],
+    [
+        (8203, "8.2.3"),
+        (8400, "8.4.0"),
+        (8502, "8.5.2"),
+        (8601, "8.6.1"),
+        (100300, "10.3.0"),
+        (101600, "10.16.0"),
+        (101601, "10.16.1"),
+        (110000, "11.0.0"),
+    ],
 )
 def test_decode_version(banner, dotted):
     assert decode_version(banner) == dotted
@@ -85,8 +103,13 @@ def test_orin_nano_85_summary_numbers():
     assert s is not None
     assert s["throughput_qps"] == 97.8649
     assert s["latency"] == {
-        "min": 10.642, "max": 10.9861, "mean": 10.7971, "median": 10.7972,
-        "p90": 10.9329, "p95": 10.949, "p99": 10.9744,
+        "min": 10.642,
+        "max": 10.9861,
+        "mean": 10.7971,
+        "median": 10.7972,
+        "p90": 10.9329,
+        "p95": 10.949,
+        "p99": 10.9744,
     }
     assert s["gpu_compute_time"]["median"] == 10.1851
     assert s["d2h_latency"]["p99"] == 0.310608
@@ -107,7 +130,11 @@ def test_xavier_nx_end_to_end_host_latency():
     s = _log("trt8.x_xavier_nx_summary_e2e_latency_ok.log").summary
     assert s is not None
     assert s["end_to_end_host_latency"] == {
-        "min": 0.574707, "max": 0.606201, "mean": 0.586663, "median": 0.585938, "p99": 0.601685,
+        "min": 0.574707,
+        "max": 0.606201,
+        "mean": 0.586663,
+        "median": 0.585938,
+        "p99": 0.601685,
     }
     assert s["throughput_qps"] == 27207.0
 
@@ -194,7 +221,11 @@ def test_blank_line_after_every_line_and_zero_transfers():
 def test_verbose_explanations_after_the_summary_are_not_read_as_numbers():
     s = _log("trt10.16_h100_loadengine_cudagraph_verbose_ok.log").summary
     assert s is not None
-    assert (s["throughput_qps"], s["total_host_walltime_s"], s["total_gpu_compute_time_s"]) == (24896.9, 3.00005, 2.89541)
+    assert (s["throughput_qps"], s["total_host_walltime_s"], s["total_gpu_compute_time_s"]) == (
+        24896.9,
+        3.00005,
+        2.89541,
+    )
 
 
 def test_trt11_summary_followed_by_cuda_graph_lines():
@@ -208,7 +239,7 @@ def test_trt11_summary_followed_by_cuda_graph_lines():
 def test_onnx_parser_error_keeps_its_continuation_and_errors_text_quotes_the_cause():
     log = _log("trt10.16_rtx6000ada_parse_plugin_not_found_fail.log")
     assert (
-        '[TRT] ModelImporter.cpp:149: ERROR: onnxOpCheckers.cpp:923 In function checkFallbackPluginImporter: '
+        "[TRT] ModelImporter.cpp:149: ERROR: onnxOpCheckers.cpp:923 In function checkFallbackPluginImporter: "
         '[6] creator && "Plugin not found, are the plugin name, version, and namespace correct?"'
     ) in log.errors
     assert log.errors[-1] == "Engine set up failed"
@@ -231,7 +262,9 @@ def test_errors_text_puts_the_cause_before_the_generic_follow_up_lines():
 def test_errors_text_quotes_at_most_five_lines():
     text = "".join(f"[01/01/2024-00:00:00] [E] problem {i}\n" for i in range(7))
     msg = errors_text(parse(text + "&&&& FAILED TensorRT.trtexec [TensorRT v8601] # trtexec\n"))
-    assert msg == "trtexec failed: problem 0; problem 1; problem 2; problem 3; problem 4 (+2 more error lines in the log)"
+    assert (
+        msg == "trtexec failed: problem 0; problem 1; problem 2; problem 3; problem 4 (+2 more error lines in the log)"
+    )
 
 
 def test_crlf_and_leading_noise_parse_like_the_plain_text():
@@ -242,7 +275,10 @@ def test_crlf_and_leading_noise_parse_like_the_plain_text():
 def test_output_after_the_end_line_makes_the_log_incomplete():
     passed = "&&&& PASSED TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=a.onnx\n"
     assert parse(passed).status == "passed"
-    assert parse(passed + "&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=b.onnx\n").status == "incomplete"
+    assert (
+        parse(passed + "&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=b.onnx\n").status
+        == "incomplete"
+    )
     assert parse(passed + "Segmentation fault (core dumped)\n").errors == ["Segmentation fault (core dumped)"]
 
 
@@ -261,7 +297,12 @@ def test_never_raises_on_truncated_fixtures(name):
 def test_never_raises_on_garbage():
     rng = random.Random(0)
     samples = [
-        "", "\x00", "&&&&", "&&&& PASSED TensorRT.trtexec [TensorRT v] #", "[E]", "[I] === Performance summary ===",
+        "",
+        "\x00",
+        "&&&&",
+        "&&&& PASSED TensorRT.trtexec [TensorRT v] #",
+        "[E]",
+        "[I] === Performance summary ===",
         "&&&& RUNNING TensorRT.trtexec [TensorRT v99999999999999999999999] # x",
         "&&&& FAILED TensorRT.trtexec [TensorRT v" + "9" * 5000 + "] # x",
         "[01/01/2024-00:00:00] [I] === Performance summary ===\n[I] Throughput: " + "9" * 5000 + " qps",

@@ -3,6 +3,7 @@
 "Device" memory is host memory: ``mem_alloc`` hands out integer addresses into ``_MEMORY``
 (address -> bytearray), which the FAKE tensorrt's ``execute_async_v3`` reads and writes; copies
 and streams are synchronous. Only what ``TrtModel`` (tasks/agent/agent.py) calls."""
+
 from __future__ import annotations
 
 import itertools
@@ -42,7 +43,7 @@ class Stream:
 
 def memcpy_htod_async(dest, src: np.ndarray, stream: Stream | None = None) -> None:
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
-    _MEMORY[int(dest)][:raw.size] = raw.tobytes()
+    _MEMORY[int(dest)][: raw.size] = raw.tobytes()
 
 
 def memcpy_dtoh_async(dest: np.ndarray, src, stream: Stream | None = None) -> None:

@@ -10,6 +10,7 @@ else every dynamic dimension fixed to 1, as trtexec does when a build names no s
 dimensions required for input: x, but no shapes were provided. Automatically overriding shape to:
 1x1x28x28", tests/fixtures/trtexec/trt10.16_h100_fp32_build_bench_ok.log).
 """
+
 from __future__ import annotations
 
 import enum
@@ -39,11 +40,24 @@ class TensorIOMode(enum.Enum):
     OUTPUT = 2
 
 
-_NUMPY = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32,
-          DataType.BOOL: np.bool_, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
-_ONNX = {"tensor(float)": DataType.FLOAT, "tensor(float16)": DataType.HALF, "tensor(int8)": DataType.INT8,
-         "tensor(int32)": DataType.INT32, "tensor(bool)": DataType.BOOL, "tensor(uint8)": DataType.UINT8,
-         "tensor(int64)": DataType.INT64}
+_NUMPY = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT8: np.int8,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
+_ONNX = {
+    "tensor(float)": DataType.FLOAT,
+    "tensor(float16)": DataType.HALF,
+    "tensor(int8)": DataType.INT8,
+    "tensor(int32)": DataType.INT32,
+    "tensor(bool)": DataType.BOOL,
+    "tensor(uint8)": DataType.UINT8,
+    "tensor(int64)": DataType.INT64,
+}
 
 
 def nptype(dtype: DataType):
@@ -73,8 +87,9 @@ class Runtime:
             return None
         info = json.loads(parts[2])
         if info["tensorrt"] != __version__:
-            self.logger.log(Logger.ERROR, f"FAKE tensorrt {__version__}: the engine was written for TensorRT "
-                                          f"{info['tensorrt']}")
+            self.logger.log(
+                Logger.ERROR, f"FAKE tensorrt {__version__}: the engine was written for TensorRT {info['tensorrt']}"
+            )
             return None
         return ICudaEngine(parts[3], info)
 
@@ -103,7 +118,7 @@ class ICudaEngine:
         self._shape = {t.name: tuple(d if isinstance(d, int) else -1 for d in t.shape) for t, _ in io}
         given = {k: _spec(v) for k, v in info.get("shapes", {}).items()}
         self._profile = {}
-        for t, _mode in io[:len(self._session.get_inputs())]:
+        for t, _mode in io[: len(self._session.get_inputs())]:
             fixed = tuple(1 if d < 0 else d for d in self._shape[t.name])
             self._profile[t.name] = tuple(given.get(k, {}).get(t.name, fixed) for k in ("min", "opt", "max"))
 
@@ -126,7 +141,7 @@ class ICudaEngine:
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> tuple:
         return self._profile[name] if profile_index == 0 else ()
 
-    def create_execution_context(self) -> "IExecutionContext":
+    def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(self)
 
 
@@ -138,8 +153,11 @@ class IExecutionContext:
         lo, _, hi = self._e._profile[name]
         shape = tuple(int(d) for d in shape)
         if len(shape) != len(lo) or not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
-            print(f"[TRT] [E] FAKE tensorrt: shape {shape} of {name} is outside the profile {lo}..{hi}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[TRT] [E] FAKE tensorrt: shape {shape} of {name} is outside the profile {lo}..{hi}",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         self._shapes[name] = shape
         return True
@@ -169,5 +187,5 @@ class IExecutionContext:
             feeds[name] = np.frombuffer(_MEMORY[self._addresses[name]], dtype, count).reshape(shape)
         for name, value in self._run(feeds).items():
             raw = np.ascontiguousarray(value, nptype(self._e._dtype[name])).view(np.uint8).reshape(-1)
-            _MEMORY[self._addresses[name]][:raw.size] = raw.tobytes()
+            _MEMORY[self._addresses[name]][: raw.size] = raw.tobytes()
         return True
