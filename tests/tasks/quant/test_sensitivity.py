@@ -64,7 +64,8 @@ def test_one_at_a_time_measures_each_layers_task_drop(mlp):
         path, ranges, _score(x, labels), 100.0, progress=lambda i, n, node, drop: seen.append((i, n, node))
     )
     assert seen == [(1, 3, "first"), (2, 3, "wide"), (3, 3, "head")]
-    assert d["head"]["drop"] > 30 and max(d["first"]["drop"], d["wide"]["drop"]) <= 0.5
+    # against the 0.5-point budget, not a size: how far the planted layer falls depends on the CPU's INT8 kernels
+    assert d["head"]["drop"] > 0.5 >= max(d["first"]["drop"], d["wide"]["drop"])
     assert d["head"]["metric"] == pytest.approx(100.0 - d["head"]["drop"])
 
 
@@ -101,7 +102,7 @@ def test_mixed_search_keeps_the_sensitive_layer_and_nothing_else(mlp, tmp_path):
     plan = search([r["node"] for r in rows], try_plan, max_drop=0.5, max_kept=max_kept_for(3, 0.5))
     assert plan["accepted"] and plan["kept"] == ["head"] and plan["reason"] == ""
     assert [t["kept"] for t in plan["trials"]] == [0, 1]
-    assert plan["trials"][0]["drop"] > 30 >= 0.5 >= plan["drop"]
+    assert plan["trials"][0]["drop"] > 0.5 >= plan["drop"]
 
 
 def test_mixed_search_rejects_when_no_plan_is_within_budget():
