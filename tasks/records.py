@@ -17,8 +17,9 @@ from typing import Any, ClassVar, Self
 from tasks.io import read_json, write_json
 
 
-class MissingRecord(FileNotFoundError):
-    """A stage's record is missing: the stage that writes it has not run."""
+class RecordError(FileNotFoundError):
+    """A stage's record is missing (the stage that writes it has not run) or incomplete (an older
+    EdgeForge wrote it); the message says which stage to run."""
 
 
 def opt(default: Any = None) -> Any:
@@ -65,8 +66,13 @@ class Record:
     def read(cls, path: str | Path) -> Self:
         path = Path(path)
         if not path.is_file():
-            raise MissingRecord(f"{path} is missing: run the stage that writes it (`dvc repro {cls.stage}`)")
-        return cls.from_json(read_json(path))
+            raise RecordError(f"{path} is missing: run the stage that writes it (`dvc repro {cls.stage}`)")
+        try:
+            return cls.from_json(read_json(path))
+        except ValueError as e:  # a field missing, or not JSON: another version wrote it, or it was cut short
+            raise RecordError(
+                f"{path}: {e}; run the stage that writes it again (`dvc repro --force {cls.stage}`)"
+            ) from e
 
     @classmethod
     def read_if(cls, path: str | Path) -> Self | None:
@@ -81,7 +87,7 @@ def read_fingerprint(path: str | Path, target: str) -> dict[str, Any]:
     """The device fingerprint ``probe@<target>`` recorded at ``path`` (a plain mapping: its keys
     are whatever the device agent found)."""
     if not Path(path).is_file():
-        raise MissingRecord(f"no fingerprint for target {target!r} ({path}); run `dvc repro probe@{target}`")
+        raise RecordError(f"no fingerprint for target {target!r} ({path}); run `dvc repro probe@{target}`")
     return read_json(path)
 
 
@@ -127,7 +133,7 @@ def built_artifact(build_dir: str | Path) -> Path:
     """The artifact file inside a build folder (named in its ``build.json``)."""
     build_dir = Path(build_dir)
     if not (build_dir / "build.json").is_file():
-        raise MissingRecord(f"{build_dir} holds no build (build.json missing); run `dvc repro build`")
+        raise RecordError(f"{build_dir} holds no build (build.json missing); run `dvc repro build`")
     return build_dir / BuildRecord.read(build_dir / "build.json").artifact
 
 

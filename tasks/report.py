@@ -14,7 +14,7 @@ from tasks import stage
 from tasks.io import read_json, write_json, write_text
 from tasks.layout import LAYOUT, Layout
 from tasks.metrics.three_way import plot
-from tasks.records import EvaluateRecord, MissingRecord
+from tasks.records import EvaluateRecord, RecordError
 from tasks.reporting import html
 from tasks.reporting.format import markdown, print_table
 from tasks.reporting.summary import summarize
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.show:
         with stage.stage_errors("report"):
             if not LAYOUT.summary.is_file():
-                raise MissingRecord(f"{LAYOUT.summary} is missing: run the pipeline first (`dvc repro`)")
+                raise RecordError(f"{LAYOUT.summary} is missing: run the pipeline first (`dvc repro`)")
             print_table(read_json(LAYOUT.summary))
         return
     with stage.stage_errors("report", outputs=[LAYOUT.report_dir]):

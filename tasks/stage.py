@@ -42,7 +42,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.hosts.base import HostError
     from tasks.models.errors import CheckpointError
     from tasks.quant.common import QuantError
-    from tasks.records import MissingRecord
+    from tasks.records import RecordError
     from tasks.registry import UnknownName
     from tasks.runtimes.base import BuildError
 
@@ -58,7 +58,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         QuantError,
         StageError,
         UnknownName,
-        MissingRecord,
+        RecordError,
     )
 
 

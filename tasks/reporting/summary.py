@@ -9,14 +9,14 @@ from tasks.config import Config
 from tasks.io import read_json
 from tasks.layout import Layout, key
 from tasks.metrics.task import primary
-from tasks.records import BenchmarkRecord, BuildRecord, EvaluateRecord, MissingRecord, QuantizeRecord
+from tasks.records import BenchmarkRecord, BuildRecord, EvaluateRecord, QuantizeRecord, RecordError
 
 _NO_LATENCY = dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cv", "throughput"))
 
 
 def _read(path) -> dict[str, Any]:
     if not path.is_file():
-        raise MissingRecord(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+        raise RecordError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
     return read_json(path)
 
 

@@ -31,3 +31,15 @@ def test_a_bare_key_error_is_a_bug_and_keeps_its_traceback(tmp_path, capsys):
         {"rows": []}["latency"]
     assert "edgeforge report: error" not in capsys.readouterr().err
     assert not out.exists()  # outputs go on any failure
+
+
+def test_a_record_an_older_version_wrote_is_one_line_naming_the_stage_to_rerun(tmp_path, capsys):
+    from tasks.io import write_json
+    from tasks.records import BuildRecord
+
+    write_json(tmp_path / "build.json", {"artifact": "model.onnx", "target": "local"})
+    with pytest.raises(SystemExit), stage.stage_errors("benchmark@local-fp32"):
+        BuildRecord.read(tmp_path / "build.json")
+    err = capsys.readouterr().err
+    assert err.startswith(f"edgeforge benchmark@local-fp32: error: {tmp_path / 'build.json'}: BuildRecord: missing")
+    assert "dvc repro --force build" in err
