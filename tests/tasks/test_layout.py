@@ -1,0 +1,40 @@
+"""The layout: every path under its root; what dvc.yaml must declare (tests/test_dvc_yaml.py checks
+dvc.yaml against it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.layout import LAYOUT, Layout, key
+
+
+def test_paths_are_under_the_root_and_the_default_is_the_current_folder(tmp_path):
+    lay = Layout(tmp_path)
+    for p in (
+        lay.onnx,
+        lay.reference,
+        lay.summary,
+        lay.quantize_dir("fp16"),
+        lay.build_metrics(key("a", "fp32")),
+        lay.fingerprint("a"),
+        lay.pipeline_lock,
+        lay.exporter_log,
+        lay.checkpoint_record,
+    ):
+        assert p.is_relative_to(tmp_path)
+    assert LAYOUT.onnx == Path("artifacts/export/model.onnx") and LAYOUT.root == Path(".")
+
+
+def test_int8_builds_for_onnx_runtime_start_from_its_own_layout():
+    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime").name == "model.ort.onnx"
+    assert LAYOUT.precision_onnx("int8-minmax", "openvino").name == "model.onnx"
+    assert LAYOUT.precision_onnx("fp16", "onnxruntime").name == "model.onnx"
+
+
+def test_declared_outputs_use_dvcs_matrix_placeholders():
+    d = Layout().declared()
+    assert d["build"]["outs"] == [Path("artifacts/build/${item.target}-${item.precision}")]
+    assert d["quantize"]["metrics"] == [Path("metrics/quantize/${item.precision}.json")]
+    # the drivers' own state is never a DVC output
+    declared = {p for kinds in d.values() for paths in kinds.values() for p in paths}
+    assert not any(p.parts[0] == ".edgeforge" for p in declared)
