@@ -359,10 +359,10 @@ def test_reconnects_after_close_and_context_manager(connect):
 
 
 def test_long_commands_and_large_transfers_report_progress(connect, tmp_path, monkeypatch):
-    from tasks.hosts import ssh
+    from tasks.hosts import ssh, ssh_transfer
 
     monkeypatch.setattr(ssh, "HEARTBEAT_S", 0.5)
-    monkeypatch.setattr(ssh, "PROGRESS_MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(ssh_transfer, "PROGRESS_MIN_BYTES", 1 << 20)
     host = connect()
     lines: list[str] = []
     host.notify = lines.append
