@@ -23,7 +23,8 @@ from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, read_fingerprint
 from tasks.runtimes import BuildError, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
-from tasks.runtimes.tensorrt_recipe import Profile, Sources, check_build, plan
+from tasks.runtimes.tensorrt_check import check_build
+from tasks.runtimes.tensorrt_recipe import Profile, Sources, plan, timing_cache_path
 
 
 def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
@@ -73,7 +74,9 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
         calib_cache=cache if cache.is_file() else None,
     )
-    tcache = dev.target.tensorrt.timing_cache
+    gpu = (fingerprint.get("gpu") or [None])[0]  # trtexec builds on device 0
+    # one cache per TensorRT version and GPU: TensorRT refuses a cache of another version (a JetPack upgrade)
+    tcache = timing_cache_path(dev.target.tensorrt.timing_cache, version, gpu)
     inp = cfg.model.input
     profile = (
         Profile(
@@ -89,6 +92,8 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         sources,
         tcache if tcache.startswith("/") else f"../../{tcache}",
         profile,
+        target=dev.name,
+        gpu=gpu,
     )
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":

@@ -293,6 +293,12 @@ def _check_target(key: str, t: Any) -> None:
     trt = t.tensorrt
     _require(trt.workspace_mib is None or trt.workspace_mib > 0, f"{key}.tensorrt.workspace_mib", "must be > 0 or null")
     _require(trt.dla_core is None or trt.dla_core >= 0, f"{key}.tensorrt.dla_core", "must be >= 0 or null")
+    for lib in trt.plugins:
+        _require(
+            lib.startswith("/"),
+            f"{key}.tensorrt.plugins",
+            f"{lib!r} is not an absolute path on the device (trtexec runs in a scratch folder there)",
+        )
     _require(
         trt.builder_optimization_level is None or 0 <= trt.builder_optimization_level <= 5,
         f"{key}.tensorrt.builder_optimization_level",

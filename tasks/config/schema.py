@@ -178,10 +178,14 @@ class TensorRT:
     trtexec: str = f("/usr/src/tensorrt/bin/trtexec", "trtexec on the device (JetPack's location by default)")
     workspace_mib: int | None = f(None, "builder workspace limit, MiB; null = TensorRT's default")
     dla_core: int | None = f(
-        None, "build for this DLA core (layers DLA cannot run fall back to the GPU); null = GPU only"
+        None,
+        "build for this DLA core (FP16/INT8 only: fp32 is refused; static batch-1 profile; layers DLA cannot run "
+        "fall back to the GPU; TensorRT 8.2-10.7 or 11.4.1+); null = GPU only",
     )
     timing_cache: str = f(
-        "timing.cache", "timing cache on the device, relative to workdir; kept and reused by every build"
+        "timing.cache",
+        "timing cache on the device, relative to workdir; one file per TensorRT version and GPU "
+        "(timing.trt<version>.<gpu>.sm<cc>.cache), reused by every build",
     )
     int8: Literal["qdq", "calib"] = f(
         "qdq",
@@ -190,6 +194,19 @@ class TensorRT:
     )
     builder_optimization_level: int | None = f(
         None, "--builderOptimizationLevel (0-5, TensorRT >= 8.6); null = default"
+    )
+    plugins: list[str] = f(
+        [],
+        "plugin libraries (absolute .so paths on the device) the model needs: loaded by the build "
+        "(--staticPlugins; --plugins before 8.6) and by every trtexec --loadEngine run; recorded in build.json",
+    )
+    version_compatible: bool = f(
+        False, "--versionCompatible (TensorRT >= 8.6): an engine newer TensorRT runtimes can load; recorded"
+    )
+    hardware_compatibility: Literal["ampere+", "sameComputeCapability"] | None = f(
+        None,
+        "--hardwareCompatibilityLevel: ampere+ (TensorRT >= 8.6, built on an Ampere+ GPU) or "
+        "sameComputeCapability (>= 10.9), an engine other GPUs can load; null = this GPU only",
     )
     extra_args: list[str] = f([], "extra trtexec arguments appended to every build (no secrets: they are recorded)")
 

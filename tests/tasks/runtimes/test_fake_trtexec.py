@@ -19,7 +19,8 @@ import pytest
 from tasks.config.schema import TensorRT
 from tasks.quant.trt_cache import write_cache
 from tasks.runtimes.base import BuildError
-from tasks.runtimes.tensorrt_recipe import Sources, check_build, plan
+from tasks.runtimes.tensorrt_check import check_build
+from tasks.runtimes.tensorrt_recipe import Sources, plan
 from tasks.runtimes.trtexec_log import decode_version, parse
 from tests.fakes import FAKES, TRTEXEC_FIXTURES, install_trtexec
 from tests.tasks.runtimes.test_tensorrt_recipe import sources  # noqa: F401 (a fixture: two small model files)

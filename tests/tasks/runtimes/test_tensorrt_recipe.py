@@ -12,7 +12,8 @@ from tasks.config.schema import TensorRT
 from tasks.quant.trt_cache import write_cache
 from tasks.runtimes import get_runtime
 from tasks.runtimes.base import BuildError, BuildOptions
-from tasks.runtimes.tensorrt_recipe import RecipeError, Sources, TrtPlan, check_build, parse_version, plan
+from tasks.runtimes.tensorrt_check import check_build
+from tasks.runtimes.tensorrt_recipe import Profile, RecipeError, Sources, TrtPlan, parse_version, plan
 from tests.tasks.runtimes.test_trtexec_log import EXPECTED, FIXTURES
 
 TAIL_86 = [
@@ -62,18 +63,18 @@ def test_garbage_versions_are_refused_by_name(bad, sources):
 
 # version, precision, int8 mode -> (model uploaded: fp32|precision, precision flags, recipe)
 RECIPES = [
-    ("8.6.1", "fp32", "qdq", "fp32", [], "weakly-typed"),
+    ("8.6.1", "fp32", "qdq", "fp32", ["--noTF32"], "weakly-typed"),
     ("8.6.1", "fp16", "qdq", "fp32", ["--fp16"], "weakly-typed"),
     ("8.6.1", "int8-entropy", "qdq", "precision", ["--int8", "--fp16"], "explicit-qdq"),
-    ("8.6.1", "int8-mixed", "qdq", "precision", ["--int8"], "explicit-qdq"),
-    ("10.3.0.30", "fp32", "qdq", "fp32", [], "weakly-typed"),
+    ("8.6.1", "int8-mixed", "qdq", "precision", ["--int8", "--noTF32"], "explicit-qdq"),
+    ("10.3.0.30", "fp32", "qdq", "fp32", ["--noTF32"], "weakly-typed"),
     ("10.3.0.30", "fp16", "calib", "fp32", ["--fp16"], "weakly-typed"),
     ("10.3.0.30", "int8-minmax", "qdq", "precision", ["--int8", "--fp16"], "explicit-qdq"),
-    ("10.3.0.30", "int8-mixed", "qdq", "precision", ["--int8"], "explicit-qdq"),
-    ("11.0.0", "fp32", "qdq", "fp32", [], "strongly-typed"),
+    ("10.3.0.30", "int8-mixed", "qdq", "precision", ["--int8", "--noTF32"], "explicit-qdq"),
+    ("11.0.0", "fp32", "qdq", "fp32", ["--noTF32"], "strongly-typed"),
     ("11.0.0", "fp16", "qdq", "precision", [], "strongly-typed"),
     ("11.0.0", "int8-percentile", "qdq", "precision", [], "strongly-typed"),
-    ("11.0.0", "int8-mixed", "qdq", "precision", [], "strongly-typed"),
+    ("11.0.0", "int8-mixed", "qdq", "precision", ["--noTF32"], "strongly-typed"),
 ]
 
 
@@ -89,30 +90,53 @@ def test_recipe_per_version_and_precision(version, precision, mode, model, flags
         "build.log",
         "layers.json",
     )
+    # TF32 is TensorRT's default on SM 8.x: FP32 layers of fp32 and int8-mixed builds must stay FP32
+    assert p.meta["trt_tf32"] is ("--noTF32" not in flags) and p.load_args == []
 
 
-def test_every_setting_in_order_on_tensorrt_10(sources):
-    assert argv(
+def test_every_setting_in_order_on_tensorrt_10(sources, tmp_path):
+    lib = "/opt/plugins/libcustom.so"
+    p = plan(
         "10.3.0",
         "fp16",
+        settings(
+            workspace_mib=2048,
+            dla_core=1,
+            builder_optimization_level=5,
+            hardware_compatibility="ampere+",
+            plugins=[lib],
+            extra_args=["--verbose", "--dumpLayerInfo"],
+        ),
         sources,
-        workspace_mib=2048,
-        dla_core=1,
-        builder_optimization_level=5,
-        extra_args=["--verbose", "--noTF32"],
-    ) == [
+        "timing.cache",
+        Profile("input", (1, 28, 28), 4, 64),
+        target="orin",
+        gpu={"name": "Orin", "compute_capability": "8.7"},
+    )
+    assert p.argv == [
         "trtexec",
         "--onnx=model.onnx",
         "--saveEngine=model.engine",
         "--fp16",
-        "--memPoolSize=workspace:2048MiB",
+        "--minShapes=input:1x1x28x28",  # DLA: a static batch-1 profile instead of 1..64
+        "--optShapes=input:1x1x28x28",
+        "--maxShapes=input:1x1x28x28",
         "--useDLACore=1",
         "--allowGPUFallback",
+        "--memPoolSize=workspace:2048",  # a plain number: MiB on every parser (no MiB suffix: bytes on 10.1+)
         "--builderOptimizationLevel=5",
+        "--hardwareCompatibilityLevel=ampere+",
+        f"--staticPlugins={lib}",
         *TAIL_86,
         "--verbose",
-        "--noTF32",
+        "--dumpLayerInfo",
     ]
+    assert p.load_args == [f"--staticPlugins={lib}", "--useDLACore=1"]
+    assert p.meta["trt_profile"] == {"input": "input", "min": 1, "opt": 1, "max": 1}
+    assert p.meta["trt_dla"]["core"] == 1 and p.meta["trt_dla"]["static_batch"] == 1
+    assert "batch-1 slices" in p.meta["trt_dla"]["note"] and "layers.json" in p.meta["trt_dla"]["note"]
+    assert (p.meta["trt_plugins"], p.meta["trt_load_args"]) == ([lib], p.load_args)
+    assert (p.meta["trt_workspace_mib"], p.meta["trt_hardware_compatibility"]) == (2048, "ampere+")
 
 
 def test_tensorrt_82_uses_workspace_and_build_only(sources):
@@ -130,15 +154,67 @@ def test_tensorrt_82_uses_workspace_and_build_only(sources):
 
 
 def test_mempool_from_84_and_skip_inference_from_86(sources):
-    assert argv("8.4.1", "fp32", sources, workspace_mib=64)[3:] == [
-        "--memPoolSize=workspace:64MiB",
+    assert argv("8.4.1", "fp16", sources, workspace_mib=64)[3:] == [
+        "--fp16",
+        "--memPoolSize=workspace:64",
         "--timingCacheFile=timing.cache",
         "--profilingVerbosity=detailed",
         "--exportLayerInfo=layers.json",
         "--buildOnly",
     ]
+    for version in ("8.6.1", "10.0.1", "10.3.0", "10.16.1", "11.0.0"):
+        assert "--memPoolSize=workspace:64" in argv(version, "fp16", sources, workspace_mib=64)
     assert argv("8.5.2", "fp32", sources)[-1] == "--buildOnly"
     assert argv("8.6.0", "fp32", sources)[-1] == "--skipInference"
+
+
+@pytest.mark.parametrize(
+    "version, flag", [("8.2.3", "--plugins"), ("8.5.2", "--plugins"), ("8.6.1", "--staticPlugins")]
+)
+def test_plugin_libraries_are_loaded_by_the_build_and_by_every_load(version, flag, sources):
+    libs = ["/opt/a.so", "/opt/b.so"]
+    extra = ["--dynamicPlugins=/opt/c.so", "--setPluginsToSerialize=/opt/c.so"] if version == "8.6.1" else []
+    p = plan(version, "fp16", settings(plugins=libs, extra_args=extra), sources, "t")
+    assert [a for a in p.argv if "lugins" in a.split("=")[0]] == [
+        f"{flag}=/opt/a.so",
+        f"{flag}=/opt/b.so",
+        *extra,
+    ]
+    # what a --loadEngine needs: the libraries the process loads (serialized ones travel in the engine)
+    assert p.load_args == [f"{flag}=/opt/a.so", f"{flag}=/opt/b.so", *extra[:1]]
+    assert p.meta["trt_plugins"] == libs + (["/opt/c.so"] if extra else [])
+
+
+def test_version_compatible_engines_need_the_flag_when_loaded_too(sources):
+    p = plan("10.3.0", "int8-minmax", settings(version_compatible=True), sources, "t")
+    assert "--versionCompatible" in p.argv and p.load_args == ["--versionCompatible"]
+    assert p.meta["trt_version_compatible"] is True
+    p = plan("10.9.0", "fp16", settings(hardware_compatibility="sameComputeCapability"), sources, "t")
+    assert "--hardwareCompatibilityLevel=sameComputeCapability" in p.argv and p.load_args == []
+
+
+@pytest.mark.parametrize("version", ["8.2.3", "10.3.0", "10.7.0", "11.4.1", "11.5.0"])
+def test_dla_builds_where_tensorrt_has_dla(version, sources):
+    p = plan(version, "fp16", settings(dla_core=0), sources, "t", Profile("x", (3, 8, 8), 8, 32))
+    assert ["--useDLACore=0", "--allowGPUFallback"] == [a for a in p.argv if "DLA" in a or "GPUFallback" in a]
+    assert "--maxShapes=x:1x3x8x8" in p.argv and p.load_args == ["--useDLACore=0"]
+    assert p.meta["trt_dla"]["gpu_fallback"] is True
+    static = plan(version, "int8-minmax", settings(dla_core=1), sources, "t")  # a static input model
+    assert static.meta["trt_dla"]["static_batch"] is None and static.meta["trt_profile"] is None
+
+
+def test_timing_cache_is_named_after_the_tensorrt_version_and_the_gpu():
+    from tasks.runtimes.tensorrt_recipe import timing_cache_path
+
+    orin = {"name": "NVIDIA Jetson AGX Orin Developer Kit", "compute_capability": "8.7"}
+    assert timing_cache_path("timing.cache", "10.3.0.30", orin) == (
+        "timing.trt10.3.0.30.NVIDIA-Jetson-AGX-Orin-Developer-Kit.sm87.cache"
+    )
+    # a JetPack upgrade (another TensorRT) or another GPU starts a fresh file in the same folder
+    assert timing_cache_path("caches/tc.bin", "8.6.2", {"name": "Xavier", "compute_capability": "7.2"}) == (
+        "caches/tc.trt8.6.2.Xavier.sm72.bin"
+    )
+    assert timing_cache_path("/var/tc", "11.0.0", None) == "/var/tc.trt11.0.0.gpu-unknown.cache"
 
 
 def test_calib_is_implicit_int8_with_the_cache_uploaded(sources, tmp_path):
@@ -191,21 +267,43 @@ def test_calib_refusals(version, precision, calib, match, sources, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "version, kw, match",
+    "version, precision, kw, match",
     [
-        ("8.0.1", {}, "not supported: EdgeForge builds with TensorRT 8.2"),
-        ("8.5.2", {"builder_optimization_level": 3}, "needs TensorRT 8.6"),
-        ("10.3.0", {"builder_optimization_level": 6}, "0 to 5"),
-        ("11.0.0", {"dla_core": 0}, "no DLA support"),
-        ("11.4.0", {"dla_core": 0}, "no DLA support"),
-        ("10.3.0", {"int8": "ptq"}, "allowed: qdq, calib"),
-        ("10.3.0", {"workspace_mib": 0}, "workspace_mib"),
-        ("10.3.0", {"extra_args": "--verbose"}, "list of strings"),
+        ("8.0.1", "fp16", {}, "not supported: EdgeForge builds with TensorRT 8.2"),
+        ("8.5.2", "fp16", {"builder_optimization_level": 3}, "needs TensorRT 8.6"),
+        ("10.3.0", "fp16", {"builder_optimization_level": 6}, "0 to 5"),
+        ("10.8.0", "fp16", {"dla_core": 0}, "10.7 was the last 10.x release with DLA.*8.2 - 10.7"),
+        ("10.16.1", "int8-minmax", {"dla_core": 0}, "TensorRT 10.16.1 has no DLA"),
+        ("11.0.0", "fp16", {"dla_core": 0}, "has no DLA.*11.4.1\\+ \\(AGX Orin"),
+        ("11.4.0", "fp16", {"dla_core": 0}, "has no DLA"),
+        ("10.3.0", "fp32", {"dla_core": 0}, "fp32 cannot run on DLA.*FP16 and INT8 layers only.*drop fp32"),
+        ("11.4.1", "fp32", {"dla_core": 1}, "fp32 cannot run on DLA"),
+        ("10.3.0", "fp16", {"int8": "ptq"}, "allowed: qdq, calib"),
+        ("10.3.0", "fp16", {"workspace_mib": 0}, "workspace_mib"),
+        ("10.3.0", "fp16", {"extra_args": "--verbose"}, "list of strings"),
+        ("10.3.0", "fp16", {"extra_args": ["--useDLACore=0"]}, "decided by target.orin.tensorrt.dla_core"),
+        ("10.3.0", "fp16", {"extra_args": ["--memPoolSize=workspace:64MiB"]}, "tensorrt.workspace_mib"),
+        ("10.3.0", "fp16", {"extra_args": ["--noTF32"]}, "set by the recipe"),
+        ("10.3.0", "fp16", {"extra_args": ["--vc"]}, "tensorrt.version_compatible"),
+        ("10.3.0", "fp16", {"plugins": ["libcustom.so"]}, "not an absolute path"),
+        ("8.5.2", "fp16", {"version_compatible": True}, "--versionCompatible needs TensorRT 8.6"),
+        ("10.3.0", "fp16", {"version_compatible": True, "plugins": ["/p.so"]}, "--setPluginsToSerialize"),
+        ("8.5.2", "fp16", {"hardware_compatibility": "ampere+"}, "needs TensorRT 8.6"),
+        ("10.8.0", "fp16", {"hardware_compatibility": "sameComputeCapability"}, "needs TensorRT 10.9"),
+        ("10.3.0", "fp16", {"hardware_compatibility": "turing+"}, "allowed: ampere\\+, sameComputeCapability"),
     ],
 )
-def test_settings_refusals(version, kw, match, sources):
-    with pytest.raises(RecipeError, match=match):
-        plan(version, "fp16", settings(**kw), sources, "timing.cache")
+def test_settings_refusals(version, precision, kw, match, sources):
+    with pytest.raises(RecipeError, match=match) as e:
+        plan(version, precision, settings(**kw), sources, "timing.cache", target="orin")
+    if "no DLA" in match or "DLA" in str(e.value):
+        assert "target.orin.tensorrt.dla_core" in str(e.value)
+
+
+def test_ampere_plus_is_refused_on_a_gpu_older_than_ampere(sources):
+    xavier = {"name": "Jetson AGX Xavier", "compute_capability": "7.2"}
+    with pytest.raises(RecipeError, match="compute capability is 7.2"):
+        plan("8.6.2", "fp16", settings(hardware_compatibility="ampere+"), sources, "t", gpu=xavier)
 
 
 def test_dla_returns_in_11_4_1(sources):
@@ -289,8 +387,6 @@ def test_the_tensorrt_runtime_points_to_the_device(tmp_path):
 
 def test_dynamic_batch_profile_covers_the_benchmarked_batches(sources):
     """Without --min/opt/maxShapes trtexec fixes a dynamic batch at 1 (trt10.16_h100_fp32_build_bench_ok.log)."""
-    from tasks.runtimes.tensorrt_recipe import Profile
-
     p = plan("10.3.0", "fp16", settings(), sources, "timing.cache", Profile("input", (1, 64, 64), 32, 64))
     assert ["--minShapes=input:1x1x64x64", "--optShapes=input:32x1x64x64", "--maxShapes=input:64x1x64x64"] == [
         a for a in p.argv if a.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")
