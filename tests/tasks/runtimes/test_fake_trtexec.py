@@ -20,12 +20,16 @@ from tasks.config.schema import TensorRT
 from tasks.quant.trt_cache import write_cache
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_check import check_build
-from tasks.runtimes.tensorrt_recipe import Sources, plan
+from tasks.runtimes.tensorrt_recipe import Profile, Sources, TrtPlan, parse_version, plan, timing_cache_path
 from tasks.runtimes.trtexec_log import decode_version, parse
 from tests.fakes import FAKES, TRTEXEC_FIXTURES, install_trtexec
 from tests.tasks.runtimes.test_tensorrt_recipe import sources  # noqa: F401 (a fixture: two small model files)
 
 VERSIONS = ["8.6.1", "10.3.0", "11.0.0"]
+#: one version per option-parser behaviour the recipe depends on (tests/fakes/trtexec's header): 8.2 (--workspace,
+#: --buildOnly), 8.4 (--memPoolSize read by stod), 8.6 (--skipInference, --staticPlugins), 10.0 (unit = the last
+#: character), 10.3 and 10.16 (a plain number gets "M"; "MiB" is bytes), 11.0 (strongly typed), 11.4.1 (DLA again)
+PARSERS = ["8.2.3", "8.4.1", "8.6.1", "10.0.1", "10.3.0", "10.16.1", "11.0.0", "11.4.1"]
 PRECISION_LINE = {"8.6.1": "FP32+FP16+INT8", "10.3.0": "FP32+FP16+INT8", "11.0.0": "Strongly Typed"}
 BANNER = {"8.6.1": "v8601", "10.3.0": "v100300", "11.0.0": "v110000"}  # as the real banners encode them
 
@@ -34,10 +38,11 @@ def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-def build(tmp_path: Path, version: str, precision: str, sources: Sources, fail: str | None = None, **kw):
+def build(tmp_path: Path, version: str, precision: str, sources: Sources, fail: str | None = None, profile=None, **kw):
     """Plan, put the uploads in a fresh build folder, run: (plan, build folder, completed process)."""
     exe = install_trtexec(tmp_path / f"trt-{version}", version, fail)
-    p = plan(version, precision, dataclasses.replace(TensorRT(), trtexec=str(exe), **kw), sources, "../timing.cache")
+    trt = dataclasses.replace(TensorRT(), trtexec=str(exe), **kw)
+    p = plan(version, precision, trt, sources, "../timing.cache", profile)
     folder = tmp_path / f"trt-{version}" / f"build-{precision}"
     folder.mkdir()
     for name, local in p.uploads.items():
@@ -66,13 +71,76 @@ def test_a_build_passes_and_writes_the_engine_layers_and_timing_cache(version, t
     assert cache.read_bytes().startswith(first) and len(cache.read_bytes()) > len(first)  # reused, appended
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+def engine_info(folder: Path) -> dict:
+    """The JSON line of an engine the FAKE wrote: version, printed precision, shapes, builder ``config``."""
+    return json.loads((folder / "model.engine").read_bytes().split(b"\n", 3)[2])
+
+
+@pytest.mark.parametrize("version", PARSERS)
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-minmax", "int8-mixed"])
-def test_every_recipe_command_is_accepted(version, precision, tmp_path, sources):
-    _, _, done = build(tmp_path, version, precision, sources, workspace_mib=256, builder_optimization_level=3)
+def test_every_recipe_command_is_accepted_by_its_version_parser(version, precision, tmp_path, sources):
+    """The recipe's full argv against each version's option parser, as the FAKE replays it: every option
+    known, none deprecated, the workspace understood as the MiB asked for, TF32 off where FP32 must stay FP32."""
+    level = {"builder_optimization_level": 3} if parse_version(version) >= (8, 6, 0) else {}
+    p, folder, done = build(tmp_path, version, precision, sources, workspace_mib=256, **level)
     assert done.returncode == 0, done.stdout
-    assert "Skip inference: Enabled" in done.stdout and "BuilderOptimizationLevel: 3" in done.stdout
-    assert "Memory Pools: workspace: 256 MiB" in done.stdout
+    assert not re.findall(r"\[[EW]\] --", done.stdout)  # no unknown option, no deprecated alias
+    assert "Skip inference: Enabled" in done.stdout and f"TensorRT version: {version}" in done.stdout
+    echo = "Workspace: 256 MiB" if parse_version(version) < (8, 4, 0) else "workspace: 256 MiB,"
+    assert echo in done.stdout
+    assert ("BuilderOptimizationLevel: 3" in done.stdout) is bool(level)
+    config = engine_info(folder)["config"]
+    assert config["workspace_mib"] == 256 and config["tf32"] is (precision not in ("fp32", "int8-mixed"))
+    assert check_build(done.stdout, 0, p, "dev")["trt_tf32"] is config["tf32"]
+
+
+#: --memPoolSize=workspace:<value> -> the MiB each parser understands, as its Build Options echo it
+UNITS = {
+    "8.4.1": {"256": "256", "256MiB": "256", "256M": "256"},
+    "8.6.1": {"256": "256", "256MiB": "256", "256M": "256"},
+    "10.0.1": {"256": "256", "256MiB": "256", "256M": "2.68435e+08"},
+    "10.3.0": {"256": "256", "256MiB": "0.000244141", "256M": "256"},
+    "10.16.1": {"256": "256", "256MiB": "0.000244141", "256M": "256"},
+    "11.0.0": {"256": "256", "256MiB": "0.000244141", "256M": "256"},
+}
+
+
+@pytest.mark.parametrize("version", sorted(UNITS))
+def test_each_parser_reads_the_workspace_unit_its_own_way(version, tmp_path, sources):
+    """The old recipe's ``workspace:<N>MiB`` was N bytes from TensorRT 10.1 on; only a plain number is MiB
+    everywhere (sampleOptions.cpp: tests/fakes/trtexec's header)."""
+    exe = install_trtexec(tmp_path, version)
+    for value, mib in UNITS[version].items():
+        done = run([str(exe), f"--onnx={sources.fp32_onnx}", f"--memPoolSize=workspace:{value}"], tmp_path)
+        assert done.returncode == 0 and f"Memory Pools: workspace: {mib} MiB," in done.stdout, (value, done.stdout)
+    done = run([str(exe), f"--onnx={sources.fp32_onnx}", "--memPoolSize=workspace:256X"], tmp_path)
+    if parse_version(version) >= (10, 0, 0):
+        assert done.returncode == 1 and "invalid unit specifier 'X'" in done.stdout
+    else:  # std::stod reads the leading number and ignores the rest
+        assert done.returncode == 0 and "workspace: 256 MiB" in done.stdout
+    bad = run([str(exe), f"--onnx={sources.fp32_onnx}", "--memPoolSize=workspac:256"], tmp_path)
+    assert bad.returncode == 1 and "[E] Unknown memory pool: workspac" in bad.stdout
+
+
+@pytest.mark.parametrize(
+    "version, accepted, warned",
+    [
+        ("8.5.2", ["--buildOnly"], False),
+        ("8.6.1", ["--buildOnly", "--skipInference"], True),
+        ("9.3.0", ["--buildOnly"], True),
+    ],
+)
+def test_build_only_is_a_deprecated_alias_from_8_6_until_10(version, accepted, warned, tmp_path, sources):
+    exe = install_trtexec(tmp_path, version)
+    for flag in accepted:
+        done = run([str(exe), f"--onnx={sources.fp32_onnx}", flag], tmp_path)
+        assert done.returncode == 0 and "Skip inference: Enabled" in done.stdout
+        deprecated = "[W] --buildOnly flag has been deprecated by --skipInference flag." in done.stdout
+        assert deprecated is (warned and flag == "--buildOnly")
+    gone = run(
+        [str(install_trtexec(tmp_path / "10", "10.0.1")), f"--onnx={sources.fp32_onnx}", "--buildOnly"], tmp_path
+    )
+    assert gone.returncode == 1 and "[E] Unknown option: --buildOnly" in gone.stdout
 
 
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
@@ -154,6 +222,125 @@ def test_the_fake_says_so_and_needs_only_the_standard_library():
     assert imported <= sys.stdlib_module_names
 
 
+def test_tf32_is_off_in_the_engine_though_the_10_x_log_still_suggests_notf32(tmp_path, sources):
+    """TensorRT 10.7+ prints its TF32 hint whenever no precision flag is given, --noTF32 or not (sampleOptions.cpp
+    v10.16:1319-1327): the build record's trt_tf32 comes from the recipe, not from the log."""
+    p, folder, done = build(tmp_path, "10.16.1", "fp32", sources)
+    assert "--noTF32" in p.argv and "TF32 is enabled by default" in done.stdout
+    assert engine_info(folder)["config"]["tf32"] is False
+    assert check_build(done.stdout, 0, p, "orin")["trt_tf32"] is False
+    _, _, fp16 = build(tmp_path / "fp16", "10.16.1", "fp16", sources)
+    assert "TF32 is enabled by default" not in fp16.stdout  # printed only without a precision flag
+
+
+# ---- DLA
+
+
+def test_fp32_on_dla_is_an_fp16_engine_that_prints_precision_fp32(tmp_path, sources):
+    """Why the recipe refuses fp32 on DLA: trtexec 8.x-10.x gives the builder FP16 for --useDLACore without
+    --int8 (sampleEngines.cpp v10.3.0:1143) while printing the options' Precision: FP32."""
+    exe = install_trtexec(tmp_path, "10.3.0")
+    done = run([str(exe), f"--onnx={sources.fp32_onnx}", "--saveEngine=model.engine", "--useDLACore=0"], tmp_path)
+    assert done.returncode == 0 and parse(done.stdout).precision == "FP32"
+    assert engine_info(tmp_path)["config"]["fp16"] is True
+    with pytest.raises(BuildError, match="fp32 cannot run on DLA"):
+        plan("10.3.0", "fp32", dataclasses.replace(TensorRT(), dla_core=0), sources, "t")
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "10.7.0", "11.4.1"])
+def test_dla_builds_take_a_static_profile(version, tmp_path, sources):
+    p, folder, done = build(
+        tmp_path, version, "int8-minmax", sources, profile=Profile("x", (3, 8, 8), 4, 64), dla_core=1
+    )
+    assert done.returncode == 0, done.stdout
+    assert "DLACore: 1" in done.stdout and "Allow GPU fallback for DLA: Enabled" in done.stdout
+    info = engine_info(folder)
+    assert info["shapes"] == {"min": "x:1x3x8x8", "opt": "x:1x3x8x8", "max": "x:1x3x8x8"}
+    assert info["config"]["dla_core"] == 1 and info["config"]["dla_static_shapes"] is True
+    meta = check_build(done.stdout, 0, p, "orin")
+    assert meta["trt_dla"]["static_batch"] == 1 and meta["trt_profile"]["max"] == 1
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "10.16.1", "11.0.0", "11.4.0"])
+def test_tensorrt_without_dla_fails_the_build_and_the_recipe_refuses_first(version, tmp_path, sources):
+    exe = install_trtexec(tmp_path, version)
+    done = run([str(exe), f"--onnx={sources.fp32_onnx}", "--useDLACore=0", "--allowGPUFallback"], tmp_path)
+    log = parse(done.stdout)
+    assert done.returncode == 1 and log.errors[:3] == [
+        "Cannot create DLA engine, 0 not available",
+        "Network And Config setup failed",
+        "Building engine failed",
+    ]
+    fake = TrtPlan(argv=["trtexec"], uploads={})
+    with pytest.raises(BuildError, match="hint: this device has no such DLA core"):
+        check_build(done.stdout, 1, fake, "orin")
+    with pytest.raises(BuildError, match=f"TensorRT {version} has no DLA"):
+        plan(version, "fp16", dataclasses.replace(TensorRT(), dla_core=0), sources, "t")
+
+
+def test_a_dla_core_the_device_lacks_fails(tmp_path, sources):
+    exe = install_trtexec(tmp_path, "10.3.0")  # 2 DLA cores, as on AGX Orin / Xavier
+    done = run([str(exe), f"--onnx={sources.fp32_onnx}", "--useDLACore=2", "--int8"], tmp_path)
+    assert done.returncode == 1 and "[E] Cannot create DLA engine, 2 not available" in done.stdout
+
+
+# ---- plugins, compatibility, timing cache
+
+
+@pytest.mark.parametrize("version", ["8.4.1", "10.3.0", "11.0.0"])
+def test_plugin_libraries_are_needed_to_load_the_engine(version, tmp_path, sources):
+    lib = tmp_path / "libcustom_plugins.so"
+    lib.write_bytes(b"\x7fELF FAKE PLUGIN LIBRARY")
+    p, folder, done = build(tmp_path, version, "fp16", sources, plugins=[str(lib)])
+    assert done.returncode == 0, done.stdout
+    assert f"[I] Loading supplied plugin library: {lib}" in done.stdout and "deprecated" not in done.stdout
+    assert engine_info(folder)["config"]["plugins"] == [str(lib)]
+    assert check_build(done.stdout, 0, p, "orin")["trt_plugins"] == [str(lib)]
+    exe, engine = p.argv[0], folder / "model.engine"
+    bare = run([exe, f"--loadEngine={engine}"], folder)  # what a benchmark without the build's plugins gets
+    assert bare.returncode == 1 and "IPluginCreator not found in Plugin Registry" in bare.stdout
+    loaded = run([exe, f"--loadEngine={engine}", *p.load_args], folder)
+    assert loaded.returncode == 0 and parse(loaded.stdout).status == "passed"
+
+
+def test_a_missing_plugin_library_fails_the_build_with_a_hint(tmp_path, sources):
+    p, _, done = build(tmp_path, "10.3.0", "fp16", sources, plugins=["/nonexistent/libp.so"])
+    assert done.returncode == 1
+    with pytest.raises(BuildError, match="(?s)Unable to open library: /nonexistent/libp.so.*tensorrt.plugins"):
+        check_build(done.stdout, 1, p, "orin")
+    _, _, old = build(tmp_path / "84", "8.4.1", "fp16", sources, plugins=["/nonexistent/libp.so"])
+    assert "[E] Could not load plugin library: /nonexistent/libp.so, due to:" in old.stdout  # 8.4 goes on
+
+
+def test_version_and_hardware_compatible_engines(tmp_path, sources):
+    p, folder, done = build(
+        tmp_path, "10.3.0", "fp16", sources, version_compatible=True, hardware_compatibility="ampere+"
+    )
+    assert done.returncode == 0 and "Version Compatible: Enabled" in done.stdout
+    config = engine_info(folder)["config"]
+    assert config["version_compatible"] is True and config["hardware_compatibility"] == "ampere+"
+    assert run([p.argv[0], f"--loadEngine={folder / 'model.engine'}", *p.load_args], folder).returncode == 0
+    exe = install_trtexec(tmp_path / "103", "10.3.0")
+    bad = run([str(exe), f"--onnx={sources.fp32_onnx}", "--hardwareCompatibilityLevel=sameComputeCapability"], tmp_path)
+    assert "[E] Unknown hardwareCompatibilityLevel: sameComputeCapability. Valid options: none, ampere+." in bad.stdout
+
+
+def test_the_timing_cache_of_another_tensorrt_is_another_file(tmp_path, sources):
+    """A JetPack upgrade (8.6 -> 10.3 on the same Orin) starts a fresh cache beside the old one."""
+    orin, written = {"name": "Orin", "compute_capability": "8.7"}, []
+    for version in ("8.6.1", "10.3.0"):
+        exe = install_trtexec(tmp_path / "bin" / version, version)
+        cache = timing_cache_path("timing.cache", version, orin)
+        p = plan(version, "fp16", dataclasses.replace(TensorRT(), trtexec=str(exe)), sources, f"../{cache}")
+        (tmp_path / version).mkdir()
+        shutil.copy(sources.fp32_onnx, tmp_path / version / "model.onnx")
+        done = run(p.argv, tmp_path / version)
+        assert check_build(done.stdout, done.returncode, p, "orin")["trt_timing_cache"] == f"../{cache}"
+        written.append(cache)
+    assert written == ["timing.trt8.6.1.Orin.sm87.cache", "timing.trt10.3.0.Orin.sm87.cache"]
+    assert all((tmp_path / c).read_bytes().startswith(b"EDGEFORGE FAKE TIMING CACHE\n") for c in written)
+
+
 # ---- --loadEngine: the benchmark runs of the agent (agent.trtexec_runs)
 
 LOAD_LOGS = {
@@ -179,6 +366,18 @@ def test_the_engine_carries_the_onnx_it_was_built_from(tmp_path, sources):
         "tensorrt": "10.3.0",
         "precision": "FP32",
         "shapes": {"min": None, "opt": None, "max": "x:4x3x8x8"},
+        "config": {
+            "fp16": False,
+            "int8": False,
+            "tf32": True,
+            "dla_core": None,
+            "gpu_fallback": False,
+            "dla_static_shapes": None,
+            "workspace_mib": None,
+            "version_compatible": False,
+            "hardware_compatibility": None,
+            "plugins": [],
+        },
     }
 
 
