@@ -465,8 +465,21 @@ CHECKS = {
     "min_iterations": (_count, "an int > 0"),
     "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
+    "trtexec_args": (lambda v: isinstance(v, list) and all(map(_name, v)), "a list of trtexec options"),
+    "profile_batches": (
+        lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(map(_count, v))),
+        "null or [min, max] batch of the engine's profile",
+    ),
 }
-OPTIONAL = {"trtexec": None, "threads": None, "timeout": None, "io_names": None, "input_name": None}
+OPTIONAL = {
+    "trtexec": None,
+    "threads": None,
+    "timeout": None,
+    "io_names": None,
+    "input_name": None,
+    "trtexec_args": [],
+    "profile_batches": None,
+}
 
 
 def _get(req: dict, key: str):
@@ -554,9 +567,11 @@ TRTEXEC_FLAGS = {10: ["--useSpinWait"], 11: ["--includeDataTransfers", "--noCuda
 
 def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
     """trtexec's own figure beside EdgeForge's: ``trtexec --loadEngine`` per batch size with the request's
-    warm-up (ms), duration (s, rounded up) and iterations, measuring as ``TRTEXEC_SETTINGS``. Returns
-    ``{"tensorrt", "defaults", "settings", "runs": {"b<B>": {"argv", "exit_code", "log"} or {"skipped"}}}``;
-    a failed run is still a result (the host reads its log)."""
+    warm-up (ms), duration (s, rounded up) and iterations, measuring as ``TRTEXEC_SETTINGS``, plus the
+    build's ``trtexec_args`` (its plugin libraries, DLA core, --versionCompatible: what loading the
+    engine needs). Batches outside the profile (the model's, else ``profile_batches`` from the build
+    record) are skipped. Returns ``{"tensorrt", "defaults", "settings", "runs": {"b<B>": {"argv",
+    "exit_code", "log"} or {"skipped"}}}``; a failed run is still a result (the host reads its log)."""
     exe, engine = _get(req, "trtexec"), os.path.abspath(_get(req, "artifact"))
     exe = os.path.abspath(exe) if os.sep in exe else exe
     banner = shutil.which(exe) and _search(r"\[TensorRT v(\d+)\]", _sh(exe, "--help"))
@@ -570,11 +585,12 @@ def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
     major = 11 if int(version.split(".")[0]) >= 11 else 10
     name, runs = getattr(model, "input_name", None) or _get(req, "input_name"), {}
     warmup_s, duration_s, iterations = loop
+    lo, hi = (model.min_batch, model.max_batch) if model is not None else _get(req, "profile_batches") or (0, 0)
     for b in _get(req, "batch_sizes"):
         skip = (
-            f"batch {b} is outside the engine's optimisation profile (batch {model.min_batch} to "
-            f"{model.max_batch} for {name}); EdgeForge's own figure runs it in slices or padded"
-            if model is not None and not model.min_batch <= b <= model.max_batch
+            f"batch {b} is outside the engine's optimisation profile (batch {lo} to "
+            f"{hi} for {name}); EdgeForge's own figure runs it in slices or padded"
+            if hi and not lo <= b <= hi
             else None
             if name
             else "the input name is unknown: no TensorRT Python and no input_name requested"
@@ -592,6 +608,7 @@ def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
             f"--duration={math.ceil(duration_s)}",
             f"--iterations={iterations}",
             *TRTEXEC_FLAGS[major],
+            *_get(req, "trtexec_args"),
         ]
         log(f"running {' '.join(argv)}")  # bounded by its own --warmUp and --duration
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")

@@ -25,6 +25,20 @@ def deployed(dev, build_dir: Path) -> Iterator[tuple[str, str]]:
         yield d, f"{d}/{artifact.name}"
 
 
+def _trt_load(build_dir: Path) -> dict:
+    """What a ``trtexec --loadEngine`` of this TensorRT build needs, from its record
+    (``tensorrt_recipe.TrtPlan.load_args``: plugin libraries, DLA core, --versionCompatible) and the
+    batch range of its profile (trtexec's runs skip the batches outside it)."""
+    from tasks.records import BuildRecord
+
+    extra = BuildRecord.read(Path(build_dir) / "build.json").extra
+    profile = extra.get("trt_profile") or {}
+    return {
+        "trtexec_args": list(extra.get("trt_load_args") or []),
+        "profile_batches": [profile["min"], profile["max"]] if profile else None,
+    }
+
+
 def upload_input(dev, x: np.ndarray) -> str:
     """``x`` as a float32 ``.npy`` on the device, content-addressed (``<workdir>/data/<sha256>.npy``):
     uploaded once, then reused by every stage and precision that sends the same samples."""
@@ -67,13 +81,14 @@ def latencies(
     TensorRT's Python packages on the device, ``lat`` is {}, ``info["cold"]`` None and
     ``info["latency_unavailable"]`` says what to install: trtexec's summaries are all there is, and no
     per-call distribution is made up from them. ``input_name``: the engine's input (trtexec's
-    ``--shapes``), needed only in that case."""
+    ``--shapes``), needed only in that case. trtexec's runs get the build's load arguments
+    (:func:`_trt_load`)."""
     from tasks.runtimes.base import BuildError
     from tasks.runtimes.tensorrt_rt import trtexec_figures
 
     remote_x = upload_input(dev, x)
     trt = (
-        {"trtexec": dev.target.tensorrt.trtexec if trtexec else None, "input_name": input_name}
+        {"trtexec": dev.target.tensorrt.trtexec if trtexec else None, "input_name": input_name, **_trt_load(build_dir)}
         if dev.target.runtime == "tensorrt"
         else {}
     )

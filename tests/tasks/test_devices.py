@@ -117,8 +117,9 @@ def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
     assert meta["tensorrt_version"] == "10.3.0" and "--profilingVerbosity=detailed" in meta["command"]
     assert (folder / "model.engine").read_bytes().startswith(b"EDGEFORGE FAKE TRT ENGINE")
     assert "&&&& PASSED" in (folder / "build.log").read_text() and (folder / "layers.json").is_file()
-    cache = devices / "trt10" / "timing.cache"  # kept on the device, reused by the next build
-    assert cache.is_file()
+    # kept on the device, one per TensorRT version and GPU, reused by the next build
+    (cache,) = (devices / "trt10").glob("timing.trt10.3.0.*.cache")
+    assert meta["trt_timing_cache"].endswith(cache.name) and meta["trt_tf32"] is True
     size = cache.stat().st_size
     _build("dev_trt10", "int8-minmax")
     assert cache.stat().st_size > size

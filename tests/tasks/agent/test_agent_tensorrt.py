@@ -293,6 +293,33 @@ def test_remote_latencies_with_nothing_measurable_is_an_error(folder, tmp_path):
             remote.latencies(dev, build_dir, np.load(folder / "x.npy"), bench)
 
 
+def test_trtexec_runs_get_the_builds_load_arguments_and_profile(folder, tmp_path):
+    """The build record's trt_load_args (plugin libraries here) reach every trtexec --loadEngine: a trtexec that
+    has not loaded an engine's plugins cannot deserialize it. trt_profile's batch range skips the batches a DLA
+    engine's static batch-1 profile cannot take, also when TensorRT's Python (and so the engine's own profile) is
+    missing on the device."""
+    from tasks.agent.remote import _trt_load
+
+    lib = folder / "libcustom_plugins.so"
+    lib.write_bytes(b"FAKE PLUGIN LIBRARY")
+    exe, art = engine(folder, "10.3.0", [f"--staticPlugins={lib}"])
+    req = bench_request(exe, art, sizes=[1, 4], input_name="x")
+    bare = run_agent(folder, "benchmark", req)[0]["result"]["trtexec"]["runs"]
+    assert bare["b1"]["exit_code"] == 1 and "IPluginCreator not found" in bare["b1"]["log"]
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    (build_dir / "model.engine").write_bytes((folder / art).read_bytes())
+    engine_record(build_dir, trt_load_args=[f"--staticPlugins={lib}"], trt_profile={"min": 1, "opt": 1, "max": 1})
+    load = _trt_load(build_dir)
+    assert load == {"trtexec_args": [f"--staticPlugins={lib}"], "profile_batches": [1, 1]}
+    runs = run_agent(folder, "benchmark", {**req, **load})[0]["result"]["trtexec"]["runs"]
+    assert runs["b1"]["exit_code"] == 0 and runs["b1"]["argv"][-1] == f"--staticPlugins={lib}"
+    assert "outside the engine's optimisation profile (batch 1 to 1 for x)" in runs["b4"]["skipped"]
+    assert trtexec_figures({"tensorrt": "10.3.0", "defaults": {}, "settings": {}, "runs": runs}, "orin")["b1"]
+    engine_record(build_dir)  # a record of an older EdgeForge: nothing extra to pass
+    assert _trt_load(build_dir) == {"trtexec_args": [], "profile_batches": None}
+
+
 def test_the_fake_tensorrt_packages_say_so():
     for path in sorted(TRT_PYTHON.rglob("*.py")) + [TRT_PYTHON / "README.md"]:
         assert "FAKE" in path.read_text()[:200], path
@@ -302,8 +329,9 @@ def test_the_fake_tensorrt_packages_say_so():
     assert probe.returncode != 0
 
 
-def engine_record(build_dir: Path) -> None:
-    """``build.json`` of a TensorRT build folder holding ``model.engine``, as the build stage writes it."""
+def engine_record(build_dir: Path, **extra) -> None:
+    """``build.json`` of a TensorRT build folder holding ``model.engine``, as the build stage writes it
+    (``extra``: the recipe's ``trt_*`` facts)."""
     from tasks.io import sha256_file
 
     engine = build_dir / "model.engine"
@@ -318,4 +346,5 @@ def engine_record(build_dir: Path) -> None:
         size_bytes=engine.stat().st_size,
         source_onnx_sha256="",
         build_seconds=0.0,
+        extra=extra,
     ).write(build_dir / "build.json")
