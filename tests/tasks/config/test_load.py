@@ -180,6 +180,8 @@ def _set(p: dict, dotted: str, value) -> None:
         ({"report.registered_model": "team/model"}, "report.registered_model", ["'/'"]),
         ({"report.registered_model": "  "}, "report.registered_model", ["empty"]),
         ({"report.registered_model": ".."}, "report.registered_model", ["another path"]),
+        # trtexec runs in a scratch folder on the device: a relative plugin path would not be found
+        ({"target.local.tensorrt": {"plugins": ["libp.so"]}}, "target.local.tensorrt.plugins", ["'libp.so'"]),
     ],
 )
 def test_cross_field_checks(tmp_path, changes, key, fragments):
