@@ -118,7 +118,8 @@ def check_settings(s: TensorRTSettings, key: str) -> None:
             f"{', '.join(HARDWARE_LEVELS)} or null"
         )
     for arg in s.extra_args:
-        owner = OWNED.get(arg.split("=", 1)[0])
+        flag, _, value = arg.partition("=")
+        owner = OWNED.get(flag) if flag != "--memPoolSize" or "workspace" in value else None  # dlaSRAM etc. are fine
         if owner:
             raise RecipeError(
                 f"{key}.extra_args: {arg!r} is decided by {key}.{owner}; set that key instead (the build "

@@ -82,7 +82,7 @@ Flags by version (verified in sO at 8.2.1, 8.4.1, 8.5.3, 8.6.1, 9.3.0, 10.0.0, 1
   DLA only on Windows on ARM" (Working with DLA, 11.4.1): refused on 10.8 - 11.4.0, where trtexec finds
   no DLA core ("Cannot create DLA engine, N not available", sE v10.16:1268).
 - ``--useDLACore``, ``--allowGPUFallback``, ``--versionCompatible``/``--vc``,
-  ``--hardwareCompatibilityLevel``, ``--noTF32`` and ``--workspace``/``--memPoolSize`` in ``extra_args``
+  ``--hardwareCompatibilityLevel``, ``--noTF32``, ``--workspace`` and ``--memPoolSize=workspace:`` in ``extra_args``
   are refused: their keys decide them, and the record must say what was built.
 - TensorRT older than 8.2 is refused (no engine inspector, and no fixture to check against).
 """

@@ -308,6 +308,8 @@ def test_ampere_plus_is_refused_on_a_gpu_older_than_ampere(sources):
 
 def test_dla_returns_in_11_4_1(sources):
     assert "--useDLACore=0" in argv("11.4.1", "fp16", sources, dla_core=0)
+    # other memory pools than the workspace stay the user's to set
+    assert argv("10.3.0", "fp16", sources, extra_args=["--memPoolSize=dlaSRAM:1"])[-1] == "--memPoolSize=dlaSRAM:1"
 
 
 def test_unknown_precision_and_missing_model_are_refused(sources, tmp_path):
