@@ -2,22 +2,29 @@
 parser cannot import, so that a build fails here, in seconds, with what to do, instead of on the
 device after the upload.
 
-The supported-operator table is transcribed from onnx/onnx-tensorrt ``docs/operators.md`` (the
-"Operator Support Matrix", rows marked ``Y``) and ``docs/Changelog.md``, kept compact as the 8.2
-set plus what each release added:
+The supported-operator table is the ``DEFINE_BUILTIN_OP_IMPORTER`` registry of onnx/onnx-tensorrt
+(``builtin_op_importers.cpp``, from 10.0 ``onnxOpImporters.cpp``) at each release branch, checked
+against that branch's ``docs/operators.md`` (rows marked ``Y``) and ``docs/Changelog.md``; kept
+compact as the 8.2 set plus what each release added. Branch heads read (git mirror of the repo):
+8.2-GA f42daee, 8.4-EA c5cf64e, 8.4-GA 63d626b, 8.5-GA fdeeaca, 8.6-EA/GA ee0b139, 9.0-GA 9d2d786,
+9.1 877b5dc, 9.2 306247b, 9.3 1def182, 10.0-GA 73f629e, 10.1-GA 96e7811.
 
-- 8.2: the TensorRT 8.4 matrix (``docs/operators.md`` @ 009d6541, "TensorRT 8.4 supports operators
-  up to Opset 13") without ``Xor``, which the Changelog lists as added in 8.4 GA;
-- 8.4: + ``Xor``; 8.5: the 8.5 matrix (@ 6d0ab7be, "up to Opset 17") adds ``GridSample``,
-  ``HardSwish``, ``MeanVarianceNormalization``, ``Mod``, ``NonZero``, ``OneHot``, ``RandomNormal``,
-  ``RandomNormalLike``, ``Reciprocal``, ``RoiAlign``, ``Shrink``, ``Trilu``;
-- 8.6: + ``GroupNormalization``, ``LayerNormalization``, ``IsInf`` (Changelog, 8.6 EA);
-  9.2: + ``Hardmax`` (Changelog);
-- 10.x: the TensorRT 10.15 matrix ("opset 9 to opset 24") less the operators the 10.x Changelog
-  adds later: ``DeformConv`` (10.1), ``BlackmanWindow``/``HammingWindow``/``HannWindow`` (10.4),
-  ``STFT`` (10.5), ``Attention`` (10.14), ``RotaryEmbedding``/``RMSNormalization``/``TensorScatter``
-  (10.15); its other additions over 8.6 (``CastLike``, ``Gelu``, ``Mish``) appear in no 10.x entry
-  and are taken as supported from 10.0;
+- 8.2: the 8.2-GA importers. ``Reciprocal`` is one (builtin_op_importers.cpp:3311, an importer
+  since the first commit) although its operators.md row reads ``N`` until 8.4-GA;
+- 8.4: + ``HardSwish``, ``Shrink``, ``Xor`` (importers from 8.4-EA; 8.4-GA
+  builtin_op_importers.cpp:4868/4807/4802; operators.md @ 8.4-GA rows 79/166/197 ``Y``). That
+  operators.md also marks ``RandomNormal``/``RandomNormalLike`` ``Y`` (rows 128-129, a docs update
+  of the 22.08 release), but no 8.4 branch has their importer: they are 8.5 ("Added the
+  ``RandomNormal`` ... operations", Changelog 8.5 GA; 8.5-GA builtin_op_importers.cpp:3517/3526);
+- 8.5: + ``GridSample``, ``MeanVarianceNormalization``, ``Mod``, ``NonZero``, ``OneHot``,
+  ``RandomNormal``, ``RandomNormalLike``, ``RoiAlign``, ``Trilu`` (8.5-GA importers and matrix);
+- 8.6: + ``GroupNormalization``, ``LayerNormalization``, ``IsInf`` (8.6-EA importers, Changelog);
+- 9.1: + ``CastLike`` (9.1 builtin_op_importers.cpp:299, its matrix row ``Y``; 9.0-GA reads ``N``);
+  9.2: + ``Hardmax`` (Changelog 9.2 GA);
+- 10.0: + ``Gelu``, ``Mish`` (10.0-GA onnxOpImporters.cpp and matrix); 10.1: + ``DeformConv``;
+  later 10.x from the Changelog: ``BlackmanWindow``/``HammingWindow``/``HannWindow`` (10.4),
+  ``STFT`` (10.5), ``Attention`` (10.14), ``RotaryEmbedding``/``RMSNormalization``/
+  ``TensorScatter`` (10.15; the 10.15 matrix, "opset 9 to opset 24", lists them all);
 - 11.0: + ``Swish`` (TensorRT 11.0 release notes, "Parsers: Added support for Swish operator").
 
 Operators of any other domain (``com.microsoft``, ``ai.onnx.ml``, custom ones) are reported too:
@@ -47,7 +54,7 @@ Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherEleme
 GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler
 InstanceNormalization IsNaN LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
 MatMul Max MaxPool Mean Min Mul Neg NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear
-RandomUniform RandomUniformLike Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
+RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
 ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan
 Scatter ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign
 SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where
@@ -58,15 +65,15 @@ SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Trans
 _ADDED: tuple[tuple[tuple[int, int], frozenset[str]], ...] = tuple(
     (v, frozenset(ops.split()))
     for v, ops in (
-        ((8, 4), "Xor"),
+        ((8, 4), "HardSwish Shrink Xor"),
         (
             (8, 5),
-            "GridSample HardSwish MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike "
-            "Reciprocal RoiAlign Shrink Trilu",
+            "GridSample MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike RoiAlign Trilu",
         ),
         ((8, 6), "GroupNormalization LayerNormalization IsInf"),
+        ((9, 1), "CastLike"),
         ((9, 2), "Hardmax"),
-        ((10, 0), "CastLike Gelu Mish"),
+        ((10, 0), "Gelu Mish"),
         ((10, 1), "DeformConv"),
         ((10, 4), "BlackmanWindow HammingWindow HannWindow"),
         ((10, 5), "STFT"),

@@ -1,6 +1,7 @@
-"""The pre-upload operator check against each TensorRT version's ONNX parser, on small graphs made
-with onnx.helper: an operator newer than an old TensorRT, a com.microsoft operator, operators
-inside If/Loop bodies and model-local functions."""
+"""The pre-upload check against each TensorRT version's ONNX parser, on small graphs made with
+onnx.helper: an operator newer than an old TensorRT (the table per release
+branch of onnx-tensorrt), a com.microsoft operator, operators inside If/Loop bodies and
+model-local functions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from onnx import TensorProto, helper
 
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_recipe import RecipeError
-from tasks.runtimes.trt_lint import _ADDED, _BASE_82, check, first_version, supported_ops, unsupported_ops
+from tasks.runtimes.trt_lint import (
+    _ADDED,
+    _BASE_82,
+    check,
+    first_version,
+    supported_ops,
+    unsupported_ops,
+)
 
 
 def vi(name: str) -> onnx.ValueInfoProto:
@@ -64,11 +72,11 @@ def test_operators_inside_if_and_loop_bodies(tmp_path):
 
 
 def test_unnamed_nodes_are_located(tmp_path):
-    then = branch("then", helper.make_node("HardSwish", ["x"], ["t"]))
+    then = branch("then", helper.make_node("Trilu", ["x"], ["t"]))
     m = save(tmp_path, [helper.make_node("If", ["c"], ["y"], name="gate", then_branch=then, else_branch=then)])
     assert sorted(unsupported_ops(m, "8.4.1")) == [
-        ("HardSwish", "<unnamed #0 in gate/else_branch>"),
-        ("HardSwish", "<unnamed #0 in gate/then_branch>"),
+        ("Trilu", "<unnamed #0 in gate/else_branch>"),
+        ("Trilu", "<unnamed #0 in gate/then_branch>"),
     ]
 
 
@@ -134,3 +142,37 @@ def test_table_grows_by_release():
     assert {"Attention", "RMSNormalization", "Gelu"} <= supported_ops("10.15.1") and "Attention" not in supported_ops(
         "10.3.0"
     )
+
+
+@pytest.mark.parametrize(
+    ("op", "first"),
+    [
+        # onnx-tensorrt importers per release branch (trt_lint's docstring names file and line)
+        ("Reciprocal", "8.2"),  # an 8.2-GA importer, though operators.md @ 8.2-GA reads N
+        ("HardSwish", "8.4"),
+        ("Shrink", "8.4"),
+        ("Xor", "8.4"),
+        ("RandomNormal", "8.5"),  # operators.md @ 8.4-GA reads Y; no 8.4 importer, Changelog 8.5 GA
+        ("RandomNormalLike", "8.5"),
+        ("Mod", "8.5"),
+        ("LayerNormalization", "8.6"),
+        ("CastLike", "9.1"),
+        ("Hardmax", "9.2"),
+        ("Gelu", "10.0"),
+        ("DeformConv", "10.1"),
+    ],
+)
+def test_each_release_row(tmp_path, op, first):
+    assert first_version(op) == first
+    m = save(tmp_path, [helper.make_node(op, ["x"], ["y"], name="n")])
+    before = {"8.4": "8.2.3", "8.5": "8.4.1", "8.6": "8.5.2", "9.1": "9.0.1", "9.2": "9.1.0", "10.0": "9.3.0"}
+    if (older := {**before, "10.1": "10.0.1"}.get(first)) is not None:  # 8.2 is the oldest supported
+        assert unsupported_ops(m, older) == [(op, "n")]
+    assert unsupported_ops(m, f"{first}.0") == []
+
+
+def test_the_84_parser_imports_hardswish_reciprocal_and_shrink_but_not_randomnormal(tmp_path):
+    ops = ["HardSwish", "Reciprocal", "Shrink", "RandomNormal", "RandomNormalLike"]
+    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op) for i, op in enumerate(ops)])
+    assert unsupported_ops(m, "8.4.1") == [("RandomNormal", "RandomNormal"), ("RandomNormalLike", "RandomNormalLike")]
+    assert unsupported_ops(m, "8.5.2") == []
