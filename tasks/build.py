@@ -21,9 +21,9 @@ from tasks.config import Config
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, read_fingerprint
-from tasks.runtimes import BuildError, trt_lint
+from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
-from tasks.runtimes.tensorrt_recipe import Profile, Sources, check_build, plan
+from tasks.runtimes.tensorrt_recipe import ONNX_NAME, Profile, Sources, check_build, plan
 
 
 def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
@@ -90,6 +90,8 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         tcache if tcache.startswith("/") else f"../../{tcache}",
         profile,
     )
+    # an opset the device's ONNX parser reads: down-converted and verified on real inputs (#14)
+    p.uploads[ONNX_NAME], onnx_meta = opset.fit(p.uploads[ONNX_NAME], version, dev.name, out, LAYOUT.split("calib"))
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":
             trt_lint.check(local, version, dev.name)  # fail fast, before any upload
@@ -121,6 +123,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         "build_log": p.log,
         "device_build_seconds": res["build_seconds"],
         **meta,
+        **onnx_meta,
     }
 
 

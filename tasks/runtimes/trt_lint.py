@@ -1,6 +1,6 @@
 """Before anything is uploaded: the operators of an ONNX model that the device's TensorRT ONNX
-parser cannot import, so that a build fails here, in seconds, with what to do, instead of on the
-device after the upload.
+parser cannot import, and an opset newer than it reads, so that a build fails here, in seconds,
+with what to do, instead of on the device after the upload.
 
 The supported-operator table is the ``DEFINE_BUILTIN_OP_IMPORTER`` registry of onnx/onnx-tensorrt
 (``builtin_op_importers.cpp``, from 10.0 ``onnxOpImporters.cpp``) at each release branch, checked
@@ -26,6 +26,18 @@ compact as the 8.2 set plus what each release added. Branch heads read (git mirr
   ``STFT`` (10.5), ``Attention`` (10.14), ``RotaryEmbedding``/``RMSNormalization``/
   ``TensorScatter`` (10.15; the 10.15 matrix, "opset 9 to opset 24", lists them all);
 - 11.0: + ``Swish`` (TensorRT 11.0 release notes, "Parsers: Added support for Swish operator").
+
+The highest opset each parser reads (:func:`max_opset`): 13 for 8.2 and 17 for 8.4 - 8.6
+(operators.md line 5 of each branch: "supports operators up to Opset 13/17"). 9.x claims 19, but its
+reductions read ``axes`` only as an attribute: ``ReduceMean``/``ReduceMax``/... pass no axes input
+to ``reduceTensor`` (9.3 builtin_op_importers.cpp:4068-4083; onnx2trt_utils.cpp:1761), which then
+reduces over every axis, and ``Pad`` ignores its opset-18 ``axes`` input (9.3
+builtin_op_importers.cpp:3611): opset 18's input form silently changes the result
+(NVIDIA/TensorRT#3467), so 9.x is held to 17. 10.0 reads the axes input
+(onnxOpImporters.cpp:4308) and states "opset 9 to opset 20"; 10.15 "opset 9 to opset 24"; 11.x
+reads up to 25 (TensorRT ONNX Opset Guide, "Maximum opset 25"). The parser never checks the opset
+itself (ModelImporter.cpp only logs it), which is why this check exists. ``tasks.runtimes.opset``
+down-converts a model to this limit before a build.
 
 Operators of any other domain (``com.microsoft``, ``ai.onnx.ml``, custom ones) are reported too:
 TensorRT imports them only as plugins (``checkFallbackPluginImporter``, see
@@ -82,9 +94,31 @@ _ADDED: tuple[tuple[tuple[int, int], frozenset[str]], ...] = tuple(
         ((11, 0), "Swish"),
     )
 )
+#: (first TensorRT version, highest default-domain ONNX opset its parser imports correctly).
+_MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (
+    ((8, 2), 13),
+    ((8, 4), 17),
+    ((10, 0), 20),
+    ((10, 15), 24),
+    ((11, 0), 25),
+)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _LOCAL_FUNCTIONS_FROM = (9, 0)
 _MAX_NAMES = 5
+
+
+def max_opset(trt_version: str) -> int:
+    """The highest default-domain ONNX opset TensorRT ``trt_version``'s ONNX parser imports
+    correctly (see the module docstring for each version's source)."""
+    v = parse_version(trt_version)[:2]
+    if v < (8, 2):
+        raise RecipeError(f"TensorRT {trt_version} is not supported: EdgeForge builds with TensorRT 8.2 or newer")
+    return [opset for since, opset in _MAX_OPSET if v >= since][-1]
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    """The model's default-domain (``ai.onnx``) opset version; 0 when it imports none."""
+    return max((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), default=0)
 
 
 def supported_ops(trt_version: str) -> frozenset[str]:
@@ -145,14 +179,23 @@ def unsupported_ops(onnx_path: Path, trt_version: str) -> list[tuple[str, str]]:
 
 
 def check(onnx_path: Path, trt_version: str, target: str) -> None:
-    """Raise ``BuildError`` listing the operators TensorRT ``trt_version`` cannot import (op type,
+    """Raise ``BuildError`` when the model's opset is newer than TensorRT ``trt_version``'s parser
+    reads (naming the ``export.opset`` to use), or listing the operators it cannot import (op type,
     up to 5 node names each) and what to do; return quietly when there are none."""
     try:
+        opset = model_opset(onnx.load(str(onnx_path), load_external_data=False))
         bad = unsupported_ops(onnx_path, trt_version)
     except BuildError:
         raise
     except Exception as e:  # onnx.load raises protobuf's DecodeError, OSError, ... on unreadable files
         raise BuildError(f"{target}: cannot read {onnx_path} to check its operators: {e}") from e
+    if opset > (limit := max_opset(trt_version)):
+        raise BuildError(
+            f"{target}: {onnx_path} is ONNX opset {opset}, but TensorRT {trt_version}'s ONNX parser imports "
+            f"opsets up to {limit}: newer operator forms would fail to import or, like opset 18's ReduceMean "
+            f"axes input, be read wrongly (onnx-tensorrt docs/operators.md; NVIDIA/TensorRT#3467). Re-export "
+            f"with export.opset={limit} (the build down-converts the model itself when it can). Nothing was uploaded."
+        )
     if not bad:
         return
     by_op: dict[str, list[str]] = defaultdict(list)

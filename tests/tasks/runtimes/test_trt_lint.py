@@ -1,5 +1,5 @@
 """The pre-upload check against each TensorRT version's ONNX parser, on small graphs made with
-onnx.helper: an operator newer than an old TensorRT (the table per release
+onnx.helper: the opset it reads, an operator newer than an old TensorRT (the table per release
 branch of onnx-tensorrt), a com.microsoft operator, operators inside If/Loop bodies and
 model-local functions."""
 
@@ -18,6 +18,7 @@ from tasks.runtimes.trt_lint import (
     _BASE_82,
     check,
     first_version,
+    max_opset,
     supported_ops,
     unsupported_ops,
 )
@@ -115,7 +116,7 @@ def test_check_lists_ops_and_up_to_five_node_names_and_what_to_do(tmp_path):
 
 def test_a_quantized_cnn_passes_every_version(tmp_path):
     ops = ["QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Add"]
-    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op.lower()) for i, op in enumerate(ops)])
+    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op.lower()) for i, op in enumerate(ops)], opset=13)
     for version in ("8.2.3", "8.4.1", "8.6.1", "10.3.0", "11.0.0"):
         check(m, version, "device")
 
@@ -176,3 +177,27 @@ def test_the_84_parser_imports_hardswish_reciprocal_and_shrink_but_not_randomnor
     m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op) for i, op in enumerate(ops)])
     assert unsupported_ops(m, "8.4.1") == [("RandomNormal", "RandomNormal"), ("RandomNormalLike", "RandomNormalLike")]
     assert unsupported_ops(m, "8.5.2") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "limit"),
+    [("8.2.1", 13), ("8.4.1", 17), ("8.5.2", 17), ("8.6.2", 17), ("9.3.0", 17), ("10.0.1", 20), ("10.3.0.30", 20)]
+    + [("10.14.1", 20), ("10.15.1", 24), ("10.16.1", 24), ("11.0.0", 25)],
+)
+def test_the_opset_each_parser_reads(tmp_path, version, limit):
+    assert max_opset(version) == limit
+    check(save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], opset=limit), version, "dev")
+    too_new = save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], name="new.onnx", opset=limit + 1)
+    with pytest.raises(BuildError) as e:
+        check(too_new, version, "dev")
+    msg = str(e.value)
+    assert msg.startswith(f"dev: {too_new} is ONNX opset {limit + 1}, but TensorRT {version}'s ONNX parser")
+    assert f"Re-export with export.opset={limit}" in msg and "Nothing was uploaded" in msg
+
+
+def test_the_default_opset_18_is_too_new_below_tensorrt_10(tmp_path):
+    m = save(tmp_path, [helper.make_node("ReduceMean", ["x"], ["y"])], opset=18)
+    for version in ("8.2.3", "8.4.1", "8.6.1", "9.3.0"):
+        with pytest.raises(BuildError, match="export.opset=1[37]"):
+            check(m, version, "jetson")
+    check(m, "10.3.0", "orin")
