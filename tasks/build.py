@@ -124,6 +124,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         "device_build_seconds": res["build_seconds"],
         **meta,
         **onnx_meta,
+        **(trt_lint.int8_fallbacks(log_text, p.uploads[ONNX_NAME]) if "--int8" in p.flags else {}),  # #14
     }
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import onnx
 
+from tasks.runtimes import trtexec_log
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_recipe import RecipeError, parse_version
 
@@ -221,3 +222,27 @@ def check(onnx_path: Path, trt_version: str, target: str) -> None:
         "it and load it through target.tensorrt.extra_args (--staticPlugins=...), or upgrade TensorRT on "
         "the device where a newer release supports it. Nothing was uploaded."
     )
+
+
+def layers_of(onnx_path: Path, tensors: list[str]) -> list[str]:
+    """The TensorRT layers that produce or consume ``tensors`` (ONNX tensor names, as TensorRT's
+    build log prints them), in graph order: the ONNX parser names each layer after its node, or
+    ``node_of_<first output>`` when the node has no name (onnx-tensorrt 8.6-GA
+    ImporterContext.cpp:140 ``registerLayer``, onnx2trt_utils.cpp:2039 ``getNodeName``). Tensors the
+    parser made itself (``(Unnamed Layer* 7) [Constant]_output``, ``ONNXTRT_Broadcast_3_output``)
+    are in no ONNX node and add nothing."""
+    wanted = set(tensors)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    layers: list[str] = []
+    for node in model.graph.node:
+        if wanted & {*node.input, *node.output}:
+            layers.append(node.name or (f"node_of_{node.output[0]}" if node.output else node.op_type))
+    return list(dict.fromkeys(layers))
+
+
+def int8_fallbacks(log_text: str, onnx_path: Path) -> dict[str, list[str]]:
+    """Build-record fields of an INT8 build: ``int8_fallback_tensors`` (the tensors TensorRT's
+    build log says have no INT8 scale) and ``int8_fallback_layers`` (the layers of ``onnx_path``,
+    the model built, that read or write them and so run FP16/FP32). A warning, not a failure."""
+    tensors = trtexec_log.parse(log_text).int8_fallbacks
+    return {"int8_fallback_tensors": tensors, "int8_fallback_layers": layers_of(onnx_path, tensors) if tensors else []}

@@ -1,7 +1,7 @@
 """The pre-upload check against each TensorRT version's ONNX parser, on small graphs made with
 onnx.helper: the opset it reads, an operator newer than an old TensorRT (the table per release
 branch of onnx-tensorrt), a com.microsoft operator, operators inside If/Loop bodies and
-model-local functions."""
+model-local functions; and the layers named by the build log's INT8 fallback warnings."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ from tasks.runtimes.trt_lint import (
     _BASE_82,
     check,
     first_version,
+    int8_fallbacks,
+    layers_of,
     max_opset,
     supported_ops,
     unsupported_ops,
 )
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "trtexec"
 
 
 def vi(name: str) -> onnx.ValueInfoProto:
@@ -201,3 +205,29 @@ def test_the_default_opset_18_is_too_new_below_tensorrt_10(tmp_path):
         with pytest.raises(BuildError, match="export.opset=1[37]"):
             check(m, version, "jetson")
     check(m, "10.3.0", "orin")
+
+
+def test_int8_fallback_tensors_name_the_layers_that_read_or_write_them(tmp_path):
+    """The tensors of tests/fixtures/trtexec/trt10.1_a100_int8_calib_missing_scale_fragment.log are
+    the ONNX graph inputs; their consumers are the layers that leave INT8."""
+    x2 = helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, [1, 4])
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="/embeddings/word_embeddings/Gather"),
+        helper.make_node("Mul", ["e", "attention_mask"], ["m"], name="/embeddings/Mul"),
+        helper.make_node("Relu", ["m"], ["y"]),  # unnamed: TensorRT calls it node_of_y
+    ]
+    graph = helper.make_graph(nodes, "g", [vi("input_ids"), x2], [vi("y")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    log = (FIXTURES / "trt10.1_a100_int8_calib_missing_scale_fragment.log").read_text()
+    assert int8_fallbacks(log, tmp_path / "m.onnx") == {
+        "int8_fallback_tensors": ["input_ids", "attention_mask"],
+        "int8_fallback_layers": ["/embeddings/word_embeddings/Gather", "/embeddings/Mul"],
+    }
+    assert layers_of(tmp_path / "m.onnx", ["m", "(Unnamed Layer* 117) [ElementWise]_output"]) == [
+        "/embeddings/Mul",
+        "node_of_y",
+    ]
+    assert int8_fallbacks("&&&& PASSED TensorRT.trtexec", tmp_path / "m.onnx") == {
+        "int8_fallback_tensors": [],
+        "int8_fallback_layers": [],
+    }
