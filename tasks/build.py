@@ -21,10 +21,10 @@ from tasks.config import Config
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, read_fingerprint
-from tasks.runtimes import BuildError, trt_lint
+from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_check import check_build
-from tasks.runtimes.tensorrt_recipe import Profile, Sources, plan, timing_cache_path
+from tasks.runtimes.tensorrt_recipe import ONNX_NAME, Profile, Sources, plan, timing_cache_path
 
 
 def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
@@ -95,6 +95,8 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         target=dev.name,
         gpu=gpu,
     )
+    # an opset the device's ONNX parser reads: down-converted and verified on real inputs (#14)
+    p.uploads[ONNX_NAME], onnx_meta = opset.fit(p.uploads[ONNX_NAME], version, dev.name, out, LAYOUT.split("calib"))
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":
             trt_lint.check(local, version, dev.name)  # fail fast, before any upload
@@ -126,6 +128,8 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         "build_log": p.log,
         "device_build_seconds": res["build_seconds"],
         **meta,
+        **onnx_meta,
+        **(trt_lint.int8_fallbacks(log_text, p.uploads[ONNX_NAME]) if "--int8" in p.flags else {}),  # #14
     }
 
 

@@ -32,6 +32,11 @@ _VERSION_LINE = re.compile(r"^TensorRT version: (\d+\.\d+\.\d+)\s*$")
 _CRASH = re.compile(r"terminate called after throwing|Aborted \(core dumped\)|Segmentation fault")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILT = re.compile(r"^Engine built in ([0-9.]+) sec")
+# The builder's warning for a tensor an implicit-INT8 calibration gave no range (TensorRT 8.2 -
+# 10.x; tests/fixtures/trtexec/*missing_scale*): every layer reading or writing it leaves INT8.
+_NO_SCALE = re.compile(
+    r"^(?:\[TRT\] )?Missing scale and zero-point for tensor (.+?), expect fall back to non-int8 implementation"
+)
 _PRECISION = re.compile(r"^Precision: (.*?)\s*$")
 
 _NUM = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
@@ -77,6 +82,10 @@ class TrtexecLog:
     of ``min``/``max``/``mean``/``median``/``p90``/``p95``/``p99`` in milliseconds; and
     ``total_host_walltime_s`` / ``total_gpu_compute_time_s`` in seconds. Only lines that are
     complete are read, so a truncated summary has fewer keys, never guessed ones.
+    ``int8_fallbacks``: the tensors of the builder's "Missing scale and zero-point for tensor <t>,
+    expect fall back to non-int8 implementation for any layer consuming or producing given tensor"
+    warnings, in log order, once each: under implicit INT8 (a calibration cache) the layers
+    touching them silently run FP16/FP32.
     """
 
     tensorrt_version: str | None = None
@@ -88,6 +97,7 @@ class TrtexecLog:
     build_seconds: float | None = None
     summary: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    int8_fallbacks: list[str] = field(default_factory=list)
 
 
 def decode_version(banner: int) -> str:
@@ -186,6 +196,8 @@ def parse(text: str) -> TrtexecLog:
             log.warnings_count += 1
             if message.startswith("* ") and message[2:] not in log.warnings:
                 log.warnings.append(message[2:])
+            elif (m := _NO_SCALE.match(message)) and m.group(1) not in log.int8_fallbacks:
+                log.int8_fallbacks.append(m.group(1))
         elif level == "I":
             if message == "=== Performance summary ===":
                 summary, in_summary = {}, True

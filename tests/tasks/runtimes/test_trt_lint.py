@@ -1,6 +1,7 @@
-"""The pre-upload operator check against each TensorRT version's ONNX parser, on small graphs made
-with onnx.helper: an operator newer than an old TensorRT, a com.microsoft operator, operators
-inside If/Loop bodies and model-local functions."""
+"""The pre-upload check against each TensorRT version's ONNX parser, on small graphs made with
+onnx.helper: the opset it reads, an operator newer than an old TensorRT (the table per release
+branch of onnx-tensorrt), a com.microsoft operator, operators inside If/Loop bodies and
+model-local functions; and the layers named by the build log's INT8 fallback warnings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,19 @@ from onnx import TensorProto, helper
 
 from tasks.runtimes.base import BuildError
 from tasks.runtimes.tensorrt_recipe import RecipeError
-from tasks.runtimes.trt_lint import _ADDED, _BASE_82, check, first_version, supported_ops, unsupported_ops
+from tasks.runtimes.trt_lint import (
+    _ADDED,
+    _BASE_82,
+    check,
+    first_version,
+    int8_fallbacks,
+    layers_of,
+    max_opset,
+    supported_ops,
+    unsupported_ops,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "trtexec"
 
 
 def vi(name: str) -> onnx.ValueInfoProto:
@@ -64,11 +77,11 @@ def test_operators_inside_if_and_loop_bodies(tmp_path):
 
 
 def test_unnamed_nodes_are_located(tmp_path):
-    then = branch("then", helper.make_node("HardSwish", ["x"], ["t"]))
+    then = branch("then", helper.make_node("Trilu", ["x"], ["t"]))
     m = save(tmp_path, [helper.make_node("If", ["c"], ["y"], name="gate", then_branch=then, else_branch=then)])
     assert sorted(unsupported_ops(m, "8.4.1")) == [
-        ("HardSwish", "<unnamed #0 in gate/else_branch>"),
-        ("HardSwish", "<unnamed #0 in gate/then_branch>"),
+        ("Trilu", "<unnamed #0 in gate/else_branch>"),
+        ("Trilu", "<unnamed #0 in gate/then_branch>"),
     ]
 
 
@@ -107,7 +120,7 @@ def test_check_lists_ops_and_up_to_five_node_names_and_what_to_do(tmp_path):
 
 def test_a_quantized_cnn_passes_every_version(tmp_path):
     ops = ["QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Add"]
-    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op.lower()) for i, op in enumerate(ops)])
+    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op.lower()) for i, op in enumerate(ops)], opset=13)
     for version in ("8.2.3", "8.4.1", "8.6.1", "10.3.0", "11.0.0"):
         check(m, version, "device")
 
@@ -134,3 +147,87 @@ def test_table_grows_by_release():
     assert {"Attention", "RMSNormalization", "Gelu"} <= supported_ops("10.15.1") and "Attention" not in supported_ops(
         "10.3.0"
     )
+
+
+@pytest.mark.parametrize(
+    ("op", "first"),
+    [
+        # onnx-tensorrt importers per release branch (trt_lint's docstring names file and line)
+        ("Reciprocal", "8.2"),  # an 8.2-GA importer, though operators.md @ 8.2-GA reads N
+        ("HardSwish", "8.4"),
+        ("Shrink", "8.4"),
+        ("Xor", "8.4"),
+        ("RandomNormal", "8.5"),  # operators.md @ 8.4-GA reads Y; no 8.4 importer, Changelog 8.5 GA
+        ("RandomNormalLike", "8.5"),
+        ("Mod", "8.5"),
+        ("LayerNormalization", "8.6"),
+        ("CastLike", "9.1"),
+        ("Hardmax", "9.2"),
+        ("Gelu", "10.0"),
+        ("DeformConv", "10.1"),
+    ],
+)
+def test_each_release_row(tmp_path, op, first):
+    assert first_version(op) == first
+    m = save(tmp_path, [helper.make_node(op, ["x"], ["y"], name="n")])
+    before = {"8.4": "8.2.3", "8.5": "8.4.1", "8.6": "8.5.2", "9.1": "9.0.1", "9.2": "9.1.0", "10.0": "9.3.0"}
+    if (older := {**before, "10.1": "10.0.1"}.get(first)) is not None:  # 8.2 is the oldest supported
+        assert unsupported_ops(m, older) == [(op, "n")]
+    assert unsupported_ops(m, f"{first}.0") == []
+
+
+def test_the_84_parser_imports_hardswish_reciprocal_and_shrink_but_not_randomnormal(tmp_path):
+    ops = ["HardSwish", "Reciprocal", "Shrink", "RandomNormal", "RandomNormalLike"]
+    m = save(tmp_path, [helper.make_node(op, ["x"], [f"o{i}"], name=op) for i, op in enumerate(ops)])
+    assert unsupported_ops(m, "8.4.1") == [("RandomNormal", "RandomNormal"), ("RandomNormalLike", "RandomNormalLike")]
+    assert unsupported_ops(m, "8.5.2") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "limit"),
+    [("8.2.1", 13), ("8.4.1", 17), ("8.5.2", 17), ("8.6.2", 17), ("9.3.0", 17), ("10.0.1", 20), ("10.3.0.30", 20)]
+    + [("10.14.1", 20), ("10.15.1", 24), ("10.16.1", 24), ("11.0.0", 25)],
+)
+def test_the_opset_each_parser_reads(tmp_path, version, limit):
+    assert max_opset(version) == limit
+    check(save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], opset=limit), version, "dev")
+    too_new = save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], name="new.onnx", opset=limit + 1)
+    with pytest.raises(BuildError) as e:
+        check(too_new, version, "dev")
+    msg = str(e.value)
+    assert msg.startswith(f"dev: {too_new} is ONNX opset {limit + 1}, but TensorRT {version}'s ONNX parser")
+    assert f"Re-export with export.opset={limit}" in msg and "Nothing was uploaded" in msg
+
+
+def test_the_default_opset_18_is_too_new_below_tensorrt_10(tmp_path):
+    m = save(tmp_path, [helper.make_node("ReduceMean", ["x"], ["y"])], opset=18)
+    for version in ("8.2.3", "8.4.1", "8.6.1", "9.3.0"):
+        with pytest.raises(BuildError, match="export.opset=1[37]"):
+            check(m, version, "jetson")
+    check(m, "10.3.0", "orin")
+
+
+def test_int8_fallback_tensors_name_the_layers_that_read_or_write_them(tmp_path):
+    """The tensors of tests/fixtures/trtexec/trt10.1_a100_int8_calib_missing_scale_fragment.log are
+    the ONNX graph inputs; their consumers are the layers that leave INT8."""
+    x2 = helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, [1, 4])
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="/embeddings/word_embeddings/Gather"),
+        helper.make_node("Mul", ["e", "attention_mask"], ["m"], name="/embeddings/Mul"),
+        helper.make_node("Relu", ["m"], ["y"]),  # unnamed: TensorRT calls it node_of_y
+    ]
+    graph = helper.make_graph(nodes, "g", [vi("input_ids"), x2], [vi("y")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    log = (FIXTURES / "trt10.1_a100_int8_calib_missing_scale_fragment.log").read_text()
+    assert int8_fallbacks(log, tmp_path / "m.onnx") == {
+        "int8_fallback_tensors": ["input_ids", "attention_mask"],
+        "int8_fallback_layers": ["/embeddings/word_embeddings/Gather", "/embeddings/Mul"],
+    }
+    assert layers_of(tmp_path / "m.onnx", ["m", "(Unnamed Layer* 117) [ElementWise]_output"]) == [
+        "/embeddings/Mul",
+        "node_of_y",
+    ]
+    assert int8_fallbacks("&&&& PASSED TensorRT.trtexec", tmp_path / "m.onnx") == {
+        "int8_fallback_tensors": [],
+        "int8_fallback_layers": [],
+    }

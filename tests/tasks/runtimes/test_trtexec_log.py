@@ -24,6 +24,9 @@ EXPECTED: dict[str, tuple[str, str | None, bool, str | None]] = {
         False,
         "Plugin not found, are the plugin name, version, and namespace correct?",
     ),
+    # builder logs of implicit-INT8 builds (Python API logger): missing-scale warnings, no trtexec lines
+    "trt10.1_a100_int8_calib_missing_scale_fragment.log": ("incomplete", None, False, None),
+    "trt10.1_a100_int8_calib_missing_scale_onnx_names_fragment.log": ("incomplete", None, False, None),
     "trt10.3_jetson_plugin_inference_fail.log": ("failed", "10.3.0", False, "Error occurred during inference"),
     "trt10.3_orin_int8_build_header_fragment.log": ("incomplete", "10.3.0", False, None),
     "trt11.0_b200_build_skipinference_ok.log": ("passed", "11.0.0", False, None),
@@ -37,6 +40,7 @@ EXPECTED: dict[str, tuple[str, str | None, bool, str | None]] = {
     ),
     "trt8.2_cublas_internal_error_build_fail.log": ("failed", "8.2.3", False, "CUBLAS_STATUS_SUCCESS"),
     "trt8.2_gtx1070_fp16_build_fail_noerror.log": ("failed", "8.2.3", False, None),
+    "trt8.2_int8_calib_missing_scale_fragment.log": ("incomplete", None, False, None),
     "trt8.4_gtx1070_fp16_build_bench_verbose_ok.log": ("passed", "8.4.1", True, None),
     "trt8.4_xavier_agx_loadengine_batch16_summary_ok.log": ("passed", "8.4.0", True, None),
     "trt8.5_could_not_find_implementation_fail.log": (
@@ -322,3 +326,28 @@ def test_measurement_warnings_are_deduplicated_but_all_counted():
     log = parse(line + hint + line)
     assert log.warnings == ["GPU compute time is unstable, with coefficient of variance = 7%."]
     assert log.warnings_count == 3
+
+
+def test_int8_fallback_warnings_give_each_tensor_once_in_log_order():
+    log = _log("trt8.2_int8_calib_missing_scale_fragment.log")
+    assert log.int8_fallbacks == [f"(Unnamed Layer* {n}) [Constant]_output" for n in (77, 85, 152, 163)]
+    assert log.warnings_count == 4 and log.errors == [] and log.warnings == []
+    names = _log("trt10.1_a100_int8_calib_missing_scale_onnx_names_fragment.log").int8_fallbacks
+    assert names == [
+        "(Unnamed Layer* 117) [ElementWise]_output",
+        "/embeddings/CumSum_output_0",
+        "/embeddings/Mul_output_0",
+        "/embeddings/Cast_1_output_0",
+        "/embeddings/Constant_2_output_0_output",
+        "ONNXTRT_Broadcast_97_output",
+    ]
+    assert _log("trt10.1_a100_int8_calib_missing_scale_fragment.log").int8_fallbacks == ["input_ids", "attention_mask"]
+
+
+def test_int8_fallback_warnings_in_trtexec_order_and_repeated():
+    """trtexec's logger prints "[W] [TRT] message" (the fixtures' Python logger "[TRT] [W]"); a
+    tensor warned about twice (a second builder pass) is listed once."""
+    text = _read("trt8.2_int8_calib_missing_scale_fragment.log").replace("[TRT] [W]", "[W] [TRT]")
+    log = parse(text + text)
+    assert log.int8_fallbacks == [f"(Unnamed Layer* {n}) [Constant]_output" for n in (77, 85, 152, 163)]
+    assert all(parse(f).int8_fallbacks == [] for f in (_read(n) for n in EXPECTED if "missing_scale" not in n))
