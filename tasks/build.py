@@ -11,6 +11,7 @@ build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on fail
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,37 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path)
         "device_build_seconds": res["build_seconds"],
         **res.get("meta", {}),
     }
+
+
+def int8_capable(compute_capability: str) -> bool | None:
+    """Whether a GPU of this compute capability runs INT8 kernels (None: not a capability).
+
+    TensorRT's support matrix ("Hardware and Precision", 8.x releases) lists INT8 from SM 6.1 (Tesla P4,
+    GTX 10x0) and on every SM >= 7.0 (7.2: Jetson AGX/NX Xavier, 8.7: Orin); SM 6.0 (P100), 6.2 (Jetson TX2,
+    whose GPU has no DP4A: cuDNN's CUDNN_STATUS_ARCH_MISMATCH there) and 5.x (5.3: Jetson Nano, TX1) have
+    none. NVIDIA's samples refuse INT8 where ``platformHasFastInt8()`` is false (samples/common/common.h
+    8.2.1:977); trtexec does not check, and builds FP32/FP16 kernels under the int8 name."""
+    m = re.fullmatch(r"(\d+)\.(\d+)", str(compute_capability).strip())
+    return None if m is None else (int(m[1]), int(m[2])) == (6, 1) or int(m[1]) >= 7
+
+
+def _check_int8_gpu(target: str, precision: str, fingerprint: dict) -> None:
+    """Refuse an ``int8-*`` TensorRT build when no GPU the probe found has INT8 (before any upload)."""
+    gpus = [g for g in fingerprint.get("gpu") or [] if isinstance(g, dict)]
+    if (
+        not precision.startswith("int8")
+        or not gpus
+        or any(int8_capable(g.get("compute_capability")) is not False for g in gpus)
+    ):
+        return
+    found = ", ".join(f"{g.get('name')} (SM {g.get('compute_capability')})" for g in gpus)
+    raise BuildError(
+        f"{target}: {precision} needs INT8 kernels, which the target's GPU {found} lacks: TensorRT runs INT8 "
+        "only on compute capability 6.1 and 7.0 or higher (support matrix; Jetson Nano/TX1 are SM 5.3, TX2 "
+        "SM 6.2), and trtexec would build FP32/FP16 kernels under the int8 name. Build fp16 (or fp32) for "
+        "this target: leave int8-* out of build.precisions when building for it (e.g. dvc exp run -S "
+        "'build.precisions=[fp32,fp16]')"
+    )
 
 
 def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
@@ -140,6 +172,8 @@ def run(
     ``log`` gets progress lines (long commands, large transfers)."""
     target = cfg.target[target_name]
     fp = read_fingerprint(LAYOUT.fingerprint(target_name), target_name)
+    if target.runtime == "tensorrt":
+        _check_int8_gpu(target_name, precision, fp)  # before connecting: nothing is uploaded
     onnx_path = LAYOUT.precision_onnx(precision, target.runtime)
     t0 = time.perf_counter()
     with device(target_name, target, log) as dev:

@@ -349,14 +349,143 @@ TRT_PYTHON = (
 )
 
 
+#: what TensorRT logs when an engine cannot be deserialised, by cause (first match wins); the lines
+#: are the real ones the FAKE tensorrt replays (tests/fakes/trt_python/tensorrt/__init__.py cites them)
+TRT_LOAD_CAUSES = (
+    (
+        r"IPluginCreator not found|could not find plugin",
+        "the engine holds a plugin no library loaded here registers",
+        "give the agent the plugin libraries the build loaded (target.<name>.tensorrt.plugins; the build "
+        "record's trt_plugins, which benchmark and evaluate pass on)",
+    ),
+    (
+        r"not compatible with this version of TensorRT|Version tag does not match|Magic tag does not match",
+        "it was built by another TensorRT version",
+        "rebuild it with this device's TensorRT (re-run probe and build on the device)",
+    ),
+    (
+        r"incompatible device|expecting compute",
+        "it was built for another GPU",
+        "rebuild it on this device (re-run build)",
+    ),
+)
+
+
+def trt_logger(trt):
+    """A TensorRT logger (``trt.ILogger`` subclass, pyCoreDoc.h's recipe) printing warnings and errors
+    to stderr and keeping the error lines, the evidence a failed deserialisation is explained with."""
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, severity, msg) -> None:
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                self.errors.append(str(msg))
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
+                tag = "W" if severity == trt.ILogger.WARNING else "E"
+                print(f"[TRT] [{tag}] {msg}", file=sys.stderr, flush=True)
+
+    return Logger()
+
+
+def load_trt_plugins(trt, logger, paths: list) -> list:
+    """Register plugins as trtexec does before it deserialises (trtexec.cpp 8.5.1:188-194, v10.3.0:
+    292-304; NVIDIA's Python samples, e.g. samples/python/detectron2/infer.py 8.5.1:41, v11.1:43):
+    TensorRT's own (``init_libnvinfer_plugins``), then each library of the build loaded into the
+    process (ctypes, samples/python/onnx_custom_plugin/load_plugin_lib.py): a library registers its
+    creators when loaded (``--plugins``/``--staticPlugins``). A library that exports the entry
+    points of ``IPluginRegistry::loadLibrary`` (``getCreators`` from 10, ``getPluginCreators`` in
+    8.6: plugin/common/vfcCommon.cpp at v10.3.0:73 / v8.6.1:73) is a ``--dynamicPlugins`` one and is
+    registered through ``load_library`` (8.6+, pyPlugin.cpp v8.6.1:262). Returns the libraries
+    (kept loaded for the model's life)."""
+    import ctypes
+
+    trt.init_libnvinfer_plugins(logger, "")
+    libs = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise AgentError(
+                "bad_input",
+                f"plugin library {p!r} does not exist on this device (cwd {os.getcwd()}): install it there, "
+                "at the path the build loaded it from (target.<name>.tensorrt.plugins)",
+            )
+        try:
+            lib = ctypes.CDLL(os.path.abspath(p))
+        except OSError as e:
+            raise AgentError("failed", f"the plugin library {p} does not load: {e}") from e
+        registry = trt.get_plugin_registry()
+        if any(hasattr(lib, s) for s in ("getCreators", "getPluginCreators")) and hasattr(registry, "load_library"):
+            if registry.load_library(os.path.abspath(p)) is None:
+                raise AgentError(
+                    "failed",
+                    f"TensorRT cannot register the plugins of {p} (IPluginRegistry.load_library; a creator "
+                    f"already registered fails it): {' | '.join(logger.errors[-3:]) or 'no error logged'}",
+                )
+        libs.append(lib)
+    return libs
+
+
+def trt_load_failure(version: str, path, errors: list, plugins: list) -> str:
+    """Why TensorRT ``version`` returned no engine for ``path``: the causes its error lines point to
+    (all of them when they point to none) and what to do, quoting the lines."""
+    text = " ".join(errors)
+    causes = [c for c in TRT_LOAD_CAUSES if re.search(c[0], text)] or list(TRT_LOAD_CAUSES)
+    missing = sorted(set(re.findall(r"could not find plugin:? (\S+) version:? (\S+)", text)))
+    why = "one of: " + "; ".join(c[1] for c in causes) if len(causes) > 1 else causes[0][1]
+    if missing:
+        why += " (" + ", ".join(f"{name} version {v}" for name, v in missing) + ")"
+    said = " | ".join(line.strip() for line in errors[-4:]) or "nothing (no error lines were logged)"
+    return (
+        f"TensorRT {version} cannot deserialize {path}: {why}. TensorRT logged: {said}. Plugin libraries "
+        f"loaded besides TensorRT's own: {', '.join(map(str, plugins)) or 'none'}. To fix: "
+        + "; or ".join(c[2] for c in causes)
+    )
+
+
+def trt_output_allocator(trt, cuda):
+    """An ``IOutputAllocator`` for outputs whose shape depends on values (NonZero, NonMaxSuppression:
+    -1 dims after ``set_input_shape``), as trtexec allocates them (samples/common/sampleDevice.h
+    v10.3.0:483-523, sampleInference.cpp v10.3.0:1497-1509, 1734) and NVIDIA's
+    samples/python/dds_faster_rcnn/infer.py does. TensorRT < 10 calls ``reallocate_output``, 10+
+    ``reallocate_output_async`` (falling back to the former: pyCore.cpp v10.3.0:536-545), then
+    ``notify_shape``; both are defined. Keeps one device buffer per output, grown as needed."""
+
+    class OutputAllocator(trt.IOutputAllocator):
+        def __init__(self) -> None:
+            trt.IOutputAllocator.__init__(self)
+            self.buffers, self.shapes = {}, {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            size = max(int(size), 1)  # TensorRT needs a non-null pointer even for an empty output
+            if tensor_name not in self.buffers or self.buffers[tensor_name][0] < size:
+                self.buffers[tensor_name] = (size, cuda.mem_alloc(size))
+            return int(self.buffers[tensor_name][1])
+
+        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return OutputAllocator()
+
+
 class TrtModel:
     """A TensorRT engine run as an application runs it (the tensor API of TensorRT >= 8.5, pycuda): each
     ``infer`` copies the batch host->device, enqueues ``execute_async_v3`` on a stream, copies the outputs
     device->host and synchronizes. Batches above the optimisation profile's max batch (1 for a dynamic
     batch built without --maxShapes: trtexec then fixes dynamic dims to 1) run in slices, concatenated;
-    slices below its min are zero-padded. I/O in the engine's own dtypes; outputs come back float32."""
+    slices below its min are zero-padded. I/O in the engine's own dtypes; outputs come back float32.
 
-    def __init__(self, path) -> None:
+    ``plugins``: the plugin libraries the build loaded, registered before deserialising (with
+    TensorRT's own, :func:`load_trt_plugins`). Outputs with data-dependent shapes
+    (``data_dependent``: NonZero, NonMaxSuppression) get their memory from an output allocator and
+    come back in their real shape; their rows do not follow the batch, so a batch that needs slices
+    or padding is refused for them (``join=False``, for timing only, runs it anyway)."""
+
+    def __init__(self, path, plugins=()) -> None:
         trt, self._np = _import("tensorrt", TRT_PYTHON), _import("numpy")
         _import("pycuda.autoinit", TRT_PYTHON)  # a CUDA context on device 0, released at exit
         self._cuda = cuda = _import("pycuda.driver", TRT_PYTHON)
@@ -367,13 +496,12 @@ class TrtModel:
                 f"TensorRT {self.version} is too old for EdgeForge's own runs of "
                 "engines: they need its tensor API (TensorRT >= 8.5); upgrade JetPack/TensorRT",
             )
-        self._engine = e = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(path).read_bytes())
+        self._logger = trt_logger(trt)  # TensorRT needs it alive as long as its objects
+        self._plugin_libs = load_trt_plugins(trt, self._logger, list(plugins))
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = e = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if e is None:
-            raise AgentError(
-                "failed",
-                f"TensorRT {self.version} cannot deserialize {path} (its errors are above): "
-                "an engine runs only on the TensorRT version and GPU it was built with; rebuild it",
-            )
+            raise AgentError("failed", trt_load_failure(self.version, path, self._logger.errors, list(plugins)))
         self._ctx, names = e.create_execution_context(), [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
         inputs = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         _single_input(path, inputs)
@@ -384,6 +512,14 @@ class TrtModel:
         lo, _, hi = (shape, shape, shape) if self.static else e.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         self._stream, self._host, self._dev = cuda.Stream(), {}, {}
+        # with every input dimension known, a -1 left in an output's shape depends on values
+        # (sampleInference.cpp v10.3.0:176 isDynamic): such outputs take their memory from an allocator
+        self._ctx.set_input_shape(self.input_name, tuple(lo))
+        self.data_dependent = [o for o in self.output_names if -1 in tuple(self._ctx.get_tensor_shape(o))]
+        self._allocator = trt_output_allocator(trt, cuda) if self.data_dependent else None
+        for o in self.data_dependent:
+            if not self._ctx.set_output_allocator(o, self._allocator):
+                raise AgentError("failed", f"TensorRT refused an output allocator for {o} (its errors are above)")
 
     def _buffers(self, name: str, shape: tuple) -> tuple:
         """Pinned host array and device allocation for ``name`` (kept; the device one grows as needed)."""
@@ -403,21 +539,48 @@ class TrtModel:
             raise AgentError("bad_input", f"the engine refuses input shape {x.shape} for {self.input_name}")
         host, dev = self._buffers(self.input_name, x.shape)
         host[...] = x
-        outs = {o: self._buffers(o, tuple(ctx.get_tensor_shape(o))) for o in self.output_names}
+        fixed = [o for o in self.output_names if o not in self.data_dependent]
+        outs = {o: self._buffers(o, tuple(ctx.get_tensor_shape(o))) for o in fixed}
         cuda.memcpy_htod_async(dev, host, self._stream)
         if not ctx.execute_async_v3(self._stream.handle):
             raise AgentError("failed", "TensorRT's execute_async_v3 failed (its errors are above)")
+        # the allocator has the data-dependent outputs' memory and shapes once enqueueV3 has returned
+        # (notifyShape: "sometime between when it calls reallocateOutput and enqueueV3 returns")
+        for o in self.data_dependent:
+            shape = self._allocator.shapes[o]
+            empty = cuda.pagelocked_empty if 0 not in shape else np.empty  # nothing to copy into an empty one
+            outs[o] = (empty(shape, self._dtypes[o]), self._allocator.buffers[o][1])
         for o_host, o_dev in outs.values():
-            cuda.memcpy_dtoh_async(o_host, o_dev, self._stream)
+            if o_host.nbytes:
+                cuda.memcpy_dtoh_async(o_host, o_dev, self._stream)
         self._stream.synchronize()
-        return {o: np.array(h[:n] if pad else h, dtype=np.float32) for o, (h, _) in outs.items()}
+        return {
+            o: np.array(h[:n] if pad and o not in self.data_dependent else h, dtype=np.float32)
+            for o, (h, _) in outs.items()
+        }
 
-    def infer(self, x) -> dict:
+    def infer(self, x, join: bool = True) -> dict:
+        """Every output for the batch ``x``; with ``join`` false (timing) the outputs of several calls
+        are not joined: data-dependent ones come back as a list, one array per call."""
+        n, mb = len(x), self.max_batch
+        calls = -(-n // mb)
+        if join and self.data_dependent and (calls > 1 or n < self.min_batch):
+            how = f"{calls} calls of at most {mb}" if calls > 1 else f"one call padded to {self.min_batch}"
+            raise AgentError(
+                "bad_input",
+                f"outputs {self.data_dependent} have data-dependent shapes (NonZero, NonMaxSuppression, ...): their "
+                f"rows do not follow the batch, so a batch of {n} run as {how} (the engine's profile takes batch "
+                f"{self.min_batch} to {mb} for {self.input_name}) cannot be joined. Run batches the profile takes "
+                "(one call each), or give the model per-sample outputs (e.g. pad the detections to a fixed count)",
+            )
         x = self._np.ascontiguousarray(x, dtype=self._dtypes[self.input_name])
-        parts = [self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
-        return (
-            parts[0] if len(parts) == 1 else {o: self._np.concatenate([p[o] for p in parts]) for o in self.output_names}
-        )
+        parts = [self._run(x[i : i + mb]) for i in range(0, n, mb)]
+        if len(parts) == 1:
+            return parts[0]
+        return {
+            o: [p[o] for p in parts] if o in self.data_dependent else self._np.concatenate([p[o] for p in parts])
+            for o in self.output_names
+        }
 
 
 def runtime_version(runtime: str) -> str:
@@ -459,6 +622,10 @@ CHECKS = {
     "timeout": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
     "io_names": (lambda v: v is None or isinstance(v, dict), 'null or {"inputs": [...], "outputs": [...]}'),
     "input_name": (lambda v: v is None or _name(v), "null or the engine's input tensor name"),
+    "plugins": (
+        lambda v: v is None or (isinstance(v, list) and all(map(_name, v))),
+        "null or a list of the plugin libraries (paths on the device) the TensorRT build loaded",
+    ),
     "argv": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_name, v)), "a command line (strings)"),
     "batch_sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of ints > 0"),
     "batch_size": (_count, "an int > 0"),
@@ -479,6 +646,7 @@ OPTIONAL = {
     "input_name": None,
     "trtexec_args": [],
     "profile_batches": None,
+    "plugins": None,
 }
 
 
@@ -656,7 +824,7 @@ def _load(req: dict, trt_optional: bool = False) -> tuple:
         raise AgentError("bad_input", f"input {str(path)!r} is not an (N, ...) .npy array of numbers: {e}") from e
     if runtime == "tensorrt":
         try:
-            return runtime, TrtModel(artifact), x, np
+            return runtime, TrtModel(artifact, _get(req, "plugins") or []), x, np
         except AgentError as e:
             if not trt_optional or e.kind != "missing_runtime":
                 raise
@@ -700,12 +868,14 @@ def cmd_benchmark(req: dict) -> dict:
     if isinstance(model, AgentError):
         res["latency_unavailable"] = str(model)
     else:
+        # timing only: outputs of data-dependent shape from several calls need not be joined
+        infer = (lambda b: model.infer(b, join=False)) if runtime == "tensorrt" else model.infer
         t1 = time.perf_counter()
-        model.infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
+        infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
         res["cold"] = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
         for b in sizes:
             batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
-            res["latency_s"][f"b{b}"] = measure(lambda: model.infer(batch), *loop)  # noqa: B023 (called here)
+            res["latency_s"][f"b{b}"] = measure(lambda: infer(batch), *loop)  # noqa: B023 (called here)
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
     if runtime == "tensorrt":
         trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")
@@ -723,6 +893,14 @@ def cmd_benchmark(req: dict) -> dict:
 def cmd_infer(req: dict) -> dict:
     _, model, x, np = _load(req)
     out, bs = Path(_get(req, "output")), _get(req, "batch_size")
+    if getattr(model, "data_dependent", None) and len(x) > bs:
+        raise AgentError(
+            "bad_input",
+            f"outputs {model.data_dependent} have data-dependent shapes (NonZero, NonMaxSuppression, ...): the "
+            f"results of {len(x)} samples run in batches of {bs} cannot be joined along a batch axis; infer all "
+            "samples in one batch (batch_size >= their number, within the engine's profile) or give the model "
+            "per-sample outputs",
+        )
     parts = {n: [] for n in model.output_names}
     for i in range(0, len(x), bs):
         for name, value in model.infer(x[i : i + bs]).items():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.records import built_artifact
+from tasks.records import BuildRecord, built_artifact
 
 
 @contextlib.contextmanager
@@ -53,15 +53,19 @@ def upload_input(dev, x: np.ndarray) -> str:
     return remote
 
 
-def _request(dev, artifact: str, remote_input: str) -> dict:
-    return {"runtime": dev.target.runtime, "artifact": artifact, "input": remote_input, "threads": dev.target.threads}
+def _request(dev, build_dir: Path, artifact: str, remote_input: str) -> dict:
+    req = {"runtime": dev.target.runtime, "artifact": artifact, "input": remote_input, "threads": dev.target.threads}
+    if dev.target.runtime == "tensorrt":
+        # the plugin libraries the build loaded (device paths): the engine deserialises only with them
+        req["plugins"] = list(BuildRecord.read(build_dir / "build.json").extra.get("trt_plugins") or [])
+    return req
 
 
 def outputs(dev, build_dir: Path, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Every output of the artifact on ``x`` (float32 (N, C, H, W)), run on the device."""
     remote_x = upload_input(dev, x)
     with deployed(dev, build_dir) as (d, art), tempfile.TemporaryDirectory() as tmp:
-        dev.call("infer", {**_request(dev, art, remote_x), "output": f"{d}/y.npz", "batch_size": batch_size})
+        dev.call("infer", {**_request(dev, build_dir, art, remote_x), "output": f"{d}/y.npz", "batch_size": batch_size})
         dev.host.get(f"{d}/y.npz", Path(tmp) / "y.npz")
         with np.load(Path(tmp) / "y.npz") as z:
             return {k: z[k] for k in z.files}
@@ -96,7 +100,7 @@ def latencies(
         res = dev.call(
             "benchmark",
             {
-                **_request(dev, art, remote_x),
+                **_request(dev, build_dir, art, remote_x),
                 "batch_sizes": list(bench.batch_sizes),
                 "warmup_s": bench.warmup_s,
                 "min_duration_s": bench.min_duration_s,

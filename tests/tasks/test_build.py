@@ -125,3 +125,60 @@ def test_failed_build_leaves_no_outputs(params, workdir, capsys):
     assert not stale_dir.exists()
     assert not stale_metrics.exists()
     assert list((workdir / "artifacts" / "build").iterdir()) == []  # no scratch folder either
+
+
+@pytest.mark.parametrize(
+    "cc, int8",
+    [
+        ("5.3", False),
+        ("6.0", False),
+        ("6.1", True),
+        ("6.2", False),
+        ("7.2", True),
+        ("8.7", True),
+        ("11.0", True),
+        ("", None),
+    ],
+)
+def test_int8_capability_by_compute_capability(cc, int8):
+    from tasks.build import int8_capable
+
+    assert int8_capable(cc) is int8
+
+
+NANO = {"name": "NVIDIA Jetson Nano Developer Kit", "compute_capability": "5.3"}  # what the probe records (device tree)
+ORIN = {"name": "Jetson AGX Orin Developer Kit", "compute_capability": "8.7"}
+
+
+def test_int8_on_a_tensorrt_gpu_without_int8_is_refused_before_connecting(params, workdir, capsys, monkeypatch):
+    """A Jetson Nano / TX1 (SM 5.3) has no INT8: an int8-* TensorRT build is refused naming the GPU, its
+    SM and what to build instead, before the device is even connected to; fp16 there, int8 on an Orin,
+    and a device whose GPU the probe could not tell, pass the check (and go on to the device)."""
+    from tasks import build
+    from tasks.io import write_json
+    from tasks.runtimes import BuildError
+
+    params["target"]["nano"] = {**params["target"]["local"], "runtime": "tensorrt"}
+    write_params(params)
+    connected = []
+
+    def device(name, *args, **kwargs):
+        connected.append(name)
+        raise BuildError("no device in this test")
+
+    monkeypatch.setattr(build, "device", device)
+    cases = [([NANO], "int8-minmax", True), ([NANO], "fp16", False), ([ORIN], "int8-minmax", False)]
+    cases += [([], "int8-minmax", False), ([NANO, ORIN], "int8-minmax", False)]
+    for gpus, precision, refused in cases:
+        write_json(LAYOUT.fingerprint("nano"), {"gpu": gpus, "tensorrt": "8.2.1", "fingerprint_sha256": "0" * 64})
+        connected.clear()
+        with pytest.raises(SystemExit) as e:
+            build.main(["--target", "nano", "--precision", precision])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and not LAYOUT.build_dir(f"nano-{precision}").exists()
+        if refused:
+            assert f"edgeforge build@nano-{precision}: error: nano: {precision} needs INT8 kernels, which the " in err
+            assert "GPU NVIDIA Jetson Nano Developer Kit (SM 5.3) lacks" in err and "Build fp16 (or fp32)" in err
+            assert "build.precisions=[fp32,fp16]" in err and connected == []
+        else:
+            assert "needs INT8 kernels" not in err and "no device in this test" in err and connected == ["nano"]

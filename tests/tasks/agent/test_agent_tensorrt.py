@@ -8,14 +8,20 @@ number (they are the recorded logs' numbers, from other machines) and every noti
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from tasks.records import BuildRecord
 from tasks.runtimes.base import BuildError
@@ -227,11 +233,16 @@ def test_tensorrt_older_than_8_5_is_refused_naming_its_version(folder):
     assert "TensorRT 8.4.1 is too old" in res["latency_unavailable"] and res["trtexec"]["runs"]["b1"]["exit_code"] == 0
 
 
-def test_an_engine_of_another_tensorrt_version_is_a_failure(folder):
-    exe, art = engine(folder, "10.3.0")
-    reply, stderr = run_agent(folder, "benchmark", bench_request(exe, art), expect=1, env=fake_trt("10.16.1"))
-    assert reply["kind"] == "failed" and "TensorRT 10.16.1 cannot deserialize" in reply["error"]
-    assert "written for TensorRT 10.3.0" in stderr  # the (fake) runtime's own log line
+@pytest.mark.parametrize("built, device", [("10.3.0", "10.16.1"), ("8.5.3", "8.6.1")])
+def test_an_engine_of_another_tensorrt_version_is_a_failure_naming_that_cause(folder, built, device):
+    exe, art = engine(folder, built)
+    reply, stderr = run_agent(folder, "benchmark", bench_request(exe, art), expect=1, env=fake_trt(device))
+    err = reply["error"]
+    assert reply["kind"] == "failed" and f"TensorRT {device} cannot deserialize" in err
+    # the cause TensorRT's own lines point to, quoted, and what to do; not a list of every possible cause
+    assert "built by another TensorRT version" in err and "rebuild it with this device's TensorRT" in err
+    assert f"expecting library version {device} got {built}" in err and "plugin" not in err.split("To fix:")[1]
+    assert f"expecting library version {device} got {built}" in stderr  # the runtime's log line, as printed
 
 
 def test_a_failing_trtexec_load_is_an_error_quoting_its_errors(folder):
@@ -331,7 +342,7 @@ def test_the_fake_tensorrt_packages_say_so():
 
 def engine_record(build_dir: Path, **extra) -> None:
     """``build.json`` of a TensorRT build folder holding ``model.engine``, as the build stage writes it
-    (``extra``: the recipe's ``trt_*`` facts)."""
+    (``extra``: the recipe's ``trt_*`` facts, e.g. ``trt_plugins``)."""
     from tasks.io import sha256_file
 
     engine = build_dir / "model.engine"
@@ -348,3 +359,273 @@ def engine_record(build_dir: Path, **extra) -> None:
         build_seconds=0.0,
         extra=extra,
     ).write(build_dir / "build.json")
+
+
+# ---- plugins, data-dependent output shapes (issue #14)
+
+
+def instance_norm_model() -> onnx.ModelProto:
+    """x (N, 2, 8, 8) -> InstanceNormalization -> y: TensorRT < 10 imports it as the
+    InstanceNormalization_TRT plugin of libnvinfer_plugin, 10+ natively (the FAKE's header)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])
+    scale = numpy_helper.from_array(np.array([1.5, 0.5], np.float32), "scale")
+    bias = numpy_helper.from_array(np.array([0.1, -0.2], np.float32), "bias")
+    node = helper.make_node("InstanceNormalization", ["x", "scale", "bias"], ["y"], epsilon=1e-5)
+    return helper.make_model(
+        helper.make_graph([node], "instnorm", [x], [y], [scale, bias]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+def custom_op_model() -> onnx.ModelProto:
+    """x -> com.microsoft:FastGelu -> y: an op outside the ONNX domain, which TensorRT's parser imports
+    as a plugin named after it (a library the build loads must provide it; ONNX Runtime runs it here)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])
+    node = helper.make_node("FastGelu", ["x"], ["y"], domain="com.microsoft")
+    return helper.make_model(
+        helper.make_graph([node], "custom", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+
+
+def nonzero_model() -> onnx.ModelProto:
+    """x (N, 2, 8, 8) -> Relu -> y, and NonZero(y) -> idx (4, K): K depends on the values."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])
+    idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [4, "K"])
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NonZero", ["y"], ["idx"])]
+    return helper.make_model(
+        helper.make_graph(nodes, "nonzero", [x], [y, idx]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+def fake_plugin_library(folder: Path, creators: list[list[str]]) -> Path:
+    """A FAKE plugin library: a copy of a real shared library this process has loaded (libm), so
+    ctypes can load it as the agent loads a plugin library, with the FAKE tensorrt's sidecar naming
+    the plugin creators it "registers" when loaded (tests/fakes/trt_python/tensorrt/__init__.py)."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    real = next(line.split()[-1] for line in maps if re.search(r"/libm\.so[.\d]*$", line))
+    folder.mkdir(parents=True, exist_ok=True)
+    lib = Path(shutil.copy(real, folder / "libfake_plugins.so"))
+    Path(f"{lib}.fake_plugins.json").write_text(json.dumps({"creators": creators}))
+    return lib
+
+
+def onnx_engine(folder: Path, model: onnx.ModelProto, name: str, version: str, *flags: str) -> str:
+    """The FAKE trtexec's engine of ``model`` (saved as ``<name>.onnx``) for TensorRT ``version``, built
+    through the agent with ``flags``: its path relative to ``folder``."""
+    onnx.save(model, str(folder / f"{name}.onnx"))
+    exe = install_trtexec(folder / f"bin-{name}-{version}", version)
+    out = f"build-{name}-{version}"
+    reply, _ = run_agent(
+        folder,
+        "build",
+        {
+            "runtime": "tensorrt",
+            "out_dir": out,
+            "engine": "model.engine",
+            "log": "build.log",
+            "timeout": 60,
+            "argv": [str(exe), f"--onnx={folder / f'{name}.onnx'}", "--saveEngine=model.engine", *flags],
+        },
+    )
+    assert reply["result"]["artifact"] == "model.engine"
+    return f"{out}/model.engine"
+
+
+def infer_request(art: str, out: str, batch_size: int = 8, **extra) -> dict:
+    return {
+        "runtime": "tensorrt",
+        "artifact": art,
+        "input": "x.npy",
+        "output": out,
+        "batch_size": batch_size,
+        "threads": None,
+        **extra,
+    }
+
+
+def reference(folder: Path, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs of ``<name>.onnx`` by name."""
+    sess = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
+
+
+def test_tensorrt_s_own_plugins_are_registered_before_deserialising(folder):
+    """An engine TensorRT 8.6 built with its InstanceNormalization_TRT plugin loads only after
+    init_libnvinfer_plugins, which NVIDIA's samples and trtexec call first."""
+    x = np.load(folder / "x.npy")
+    for version in ("8.6.1", "10.3.0"):  # a plugin on 8.x, native on 10 (both load)
+        art = onnx_engine(folder, instance_norm_model(), "instnorm", version, *SHAPES_MAX2)
+        want = reference(folder, "instnorm", x)
+        reply, _ = run_agent(folder, "infer", infer_request(art, f"in-{version}.npz", 2), env=fake_trt(version))
+        assert reply["result"] == {"outputs": ["y"], "samples": 7}
+        with np.load(folder / f"in-{version}.npz") as got:
+            np.testing.assert_allclose(got["y"], want["y"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_a_missing_plugin_library_is_named_with_tensorrt_s_errors_and_the_build_s_library_loads(folder, version):
+    lib = fake_plugin_library(folder / f"plugins-{version}", [["FastGelu", "1"]])
+    art = onnx_engine(folder, custom_op_model(), "custom", version, *SHAPES_MAX2, f"--staticPlugins={lib}")
+    reply, stderr = run_agent(folder, "infer", infer_request(art, "never.npz", 2), expect=1, env=fake_trt(version))
+    err = reply["error"]
+    assert reply["kind"] == "failed" and f"TensorRT {version} cannot deserialize {art}" in err
+    # the cause TensorRT's lines point to (a plugin), which one, the evidence, and what to do
+    assert "holds a plugin no library loaded here registers (FastGelu version 1)" in err
+    assert "getPluginCreator could not find plugin: FastGelu version: 1" in err and "IPluginCreator not found" in err
+    assert "target.<name>.tensorrt.plugins" in err and "loaded besides TensorRT's own: none" in err
+    assert "another TensorRT version" not in err and "getPluginCreator could not find plugin" in stderr
+    assert not (folder / "never.npz").exists()
+    # with the library the build loaded, the engine deserialises and runs
+    reply, _ = run_agent(
+        folder, "infer", infer_request(art, f"c-{version}.npz", 2, plugins=[str(lib)]), env=fake_trt(version)
+    )
+    x = np.load(folder / "x.npy")
+    with np.load(folder / f"c-{version}.npz") as got:
+        np.testing.assert_allclose(got["y"], reference(folder, "custom", x)["y"], atol=1e-5, rtol=0)
+    # benchmarks load it too
+    reply, _ = run_agent(folder, "benchmark", bench_request(None, art, plugins=[str(lib)]), env=fake_trt(version))
+    assert set(reply["result"]["latency_s"]) == {"b1", "b2"}
+
+
+def test_the_plugins_request_key_is_checked(folder):
+    _, art = engine(folder, "10.3.0")
+    for plugins, why in (
+        ("libx.so", "must be null or a list of the plugin libraries"),
+        ([""], "must be null or a list"),
+    ):
+        reply, _ = run_agent(
+            folder, "infer", infer_request(art, "n.npz", plugins=plugins), expect=1, env=fake_trt("10.3.0")
+        )
+        assert reply["kind"] == "bad_input" and "'plugins'" in reply["error"] and why in reply["error"]
+    reply, _ = run_agent(
+        folder, "infer", infer_request(art, "n.npz", plugins=["/nowhere/libp.so"]), expect=1, env=fake_trt("10.3.0")
+    )
+    assert (
+        reply["kind"] == "bad_input"
+        and "plugin library '/nowhere/libp.so' does not exist on this device" in reply["error"]
+    )
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.0.0"])
+def test_data_dependent_outputs_come_back_in_their_real_shape(folder, version):
+    """NonZero's output is (4, K), K known only after execution: -1 after set_input_shape, memory from an
+    output allocator (reallocate_output before 10, reallocate_output_async from 10), shape from notify_shape."""
+    x = np.load(folder / "x.npy")[:2]
+    np.save(folder / "x2.npy", x)
+    art = onnx_engine(folder, nonzero_model(), "nonzero", version, *SHAPES_MAX2)
+    want = reference(folder, "nonzero", x)
+    req = {**infer_request(art, f"nz-{version}.npz", 2), "input": "x2.npy"}
+    reply, _ = run_agent(folder, "infer", req, env=fake_trt(version))
+    assert reply["result"] == {"outputs": ["y", "idx"], "samples": 2}
+    with np.load(folder / f"nz-{version}.npz") as got:
+        assert got["idx"].shape == want["idx"].shape == (4, int((want["y"] > 0).sum()))
+        np.testing.assert_array_equal(got["idx"], want["idx"].astype(np.float32))
+        np.testing.assert_allclose(got["y"], want["y"], atol=1e-6, rtol=0)
+    # timing runs a batch above the profile in slices; their data-dependent outputs are not joined
+    reply, _ = run_agent(folder, "benchmark", bench_request(None, art, sizes=[1, 2, 5]), env=fake_trt(version))
+    assert set(reply["result"]["latency_s"]) == {"b1", "b2", "b5"} and reply["result"]["slices"] == {"b5": 3}
+
+
+def test_data_dependent_outputs_of_several_calls_are_refused_not_joined(folder):
+    art = onnx_engine(folder, nonzero_model(), "nonzero", "10.3.0", *SHAPES_MAX2)
+    # 7 samples in batches of 2: NonZero's rows of separate calls have no batch axis to join them on
+    reply, _ = run_agent(folder, "infer", infer_request(art, "nz7.npz", 2), expect=1, env=fake_trt("10.3.0"))
+    assert reply["kind"] == "bad_input" and "['idx'] have data-dependent shapes" in reply["error"]
+    assert "batch_size >= their number" in reply["error"] and not (folder / "nz7.npz").exists()
+    # one batch of 7 is above the profile (max 2): it would run as 4 calls
+    reply, _ = run_agent(folder, "infer", infer_request(art, "nz7.npz", 7), expect=1, env=fake_trt("10.3.0"))
+    assert reply["kind"] == "bad_input" and "a batch of 7 run as 4 calls of at most 2" in reply["error"]
+    assert "profile takes batch 1 to 2 for x" in reply["error"]
+
+
+def test_remote_runs_pass_the_plugin_libraries_of_the_build_record(folder, tmp_path, monkeypatch):
+    """The host side: benchmark and evaluate send the build record's ``trt_plugins`` (the libraries
+    trtexec loaded for the build) with every run, so the engine deserialises on the device."""
+    from tasks.agent import remote
+    from tasks.agent.client import AgentError, device
+    from tasks.config.schema import Target, TensorRT
+
+    lib = fake_plugin_library(tmp_path / "plugins", [["FastGelu", "1"]])
+    art = onnx_engine(folder, custom_op_model(), "custom", "10.3.0", *SHAPES_MAX2, f"--staticPlugins={lib}")
+    x = np.load(folder / "x.npy")
+    for key, value in fake_trt("10.3.0").items():
+        monkeypatch.setenv(key, value)
+    bench = SimpleNamespace(batch_sizes=[1], warmup_s=0.0, min_duration_s=0.0, min_iterations=3)
+    for plugins in ([str(lib)], None):
+        build_dir = tmp_path / f"build-{bool(plugins)}"
+        build_dir.mkdir()
+        (build_dir / "model.engine").write_bytes((folder / art).read_bytes())
+        engine_record(build_dir, **({"trt_plugins": plugins} if plugins else {}))
+        with device("jetson", Target(runtime="tensorrt", tensorrt=TensorRT())) as dev:
+            if plugins:
+                y = remote.outputs(dev, build_dir, x, batch_size=2)
+                np.testing.assert_allclose(y["y"], reference(folder, "custom", x)["y"], atol=1e-5, rtol=0)
+                lat, _ = remote.latencies(dev, build_dir, x, bench, trtexec=False)
+                assert set(lat) == {1}
+            else:  # an older record without the field: the device says which plugin is missing
+                with pytest.raises(AgentError, match="holds a plugin no library loaded here registers"):
+                    remote.outputs(dev, build_dir, x, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    "lines, cause",
+    [
+        # TensorRT 8.2 (NVIDIA/TensorRT issue #2041)
+        (
+            [
+                "1: [stdArchiveReader.cpp::StdArchiveReader::40] Error Code 1: Serialization (Serialization assertion "
+                "stdVersionRead == serializationVersion failed.Version tag does not match. Note: Current Version: 213, "
+                "Serialized Engine Version: 205)",
+                "4: [runtime.cpp::deserializeCudaEngine::50] Error Code 4: Internal Error (Engine deserialization failed.)",
+            ],
+            "it was built by another TensorRT version",
+        ),
+        # TensorRT 7 (LizhenWangT/StyleAvatar issue #10)
+        (
+            [
+                "INVALID_CONFIG: The engine plan file is generated on an incompatible device, expecting compute 8.9 got "
+                "compute 8.6, please rebuild"
+            ],
+            "it was built for another GPU",
+        ),
+        # TensorRT 7.2 (onnx/onnx-tensorrt issue #597)
+        (
+            ["INVALID_ARGUMENT: getPluginCreator could not find plugin InstanceNormalization_TRT version 1"],
+            "registers (InstanceNormalization_TRT version 1)",
+        ),
+        ([], "one of: the engine holds a plugin no library loaded here registers; it was built by another TensorRT"),
+    ],
+)
+def test_a_failed_deserialisation_is_explained_by_the_lines_tensorrt_logged(lines, cause):
+    from tasks.agent.agent import TRT_LOAD_CAUSES, trt_load_failure
+
+    msg = trt_load_failure("8.2.1", "model.engine", lines, ["/opt/libp.so"])
+    assert msg.startswith("TensorRT 8.2.1 cannot deserialize model.engine: ") and cause in msg
+    assert "loaded besides TensorRT's own: /opt/libp.so" in msg and (lines[-1] if lines else "nothing") in msg
+    # what to do: the fix of the cause the lines point to, or of every cause when they point to none
+    fixes = [fix for _, why, fix in TRT_LOAD_CAUSES if why in msg]
+    assert msg.split("To fix: ")[1] == "; or ".join(fixes) and len(fixes) == (3 if not lines else 1)
+
+
+def test_probe_records_a_jetson_s_gpu_and_compute_capability_from_the_device_tree(monkeypatch):
+    """No usable nvidia-smi on a Jetson: the SoC in /proc/device-tree gives the GPU's compute capability.
+    Contents as read on the boards (NUL-separated): Nano and TX1, rbonghi/jetson_stats issue #48 (JetPack
+    4.3 / 3.2); AGX Orin, NVIDIA/jetson-gpio issue #125."""
+    from tasks.agent import agent
+
+    boards = {
+        "NVIDIA Jetson Nano Developer Kit\x00": ("nvidia,jetson-nano\x00nvidia,tegra210\x00", "5.3"),
+        "jetson_tx1\x00": ("nvidia,jetson-cv\x00nvidia,tegra210\x00", "5.3"),
+        "Jetson AGX Orin Developer Kit\x00": (
+            "nvidia,p3737-0000+p3701-0005\x00nvidia,p3701-0005\x00nvidia,tegra234\x00nvidia,tegra23x\x00",
+            "8.7",
+        ),
+    }
+    monkeypatch.setattr(agent, "_sh", lambda *argv: "")  # no nvidia-smi
+    for model, (compatible, cc) in boards.items():
+        files = {"/proc/device-tree/model": model, "/proc/device-tree/compatible": compatible}
+        monkeypatch.setattr(agent, "_read", lambda path, files=files: files.get(path, ""))
+        assert agent._gpus() == [{"name": model.strip("\x00"), "compute_capability": cc}]
