@@ -219,7 +219,7 @@ def check(onnx_path: Path, trt_version: str, target: str) -> None:
         + "\n".join(lines)
         + "\n  What to do: re-export the model with a different opset (or with the exporter option that "
         "avoids the op), replace the op in the model with supported ones, implement a TensorRT plugin for "
-        "it and load it through target.tensorrt.extra_args (--staticPlugins=...), or upgrade TensorRT on "
+        "it and list its library in target.<name>.tensorrt.plugins (passed to the build and every engine load), or upgrade TensorRT on "
         "the device where a newer release supports it. Nothing was uploaded."
     )
 
