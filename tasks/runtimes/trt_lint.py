@@ -152,11 +152,13 @@ def _nodes(graph: onnx.GraphProto, where: str):
                 yield from _nodes(sub, f"{name}/{attr.name}" + (f"[{k}]" if len(subgraphs) > 1 else ""))
 
 
-def unsupported_ops(onnx_path: Path, trt_version: str) -> list[tuple[str, str]]:
+def unsupported_ops(model: Path | onnx.ModelProto, trt_version: str) -> list[tuple[str, str]]:
     """``(op type, node name)`` of every node TensorRT ``trt_version``'s ONNX parser cannot import,
-    in graph order (subgraphs after their parent node). Non-default domains read ``domain:op``."""
+    in graph order (subgraphs after their parent node). Non-default domains read ``domain:op``.
+    ``model``: a path, or the model already loaded."""
     supported = supported_ops(trt_version)
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
     functions = (
         {(f.domain, f.name): f for f in model.functions}
         if parse_version(trt_version)[:2] >= _LOCAL_FUNCTIONS_FROM
@@ -184,8 +186,9 @@ def check(onnx_path: Path, trt_version: str, target: str) -> None:
     reads (naming the ``export.opset`` to use), or listing the operators it cannot import (op type,
     up to 5 node names each) and what to do; return quietly when there are none."""
     try:
-        opset = model_opset(onnx.load(str(onnx_path), load_external_data=False))
-        bad = unsupported_ops(onnx_path, trt_version)
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        opset = model_opset(model)
+        bad = unsupported_ops(model, trt_version)
     except BuildError:
         raise
     except Exception as e:  # onnx.load raises protobuf's DecodeError, OSError, ... on unreadable files
