@@ -247,9 +247,7 @@ def quantize_qdq(
         Path(tmp).unlink(missing_ok=True)
         raise
     facts = qdq_facts(quantizer.model.model)
-    dq_out = {o for n in quantizer.model.model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    adds = {n.name: n for n in quantizer.model.model.graph.node if n.op_type == "Add"}
-    residual = [r for r in residual if any(i in dq_out for i in adds[r.add].input)]
+    residual = [r for r in residual if r.add in facts["quantized_nodes"]]  # its residual input is dequantized
     return {
         **facts,
         "selected_nodes": chosen,
