@@ -123,13 +123,15 @@ def openvino_builds(models: dict[str, Path], td: Path) -> dict[str, Path]:
     return out
 
 
-def latency(models: dict[str, Path], rounds: int, min_s: float) -> dict[str, float]:
+def latency(models: dict[str, Path], rounds: int, min_s: float, threads: int | None = None) -> dict[str, float]:
+    """Batch-1 p50 (ms) of each model (ONNX, or OpenVINO IR ``.xml``), median of ``rounds``
+    interleaved rounds (the order flips each round)."""
     from tasks.metrics.latency import measure, summarize
     from tasks.runtimes import get_runtime
 
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     sessions = {
-        k: get_runtime("openvino" if p.suffix == ".xml" else "onnxruntime").load(p, None) for k, p in models.items()
+        k: get_runtime("openvino" if p.suffix == ".xml" else "onnxruntime").load(p, threads) for k, p in models.items()
     }
     p50: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds):

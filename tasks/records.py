@@ -104,6 +104,7 @@ class QuantizeRecord(Record):
     keep_io_types: bool | None = opt()  # fp16
     calibrator: str | None = opt()  # int8
     quantized_nodes: list[str] | None = opt()
+    residual_adds: int | None = opt()  # int8: residual Adds with a Q/DQ on their residual input
     accepted: bool | None = opt()  # int8-mixed: the plan met quant.max_drop
     reason: str | None = opt()
     kept_fp32: list[dict] | None = opt()  # int8-mixed: {node, op_type, rank, drop, sqnr_db, why}

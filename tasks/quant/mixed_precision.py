@@ -110,7 +110,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     ranked = [r["node"] for r in rows]
     with tempfile.TemporaryDirectory(prefix="edgeforge-mixed-") as td:
         trial_drops: dict[int, dict] = {}
-        quantized: dict[int, list[str]] = {}
+        quantized: dict[int, dict] = {}  # quantize_qdq facts of model.onnx per number kept FP32
 
         def try_plan(kept: list[str]) -> float:
             trial = Path(td) / str(len(kept))

@@ -12,10 +12,16 @@ can build the result as it is:
 - biases stay FP32 (``QuantizeBias=False``): TensorRT's DequantizeLinear takes no int32 input;
   it folds the FP32 bias into the INT8 kernel;
 - Q/DQ on the inputs of weighted ops only, not on their outputs
-  (``OpTypesToExcludeOutputQuantization``): TensorRT's Q/DQ placement recommendation; it fuses
-  the following activation/pooling and moves Q/DQ itself.
+  (``OpTypesToExcludeOutputQuantization``), and none written for normalisation, Resize, Gather,
+  pooling or copy ops; plus a Q/DQ on the residual input of each residual Add whose Conv is
+  quantized, so TensorRT fuses Conv + Add with INT8 input and output
+  (``EdgeForgePlacement="tensorrt"``; the rule and NVIDIA's sources are in
+  :mod:`tasks.quant.placement`). TensorRT fuses the following activation/pooling and moves
+  Q/DQ itself.
 
-``extra_options`` overrides any of these (ORT's ``quantize_static`` option names).
+``extra_options`` overrides any of these (ORT's ``quantize_static`` option names, plus
+``EdgeForgePlacement``: ``tensorrt`` as above, or ``ort``, ORT's own placement of every op type
+its Q/DQ registry knows; it is not passed on to ORT).
 """
 
 from __future__ import annotations
@@ -31,12 +37,18 @@ import numpy as np
 import onnx
 
 from tasks.quant.common import QuantError, check_ranges, constants_to_initializers, load_model
+from tasks.quant.placement import residual_inputs
 
 #: Op types a quantized node can be: the weighted ops with int8 kernels in TensorRT and ORT.
 #: These are the units of per-layer sensitivity (quantize one, keep the rest FP32).
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
+#: ``extra_options`` key choosing where activation Q/DQ go (EdgeForge's, stripped before ORT).
+PLACEMENT_OPTION = "EdgeForgePlacement"
+PLACEMENTS = ("tensorrt", "ort")
+
 TRT_EXTRA_OPTIONS: dict[str, Any] = {
+    PLACEMENT_OPTION: "tensorrt",
     "ActivationSymmetric": True,
     "WeightSymmetric": True,
     "AddQDQPairToWeight": True,
@@ -53,6 +65,7 @@ TRT_EXTRA_OPTIONS: dict[str, Any] = {
 #: (97.8% -> 93.8%) with 8-bit weights and none with 7-bit ones.
 ORT_EXTRA_OPTIONS: dict[str, Any] = {
     **TRT_EXTRA_OPTIONS,
+    PLACEMENT_OPTION: "ort",
     "AddQDQPairToWeight": False,
     "OpTypesToExcludeOutputQuantization": [],
 }
@@ -153,12 +166,16 @@ def quantize_qdq(
     activation the quantizer puts a Q/DQ on needs one.
     ``nodes_to_quantize``: only these nodes (None = all quantizable); ``nodes_to_exclude``: keep
     these FP32; ``reduce_range``: 7-bit weights (int8 values in [-64, 64]), for ONNX Runtime's x86
-    kernels without VNNI, whose int16 intermediate sums saturate with full 8-bit operands; ``op_types``: op types ORT may quantize (None = every type ORT's QDQ registry
-    knows: the weighted ops plus pass-through ops such as MaxPool/Reshape, which are quantized
-    only when their input is).
-    Returns facts: ``quantized_nodes`` (nodes reading a dequantized tensor, graph order),
-    ``selected_nodes`` (quantizable nodes chosen), ``excluded_nodes``, ``quantize_linear`` and
-    ``dequantize_linear`` counts, ``constants_converted``, ``per_channel``, ``opset``, ``options``.
+    kernels without VNNI, whose int16 intermediate sums saturate with full 8-bit operands;
+    ``op_types``: op types ORT may quantize (None = the weighted ops in the ``tensorrt``
+    placement, which keeps only weighted ops of a list given; every type ORT's QDQ registry knows
+    in the ``ort`` placement: the weighted ops plus pass-through ops such as MaxPool/Reshape,
+    which are quantized only when their input is).
+    Returns facts: ``quantized_nodes`` (nodes reading a dequantized tensor, graph order: residual
+    Adds too), ``selected_nodes`` (quantizable nodes chosen), ``excluded_nodes``,
+    ``residual_adds`` (Adds whose residual input got a Q/DQ, graph order), ``quantize_linear``
+    and ``dequantize_linear`` counts, ``constants_converted``, ``per_channel``, ``opset``,
+    ``options``.
     """
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -183,6 +200,17 @@ def quantize_qdq(
         },
     )
     options = {**TRT_EXTRA_OPTIONS, **(extra_options or {})}
+    placement = options[PLACEMENT_OPTION]
+    if placement not in PLACEMENTS:
+        raise QuantError(
+            f"extra_options {PLACEMENT_OPTION}={placement!r} is not a Q/DQ placement; use one of {', '.join(PLACEMENTS)}"
+        )
+    if placement == "tensorrt":
+        ort_op_types = [t for t in (op_types or QUANTIZABLE_OPS) if t in QUANTIZABLE_OPS]
+        residual = residual_inputs(model, chosen)
+    else:
+        ort_op_types = list(op_types) if op_types else list(QDQRegistry)
+        residual = []
     model = update_opset_version(model, QuantType.QInt8, QuantType.QInt8)
     quantizer = QDQQuantizer(
         model,
@@ -193,9 +221,11 @@ def quantize_qdq(
         tensors_range,
         list(nodes_to_quantize or []),
         list(nodes_to_exclude or []),
-        list(op_types) if op_types else list(QDQRegistry),
-        options,
+        ort_op_types,
+        {k: v for k, v in options.items() if k != PLACEMENT_OPTION},
     )
+    for r in residual:  # marked as ORT's op quantizers mark their inputs: its scale comes from its range
+        quantizer.quantize_activation_tensor(r.residual)
     try:
         quantizer.quantize_model()
     except ValueError as e:
@@ -217,10 +247,12 @@ def quantize_qdq(
         Path(tmp).unlink(missing_ok=True)
         raise
     facts = qdq_facts(quantizer.model.model)
+    residual = [r for r in residual if r.add in facts["quantized_nodes"]]  # its residual input is dequantized
     return {
         **facts,
         "selected_nodes": chosen,
         "excluded_nodes": excluded,
+        "residual_adds": [r.add for r in residual],
         "constants_converted": converted,
         "per_channel": per_channel,
         "reduce_range": reduce_range,

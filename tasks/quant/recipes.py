@@ -65,9 +65,9 @@ def layouts(cfg: Config) -> dict[str, dict]:
     }
 
 
-def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp32: Sequence[str] = ()) -> list[str]:
+def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp32: Sequence[str] = ()) -> dict:
     """Write both :func:`layouts` of the same ranges into ``out``, ``keep_fp32`` nodes left FP32.
-    Returns the nodes quantized in ``model.onnx``."""
+    Returns the :func:`~tasks.quant.qdq.quantize_qdq` facts of ``model.onnx``."""
     facts = {
         f: quantize_qdq(
             onnx_path,
@@ -79,19 +79,22 @@ def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp
         )
         for f, kwargs in layouts(cfg).items()
     }
-    return facts["model.onnx"]["quantized_nodes"]
+    return facts["model.onnx"]
 
 
-def write_calibration(cfg: Config, calibrator: str, ranges: dict, out: Path, quantized_nodes: list[str]) -> dict:
+def write_calibration(cfg: Config, calibrator: str, ranges: dict, out: Path, layout: dict) -> dict:
     """Write the TensorRT calibration cache and ``ranges.json`` beside the models in ``out``;
-    returns the INT8 facts and hashes for ``quantize.json``."""
+    returns the INT8 facts and hashes for ``quantize.json``; ``layout``: :func:`write_layouts`'s
+    facts (``residual_adds``: how many residual Adds got their residual input quantized, so
+    TensorRT can fuse them into their Conv)."""
     q = cfg.quant
     write_cache(ranges, out / "calibration.cache", calibrator, trt_version=q.trt_version)
     write_ranges_json(ranges, out / "ranges.json")
     return {
         "calibrator": calibrator,
         "tensors": len(ranges),
-        "quantized_nodes": quantized_nodes,
+        "quantized_nodes": layout["quantized_nodes"],
+        "residual_adds": len(layout["residual_adds"]),
         "per_channel": q.per_channel,
         "ort_reduce_range": q.ort_reduce_range,
         "ort_sha256": sha256_file(out / "model.ort.onnx"),

@@ -89,6 +89,7 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "unstable": bench.unstable,
         "trtexec_median_ms": trtexec_median(bench),
         "calibrator": q.calibrator if q else None,
+        "residual_adds": q.residual_adds if q else None,  # INT8: Adds TensorRT can fuse into their Conv
         "kept_fp32": len(kept) if kept is not None else None,
         "kept_fp32_layers": [k_["node"] for k_ in kept or []],
         "accepted": accepted,

@@ -64,6 +64,7 @@ def test_int8_writes_qdq_model_trt_cache_and_ranges(workdir, params, exported, c
     assert read_cache_header(out / "calibration.cache") == (8601, "MinMaxCalibration")
     meta = read_json(LAYOUT.quantize_metrics("int8-minmax"))
     assert meta["calibrator"] == "minmax" and meta["samples"] == 32 and meta["quantized_nodes"]
+    assert meta["residual_adds"] == 0  # the example CNN has no residual Add
     assert meta["cache_sha256"] == sha256_file(out / "calibration.cache")
     # 32 calibration images (the fast config) is below the 100 the stage warns about
     assert "WARNING: calibrating on only 32 images" in capsys.readouterr().err

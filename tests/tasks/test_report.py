@@ -63,6 +63,12 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert "torch" not in read_json(LAYOUT.benchmark_metrics("local-fp16"))
     for r in summary["rows"]:
         assert r["speedup_vs_torch"] == pytest.approx(torch_b1 / r["latency_p50_ms"])
+    # INT8 rows carry quantize.json's residual-Add count (the example CNN has none)
+    assert {r["precision"]: r["residual_adds"] for r in summary["rows"]} == {
+        "fp32": None,
+        "fp16": None,
+        "int8-minmax": 0,
+    }
     assert (pipeline / "mlflow.db").is_file()
 
     client = MlflowClient(tracking_uri="sqlite:///mlflow.db")

@@ -155,3 +155,83 @@ def outlier_mlp(seed: int = 0) -> onnx.ModelProto:
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def resblock_model(seed: int = 0) -> onnx.ModelProto:
+    """A small ResNet-like graph, x (N, 3, 16, 16) -> y (N, 5), every node named:
+
+    - stem: Conv ``stem`` -> BatchNormalization ``bn`` (not folded) -> Relu -> MaxPool -> ``p0``;
+    - downsample block: Conv ``a1`` (stride 2) -> Relu -> Conv ``a2``; shortcut Conv ``ds``
+      (1x1, stride 2) of ``p0``; Add ``add_ds`` (a2, ds) -> Relu -> ``r1``;
+    - identity block: Conv ``b1`` -> Relu -> Conv ``b2``; Add ``add_id`` (b2, r1) -> Relu -> ``r2``;
+    - head: Resize ``up`` (x2 nearest) -> InstanceNormalization ``inorm`` -> Conv ``head`` (1x1)
+      -> Relu -> GlobalAveragePool ``gap`` -> Flatten -> Gather ``pick`` (3 of 4 features) ->
+      LayerNormalization ``ln`` -> Gemm ``fc`` -> y.
+
+    Tensors are named after their producer (``stem`` -> ``stem_out``). The residual inputs are
+    ``ds_out`` (downsample block) and ``r1`` (identity block); ``a2_out``/``b2_out`` are the
+    branches TensorRT fuses into their Conv."""
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape, scale=None):
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        a = rng.normal(0, scale if scale is not None else (2.0 / fan_in) ** 0.5, shape).astype(np.float32)
+        return numpy_helper.from_array(a, name)
+
+    inits = [
+        w("stem_w", 8, 3, 3, 3),
+        w("bn_scale", 8, scale=0.1),
+        w("bn_bias", 8, scale=0.1),
+        w("bn_mean", 8, scale=0.1),
+        numpy_helper.from_array(np.abs(rng.normal(1, 0.1, 8)).astype(np.float32), "bn_var"),
+        w("a1_w", 16, 8, 3, 3),
+        w("a2_w", 16, 16, 3, 3),
+        w("ds_w", 16, 8, 1, 1),
+        w("b1_w", 16, 16, 3, 3),
+        w("b2_w", 16, 16, 3, 3),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up_scales"),
+        numpy_helper.from_array(np.ones(16, np.float32), "in_scale"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "in_bias"),
+        w("head_w", 4, 16, 1, 1),
+        numpy_helper.from_array(np.array([0, 2, 3], np.int64), "pick_idx"),
+        numpy_helper.from_array(np.ones(3, np.float32), "ln_scale"),
+        numpy_helper.from_array(np.zeros(3, np.float32), "ln_bias"),
+        w("fc_w", 5, 3),
+        numpy_helper.from_array(np.zeros(5, np.float32), "fc_b"),
+    ]
+    n = helper.make_node
+    conv3 = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [
+        n("Conv", ["x", "stem_w"], ["stem_out"], name="stem", **conv3),
+        n("BatchNormalization", ["stem_out", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn_out"], name="bn"),
+        n("Relu", ["bn_out"], ["r0"], name="relu0"),
+        n("MaxPool", ["r0"], ["p0"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["p0", "a1_w"], ["a1_out"], name="a1", strides=[2, 2], **conv3),
+        n("Relu", ["a1_out"], ["ar1"], name="relu_a1"),
+        n("Conv", ["ar1", "a2_w"], ["a2_out"], name="a2", **conv3),
+        n("Conv", ["p0", "ds_w"], ["ds_out"], name="ds", kernel_shape=[1, 1], strides=[2, 2]),
+        n("Add", ["a2_out", "ds_out"], ["s1"], name="add_ds"),
+        n("Relu", ["s1"], ["r1"], name="relu1"),
+        n("Conv", ["r1", "b1_w"], ["b1_out"], name="b1", **conv3),
+        n("Relu", ["b1_out"], ["br1"], name="relu_b1"),
+        n("Conv", ["br1", "b2_w"], ["b2_out"], name="b2", **conv3),
+        n("Add", ["b2_out", "r1"], ["s2"], name="add_id"),
+        n("Relu", ["s2"], ["r2"], name="relu2"),
+        n("Resize", ["r2", "", "up_scales"], ["up_out"], name="up", mode="nearest"),
+        n("InstanceNormalization", ["up_out", "in_scale", "in_bias"], ["inorm_out"], name="inorm"),
+        n("Conv", ["inorm_out", "head_w"], ["head_out"], name="head", kernel_shape=[1, 1]),
+        n("Relu", ["head_out"], ["rh"], name="relu_head"),
+        n("GlobalAveragePool", ["rh"], ["gap_out"], name="gap"),
+        n("Flatten", ["gap_out"], ["flat"], name="flatten"),
+        n("Gather", ["flat", "pick_idx"], ["pick_out"], name="pick", axis=1),
+        n("LayerNormalization", ["pick_out", "ln_scale", "ln_bias"], ["ln_out"], name="ln"),
+        n("Gemm", ["ln_out", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resblock",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
