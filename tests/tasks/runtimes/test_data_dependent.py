@@ -36,8 +36,8 @@ def nonzero_model(path: Path, batch: int | str = "batch") -> Path:
         "nonzero",
         [x],
         [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-            helper.make_tensor_value_info("idx", TensorProto.INT64, None),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 1, 4, 4]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, [4, "K"]),
         ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
