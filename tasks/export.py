@@ -115,8 +115,9 @@ def torch_export(cfg: Config, path: Path, log: Callable[[str], None], exporter_l
     raise AssertionError("unreachable")
 
 
-def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
-    """Names, dynamic batch (declared and working), and the ONNX checker."""
+def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> list[str]:
+    """Names, dynamic batch (declared and working), and the ONNX checker. Returns the outputs with no
+    batch axis (data-dependent: NonZero, NonMaxSuppression) of a dynamic-batch model, else []."""
     spec = cfg.model.input
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if [i.name for i in inputs] != [spec.name]:
@@ -132,10 +133,16 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
     except onnx.checker.ValidationError as e:
         raise stage.StageError(f"onnx.checker rejected the model: {plain(e).splitlines()[0]}") from e
     if not spec.dynamic_batch:
-        return
+        return []
+    from tasks.runtimes.onnxruntime_rt import OrtSession
+
+    sess = OrtSession(path, threads=1)
+    # outputs whose rows do not follow the batch by shape inference (NonZero, NonMaxSuppression): no batch
+    # axis to declare; one baked in by mistake (x.view(2, -1)) still fails the probe below
+    dd = set(sess.data_dependent)
     fixed = [
         (v.name, _dims(v)[0])
-        for v in [*inputs, *model.graph.output]
+        for v in [*inputs, *(o for o in model.graph.output if o.name not in dd)]
         if not _dims(v) or not isinstance(_dims(v)[0], str)
     ]
     if fixed:
@@ -144,9 +151,6 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
             "model.input.dynamic_batch=true needs a dynamic axis 0. Avoid hard-coded batch sizes in "
             "forward() (e.g. x.view(2, -1) -> x.flatten(1)), or set dynamic_batch=false"
         )
-    from tasks.runtimes.onnxruntime_rt import OrtSession
-
-    sess = OrtSession(path, threads=1)
     for b in PROBE_BATCHES:
         x = np.zeros((b, *spec.shape), np.float32)
         try:
@@ -157,9 +161,10 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> None:
                 f"{plain(e).splitlines()[0][:300]}. A batch size is baked into the graph "
                 "(e.g. a reshape); avoid hard-coded batch sizes in forward()"
             ) from e
-        bad = {n: a.shape for n, a in got.items() if a.shape[:1] != (b,)}
+        bad = {n: a.shape for n, a in got.items() if n not in dd and a.shape[:1] != (b,)}
         if bad:
             raise stage.StageError(f"at batch {b} the outputs have shapes {bad}: the batch axis does not propagate")
+    return [o for o in sess.output_names if o in dd]
 
 
 def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log: Path = EXPORTER_LOG) -> dict:
@@ -191,10 +196,15 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log
                 raise stage.StageError("onnxsim could not validate the simplified model; set export.simplify=false")
         tmp_out = Path(td) / "model.onnx"
         onnx.save(model, str(tmp_out))
-        verify(model, cfg, tmp_out)
+        not_per_sample = verify(model, cfg, tmp_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(tmp_out, out)
     log(f"{info['exporter']} export: {before} -> {len(model.graph.node)} nodes")
+    if not_per_sample:
+        log(
+            f"outputs {not_per_sample} have no batch axis (their shape depends on the values: NonZero, "
+            "NonMaxSuppression, ...): evaluate runs all the samples in one call instead of batches"
+        )
     return {
         **info,
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
@@ -202,6 +212,7 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log
         "nodes_after": len(model.graph.node),
         "op_histogram": op_histogram(model),
         "input_shape": _dims(model.graph.input[0]),
+        "not_per_sample": not_per_sample,
         "sha256": sha256_file(out),
         "seconds": time.perf_counter() - t0,
     }

@@ -209,6 +209,48 @@ def ort_providers() -> list:
     return [p for p in _import("onnxruntime").get_available_providers() if p != "AzureExecutionProvider"]
 
 
+def not_per_sample(batch, outputs) -> list:
+    """The names of ``outputs`` (``(name, dims)`` pairs) whose rows do not follow the input's batch
+    dimension ``batch``: a dimension is an int, a symbol's name, or None when shape inference left it
+    unknown. Scalars and outputs whose first dimension is not ``batch`` (NonZero: ``[rank, n]``,
+    NonMaxSuppression: ``[n, 3]``, ``n`` depending on the values) are data-dependent: a batch's results
+    cannot be split into per-sample rows, nor several batches' joined. With ``batch`` unknown only
+    scalars are."""
+    if batch is None:
+        return [n for n, d in outputs if d is not None and len(d) == 0]
+    return [n for n, d in outputs if d is None or len(d) == 0 or d[0] is None or d[0] != batch]
+
+
+def infer_all(model, batches) -> dict:
+    """Every output of ``model`` over ``batches`` (arrays of samples, in order). Per-sample outputs:
+    one call per batch, joined along the batch axis. A model with data-dependent outputs
+    (``model.data_dependent``, see :func:`not_per_sample`) runs all the samples in one call instead,
+    and its outputs come back as that call gives them; a model whose batch range (``min_batch`` ..
+    ``max_batch``, None: any) cannot take them all at once is refused, saying what to change."""
+    np = _import("numpy")
+    dd = list(getattr(model, "data_dependent", None) or [])
+    if not dd:
+        parts: dict = {}
+        for x in batches:
+            for name, value in model.infer(x).items():
+                parts.setdefault(name, []).append(value)
+        return {name: np.concatenate(values) for name, values in parts.items()}
+    x = np.concatenate(list(batches))
+    n, lo, hi = len(x), getattr(model, "min_batch", 1), getattr(model, "max_batch", None)
+    if n < lo or (hi is not None and n > hi):
+        takes = f"a batch of exactly {lo}" if lo == hi else f"batches of {lo} to {hi}"
+        raise AgentError(
+            "bad_input",
+            f"outputs {dd} have data-dependent shapes (NonZero, NonMaxSuppression, ...): their rows do not follow "
+            f"the batch, so the {n} samples must run in one call, but the model takes {takes} "
+            f"({model.input_name}). Export it with a dynamic batch (model.input.dynamic_batch: true; a TensorRT "
+            f"engine's profile then reaches eval.batch_size, so set eval.batch_size >= {n}), or evaluate as many "
+            f"samples as one call takes (data.eval.limit), or give the model per-sample outputs (e.g. detections "
+            "padded to a fixed count)",
+        )
+    return dict(model.infer(x))
+
+
 class OrtModel:
     """An ONNX Runtime session (float16 inputs get the batches cast); ``save_optimized``: a path to
     write the graph to as ORT_ENABLE_EXTENDED optimizes it."""
@@ -231,6 +273,10 @@ class OrtModel:
         self.input_name = inputs[0].name
         self.output_names = [o.name for o in self._s.get_outputs()]
         self._dtype = self._np.float16 if inputs[0].type == "tensor(float16)" else self._np.float32
+        # the shapes ONNX shape inference gave the graph when ORT resolved it (a symbol's name, an int, None)
+        batch = (inputs[0].shape or [None])[0]
+        self.min_batch, self.max_batch = (batch, batch) if isinstance(batch, int) and batch > 0 else (1, None)
+        self.data_dependent = not_per_sample(batch, [(o.name, o.shape) for o in self._s.get_outputs()])
 
     def infer(self, x) -> dict:
         outs = self._s.run(None, {self.input_name: x.astype(self._dtype, copy=False)})
@@ -257,6 +303,9 @@ def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: 
 # Where the build records the inference precision an IR must run in (OpenVINO itself does not apply a
 # precision hint kept in the model: it is read back and passed when compiling).
 OV_PRECISION_KEY = ["edgeforge", "inference_precision"]
+# The outputs that are not per-sample (JSON list), from ONNX shape inference on the host: OpenVINO's own
+# shapes write every dynamic dimension as "?", so NonMaxSuppression's [n, 3] looks like [batch, 3].
+OV_NOT_PER_SAMPLE_KEY = ["edgeforge", "not_per_sample"]
 
 
 def ov_inference_precision(precision: str) -> str | None:
@@ -284,6 +333,15 @@ class OvModel:
         self.input_name = model.inputs[0].get_any_name()
         self.output_names = [o.get_any_name() for o in model.outputs]
         self._request = self.compiled.create_infer_request()
+        batch = _ov_dims(model.inputs[0].get_partial_shape())
+        batch = batch[0] if batch else None
+        self.min_batch, self.max_batch = (batch, batch) if isinstance(batch, int) else (1, None)
+        if model.has_rt_info(OV_NOT_PER_SAMPLE_KEY):  # decided by ONNX shape inference at the build
+            self.data_dependent = json.loads(str(model.get_rt_info(OV_NOT_PER_SAMPLE_KEY).astype(str)))
+        else:  # an IR from elsewhere: OpenVINO's shapes ("?" for every dynamic dimension: NMS's rows pass)
+            self.data_dependent = not_per_sample(
+                batch or "?", [(o.get_any_name(), _ov_dims(o.get_partial_shape())) for o in model.outputs]
+            )
 
     def infer(self, x) -> dict:
         # share_inputs: no copy of the batch into OpenVINO (it is contiguous float32 and outlives the
@@ -291,6 +349,13 @@ class OvModel:
         res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)}, share_inputs=True)
         outs = (res[o] for o in self.compiled.outputs)
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
+
+
+def _ov_dims(shape) -> list | None:
+    """An OpenVINO PartialShape as ints, ``"?"`` for a dynamic dimension; None for a dynamic rank."""
+    if shape.rank.is_dynamic:
+        return None
+    return [d.get_length() if d.is_static else "?" for d in shape]
 
 
 def ov_runtime_precisions(compiled) -> dict:
@@ -317,6 +382,8 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
         hint = ov_inference_precision(precision)
         if hint:
             model.set_rt_info(hint, OV_PRECISION_KEY)
+        if io_names.get("not_per_sample") is not None:
+            model.set_rt_info(json.dumps(io_names["not_per_sample"]), OV_NOT_PER_SAMPLE_KEY)
         ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
     except Exception as e:
         raise AgentError("failed", f"openvino could not convert {onnx_path}: {_first_line(e)}") from e
@@ -893,24 +960,13 @@ def cmd_benchmark(req: dict) -> dict:
 def cmd_infer(req: dict) -> dict:
     _, model, x, np = _load(req)
     out, bs = Path(_get(req, "output")), _get(req, "batch_size")
-    if getattr(model, "data_dependent", None) and len(x) > bs:
-        raise AgentError(
-            "bad_input",
-            f"outputs {model.data_dependent} have data-dependent shapes (NonZero, NonMaxSuppression, ...): the "
-            f"results of {len(x)} samples run in batches of {bs} cannot be joined along a batch axis; infer all "
-            "samples in one batch (batch_size >= their number, within the engine's profile) or give the model "
-            "per-sample outputs",
-        )
-    parts = {n: [] for n in model.output_names}
-    for i in range(0, len(x), bs):
-        for name, value in model.infer(x[i : i + bs]).items():
-            parts[name].append(value)
+    outputs = infer_all(model, (x[i : i + bs] for i in range(0, len(x), bs)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(str(tmp), "w") as z:  # np.savez's layout, without its reserved keyword names
-        for name, values in parts.items():
+        for name, value in outputs.items():
             with z.open(f"{name}.npy", "w") as f:
-                np.lib.format.write_array(f, np.concatenate(values).astype(np.float32))
+                np.lib.format.write_array(f, np.asarray(value, dtype=np.float32))
     os.replace(str(tmp), str(out))
     return {"outputs": model.output_names, "samples": len(x)}
 

@@ -25,6 +25,9 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
 ]
 
 
+FALLBACKS_SHOWN = 6  # fallback layers named before the rest is folded away ("+N more", <details>)
+
+
 def columns(summary: dict) -> list[tuple[str, str]]:
     label = summary.get("reference", {}).get("label", "metric")
     return [(k, label if k == "value" else h) for k, h in COLUMNS]
@@ -44,16 +47,46 @@ def fmt(v) -> str:
     return str(v)
 
 
+def fallback_note(r: dict) -> str:
+    """``partial: N layers not INT8`` for an implicit-INT8 TensorRT build whose log named layers (or,
+    when none is an ONNX node's, tensors) without an INT8 scale; ``""`` otherwise."""
+    n = r.get("int8_fallbacks")
+    if not n:
+        return ""
+    what = "layer" if r.get("int8_fallback_layers") else "tensor"
+    return f"partial: {n} {what}{'s' if n > 1 else ''} not INT8"
+
+
+def fallback_hint(r: dict) -> str:
+    """One line under the table: which layers left INT8, and the fix."""
+    names = r.get("int8_fallback_layers") or r.get("int8_fallback_tensors") or []
+    shown = ", ".join(names[:FALLBACKS_SHOWN]) + (
+        f" (+{len(names) - FALLBACKS_SHOWN} more)" if len(names) > FALLBACKS_SHOWN else ""
+    )
+    return (
+        f"{fallback_note(r)}: TensorRT's calibration cache has no INT8 scale for their tensors, so they run "
+        f"FP16/FP32 ({shown}); build explicit Q/DQ instead (target.{r['target']}.tensorrt.int8: qdq)"
+    )
+
+
+def cell(r: dict, k: str) -> str:
+    """A row's cell for summary key ``k``: :func:`fmt`, the precision with its :func:`fallback_note`."""
+    note = fallback_note(r) if k == "precision" else ""
+    return f"{fmt(r.get(k))} ({note})" if note else fmt(r.get(k))
+
+
 def markdown(summary: dict) -> str:
     cols = columns(summary)
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "".join("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |\n" for r in summary["rows"])
+    body = "".join("| " + " | ".join(cell(r, k) for k, _ in cols) + " |\n" for r in summary["rows"])
     reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
-    return title(summary) + "\n\n" + head + body + ("\n" + reasons if reasons else "")
+    notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes) if x)
 
 
 def print_table(summary: dict, file=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     file = file or sys.stdout  # looked up at call time: redirected/captured stdout works in-process
@@ -63,7 +96,7 @@ def print_table(summary: dict, file=None) -> None:
     for _, h in cols:
         t.add_column(h, justify="left" if h in ("target", "precision", "runtime", "verdict") else "right")
     for r in summary["rows"]:
-        cells = [fmt(r.get(k)) for k, _ in cols]
+        cells = [cell(r, k) for k, _ in cols]
         cells[-1] = "[green]accepted[/]" if r["accepted"] else "[red]rejected[/]"
         t.add_row(*cells)
     console = Console(file=file, width=200)
@@ -71,6 +104,10 @@ def print_table(summary: dict, file=None) -> None:
     for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
         if not r["accepted"]:
             console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)
+        if fallback_note(r):
+            console.print(
+                f"[yellow]⚠[/] {escape(r['key'])}: {escape(fallback_hint(r))}", highlight=False, soft_wrap=True
+            )
     if summary.get("mlflow"):
         m = summary["mlflow"]
         ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"

@@ -19,8 +19,8 @@ from tasks.io import read_json, write_text
 from tasks.layout import Layout
 from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
+from tasks.reporting.format import FALLBACKS_SHOWN, fallback_note, title
 from tasks.reporting.format import fmt as _fmt
-from tasks.reporting.format import title
 from tasks.reporting.selection import winners
 
 MIXED = "int8-mixed"
@@ -39,6 +39,8 @@ tr.rejected td.verdict{color:#b00020;font-weight:600}tr.winner{background:#fff7d
 figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}
 figcaption{font-size:85%;color:#555;max-width:700px}
 img{max-width:100%}.muted{color:#666}
+.warn{border:1px solid #e6b800;background:#fffbe6;border-radius:4px;padding:6px 12px;margin:8px 0}
+span.fallback{color:#8a6d00;font-size:90%;margin-left:4px}
 """
 
 
@@ -133,7 +135,9 @@ def verdicts(summary: dict) -> str:
         badge = '<span class="badge">★ winner</span>' if r["key"] in win else ""
         tp = _fmt(r["throughput"]) + (f" ({_e(r['throughput_batch'])})" if r.get("throughput_batch") else "")
         cls = " ".join(["row", r["verdict"], *(["winner"] if r["key"] in win else [])])
-        cells = [_e(r["target"]), _e(r["precision"]), _e(r["runtime"])] + [
+        note = fallback_note(r)
+        prec = _e(r["precision"]) + (f'<span class="fallback">⚠ {_e(note)}</span>' if note else "")
+        cells = [_e(r["target"]), prec, _e(r["runtime"])] + [
             _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")
         ]
         rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f"<span>{verdict}</span>{badge}"]))
@@ -145,6 +149,7 @@ def verdicts(summary: dict) -> str:
             + "".join(f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in rejected)
             + "</ul>"
         )
+    out += "".join(fallbacks(r) for r in summary["rows"])
     out += (
         "<p>"
         + "<br>".join(
@@ -159,6 +164,25 @@ def verdicts(summary: dict) -> str:
         + "</p>"
     )
     return out
+
+
+def fallbacks(r: dict) -> str:
+    """A ⚠ box for a build whose layers silently left INT8 (an implicit-INT8 TensorRT build: the
+    calibration cache had no scale for their tensors): the first few named, the rest folded away."""
+    note = fallback_note(r)
+    if not note:
+        return ""
+    names = r.get("int8_fallback_layers") or r.get("int8_fallback_tensors") or []
+    items = [f"<li>{_e(n)}</li>" for n in names]
+    rest = items[FALLBACKS_SHOWN:]
+    more = f"<details><summary>{len(rest)} more</summary><ul>{''.join(rest)}</ul></details>" if rest else ""
+    return (
+        f'<div class="warn fallbacks" data-key="{_e(r["key"])}"><b>⚠ {_e(r["key"])}: {_e(note)}</b>'
+        "<p>TensorRT's build log says the calibration cache has no INT8 scale for their tensors (&ldquo;Missing "
+        "scale and zero-point&rdquo;), so these layers run FP16/FP32 while the build is labelled "
+        f"{_e(r['precision'])}. Build explicit Q/DQ instead: <code>target.{_e(r['target'])}.tensorrt.int8: "
+        f"qdq</code>.</p><ul>{''.join(items[:FALLBACKS_SHOWN])}</ul>{more}</div>"
+    )
 
 
 def per_target(summary: dict, ex: Extras) -> str:

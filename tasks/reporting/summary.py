@@ -34,6 +34,21 @@ def trtexec_median(bench: BenchmarkRecord) -> float | None:
     return lat.get("median") if isinstance(lat, dict) else None
 
 
+def int8_fallbacks(build: BuildRecord) -> dict[str, Any]:
+    """``int8_fallbacks`` (how many layers left INT8: the ONNX layers TensorRT's build log names,
+    or the tensors it names when none is an ONNX node's), ``int8_fallback_layers`` and
+    ``int8_fallback_tensors`` of an implicit-INT8 TensorRT build; ``None`` and empty lists for builds
+    that record none (not INT8, explicit Q/DQ, other runtimes)."""
+    layers = list(build.extra.get("int8_fallback_layers") or [])
+    tensors = list(build.extra.get("int8_fallback_tensors") or [])
+    recorded = "int8_fallback_tensors" in build.extra
+    return {
+        "int8_fallbacks": (len(layers) or len(tensors)) if recorded else None,
+        "int8_fallback_layers": layers,
+        "int8_fallback_tensors": tensors,
+    }
+
+
 def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> dict[str, Any]:
     """One summary row; ``torch``: the target's :func:`torch_baseline`."""
     k = key(target, precision)
@@ -53,6 +68,7 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
     par = ev.parity
     cold = bench.cold or {}
     kept = q.kept_fp32 if q else None
+    fallback = int8_fallbacks(b)
     accepted = ev.accepted and bench.accepted
     return {
         "key": k,
@@ -92,6 +108,7 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "residual_adds": q.residual_adds if q else None,  # INT8: Adds TensorRT can fuse into their Conv
         "kept_fp32": len(kept) if kept is not None else None,
         "kept_fp32_layers": [k_["node"] for k_ in kept or []],
+        **fallback,
         "accepted": accepted,
         "verdict": "accepted" if accepted else "rejected",
         "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),

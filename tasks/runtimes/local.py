@@ -6,18 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.agent.agent import infer_all
 from tasks.data.split import Split
 from tasks.runtimes import get_runtime
+from tasks.runtimes.base import agent_errors_as_build_errors
 
 
 def local_outputs(
     model: Path, runtime: str, split: Split, batch_size: int, threads: int | None = None, limit: int | None = None
 ) -> dict[str, np.ndarray]:
     """Every output of ``model`` loaded by ``runtime`` (a registered name) in this process, over the
-    split (or its first ``limit`` samples), concatenated along the batch axis."""
+    split (or its first ``limit`` samples): per-sample outputs batch by batch, joined along the batch
+    axis; data-dependent ones (NonZero, NonMaxSuppression) from one call over all the samples
+    (:func:`tasks.agent.agent.infer_all`)."""
     sess = get_runtime(runtime).load(model, threads)
-    out: dict[str, list] = {}
-    for x, _ in split.batches(batch_size, limit=limit):
-        for k, v in sess.infer(x).items():
-            out.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in out.items()}
+    with agent_errors_as_build_errors():
+        return infer_all(sess, (x for x, _ in split.batches(batch_size, limit=limit)))

@@ -28,21 +28,37 @@ from tasks.runtimes.base import BuildOptions, Built, Runtime, Session, agent_err
 
 
 def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
-    """``{"inputs": [...], "outputs": [...]}``: the ONNX graph's input and output names in order,
-    which the agent pins on the IR (conversion can add aliases: an FP16 model's output Cast becomes
-    ``graph_output_cast_0``, and every other runtime finds outputs by their ONNX names). None when
+    """``{"inputs": [...], "outputs": [...], "not_per_sample": [...]}``: the ONNX graph's input and
+    output names in order, which the agent pins on the IR (conversion can add aliases: an FP16 model's
+    output Cast becomes ``graph_output_cast_0``, and every other runtime finds outputs by their ONNX
+    names), and the outputs whose first dimension is not the input's batch dimension by ONNX shape
+    inference (:func:`tasks.agent.agent.not_per_sample`; OpenVINO's own shapes cannot tell). None when
     onnx cannot read the file: the conversion then says why."""
     import onnx
 
     try:
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception:  # protobuf DecodeError, OSError, ...
         return None
-    initializers = {i.name for i in graph.initializer}
-    return {
-        "inputs": [i.name for i in graph.input if i.name not in initializers],
-        "outputs": [o.name for o in graph.output],
+    initializers = {i.name for i in model.graph.initializer}
+    names = {
+        "inputs": [i.name for i in model.graph.input if i.name not in initializers],
+        "outputs": [o.name for o in model.graph.output],
     }
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # shape inference's InferenceError, ...: the agent then reads OpenVINO's shapes
+        return names
+
+    def dims(vi: onnx.ValueInfoProto) -> list | None:
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+    first = next((i for i in graph.input if i.name not in initializers), None)
+    batch = (dims(first) or [None])[0] if first is not None else None
+    return {**names, "not_per_sample": agent.not_per_sample(batch, [(o.name, dims(o)) for o in graph.output])}
 
 
 class OvSession(agent.OvModel, Session):

@@ -227,6 +227,10 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
         if r.get("kept_fp32") is not None:
             metrics["kept_fp32_layers"] = r["kept_fp32"]
             mlflow.set_tag("kept_fp32", ",".join(r["kept_fp32_layers"]) or "(none)")
+        if r.get("int8_fallbacks") is not None:  # implicit-INT8 TensorRT: layers that silently left INT8
+            metrics["int8_fallback_layers"] = r["int8_fallbacks"]
+            names = ",".join(r.get("int8_fallback_layers") or r.get("int8_fallback_tensors") or []) or "(none)"
+            mlflow.set_tag("int8_fallbacks", names if len(names) <= 4000 else names[:3999] + "…")  # MLflow: 5000 max
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         mlflow.log_artifacts(str(LAYOUT.build_dir(k)), "build")
         for f in LAYOUT.sensitivity(r["precision"]):

@@ -341,3 +341,50 @@ def test_tensorrt_device_without_its_python_packages_records_trtexec_only(device
     assert bench["trtexec"]["b1"]["latency"]["median"] == pytest.approx(0.0368652)
     assert "no EdgeForge latency on this device" in capsys.readouterr().err
     assert bench["reason"].startswith("no application latency measured")
+
+
+def test_implicit_int8_layers_without_a_scale_reach_the_report(devices, params, tmp_path):
+    """tensorrt.int8: calib builds the FP32 ONNX with quantize's calibration cache; every network tensor
+    the cache has no scale for makes TensorRT warn "Missing scale and zero-point" (the FAKE trtexec does
+    as the real one) and its layers run FP16/FP32. The build records them and the report row marks the
+    precision partial, through the FAKE end to end (build, benchmark, evaluate on the device)."""
+    from tasks import benchmark, evaluate, parity
+    from tasks.reporting import format as report_format
+    from tasks.reporting import summary as report_summary
+
+    trt = install_trtexec(tmp_path / "trt10calib", "10.3.0")
+    py = tmp_path / "device-python"
+    py.write_text(f'#!/bin/sh\nPYTHONPATH={TRT_PYTHON} EDGEFORGE_FAKE_TRT_VERSION=10.3.0 exec {sys.executable} "$@"\n')
+    py.chmod(0o755)
+    params["quant"]["trt_version"] = "10.3.0"
+    params["build"]["precisions"] = [*params["build"]["precisions"], "int8-entropy"]
+    params["target"]["dev_calib"] = {
+        **params["target"]["dev_trt10"],
+        "workdir": str(devices / "calib"),
+        "python": str(py),
+        "tensorrt": {**params["target"]["dev_trt10"]["tensorrt"], "trtexec": str(trt), "int8": "calib"},
+    }
+    write_params(params)
+    quantize.main(["--precision", "int8-entropy"])
+    cache = LAYOUT.quantize_dir("int8-entropy") / "calibration.cache"
+    lines = cache.read_text().splitlines()
+    assert lines[0] == "TRT-100300-EntropyCalibration2" and any(s.startswith("relu_1: ") for s in lines)
+    parity.main([])
+    assert _build("dev_calib", "int8-entropy")["int8_fallback_tensors"] == []  # quantize's cache covers every tensor
+    # a cache that lacks two tensors (calibrated on an earlier export whose names have since moved)
+    cache.write_text("\n".join(s for s in lines if not s.startswith(("relu_1: ", "view: "))) + "\n")
+    meta = _build("dev_calib", "int8-entropy")
+    log = (LAYOUT.build_dir("dev_calib-int8-entropy") / meta["build_log"]).read_text()
+    assert "[W] [TRT] Missing scale and zero-point for tensor relu_1, expect fall back to non-int8" in log
+    assert meta["int8_fallback_tensors"] == ["relu_1", "view"]
+    layers = meta["int8_fallback_layers"]  # the layers that write or read them (ONNX node names)
+    assert len(layers) == 4 and all(layers), layers
+    argv = ["--target", "dev_calib", "--precision", "int8-entropy"]
+    benchmark.main(argv)
+    evaluate.main(argv)
+    row = report_summary.row(LAYOUT, "dev_calib", "int8-entropy", {})
+    assert (row["int8_fallbacks"], row["int8_fallback_layers"]) == (4, layers)
+    summary = {"reference": {"metric": "top1", "label": "top-1 %", "value": 99.0}, "rows": [row]}
+    md = report_format.markdown(summary)
+    assert "| dev_calib | int8-entropy (partial: 4 layers not INT8) | tensorrt |" in md
+    assert "target.dev_calib.tensorrt.int8: qdq" in md and layers[0] in md

@@ -395,3 +395,20 @@ def test_entry_point_pickled_module_message_is_plain(params, workdir, capfd):
     assert "\x1b" not in err
     assert "edgeforge export: error: model.pt: refused by weights_only loading" in err
     assert "model.trust_checkpoint=true" in err and "state_dict" in err
+
+
+def test_onnx_with_data_dependent_outputs_keeps_its_dynamic_batch(tmp_path):
+    """NonZero's output (4, K) has no batch axis to declare: it passes the dynamic-batch checks, is named in
+    the export metrics and the log (evaluate runs such a model's samples in one call)."""
+    from tests.tasks.runtimes.test_data_dependent import nonzero_model
+
+    path = nonzero_model(tmp_path / "nz.onnx")
+    cfg = _cfg(tmp_path, format="onnx", checkpoint=str(path), outputs=["y", "idx"])
+    cfg.model.input.shape = [1, 4, 4]
+    logs: list[str] = []
+    metrics = run(cfg, tmp_path / "model.onnx", log=logs.append)
+    assert metrics["not_per_sample"] == ["idx"]
+    assert any("['idx'] have no batch axis" in m and "one call" in m for m in logs)
+    # the per-sample output keeps its dynamic batch
+    got = _ort(tmp_path / "model.onnx", np.ones((3, 1, 4, 4), np.float32))
+    assert got["y"].shape == (3, 1, 4, 4) and got["idx"].shape == (4, 48)

@@ -461,3 +461,40 @@ def test_redact_uri_masks_passwords_only():
     assert redact_uri("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
     assert redact_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
     assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_int8_fallbacks_are_a_child_metric_and_tag(logged, monkeypatch):
+    """A build whose layers left INT8 (implicit-INT8 TensorRT) logs their count and names; an ORT build,
+    which records none, logs neither."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(logged["folder"])
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(k, raising=False)
+    uri = "sqlite:///fallbacks.db"
+    cfg = dataclasses.replace(
+        logged["cfg"],
+        report=dataclasses.replace(logged["cfg"].report, register=False, tracking_uri=uri, experiment="fb"),
+    )
+    layers = [f"/conv{i}/Conv" for i in range(3)]
+    summary = {
+        **logged["summary"],
+        "rows": [
+            {**r, "int8_fallbacks": 3, "int8_fallback_layers": layers} if r["precision"] == "int8-minmax" else r
+            for r in logged["summary"]["rows"]
+        ],
+    }
+    result = tracking.log_pipeline(cfg, summary)
+    client = MlflowClient(tracking_uri=uri)
+    children = {
+        c.data.tags["edgeforge.key"]: c
+        for c in client.search_runs(
+            [client.get_experiment_by_name("fb").experiment_id],
+            f"tags.mlflow.parentRunId = '{result['parent_run_id']}'",
+        )
+    }
+    int8 = children["local-int8-minmax"]
+    assert int8.data.metrics["int8_fallback_layers"] == 3
+    assert int8.data.tags["int8_fallbacks"] == ",".join(layers)
+    assert "int8_fallback_layers" not in children["local-fp32"].data.metrics
+    assert "int8_fallbacks" not in children["local-fp32"].data.tags

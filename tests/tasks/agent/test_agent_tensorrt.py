@@ -531,14 +531,34 @@ def test_data_dependent_outputs_come_back_in_their_real_shape(folder, version):
 
 def test_data_dependent_outputs_of_several_calls_are_refused_not_joined(folder):
     art = onnx_engine(folder, nonzero_model(), "nonzero", "10.3.0", *SHAPES_MAX2)
-    # 7 samples in batches of 2: NonZero's rows of separate calls have no batch axis to join them on
-    reply, _ = run_agent(folder, "infer", infer_request(art, "nz7.npz", 2), expect=1, env=fake_trt("10.3.0"))
-    assert reply["kind"] == "bad_input" and "['idx'] have data-dependent shapes" in reply["error"]
-    assert "batch_size >= their number" in reply["error"] and not (folder / "nz7.npz").exists()
-    # one batch of 7 is above the profile (max 2): it would run as 4 calls
-    reply, _ = run_agent(folder, "infer", infer_request(art, "nz7.npz", 7), expect=1, env=fake_trt("10.3.0"))
-    assert reply["kind"] == "bad_input" and "a batch of 7 run as 4 calls of at most 2" in reply["error"]
-    assert "profile takes batch 1 to 2 for x" in reply["error"]
+    # 7 samples: NonZero's rows of separate calls have no batch axis to join them on, and one call of 7 is
+    # above the engine's profile (max 2), whatever the batch size asked for
+    for bs in (2, 7):
+        reply, _ = run_agent(folder, "infer", infer_request(art, "nz7.npz", bs), expect=1, env=fake_trt("10.3.0"))
+        assert reply["kind"] == "bad_input" and "['idx'] have data-dependent shapes" in reply["error"]
+        assert "the 7 samples must run in one call, but the model takes batches of 1 to 2 (x)" in reply["error"]
+        assert "eval.batch_size >= 7" in reply["error"] and "model.input.dynamic_batch" in reply["error"]
+        assert not (folder / "nz7.npz").exists()
+
+
+def test_data_dependent_outputs_run_all_samples_in_one_call_the_profile_takes(folder):
+    """eval.batch_size 2 but a profile up to 8: the 7 samples run as one call, NonZero's rows as they come."""
+    art = onnx_engine(
+        folder,
+        nonzero_model(),
+        "nonzero8",
+        "10.3.0",
+        "--minShapes=x:1x2x8x8",
+        "--optShapes=x:2x2x8x8",
+        "--maxShapes=x:8x2x8x8",
+    )
+    x = np.load(folder / "x.npy")
+    want = reference(folder, "nonzero8", x)
+    reply, _ = run_agent(folder, "infer", infer_request(art, "nz8.npz", 2), env=fake_trt("10.3.0"))
+    assert reply["result"] == {"outputs": ["y", "idx"], "samples": len(x)}
+    with np.load(folder / "nz8.npz") as got:
+        np.testing.assert_array_equal(got["idx"], want["idx"].astype(np.float32))
+        np.testing.assert_allclose(got["y"], want["y"], atol=1e-6, rtol=0)
 
 
 def test_remote_runs_pass_the_plugin_libraries_of_the_build_record(folder, tmp_path, monkeypatch):

@@ -149,6 +149,35 @@ def test_html_renders_in_chromium(project, summary, tmp_path):
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_int8_fallbacks_show_a_warning_box_with_the_layers_folded_beyond_six(project, summary, tmp_path):
+    """A build whose layers left INT8 (what an implicit-INT8 TensorRT build records; the local target
+    records none, so the row is given them here): its precision is marked, a ⚠ box names the first six
+    layers and the fix, and the rest stay folded in <details> until opened, in Chromium."""
+    layers = [f"/features/conv{i}/Conv" for i in range(9)] + ["(Unnamed Layer* 7) [Constant]"]
+    rows = [
+        {**r, "int8_fallbacks": len(layers), "int8_fallback_layers": layers} if r["precision"] == "int8-minmax" else r
+        for r in summary["rows"]
+    ]
+    assert all(r.get("int8_fallbacks") is None for r in summary["rows"])  # ONNX Runtime records none
+    key = "local-int8-minmax"
+    page_html = report_html.render({**summary, "rows": rows}, report_html.collect(summary, LAYOUT, "m"))
+    (tmp_path / "fallbacks.html").write_text(page_html)
+    assert page_html.count('class="warn fallbacks"') == 1 and html.escape(layers[-1]) in page_html
+    with chromium_page() as page:
+        page.goto((tmp_path / "fallbacks.html").as_uri())
+        cell = page.locator(f'tr.row[data-key="{key}"] td').nth(1).inner_text()
+        assert cell.startswith("int8-minmax") and "⚠ partial: 10 layers not INT8" in cell
+        assert page.locator('tr.row[data-key="local-fp32"] td').nth(1).inner_text() == "fp32"
+        box = page.locator(f'div.fallbacks[data-key="{key}"]')
+        assert box.is_visible() and "tensorrt.int8: qdq" in box.inner_text()
+        items = box.locator("li")
+        assert items.count() == len(layers)
+        assert [items.nth(i).is_visible() for i in range(len(layers))] == [True] * 6 + [False] * 4
+        assert box.locator("summary").inner_text() == "4 more"
+        box.locator("summary").click()
+        assert items.nth(9).is_visible() and items.nth(9).inner_text() == layers[-1]
+
+
 def _read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

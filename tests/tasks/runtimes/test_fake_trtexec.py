@@ -469,3 +469,63 @@ def test_fail_load_replays_a_real_inference_failure(tmp_path, sources):
         "(Assertion pluginUtils::isSuccess(status) failed. )",
         "Error occurred during inference",
     ]
+
+
+def _conv_relu(path: Path) -> Path:
+    """input -> Conv (named) -> c -> Relu (unnamed) -> logits, with the Conv's weights as initializers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], name="/conv/Conv"),
+            helper.make_node("Relu", ["c"], ["logits"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_implicit_int8_warns_for_each_tensor_the_cache_has_no_scale_for(version, tmp_path, sources):
+    """trtexec's "[W] [TRT] Missing scale and zero-point ..." for the network tensors (not the Conv's weights)
+    that the cache lacks; the log parser and trt_lint name them and the layers that leave INT8."""
+    from tasks.runtimes.trt_lint import int8_fallbacks
+
+    model = _conv_relu(tmp_path / "fp32.onnx")
+    cache = write_cache({"input": (-1.0, 1.0)}, tmp_path / "calibration.cache", "entropy", trt_version=version)
+    src = dataclasses.replace(sources, fp32_onnx=model, calib_cache=cache)
+    p, folder, done = build(tmp_path, version, "int8-entropy", src, int8="calib")
+    assert done.returncode == 0, done.stdout + done.stderr
+    warned = [s for s in done.stdout.splitlines() if "Missing scale and zero-point" in s]
+    assert warned == [
+        f"[01/01/2026-00:00:00] [W] [TRT] Missing scale and zero-point for tensor {t}, expect fall back to non-int8 "
+        "implementation for any layer consuming or producing given tensor"
+        for t in ("c", "logits")
+    ]
+    assert parse(done.stdout).int8_fallbacks == ["c", "logits"]
+    assert int8_fallbacks(done.stdout, model) == {
+        "int8_fallback_tensors": ["c", "logits"],
+        "int8_fallback_layers": ["/conv/Conv", "node_of_logits"],
+    }
+
+
+def test_a_complete_or_foreign_cache_gives_no_missing_scale_warning(tmp_path, sources):
+    model = _conv_relu(tmp_path / "fp32.onnx")
+    ranges = {"input": (-1.0, 1.0), "c": (0.0, 9.0), "logits": (0.0, 9.0)}
+    full = write_cache(ranges, tmp_path / "full" / "calibration.cache", "entropy", trt_version="10.3.0")
+    # a cache of another TensorRT is ignored (the recipe refuses it first; see test_tensorrt_recipe)
+    old = write_cache({"input": (-1.0, 1.0)}, tmp_path / "old" / "calibration.cache", "entropy", trt_version="8.6.1")
+    exe = install_trtexec(tmp_path / "trt", "10.3.0")
+    shutil.copy(model, tmp_path / "model.onnx")
+    for cache in (full, old):
+        done = run([str(exe), "--onnx=model.onnx", "--int8", "--fp16", f"--calib={cache}"], tmp_path)
+        assert done.returncode == 0 and "Missing scale" not in done.stdout, done.stdout
+    done = run([str(exe), "--onnx=model.onnx", "--fp16"], tmp_path)  # no INT8: nothing to warn about
+    assert done.returncode == 0 and "Missing scale" not in done.stdout

@@ -1,0 +1,106 @@
+"""The summary's INT8-fallback fields (from a build record) and how the Markdown and terminal tables
+show them: the precision reads ``int8-entropy (partial: N layers not INT8)`` and a line under the
+table names the layers and the fix."""
+
+from __future__ import annotations
+
+import io
+
+from tasks.records import BuildRecord
+from tasks.reporting.format import cell, markdown, print_table
+from tasks.reporting.summary import int8_fallbacks
+
+LAYERS = [f"/features/conv{i}/Conv" for i in range(8)]
+
+
+def build_record(**extra) -> BuildRecord:
+    base = dict(
+        target="orin",
+        precision="int8-entropy",
+        runtime="tensorrt",
+        artifact="model.engine",
+        runtime_version="10.3.0",
+        host="orin:22",
+        sha256="0" * 64,
+        size_bytes=1,
+        source_onnx_sha256="1" * 64,
+        build_seconds=1.0,
+    )
+    return BuildRecord.from_json({**base, **extra})
+
+
+def test_summary_counts_the_layers_the_build_log_named():
+    b = build_record(
+        int8_fallback_tensors=["t0", "t1", "(Unnamed Layer* 7) [Constant]_output"], int8_fallback_layers=LAYERS[:2]
+    )
+    assert int8_fallbacks(b) == {
+        "int8_fallbacks": 2,
+        "int8_fallback_layers": LAYERS[:2],
+        "int8_fallback_tensors": ["t0", "t1", "(Unnamed Layer* 7) [Constant]_output"],
+    }
+    # only tensors the parser made itself (no ONNX node): they are counted instead
+    only = build_record(int8_fallback_tensors=["(Unnamed Layer* 7) [Constant]_output"], int8_fallback_layers=[])
+    assert int8_fallbacks(only)["int8_fallbacks"] == 1
+    # a clean implicit-INT8 build records 0; other builds record nothing
+    assert int8_fallbacks(build_record(int8_fallback_tensors=[], int8_fallback_layers=[]))["int8_fallbacks"] == 0
+    assert int8_fallbacks(build_record(precision="fp16")) == {
+        "int8_fallbacks": None,
+        "int8_fallback_layers": [],
+        "int8_fallback_tensors": [],
+    }
+
+
+def _row(precision: str, layers: list[str], tensors: list[str] | None = None, **kw) -> dict:
+    n = len(layers) or len(tensors or [])
+    return {
+        "key": f"orin-{precision}",
+        "target": "orin",
+        "precision": precision,
+        "runtime": "tensorrt",
+        "value": 98.5,
+        "accepted": True,
+        "verdict": "accepted",
+        "reason": "",
+        "int8_fallbacks": n if precision.startswith("int8") else None,
+        "int8_fallback_layers": layers,
+        "int8_fallback_tensors": tensors if tensors is not None else [f"{x}_out" for x in layers],
+        **kw,
+    }
+
+
+def _summary(*rows) -> dict:
+    return {"reference": {"metric": "top1", "label": "top-1 %", "value": 99.0}, "rows": list(rows)}
+
+
+def test_precision_cell_says_how_many_layers_left_int8():
+    assert cell(_row("int8-entropy", LAYERS), "precision") == "int8-entropy (partial: 8 layers not INT8)"
+    assert cell(_row("int8-entropy", LAYERS[:1]), "precision") == "int8-entropy (partial: 1 layer not INT8)"
+    assert cell(_row("int8-entropy", [], ["(Unnamed Layer* 7) [Constant]_output"]), "precision") == (
+        "int8-entropy (partial: 1 tensor not INT8)"
+    )
+    assert cell(_row("int8-entropy", []), "precision") == "int8-entropy"  # 0: nothing left INT8
+    assert cell(_row("fp16", []), "precision") == "fp16"
+    assert cell(_row("int8-entropy", LAYERS), "runtime") == "tensorrt"
+
+
+def test_markdown_names_the_first_layers_and_the_fix():
+    md = markdown(_summary(_row("fp16", []), _row("int8-entropy", LAYERS)))
+    assert "| orin | int8-entropy (partial: 8 layers not INT8) | tensorrt |" in md
+    assert "| orin | fp16 | tensorrt |" in md
+    (note,) = [line for line in md.splitlines() if line.startswith("- orin-int8-entropy:")]
+    assert ", ".join(LAYERS[:6]) + " (+2 more)" in note and LAYERS[6] not in note
+    assert "target.orin.tensorrt.int8: qdq" in note
+    assert "- orin-fp16" not in md
+
+
+def test_terminal_table_marks_the_precision_and_prints_the_layers_verbatim():
+    out = io.StringIO()
+    tensors = ["(Unnamed Layer* 7) [Constant]_output"]  # square brackets: not rich markup
+    print_table(_summary(_row("int8-minmax", [], tensors), _row("fp32", [])), file=out)
+    text = out.getvalue()
+    cells = [line.split("│")[2].strip() for line in text.splitlines() if line.startswith("│")]
+    assert " ".join(cells[:4]) == "int8-minmax (partial: 1 tensor not INT8)"  # the cell wraps in its column
+    assert cells[4] == "fp32"
+    assert "⚠ orin-int8-minmax: partial: 1 tensor not INT8" in text
+    assert "(Unnamed Layer* 7) [Constant]_output" in text and "tensorrt.int8: qdq" in text
+    assert "orin-fp32:" not in text
