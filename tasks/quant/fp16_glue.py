@@ -6,7 +6,8 @@ precision flags; a strongly typed network takes each layer's precision from its 
 (developer guide, "Strongly Typed Networks"), so the FP32-glue model would run that glue FP32/TF32:
 the same precision name with different numerics. NVIDIA's Model Optimizer writes the FP16-glue
 model for this (``modelopt/onnx/quantization/int8.py``, ``quantize(high_precision_dtype="fp16")``:
-``convert_to_f16(onnx_model, keep_io_types=True)`` after the ORT Q/DQ quantizer). This does the
+``convert_to_f16(onnx_model, keep_io_types=True, low_precision_type="fp16")`` after the ORT Q/DQ
+quantizer). This does the
 same with ONNX Runtime's float16 converter (what ``quantize@fp16`` uses):
 
 - FP16 weights, biases and activations for every float tensor inside the model, Q/DQ scales in

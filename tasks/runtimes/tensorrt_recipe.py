@@ -30,8 +30,9 @@ TensorRT 8.2 - 10.x, weakly typed (a precision flag *allows* kernels of that pre
 
 TensorRT 11 is strongly typed only ("TensorRT 11.x removes all precision flags", Migrating trtexec
 Usage from 10.x to 11.x; fixture trt11.0_b200_stronglytyped_build_and_fp16_int8_unknown_option_fail.log):
-precision comes from the ONNX: "TensorRT infers a type for each intermediate and output tensor" from
-the operator type rules (developer guide, Strongly Typed Networks). ``fp32``: the FP32 ONNX + ``--noTF32``
+precision comes from the ONNX (developer guide, Strongly Typed Networks; NVIDIA's trt-strong-typing-migration
+skill, NVIDIA/tensorrt SKILL.md: "``--fp16``: Remove. Precision comes from the ONNX.", and INT8 through
+``modelopt.onnx.quantization --high_precision_dtype fp16``). ``fp32``: the FP32 ONNX + ``--noTF32``
 (sO v11.1:1213 still has it); ``fp16``: the FP16-weight ONNX; ``int8-<calibrator>``: the *FP16-glue*
 Q/DQ ONNX (``quantize`` writes it beside the FP32-glue one, :mod:`tasks.quant.fp16_glue`): FP16 layers
 and scales outside the INT8 ones, the numerics ``--int8 --fp16`` gives on 8.x/10.x (the FP32-glue model
