@@ -55,7 +55,9 @@ def make_images(n: int, path: Path) -> None:
     out.flush()
 
 
-def export(path: Path) -> None:
+def export(path: Path, model=None, shape: tuple[int, ...] = (3, 224, 224)) -> None:
+    """Export ``model`` (default: the seeded ResNet-18) with a dynamic batch, opset 18, input
+    ``input`` of one sample's ``shape`` and output ``logits``."""
     import logging
     import warnings
 
@@ -65,10 +67,10 @@ def export(path: Path) -> None:
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    model = resnet18(seed=0).eval()
+    model = (resnet18(seed=0) if model is None else model).eval()
     prog = torch.onnx.export(
         model,
-        (torch.zeros(2, 3, 224, 224),),
+        (torch.zeros(2, *shape),),
         dynamo=True,
         opset_version=18,
         input_names=["input"],

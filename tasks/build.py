@@ -105,6 +105,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         fp32_onnx=LAYOUT.onnx,
         precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
         calib_cache=cache if cache.is_file() else None,
+        fp16_glue_onnx=LAYOUT.fp16_glue_onnx(precision) if precision.startswith("int8-") else None,
     )
     gpu = (fingerprint.get("gpu") or [None])[0]  # trtexec builds on device 0
     # one cache per TensorRT version and GPU: TensorRT refuses a cache of another version (a JetPack upgrade)
@@ -127,6 +128,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         target=dev.name,
         gpu=gpu,
     )
+    source_sha256 = sha256_file(p.uploads[ONNX_NAME])  # the recipe's model (p.meta["trt_onnx"] says which)
     # an opset the device's ONNX parser reads: down-converted and verified on real inputs (#14)
     p.uploads[ONNX_NAME], onnx_meta = opset.fit(p.uploads[ONNX_NAME], version, dev.name, out, LAYOUT.split("calib"))
     for local in {*p.uploads.values()}:
@@ -159,6 +161,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         "runtime_version": meta.get("tensorrt_version") or version,
         "build_log": p.log,
         "device_build_seconds": res["build_seconds"],
+        "source_onnx_sha256": source_sha256,
         **meta,
         **onnx_meta,
         **(trt_lint.int8_fallbacks(log_text, p.uploads[ONNX_NAME]) if "--int8" in p.flags else {}),  # #14

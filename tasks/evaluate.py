@@ -31,7 +31,7 @@ from tasks.layout import LAYOUT, key
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops
 from tasks.metrics.three_way import three_way
-from tasks.records import EvaluateRecord, QuantizeRecord, built_artifact
+from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact
 from tasks.runtimes.local import local_outputs
 
 
@@ -52,6 +52,15 @@ def artifact_tolerance(cfg: Config, output: str, fam: str) -> ArtifactTolerance:
         or cfg.parity.artifact.get(fam)
         or ArtifactTolerance(atol=0.0, rtol=0.0)
     )
+
+
+def built_from(precision: str, runtime: str, build_dir: Path) -> Path:
+    """The ONNX the build in ``build_dir`` was made from: the precision's model for ``runtime``, or
+    the FP16-glue Q/DQ model a strongly typed TensorRT build uploaded (its record's ``trt_onnx``)."""
+    rec = BuildRecord.read(Path(build_dir) / "build.json")
+    if rec.extra.get("trt_onnx") == "fp16_glue_onnx":
+        return LAYOUT.fp16_glue_onnx(precision)
+    return LAYOUT.precision_onnx(precision, runtime)
 
 
 def run(
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             LAYOUT.split("eval"),
             LAYOUT.reference,
             quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(args.precision)),
-            source_onnx=LAYOUT.precision_onnx(args.precision, cfg.target[args.target].runtime),
+            source_onnx=built_from(args.precision, cfg.target[args.target].runtime, LAYOUT.build_dir(k)),
             precision=args.precision,
             log=log,
         )

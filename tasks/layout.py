@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: file name of an ``int8-<calibrator>`` precision's FP16-glue Q/DQ model in its quantize folder
+FP16_GLUE_ONNX = "model.fp16glue.onnx"
+
 
 def key(target: str, precision: str) -> str:
     """The matrix key of one build, as in ``build@<key>``."""
@@ -109,6 +112,11 @@ class Layout:
         d = self.quantize_dir(precision)
         ort = runtime == "onnxruntime" and precision.startswith("int8-")
         return d / ("model.ort.onnx" if ort else "model.onnx")
+
+    def fp16_glue_onnx(self, precision: str) -> Path:
+        """``int8-<calibrator>``'s Q/DQ model with FP16 glue (FP16 non-quantized layers and scales,
+        FP32 inputs/outputs), which TensorRT 11 builds strongly typed (:mod:`tasks.quant.fp16_glue`)."""
+        return self.quantize_dir(precision) / FP16_GLUE_ONNX
 
     def sensitivity(self, precision: str) -> tuple[Path, Path]:
         """``int8-mixed``'s ranked layer table and its chart, beside its models."""

@@ -7,7 +7,9 @@
   ``quant.batch_size`` batches, ``quant.samples`` images), then the explicit Q/DQ INT8 model
   TensorRT and OpenVINO consume, the same ranges in the layout ONNX Runtime fuses into int8
   kernels (``model.ort.onnx``), the TensorRT calibration cache (for TensorRT <= 10 implicit
-  INT8) and the per-tensor ranges as JSON (``calibration.cache``, ``ranges.json``).
+  INT8) and the per-tensor ranges as JSON (``calibration.cache``, ``ranges.json``), and the Q/DQ
+  model with FP16 glue that TensorRT 11 builds strongly typed (``model.fp16glue.onnx``,
+  :mod:`tasks.quant.fp16_glue`).
 - ``int8-mixed``: the same, with the layers that cost accuracy kept FP32, chosen automatically
   within ``quant.max_drop`` (see :mod:`tasks.quant.mixed_precision`).
 

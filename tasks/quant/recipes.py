@@ -14,19 +14,19 @@ import onnx
 from tasks.config import Config
 from tasks.data.split import Split
 from tasks.io import sha256_file
+from tasks.layout import FP16_GLUE_ONNX
 from tasks.quant.calibrators import calibrate
 from tasks.quant.common import QuantError
+from tasks.quant.fp16_glue import to_fp16_glue, to_half
 from tasks.quant.qdq import ORT_EXTRA_OPTIONS, quantize_qdq
 from tasks.quant.trt_cache import write_cache, write_ranges_json
 
 
 def to_fp16(onnx_path: Path, out: Path, keep_io_types: bool) -> None:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     try:
-        half = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=keep_io_types)
-    except Exception as e:  # the converter raises bare exceptions on graphs it cannot handle
-        raise QuantError(f"FP16 conversion of {onnx_path} failed: {e}") from e
+        half = to_half(onnx.load(str(onnx_path)), keep_io_types=keep_io_types)
+    except QuantError as e:
+        raise QuantError(f"{onnx_path}: {e}") from e
     onnx.save(half, str(out))
 
 
@@ -112,8 +112,12 @@ def peak_rss_mb() -> float:
 def to_int8(
     cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, out: Path, log: Callable[[str], None]
 ) -> dict:
-    """Calibrate with ``calibrator`` and write the Q/DQ models, TensorRT cache and ranges into ``out``."""
+    """Calibrate with ``calibrator`` and write the Q/DQ models, TensorRT cache and ranges into ``out``,
+    and the FP16-glue form of ``model.onnx`` that TensorRT 11 builds strongly typed (the numerics
+    ``--int8 --fp16`` gives on 8.x/10.x; ``int8-mixed`` keeps FP32 glue on purpose and has none)."""
     ranges, n, calib_s = calibrate_split(cfg, calibrator, onnx_path, calib_dir, log)
     meta = write_calibration(cfg, calibrator, ranges, out, write_layouts(cfg, onnx_path, ranges, out))
+    glue = to_fp16_glue(out / "model.onnx", out / FP16_GLUE_ONNX)
+    meta.update(fp16_glue={"file": FP16_GLUE_ONNX, **glue}, fp16_glue_sha256=sha256_file(out / FP16_GLUE_ONNX))
     log(f"{calibrator}: {n} images in {calib_s:.1f} s, {len(meta['quantized_nodes'])} nodes quantized")
     return {**meta, "samples": n, "calibration_seconds": calib_s, "peak_rss_mb": peak_rss_mb()}

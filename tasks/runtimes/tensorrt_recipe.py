@@ -30,9 +30,17 @@ TensorRT 8.2 - 10.x, weakly typed (a precision flag *allows* kernels of that pre
 
 TensorRT 11 is strongly typed only ("TensorRT 11.x removes all precision flags", Migrating trtexec
 Usage from 10.x to 11.x; fixture trt11.0_b200_stronglytyped_build_and_fp16_int8_unknown_option_fail.log):
-precision comes from the ONNX. ``fp32``: the FP32 ONNX + ``--noTF32`` (sO v11.1:1213 still has it);
-``fp16``: the FP16-weight ONNX; ``int8-*``: the Q/DQ ONNX (``int8-mixed`` + ``--noTF32``);
-``int8=calib`` is refused. ``--stronglyTyped`` is not passed (a no-op, sO v11.1 --help).
+precision comes from the ONNX (developer guide, Strongly Typed Networks; NVIDIA's trt-strong-typing-migration
+skill, NVIDIA/tensorrt SKILL.md: "``--fp16``: Remove. Precision comes from the ONNX.", and INT8 through
+``modelopt.onnx.quantization --high_precision_dtype fp16``). ``fp32``: the FP32 ONNX + ``--noTF32``
+(sO v11.1:1213 still has it); ``fp16``: the FP16-weight ONNX; ``int8-<calibrator>``: the *FP16-glue*
+Q/DQ ONNX (``quantize`` writes it beside the FP32-glue one, :mod:`tasks.quant.fp16_glue`): FP16 layers
+and scales outside the INT8 ones, the numerics ``--int8 --fp16`` gives on 8.x/10.x (the FP32-glue model
+would run them FP32/TF32 under the same precision name); NVIDIA's Model Optimizer does the same
+(``high_precision_dtype="fp16"``). ``int8-mixed``: the FP32-glue Q/DQ ONNX + ``--noTF32`` (its kept
+layers are FP32 on purpose). ``int8=calib`` is refused. ``--stronglyTyped`` is not passed (a no-op,
+sO v11.1 --help). The build record says which model was uploaded (``trt_onnx``: the :class:`Sources`
+field) and the precision of INT8's non-quantized layers (``trt_int8_glue``: ``fp16``/``fp32``).
 
 Flags by version (verified in sO at 8.2.1, 8.4.1, 8.5.3, 8.6.1, 9.3.0, 10.0.0, 10.1.0, 10.3.0, 10.7.0,
 10.16, 11.0, 11.1; the FAKE trtexec replays each parser, tests/fakes/trtexec):
@@ -120,12 +128,14 @@ LOAD_PLUGIN_FLAGS = ("--plugins", "--staticPlugins", "--dynamicPlugins")
 @dataclass(frozen=True)
 class Sources:
     """Local models a build may upload: ``fp32_onnx`` (the verified export), ``precision_onnx``
-    (``quantize@<precision>``'s model: FP16 weights or Q/DQ INT8) and its TensorRT calibration
-    cache (``None`` when there is none)."""
+    (``quantize@<precision>``'s model: FP16 weights or Q/DQ INT8 with FP32 glue), its TensorRT
+    calibration cache (``None`` when there is none) and, for ``int8-<calibrator>``, the FP16-glue
+    form of the Q/DQ model that strongly typed TensorRT builds (``None`` when there is none)."""
 
     fp32_onnx: Path
     precision_onnx: Path
     calib_cache: Path | None = None
+    fp16_glue_onnx: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,22 @@ def _cache_matches(cache: Path, v: tuple[int, int, int]) -> None:
         )
 
 
+def _strongly_typed(precision: str, src: Sources) -> Path:
+    """The ONNX a strongly typed build of ``precision`` uploads: its types are the engine's precisions."""
+    if precision == "fp32":
+        return src.fp32_onnx
+    if not precision.startswith("int8-") or precision == "int8-mixed":
+        return src.precision_onnx  # fp16: FP16 weights; int8-mixed: FP32 glue on purpose
+    if src.fp16_glue_onnx is None or not Path(src.fp16_glue_onnx).is_file():
+        raise RecipeError(
+            f"{precision} on strongly typed TensorRT builds the FP16-glue Q/DQ model "
+            f"({src.fp16_glue_onnx or 'model.fp16glue.onnx beside ' + str(src.precision_onnx)}), which does not "
+            f"exist: re-run quantize@{precision} (dvc repro quantize@{precision}); the FP32-glue model would run "
+            "the non-quantized layers FP32/TF32 instead of the FP16 --int8 --fp16 gives on TensorRT 8.x/10.x"
+        )
+    return src.fp16_glue_onnx
+
+
 def _precision(
     v: tuple[int, int, int], precision: str, s: TensorRTSettings, src: Sources, key: str
 ) -> tuple[str, Path, list[str], dict[str, Path]]:
@@ -208,7 +234,7 @@ def _precision(
                 f"TensorRT {fmt(v)} removed implicit INT8 (--int8/--calib, and calibration caches): "
                 f"set {key}.int8: qdq (builds the explicit Q/DQ model quant already writes)"
             )
-        return "strongly-typed", src.fp32_onnx if precision == "fp32" else src.precision_onnx, keep_fp32, {}
+        return "strongly-typed", _strongly_typed(precision, src), keep_fp32, {}
     if precision == "fp32":
         return "weakly-typed", src.fp32_onnx, keep_fp32, {}
     if precision == "fp16":
@@ -301,7 +327,22 @@ def plan(
     loads = [a for a in [*plugins, *settings.extra_args] if a.split("=", 1)[0] in LOAD_PLUGIN_FLAGS]
     trt.load_args = [*loads, *dla[:1], *(["--versionCompatible"] if settings.version_compatible else [])]
     trt.meta = _record(trt, settings, timing_cache, profile, bool(dla))
+    trt.meta.update(_source_record(precision, sources, Path(onnx_path), flags))
     return trt
+
+
+def _source_record(precision: str, src: Sources, onnx_path: Path, flags: list[str]) -> dict:
+    """Which local ONNX the build uploaded (a :class:`Sources` field) and, for INT8, the precision
+    its non-quantized layers ("glue") run in: FP16 from ``--fp16`` or the FP16-glue model's types."""
+    field_name = next(
+        f
+        for f in ("fp16_glue_onnx", "precision_onnx", "fp32_onnx")
+        if getattr(src, f) and Path(getattr(src, f)) == onnx_path
+    )
+    glue = None
+    if precision.startswith("int8-"):
+        glue = "fp16" if "--fp16" in flags or field_name == "fp16_glue_onnx" else "fp32"
+    return {"trt_onnx": field_name, "trt_int8_glue": glue}
 
 
 def _record(trt: TrtPlan, s: TensorRTSettings, timing_cache: str, profile: Profile | None, dla: bool) -> dict:

@@ -17,7 +17,7 @@ import pytest
 
 from tasks import build, probe, quantize
 from tasks.config.schema import Target
-from tasks.io import read_json
+from tasks.io import read_json, sha256_file
 from tasks.layout import LAYOUT
 from tasks.stage import TRANSIENT_EXIT
 from tests.conftest import write_params
@@ -126,6 +126,16 @@ def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
     meta11 = _build("dev_trt11", "int8-minmax")
     assert meta11["recipe"] == "strongly-typed" and meta11["flags"] == [] and meta11["tensorrt_version"] == "11.0.0"
     assert "--int8" not in meta11["command"]
+    # strongly typed: the FP16-glue Q/DQ model (the glue numerics --int8 --fp16 gives 10.3), recorded as such
+    assert (meta11["trt_onnx"], meta11["trt_int8_glue"]) == ("fp16_glue_onnx", "fp16")
+    assert meta11["source_onnx_sha256"] == sha256_file(LAYOUT.fp16_glue_onnx("int8-minmax"))
+    meta10 = read_json(LAYOUT.build_metrics("dev_trt10-int8-minmax"))
+    assert (meta10["trt_onnx"], meta10["trt_int8_glue"], meta10["flags"]) == (
+        "precision_onnx",
+        "fp16",
+        ["--int8", "--fp16"],
+    )
+    assert meta10["source_onnx_sha256"] == sha256_file(LAYOUT.precision_onnx("int8-minmax"))
 
 
 def _cfg_and(target: str):

@@ -28,6 +28,7 @@ def test_fp32_is_the_verified_export_and_fp16_halves_the_weights(workdir, params
     assert meta == read_json(LAYOUT.quantize_dir("fp16") / "quantize.json")
     assert meta["keep_io_types"] is True and meta["sha256"] == sha256_file(LAYOUT.precision_onnx("fp16"))
     assert meta["source_onnx_sha256"] == sha256_file(exported)
+    onnx.checker.check_model(half, full_check=True)  # the converter's boundary Casts sorted into place
 
 
 def test_fp16_with_float16_io(workdir, params, exported):
@@ -66,6 +67,10 @@ def test_int8_writes_qdq_model_trt_cache_and_ranges(workdir, params, exported, c
     assert meta["calibrator"] == "minmax" and meta["samples"] == 32 and meta["quantized_nodes"]
     assert meta["residual_adds"] == 0  # the example CNN has no residual Add
     assert meta["cache_sha256"] == sha256_file(out / "calibration.cache")
+    # the FP16-glue form TensorRT 11 builds strongly typed, beside the FP32-glue model, hash recorded
+    assert LAYOUT.fp16_glue_onnx("int8-minmax") == out / "model.fp16glue.onnx"
+    assert meta["fp16_glue_sha256"] == sha256_file(out / "model.fp16glue.onnx")
+    assert meta["fp16_glue"] == {"file": "model.fp16glue.onnx", "opset": 19, "opset_from": 18, "boundary_casts": 2}
     # 32 calibration images (the fast config) is below the 100 the stage warns about
     assert "WARNING: calibrating on only 32 images" in capsys.readouterr().err
     from tasks.runtimes import get_runtime

@@ -61,6 +61,8 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     out, meta = LAYOUT.quantize_dir("int8-mixed"), read_json(LAYOUT.quantize_metrics("int8-mixed"))
     assert meta["accepted"] is True and meta["reason"] == ""
     assert [k["node"] for k in meta["kept_fp32"]] == [SENSITIVE, CONV2]
+    # its kept layers are FP32 on purpose: no FP16-glue form (TensorRT 11 builds the FP32-glue model)
+    assert not LAYOUT.fp16_glue_onnx("int8-mixed").exists() and "fp16_glue_sha256" not in meta
     assert [k["rank"] for k in meta["kept_fp32"]] == [1, 2]
     # The drops' sizes depend on the CPU's INT8 kernels (VNNI or not); what holds everywhere is
     # each one against the budget: all-INT8 and keeping one miss it, keeping both meets it

@@ -59,7 +59,7 @@ def test_a_build_passes_and_writes_the_engine_layers_and_timing_cache(version, t
     assert done.stdout.startswith(f"&&&& RUNNING TensorRT.trtexec [TensorRT {BANNER[version]}] # {p.argv[0]} --onnx=")
     engine = (folder / "model.engine").read_bytes()
     assert engine.startswith(
-        b"EDGEFORGE FAKE TRT ENGINE\n" + hashlib.sha256(sources.precision_onnx.read_bytes()).hexdigest().encode()
+        b"EDGEFORGE FAKE TRT ENGINE\n" + hashlib.sha256(p.uploads["model.onnx"].read_bytes()).hexdigest().encode()
     )
     assert json.loads((folder / "layers.json").read_text())["Layers"] == []
     meta = check_build(done.stdout, done.returncode, p, "fake-device")
@@ -529,3 +529,40 @@ def test_a_complete_or_foreign_cache_gives_no_missing_scale_warning(tmp_path, so
         assert done.returncode == 0 and "Missing scale" not in done.stdout, done.stdout
     done = run([str(exe), "--onnx=model.onnx", "--fp16"], tmp_path)  # no INT8: nothing to warn about
     assert done.returncode == 0 and "Missing scale" not in done.stdout
+
+
+@pytest.fixture
+def qdq_sources(tmp_path) -> Sources:
+    """Real models: a Conv -> Relu net, its Q/DQ model (FP32 glue) and the FP16-glue form of that."""
+    import onnx
+
+    from tasks.quant import quantize_qdq
+    from tasks.quant.fp16_glue import to_fp16_glue
+    from tests.tasks.quant.conftest import conv_model_with_constant_weights
+
+    fp32, qdq, glue = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", tmp_path / "glue.onnx"
+    onnx.save(conv_model_with_constant_weights(), str(fp32))
+    quantize_qdq(fp32, {"x": (-3.0, 3.0), "c": (-5.0, 5.0), "y": (0.0, 5.0)}, qdq)
+    to_fp16_glue(qdq, glue)
+    return Sources(fp32, qdq, None, glue)
+
+
+def strongly_typed_layers(folder: Path) -> dict | None:
+    return json.loads((folder / "layers.json").read_text()).get("EdgeForgeFakeStronglyTyped")
+
+
+def test_strongly_typed_layers_take_the_onnx_types(tmp_path, qdq_sources):
+    # 11.x int8-minmax builds the FP16-glue model: its layers run FP16 (FP32 only at the output Cast)
+    p, folder, done = build(tmp_path, "11.0.0", "int8-minmax", qdq_sources)
+    assert done.returncode == 0, done.stdout
+    assert p.uploads["model.onnx"] == qdq_sources.fp16_glue_onnx
+    layers = strongly_typed_layers(folder)
+    assert layers["conv"] == layers["relu"] == "FLOAT16" and set(layers.values()) == {"FLOAT16", "FLOAT"}
+    # the FP32-glue Q/DQ model built strongly typed (what int8-mixed keeps on purpose) shows FP32 glue:
+    # the numerics an FP32-glue int8-minmax build would have had on 11.x
+    p, folder, done = build(tmp_path / "mixed", "11.0.0", "int8-mixed", qdq_sources)
+    assert p.uploads["model.onnx"] == qdq_sources.precision_onnx
+    assert strongly_typed_layers(folder) == {"conv": "FLOAT", "relu": "FLOAT"}
+    # weakly typed builds choose precisions in the builder: the FAKE reports none
+    _, folder, done = build(tmp_path, "10.3.0", "int8-minmax", qdq_sources)
+    assert done.returncode == 0 and strongly_typed_layers(folder) is None

@@ -26,10 +26,11 @@ TAIL_86 = [
 
 @pytest.fixture
 def sources(tmp_path) -> Sources:
-    fp32, prec = tmp_path / "fp32.onnx", tmp_path / "prec.onnx"
+    fp32, prec, glue = tmp_path / "fp32.onnx", tmp_path / "prec.onnx", tmp_path / "glue.onnx"
     fp32.write_bytes(b"fp32")
     prec.write_bytes(b"precision")
-    return Sources(fp32, prec, None)
+    glue.write_bytes(b"fp16 glue")
+    return Sources(fp32, prec, None, glue)
 
 
 def settings(**kw) -> TensorRT:
@@ -61,7 +62,8 @@ def test_garbage_versions_are_refused_by_name(bad, sources):
     assert repr(bad) in str(e.value)
 
 
-# version, precision, int8 mode -> (model uploaded: fp32|precision, precision flags, recipe)
+# version, precision, int8 mode -> (model uploaded: Sources field, precision flags, recipe). INT8 glue runs FP16
+# on every version but int8-mixed's: --fp16 on 8.x/10.x, the FP16-glue model's types on 11 (strongly typed)
 RECIPES = [
     ("8.6.1", "fp32", "qdq", "fp32", ["--noTF32"], "weakly-typed"),
     ("8.6.1", "fp16", "qdq", "fp32", ["--fp16"], "weakly-typed"),
@@ -73,7 +75,8 @@ RECIPES = [
     ("10.3.0.30", "int8-mixed", "qdq", "precision", ["--int8", "--noTF32"], "explicit-qdq"),
     ("11.0.0", "fp32", "qdq", "fp32", ["--noTF32"], "strongly-typed"),
     ("11.0.0", "fp16", "qdq", "precision", [], "strongly-typed"),
-    ("11.0.0", "int8-percentile", "qdq", "precision", [], "strongly-typed"),
+    ("11.0.0", "int8-percentile", "qdq", "fp16_glue", [], "strongly-typed"),
+    ("11.1.0", "int8-minmax", "qdq", "fp16_glue", [], "strongly-typed"),
     ("11.0.0", "int8-mixed", "qdq", "precision", ["--noTF32"], "strongly-typed"),
 ]
 
@@ -82,7 +85,10 @@ RECIPES = [
 def test_recipe_per_version_and_precision(version, precision, mode, model, flags, recipe, sources):
     p = plan(version, precision, settings(int8=mode), sources, "timing.cache")
     assert p.argv == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", *flags, *TAIL_86]
-    assert p.uploads == {"model.onnx": sources.fp32_onnx if model == "fp32" else sources.precision_onnx}
+    assert p.uploads == {"model.onnx": getattr(sources, f"{model}_onnx")}
+    assert p.meta["trt_onnx"] == f"{model}_onnx"
+    int8_glue = ("fp32" if precision == "int8-mixed" else "fp16") if precision.startswith("int8-") else None
+    assert p.meta["trt_int8_glue"] == int8_glue
     assert (p.recipe, p.flags, p.engine, p.log, p.layer_info) == (
         recipe,
         flags,
@@ -394,3 +400,12 @@ def test_dynamic_batch_profile_covers_the_benchmarked_batches(sources):
         a for a in p.argv if a.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")
     ]
     assert not any(a.startswith("--minShapes") for a in plan("10.3.0", "fp16", settings(), sources, "t").argv)
+
+
+@pytest.mark.parametrize("missing", [None, "absent"])
+def test_int8_on_tensorrt_11_without_the_fp16_glue_model_is_refused(sources, missing, tmp_path):
+    src = dataclasses.replace(sources, fp16_glue_onnx=None if missing is None else tmp_path / "absent.onnx")
+    with pytest.raises(RecipeError, match=r"FP16-glue Q/DQ model .* re-run quantize@int8-minmax"):
+        plan("11.0.0", "int8-minmax", settings(), src, "timing.cache")
+    # 10.x builds the FP32-glue model with --int8 --fp16 and needs no FP16-glue model
+    assert plan("10.3.0", "int8-minmax", settings(), src, "timing.cache").uploads["model.onnx"] == src.precision_onnx
