@@ -19,13 +19,18 @@ import numpy as np
 MAX_CANDIDATES = 30000  # Ultralytics' max_nms
 
 
+def _iou(i: int, rest: np.ndarray, x1, y1, x2, y2, area) -> np.ndarray:
+    """IoU of box ``i`` with boxes ``rest`` (indices into the coordinate columns); 0 where the union is 0."""
+    w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0.0)
+    h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0.0)
+    inter = w * h
+    return inter / np.maximum(area[i] + area[rest] - inter, np.finfo(np.float64).tiny)
+
+
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one ``[x1, y1, x2, y2]`` box with each row of ``boxes`` ``(M, 4)``; 0 where the union is empty."""
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = w * h
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    b = np.vstack([box, boxes]).astype(np.float64)
+    return _iou(0, np.arange(1, len(b)), *b.T, (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
 
 
 def nms(
@@ -48,7 +53,8 @@ def nms(
     n = order.size
     if n == 0 or max_detections <= 0:
         return np.zeros(0, np.int64)
-    b = np.asarray(boxes, np.float64)[order]
+    x1, y1, x2, y2 = np.asarray(boxes, np.float64)[order].T.copy()
+    area = (x2 - x1) * (y2 - y1)
     cls = np.zeros(n, np.int64) if agnostic else np.asarray(classes)[order].astype(np.int64)
     # positions (in ranked order) of each class's candidates, ascending
     by_class = np.argsort(cls, kind="stable")
@@ -64,7 +70,7 @@ def nms(
         later = same[np.searchsorted(same, i, side="right") :]
         later = later[alive[later]]
         if later.size:
-            alive[later[iou_one_to_many(b[i], b[later]) > iou_threshold]] = False
+            alive[later[_iou(i, later, x1, y1, x2, y2, area) > iou_threshold]] = False
         nxt = int(np.argmax(alive[i + 1 :])) + i + 1 if i + 1 < n else n
         if nxt >= n or not alive[nxt]:
             break
