@@ -23,7 +23,7 @@ from tasks.io import write_json
 from tasks.layout import LAYOUT
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.numeric import compare
-from tasks.metrics.task import score
+from tasks.metrics.task import check_decodable, score
 from tasks.runtimes import get_runtime
 
 
@@ -50,6 +50,9 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
     else:
         reference, ref_kind = get_runtime("torch").session(cfg.model), "torch"
     b = cfg.parity.batch_size
+    classes = classes_of(eval_dir)
+    for x, _ in split.batches(1, limit=1):  # a decoder that does not fit the outputs fails here, not after the split
+        check_decodable(cfg, candidate.infer(x), classes)
     ref, got = _collect((reference, candidate), (x for x, _ in split.batches(b)))
     n1 = min(cfg.parity.batch1_samples, len(split))
     ref1, got1 = _collect(
@@ -69,7 +72,6 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
             if s["violations"]:
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
-    classes = classes_of(eval_dir)
     theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
     metrics.update(
         task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]

@@ -40,7 +40,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.agent.client import AgentError
     from tasks.data.errors import DataError
     from tasks.hosts.base import HostError
-    from tasks.models.errors import CheckpointError
+    from tasks.models.errors import CheckpointError, DecoderError
     from tasks.quant.common import QuantError
     from tasks.records import RecordError
     from tasks.registry import UnknownName
@@ -52,6 +52,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         AgentError,
         ConfigError,
         CheckpointError,
+        DecoderError,
         DataError,
         BuildError,
         HostError,

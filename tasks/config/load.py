@@ -258,15 +258,39 @@ def check(cfg: Config) -> None:
             "(or null for 'edgeforge-<model>')",
         )
     _require(cfg.eval.max_drop >= 0, "eval.max_drop", "must be >= 0 (points of the task metric)")
-    _require(cfg.eval.max_detections > 0, "eval.max_detections", "must be > 0")
-    if m.task == "detection":
-        from tasks.models.decoders import DECODERS
+    _check_eval(cfg)
 
+
+def _check_eval(cfg: Config) -> None:
+    e = cfg.eval
+    _require(e.max_detections is None or e.max_detections > 0, "eval.max_detections", "must be > 0 or null")
+    for name in ("score_threshold", "iou_threshold"):
+        value = getattr(e, name)
+        _require(value is None or 0 <= value <= 1, f"eval.{name}", f"{value} must be in [0, 1] or null")
+    for out in e.outputs or []:
         _require(
-            cfg.eval.decoder in DECODERS,
-            "eval.decoder",
-            f"{cfg.eval.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}",
+            out in cfg.model.outputs,
+            "eval.outputs",
+            f"{out!r} is not a model output; allowed values: {', '.join(cfg.model.outputs)}",
         )
+    if cfg.model.task != "detection":
+        return
+    from tasks.models.decoders import DECODERS
+
+    _require(
+        e.decoder in DECODERS,
+        "eval.decoder",
+        f"{e.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}",
+    )
+    selected = e.outputs or cfg.model.outputs
+    counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4)}.get(e.decoder)
+    _require(
+        counts is None or len(selected) in counts,
+        "eval.outputs",
+        f"eval.decoder {e.decoder} takes {' or '.join(map(str, counts or ()))} output(s); "
+        f"{'eval.outputs' if e.outputs else 'model.outputs'} names {len(selected)} ({', '.join(selected)}): "
+        "list the decoder's outputs in eval.outputs",
+    )
 
 
 def _check_target(key: str, t: Any) -> None:

@@ -284,9 +284,35 @@ class Eval:
         "(top-1 %, COCO mAP@0.5:0.95 x100 or mIoU x100, by model.task)",
     )
     batch_size: int = f(64, "evaluation batch size")
-    decoder: str = f("centernet", "detection: registered decoder turning the raw outputs into boxes")
-    score_threshold: float = f(0.01, "detection: drop boxes scoring below this before COCO evaluation")
-    max_detections: int = f(100, "detection: keep at most this many boxes per image (COCO's maxDets)")
+    decoder: str = f(
+        "centernet",
+        "detection: registered decoder turning the raw outputs into boxes: centernet, "
+        "yolov8 ((N, 4+C, A) Ultralytics head), yolov5 ((N, A, 5+C) with objectness), "
+        "boxes (models ending in NMS: (N, K, 6) or TensorRT EfficientNMS's four outputs)",
+    )
+    outputs: list[str] | None = f(
+        None, "detection: the model outputs the decoder gets, in this order; null = model.outputs"
+    )
+    score_threshold: float | None = f(
+        None,
+        "detection: drop boxes scoring at or below this (centernet: below) before NMS and COCO "
+        "evaluation; null = the decoder's default (centernet 0.01, YOLO decoders 0.001 as Ultralytics val)",
+    )
+    iou_threshold: float | None = f(
+        None,
+        "detection, yolov8/yolov5: class-aware NMS drops a box whose IoU with a better one of its "
+        "class is above this; null = the decoder's default (yolov8 0.7, yolov5 0.6, as their val)",
+    )
+    max_detections: int | None = f(
+        None,
+        "detection: keep at most this many boxes per image; null = the decoder's default "
+        "(centernet 100, YOLO decoders 300); COCO scoring reads the best 100",
+    )
+    multi_label: bool = f(
+        True,
+        "detection, yolov8/yolov5: every class scoring above score_threshold at an anchor is a "
+        "candidate (Ultralytics val); false = only the anchor's best class",
+    )
 
 
 @dataclass

@@ -39,21 +39,37 @@ def _classification(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.n
     return res
 
 
-def decode(cfg: Config, outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Boxes per image, float32 ``(D, 6)`` ``[x1, y1, x2, y2, score, class]`` in input pixels."""
-    from tasks.models.decoders import get_decoder
+def decode(cfg: Config, outputs: Mapping[str, np.ndarray], num_classes: int | None = None) -> list[np.ndarray]:
+    """Boxes per image, float32 ``(D, 6)`` ``[x1, y1, x2, y2, score, class]`` in input pixels, by
+    ``eval.decoder`` from the outputs ``eval.outputs`` names (null: every model output, in order).
+    ``num_classes``: the dataset's class count, which the decoder checks the outputs against."""
+    from tasks.models.decoders import run_decoder
 
-    first = outputs[cfg.model.outputs[0]]
-    stride = cfg.model.input.shape[1] // first.shape[2] if first.ndim == 4 else 1
-    return get_decoder(cfg.eval.decoder)(
-        dict(outputs), stride=stride, score_threshold=cfg.eval.score_threshold, max_detections=cfg.eval.max_detections
+    e = cfg.eval
+    names = e.outputs or cfg.model.outputs
+    return run_decoder(
+        e.decoder,
+        {n: outputs[n] for n in names},
+        input_hw=tuple(cfg.model.input.shape[1:3]),
+        score_threshold=e.score_threshold,
+        iou_threshold=e.iou_threshold,
+        max_detections=e.max_detections,
+        multi_label=e.multi_label,
+        num_classes=num_classes,
     )
+
+
+def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: list[str]) -> None:
+    """Detection: raise :class:`~tasks.models.errors.DecoderError` when ``eval.decoder`` cannot
+    decode ``outputs`` (one batch is enough) into boxes of ``classes``; other tasks: nothing."""
+    if cfg.model.task == "detection":
+        decode(cfg, outputs, len(classes))
 
 
 def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
     from tasks.metrics.detection import coco_map
 
-    res = coco_map(decode(cfg, outputs), np.asarray(labels), classes)
+    res = coco_map(decode(cfg, outputs, len(classes)), np.asarray(labels), classes)
     res["per_class"] = res.pop("per_class_ap")
     return res
 

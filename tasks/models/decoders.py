@@ -3,6 +3,11 @@
 A decoder is ``fn(outputs, **options) -> list[np.ndarray]``: ``outputs`` maps output names to
 the arrays a runtime returned for one batch; the result holds one float32 ``(D, 6)`` array per
 image, rows ``[x1, y1, x2, y2, score, class]`` in input pixels, sorted by score descending.
+:func:`run_decoder` passes a decoder only the options its signature names (``input_hw``,
+``score_threshold``, ``iou_threshold``, ``max_detections``, ``multi_label``, ``num_classes``), with
+the decoder's registered defaults for the eval settings left null. Outputs that do not fit the
+decoder raise :class:`~tasks.models.errors.DecoderError`. The YOLO-family decoders (``yolov8``,
+``yolov5``, ``boxes``) live in :mod:`tasks.models.yolo_decoders`.
 
 Coordinates are continuous: pixel ``i`` spans ``[i, i + 1)``, so a box ``[x1, x2)`` of pixel
 columns (x2 exclusive, as in the dataset labels) covers ``x1 <= x <= x2`` and has width ``x2 - x1``.
@@ -11,18 +16,45 @@ The target encoder the detector is trained with lives here too, so that both sid
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
+from tasks.models.errors import DecoderError
 from tasks.registry import Registry, UnknownName
 
-DECODERS: Registry[Callable[..., list[np.ndarray]]] = Registry("detection decoder")
+Decoder = Callable[..., list[np.ndarray]]
+DECODERS: Registry[Decoder] = Registry("detection decoder")
+# eval settings a decoder uses when the config leaves them null
+DECODER_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def get_decoder(name: str) -> Callable[..., list[np.ndarray]]:
+def register_decoder(name: str, **defaults: Any) -> Callable[[Decoder], Decoder]:
+    """Register a decoder as ``name`` with its defaults for ``score_threshold``, ``max_detections``
+    and (NMS decoders) ``iou_threshold``."""
+
+    def deco(fn: Decoder) -> Decoder:
+        DECODERS.register(name)(fn)
+        DECODER_DEFAULTS[name] = defaults
+        return fn
+
+    return deco
+
+
+def get_decoder(name: str) -> Decoder:
     """The decoder registered as ``name``; an unknown name raises :class:`~tasks.registry.UnknownName` listing the known ones."""
     return DECODERS.get(name)
+
+
+def run_decoder(name: str, outputs: Mapping[str, np.ndarray], **options: Any) -> list[np.ndarray]:
+    """Decode ``outputs`` with the decoder ``name``: an option that is None takes the decoder's
+    registered default, and only the options the decoder's signature names are passed."""
+    fn = get_decoder(name)
+    options = {k: DECODER_DEFAULTS[name].get(k) if v is None else v for k, v in options.items()}
+    accepted = inspect.signature(fn).parameters
+    return fn(dict(outputs), **{k: v for k, v in options.items() if k in accepted and v is not None})
 
 
 def gaussian_radius(h: float, w: float, min_overlap: float = 0.7) -> float:
@@ -84,10 +116,11 @@ def _is_peak(hm: np.ndarray) -> np.ndarray:
     return hm >= neighbourhood
 
 
-@DECODERS.register("centernet")
+@register_decoder("centernet", score_threshold=0.01, max_detections=100)
 def decode_centernet(
     outputs: dict[str, np.ndarray],
     *,
+    input_hw: tuple[int, int] | None = None,
     stride: int = 4,
     score_threshold: float = 0.05,
     max_detections: int = 100,
@@ -99,7 +132,8 @@ def decode_centernet(
 
     ``outputs[heatmap]`` float ``(B, C, H, W)`` per-class centre probabilities (sigmoid applied),
     ``outputs[wh]`` ``(B, 2, H, W)`` box width, height in input pixels, ``outputs[offset]``
-    ``(B, 2, H, W)`` sub-cell centre offset (x, y) in cells. A cell is a detection when it equals
+    ``(B, 2, H, W)`` sub-cell centre offset (x, y) in cells; ``input_hw``, when given, sets
+    ``stride = input height // H`` (else ``stride``). A cell is a detection when it equals
     the 3x3 max of its class map and its score >= ``score_threshold``; the ``max_detections`` best
     per image (across classes) are kept. Centre = ``((col + offset_x) * stride, (row + offset_y) * stride)``
     pixels, box = centre -/+ size / 2, clipped to the input ``[0, W * stride] x [0, H * stride]``.
@@ -116,11 +150,13 @@ def decode_centernet(
     hm = np.asarray(outputs[heatmap], np.float32)
     size, off = np.asarray(outputs[wh], np.float32), np.asarray(outputs[offset], np.float32)
     if hm.ndim != 4 or size.shape != (hm.shape[0], 2, *hm.shape[2:]) or off.shape != size.shape:
-        raise ValueError(
-            f"centernet decoder: expected heatmap (B, C, H, W) and wh, offset (B, 2, H, W); "
-            f"got {hm.shape}, {size.shape}, {off.shape}"
+        raise DecoderError(
+            f"eval.decoder centernet expects heatmap (B, C, H, W) and wh, offset (B, 2, H, W); "
+            f"got {hm.shape}, {size.shape}, {off.shape}: set eval.decoder to the decoder of the model's head"
         )
     _, _, h, w = hm.shape
+    if input_hw is not None:
+        stride = input_hw[0] // h
     keep = _is_peak(hm) & (hm >= score_threshold)
     results = []
     for b in range(hm.shape[0]):
@@ -135,3 +171,6 @@ def decode_centernet(
         y1, y2 = np.clip(cy - bh / 2, 0, h * stride), np.clip(cy + bh / 2, 0, h * stride)
         results.append(np.stack([x1, y1, x2, y2, score, cls], axis=1).astype(np.float32).reshape(-1, 6))
     return results
+
+
+from tasks.models import yolo_decoders  # noqa: E402, F401  (registers yolov8, yolov5, boxes)

@@ -139,3 +139,18 @@ def test_main_success_writes_reference_and_metrics(cfg, workdir, exported, prepa
     m = read_json(workdir / LAYOUT.parity_metrics)
     assert m["outputs"]["logits"]["batch32"]["violations"] == 0
     assert m["samples"] == len(split)
+
+
+def test_decoder_that_does_not_fit_the_outputs_stops_before_the_split(params, exported, prepared, monkeypatch):
+    """A classifier's (N, 10) logits given to eval.decoder yolov8: a DecoderError naming the
+    decoder and the shape, raised on the first sample, before PyTorch runs the split."""
+    from tasks.models.errors import DecoderError
+
+    params["model"]["task"] = "detection"
+    params["eval"]["decoder"] = "yolov8"
+    cfg = _cfg(params)
+    monkeypatch.setattr(parity, "_collect", lambda *a: pytest.fail("the split ran before the decoder check"))
+    with pytest.raises(
+        DecoderError, match=r"eval.decoder yolov8 expects an output \(N, 4 \+ C, A\); got logits \(1, 10\)"
+    ):
+        parity.run(cfg, exported, prepared / "eval", log=lambda m: None)

@@ -182,6 +182,22 @@ def _set(p: dict, dotted: str, value) -> None:
         ({"report.registered_model": ".."}, "report.registered_model", ["another path"]),
         # trtexec runs in a scratch folder on the device: a relative plugin path would not be found
         ({"target.local.tensorrt": {"plugins": ["libp.so"]}}, "target.local.tensorrt.plugins", ["'libp.so'"]),
+        ({"eval.iou_threshold": 1.5}, "eval.iou_threshold", ["[0, 1] or null"]),
+        ({"eval.score_threshold": -0.1}, "eval.score_threshold", ["[0, 1] or null"]),
+        ({"eval.max_detections": 0}, "eval.max_detections", ["> 0 or null"]),
+        ({"eval.outputs": ["output0"]}, "eval.outputs", ["'output0'", "logits"]),
+        # a one-output decoder given two outputs is refused when the config loads, before any stage
+        (
+            {"model.task": "detection", "model.outputs": ["output0", "proto"], "eval.decoder": "yolov8"},
+            "eval.outputs",
+            ["yolov8 takes 1 output(s)", "model.outputs names 2 (output0, proto)"],
+        ),
+        (
+            {"model.task": "detection", "model.outputs": ["a", "b", "c"], "eval.decoder": "boxes"},
+            "eval.outputs",
+            ["boxes takes 1 or 4 output(s)"],
+        ),
+        ({"model.task": "detection", "eval.decoder": "yolo"}, "eval.decoder", ["'yolo'", "yolov8", "boxes"]),
     ],
 )
 def test_cross_field_checks(tmp_path, changes, key, fragments):
@@ -203,6 +219,25 @@ def test_gray_with_three_channels_ok_when_rgb(tmp_path):
     _set(p, "model.input.std", [0.2, 0.2, 0.2])
     cfg = _load(tmp_path, p)
     assert cfg.model.input.channel_order == "bgr"
+
+
+def test_decoder_settings_default_to_null_and_load_when_set(tmp_path):
+    p = fast_params()
+    assert {
+        k: p["eval"][k] for k in ("outputs", "score_threshold", "iou_threshold", "max_detections")
+    } == dict.fromkeys(("outputs", "score_threshold", "iou_threshold", "max_detections"))
+    changes = {
+        "model.task": "detection",
+        "model.outputs": ["output0", "proto"],
+        "eval.decoder": "yolov8",
+        "eval.outputs": ["output0"],
+        "eval.iou_threshold": 0.65,
+        "eval.multi_label": False,
+    }
+    for dotted, value in changes.items():
+        _set(p, dotted, value)
+    e = _load(tmp_path, p).eval
+    assert (e.outputs, e.iou_threshold, e.multi_label, e.score_threshold) == (["output0"], 0.65, False, None)
 
 
 def test_missing_file(tmp_path):

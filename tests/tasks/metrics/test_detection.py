@@ -104,3 +104,23 @@ def test_float_ground_truth_and_no_output_on_stdout(capsys, caplog):
 def test_bad_inputs_raise_clear_errors(dets, gt, match):
     with pytest.raises(ValueError, match=match):
         coco_map(dets, gt, ["a"])
+
+
+def test_perfect_yolov8_head_output_scores_100_through_decoder_and_nms():
+    """A (N, 4 + C, A) head that predicts every ground-truth box exactly (plus low-score clutter
+    and a duplicate that NMS must remove) scores mAP 100 in the real COCO evaluator."""
+    from tasks.models.yolo_decoders import decode_yolov8
+
+    gt = np.array([[[0, 10, 10, 30, 50], [2, 40, 5, 60, 25]], [[1, 0, 0, 64, 64], [-1, -1, -1, -1, -1]]])
+    head = np.zeros((2, 4 + 3, 6), np.float32)
+    for i, rows in enumerate(gt):
+        for a, (c, x1, y1, x2, y2) in enumerate(rows[rows[:, 0] >= 0]):
+            head[i, :4, a] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+            head[i, 4 + c, a] = 0.9
+    head[0, :, 2] = head[0, :, 0] * [1, 1, 1, 0.95, 0.8, 0, 0]  # duplicate of box 0, IoU 0.95, lower score
+    head[:, :4, 3:] = 32.0
+    head[:, 4:, 3:] = 0.0005  # below the 0.001 threshold
+    dets = decode_yolov8({"output0": head}, num_classes=3)
+    assert [len(d) for d in dets] == [2, 1]
+    r = coco_map(dets, gt, ["a", "b", "c"])
+    assert r["map50_95"] == pytest.approx(100.0) and r["detections"] == 3

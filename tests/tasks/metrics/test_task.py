@@ -64,3 +64,25 @@ def test_worst_class_drops_skip_classes_without_figures():
         {"class": "b", "reference": 80.0, "value": 40.0, "drop": 40.0},
         {"class": "a", "reference": 90.0, "value": 85.0, "drop": 5.0},
     ]
+
+
+def test_detection_yolov8_by_config_reads_only_eval_outputs():
+    """eval.decoder yolov8 with eval.outputs picking the head among two outputs; null thresholds
+    take yolov8's defaults (IoU 0.7: a duplicate at IoU 0.8 goes, one at 0.65 would stay)."""
+    from tasks.metrics.task import check_decodable
+    from tasks.models.errors import DecoderError
+
+    cfg = _cfg("detection", outputs=["proto", "output0"], input=Config().model.input)
+    cfg.model.input.shape = [1, 64, 64]
+    cfg.eval.decoder, cfg.eval.outputs = "yolov8", ["output0"]
+    head = np.zeros((1, 4 + 2, 3), np.float32)
+    head[0, :, 0] = [20, 20, 20, 20, 0.9, 0]  # box [10, 10, 30, 30] of class 0
+    head[0, :, 1] = [20, 18, 20, 16, 0.8, 0]  # IoU 0.8 with it: suppressed
+    head[0, :, 2] = [50, 50, 8, 8, 0.0, 0.7]  # box [46, 46, 54, 54] of class 1
+    outputs = {"proto": np.zeros((1, 32, 16, 16), np.float32), "output0": head}
+    gt = np.array([[[0, 10, 10, 30, 30], [1, 46, 46, 54, 54]]])
+    res = score(cfg, outputs, gt, ["a", "b"])
+    assert res["value"] == pytest.approx(100.0) and res["detections"] == 2
+    cfg.eval.outputs = None  # both outputs reach yolov8: refused, naming the shapes
+    with pytest.raises(DecoderError, match=r"takes one output .* proto \(1, 32, 16, 16\), output0 \(1, 6, 3\)"):
+        check_decodable(cfg, outputs, ["a", "b"])

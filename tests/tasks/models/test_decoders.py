@@ -111,3 +111,17 @@ def test_encode_decode_round_trip():
             match = det[(det[:, 5] == g[0]) & (np.abs(det[:, :4] - g[1:]).max(axis=1) <= 1)]
             assert len(match) == 1, (i, g, det)
             np.testing.assert_allclose(match[0, :4], g[1:], atol=1e-4)  # exact up to float32 rounding
+
+
+def test_null_settings_keep_the_example_thresholds():
+    """The config leaves score_threshold/max_detections null: centernet keeps the values the
+    example always ran with (0.01, 100), and input_hw sets the stride."""
+    from tasks.models.decoders import run_decoder
+
+    out = _outputs()
+    _put(out, 0, 0, 5, 7, 0.02)
+    _put(out, 0, 1, 9, 9, 0.005)  # below 0.01
+    (det,) = run_decoder(
+        "centernet", out, input_hw=(64, 64), score_threshold=None, max_detections=None, iou_threshold=None
+    )
+    np.testing.assert_allclose(det, [[26, 15, 34, 27, 0.02, 0]], atol=1e-6)  # centre (30, 21) px at stride 4
