@@ -20,7 +20,7 @@ from tasks.layout import Layout
 from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
 from tasks.reporting.format import fmt as _fmt
-from tasks.reporting.format import title
+from tasks.reporting.format import title, worst_images
 from tasks.reporting.selection import winners
 
 MIXED = "int8-mixed"
@@ -143,6 +143,13 @@ def verdicts(summary: dict) -> str:
         out += (
             "<h3>Why rejected</h3><ul class=reasons>"
             + "".join(f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in rejected)
+            + "</ul>"
+        )
+    images = worst_images(summary)
+    if images:  # binary segmentation: an average drop can hide a few images that collapsed
+        out += (
+            "<h3>Images that dropped most (index in the eval split: FP32 -&gt; this build)</h3><ul class=worst-images>"
+            + "".join(f"<li>{_e(line)}</li>" for line in images)
             + "</ul>"
         )
     out += (
