@@ -177,10 +177,11 @@ def worst_class_drops(ref: Mapping[str, float | None], got: Mapping[str, float |
 def worst_image_drops(ref: list[float | None], got: list[float | None], n: int = 5) -> list[dict]:
     """The ``n`` samples (index in the split) whose figure dropped most from ``ref`` to ``got``
     (``score``'s ``per_image``), worst first: a small average drop can hide large errors on a few
-    images. Samples without a figure on either side are skipped."""
+    images. Only samples that dropped are listed (unlike classes, there are thousands of images:
+    five unchanged ones say nothing); samples without a figure on either side are skipped."""
     if len(ref) != len(got):
         raise ValueError(f"{len(ref)} reference figures but {len(got)} figures to compare")
-    return _worst(dict(enumerate(ref)), dict(enumerate(got)), n, "image")
+    return [w for w in _worst(dict(enumerate(ref)), dict(enumerate(got)), n, "image") if w["drop"] > 0]
 
 
 def _name(classes: list[str], c: int) -> str:

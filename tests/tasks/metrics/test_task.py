@@ -135,5 +135,6 @@ def test_worst_image_drops_by_index_worst_first():
         {"image": 1, "reference": 90.0, "value": 30.0, "drop": 60.0},
         {"image": 3, "reference": 80.0, "value": 79.0, "drop": 1.0},
     ]
+    assert worst_image_drops([50.0, 60.0], [50.0, 70.0]) == []  # none dropped: nothing to name
     with pytest.raises(ValueError, match="2 reference figures but 1"):
         worst_image_drops([1.0, 2.0], [1.0])
