@@ -118,7 +118,11 @@ def _binary_segmentation(cfg: Config, scores: np.ndarray, labels: np.ndarray, cl
             pred = binarize(scores[i : i + 64], cfg.model.seg_threshold, logits)
             counts.append(binary_counts(pred, np.asarray(labels[i : i + 64])))
     except ValueError as e:
-        raise DataError(f"model.scores_output {name!r} has one channel (binary): {e}") from e
+        raise DataError(
+            f"model.scores_output {name!r} has one channel (binary): {e}. Give data.eval and data.calib masks "
+            "of 0 (background), 1 (foreground) and 255 (ignore), or set model.scores_output to a multi-class "
+            "output (N, C, H, W), C >= 2"
+        ) from e
     res = binary_scores(np.concatenate(counts))
     res["per_image"] = res.pop("per_image_dice")
     del res["per_image_iou"]
