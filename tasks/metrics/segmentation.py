@@ -106,7 +106,8 @@ def binarize(scores: np.ndarray, threshold: float, logits: bool = False) -> np.n
             sigmoid map, as DBNet-style text detectors export it) or, with ``logits``, the scores
             before the sigmoid (U-Net exports without a final activation).
         threshold: probability in (0, 1); a pixel is foreground when its probability is above it
-            (strictly, as DBNet's and PaddleOCR's post-processing ``pred > thresh``). For logits the
+            (strictly, as DBNet's post-processing: PaddleOCR ``ppocr/postprocess/db_postprocess.py``
+            ``segmentation = pred > self.thresh``). For logits the
             cut is ``log(t / (1 - t))`` (``sigmoid(z) > t``), with no sigmoid computed.
     """
     s = np.asarray(scores)
