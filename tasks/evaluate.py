@@ -1,11 +1,11 @@
-"""Stage ``evaluate@<target>-<precision>``: the task metric (``model.task``: top-1, COCO mAP or
-mIoU, overall and per class) of the built artifact, run on its target, against the PyTorch FP32
+"""Stage ``evaluate@<target>-<precision>``: the task metric (``model.task``: top-1, COCO mAP,
+mIoU, or Dice for one-channel segmentation; overall and per class) of the built artifact, run on its target, against the PyTorch FP32
 reference outputs that ``parity`` saved; and the three-way parity of its outputs (PyTorch ->
 the precision's ONNX run by ONNX Runtime here -> the artifact on its target).
 
 The eval split goes to a device once (content-addressed) and the predictions come back; the
 metric is computed here. The classes that dropped most are named (an average can hide one
-class that collapsed). A precision is rejected (the stage itself succeeds: the verdict is a
+class that collapsed), and for binary segmentation the images that dropped most. A precision is rejected (the stage itself succeeds: the verdict is a
 result) when its metric drops more than ``eval.max_drop`` points, when its artifact leaves the
 ``parity.artifact`` tolerance of its precision family (or an output's ``parity.artifact_outputs``
 override) against its ONNX, or when an
@@ -29,7 +29,7 @@ from tasks.config.schema import ArtifactTolerance
 from tasks.data.split import Split, classes_of
 from tasks.layout import LAYOUT, key
 from tasks.metrics.accuracy import agreement
-from tasks.metrics.task import score, worst_class_drops
+from tasks.metrics.task import score, worst_class_drops, worst_image_drops
 from tasks.metrics.three_way import three_way
 from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact
 from tasks.runtimes.local import local_outputs
@@ -105,11 +105,15 @@ def run(
         "reference_value": theirs["value"],
         "drop": drop,
         "max_drop": cfg.eval.max_drop,
-        "details": {k: v for k, v in mine.items() if k not in ("metric", "value", "per_class")},
+        "details": {k: v for k, v in mine.items() if k not in ("metric", "value", "per_class", "per_image")},
         "per_class": mine["per_class"],
         "worst_class_drop": worst[0]["drop"] if worst else 0.0,
         "worst_classes": worst,
     }
+    if "per_image" in mine:  # binary segmentation: the images the precision got most wrong
+        images = worst_image_drops(theirs["per_image"], mine["per_image"])
+        res["worst_images"] = images
+        res["worst_image_drop"] = images[0]["drop"] if images else 0.0
     if cfg.model.task == "classification":
         res["top1_agreement"] = agreement(ref[cfg.model.scores_output], got[cfg.model.scores_output])
     if source_onnx is not None:

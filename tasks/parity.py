@@ -23,7 +23,7 @@ from tasks.io import write_json
 from tasks.layout import LAYOUT
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.numeric import compare
-from tasks.metrics.task import check_decodable, score
+from tasks.metrics.task import check_decodable, check_reference, score
 from tasks.runtimes import get_runtime
 
 
@@ -72,6 +72,7 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
             if s["violations"]:
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
+    check_reference(cfg, ref)
     theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
     metrics.update(
         task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]

@@ -185,5 +185,9 @@ class EvaluateRecord(Record):
     worst_class_drop: float = 0.0
     worst_classes: list[dict] = field(default_factory=list)
     top1_agreement: float | None = opt()  # classification
+    worst_image_drop: float | None = opt()  # binary segmentation: largest per-image Dice drop, points
+    worst_images: list[dict] | None = (
+        opt()
+    )  # binary segmentation: {image (index in the eval split), reference, value, drop}
     parity: dict[str, Any] | None = opt()  # three-way parity (legs, failed, worst)
     extra: dict[str, Any] = _extra()

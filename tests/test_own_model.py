@@ -85,3 +85,55 @@ def test_own_torchscript_model_and_image_folders_run_every_stage(user_project):
     summary = json.loads((user_project / "artifacts/report/summary.json").read_text())
     assert [r["precision"] for r in summary["rows"]] == ["fp32", "fp16", "int8-minmax"]
     assert summary["rows"][0]["drop"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_own_onnx_binary_segmenter_with_one_sigmoid_output_runs_by_config_alone(workdir, capsys):
+    """A user's ONNX text-detector-like model whose single output is an (N, 1, H, W) sigmoid map,
+    with 0/1 masks in .npz files (255 = ignore): scored by Dice through every stage, the report
+    naming the images that dropped most (the case that used to crash parity with a traceback)."""
+    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
+    from tests.binseg import write_project
+
+    p = write_project(workdir, fast_params())
+    p["build"]["precisions"] = PRECISIONS = [
+        "fp32",
+        "fp16",
+        "int8-minmax",
+        "int8-entropy",
+        "int8-percentile",
+        "int8-mixed",
+    ]
+    write_params(p)
+    prepare.main([])
+    export.main([])
+    parity.main([])
+    probe.main(["--target", "local"])
+    for precision in PRECISIONS:
+        quantize.main(["--precision", precision])
+        for stage in (build, benchmark, evaluate):
+            stage.main(["--target", "local", "--precision", precision])
+    report.main([])
+
+    par = json.loads((workdir / "metrics/parity.json").read_text())
+    # the model's rule is the masks' rule: FP32 finds every digit pixel
+    assert par["metric"] == "dice" and par["reference_value"] == pytest.approx(100.0)
+    summary = json.loads((workdir / "artifacts/report/summary.json").read_text())
+    assert summary["reference"] == {"metric": "dice", "label": "Dice %", "value": pytest.approx(100.0)}
+    rows = {r["precision"]: r for r in summary["rows"]}
+    assert list(rows) == PRECISIONS
+    assert rows["fp32"]["drop"] == pytest.approx(0.0, abs=1e-9)
+    for r in rows.values():
+        assert r["metric"] == "dice" and 0.0 <= r["value"] <= 100.0
+        assert set(r["details"]) >= {"iou", "global_dice", "global_iou", "pixel_accuracy"}
+        worst = r["worst_images"]
+        assert len(worst) <= 5 and all(0 <= w["image"] < 60 and w["drop"] > 0 for w in worst)
+        assert [w["drop"] for w in worst] == sorted((w["drop"] for w in worst), reverse=True)
+        assert r["worst_image_drop"] == (worst[0]["drop"] if worst else 0.0)
+    assert rows["fp32"]["worst_images"] == []  # FP32 is the reference: no image dropped
+    md = (workdir / "artifacts/report/summary.md").read_text()
+    assert "Dice %" in md and "worst image drop" in md and "local-fp32: worst images" not in md
+    # every INT8 row that lost Dice names its images (how many do is INT8 rounding: not asserted)
+    for r in rows.values():
+        assert (f"- {r['key']}: worst images: #" in md) == bool(r["worst_images"])
+    mixed = json.loads((workdir / "metrics/quantize/int8-mixed.json").read_text())
+    assert mixed["metric"] == "dice"  # the search judged plans by the binary metric

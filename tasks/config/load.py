@@ -171,6 +171,7 @@ def check(cfg: Config) -> None:
             "model.scores_output",
             f"{m.scores_output!r} is not one of model.outputs; allowed values: {', '.join(m.outputs)}",
         )
+    _require(0 < m.seg_threshold < 1, "model.seg_threshold", f"{m.seg_threshold} must be in (0, 1) (a probability)")
     if m.format == "state_dict":
         _require(
             bool(m.arch), "model.arch", "format=state_dict needs the model class (registered name or 'module:Class')"

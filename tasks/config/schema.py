@@ -56,6 +56,15 @@ class Model:
         "logits",
         "classification/segmentation: the output holding class scores ((N, K) or (N, K, H, W)); one of outputs",
     )
+    seg_output: Literal["probabilities", "logits"] = f(
+        "probabilities",
+        "segmentation with one output channel (N, 1, H, W): probabilities = the map is already a sigmoid "
+        "(DBNet/PaddleOCR text detectors; checked to lie in 0..1), logits = scores before the sigmoid "
+        "(U-Net exports without a final activation)",
+    )
+    seg_threshold: float = f(
+        0.5, "segmentation with one output channel: a pixel is foreground when its probability is above this"
+    )
 
 
 @dataclass
@@ -281,7 +290,7 @@ class Eval:
     max_drop: float = f(
         1.0,
         "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
-        "(top-1 %, COCO mAP@0.5:0.95 x100 or mIoU x100, by model.task)",
+        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, or Dice x100 for one-channel segmentation)",
     )
     batch_size: int = f(64, "evaluation batch size")
     decoder: str = f(

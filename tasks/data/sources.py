@@ -62,7 +62,9 @@ def load_npz(path: str | Path) -> RawSplit:
             raise DataError(f"{path}: x holds values outside 0..255; store raw pixels (uint8)")
         x = x.astype(np.uint8)
     y = y.astype(np.int64)
-    classes = classes or [str(i) for i in range(int(y.max()) + 1)]
+    # masks: 255 is VOC's "ignore" label, not a 256th class
+    ids = y[y != 255] if y.ndim == 3 else y
+    classes = classes or [str(i) for i in range(int(ids.max(initial=0)) + 1)]
     return RawSplit(x, y, classes)
 
 

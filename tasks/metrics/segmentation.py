@@ -1,14 +1,20 @@
-"""Semantic-segmentation scores from a pixel confusion matrix (VOC convention).
+"""Semantic-segmentation scores: multi-class from a pixel confusion matrix (VOC convention), and
+binary (one output channel: foreground vs background) per image.
 
-Callers stream: ``conf += confusion(pred_batch, target_batch, K, ignore_index)`` over the eval
-set, then ``segmentation_scores(conf, class_names)`` once. Background is a class like any other
-(it counts in the means, as in PASCAL VOC); pass its index as ``ignore_index`` only where the
-protocol excludes it. All scores are in percent points (0..100).
+Multi-class callers stream: ``conf += confusion(pred_batch, target_batch, K, ignore_index)`` over
+the eval set, then ``segmentation_scores(conf, class_names)`` once. Background is a class like any
+other (it counts in the means, as in PASCAL VOC); pass its index as ``ignore_index`` only where the
+protocol excludes it.
+
+Binary callers stream: ``counts.append(binary_counts(binarize(scores, t, logits), target))``, then
+``binary_scores(*concatenated counts)`` once. All scores are in percent points (0..100).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+IGNORE = 255  # VOC's "void" label value: pixels left out of every figure, whatever was predicted
 
 
 def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
@@ -89,4 +95,104 @@ def segmentation_scores(conf: np.ndarray, class_names: list[str]) -> dict:
         "pixel_accuracy": float(tp.sum() / total * 100.0),
         "per_class_iou": per_class(iou),
         "per_class_dice": per_class(dice),
+    }
+
+
+def binarize(scores: np.ndarray, threshold: float, logits: bool = False) -> np.ndarray:
+    """Foreground mask of a one-channel map: bool ``(N, H, W)``.
+
+    Args:
+        scores: float ``(N, 1, H, W)`` or ``(N, H, W)``: per-pixel foreground probabilities (a
+            sigmoid map, as DBNet-style text detectors export it) or, with ``logits``, the scores
+            before the sigmoid (U-Net exports without a final activation).
+        threshold: probability in (0, 1); a pixel is foreground when its probability is above it
+            (strictly, as DBNet's post-processing: PaddleOCR ``ppocr/postprocess/db_postprocess.py``
+            ``segmentation = pred > self.thresh``). For logits the
+            cut is ``log(t / (1 - t))`` (``sigmoid(z) > t``), with no sigmoid computed.
+    """
+    s = np.asarray(scores)
+    if s.ndim == 4:
+        s = s[:, 0]
+    cut = float(np.log(threshold / (1.0 - threshold))) if logits else threshold
+    return s > cut
+
+
+def binary_counts(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = IGNORE) -> np.ndarray:
+    """Per-image pixel counts of a binary mask against its label.
+
+    Args:
+        pred: bool ``(N, H, W)`` predicted foreground.
+        target: int ``(N, H, W)``: 0 background, 1 foreground, ``ignore_index`` left out.
+
+    Returns:
+        int64 ``(N, 4)``: TP, FP, FN, TN pixels of each image (ignored pixels in none).
+
+    Raises:
+        ValueError: shapes differ, or the target holds values other than 0, 1 and ``ignore_index``.
+    """
+    pred, target = np.asarray(pred, dtype=bool), np.asarray(target)
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            f"the binary map has shape {pred.shape} but the masks have {target.shape}; expected equal (N, H, W)"
+        )
+    keep = np.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
+    bad = keep & (target != 0) & (target != 1)
+    if bad.any():
+        vals = sorted(set(target[bad].tolist()))[:10]
+        allowed = "0 and 1" + ("" if ignore_index is None else f" ({ignore_index} = ignore)")
+        raise ValueError(f"the masks hold values {vals}; a binary (one-channel) map is scored against {allowed}")
+    t = target == 1
+    axes = (1, 2)
+    tp = (pred & t & keep).sum(axes)
+    fp = (pred & ~t & keep).sum(axes)
+    fn = (~pred & t & keep).sum(axes)
+    tn = keep.sum(axes) - tp - fp - fn
+    return np.stack([tp, fp, fn, tn], axis=1).astype(np.int64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` in percent, 100 where ``den`` is 0 (nothing to find and nothing found)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.where(den > 0, num / np.maximum(den, 1), 1.0) * 100.0
+
+
+def binary_scores(counts: np.ndarray) -> dict:
+    """Foreground Dice and IoU of a binary segmentation, per image and over the split.
+
+    Args:
+        counts: int ``(N, 4)`` TP, FP, FN, TN per image, from :func:`binary_counts`.
+
+    Returns:
+        ``"dice"``, ``"iou"``: the means over the images of the per-image figures (the images'
+        average, as medical segmentation reports Dice per case); ``"global_dice"``,
+        ``"global_iou"``: from the pixels of the whole split pooled (large objects weigh more);
+        ``"pixel_accuracy"``; ``"per_image_dice"``, ``"per_image_iou"``: lists of N figures, None for
+        an image whose every pixel is ignored (left out of the means). Dice = 2TP/(2TP+FP+FN), IoU =
+        TP/(TP+FP+FN). An image with no foreground in its mask and none predicted scores 100 (the
+        model got it right); foreground in only one of them scores 0.
+
+    Raises:
+        ValueError: ``counts`` is not (N, 4) or holds no pixel.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    if c.ndim != 2 or c.shape[1] != 4 or c.sum() == 0:
+        raise ValueError(
+            f"counts has shape {c.shape} and {int(c.sum())} pixels; expected (N, 4) TP/FP/FN/TN, not empty"
+        )
+    tp, fp, fn, tn = c.T
+    scored = c.sum(axis=1) > 0
+    dice, iou = _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn)
+    TP, FP, FN = int(tp.sum()), int(fp.sum()), int(fn.sum())
+
+    def per_image(v: np.ndarray) -> list:
+        return [float(x) if ok else None for x, ok in zip(v, scored)]
+
+    return {
+        "dice": float(dice[scored].mean()),
+        "iou": float(iou[scored].mean()),
+        "global_dice": float(_ratio(2 * TP, 2 * TP + FP + FN)),
+        "global_iou": float(_ratio(TP, TP + FP + FN)),
+        "pixel_accuracy": float((tp + tn).sum() / c.sum() * 100.0),
+        "per_image_dice": per_image(dice),
+        "per_image_iou": per_image(iou),
     }

@@ -6,7 +6,11 @@ plus per-class figures so that an average cannot hide one class that collapsed.
 - detection: COCO mAP@0.5:0.95 (primary), mAP@0.5, mAP@0.75, per-class AP; the raw outputs are
   decoded into boxes by ``eval.decoder``; labels ``(N, K, 5)`` rows ``[class, x1, y1, x2, y2]``.
 - segmentation: mIoU (primary), mean Dice, pixel accuracy, per-class IoU; scores output
-  ``(N, K, H, W)``, labels ``(N, H, W)`` class per pixel.
+  ``(N, K, H, W)`` (K >= 2, argmax per pixel), labels ``(N, H, W)`` class per pixel (255 = ignore).
+  With one channel (``(N, 1, H, W)`` or ``(N, H, W)``: a sigmoid map, ``model.seg_output``) the
+  task is binary: foreground where the probability > ``model.seg_threshold``; Dice (primary,
+  mean per image), IoU, their pooled values, and the per-image Dice (``per_image``), against
+  0/1 masks (255 = ignore).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from tasks.config import Config
+from tasks.config import Config, ConfigError
+from tasks.data.errors import DataError
 
 PRIMARY = {  # model.task -> (metric key, table header)
     "classification": ("top1", "top-1 %"),
@@ -24,8 +29,18 @@ PRIMARY = {  # model.task -> (metric key, table header)
 }
 
 
+LABELS = {key: label for key, label in PRIMARY.values()} | {"dice": "Dice %"}  # metric key -> header
+
+
 def primary(task: str) -> tuple[str, str]:
+    """The primary metric of ``task`` and its header; a one-channel segmentation model is judged
+    by Dice instead (``score`` returns the metric it used: prefer it where the outputs are known)."""
     return PRIMARY[task]
+
+
+def label(metric: str) -> str:
+    """The table header of a metric key (``score``'s ``metric``)."""
+    return LABELS.get(metric, metric)
 
 
 def _classification(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
@@ -74,18 +89,79 @@ def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarra
     return res
 
 
+def one_channel(scores: np.ndarray) -> bool:
+    """A binary segmentation map: ``(N, 1, H, W)`` or ``(N, H, W)``."""
+    return scores.ndim == 3 or (scores.ndim == 4 and scores.shape[1] == 1)
+
+
 def _segmentation(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
-    from tasks.metrics.segmentation import confusion, segmentation_scores
+    from tasks.metrics.segmentation import IGNORE, confusion, segmentation_scores
 
     scores = outputs[cfg.model.scores_output]
+    if one_channel(scores):
+        return _binary_segmentation(cfg, scores, labels, classes)
     k = scores.shape[1]
     conf = np.zeros((k, k), dtype=np.int64)
-    for i in range(0, len(scores), 64):  # argmax in slices: (N, K, H, W) float32 can be large
-        conf += confusion(scores[i : i + 64].argmax(axis=1), np.asarray(labels[i : i + 64]), k)
+    try:
+        for i in range(0, len(scores), 64):  # argmax in slices: (N, K, H, W) float32 can be large
+            conf += confusion(scores[i : i + 64].argmax(axis=1), np.asarray(labels[i : i + 64]), k, IGNORE)
+    except ValueError as e:  # masks that do not fit the model's classes: the user's data, not a bug
+        raise DataError(
+            f"model.scores_output {cfg.model.scores_output!r} has {k} classes (channels); the split's masks "
+            f"do not fit it: {e}. Masks hold class ids 0..{k - 1} ({IGNORE} = ignore)"
+        ) from e
     names = classes if len(classes) == k else [str(c) for c in range(k)]
     res = segmentation_scores(conf, names)
     res["per_class"] = res.pop("per_class_iou")
     return res
+
+
+def _binary_segmentation(cfg: Config, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    from tasks.metrics.segmentation import binarize, binary_counts, binary_scores
+
+    name = cfg.model.scores_output
+    if len(classes) > 2:
+        raise DataError(
+            f"model.scores_output {name!r} has one channel (a binary foreground map) but the data has "
+            f"{len(classes)} classes ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''}): score a "
+            "binary model against 0/1 masks (255 = ignore), or set model.scores_output to a multi-class "
+            "output (N, C, H, W), C >= 2"
+        )
+    logits = cfg.model.seg_output == "logits"
+    counts = []
+    try:
+        for i in range(0, len(scores), 64):
+            pred = binarize(scores[i : i + 64], cfg.model.seg_threshold, logits)
+            counts.append(binary_counts(pred, np.asarray(labels[i : i + 64])))
+    except ValueError as e:
+        raise DataError(
+            f"model.scores_output {name!r} has one channel (binary): {e}. Give data.eval and data.calib masks "
+            "of 0 (background), 1 (foreground) and 255 (ignore), or set model.scores_output to a multi-class "
+            "output (N, C, H, W), C >= 2"
+        ) from e
+    res = binary_scores(np.concatenate(counts))
+    res["per_image"] = res.pop("per_image_dice")
+    del res["per_image_iou"]
+    res["per_class"] = {classes[-1] if classes else "foreground": res["dice"]}
+    res["metric"] = "dice"
+    return res
+
+
+def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
+    """Checks of the FP32 reference outputs that a figure would not reveal: a one-channel map read
+    as probabilities (``model.seg_output``) must lie in [0, 1]; logits thresholded at 0.5 would
+    give a plausible but wrong Dice. Raises ConfigError."""
+    scores = outputs.get(cfg.model.scores_output)
+    if cfg.model.task != "segmentation" or cfg.model.seg_output != "probabilities" or scores is None:
+        return
+    if one_channel(scores) and scores.size:
+        lo, hi = float(scores.min()), float(scores.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ConfigError(
+                f"config key model.seg_output: 'probabilities', but output {cfg.model.scores_output!r} holds "
+                f"values in [{lo:.3g}, {hi:.3g}], outside 0..1: the model ends before its sigmoid. "
+                "Set model.seg_output=logits"
+            )
 
 
 SCORERS = {"classification": _classification, "detection": _detection, "segmentation": _segmentation}
@@ -96,21 +172,36 @@ def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, cl
 
     Returns the scorer's figures (all in percent) plus ``metric`` (the primary key), ``value``
     (its figure) and ``per_class`` (class name -> percent, None where the class has no
-    ground truth)."""
+    ground truth); a binary segmentation adds ``per_image`` (the primary figure of each sample,
+    None where it has none)."""
     if len(labels) == 0:
         raise ValueError("no samples to score")
     res = SCORERS[cfg.model.task](cfg, outputs, labels, classes)
-    key = PRIMARY[cfg.model.task][0]
+    key = res.pop("metric", None) or PRIMARY[cfg.model.task][0]
     return {"metric": key, "value": float(res[key]), **res}
+
+
+def _worst(ref: Mapping, got: Mapping, n: int, what: str) -> list[dict]:
+    drops = sorted(
+        ((ref[c] - got[c], c) for c in ref if ref[c] is not None and got.get(c) is not None), key=lambda d: -d[0]
+    )[:n]
+    return [{what: c, "reference": ref[c], "value": got[c], "drop": d} for d, c in drops]
 
 
 def worst_class_drops(ref: Mapping[str, float | None], got: Mapping[str, float | None], n: int = 3) -> list[dict]:
     """The ``n`` classes whose figure dropped most from ``ref`` to ``got`` (points), worst first;
     classes without a figure on either side are skipped."""
-    drops = sorted(
-        ((ref[c] - got[c], c) for c in ref if ref[c] is not None and got.get(c) is not None), key=lambda d: -d[0]
-    )[:n]
-    return [{"class": c, "reference": ref[c], "value": got[c], "drop": d} for d, c in drops]
+    return _worst(ref, got, n, "class")
+
+
+def worst_image_drops(ref: list[float | None], got: list[float | None], n: int = 5) -> list[dict]:
+    """The ``n`` samples (index in the split) whose figure dropped most from ``ref`` to ``got``
+    (``score``'s ``per_image``), worst first: a small average drop can hide large errors on a few
+    images. Only samples that dropped are listed (unlike classes, there are thousands of images:
+    five unchanged ones say nothing); samples without a figure on either side are skipped."""
+    if len(ref) != len(got):
+        raise ValueError(f"{len(ref)} reference figures but {len(got)} figures to compare")
+    return [w for w in _worst(dict(enumerate(ref)), dict(enumerate(got)), n, "image") if w["drop"] > 0]
 
 
 def _name(classes: list[str], c: int) -> str:

@@ -38,19 +38,23 @@ from tasks.quant.sensitivity import local_sqnr, one_at_a_time, plot, rank
 from tasks.runtimes.local import local_outputs
 
 
-def scorer(cfg: Config, calib_dir: Path, n: int) -> Callable[[Path], float]:
-    """``score(model) -> the task metric`` (``model.task``'s primary figure, percent points) on
-    the first ``n`` images of the calibration split, run by the local ONNX Runtime as the build
-    would run it."""
-    split = Split(calib_dir)
-    labels = np.asarray(split.y[:n])
-    classes = classes_of(calib_dir)
+class Scorer:
+    """``scorer(model) -> the task metric`` (the primary figure, percent points) on the first ``n``
+    images of the calibration split, run by the local ONNX Runtime as the build would run it.
+    ``metric``: its key, ``model.task``'s until a call has scored (Dice for a one-channel
+    segmentation model, which only its outputs tell)."""
 
-    def score(model: Path) -> float:
-        outputs = local_outputs(model, "onnxruntime", split, cfg.eval.batch_size, limit=n)
-        return task_score(cfg, outputs, labels, classes)["value"]
+    def __init__(self, cfg: Config, calib_dir: Path, n: int) -> None:
+        self.cfg, self.n, self.split = cfg, n, Split(calib_dir)
+        self.labels = np.asarray(self.split.y[:n])
+        self.classes = classes_of(calib_dir)
+        self.metric = primary(cfg.model.task)[0]
 
-    return score
+    def __call__(self, model: Path) -> float:
+        outputs = local_outputs(model, "onnxruntime", self.split, self.cfg.eval.batch_size, limit=self.n)
+        res = task_score(self.cfg, outputs, self.labels, self.classes)
+        self.metric = res["metric"]
+        return res["value"]
 
 
 def method_for(cfg: Config, n_layers: int) -> str:
@@ -73,10 +77,10 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     log(f"mixed: calibrated with {calibrator} on {n_cal} images in {calib_s:.1f} s")
     split = Split(calib_dir)
     n = min(q.sensitivity_samples, len(split))
-    score = scorer(cfg, calib_dir, n)
+    score = Scorer(cfg, calib_dir, n)
     baseline = score(onnx_path)
     method = method_for(cfg, len(nodes))
-    metric = primary(cfg.model.task)[0]
+    metric = score.metric
 
     t0 = time.perf_counter()
     sqnr = local_sqnr(

@@ -12,6 +12,7 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
     ("value", "metric"),
     ("drop", "drop pts"),
     ("worst_class_drop", "worst class drop"),
+    ("worst_image_drop", "worst image drop"),
     ("parity_max_abs", "max|Δ| vs ONNX"),
     ("latency_p50_ms", "p50 ms (b1)"),
     ("latency_p99_ms", "p99 ms (b1)"),
@@ -26,11 +27,28 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
 
 
 FALLBACKS_SHOWN = 6  # fallback layers named before the rest is folded away ("+N more", <details>)
+OPTIONAL = {"worst_image_drop"}  # shown only when a row has the figure (binary segmentation)
 
 
 def columns(summary: dict) -> list[tuple[str, str]]:
     label = summary.get("reference", {}).get("label", "metric")
-    return [(k, label if k == "value" else h) for k, h in COLUMNS]
+    shown = [
+        (k, h) for k, h in COLUMNS if k not in OPTIONAL or any(r.get(k) is not None for r in summary.get("rows", []))
+    ]
+    return [(k, label if k == "value" else h) for k, h in shown]
+
+
+def worst_images(summary: dict) -> list[str]:
+    """One line per row with per-image figures: the images whose metric dropped most from FP32
+    (index in the eval split, reference -> value)."""
+    return [
+        f"{r['key']}: worst images: "
+        + ", ".join(
+            f"#{w['image']} {w['reference']:.1f} -> {w['value']:.1f} (-{w['drop']:.1f})" for w in r["worst_images"]
+        )
+        for r in summary["rows"]
+        if r.get("worst_images")
+    ]
 
 
 def title(summary: dict) -> str:
@@ -81,7 +99,8 @@ def markdown(summary: dict) -> str:
     body = "".join("| " + " | ".join(cell(r, k) for k, _ in cols) + " |\n" for r in summary["rows"])
     reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
     notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
-    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes) if x)
+    images = "".join(f"- {line}\n" for line in worst_images(summary))
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes, images) if x)
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -108,6 +127,8 @@ def print_table(summary: dict, file=None) -> None:
             console.print(
                 f"[yellow]⚠[/] {escape(r['key'])}: {escape(fallback_hint(r))}", highlight=False, soft_wrap=True
             )
+    for line in worst_images(summary):
+        console.print(line, highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]
         ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"

@@ -19,7 +19,7 @@ from tasks.io import read_json, write_text
 from tasks.layout import Layout
 from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
-from tasks.reporting.format import FALLBACKS_SHOWN, fallback_note, title
+from tasks.reporting.format import FALLBACKS_SHOWN, fallback_note, title, worst_images
 from tasks.reporting.format import fmt as _fmt
 from tasks.reporting.selection import winners
 
@@ -150,6 +150,13 @@ def verdicts(summary: dict) -> str:
             + "</ul>"
         )
     out += "".join(fallbacks(r) for r in summary["rows"])
+    images = worst_images(summary)
+    if images:  # binary segmentation: an average drop can hide a few images that collapsed
+        out += (
+            "<h3>Images that dropped most (index in the eval split: FP32 -&gt; this build)</h3><ul class=worst-images>"
+            + "".join(f"<li>{_e(line)}</li>" for line in images)
+            + "</ul>"
+        )
     out += (
         "<p>"
         + "<br>".join(

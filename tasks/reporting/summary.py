@@ -8,7 +8,7 @@ from typing import Any
 from tasks.config import Config
 from tasks.io import read_json
 from tasks.layout import Layout, key
-from tasks.metrics.task import primary
+from tasks.metrics.task import label, primary
 from tasks.records import BenchmarkRecord, BuildRecord, EvaluateRecord, QuantizeRecord, RecordError
 
 _NO_LATENCY = dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cv", "throughput"))
@@ -89,6 +89,8 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "top1_agreement": ev.top1_agreement,
         "worst_class_drop": ev.worst_class_drop,
         "worst_classes": ev.worst_classes,
+        "worst_image_drop": ev.worst_image_drop,
+        "worst_images": ev.worst_images or [],
         "parity_max_abs": max(s["max_abs"] for s in par["legs"]["onnx_artifact"].values()) if par else None,
         "parity_vs_torch_max_abs": max(s["max_abs"] for s in par["legs"]["torch_artifact"].values()) if par else None,
         "latency_p50_ms": first["p50_ms"],
@@ -119,9 +121,10 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
     """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...]}``."""
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
-    metric, label = primary(cfg.model.task)
+    # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
+    metric = par.get("metric") or primary(cfg.model.task)[0]
     return {
-        "reference": {"metric": metric, "label": label, "value": par["reference_value"]},
+        "reference": {"metric": metric, "label": label(metric), "value": par["reference_value"]},
         "export": _read(layout.export_metrics),
         "rows": rows,
     }

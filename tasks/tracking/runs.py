@@ -222,6 +222,8 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
         ):
             if r.get(key) is not None:
                 metrics[key] = r[key]
+        if r.get("worst_image_drop") is not None:  # binary segmentation, beside the worst class drop
+            metrics["accuracy_worst_image_drop"] = r["worst_image_drop"]
         if r["speedup_vs_torch"] is not None:
             metrics["speedup_vs_torch"] = r["speedup_vs_torch"]
         if r.get("kept_fp32") is not None:

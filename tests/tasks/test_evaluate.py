@@ -170,3 +170,50 @@ def test_parity_compares_with_the_onnx_the_build_uploaded(tmp_path, monkeypatch,
     fields.update(runtime_version="11.0.0", host="h:22", sha256="0", size_bytes=1, source_onnx_sha256="0")
     BuildRecord.from_json({**fields, "build_seconds": 1.0, "trt_onnx": trt_onnx}).write(build_dir / "build.json")
     assert evaluate.built_from("int8-minmax", runtime, build_dir) == LAYOUT.quantize_dir("int8-minmax") / expected
+
+
+def test_binary_segmentation_names_the_images_that_dropped_most(params, tmp_path):
+    """A one-channel sigmoid map (the reference cuts digits at half scale, the artifact at 0.7):
+    Dice is the metric, and the worst images are those whose per-image Dice dropped most, by hand."""
+    from examples.mnist import mnist_digits
+    from tasks.data.preprocess import preprocess
+    from tasks.data.split import save_split
+    from tasks.io import write_json
+    from tasks.runtimes import BuildOptions, get_runtime
+    from tests.binseg import digit_masks, threshold_net
+
+    params["model"].update(format="onnx", arch=None, task="segmentation", outputs=["prob"], scores_output="prob")
+    params["model"]["input"]["name"] = "image"
+    cfg = from_dict(Config, params)
+    spec = cfg.model.input
+    images = mnist_digits(0)["eval"].images[:40]
+    masks = digit_masks(images)
+    save_split(tmp_path / "prep/eval", preprocess(images, spec), masks)
+    write_json(tmp_path / "prep/classes.json", ["background", "digit"])
+    ref_net = threshold_net(tmp_path / "ref.onnx", spec.mean[0], spec.std[0], cut=0.5)
+    art_net = threshold_net(tmp_path / "art.onnx", spec.mean[0], spec.std[0], cut=0.7)
+    out = tmp_path / "build"
+    out.mkdir()
+    artifact = get_runtime("onnxruntime").build(art_net, "fp32", out, BuildOptions()).artifact
+    split = Split(tmp_path / "prep/eval")
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, prob=_scores(ref_net, split))
+
+    res = evaluate.run(cfg, "local", artifact, tmp_path / "prep/eval", reference, log=lambda m: None).to_json()
+
+    def dice(pred, mask):  # per image, by hand; every image here shows a digit
+        tp = (pred & (mask == 1)).sum((1, 2))
+        return 200.0 * tp / (pred.sum((1, 2)) + (mask == 1).sum((1, 2)))
+
+    pixels = images.astype(np.float32) / 255.0
+    ref_d, got_d = dice(pixels > 0.5, masks), dice(pixels > 0.7, masks)
+    assert ref_d == pytest.approx(100.0)  # the reference is the mask's own rule
+    assert res["metric"] == "dice" and res["reference_value"] == pytest.approx(100.0)
+    assert res["value"] == pytest.approx(got_d.mean(), abs=1e-3)
+    assert set(res["details"]) >= {"iou", "global_dice", "global_iou", "pixel_accuracy"}
+    assert "per_image" not in res["details"]  # 40 figures stay out of the metrics file
+    order = np.argsort(-(ref_d - got_d), kind="stable")[:5]
+    assert [w["image"] for w in res["worst_images"]] == order.tolist()
+    assert [w["drop"] for w in res["worst_images"]] == pytest.approx((ref_d - got_d)[order].tolist(), abs=1e-3)
+    assert res["worst_image_drop"] == pytest.approx(res["worst_images"][0]["drop"])
+    assert res["worst_image_drop"] > res["drop"]  # the average hides the worst image

@@ -154,3 +154,53 @@ def test_decoder_that_does_not_fit_the_outputs_stops_before_the_split(params, ex
         DecoderError, match=r"eval.decoder yolov8 expects an output \(N, 4 \+ C, A\); got logits \(1, 10\)"
     ):
         parity.run(cfg, exported, prepared / "eval", log=lambda m: None)
+
+
+def _binseg_parity_error(workdir, capsys, sigmoid: bool = True, labels=None, classes=None) -> str:
+    """Prepare and export a user's one-channel ONNX segmenter (tests/binseg.py), with its eval
+    masks or its class names replaced, then run parity's entry point: its one-line error."""
+    from tasks import export, prepare
+    from tests.binseg import write_project
+    from tests.conftest import fast_params
+
+    write_params(write_project(workdir, fast_params(), n_calib=8, n_eval=8, sigmoid=sigmoid))
+    for split in ("calib", "eval"):
+        with np.load(workdir / f"data/{split}.npz") as z:
+            ev = {k: z[k] for k in z.files}
+        if labels is not None and split == "eval":
+            ev["y"] = labels(ev["y"])
+        if classes is not None:
+            ev["classes"] = np.array(classes)
+        np.savez(workdir / f"data/{split}.npz", **ev)
+    prepare.main([])
+    export.main([])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        parity.main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "Traceback" not in err
+    assert not LAYOUT.reference.exists() and not LAYOUT.parity_metrics.exists()  # nothing half-written
+    return err
+
+
+def test_one_channel_model_with_multi_class_masks_is_a_clear_error(workdir, capsys):
+    def digits_as_classes(y):
+        y = y.copy()
+        y[y == 1] = 7  # masks of a 10-digit data set: class ids, not 0/1
+        return y
+
+    err = _binseg_parity_error(workdir, capsys, labels=digits_as_classes)
+    assert "edgeforge parity: error: model.scores_output 'prob' has one channel (binary)" in err
+    assert "values [7]" in err and "0 and 1 (255 = ignore)" in err
+
+
+def test_one_channel_model_with_a_multi_class_list_is_a_clear_error(workdir, capsys):
+    err = _binseg_parity_error(workdir, capsys, classes=["background", *map(str, range(10))])
+    assert "edgeforge parity: error: model.scores_output 'prob' has one channel" in err
+    assert "11 classes" in err and "C >= 2" in err
+
+
+def test_logits_read_as_probabilities_is_a_clear_error(workdir, capsys):
+    err = _binseg_parity_error(workdir, capsys, sigmoid=False)
+    assert "edgeforge parity: error: config key model.seg_output: 'probabilities'" in err
+    assert "Set model.seg_output=logits" in err

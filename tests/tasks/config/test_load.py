@@ -80,6 +80,7 @@ def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path):
         ("export", "exporter", "tracing", "export.exporter", ["dynamo", "torchscript"]),
         ("quant", "mixed_calibrator", "kl", "quant.mixed_calibrator", ["minmax", "entropy", "percentile"]),
         ("quant", "sensitivity", "hessian", "quant.sensitivity", ["auto", "task", "sqnr"]),
+        ("model", "seg_output", "sigmoid", "model.seg_output", ["probabilities", "logits"]),
     ],
 )
 def test_bad_literal_names_key_and_allowed_values(tmp_path, section, key, value, key_in_msg, allowed):
@@ -166,6 +167,8 @@ def _set(p: dict, dotted: str, value) -> None:
         ),
         ({"model.input.std": [0.0]}, "model.input.std", ["> 0"]),
         ({"model.arch": None}, "model.arch", ["state_dict"]),
+        ({"model.seg_threshold": 1.0}, "model.seg_threshold", ["(0, 1)"]),
+        ({"model.seg_threshold": 0.0}, "model.seg_threshold", ["(0, 1)"]),
         ({"data.eval.source": "npz"}, "data.eval.path", ["npz"]),
         ({"data.calib.limit": 0}, "data.calib.limit", ["> 0"]),
         ({"export.opset": 11}, "export.opset", ["13"]),

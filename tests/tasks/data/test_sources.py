@@ -174,6 +174,13 @@ def test_npz_with_classes_and_integer_pixels(tmp_path, digits):
     np.testing.assert_array_equal(raw.images, ev.images[:6])
 
 
+def test_npz_masks_255_is_ignore_not_a_class(tmp_path):
+    y = np.zeros((2, 4, 4), np.uint8)
+    y[0, 1, 1], y[1, 0, :] = 1, 255  # a binary mask with a VOC "void" row
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 4, 4), np.uint8), y=y)
+    assert load_npz(tmp_path / "d.npz").classes == ["0", "1"]
+
+
 def test_npz_rgb(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(4))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.config import Config
-from tasks.metrics.task import score, worst_class_drops
+from tasks.metrics.task import check_reference, score, worst_class_drops, worst_image_drops
 
 
 def _cfg(task: str, **model) -> Config:
@@ -86,3 +86,77 @@ def test_detection_yolov8_by_config_reads_only_eval_outputs():
     cfg.eval.outputs = None  # both outputs reach yolov8: refused, naming the shapes
     with pytest.raises(DecoderError, match=r"takes one output .* proto \(1, 32, 16, 16\), output0 \(1, 6, 3\)"):
         check_decodable(cfg, outputs, ["a", "b"])
+
+
+def test_one_channel_segmentation_is_binary_and_judged_by_dice():
+    # probabilities (2 images, 1 channel, 2x2); threshold 0.5
+    prob = np.array([[[[0.9, 0.8], [0.4, 0.6]]], [[[0.1, 0.2], [0.3, 0.4]]]], np.float32)
+    labels = np.array([[[1, 1], [1, 0]], [[0, 0], [0, 255]]])
+    res = score(_cfg("segmentation", scores_output="prob"), {"prob": prob}, labels, ["background", "text"])
+    # image 0: TP 2, FP 1, FN 1 -> Dice 2/3; image 1: nothing in mask or prediction -> Dice 1
+    assert res["metric"] == "dice" and res["value"] == pytest.approx((200 / 3 + 100) / 2)
+    assert res["per_image"] == pytest.approx([200 / 3, 100.0])
+    assert res["iou"] == pytest.approx((50 + 100) / 2)
+    assert res["per_class"] == {"text": pytest.approx(res["value"])}
+    # the same map as logits, and a threshold that moves pixels: 0.85 keeps only the 0.9 pixel
+    logits = np.log(prob / (1 - prob))
+    res_l = score(
+        _cfg("segmentation", scores_output="prob", seg_output="logits", seg_threshold=0.85),
+        {"prob": logits},
+        labels,
+        ["background", "text"],
+    )
+    # image 0: TP 1, FP 0, FN 2 -> Dice 2/4
+    assert res_l["per_image"] == pytest.approx([50.0, 100.0])
+
+
+@pytest.mark.parametrize(
+    "labels, classes, match",
+    [
+        # masks of a multi-class data set against a binary map: named, with the allowed values
+        (np.array([[[0, 3], [1, 0]]]), ["background", "fg"], r"scores_output 'prob' has one channel.*values \[3\]"),
+        (np.zeros((1, 2, 2), np.int64), [str(c) for c in range(11)], r"one channel.*11 classes \(0, 1, 2, 3, \.\.\.\)"),
+        (np.zeros((1, 2, 3), np.int64), ["bg", "fg"], "shape"),
+    ],
+)
+def test_one_channel_segmentation_rejects_data_that_is_not_binary(labels, classes, match):
+    from tasks.data.errors import DataError
+
+    with pytest.raises(DataError, match=match):
+        score(_cfg("segmentation", scores_output="prob"), {"prob": np.zeros((1, 1, 2, 2))}, labels, classes)
+
+
+def test_multi_class_segmentation_ignores_255_and_names_bad_class_ids():
+    from tasks.data.errors import DataError
+
+    logits = np.zeros((1, 2, 2, 2), np.float32)
+    logits[0, 1, 0, :] = 1.0
+    labels = np.array([[[1, 255], [0, 0]]])  # the 255 pixel (predicted 1) is left out
+    res = score(_cfg("segmentation"), {"logits": logits}, labels, ["background", "digit"])
+    assert res["per_class"] == pytest.approx({"background": 100.0, "digit": 100.0})
+    with pytest.raises(DataError, match=r"2 classes.*\[7\]"):
+        score(_cfg("segmentation"), {"logits": logits}, np.array([[[1, 7], [0, 0]]]), ["background", "digit"])
+
+
+def test_check_reference_refuses_logits_read_as_probabilities():
+    from tasks.config import ConfigError
+
+    cfg = _cfg("segmentation", scores_output="prob")
+    check_reference(cfg, {"prob": np.array([[[[0.0, 1.0]]]])})  # probabilities: fine
+    with pytest.raises(ConfigError, match=r"model.seg_output.*\[-2\.5, 3\].*seg_output=logits"):
+        check_reference(cfg, {"prob": np.array([[[[-2.5, 3.0]]]])})
+    cfg.model.seg_output = "logits"
+    check_reference(cfg, {"prob": np.array([[[[-2.5, 3.0]]]])})
+    check_reference(_cfg("segmentation"), {"logits": np.full((1, 3, 2, 2), 9.0)})  # multi-class: not a probability
+
+
+def test_worst_image_drops_by_index_worst_first():
+    ref = [100.0, 90.0, None, 80.0, 70.0]
+    got = [100.0, 30.0, 10.0, 79.0, None]
+    assert worst_image_drops(ref, got, n=2) == [
+        {"image": 1, "reference": 90.0, "value": 30.0, "drop": 60.0},
+        {"image": 3, "reference": 80.0, "value": 79.0, "drop": 1.0},
+    ]
+    assert worst_image_drops([50.0, 60.0], [50.0, 70.0]) == []  # none dropped: nothing to name
+    with pytest.raises(ValueError, match="2 reference figures but 1"):
+        worst_image_drops([1.0, 2.0], [1.0])
