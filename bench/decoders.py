@@ -30,14 +30,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from bench.machine import cpu_model  # noqa: E402
+
 N, C, SIZE = 8, 80, 640
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def scene(rng: np.random.Generator, anchors: int, low: int, objects: int, cluster: int):

@@ -37,13 +37,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.calibration import export, make_images  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from bench.machine import cpu_model  # noqa: E402
 
 
 def outputs(path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:

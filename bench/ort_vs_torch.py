@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.machine import cpu_model  # noqa: E402
 from bench.resnet18 import INPUT_SHAPE, count_parameters, example_input, resnet18  # noqa: E402
 from tasks.metrics.latency import measure, summarize  # noqa: E402
 from tasks.runtimes.onnxruntime_rt import OrtSession  # noqa: E402
@@ -129,16 +130,6 @@ def _version(module: str) -> str:
         return "n/a"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(args: argparse.Namespace) -> dict:
     import onnxruntime as ort
 
@@ -154,7 +145,7 @@ def environment(args: argparse.Namespace) -> dict:
         "onnxscript": _version("onnxscript"),
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

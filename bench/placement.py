@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -38,13 +37,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.calibration import export, latency, make_images  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from bench.machine import cpu_model  # noqa: E402
 
 
 def quantize(onnx_path: Path, images: np.ndarray, batch: int, td: Path) -> dict[str, tuple[Path, dict]]:
