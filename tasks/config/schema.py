@@ -155,7 +155,7 @@ class Quant:
     )
     max_drop: float = f(
         0.5,
-        "int8-mixed: keep layers FP32 until top-1 drops at most this many points vs FP32 "
+        "int8-mixed: keep layers FP32 until the task metric (eval.max_drop's units) drops at most this many points vs FP32 "
         "(on the sensitivity images); no plan within it -> the precision is rejected",
     )
     mixed_calibrator: Literal["minmax", "entropy", "percentile"] = f(
@@ -163,7 +163,7 @@ class Quant:
     )
     sensitivity: Literal["auto", "task", "sqnr"] = f(
         "auto",
-        "int8-mixed ranking: task = top-1 drop with one layer INT8 at a time (one evaluation per layer), "
+        "int8-mixed ranking: task = task-metric drop with one layer INT8 at a time (one evaluation per layer), "
         "sqnr = each layer's output SQNR only (one pass), auto = task up to sensitivity_max_task_layers layers",
     )
     sensitivity_max_task_layers: int = f(32, "auto: above this many quantizable layers, rank by SQNR alone")
