@@ -82,7 +82,9 @@ class CocoSource(Source):
         data = _load_json(self.path)
         self.index, names = category_mapping(data, self.path, category_ids)
         if task == "segmentation" and len(names) > 254:
-            raise DataError(f"{self.path}: {len(names)} categories do not fit a class map (0 = background, 255 = ignore)")
+            raise DataError(
+                f"{self.path}: {len(names)} categories do not fit a class map (0 = background, 255 = ignore)"
+            )
         self.classes = ["background", *names] if task == "segmentation" else names
         self.images = sorted(data["images"], key=lambda im: im.get("id", 0))
         self.anns: dict[int, list[dict]] = {im.get("id"): [] for im in self.images}

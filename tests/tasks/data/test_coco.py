@@ -123,7 +123,12 @@ def test_segmentation_class_map_from_polygons_rle_and_crowd(params, workdir):
         anns = [
             {"image_id": 1, "category_id": 5, "segmentation": [[0, 0, 20, 0, 20, 10, 0, 10]], "area": 200},
             {"image_id": 1, "category_id": 9, "segmentation": rle, "area": 100},
-            {"image_id": 1, "category_id": 5, "segmentation": {"size": [20, 40], "counts": [400, 20, 380]}, "iscrowd": 1},
+            {
+                "image_id": 1,
+                "category_id": 5,
+                "segmentation": {"size": [20, 40], "counts": [400, 20, 380]},
+                "iscrowd": 1,
+            },
         ]
         cats = [{"id": 5, "name": "road"}, {"id": 9, "name": "sign"}]
         return {
