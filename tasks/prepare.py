@@ -84,12 +84,13 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
     sources = {split: open_split(cfg, split) for split in ("calib", "eval")}
     streamed = {}
     for split, src in sources.items():
-        streamed[split] = write_split(cfg, src, subset(cfg, split, len(src)), out / split)
+        streamed[split] = write_split(cfg, split, src, subset(cfg, split, len(src)), out / split)
         n = len(streamed[split].used)
         metrics["splits"][split] = {"samples": n, "classes": len(src.classes)}
         log(f"{split}: {n} samples")
     check_splits(cfg, sources, streamed, log)
-    write_json(out / "classes.json", sources["calib"].classes or sources["eval"].classes)
+    # the longer list: a split may not show the last classes (class maps, .npz labels named by id)
+    write_json(out / "classes.json", max((s.classes for s in sources.values()), key=len))
     if cfg.prepare.train:
         trainer = get_trainer(cfg.prepare.train)
         raw = load_loader_split(cfg.data.loader, "train", cfg.data.seed)

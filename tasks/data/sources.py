@@ -84,6 +84,7 @@ class Source:
 
     classes: list[str]
     fitted = True
+    labelled = True  # False: every label is -1 (an unlabelled folder, for model.task fidelity)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -96,6 +97,9 @@ class Source:
 
     def where(self, i: int) -> str:
         return f"sample #{i}"
+
+    def finish(self, where: str) -> None:
+        """Checks of the labels read (``where``: the split, for messages); raises DataError."""
 
 
 class ArraySource(Source):

@@ -33,14 +33,16 @@ def subset(cfg: Config, split: str, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(cfg.data.seed).choice(n, limit, replace=False))
 
 
-def write_split(cfg: Config, src: Source, used: np.ndarray, out: Path) -> Streamed:
+def write_split(cfg: Config, split: str, src: Source, used: np.ndarray, out: Path) -> Streamed:
     """Write samples ``used`` of ``src`` to ``out`` (``x.npy``, ``y.npy``, and ``meta.npy`` for a
     source whose images are fitted); every sample is read once, for its digest."""
     spec = cfg.model.input
     classify = cfg.model.task == "classification"
     take = np.zeros(len(src), bool)
     take[used] = True
-    writer = SplitWriter(out, len(used), tuple(spec.shape), mask=cfg.model.task == "segmentation", meta=src.fitted)
+    writer = SplitWriter(
+        out, len(used), tuple(spec.shape), mask=cfg.model.task == "segmentation" and src.labelled, meta=src.fitted
+    )
     digests, ids, k = [], [], 0
     for i in range(len(src)):
         image = src.image(i)
@@ -61,4 +63,5 @@ def write_split(cfg: Config, src: Source, used: np.ndarray, out: Path) -> Stream
         writer.put(k, preprocess(image[None], spec)[0], label, meta)
         k += 1
     writer.close()
+    src.finish(f"data.{split}")
     return Streamed(digests, np.asarray(ids, np.int64) if classify else None, used)
