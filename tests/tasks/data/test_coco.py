@@ -163,3 +163,24 @@ def test_images_are_read_in_json_id_order(tmp_path):
     assert src.image(1)[0, 0] == 2 and src.label(1, (4, 4)).shape == (0, 5)
     assert json.loads((tmp_path / "j.json").read_text())["images"][0]["id"] == 2
     assert Image.open(tmp_path / "i" / "a.png").size == (4, 4)
+
+
+def test_a_perfect_detector_scores_100_on_the_prepared_letterboxed_split(params, workdir):
+    """The eval split's meta, read back through Split, maps input-pixel detections onto the labels
+    in original pixels: boxes a perfect model would output on the letterboxed inputs score mAP 100."""
+    from tasks.data.geometry import boxes_to_input
+    from tasks.data.split import Split, classes_of
+    from tasks.metrics.task import score
+
+    cfg = _detection(params, workdir)
+    run(cfg, workdir / "out", log=lambda m: None)
+    split = Split(workdir / "out" / "eval")
+    assert split.meta is not None and split.meta.shape == (3, 6)
+    y = np.asarray(split.y)
+    dets = np.zeros((len(y), y.shape[1], 6), np.float32)
+    for i, (rows, meta) in enumerate(zip(y, split.meta)):
+        dets[i, :, :4] = boxes_to_input(rows[:, 1:], meta)
+        dets[i, :, 4], dets[i, :, 5] = np.where(rows[:, 0] >= 0, 0.9, 0.0), np.maximum(rows[:, 0], 0)
+    res = score(cfg, {"dets": dets}, y, classes_of(split.root), split.meta)
+    assert res["value"] == pytest.approx(100.0)
+    assert score(cfg, {"dets": dets}, y, classes_of(split.root))["value"] < 50  # unmapped boxes miss
