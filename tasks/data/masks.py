@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.errors import DataError
-from tasks.data.images import image_files, read_image
-from tasks.data.sources import Source
+from tasks.data.images import image_files
+from tasks.data.sources import FileSource
 
 IGNORE = 255
 
@@ -33,7 +33,7 @@ def _folder_images(root: Path, what: str) -> list[Path]:
     return files
 
 
-class MaskSource(Source):
+class MaskSource(FileSource):
     def __init__(self, images: str | Path, masks: str | Path, gray: bool) -> None:
         self.root, self.masks, self.gray = Path(images), Path(masks), gray
         self.files = _folder_images(self.root, "data.<split>.path of a masks source")
@@ -44,15 +44,6 @@ class MaskSource(Source):
     @property
     def classes(self) -> list[str]:  # type: ignore[override]
         return [str(c) for c in range(max(self.seen - {IGNORE}, default=0) + 1)]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def where(self, i: int) -> str:
-        return str(self.files[i])
-
-    def image(self, i: int) -> np.ndarray:
-        return read_image(self.files[i], self.gray)
 
     def mask_file(self, i: int) -> Path:
         return (self.masks / self.files[i].relative_to(self.root)).with_suffix(".png")
@@ -90,22 +81,13 @@ class MaskSource(Source):
             )
 
 
-class UnlabelledSource(Source):
+class UnlabelledSource(FileSource):
     classes: list[str] = []
     labelled = False
 
     def __init__(self, path: str | Path, gray: bool) -> None:
         self.root, self.gray = Path(path), gray
         self.files = _folder_images(self.root, "data.<split>.path of an images source")
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def where(self, i: int) -> str:
-        return str(self.files[i])
-
-    def image(self, i: int) -> np.ndarray:
-        return read_image(self.files[i], self.gray)
 
     def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
         return np.int64(-1)

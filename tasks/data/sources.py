@@ -120,7 +120,23 @@ class ArraySource(Source):
         return self.raw.labels[i]
 
 
-class ImageFolderSource(Source):
+class FileSource(Source):
+    """A source whose samples are the image files ``files``, decoded as ``gray`` or RGB."""
+
+    files: list[Path]
+    gray: bool
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def where(self, i: int) -> str:
+        return str(self.files[i])
+
+    def image(self, i: int) -> np.ndarray:
+        return read_image(self.files[i], self.gray)
+
+
+class ImageFolderSource(FileSource):
     """``path/<class>/<image>`` (ImageFolder convention): class = subfolder, sorted by name."""
 
     def __init__(self, path: str | Path, gray: bool) -> None:
@@ -130,19 +146,11 @@ class ImageFolderSource(Source):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
             raise DataError(f"{root}: no class subfolders found (expected {root}/<class>/<image>.png)")
-        self.files = [(f, i) for i, c in enumerate(self.classes) for f in image_files(root / c, recursive=False)]
-        if not self.files:
+        found = [(f, i) for i, c in enumerate(self.classes) for f in image_files(root / c, recursive=False)]
+        if not found:
             raise DataError(f"{root}: class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.files, self.ids = [f for f, _ in found], [i for _, i in found]
         self.gray = gray
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def image(self, i: int) -> np.ndarray:
-        return read_image(self.files[i][0], self.gray)
-
     def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
-        return np.int64(self.files[i][1])
-
-    def where(self, i: int) -> str:
-        return str(self.files[i][0])
+        return np.int64(self.ids[i])

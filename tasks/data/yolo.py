@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.errors import DataError
-from tasks.data.images import image_files, read_image
-from tasks.data.sources import Source
+from tasks.data.images import image_files
+from tasks.data.sources import FileSource
 
 
 def read_data_yaml(root: Path) -> dict:
@@ -49,7 +49,7 @@ def class_names(names, where: Path) -> list[str]:
     raise DataError(f"{where}: names must be a list or a mapping with keys 0..n-1; got {names!r}")
 
 
-class YoloSource(Source):
+class YoloSource(FileSource):
     def __init__(self, root: str | Path, split: str, task: str, gray: bool) -> None:
         self.root, self.task, self.gray = Path(root), task, gray
         if task not in ("detection", "keypoints"):
@@ -72,15 +72,6 @@ class YoloSource(Source):
         if not self.images_dir.is_dir():
             raise DataError(f"{self.images_dir}: no such folder (data.<split>.split names a subfolder of images/)")
         self.files = image_files(self.images_dir, recursive=True)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def where(self, i: int) -> str:
-        return str(self.files[i])
-
-    def image(self, i: int) -> np.ndarray:
-        return read_image(self.files[i], self.gray)
 
     def label_file(self, i: int) -> Path:
         return (self.labels_dir / self.files[i].relative_to(self.images_dir)).with_suffix(".txt")
