@@ -105,7 +105,7 @@ def _box_score(cfg: Config, outputs: Arrays, targets: Arrays, classes: list[str]
     gt = np.asarray(targets["boxes"])
     dets = decode(cfg, outputs)
     k = int(max([gt[..., 0].max(), *(d[:, 5].max() for d in dets if len(d))])) + 1
-    res = coco_map(dets, gt, _names(classes, k))
+    res = coco_map(dets, gt, _names(classes, max(k, len(classes))))  # the split's names when they cover k
     res["map_vs_fp32"] = res.pop("map50_95")
     res["per_class"] = res.pop("per_class_ap")
     return res
@@ -167,8 +167,10 @@ def sqnr_score(signal: float, noise: float) -> float:
 def _raw_score(cfg: Config, outputs: Arrays, targets: Arrays, classes: list[str]) -> dict:
     per, sqnr = {}, {}
     for n in cfg.model.outputs:
-        ref, got = np.asarray(targets[n], np.float64), np.asarray(outputs[n], np.float64)
-        signal, noise = float(np.sum(ref * ref)), float(np.sum((got - ref) ** 2))
+        signal = noise = 0.0
+        for i in range(0, len(targets[n]), 64):  # float64 in slices: outputs can be large
+            ref, got = np.asarray(targets[n][i : i + 64], np.float64), np.asarray(outputs[n][i : i + 64], np.float64)
+            signal, noise = signal + float(np.sum(ref * ref)), noise + float(np.sum((got - ref) ** 2))
         per[n] = sqnr_score(signal, noise)
         sqnr[n] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None  # None: exact
     return {"sqnr_score": min(per.values()), "sqnr_db": sqnr, "per_class": per}
