@@ -38,6 +38,13 @@ def check_splits(
     """Calibration and evaluation must not share samples (by content, over the whole splits); every
     class of the evaluation split needs samples to be scored. An empty class in the calibration
     split, or one that only ``limit``'s subset leaves out, is a warning."""
+    cal, ev = sources["calib"], sources["eval"]
+    if cal.named and ev.named and cal.classes != ev.classes:
+        raise DataError(
+            f"data.calib ({describe(cfg, 'calib')}) has classes {cal.classes[:6]}... but data.eval "
+            f"({describe(cfg, 'eval')}) has {ev.classes[:6]}...: the same class index would mean two categories. "
+            "Set data.category_ids (the category id of class 0, 1, ...) so both splits map ids alike"
+        )
     both = shared_digests(streamed["calib"].digests, streamed["eval"].digests)
     if both:
         i, j = both[0]

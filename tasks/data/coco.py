@@ -70,6 +70,8 @@ def category_mapping(data: dict, path: Path, category_ids: list[int] | None) -> 
 
 
 class CocoSource(Source):
+    named = True
+
     def __init__(self, images: str | Path, annotations: str | Path, task: str, category_ids, gray: bool) -> None:
         self.root, self.path, self.task, self.gray = Path(images), Path(annotations), task, gray
         if task not in TASKS:

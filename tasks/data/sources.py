@@ -85,6 +85,7 @@ class Source:
     classes: list[str]
     fitted = True
     labelled = True  # False: every label is -1 (an unlabelled folder, for model.task fidelity)
+    named = False  # True: class indices come from the data's own list (coco categories), which both splits must share
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -184,3 +184,15 @@ def test_a_perfect_detector_scores_100_on_the_prepared_letterboxed_split(params,
     res = score(cfg, {"dets": dets}, y, classes_of(split.root), split.meta)
     assert res["value"] == pytest.approx(100.0)
     assert score(cfg, {"dets": dets}, y, classes_of(split.root))["value"] < 50  # unmapped boxes miss
+
+
+def test_splits_whose_categories_differ_are_refused_until_category_ids_maps_them(params, workdir):
+    cfg = _detection(params, workdir)
+    data = json.loads((workdir / "val" / "instances.json").read_text())
+    data["categories"].append({"id": 2, "name": "bicycle"})  # eval's sorted ids: 1, 2, 3, 7
+    (workdir / "val" / "instances.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"the same class index would mean two categories. Set data.category_ids"):
+        run(cfg, workdir / "out", log=lambda m: None)
+    cfg.data.category_ids = [1, 3, 7]
+    run(cfg, workdir / "out2", log=lambda m: None)
+    assert read_json(workdir / "out2" / "classes.json") == ["person", "car", "kite"]
