@@ -50,7 +50,8 @@ class Layout:
         return self.artifacts / "prepare"
 
     def split(self, name: str) -> Path:
-        """A prepared split folder (``calib`` or ``eval``): ``x.npy``, ``y.npy``."""
+        """A prepared split folder (``calib`` or ``eval``): ``x.npy``, ``y.npy`` and, for images read from
+        files, ``meta.npy`` (``tasks/data/split.py``)."""
         return self.prepare_dir / name
 
     @property

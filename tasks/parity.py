@@ -77,7 +77,7 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
         metrics["outputs"][name] = per
     check_reference(cfg, ref)
     truth = ground_truth(cfg, split.y, lambda: ref, classes)
-    theirs, mine = score(cfg, ref, truth, classes), score(cfg, got, truth, classes)
+    theirs, mine = score(cfg, ref, truth, classes, split.meta), score(cfg, got, truth, classes, split.meta)
     metrics.update(
         task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]
     )

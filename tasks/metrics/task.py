@@ -50,7 +50,9 @@ def label(metric: str) -> str:
     return LABELS.get(metric, metric)
 
 
-def _classification(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _classification(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.accuracy import per_class_top1, top1, topk
 
     scores = outputs[cfg.model.scores_output]
@@ -88,10 +90,15 @@ def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: lis
         decode(cfg, outputs, len(classes) if cfg.model.task == "detection" else None)
 
 
-def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _detection(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
+    from tasks.data.geometry import detections_to_original
     from tasks.metrics.detection import coco_map
 
-    res = coco_map(decode(cfg, outputs, len(classes)), np.asarray(labels), classes)
+    # labels of images read from files are in original pixels (Ultralytics' val: scale_boxes)
+    detections = detections_to_original(decode(cfg, outputs, len(classes)), meta)
+    res = coco_map(detections, np.asarray(labels), classes)
     res["per_class"] = res.pop("per_class_ap")
     return res
 
@@ -101,7 +108,9 @@ def one_channel(scores: np.ndarray) -> bool:
     return scores.ndim == 3 or (scores.ndim == 4 and scores.shape[1] == 1)
 
 
-def _segmentation(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _segmentation(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.segmentation import IGNORE, confusion, segmentation_scores
 
     scores = outputs[cfg.model.scores_output]
@@ -171,11 +180,17 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
             )
 
 
+def _fidelity(cfg: Config, outputs: Mapping[str, np.ndarray], truth, classes: list[str], meta) -> dict:
+    """Against FP32's decoded outputs (``truth``: :func:`fidelity.targets`), not the split's labels. Both
+    sides are in model-input pixels, so ``meta`` is not needed (IoU is unchanged by resize/letterbox)."""
+    return fidelity.score(cfg, outputs, truth, classes)
+
+
 SCORERS = {
     "classification": _classification,
     "detection": _detection,
     "segmentation": _segmentation,
-    "fidelity": fidelity.score,  # labels: FP32's decoded outputs (fidelity.targets), not the split's
+    "fidelity": _fidelity,
 }
 
 
@@ -185,9 +200,18 @@ def ground_truth(cfg: Config, labels: np.ndarray, fp32: Callable[[], Mapping[str
     return fidelity.targets(cfg, fp32(), classes) if cfg.model.task == "fidelity" else np.asarray(labels)
 
 
-def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels, classes: list[str]) -> dict:
+def score(
+    cfg: Config,
+    outputs: Mapping[str, np.ndarray],
+    labels,
+    classes: list[str],
+    meta: np.ndarray | None = None,
+) -> dict:
     """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``
     (an array; for ``fidelity``, FP32's decoded outputs by name: :func:`ground_truth`).
+    ``meta``: the split's ``meta.npy`` rows of these samples (``Split.meta``), or None when labels
+    are in model-input pixels; predictions decoded in input pixels are mapped back with it
+    (:mod:`tasks.data.geometry`) before they are compared with labels in original pixels.
 
     Returns the scorer's figures (all in percent) plus ``metric`` (the primary key), ``value``
     (its figure) and ``per_class`` (class name -> percent, None where the class has no
@@ -195,7 +219,7 @@ def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels, classes: list[
     None where it has none)."""
     if len(next(iter(labels.values())) if isinstance(labels, Mapping) else labels) == 0:
         raise ValueError("no samples to score")
-    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes)
+    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes, meta)
     key = res.pop("metric", None) or PRIMARY[cfg.model.task][0]
     return {"metric": key, "value": float(res[key]), **res}
 

@@ -48,6 +48,7 @@ class Scorer:
 
     def __init__(self, cfg: Config, calib_dir: Path, n: int, fp32: Path) -> None:
         self.cfg, self.n, self.split = cfg, n, Split(calib_dir)
+        self.meta = None if self.split.meta is None else self.split.meta[:n]
         self.classes = classes_of(calib_dir)
         self.truth = ground_truth(cfg, self.split.y[:n], lambda: self.outputs(fp32), self.classes)
         self.metric = primary(cfg.model.task)[0]
@@ -56,7 +57,7 @@ class Scorer:
         return local_outputs(model, "onnxruntime", self.split, self.cfg.eval.batch_size, limit=self.n)
 
     def __call__(self, model: Path) -> float:
-        res = task_score(self.cfg, self.outputs(model), self.truth, self.classes)
+        res = task_score(self.cfg, self.outputs(model), self.truth, self.classes, self.meta)
         self.metric = res["metric"]
         return res["value"]
 
