@@ -96,11 +96,15 @@ def exported(cfg, model_file, prepared) -> Path:
 @pytest.fixture
 def fp32_artifact(cfg, exported, tmp_path) -> Path:
     """The local target's FP32 build of the ``exported`` model (under ``tmp_path/build-fp32``)."""
+    return fp32_build(exported, tmp_path / "build-fp32")
+
+
+def fp32_build(onnx_path: Path, out: Path) -> Path:
+    """The local target's (ONNX Runtime) FP32 build of ``onnx_path`` in the new folder ``out``."""
     from tasks.runtimes import BuildOptions, get_runtime
 
-    out = tmp_path / "build-fp32"
     out.mkdir()
-    return get_runtime("onnxruntime").build(exported, "fp32", out, BuildOptions()).artifact
+    return get_runtime("onnxruntime").build(onnx_path, "fp32", out, BuildOptions()).artifact
 
 
 def build_main(argv: list[str]) -> None:

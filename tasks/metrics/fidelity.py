@@ -191,10 +191,9 @@ def targets(cfg: Config, reference: Arrays, classes: list[str] = ()) -> dict[str
     return MODES[cfg.eval.fidelity_of].targets(cfg, reference, list(classes))
 
 
-def score(cfg: Config, outputs: Arrays, truth: Arrays, classes: list[str] = (), meta: np.ndarray | None = None) -> dict:
+def score(cfg: Config, outputs: Arrays, truth: Arrays, classes: list[str] = ()) -> dict:
     """A precision's ``outputs`` against FP32's :func:`targets` ``truth``: the figures in percent,
     ``per_class`` (by FP32's class, or by output for ``none``) and, where the figure comes from the
-    outputs (one-channel masks), ``metric``. ``meta`` is ignored: both sides are one model's outputs
-    on the same inputs, in the same (model-input) pixels."""
+    outputs (one-channel masks), ``metric``."""
     mode = MODES[cfg.eval.fidelity_of]
     return {"metric": mode.metric} | mode.score(cfg, outputs, truth, list(classes))

@@ -180,11 +180,17 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
             )
 
 
+def _fidelity(cfg: Config, outputs: Mapping[str, np.ndarray], truth, classes: list[str], meta) -> dict:
+    """Against FP32's decoded outputs (``truth``: :func:`fidelity.targets`), not the split's labels. Both
+    sides are in model-input pixels, so ``meta`` is not needed (IoU is unchanged by resize/letterbox)."""
+    return fidelity.score(cfg, outputs, truth, classes)
+
+
 SCORERS = {
     "classification": _classification,
     "detection": _detection,
     "segmentation": _segmentation,
-    "fidelity": fidelity.score,  # labels: FP32's decoded outputs (fidelity.targets), not the split's
+    "fidelity": _fidelity,
 }
 
 

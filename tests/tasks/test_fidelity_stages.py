@@ -120,3 +120,36 @@ def test_prepare_takes_unlabelled_data_for_fidelity_only(params, workdir):
     params["model"]["task"] = "fidelity"
     prepare.run(from_dict(Config, params), workdir / "out", log=lambda m: None)
     assert (np.load(workdir / "out/eval/y.npy") == -1).all() and len(np.load(workdir / "out/calib/x.npy")) == 12
+
+
+def test_an_unlabelled_image_folder_is_scored_by_config_alone(params, workdir, model_file):
+    """Real MNIST digits saved as PNG files in two folders (the ``images`` source: no labels at all),
+    through prepare, export and parity to evaluate's verdict."""
+    from PIL import Image
+
+    from tasks import export
+    from tasks.data.sources import load_loader_split
+    from tests.conftest import fp32_build
+
+    for split, n in (("calib", 24), ("eval", 40)):
+        for i, img in enumerate(load_loader_split("mnist_digits", split, 0).images[:n]):
+            (workdir / "frames" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(workdir / "frames" / split / f"{i:03d}.png")
+        params["data"][split] = {"source": "images", "path": f"frames/{split}", "limit": None}
+    params["model"]["task"] = "fidelity"
+    write_params(params)
+    cfg = from_dict(Config, params)
+    prepare.run(cfg, LAYOUT.prepare_dir, log=lambda m: None)
+    assert read_json(LAYOUT.classes) == [] and (np.load(LAYOUT.split("eval") / "y.npy") == -1).all()
+    export.run(cfg, LAYOUT.onnx, log=lambda m: None)
+    parity.main([])
+    res = evaluate.run(
+        cfg,
+        "local",
+        fp32_build(LAYOUT.onnx, workdir / "build"),
+        LAYOUT.split("eval"),
+        LAYOUT.reference,
+        log=lambda m: None,
+        targets=LAYOUT.fidelity_targets,
+    ).to_json()
+    assert res["samples"] == 40 and res["metric"] == "top1_agreement" and res["value"] == 100.0 and res["accepted"]
