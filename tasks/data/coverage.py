@@ -62,6 +62,15 @@ def image_sizes(meta: np.ndarray) -> dict:
     return {"height": _stats(meta[:, 0]), "width": _stats(meta[:, 1])}
 
 
+def _streamed_counts(y: np.ndarray, task: str, classes: list[str]) -> dict[str, int]:
+    """:func:`class_counts` of ``y`` summed over chunks (segmentation masks can be gigabytes)."""
+    total: dict[str, int] = dict.fromkeys(classes, 0)
+    for i in range(0, len(y), CHUNK):
+        for c, n in class_counts(np.asarray(y[i : i + CHUNK]), task, classes).items():
+            total[c] = total.get(c, 0) + n
+    return total
+
+
 def split_coverage(split_dir: str | Path, task: str) -> dict:
     """The coverage of the prepared split in ``split_dir``: ``samples``, ``per_class``
     (:func:`class_counts`, with ``counted``: samples, pixels or objects), ``brightness``
@@ -72,7 +81,7 @@ def split_coverage(split_dir: str | Path, task: str) -> dict:
     out = {
         "samples": len(split),
         "counted": counted,
-        "per_class": class_counts(split.y, task, classes),
+        "per_class": _streamed_counts(split.y, task, classes),
         "brightness": brightness(split.x),
     }
     meta = Path(split_dir) / "meta.npy"

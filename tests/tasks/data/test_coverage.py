@@ -75,3 +75,16 @@ def test_coverage_of_matching_or_unlabelled_splits_has_no_warnings(tmp_path):
     cov = coverage(tmp_path / "calib", tmp_path / "eval", "classification")
     assert cov["warnings"] == [] and cov["eval"]["per_class"] == {}
     assert "unlabelled" in summary_line(cov)
+
+
+def test_pixels_per_class_are_summed_over_the_chunks_a_large_split_is_read_in(tmp_path):
+    from tasks.data.coverage import CHUNK, split_coverage
+
+    n = CHUNK + 44  # two chunks
+    masks = np.zeros((n, 4, 4), np.int64)
+    masks[:, 0, :2] = 1  # two digit pixels per mask
+    masks[-1, 3, 3] = 255  # ignored
+    (tmp_path / "classes.json").write_text(json.dumps(["background", "digit"]))
+    _split(tmp_path / "eval", masks)
+    cov = split_coverage(tmp_path / "eval", "segmentation")
+    assert cov["counted"] == "pixels" and cov["per_class"] == {"background": 14 * n - 1, "digit": 2 * n}
