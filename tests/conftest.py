@@ -147,3 +147,19 @@ def _fresh_mlflow_stores():
 
     TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
     ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+
+
+def run_stages(precisions: list[str], target: str = "local") -> None:
+    """Every stage's entry point in DVC's order, in this folder (``params.yaml`` written): prepare,
+    export, parity, probe, then quantize, build, benchmark and evaluate per precision, and the report."""
+    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
+
+    prepare.main([])
+    export.main([])
+    parity.main([])
+    probe.main(["--target", target])
+    for precision in precisions:
+        quantize.main(["--precision", precision])
+        for stage in (build, benchmark, evaluate):
+            stage.main(["--target", target, "--precision", precision])
+    report.main([])
