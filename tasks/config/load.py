@@ -165,7 +165,7 @@ def check(cfg: Config) -> None:
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
-    if m.task != "detection":
+    if m.task not in ("detection", "keypoints"):  # decoded by eval.decoder from eval.outputs instead
         _require(
             m.scores_output in m.outputs,
             "model.scores_output",
@@ -274,17 +274,21 @@ def _check_eval(cfg: Config) -> None:
             "eval.outputs",
             f"{out!r} is not a model output; allowed values: {', '.join(cfg.model.outputs)}",
         )
-    if cfg.model.task != "detection":
+    if cfg.model.task == "keypoints":
+        _check_keypoints(cfg)
+    if cfg.model.task not in ("detection", "keypoints"):
         return
     from tasks.models.decoders import DECODERS
+    from tasks.models.keypoint_decoders import KEYPOINT_DECODERS
 
+    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (cfg.model.task == "keypoints")]
     _require(
-        e.decoder in DECODERS,
+        e.decoder in allowed,
         "eval.decoder",
-        f"{e.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}",
+        f"{e.decoder!r} is not a registered {cfg.model.task} decoder; allowed values: {', '.join(allowed)}",
     )
     selected = e.outputs or cfg.model.outputs
-    counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4)}.get(e.decoder)
+    counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4), "heatmap": (1,), "yolov8_pose": (1,)}.get(e.decoder)
     _require(
         counts is None or len(selected) in counts,
         "eval.outputs",
@@ -292,6 +296,22 @@ def _check_eval(cfg: Config) -> None:
         f"{'eval.outputs' if e.outputs else 'model.outputs'} names {len(selected)} ({', '.join(selected)}): "
         "list the decoder's outputs in eval.outputs",
     )
+
+
+def _check_keypoints(cfg: Config) -> None:
+    e = cfg.eval
+    _require(
+        bool(e.keypoint_sigmas) and all(s > 0 for s in e.keypoint_sigmas),
+        "eval.keypoint_sigmas",
+        f"{e.keypoint_sigmas} must list one sigma > 0 per keypoint (COCO's 17 person keypoints: the default)",
+    )
+    if e.keypoint_names is not None:
+        _require(
+            len(e.keypoint_names) == len(e.keypoint_sigmas) and len(set(e.keypoint_names)) == len(e.keypoint_names),
+            "eval.keypoint_names",
+            f"{len(e.keypoint_names)} name(s) {e.keypoint_names} for {len(e.keypoint_sigmas)} keypoint(s) in "
+            "eval.keypoint_sigmas: give one distinct name per sigma, or null",
+        )
 
 
 def _check_target(key: str, t: Any) -> None:
