@@ -1,6 +1,6 @@
-"""End to end: the detection and segmentation examples (`-S example=...`) through the real
+"""End to end: the detection, segmentation and keypoint examples (`-S example=...`) through the real
 `dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
-the task metric (COCO mAP from faster-coco-eval; mIoU/Dice), the three-way parity and the
+the task metric (COCO mAP and OKS AP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ PRECISIONS = ["fp32", "fp16", "int8-minmax"]
 EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened training's floor for the FP32 metric)
     "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0),
     "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0),
+    "mnist_keypoints": ("oks_ap", {"oks_ap50", "oks_ap75"}, 30.0),
 }
 
 

@@ -89,6 +89,20 @@ def decode_heatmap(
     return [rows[i : i + 1] for i in range(n)]
 
 
+def encode_heatmaps(keypoints: np.ndarray, *, out_hw: tuple[int, int], stride: float, sigma: float = 2.0) -> np.ndarray:
+    """Training targets for a heatmap head, in :func:`decode_heatmap`'s convention (heatmap cell
+    ``i`` is input coordinate ``i * stride``): ``keypoints`` ``(N, J, 3)`` ``x, y, v`` in input
+    pixels -> float32 ``(N, J, h, w)``, a Gaussian of ``sigma`` cells peaking at
+    ``(x, y) / stride`` (the exact point, as mmpose's ``unbiased`` encoding; 1 at a whole cell),
+    all zero where ``v == 0``."""
+    kp = np.asarray(keypoints, np.float64)
+    h, w = out_hw
+    gx = np.exp(-((np.arange(w) - kp[..., 0, None] / stride) ** 2) / (2 * sigma**2))  # (N, J, w)
+    gy = np.exp(-((np.arange(h) - kp[..., 1, None] / stride) ** 2) / (2 * sigma**2))  # (N, J, h)
+    hm = gy[..., :, None] * gx[..., None, :] * (kp[..., 2] > 0)[..., None, None]
+    return hm.astype(np.float32)
+
+
 def _pose_layout(shape: tuple, c: int, num_keypoints: int | None) -> int:
     """Values per keypoint (3: x, y, visibility; 2: x, y) of a ``(N, 4 + C + dims * J, A)`` head."""
     rest = shape[1] - 4 - c

@@ -104,3 +104,13 @@ def test_terminal_table_marks_the_precision_and_prints_the_layers_verbatim():
     assert "⚠ orin-int8-minmax: partial: 1 tensor not INT8" in text
     assert "(Unnamed Layer* 7) [Constant]_output" in text and "tensorrt.int8: qdq" in text
     assert "orin-fp32:" not in text
+
+
+def test_keypoint_summaries_head_the_worst_part_column_by_keypoint():
+    from tasks.reporting.format import columns
+
+    summary = _summary(_row("fp16", []))
+    assert ("worst_class_drop", "worst class drop") in columns(summary)
+    summary["reference"].update(metric="oks_ap", label="OKS AP .5:.95", parts="keypoint")
+    assert ("worst_class_drop", "worst keypoint drop") in columns(summary)
+    assert "| worst keypoint drop |" in markdown(summary) and "OKS AP .5:.95" in markdown(summary)
