@@ -1,6 +1,6 @@
-"""End to end: the detection, segmentation and binary segmentation examples (`-S example=...`) through the real
+"""End to end: the detection, segmentation, binary segmentation and keypoint examples (`-S example=...`) through the real
 `dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
-the task metric (COCO mAP from faster-coco-eval; mIoU/Dice), the three-way parity and the
+the task metric (COCO mAP and OKS AP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened tra
     "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0, 3),
     "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0, 3),
     "mnist_binseg": ("dice", {"iou", "global_dice", "pixel_accuracy"}, 50.0, 1),  # one sigmoid channel
+    "mnist_keypoints": ("oks_ap", {"oks_ap50", "oks_ap75"}, 30.0, 3),
 }
 
 

@@ -294,17 +294,22 @@ def _check_eval(cfg: Config) -> None:
         )
     t = e.fidelity_score_threshold
     _require(0 <= t < 1, "eval.fidelity_score_threshold", f"{t} must be in [0, 1)")
-    if decoded_as(cfg) != "detection":
+    if cfg.model.task == "keypoints":
+        _check_keypoints(cfg)
+    task = decoded_as(cfg)
+    if task not in ("detection", "keypoints"):
         return
     from tasks.models.decoders import DECODERS
+    from tasks.models.keypoint_decoders import KEYPOINT_DECODERS
 
+    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (task == "keypoints")]
     _require(
-        e.decoder in DECODERS,
+        e.decoder in allowed,
         "eval.decoder",
-        f"{e.decoder!r} is not a registered decoder; allowed values: {', '.join(DECODERS.names())}",
+        f"{e.decoder!r} is not a registered {task} decoder; allowed values: {', '.join(allowed)}",
     )
     selected = e.outputs or cfg.model.outputs
-    counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4)}.get(e.decoder)
+    counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4), "heatmap": (1,), "yolov8_pose": (1,)}.get(e.decoder)
     _require(
         counts is None or len(selected) in counts,
         "eval.outputs",
@@ -312,6 +317,22 @@ def _check_eval(cfg: Config) -> None:
         f"{'eval.outputs' if e.outputs else 'model.outputs'} names {len(selected)} ({', '.join(selected)}): "
         "list the decoder's outputs in eval.outputs",
     )
+
+
+def _check_keypoints(cfg: Config) -> None:
+    e = cfg.eval
+    _require(
+        bool(e.keypoint_sigmas) and all(s > 0 for s in e.keypoint_sigmas),
+        "eval.keypoint_sigmas",
+        f"{e.keypoint_sigmas} must list one sigma > 0 per keypoint (COCO's 17 person keypoints: the default)",
+    )
+    if e.keypoint_names is not None:
+        _require(
+            len(e.keypoint_names) == len(e.keypoint_sigmas) and len(set(e.keypoint_names)) == len(e.keypoint_names),
+            "eval.keypoint_names",
+            f"{len(e.keypoint_names)} name(s) {e.keypoint_names} for {len(e.keypoint_sigmas)} keypoint(s) in "
+            "eval.keypoint_sigmas: give one distinct name per sigma, or null",
+        )
 
 
 def _check_target(key: str, t: Any) -> None:

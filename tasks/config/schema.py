@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Task = Literal["classification", "detection", "segmentation", "fidelity"]
+Task = Literal["classification", "detection", "segmentation", "keypoints", "fidelity"]
 # what a fidelity model's outputs are decoded as before they are compared with FP32's (eval.fidelity_of)
 FidelityOf = Literal["classification", "detection", "segmentation", "none"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
@@ -57,7 +57,8 @@ class Model:
     task: Task = f(
         "classification",
         "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
-        "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice), fidelity (no labels: "
+        "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice), "
+        "keypoints (COCO OKS AP, keypoints decoded by eval.decoder: heatmap or yolov8_pose), fidelity (no labels: "
         "agreement with the FP32 model's own decoded outputs, decoded as eval.fidelity_of)",
     )
     outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
@@ -311,12 +312,24 @@ class Bench:
         return list(dict.fromkeys(([1] if self.single_stream else []) + list(self.offline_batch_sizes)))
 
 
+# COCO's person keypoints (cocodataset.org, "Keypoint Evaluation"; pycocotools' Params.setKpParams)
+COCO_KEYPOINT_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
+COCO_KEYPOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+
+
 @dataclass
 class Eval:
     max_drop: float = f(
         1.0,
         "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
-        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, or Dice x100 for one-channel segmentation; "
+        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, Dice x100 for one-channel segmentation, OKS AP x100; "
         "task fidelity: agreement with FP32, so the drop is 100 - agreement)",
     )
     batch_size: int = f(64, "evaluation batch size")
@@ -324,7 +337,8 @@ class Eval:
         "centernet",
         "detection: registered decoder turning the raw outputs into boxes: centernet, "
         "yolov8 ((N, 4+C, A) Ultralytics head), yolov5 ((N, A, 5+C) with objectness), "
-        "boxes (models ending in NMS: (N, K, 6) or TensorRT EfficientNMS's four outputs)",
+        "boxes (models ending in NMS: (N, K, 6) or TensorRT EfficientNMS's four outputs); keypoints: "
+        "heatmap ((N, J, h, w) top-down heatmaps), yolov8_pose ((N, 4+C+3J, A) Ultralytics pose head)",
     )
     outputs: list[str] | None = f(
         None, "detection: the model outputs the decoder gets, in this order; null = model.outputs"
@@ -359,6 +373,16 @@ class Eval:
         0.25,
         "model.task=fidelity, fidelity_of=detection: FP32's boxes scoring above this (at most 100 per image) are "
         "the ground truth (0.25: Ultralytics' predict default, the boxes a deployed detector reports)",
+    )
+    keypoint_sigmas: list[float] = f(
+        list(COCO_KEYPOINT_SIGMAS),
+        "keypoints: per-keypoint OKS sigma, one per keypoint in the model's order (COCO's 17 by default); "
+        "a model or dataset with another keypoint count is refused",
+    )
+    keypoint_names: list[str] | None = f(
+        None,
+        "keypoints: names of the keypoints for per-keypoint figures, one per sigma; null = COCO's 17 "
+        "names when there are 17 sigmas, else kp0, kp1, ...",
     )
 
 

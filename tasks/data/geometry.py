@@ -134,3 +134,21 @@ def detections_to_original(detections: list[np.ndarray], meta: np.ndarray | None
     if len(meta) != len(detections):
         raise ValueError(f"{len(detections)} images of detections but {len(meta)} meta rows")
     return [boxes_to_original(d, m) if len(d) else d for d, m in zip(detections, meta)]
+
+
+def instances_to_original(instances: list[np.ndarray], meta: np.ndarray | None) -> list[np.ndarray]:
+    """Per-image keypoint instances ``(D, 6 + 3J)`` ``[x1, y1, x2, y2, score, class, x_1, y_1, s_1, ...]``
+    (:mod:`tasks.models.keypoint_decoders`) mapped with that image's meta row: the box as
+    :func:`boxes_to_original`, each keypoint as :func:`keypoints_to_original`; unchanged when ``meta``
+    is None (labels are then in input pixels too)."""
+    if meta is None:
+        return instances
+    if len(meta) != len(instances):
+        raise ValueError(f"{len(instances)} images of instances but {len(meta)} meta rows")
+    out = []
+    for d, m in zip(instances, meta):
+        if len(d):
+            d = boxes_to_original(d, m)
+            d[:, 6:] = keypoints_to_original(d[:, 6:].reshape(len(d), -1, 3), m).reshape(len(d), -1)
+        out.append(d)
+    return out

@@ -14,6 +14,10 @@ plus per-class figures so that an average cannot hide one class that collapsed.
 - fidelity (no labels): each precision against the FP32 model's own outputs, decoded as
   ``eval.fidelity_of`` (:mod:`tasks.metrics.fidelity`); the "labels" are FP32's decoded outputs
   (:func:`fidelity.targets`), so FP32 scores 100 and the drop is 100 - agreement.
+- keypoints: COCO OKS AP (primary, OKS 0.5:0.95), AP@0.5, AP@0.75 with ``eval.keypoint_sigmas``, and
+  the mean OKS similarity per keypoint (``per_class``, by keypoint name); the raw outputs are decoded
+  into instances by ``eval.decoder`` (heatmap, yolov8_pose); labels ``(N, K, 5 + 3J)`` rows
+  ``[class, x1, y1, x2, y2, x_1, y_1, v_1, ...]``, the box's area being the OKS scale.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ PRIMARY = {  # model.task -> (metric key, table header)
     "segmentation": ("miou", "mIoU %"),
     # its key depends on eval.fidelity_of: score() returns the one it used; this is the default's
     "fidelity": (fidelity.MODES["classification"].metric, fidelity.MODES["classification"].label),
+    "keypoints": ("oks_ap", "OKS AP .5:.95"),
 }
 
 
@@ -80,14 +85,16 @@ def decode(cfg: Config, outputs: Mapping[str, np.ndarray], num_classes: int | No
         max_detections=e.max_detections,
         multi_label=e.multi_label,
         num_classes=num_classes,
+        num_keypoints=len(e.keypoint_sigmas),
     )
 
 
 def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: list[str]) -> None:
-    """Detection: raise :class:`~tasks.models.errors.DecoderError` when ``eval.decoder`` cannot
-    decode ``outputs`` (one batch is enough) into boxes of ``classes``; other tasks: nothing."""
-    if decoded_as(cfg) == "detection":
-        decode(cfg, outputs, len(classes) if cfg.model.task == "detection" else None)
+    """Detection and keypoints: raise :class:`~tasks.models.errors.DecoderError` when
+    ``eval.decoder`` cannot decode ``outputs`` (one batch is enough) into instances of ``classes``
+    (and, keypoints, of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
+    if decoded_as(cfg) in ("detection", "keypoints"):
+        decode(cfg, outputs, len(classes) if cfg.model.task != "fidelity" else None)
 
 
 def _detection(
@@ -100,6 +107,46 @@ def _detection(
     detections = detections_to_original(decode(cfg, outputs, len(classes)), meta)
     res = coco_map(detections, np.asarray(labels), classes)
     res["per_class"] = res.pop("per_class_ap")
+    return res
+
+
+def keypoint_names(cfg: Config) -> list[str]:
+    """``eval.keypoint_names``, else COCO's names for its 17 sigmas, else kp0, kp1, ..."""
+    from tasks.config.schema import COCO_KEYPOINT_NAMES, COCO_KEYPOINT_SIGMAS
+
+    sigmas = cfg.eval.keypoint_sigmas
+    if cfg.eval.keypoint_names:
+        return list(cfg.eval.keypoint_names)
+    if tuple(sigmas) == COCO_KEYPOINT_SIGMAS:
+        return list(COCO_KEYPOINT_NAMES)
+    return [f"kp{i}" for i in range(len(sigmas))]
+
+
+def _keypoints(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
+    from tasks.data.geometry import instances_to_original
+    from tasks.metrics.keypoints import oks_ap
+
+    sigmas = cfg.eval.keypoint_sigmas
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[2] != 5 + 3 * len(sigmas):
+        found = f"{(labels.shape[2] - 5) / 3:g} keypoints" if labels.ndim == 3 else "no instance rows"
+        raise DataError(
+            f"the split's labels have shape {labels.shape} ({found}); with the {len(sigmas)} sigma(s) of "
+            f"eval.keypoint_sigmas they must be (N, K, 5 + 3 * {len(sigmas)}) rows [class, x1, y1, x2, y2, "
+            "x_1, y_1, v_1, ...]: give one sigma per keypoint of the data"
+        )
+    names = classes or [str(c) for c in range(int(labels[..., 0].max(initial=0)) + 1)]
+    try:
+        res = oks_ap(
+            instances_to_original(decode(cfg, outputs, len(names)), meta), labels, sigmas, keypoint_names(cfg), names
+        )
+    except ValueError as e:
+        if type(e) is not ValueError:  # DecoderError: already names the key
+            raise
+        raise DataError(f"keypoint labels do not fit: {e}") from e
+    res["per_class"] = res.pop("per_keypoint")
     return res
 
 
@@ -190,6 +237,7 @@ SCORERS = {
     "classification": _classification,
     "detection": _detection,
     "segmentation": _segmentation,
+    "keypoints": _keypoints,
     "fidelity": _fidelity,
 }
 

@@ -173,4 +173,7 @@ def decode_centernet(
     return results
 
 
-from tasks.models import yolo_decoders  # noqa: E402, F401  (registers yolov8, yolov5, boxes)
+from tasks.models import (  # noqa: E402, F401  (registers heatmap, yolov8_pose; yolov8, yolov5, boxes)
+    keypoint_decoders,
+    yolo_decoders,
+)

@@ -32,10 +32,11 @@ OPTIONAL = {"worst_image_drop"}  # shown only when a row has the figure (binary 
 
 def columns(summary: dict) -> list[tuple[str, str]]:
     label = summary.get("reference", {}).get("label", "metric")
+    parts = summary.get("reference", {}).get("parts", "class")  # keypoints: the worst keypoint's drop
     shown = [
         (k, h) for k, h in COLUMNS if k not in OPTIONAL or any(r.get(k) is not None for r in summary.get("rows", []))
     ]
-    return [(k, label if k == "value" else h) for k, h in shown]
+    return [(k, label if k == "value" else h.replace("class", parts)) for k, h in shown]
 
 
 def worst_images(summary: dict) -> list[str]:

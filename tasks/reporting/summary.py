@@ -137,7 +137,12 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
     # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
     metric = par.get("metric") or primary(cfg.model.task)[0]
     return {
-        "reference": {"metric": metric, "label": label(metric), "value": par["reference_value"]},
+        "reference": {
+            "metric": metric,
+            "label": label(metric),
+            "value": par["reference_value"],
+            "parts": "keypoint" if cfg.model.task == "keypoints" else "class",  # what per_class is per
+        },
         "export": _read(layout.export_metrics),
         "rows": rows,
         "calibration": calibration(cfg, layout),

@@ -209,6 +209,24 @@ def _set(p: dict, dotted: str, value) -> None:
             ["'yolo'", "yolov8"],
         ),
         ({"model.task": "fidelity", "model.scores_output": "probs"}, "model.scores_output", ["'probs'"]),
+        # keypoints: a box decoder cannot give keypoints, nor a keypoint decoder boxes
+        ({"model.task": "keypoints"}, "eval.decoder", ["'centernet'", "keypoints decoder", "heatmap, yolov8_pose"]),
+        ({"model.task": "detection", "eval.decoder": "heatmap"}, "eval.decoder", ["'heatmap'", "yolov8"]),
+        (
+            {"model.task": "keypoints", "eval.decoder": "heatmap", "eval.keypoint_names": ["top", "bottom"]},
+            "eval.keypoint_names",
+            ["2 name(s)", "17 keypoint(s)"],
+        ),
+        (
+            {"model.task": "keypoints", "eval.decoder": "heatmap", "eval.keypoint_sigmas": []},
+            "eval.keypoint_sigmas",
+            [],
+        ),
+        (
+            {"model.task": "keypoints", "eval.decoder": "heatmap", "eval.keypoint_sigmas": [0.05, 0.0]},
+            "eval.keypoint_sigmas",
+            ["> 0"],
+        ),
     ],
 )
 def test_cross_field_checks(tmp_path, changes, key, fragments):

@@ -179,3 +179,46 @@ def test_detection_maps_boxes_back_to_original_pixels_with_the_split_meta():
     meta = f.meta[None]
     assert score(cfg, {"dets": dets}, labels, ["a", "b"], meta)["value"] == pytest.approx(100.0)
     assert score(cfg, {"dets": dets}, labels, ["a", "b"])["value"] == 0.0  # unmapped: no overlap
+
+
+def _keypoint_cfg() -> Config:
+    cfg = _cfg("keypoints", outputs=["heatmaps"], input=Config().model.input)
+    cfg.model.input.shape = [1, 32, 32]
+    cfg.eval.decoder = "heatmap"
+    cfg.eval.keypoint_sigmas = [0.05, 0.05]
+    cfg.eval.keypoint_names = ["top", "bottom"]
+    return cfg
+
+
+def test_keypoints_decode_heatmaps_and_score_oks_ap_per_keypoint():
+    """One 32x32 crop, heatmaps at stride 4 peaking exactly at the labelled keypoints."""
+    hm = np.zeros((1, 2, 8, 8), np.float32)
+    hm[0, 0, 1, 3] = hm[0, 1, 6, 4] = 1.0
+    gt = np.array([[[0, 4, 2, 28, 30, 12, 4, 2, 16, 24, 2]]], np.float32)
+    res = score(_keypoint_cfg(), {"heatmaps": hm}, gt, ["digit"])
+    assert res["metric"] == "oks_ap" and res["value"] == pytest.approx(100.0)
+    assert res["oks_ap50"] == res["oks_ap75"] == pytest.approx(100.0)
+    assert res["per_class"] == pytest.approx({"top": 100.0, "bottom": 100.0})
+
+
+def test_keypoints_that_do_not_fit_the_sigmas_are_named_before_any_build():
+    from tasks.data.errors import DataError
+    from tasks.metrics.task import check_decodable
+    from tasks.models.errors import DecoderError
+
+    cfg = _keypoint_cfg()
+    hm = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(DecoderError, match=r"J = 3 heatmaps.*eval.keypoint_sigmas lists 2"):
+        check_decodable(cfg, {"heatmaps": hm}, ["digit"])
+    labels = np.zeros((1, 1, 5 + 3 * 3), np.float32)
+    with pytest.raises(DataError, match=r"\(1, 1, 14\) \(3 keypoints\).*2 sigma\(s\) of eval.keypoint_sigmas"):
+        score(cfg, {"heatmaps": hm[:, :2]}, labels, ["digit"])
+
+
+def test_keypoint_names_default_to_cocos_for_its_sigmas():
+    from tasks.metrics.task import keypoint_names
+
+    cfg = Config()
+    assert keypoint_names(cfg)[:3] == ["nose", "left_eye", "right_eye"] and len(keypoint_names(cfg)) == 17
+    cfg.eval.keypoint_sigmas = [0.1, 0.1]
+    assert keypoint_names(cfg) == ["kp0", "kp1"]
