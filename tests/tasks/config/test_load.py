@@ -299,7 +299,11 @@ def test_readme_config_reference_is_generated_from_the_schema():
     ("split", "key", "message"),
     [
         ({"source": "coco", "path": "imgs"}, "data.eval.annotations", "source=coco needs the instances JSON"),
-        ({"source": "masks", "path": "imgs"}, "data.eval.annotations", "source=masks needs the folder of PNG class maps"),
+        (
+            {"source": "masks", "path": "imgs"},
+            "data.eval.annotations",
+            "source=masks needs the folder of PNG class maps",
+        ),
         ({"source": "yolo", "path": "ds"}, "data.eval.split", "source=yolo needs the subfolder of images/"),
     ],
 )
