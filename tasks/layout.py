@@ -96,6 +96,12 @@ class Layout:
         return self.artifacts / "parity" / "reference.npz"
 
     @property
+    def fidelity_targets(self) -> Path:
+        """``model.task`` fidelity: FP32's eval-split outputs decoded as ``eval.fidelity_of`` (the ground
+        truth every precision is scored against, ``.npz``); empty for a labelled task."""
+        return self.artifacts / "parity" / "fidelity_targets.npz"
+
+    @property
     def parity_metrics(self) -> Path:
         return self.metrics / "parity.json"
 
@@ -215,7 +221,7 @@ class Layout:
             "prepare": {"outs": [self.prepare_dir], "metrics": [self.prepare_metrics]},
             "checkpoint": {"outs": [self.checkpoint_record], "metrics": []},
             "export": {"outs": [self.onnx], "metrics": [self.export_metrics]},
-            "parity": {"outs": [self.reference], "metrics": [self.parity_metrics]},
+            "parity": {"outs": [self.reference, self.fidelity_targets], "metrics": [self.parity_metrics]},
             "quantize": {"outs": [self.quantize_dir(p)], "metrics": [self.quantize_metrics(p)]},
             "probe": {"outs": [self.fingerprint(t)], "metrics": []},
             "build": {"outs": [self.build_dir(k)], "metrics": [self.build_metrics(k)]},

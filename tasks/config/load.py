@@ -166,7 +166,7 @@ def check(cfg: Config) -> None:
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
-    if m.task != "detection":
+    if decoded_as(cfg) in ("classification", "segmentation"):
         _require(
             m.scores_output in m.outputs,
             "model.scores_output",
@@ -274,6 +274,12 @@ def check(cfg: Config) -> None:
     _check_eval(cfg)
 
 
+def decoded_as(cfg: Config) -> str:
+    """The task whose decoding the outputs get: ``model.task``, or for ``fidelity`` (no labels: scored
+    against FP32's own outputs) ``eval.fidelity_of`` (``none``: raw outputs)."""
+    return cfg.eval.fidelity_of if cfg.model.task == "fidelity" else cfg.model.task
+
+
 def _check_eval(cfg: Config) -> None:
     e = cfg.eval
     _require(e.max_detections is None or e.max_detections > 0, "eval.max_detections", "must be > 0 or null")
@@ -286,7 +292,9 @@ def _check_eval(cfg: Config) -> None:
             "eval.outputs",
             f"{out!r} is not a model output; allowed values: {', '.join(cfg.model.outputs)}",
         )
-    if cfg.model.task != "detection":
+    t = e.fidelity_score_threshold
+    _require(0 <= t < 1, "eval.fidelity_score_threshold", f"{t} must be in [0, 1)")
+    if decoded_as(cfg) != "detection":
         return
     from tasks.models.decoders import DECODERS
 

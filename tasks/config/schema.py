@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Task = Literal["classification", "detection", "segmentation"]
+Task = Literal["classification", "detection", "segmentation", "fidelity"]
+# what a fidelity model's outputs are decoded as before they are compared with FP32's (eval.fidelity_of)
+FidelityOf = Literal["classification", "detection", "segmentation", "none"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
@@ -55,7 +57,8 @@ class Model:
     task: Task = f(
         "classification",
         "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
-        "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice)",
+        "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice), fidelity (no labels: "
+        "agreement with the FP32 model's own decoded outputs, decoded as eval.fidelity_of)",
     )
     outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
     scores_output: str = f(
@@ -313,7 +316,8 @@ class Eval:
     max_drop: float = f(
         1.0,
         "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
-        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, or Dice x100 for one-channel segmentation)",
+        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, or Dice x100 for one-channel segmentation; "
+        "task fidelity: agreement with FP32, so the drop is 100 - agreement)",
     )
     batch_size: int = f(64, "evaluation batch size")
     decoder: str = f(
@@ -344,6 +348,17 @@ class Eval:
         True,
         "detection, yolov8/yolov5: every class scoring above score_threshold at an anchor is a "
         "candidate (Ultralytics val); false = only the anchor's best class",
+    )
+    fidelity_of: FidelityOf = f(
+        "classification",
+        "model.task=fidelity: how outputs are decoded before they are compared with FP32's: classification "
+        "(top-1 agreement), detection (mAP vs FP32's boxes, by eval.decoder), segmentation (mIoU, or IoU for "
+        "one channel, vs FP32's masks), none (raw outputs: SQNR score 100*(1 - noise/signal), drop 1 = 20 dB)",
+    )
+    fidelity_score_threshold: float = f(
+        0.25,
+        "model.task=fidelity, fidelity_of=detection: FP32's boxes scoring above this (at most 100 per image) are "
+        "the ground truth (0.25: Ultralytics' predict default, the boxes a deployed detector reports)",
     )
 
 

@@ -42,3 +42,14 @@ def empty_classes(labels: np.ndarray, classes: list[str]) -> list[str]:
         return []
     counts = np.bincount(labels[labels >= 0], minlength=len(classes))
     return [c for c, n in zip(classes, counts) if n == 0]
+
+
+def constant_samples(batches) -> tuple[int, int]:
+    """``(constant, total)``: how many samples of the float ``(B, ...)`` ``batches`` hold one
+    value in every pixel (a blank or placeholder image: zeros, a fill value), and how many there are."""
+    constant = total = 0
+    for x in batches:
+        flat = np.asarray(x).reshape(len(x), -1)
+        constant += int((flat.min(axis=1) == flat.max(axis=1)).sum()) if flat.size else len(flat)
+        total += len(flat)
+    return constant, total

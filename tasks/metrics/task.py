@@ -11,25 +11,32 @@ plus per-class figures so that an average cannot hide one class that collapsed.
   task is binary: foreground where the probability > ``model.seg_threshold``; Dice (primary,
   mean per image), IoU, their pooled values, and the per-image Dice (``per_image``), against
   0/1 masks (255 = ignore).
+- fidelity (no labels): each precision against the FP32 model's own outputs, decoded as
+  ``eval.fidelity_of`` (:mod:`tasks.metrics.fidelity`); the "labels" are FP32's decoded outputs
+  (:func:`fidelity.targets`), so FP32 scores 100 and the drop is 100 - agreement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from tasks.config import Config, ConfigError
+from tasks.config.load import decoded_as
 from tasks.data.errors import DataError
+from tasks.metrics import fidelity
 
 PRIMARY = {  # model.task -> (metric key, table header)
     "classification": ("top1", "top-1 %"),
     "detection": ("map50_95", "mAP .5:.95"),
     "segmentation": ("miou", "mIoU %"),
+    # its key depends on eval.fidelity_of: score() returns the one it used; this is the default's
+    "fidelity": (fidelity.MODES["classification"].metric, fidelity.MODES["classification"].label),
 }
 
 
-LABELS = {key: label for key, label in PRIMARY.values()} | {"dice": "Dice %"}  # metric key -> header
+LABELS = {key: label for key, label in PRIMARY.values()} | {"dice": "Dice %"} | fidelity.LABELS  # key -> header
 
 
 def primary(task: str) -> tuple[str, str]:
@@ -79,8 +86,8 @@ def decode(cfg: Config, outputs: Mapping[str, np.ndarray], num_classes: int | No
 def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: list[str]) -> None:
     """Detection: raise :class:`~tasks.models.errors.DecoderError` when ``eval.decoder`` cannot
     decode ``outputs`` (one batch is enough) into boxes of ``classes``; other tasks: nothing."""
-    if cfg.model.task == "detection":
-        decode(cfg, outputs, len(classes))
+    if decoded_as(cfg) == "detection":
+        decode(cfg, outputs, len(classes) if cfg.model.task == "detection" else None)
 
 
 def _detection(
@@ -161,7 +168,7 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
     as probabilities (``model.seg_output``) must lie in [0, 1]; logits thresholded at 0.5 would
     give a plausible but wrong Dice. Raises ConfigError."""
     scores = outputs.get(cfg.model.scores_output)
-    if cfg.model.task != "segmentation" or cfg.model.seg_output != "probabilities" or scores is None:
+    if decoded_as(cfg) != "segmentation" or cfg.model.seg_output != "probabilities" or scores is None:
         return
     if one_channel(scores) and scores.size:
         lo, hi = float(scores.min()), float(scores.max())
@@ -173,26 +180,45 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
             )
 
 
-SCORERS = {"classification": _classification, "detection": _detection, "segmentation": _segmentation}
+def _fidelity(cfg: Config, outputs: Mapping[str, np.ndarray], truth, classes: list[str], meta) -> dict:
+    """Against FP32's decoded outputs (``truth``: :func:`fidelity.targets`), not the split's labels. Both
+    sides are in model-input pixels, so ``meta`` is not needed (IoU is unchanged by resize/letterbox)."""
+    return fidelity.score(cfg, outputs, truth, classes)
+
+
+SCORERS = {
+    "classification": _classification,
+    "detection": _detection,
+    "segmentation": _segmentation,
+    "fidelity": _fidelity,
+}
+
+
+def ground_truth(cfg: Config, labels: np.ndarray, fp32: Callable[[], Mapping[str, np.ndarray]], classes: list[str]):
+    """What ``score`` compares against: the split's ``labels``, or for ``fidelity`` FP32's decoded
+    outputs (``fp32()`` gives FP32's raw outputs on the same samples; labels are then never read)."""
+    return fidelity.targets(cfg, fp32(), classes) if cfg.model.task == "fidelity" else np.asarray(labels)
 
 
 def score(
     cfg: Config,
     outputs: Mapping[str, np.ndarray],
-    labels: np.ndarray,
+    labels,
     classes: list[str],
     meta: np.ndarray | None = None,
 ) -> dict:
-    """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``.
+    """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``
+    (an array; for ``fidelity``, FP32's decoded outputs by name: :func:`ground_truth`).
     ``meta``: the split's ``meta.npy`` rows of these samples (``Split.meta``), or None when labels
     are in model-input pixels; predictions decoded in input pixels are mapped back with it
-    (:mod:`tasks.data.geometry`) before they are compared with labels in original pixels.
+    (:mod:`tasks.data.geometry`) before they are compared with labels in original pixels
+    (``fidelity`` compares two models' outputs, both in input pixels: it ignores ``meta``).
 
     Returns the scorer's figures (all in percent) plus ``metric`` (the primary key), ``value``
     (its figure) and ``per_class`` (class name -> percent, None where the class has no
     ground truth); a binary segmentation adds ``per_image`` (the primary figure of each sample,
     None where it has none)."""
-    if len(labels) == 0:
+    if len(next(iter(labels.values())) if isinstance(labels, Mapping) else labels) == 0:
         raise ValueError("no samples to score")
     res = SCORERS[cfg.model.task](cfg, outputs, labels, classes, meta)
     key = res.pop("metric", None) or PRIMARY[cfg.model.task][0]

@@ -104,3 +104,17 @@ def test_terminal_table_marks_the_precision_and_prints_the_layers_verbatim():
     assert "⚠ orin-int8-minmax: partial: 1 tensor not INT8" in text
     assert "(Unnamed Layer* 7) [Constant]_output" in text and "tensorrt.int8: qdq" in text
     assert "orin-fp32:" not in text
+
+
+def test_markdown_and_terminal_show_the_calibration_coverage_and_its_warnings():
+    warning = "class 'cat' has 3 samples in the evaluation split but none in the calibration split: ..."
+    s = {
+        **_summary(_row("int8-minmax", [])),
+        "calibration": {"line": "calib 8 samples, 1/2 classes", "warnings": [warning]},
+    }
+    md = markdown(s)
+    assert "- calibration coverage: calib 8 samples, 1/2 classes\n" in md and f"- warning: {warning}\n" in md
+    out = io.StringIO()
+    print_table(s, file=out)
+    assert "calibration coverage: calib 8 samples" in out.getvalue() and "warning: class 'cat'" in out.getvalue()
+    assert "calibration coverage" not in markdown(_summary(_row("fp32", [])))  # nothing calibrated: no line
