@@ -10,6 +10,8 @@ Every image a file source reads is fitted to the model's input (H, W) by one of 
   ``round(w * r), round(h * r)`` and the padding ``round(d / 2 - 0.1)`` before, the rest after.
   ``stride`` only matters to ``auto=True`` (pad to the smallest multiple of the stride, a different
   input shape per image), which a fixed-shape export cannot take, so it is not a setting here.
+  Resampling is PIL's bilinear filter, not OpenCV's: the geometry (size, scale, padding) is
+  Ultralytics', pixel values may differ slightly.
 
 Both are recorded per image as one ``meta`` row, float32 ``[orig_h, orig_w, scale_y, scale_x,
 pad_top, pad_left]``, meaning ``input_xy = orig_xy * scale + pad`` (the prepared split's
