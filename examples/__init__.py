@@ -4,8 +4,10 @@ Importing this package registers the ``mnist_digits`` data loader, the ``mnist_c
 architecture and the ``mnist_cnn`` trainer.
 """
 
-from examples import (  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet
+from examples import (  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet, mnist_yolo, mnist_coco
     canvas,
     canvas_models,
+    canvas_yolo,
+    coco_writer,
     mnist,  # noqa: F401
 )

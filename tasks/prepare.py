@@ -3,7 +3,9 @@ and, for the bundled example, train the model.
 
 Outputs (``artifacts/prepare/``): ``calib/`` and ``eval/`` (``x.npy`` float32 NCHW after the
 input spec's preprocessing, ``y.npy`` int64), ``classes.json``, and ``model.pt`` when
-``prepare.train`` names a trainer. Metrics: ``metrics/prepare.json``.
+``prepare.train`` names a trainer. Metrics: ``metrics/prepare.json``. With ``data.generate``, the
+named example dataset writer first writes the files the splits are read from
+(:mod:`tasks.data.generate`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from tasks import stage
 from tasks.config import Config
 from tasks.data.checks import empty_classes, shared
+from tasks.data.generate import generate
 from tasks.data.preprocess import input_hw, preprocess
 from tasks.data.sources import DataError, RawSplit, load_imagefolder, load_loader_split, load_npz
 from tasks.data.split import save_split
@@ -96,12 +99,16 @@ def check_splits(
 
 
 def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
-    if cfg.prepare.train and cfg.data.eval.source != "loader":
+    if cfg.prepare.train and cfg.data.eval.source != "loader" and not cfg.data.generate:
         raise DataError(
             "prepare.train trains on the loader's train split; set data.eval.source=loader "
             "or prepare.train=null to bring your own checkpoint"
         )
     metrics: dict = {"splits": {}}
+    if cfg.data.generate:  # an example's files, written before its splits are read from them
+        folder, facts = generate(cfg.data.generate, cfg.data.generate_dir, cfg.data.seed)
+        metrics["generated"] = {"writer": cfg.data.generate, "folder": str(folder), **facts}
+        log(f"data.generate: wrote {cfg.data.generate!r} to {folder}")
     classes: list[str] | None = None
     whole = {split: read_whole_split(cfg, split) for split in ("calib", "eval")}
     used = {split: limited(cfg, split, raw) for split, raw in whole.items()}
