@@ -90,7 +90,7 @@ def run(
             f"the artifact has no output(s) {missing}; it has {sorted(got)}: "
             "check model.outputs against the exported ONNX"
         )
-    mine, theirs = score(cfg, got, labels, classes), score(cfg, ref, labels, classes)
+    mine, theirs = score(cfg, got, labels, classes, split.meta), score(cfg, ref, labels, classes, split.meta)
     name = mine["metric"]
     drop = theirs["value"] - mine["value"]
     worst = worst_class_drops(theirs["per_class"], mine["per_class"])

@@ -73,7 +73,7 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
     check_reference(cfg, ref)
-    theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
+    theirs, mine = score(cfg, ref, labels, classes, split.meta), score(cfg, got, labels, classes, split.meta)
     metrics.update(
         task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]
     )

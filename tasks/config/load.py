@@ -162,6 +162,7 @@ def check(cfg: Config) -> None:
             f"got {len(vals)}",
         )
     _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
+    _require(0 <= m.input.pad_value <= 255, "model.input.pad_value", f"{m.input.pad_value} must be in 0..255")
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
@@ -180,6 +181,17 @@ def check(cfg: Config) -> None:
         s = getattr(cfg.data, split)
         if s.source != "loader":
             _require(bool(s.path), f"data.{split}.path", f"source={s.source} needs a path")
+        if s.source in ("coco", "masks"):
+            what = "the instances JSON" if s.source == "coco" else "the folder of PNG class maps"
+            _require(bool(s.annotations), f"data.{split}.annotations", f"source={s.source} needs {what}")
+        if s.source == "yolo":
+            _require(bool(s.split), f"data.{split}.split", "source=yolo needs the subfolder of images/ to read")
+        _require(
+            not (m.input.letterbox and s.source in ("loader", "npz")),
+            "model.input.letterbox",
+            f"applies to images read from files; data.{split}.source={s.source} gives arrays whose labels are "
+            "already in model-input pixels (set letterbox=false, or read the images from files)",
+        )
         if s.limit is not None:
             _require(s.limit > 0, f"data.{split}.limit", "must be > 0 or null")
     _require(cfg.data.batch_size > 0, "data.batch_size", "must be > 0")

@@ -30,6 +30,12 @@ class InputSpec:
     dtype: Literal["float32"] = f("float32", "input dtype fed to the model")
     channel_order: Literal["rgb", "bgr", "gray"] = f("gray", "channel order the model expects")
     resize: list[int] | None = f(None, "[H, W] images are resized to; null = shape's H, W")
+    letterbox: bool = f(
+        False,
+        "images read from files keep their aspect ratio: scaled to fit [H, W] and centre-padded with pad_value "
+        "(Ultralytics' LetterBox as YOLO validation uses it); false = stretched to [H, W]",
+    )
+    pad_value: int = f(114, "letterbox: the value (0..255, every channel) of the padding, before scale/mean/std")
     scale: float = f(1 / 255, "pixel values (0..255) are multiplied by this before mean/std")
     mean: list[float] = f([0.1307], "per-channel mean subtracted after scaling")
     std: list[float] = f([0.3081], "per-channel std divided by after mean subtraction")
@@ -69,8 +75,20 @@ class Model:
 
 @dataclass
 class SplitSource:
-    source: Literal["loader", "imagefolder", "npz"] = f("loader", "where the split comes from")
-    path: str | None = f(None, "image folder (one subfolder per class) or .npz with x/y (source != loader)")
+    source: Literal["loader", "imagefolder", "npz", "coco", "yolo", "masks", "images"] = f(
+        "loader",
+        "where the split comes from: loader, imagefolder (a subfolder per class), npz (x/y arrays), coco "
+        "(images + instances JSON), yolo (Ultralytics layout), masks (images + PNG class maps), images (unlabelled)",
+    )
+    path: str | None = f(
+        None,
+        "source != loader: the image folder (imagefolder, coco, masks, images), the .npz file, or the "
+        "dataset root holding data.yaml, images/ and labels/ (yolo)",
+    )
+    annotations: str | None = f(
+        None, "coco: the instances JSON; masks: the folder of same-named PNG class maps (255 = ignore)"
+    )
+    split: str | None = f(None, "yolo: the subfolder of images/ and labels/ to read (train, val, test)")
     limit: int | None = f(None, "use at most this many samples (a seeded random subset); null = all")
 
 
@@ -78,6 +96,11 @@ class SplitSource:
 class Data:
     loader: str = f("mnist_digits", "registered data loader (used by splits with source=loader)")
     seed: int = f(0, "seed for shuffling and subsetting")
+    category_ids: list[int] | None = f(
+        None,
+        "coco: the category id of class 0, 1, ... (COCO's 80 classes have ids 1..90 with gaps); "
+        "null = the JSON's categories sorted by id",
+    )
     calib: SplitSource = f(SplitSource(limit=500), "calibration split (disjoint from eval)")
     eval: SplitSource = f(SplitSource(), "evaluation split")
     batch_size: int = f(64, "batch size used when streaming splits")

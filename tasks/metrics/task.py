@@ -43,7 +43,9 @@ def label(metric: str) -> str:
     return LABELS.get(metric, metric)
 
 
-def _classification(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _classification(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.accuracy import per_class_top1, top1, topk
 
     scores = outputs[cfg.model.scores_output]
@@ -81,10 +83,15 @@ def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: lis
         decode(cfg, outputs, len(classes))
 
 
-def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _detection(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
+    from tasks.data.geometry import detections_to_original
     from tasks.metrics.detection import coco_map
 
-    res = coco_map(decode(cfg, outputs, len(classes)), np.asarray(labels), classes)
+    # labels of images read from files are in original pixels (Ultralytics' val: scale_boxes)
+    detections = detections_to_original(decode(cfg, outputs, len(classes)), meta)
+    res = coco_map(detections, np.asarray(labels), classes)
     res["per_class"] = res.pop("per_class_ap")
     return res
 
@@ -94,7 +101,9 @@ def one_channel(scores: np.ndarray) -> bool:
     return scores.ndim == 3 or (scores.ndim == 4 and scores.shape[1] == 1)
 
 
-def _segmentation(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _segmentation(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.segmentation import IGNORE, confusion, segmentation_scores
 
     scores = outputs[cfg.model.scores_output]
@@ -167,8 +176,17 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
 SCORERS = {"classification": _classification, "detection": _detection, "segmentation": _segmentation}
 
 
-def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def score(
+    cfg: Config,
+    outputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    classes: list[str],
+    meta: np.ndarray | None = None,
+) -> dict:
     """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``.
+    ``meta``: the split's ``meta.npy`` rows of these samples (``Split.meta``), or None when labels
+    are in model-input pixels; predictions decoded in input pixels are mapped back with it
+    (:mod:`tasks.data.geometry`) before they are compared with labels in original pixels.
 
     Returns the scorer's figures (all in percent) plus ``metric`` (the primary key), ``value``
     (its figure) and ``per_class`` (class name -> percent, None where the class has no
@@ -176,7 +194,7 @@ def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, cl
     None where it has none)."""
     if len(labels) == 0:
         raise ValueError("no samples to score")
-    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes)
+    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes, meta)
     key = res.pop("metric", None) or PRIMARY[cfg.model.task][0]
     return {"metric": key, "value": float(res[key]), **res}
 

@@ -47,12 +47,13 @@ class Scorer:
     def __init__(self, cfg: Config, calib_dir: Path, n: int) -> None:
         self.cfg, self.n, self.split = cfg, n, Split(calib_dir)
         self.labels = np.asarray(self.split.y[:n])
+        self.meta = None if self.split.meta is None else self.split.meta[:n]
         self.classes = classes_of(calib_dir)
         self.metric = primary(cfg.model.task)[0]
 
     def __call__(self, model: Path) -> float:
         outputs = local_outputs(model, "onnxruntime", self.split, self.cfg.eval.batch_size, limit=self.n)
-        res = task_score(self.cfg, outputs, self.labels, self.classes)
+        res = task_score(self.cfg, outputs, self.labels, self.classes, self.meta)
         self.metric = res["metric"]
         return res["value"]
 

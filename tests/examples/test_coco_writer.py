@@ -91,3 +91,31 @@ def test_one_distinct_category_id_per_class(tmp_path):
         write_coco(tmp_path, "val", images, boxes, ["a", "b"], [3, 3])
     with pytest.raises(ValueError, match="one distinct category id per class"):
         write_coco(tmp_path, "val", images, boxes, ["a", "b"], [3])
+
+
+def test_prepare_reads_the_example_back_through_the_coco_source(workdir):
+    """`example=mnist_yolo` as composed: prepare writes the COCO files, reads them with the coco
+    source (category ids mapped by data.category_ids) and gets the loader's canvases and boxes."""
+    import yaml
+
+    from tasks.config import Config, from_dict
+    from tasks.config.compose import compose
+    from tasks.data.preprocess import preprocess
+    from tasks.prepare import run
+
+    compose(workdir / "params.yaml", ["example=mnist_yolo", "prepare.train=null"])
+    cfg = from_dict(Config, yaml.safe_load((workdir / "params.yaml").read_text()))
+    assert (cfg.data.calib.source, cfg.data.eval.source, cfg.eval.decoder) == ("coco", "coco", "yolov8")
+    metrics = run(cfg, workdir / "out", log=lambda m: None)
+    assert metrics["generated"]["writer"] == "mnist_coco"
+    assert (workdir / "data/generated/mnist_coco/annotations/instances_eval.json").is_file()
+    for split in ("calib", "eval"):
+        canvases = canvas_splits(0)[split]
+        x, y = np.load(workdir / "out" / split / "x.npy"), np.load(workdir / "out" / split / "y.npy")
+        np.testing.assert_array_equal(x, preprocess(canvases.images, cfg.model.input))
+        assert y.dtype == np.float32 and y.shape == canvases.boxes.shape
+        for got, want in zip(y, canvases.boxes, strict=True):  # the same boxes, padding last
+            got, want = got[got[:, 0] >= 0], want[want[:, 0] >= 0]
+            assert sorted(got.tolist()) == sorted(want.astype(np.float32).tolist())
+        meta = np.load(workdir / "out" / split / "meta.npy")
+        assert (meta == [64, 64, 1, 1, 0, 0]).all()  # already the input size: nothing to map back
