@@ -1,5 +1,6 @@
-"""End to end: the detection and segmentation examples (`-S example=...`) through the real
-`dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
+"""End to end: the detection (CenterNet; YOLO-style with its data written as COCO and read back)
+and segmentation examples (`-S example=...`) through the real `dvc repro` in a fresh copy of the
+repository, with a shortened training. Every precision reports
 the task metric (COCO mAP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
 
@@ -16,6 +17,7 @@ PRECISIONS = ["fp32", "fp16", "int8-minmax"]
 EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened training's floor for the FP32 metric)
     "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0),
     "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0),
+    "mnist_yolo": ("map50_95", {"map50", "map75"}, 20.0),  # data written as COCO and read back
 }
 
 
@@ -43,6 +45,12 @@ def test_example_pipeline_reports_the_task_metric_for_every_precision(example, t
         assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])
     fp32 = summary["rows"][0]
     assert fp32["drop"] == pytest.approx(0.0, abs=0.05) and fp32["accepted"]
+    if example == "mnist_yolo":  # prepare wrote the COCO files (not committed) and read the splits from them
+        prepared = json.loads((repo / "metrics/prepare.json").read_text())
+        assert prepared["generated"]["writer"] == "mnist_coco"
+        assert (repo / "data/generated/mnist_coco/annotations/instances_eval.json").is_file()
+        assert (repo / "artifacts/prepare/eval/meta.npy").is_file()  # read from image files
+        assert "data/generated" not in sh(["git", "status", "--porcelain"], repo).stdout  # gitignored
 
     from mlflow.tracking import MlflowClient
 
