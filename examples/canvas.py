@@ -1,7 +1,7 @@
 """Detection and segmentation examples: real MNIST digits pasted onto 64x64 black canvases.
 
-Loaders ``mnist_boxes`` (boxes per canvas) and ``mnist_masks`` (a class per pixel) share one
-generator. Each split's canvases are built only from the digits of the same split of
+Loaders ``mnist_boxes`` (boxes per canvas), ``mnist_masks`` (a class per pixel) and
+``mnist_binmasks`` (digit vs background per pixel) share one generator. Each split's canvases are built only from the digits of the same split of
 :func:`examples.mnist.mnist_digits` (train 3,500 / calib 500 / eval 1,000 disjoint digits), so no
 digit appears in two splits. The models and trainers are in :mod:`examples.canvas_models`.
 
@@ -126,5 +126,17 @@ def mnist_masks(seed: int) -> dict[str, RawSplit]:
     1 + digit where the digit's pixel > 127; classes "background", "0".."9"."""
     return {
         name: RawSplit(c.images, c.masks.astype(np.int64), ["background", *DIGIT_CLASSES])
+        for name, c in canvas_splits(seed).items()
+    }
+
+
+@LOADERS.register("mnist_binmasks")
+@functools.lru_cache(maxsize=2)
+def mnist_binmasks(seed: int) -> dict[str, RawSplit]:
+    """Binary segmentation splits: the ``mnist_masks`` canvases with every digit as one class:
+    images uint8 (N, 64, 64); labels int64 (N, 64, 64), 0 background, 1 where a digit's pixel
+    > 127; classes "background", "digit"."""
+    return {
+        name: RawSplit(c.images, (c.masks > 0).astype(np.int64), ["background", "digit"])
         for name, c in canvas_splits(seed).items()
     }

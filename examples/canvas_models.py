@@ -1,4 +1,5 @@
-"""Tiny models for the canvas examples: detector ``mnist_centernet`` and segmenter ``mnist_unet``.
+"""Tiny models for the canvas examples: detector ``mnist_centernet``, segmenter ``mnist_unet`` and
+binary segmenter ``mnist_binunet``.
 
 Both take the preprocessed canvases float32 (B, 1, 64, 64) and are fully convolutional, built
 from ops that export to ONNX and quantize with ONNX Runtime Q/DQ (Conv with BatchNorm folded,
@@ -99,6 +100,23 @@ class MnistUNet(nn.Module):
         d16 = self.d16(f16 + up(self.lateral(self.e8(f16))))
         d32 = self.d32(torch.cat([f32, up(self.reduce(d16))], 1))
         return self.fine(f64) + up(self.mid(d32) + up(self.coarse(d16)))
+
+
+@ARCHS.register("mnist_binunet")
+class MnistBinUNet(MnistUNet):
+    """:class:`MnistUNet` with one output channel: input float32 (B, 1, 64, 64), output ``prob``
+    float32 (B, 1, 64, 64), the probability (sigmoid, in the graph) that a pixel is a digit's.
+    One sigmoid map is what binary segmenters export (DBNet-style text detectors, medical U-Nets)."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__(num_classes=1, width=width)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The map before its sigmoid, float32 (B, 1, 64, 64) (training's loss reads it)."""
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
@@ -241,3 +259,47 @@ def train_mnist_unet(
         "epochs": epochs,
         "train_s": time.perf_counter() - start,
     }
+
+
+@TRAINERS.register("mnist_binunet")
+def train_mnist_binunet(
+    x: np.ndarray,
+    y: np.ndarray,
+    out: Path,
+    *,
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Train :class:`MnistBinUNet` and save its state_dict to ``out``.
+
+    ``x`` float32 (N, 1, 64, 64) preprocessed; ``y`` int64 (N, 64, 64) 0 background, 1 digit.
+    Loss: binary cross-entropy on the logits plus soft Dice (digit pixels are ~5 % of a canvas:
+    Dice keeps the rare class from being ignored). The defaults run half the epochs of
+    :func:`train_mnist_unet`'s (about 75 s for 6 on 2 idle CPU cores) on the same network with one output channel.
+    Returns the last epoch's mean losses, the Dice (%, threshold 0.5, pooled) on the first 1,000
+    training canvases and the training time (s).
+    """
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    yt = torch.from_numpy(np.asarray(y, np.float32))[:, None]
+    model = MnistBinUNet()
+
+    def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, target = model.logits(xt[idx]), yt[idx]
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        p = torch.sigmoid(logits)
+        dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+        return bce + dice, {"bce_loss": bce.item(), "dice_loss": dice.item()}
+
+    metrics = _fit(
+        model, loss_fn, len(xt), out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+    )
+    with torch.no_grad():
+        n = min(len(xt), 1000)
+        pred = torch.cat([model(xt[i : i + 250]) > 0.5 for i in range(0, n, 250)]).float()
+        dice = 200 * float((pred * yt[:n]).sum()) / max(float(pred.sum() + yt[:n].sum()), 1.0)
+    return {**metrics, "train_dice": dice, "epochs": epochs, "train_s": time.perf_counter() - start}

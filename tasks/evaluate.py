@@ -9,7 +9,8 @@ class that collapsed), and for binary segmentation the images that dropped most.
 result) when its metric drops more than ``eval.max_drop`` points, when its artifact leaves the
 ``parity.artifact`` tolerance of its precision family (or an output's ``parity.artifact_outputs``
 override) against its ONNX, or when an
-``int8-mixed`` plan missed ``quant.max_drop`` in the quantize stage.
+``int8-mixed`` plan missed ``quant.max_drop`` in the quantize stage. A ``fidelity`` model (no labels)
+is scored against FP32's decoded outputs that ``parity`` stored (``fidelity_targets.npz``), not the split's labels.
 Output: ``metrics/evaluate/<key>.json``.
 """
 
@@ -63,6 +64,24 @@ def built_from(precision: str, runtime: str, build_dir: Path) -> Path:
     return LAYOUT.precision_onnx(precision, runtime)
 
 
+def truth(cfg: Config, split: Split, targets: Path | None):
+    """The split's labels, or for ``model.task`` fidelity FP32's decoded outputs from ``targets``
+    (parity's ``fidelity_targets.npz``), checked to be decoded as ``eval.fidelity_of`` says."""
+    if cfg.model.task != "fidelity":
+        return np.asarray(split.y)
+    if targets is None or not Path(targets).is_file():
+        raise stage.StageError(f"model.task fidelity needs FP32's decoded outputs ({targets}); run `dvc repro parity`")
+    with np.load(targets) as z:
+        got = {k: z[k] for k in z.files}
+    made_as = str(got.pop("fidelity_of", ""))
+    if made_as != cfg.eval.fidelity_of:
+        raise stage.StageError(
+            f"{targets} holds FP32's outputs decoded as {made_as or 'nothing (a labelled task)'!r} but "
+            f"eval.fidelity_of is {cfg.eval.fidelity_of!r}; run `dvc repro parity`"
+        )
+    return got
+
+
 def run(
     cfg: Config,
     target_name: str,
@@ -73,13 +92,14 @@ def run(
     source_onnx: Path | None = None,
     precision: str = "fp32",
     log: Callable[[str], None] = print,
+    targets: Path | None = None,
 ) -> EvaluateRecord:
     """``quantized``: the quantize stage's metrics for this precision (an ``int8-mixed`` plan that
     missed ``quant.max_drop`` there stays rejected whatever its accuracy here). ``source_onnx``:
     the ONNX the artifact was built from; with it, the three-way parity is computed and judged
-    with :func:`artifact_tolerance`."""
+    with :func:`artifact_tolerance`. ``targets``: ``model.task`` fidelity's ground truth (:func:`truth`)."""
     split = Split(eval_dir)
-    labels = np.asarray(split.y)
+    labels = truth(cfg, split, targets)
     classes = classes_of(eval_dir)
     got = artifact_outputs(cfg, target_name, artifact, split, log)
     with np.load(reference) as z:
@@ -90,7 +110,7 @@ def run(
             f"the artifact has no output(s) {missing}; it has {sorted(got)}: "
             "check model.outputs against the exported ONNX"
         )
-    mine, theirs = score(cfg, got, labels, classes), score(cfg, ref, labels, classes)
+    mine, theirs = score(cfg, got, labels, classes, split.meta), score(cfg, ref, labels, classes, split.meta)
     name = mine["metric"]
     drop = theirs["value"] - mine["value"]
     worst = worst_class_drops(theirs["per_class"], mine["per_class"])
@@ -98,7 +118,7 @@ def run(
     if drop > cfg.eval.max_drop:
         reasons.append(f"{name} drop {drop:.2f} points > eval.max_drop {cfg.eval.max_drop:g}")
     res = {
-        "samples": int(len(labels)),
+        "samples": len(split),
         "task": cfg.model.task,
         "metric": name,
         "value": mine["value"],
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             source_onnx=built_from(args.precision, cfg.target[args.target].runtime, LAYOUT.build_dir(k)),
             precision=args.precision,
             log=log,
+            targets=LAYOUT.fidelity_targets,
         )
         verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
         extra = (

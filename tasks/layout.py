@@ -50,7 +50,8 @@ class Layout:
         return self.artifacts / "prepare"
 
     def split(self, name: str) -> Path:
-        """A prepared split folder (``calib`` or ``eval``): ``x.npy``, ``y.npy``."""
+        """A prepared split folder (``calib`` or ``eval``): ``x.npy``, ``y.npy`` and, for images read from
+        files, ``meta.npy`` (``tasks/data/split.py``)."""
         return self.prepare_dir / name
 
     @property
@@ -93,6 +94,12 @@ class Layout:
     def reference(self) -> Path:
         """PyTorch FP32 outputs on the eval split, by output name (``.npz``)."""
         return self.artifacts / "parity" / "reference.npz"
+
+    @property
+    def fidelity_targets(self) -> Path:
+        """``model.task`` fidelity: FP32's eval-split outputs decoded as ``eval.fidelity_of`` (the ground
+        truth every precision is scored against, ``.npz``); empty for a labelled task."""
+        return self.artifacts / "parity" / "fidelity_targets.npz"
 
     @property
     def parity_metrics(self) -> Path:
@@ -214,7 +221,7 @@ class Layout:
             "prepare": {"outs": [self.prepare_dir], "metrics": [self.prepare_metrics]},
             "checkpoint": {"outs": [self.checkpoint_record], "metrics": []},
             "export": {"outs": [self.onnx], "metrics": [self.export_metrics]},
-            "parity": {"outs": [self.reference], "metrics": [self.parity_metrics]},
+            "parity": {"outs": [self.reference, self.fidelity_targets], "metrics": [self.parity_metrics]},
             "quantize": {"outs": [self.quantize_dir(p)], "metrics": [self.quantize_metrics(p)]},
             "probe": {"outs": [self.fingerprint(t)], "metrics": []},
             "build": {"outs": [self.build_dir(k)], "metrics": [self.build_metrics(k)]},

@@ -4,8 +4,10 @@
 
 Fails, writing nothing, when any output leaves its tolerance: the message names the output,
 the worst element's index and both values. Outputs: ``artifacts/parity/reference.npz`` (the
-PyTorch FP32 outputs on the eval split: the reference that ``evaluate`` scores against) and
-``metrics/parity.json``.
+PyTorch FP32 outputs on the eval split: the reference that ``evaluate`` scores against),
+``artifacts/parity/fidelity_targets.npz`` (``model.task`` fidelity: those outputs decoded into the
+ground truth every precision is scored against, :mod:`tasks.metrics.fidelity`; empty for a labelled
+task) and ``metrics/parity.json``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import numpy as np
 
 from tasks import stage
 from tasks.config import Config
+from tasks.config.load import decoded_as
 from tasks.config.schema import Tolerance
 from tasks.data.split import Split, classes_of
 from tasks.io import write_json
 from tasks.layout import LAYOUT
+from tasks.metrics import fidelity
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.numeric import compare
-from tasks.metrics.task import check_decodable, check_reference, score
+from tasks.metrics.task import check_decodable, check_reference, ground_truth, score
 from tasks.runtimes import get_runtime
 
 
@@ -58,7 +62,6 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
     ref1, got1 = _collect(
         (reference, candidate), (x[i : i + 1] for x, _ in split.batches(n1, limit=n1) for i in range(len(x)))
     )
-    labels = np.asarray(split.y)
     metrics: dict = {"reference": ref_kind, "samples": len(split), "batch1_samples": n1, "outputs": {}}
     failures = []
     for name in cfg.model.outputs:
@@ -66,17 +69,20 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
         per = {}
         for mode, (r, g) in {f"batch{b}": (ref[name], got[name]), "batch1": (ref1[name], got1[name])}.items():
             s = compare(r, g, tol.atol, tol.rtol)
-            if r.ndim == 2 and cfg.model.task == "classification":
+            if r.ndim == 2 and decoded_as(cfg) == "classification":
                 s["top1_agreement"] = agreement(r, g)
             per[mode] = s
             if s["violations"]:
                 failures.append((name, mode, s))
         metrics["outputs"][name] = per
     check_reference(cfg, ref)
-    theirs, mine = score(cfg, ref, labels, classes), score(cfg, got, labels, classes)
+    truth = ground_truth(cfg, split.y, lambda: ref, classes)
+    theirs, mine = score(cfg, ref, truth, classes, split.meta), score(cfg, got, truth, classes, split.meta)
     metrics.update(
         task=cfg.model.task, metric=theirs["metric"], reference_value=theirs["value"], onnx_value=mine["value"]
     )
+    if cfg.model.task == "fidelity":
+        metrics["fidelity_of"] = cfg.eval.fidelity_of
     if failures:
         name, mode, s = max(failures, key=lambda f: f[2]["max_abs"])
         raise stage.StageError(
@@ -92,16 +98,29 @@ def run(cfg: Config, onnx_path: Path, eval_dir: Path, log: Callable[[str], None]
     return metrics, ref
 
 
+def fidelity_targets(cfg: Config, ref: dict, eval_dir: Path) -> dict[str, np.ndarray]:
+    """What ``LAYOUT.fidelity_targets`` holds: for ``model.task`` fidelity, FP32's eval-split outputs
+    decoded as ``eval.fidelity_of`` plus ``fidelity_of`` itself (evaluate checks it); else nothing."""
+    if cfg.model.task != "fidelity":
+        return {}
+    return {**fidelity.targets(cfg, ref, classes_of(eval_dir)), "fidelity_of": np.array(cfg.eval.fidelity_of)}
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("parity").parse_args(argv)
-    out, metrics_path = LAYOUT.reference, LAYOUT.parity_metrics
-    with stage.stage_errors("parity", outputs=[out, metrics_path]):
+    out, targets, metrics_path = LAYOUT.reference, LAYOUT.fidelity_targets, LAYOUT.parity_metrics
+    with stage.stage_errors("parity", outputs=[out, targets, metrics_path]):
         cfg = stage.load(args)
         metrics, ref = run(cfg, LAYOUT.onnx, LAYOUT.split("eval"), lambda m: stage.log("parity", m))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(".reference.tmp.npz")
-        np.savez(tmp, **ref)
-        tmp.replace(out)
+        _save(out, ref)
+        _save(targets, fidelity_targets(cfg, ref, LAYOUT.split("eval")))
         write_json(metrics_path, metrics)
 
 

@@ -2,8 +2,10 @@
 and, for the bundled example, train the model.
 
 Outputs (``artifacts/prepare/``): ``calib/`` and ``eval/`` (``x.npy`` float32 NCHW after the
-input spec's preprocessing, ``y.npy`` int64), ``classes.json``, and ``model.pt`` when
-``prepare.train`` names a trainer. Metrics: ``metrics/prepare.json``.
+input spec's preprocessing, ``y.npy`` labels, ``meta.npy`` for images read from files: see
+``tasks/data/split.py``), ``classes.json``, and ``model.pt`` when ``prepare.train`` names a
+trainer. Metrics: ``metrics/prepare.json``. Samples are streamed: read, checked and written one at
+a time (``tasks/data/stream.py``).
 """
 
 from __future__ import annotations
@@ -12,45 +14,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from tasks import stage
 from tasks.config import Config
-from tasks.data.checks import empty_classes, shared
-from tasks.data.preprocess import input_hw, preprocess
-from tasks.data.sources import DataError, RawSplit, load_imagefolder, load_loader_split, load_npz
-from tasks.data.split import save_split
+from tasks.data.catalog import open_split
+from tasks.data.checks import empty_classes, shared_digests
+from tasks.data.preprocess import preprocess
+from tasks.data.sources import DataError, Source, load_loader_split
+from tasks.data.stream import Streamed, subset, write_split
 from tasks.io import atomic_dir, sha256_file, write_json
 from tasks.layout import LAYOUT
 from tasks.models.trainers import get_trainer
-
-
-def read_whole_split(cfg: Config, split: str) -> RawSplit:
-    """Every sample of ``data.<split>``, before ``limit``."""
-    src = getattr(cfg.data, split)
-    if src.source == "loader":
-        raw = load_loader_split(cfg.data.loader, split, cfg.data.seed)
-    elif src.source == "npz":
-        raw = load_npz(src.path)
-    else:
-        raw = load_imagefolder(src.path, input_hw(cfg.model.input), cfg.model.input.channel_order == "gray")
-    if len(raw.labels) == 0:
-        raise DataError(f"data.{split} is empty")
-    return raw
-
-
-def limited(cfg: Config, split: str, raw: RawSplit) -> RawSplit:
-    """``data.<split>.limit`` samples of ``raw``, a subset drawn with ``data.seed`` (all when no limit)."""
-    limit = getattr(cfg.data, split).limit
-    if limit is None or limit >= len(raw.labels):
-        return raw
-    idx = np.sort(np.random.default_rng(cfg.data.seed).choice(len(raw.labels), limit, replace=False))
-    return RawSplit(raw.images[idx], raw.labels[idx], raw.classes)
-
-
-def read_split(cfg: Config, split: str) -> RawSplit:
-    """The samples of ``data.<split>`` the pipeline uses (``limit`` applied)."""
-    return limited(cfg, split, read_whole_split(cfg, split))
 
 
 def describe(cfg: Config, split: str) -> str:
@@ -60,22 +33,37 @@ def describe(cfg: Config, split: str) -> str:
 
 
 def check_splits(
-    cfg: Config, whole: dict[str, RawSplit], used: dict[str, RawSplit], log: Callable[[str], None]
+    cfg: Config, sources: dict[str, Source], streamed: dict[str, Streamed], log: Callable[[str], None]
 ) -> None:
     """Calibration and evaluation must not share samples (by content, over the whole splits); every
     class of the evaluation split needs samples to be scored. An empty class in the calibration
     split, or one that only ``limit``'s subset leaves out, is a warning."""
-    both = shared(whole["calib"].images, whole["eval"].images)
+    cal, ev = sources["calib"], sources["eval"]
+    if cal.named and ev.named and cal.classes != ev.classes:
+        raise DataError(
+            f"data.calib ({describe(cfg, 'calib')}) has classes {cal.classes[:6]}... but data.eval "
+            f"({describe(cfg, 'eval')}) has {ev.classes[:6]}...: the same class index would mean two categories. "
+            "Set data.category_ids (the category id of class 0, 1, ...) so both splits map ids alike"
+        )
+    both = shared_digests(streamed["calib"].digests, streamed["eval"].digests)
     if both:
         i, j = both[0]
+        where = f"calib #{i} = eval #{j}"
+        if sources["calib"].fitted:
+            where = f"{sources['calib'].where(i)} = {sources['eval'].where(j)}"
         raise DataError(
             f"data.calib ({describe(cfg, 'calib')}) and data.eval ({describe(cfg, 'eval')}) share {len(both)} "
-            f"sample(s) with identical content (e.g. calib #{i} = eval #{j}): calibrating or choosing layers on "
+            f"sample(s) with identical content (e.g. {where}): calibrating or choosing layers on "
             "evaluation images makes every INT8 accuracy figure optimistic. Point them at disjoint images"
         )
+    if cfg.model.task == "fidelity":  # no labels to check: scored against the FP32 model's own outputs
+        return
     for split in ("calib", "eval"):
+        ids, classes = streamed[split].class_ids, sources[split].classes
+        if ids is None:
+            continue
         where = f"data.{split} ({describe(cfg, split)})"
-        empty = empty_classes(whole[split].labels, whole[split].classes)
+        empty = empty_classes(ids, classes)
         if empty and split == "eval":
             raise DataError(
                 f"{where}: class(es) {', '.join(map(repr, empty))} have no samples, so the model's "
@@ -87,7 +75,7 @@ def check_splits(
                 f"WARNING: {where}: class(es) {', '.join(map(repr, empty))} have no samples; the calibration "
                 "ranges will not have seen them"
             )
-        left_out = [c for c in empty_classes(used[split].labels, used[split].classes) if c not in empty]
+        left_out = [c for c in empty_classes(ids[streamed[split].used], classes) if c not in empty]
         if left_out:
             log(
                 f"WARNING: {where}: data.{split}.limit={getattr(cfg.data, split).limit} leaves class(es) "
@@ -102,16 +90,16 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
             "or prepare.train=null to bring your own checkpoint"
         )
     metrics: dict = {"splits": {}}
-    classes: list[str] | None = None
-    whole = {split: read_whole_split(cfg, split) for split in ("calib", "eval")}
-    used = {split: limited(cfg, split, raw) for split, raw in whole.items()}
-    check_splits(cfg, whole, used, log)
-    for split, raw in used.items():
-        save_split(out / split, preprocess(raw.images, cfg.model.input), raw.labels)
-        metrics["splits"][split] = {"samples": int(len(raw.labels)), "classes": len(raw.classes)}
-        classes = classes or raw.classes
-        log(f"{split}: {len(raw.labels)} samples")
-    write_json(out / "classes.json", classes)
+    sources = {split: open_split(cfg, split) for split in ("calib", "eval")}
+    streamed = {}
+    for split, src in sources.items():
+        streamed[split] = write_split(cfg, split, src, subset(cfg, split, len(src)), out / split)
+        n = len(streamed[split].used)
+        metrics["splits"][split] = {"samples": n, "classes": len(src.classes)}
+        log(f"{split}: {n} samples")
+    check_splits(cfg, sources, streamed, log)
+    # the longer list: a split may not show the last classes (class maps, .npz labels named by id)
+    write_json(out / "classes.json", max((s.classes for s in sources.values()), key=len))
     if cfg.prepare.train:
         trainer = get_trainer(cfg.prepare.train)
         raw = load_loader_split(cfg.data.loader, "train", cfg.data.seed)

@@ -13,6 +13,10 @@
 - ``int8-mixed``: the same, with the layers that cost accuracy kept FP32, chosen automatically
   within ``quant.max_drop`` (see :mod:`tasks.quant.mixed_precision`).
 
+Every INT8 record carries ``coverage``: the calibration split's samples per class, brightness
+and original image sizes beside the evaluation split's, with a warning (logged and recorded) per
+class the evaluation split has and the calibration split lacks (:mod:`tasks.data.coverage`).
+
 Each precision is its own stage, so a build depends only on its own precision's model.
 Outputs: ``artifacts/quantize/<precision>/`` (``model.onnx`` + ``quantize.json``) and
 ``metrics/quantize/<precision>.json``.
@@ -43,9 +47,11 @@ def run(
     out: Path,
     log: Callable[[str], None] = print,
     calib_dir: Path | None = None,
+    eval_dir: Path | None = None,
 ) -> QuantizeRecord:
     """Write ``precision``'s model (and, for INT8, its cache and ranges) into ``out``, with
-    ``quantize.json``; returns the record."""
+    ``quantize.json``; returns the record. INT8 needs ``calib_dir``; with ``eval_dir`` too, the
+    record has the two splits' coverage."""
     t0 = time.perf_counter()
     model = out / "model.onnx"
     facts: dict = {}
@@ -63,6 +69,8 @@ def run(
             facts = to_mixed(cfg, onnx_path, calib_dir, out, log)
         else:
             facts = to_int8(cfg, precision.removeprefix("int8-"), onnx_path, calib_dir, out, log)
+        if eval_dir is not None:
+            facts["coverage"] = _coverage(cfg, calib_dir, eval_dir, log)
     else:
         raise QuantError(f"precision {precision!r} is not supported; allowed values: {PRECISIONS}")
     rec = QuantizeRecord.from_json(
@@ -80,6 +88,16 @@ def run(
     return rec
 
 
+def _coverage(cfg: Config, calib_dir: Path, eval_dir: Path, log: Callable[[str], None]) -> dict:
+    from tasks.data.coverage import coverage, summary_line
+
+    cov = coverage(calib_dir, eval_dir, cfg.model.task)
+    log(f"calibration coverage: {summary_line(cov)}")
+    for w in cov["warnings"]:
+        log(f"warning: {w}")
+    return cov
+
+
 def main(argv: list[str] | None = None) -> None:
     p = stage.parser("quantize")
     p.add_argument("--precision", required=True, help="precision to prepare (one of build.precisions)")
@@ -94,7 +112,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         with atomic_dir(out) as tmp:
             rec = run(
-                cfg, args.precision, LAYOUT.onnx, tmp, lambda m: stage.log(name, m), calib_dir=LAYOUT.split("calib")
+                cfg,
+                args.precision,
+                LAYOUT.onnx,
+                tmp,
+                lambda m: stage.log(name, m),
+                calib_dir=LAYOUT.split("calib"),
+                eval_dir=LAYOUT.split("eval"),
             )
         rec.write(metrics)
 

@@ -108,6 +108,7 @@ class QuantizeRecord(Record):
     accepted: bool | None = opt()  # int8-mixed: the plan met quant.max_drop
     reason: str | None = opt()
     kept_fp32: list[dict] | None = opt()  # int8-mixed: {node, op_type, rank, drop, sqnr_db, why}
+    coverage: dict | None = opt()  # int8: {calib, eval, warnings} (tasks.data.coverage.coverage)
     extra: dict[str, Any] = _extra()
 
 

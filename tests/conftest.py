@@ -96,11 +96,15 @@ def exported(cfg, model_file, prepared) -> Path:
 @pytest.fixture
 def fp32_artifact(cfg, exported, tmp_path) -> Path:
     """The local target's FP32 build of the ``exported`` model (under ``tmp_path/build-fp32``)."""
+    return fp32_build(exported, tmp_path / "build-fp32")
+
+
+def fp32_build(onnx_path: Path, out: Path) -> Path:
+    """The local target's (ONNX Runtime) FP32 build of ``onnx_path`` in the new folder ``out``."""
     from tasks.runtimes import BuildOptions, get_runtime
 
-    out = tmp_path / "build-fp32"
     out.mkdir()
-    return get_runtime("onnxruntime").build(exported, "fp32", out, BuildOptions()).artifact
+    return get_runtime("onnxruntime").build(onnx_path, "fp32", out, BuildOptions()).artifact
 
 
 def build_main(argv: list[str]) -> None:
@@ -143,3 +147,19 @@ def _fresh_mlflow_stores():
 
     TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
     ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+
+
+def run_stages(precisions: list[str], target: str = "local") -> None:
+    """Every stage's entry point in DVC's order, in this folder (``params.yaml`` written): prepare,
+    export, parity, probe, then quantize, build, benchmark and evaluate per precision, and the report."""
+    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
+
+    prepare.main([])
+    export.main([])
+    parity.main([])
+    probe.main(["--target", target])
+    for precision in precisions:
+        quantize.main(["--precision", precision])
+        for stage in (build, benchmark, evaluate):
+            stage.main(["--target", target, "--precision", precision])
+    report.main([])

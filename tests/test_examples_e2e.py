@@ -1,4 +1,4 @@
-"""End to end: the detection, segmentation and keypoint examples (`-S example=...`) through the real
+"""End to end: the detection, segmentation, binary segmentation and keypoint examples (`-S example=...`) through the real
 `dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
 the task metric (COCO mAP and OKS AP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
@@ -13,19 +13,20 @@ from tests.e2e import FAST, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "fp16", "int8-minmax"]
-EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened training's floor for the FP32 metric)
-    "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0),
-    "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0),
-    "mnist_keypoints": ("oks_ap", {"oks_ap50", "oks_ap75"}, 30.0),
+EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened training's floor for the FP32 metric, epochs)
+    "mnist_detect": ("map50_95", {"map50", "map75"}, 20.0, 3),
+    "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0, 3),
+    "mnist_binseg": ("dice", {"iou", "global_dice", "pixel_accuracy"}, 50.0, 1),  # one sigmoid channel
+    "mnist_keypoints": ("oks_ap", {"oks_ap50", "oks_ap75"}, 30.0, 3),
 }
 
 
 @pytest.mark.parametrize("example", list(EXAMPLES))
 def test_example_pipeline_reports_the_task_metric_for_every_precision(example, tmp_path):
-    metric, details, floor = EXAMPLES[example]
+    metric, details, floor, epochs = EXAMPLES[example]
     repo = fresh_repo(
         tmp_path / "repo",
-        [f"example={example}", f"build.precisions=[{','.join(PRECISIONS)}]", "prepare.epochs=3", *FAST],
+        [f"example={example}", f"build.precisions=[{','.join(PRECISIONS)}]", f"prepare.epochs={epochs}", *FAST],
     )
     r = sh(["dvc", "repro"], repo)
     assert "EdgeForge summary" in r.stdout

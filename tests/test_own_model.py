@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tests.conftest import fast_params, write_params
+from tests.conftest import fast_params, run_stages, write_params
 
 
 class RGBNet(nn.Module):
@@ -91,7 +91,6 @@ def test_own_onnx_binary_segmenter_with_one_sigmoid_output_runs_by_config_alone(
     """A user's ONNX text-detector-like model whose single output is an (N, 1, H, W) sigmoid map,
     with 0/1 masks in .npz files (255 = ignore): scored by Dice through every stage, the report
     naming the images that dropped most (the case that used to crash parity with a traceback)."""
-    from tasks import benchmark, build, evaluate, export, parity, prepare, probe, quantize, report
     from tests.binseg import write_project
 
     p = write_project(workdir, fast_params())
@@ -104,15 +103,7 @@ def test_own_onnx_binary_segmenter_with_one_sigmoid_output_runs_by_config_alone(
         "int8-mixed",
     ]
     write_params(p)
-    prepare.main([])
-    export.main([])
-    parity.main([])
-    probe.main(["--target", "local"])
-    for precision in PRECISIONS:
-        quantize.main(["--precision", precision])
-        for stage in (build, benchmark, evaluate):
-            stage.main(["--target", "local", "--precision", precision])
-    report.main([])
+    run_stages(PRECISIONS)
 
     par = json.loads((workdir / "metrics/parity.json").read_text())
     # the model's rule is the masks' rule: FP32 finds every digit pixel

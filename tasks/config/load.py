@@ -162,10 +162,11 @@ def check(cfg: Config) -> None:
             f"got {len(vals)}",
         )
     _require(all(s > 0 for s in m.input.std), "model.input.std", "values must be > 0")
+    _require(0 <= m.input.pad_value <= 255, "model.input.pad_value", f"{m.input.pad_value} must be in 0..255")
     if m.input.resize is not None:
         _require(len(m.input.resize) == 2 and min(m.input.resize) > 0, "model.input.resize", "must be [H, W]")
     _require(bool(m.outputs), "model.outputs", "name at least one output")
-    if m.task not in ("detection", "keypoints"):  # decoded by eval.decoder from eval.outputs instead
+    if decoded_as(cfg) in ("classification", "segmentation"):
         _require(
             m.scores_output in m.outputs,
             "model.scores_output",
@@ -180,6 +181,17 @@ def check(cfg: Config) -> None:
         s = getattr(cfg.data, split)
         if s.source != "loader":
             _require(bool(s.path), f"data.{split}.path", f"source={s.source} needs a path")
+        if s.source in ("coco", "masks"):
+            what = "the instances JSON" if s.source == "coco" else "the folder of PNG class maps"
+            _require(bool(s.annotations), f"data.{split}.annotations", f"source={s.source} needs {what}")
+        if s.source == "yolo":
+            _require(bool(s.split), f"data.{split}.split", "source=yolo needs the subfolder of images/ to read")
+        _require(
+            not (m.input.letterbox and s.source in ("loader", "npz")),
+            "model.input.letterbox",
+            f"applies to images read from files; data.{split}.source={s.source} gives arrays whose labels are "
+            "already in model-input pixels (set letterbox=false, or read the images from files)",
+        )
         if s.limit is not None:
             _require(s.limit > 0, f"data.{split}.limit", "must be > 0 or null")
     _require(cfg.data.batch_size > 0, "data.batch_size", "must be > 0")
@@ -262,6 +274,12 @@ def check(cfg: Config) -> None:
     _check_eval(cfg)
 
 
+def decoded_as(cfg: Config) -> str:
+    """The task whose decoding the outputs get: ``model.task``, or for ``fidelity`` (no labels: scored
+    against FP32's own outputs) ``eval.fidelity_of`` (``none``: raw outputs)."""
+    return cfg.eval.fidelity_of if cfg.model.task == "fidelity" else cfg.model.task
+
+
 def _check_eval(cfg: Config) -> None:
     e = cfg.eval
     _require(e.max_detections is None or e.max_detections > 0, "eval.max_detections", "must be > 0 or null")
@@ -274,18 +292,21 @@ def _check_eval(cfg: Config) -> None:
             "eval.outputs",
             f"{out!r} is not a model output; allowed values: {', '.join(cfg.model.outputs)}",
         )
+    t = e.fidelity_score_threshold
+    _require(0 <= t < 1, "eval.fidelity_score_threshold", f"{t} must be in [0, 1)")
     if cfg.model.task == "keypoints":
         _check_keypoints(cfg)
-    if cfg.model.task not in ("detection", "keypoints"):
+    kind = decoded_as(cfg)
+    if kind not in ("detection", "keypoints"):
         return
     from tasks.models.decoders import DECODERS
     from tasks.models.keypoint_decoders import KEYPOINT_DECODERS
 
-    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (cfg.model.task == "keypoints")]
+    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (kind == "keypoints")]
     _require(
         e.decoder in allowed,
         "eval.decoder",
-        f"{e.decoder!r} is not a registered {cfg.model.task} decoder; allowed values: {', '.join(allowed)}",
+        f"{e.decoder!r} is not a registered {kind} decoder; allowed values: {', '.join(allowed)}",
     )
     selected = e.outputs or cfg.model.outputs
     counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4), "heatmap": (1,), "yolov8_pose": (1,)}.get(e.decoder)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Task = Literal["classification", "detection", "segmentation", "keypoints"]
+Task = Literal["classification", "detection", "segmentation", "keypoints", "fidelity"]
+# what a fidelity model's outputs are decoded as before they are compared with FP32's (eval.fidelity_of)
+FidelityOf = Literal["classification", "detection", "segmentation", "none"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
@@ -30,6 +32,12 @@ class InputSpec:
     dtype: Literal["float32"] = f("float32", "input dtype fed to the model")
     channel_order: Literal["rgb", "bgr", "gray"] = f("gray", "channel order the model expects")
     resize: list[int] | None = f(None, "[H, W] images are resized to; null = shape's H, W")
+    letterbox: bool = f(
+        False,
+        "images read from files keep their aspect ratio: scaled to fit [H, W] and centre-padded with pad_value "
+        "(Ultralytics' LetterBox as YOLO validation uses it); false = stretched to [H, W]",
+    )
+    pad_value: int = f(114, "letterbox: the value (0..255, every channel) of the padding, before scale/mean/std")
     scale: float = f(1 / 255, "pixel values (0..255) are multiplied by this before mean/std")
     mean: list[float] = f([0.1307], "per-channel mean subtracted after scaling")
     std: list[float] = f([0.3081], "per-channel std divided by after mean subtraction")
@@ -50,7 +58,8 @@ class Model:
         "classification",
         "what the outputs mean, and so how they are scored: classification (top-1/top-5), "
         "detection (COCO mAP, boxes decoded by eval.decoder), segmentation (mIoU, Dice), "
-        "keypoints (COCO OKS AP, keypoints decoded by eval.decoder: heatmap or yolov8_pose)",
+        "keypoints (COCO OKS AP, keypoints decoded by eval.decoder: heatmap or yolov8_pose), fidelity (no labels: "
+        "agreement with the FP32 model's own decoded outputs, decoded as eval.fidelity_of)",
     )
     outputs: list[str] = f(["logits"], "names given to the model's outputs, in order")
     scores_output: str = f(
@@ -70,8 +79,20 @@ class Model:
 
 @dataclass
 class SplitSource:
-    source: Literal["loader", "imagefolder", "npz"] = f("loader", "where the split comes from")
-    path: str | None = f(None, "image folder (one subfolder per class) or .npz with x/y (source != loader)")
+    source: Literal["loader", "imagefolder", "npz", "coco", "yolo", "masks", "images"] = f(
+        "loader",
+        "where the split comes from: loader, imagefolder (a subfolder per class), npz (x/y arrays), coco "
+        "(images + instances JSON), yolo (Ultralytics layout), masks (images + PNG class maps), images (unlabelled)",
+    )
+    path: str | None = f(
+        None,
+        "source != loader: the image folder (imagefolder, coco, masks, images), the .npz file, or the "
+        "dataset root holding data.yaml, images/ and labels/ (yolo)",
+    )
+    annotations: str | None = f(
+        None, "coco: the instances JSON; masks: the folder of same-named PNG class maps (255 = ignore)"
+    )
+    split: str | None = f(None, "yolo: the subfolder of images/ and labels/ to read (train, val, test)")
     limit: int | None = f(None, "use at most this many samples (a seeded random subset); null = all")
 
 
@@ -79,6 +100,11 @@ class SplitSource:
 class Data:
     loader: str = f("mnist_digits", "registered data loader (used by splits with source=loader)")
     seed: int = f(0, "seed for shuffling and subsetting")
+    category_ids: list[int] | None = f(
+        None,
+        "coco: the category id of class 0, 1, ... (COCO's 80 classes have ids 1..90 with gaps); "
+        "null = the JSON's categories sorted by id",
+    )
     calib: SplitSource = f(SplitSource(limit=500), "calibration split (disjoint from eval)")
     eval: SplitSource = f(SplitSource(), "evaluation split")
     batch_size: int = f(64, "batch size used when streaming splits")
@@ -303,7 +329,8 @@ class Eval:
     max_drop: float = f(
         1.0,
         "reject a precision whose task metric drops more than this many points vs PyTorch FP32 "
-        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, Dice x100 for one-channel segmentation, OKS AP x100)",
+        "(top-1 %, COCO mAP@0.5:0.95 x100, mIoU x100, Dice x100 for one-channel segmentation, OKS AP x100; "
+        "task fidelity: agreement with FP32, so the drop is 100 - agreement)",
     )
     batch_size: int = f(64, "evaluation batch size")
     decoder: str = f(
@@ -345,6 +372,17 @@ class Eval:
         None,
         "keypoints: names of the keypoints for per-keypoint figures, one per sigma; null = COCO's 17 "
         "names when there are 17 sigmas, else kp0, kp1, ...",
+    )
+    fidelity_of: FidelityOf = f(
+        "classification",
+        "model.task=fidelity: how outputs are decoded before they are compared with FP32's: classification "
+        "(top-1 agreement), detection (mAP vs FP32's boxes, by eval.decoder), segmentation (mIoU, or IoU for "
+        "one channel, vs FP32's masks), none (raw outputs: SQNR score 100*(1 - noise/signal), drop 1 = 20 dB)",
+    )
+    fidelity_score_threshold: float = f(
+        0.25,
+        "model.task=fidelity, fidelity_of=detection: FP32's boxes scoring above this (at most 100 per image) are "
+        "the ground truth (0.25: Ultralytics' predict default, the boxes a deployed detector reports)",
     )
 
 

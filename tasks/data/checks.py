@@ -9,22 +9,29 @@ import hashlib
 import numpy as np
 
 
+def digest(image: np.ndarray) -> bytes:
+    """The content digest of one sample: its pixels (the image as decoded, so the same file under
+    two names or in two folders has the same digest) and their shape."""
+    return hashlib.blake2b(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+
+
 def digests(images: np.ndarray) -> list[bytes]:
-    """One content digest per sample: its pixels (the image as decoded and resized, so the same
-    file under two names or in two folders has the same digest) and their shape."""
-    return [
-        hashlib.blake2b(repr(img.shape).encode() + np.ascontiguousarray(img).tobytes(), digest_size=16).digest()
-        for img in images
-    ]
+    """One :func:`digest` per sample."""
+    return [digest(img) for img in images]
+
+
+def shared_digests(a: list[bytes], b: list[bytes]) -> list[tuple[int, int]]:
+    """``(index in a, index in b)`` of every digest of ``b`` that is also in ``a`` (the first such
+    one of ``a``), in ``b``'s order."""
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(a):
+        first.setdefault(d, i)
+    return [(first[d], j) for j, d in enumerate(b) if d in first]
 
 
 def shared(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
-    """``(index in a, index in b)`` of every sample of ``b`` whose content is also in ``a`` (the
-    first such sample of ``a``), in ``b``'s order."""
-    first: dict[bytes, int] = {}
-    for i, d in enumerate(digests(a)):
-        first.setdefault(d, i)
-    return [(first[d], j) for j, d in enumerate(digests(b)) if d in first]
+    """:func:`shared_digests` of two image arrays."""
+    return shared_digests(digests(a), digests(b))
 
 
 def empty_classes(labels: np.ndarray, classes: list[str]) -> list[str]:
@@ -35,3 +42,14 @@ def empty_classes(labels: np.ndarray, classes: list[str]) -> list[str]:
         return []
     counts = np.bincount(labels[labels >= 0], minlength=len(classes))
     return [c for c, n in zip(classes, counts) if n == 0]
+
+
+def constant_samples(batches) -> tuple[int, int]:
+    """``(constant, total)``: how many samples of the float ``(B, ...)`` ``batches`` hold one
+    value in every pixel (a blank or placeholder image: zeros, a fill value), and how many there are."""
+    constant = total = 0
+    for x in batches:
+        flat = np.asarray(x).reshape(len(x), -1)
+        constant += int((flat.min(axis=1) == flat.max(axis=1)).sum()) if flat.size else len(flat)
+        total += len(flat)
+    return constant, total

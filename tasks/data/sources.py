@@ -1,8 +1,10 @@
-"""Where raw images come from: registered Python loaders, ImageFolder trees and .npz files.
+"""Where raw images come from: registered Python loaders and .npz files (a :class:`RawSplit` in
+memory), and image files read one at a time (:class:`Source`: ImageFolder trees here; COCO, YOLO,
+mask folders and unlabelled folders in their own modules).
 
-Every source yields a :class:`RawSplit`: uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` (RGB)
-and int64 labels whose first axis is the sample (by ``model.task``: ``(N,)`` classes, ``(N, K, 5)``
-boxes ``[class, x1, y1, x2, y2]`` padded with -1, or ``(N, H, W)`` class maps), plus class names.
+A :class:`RawSplit` holds uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` (RGB) and int64 labels
+whose first axis is the sample (by ``model.task``: ``(N,)`` classes, ``(N, K, 5)`` boxes ``[class,
+x1, y1, x2, y2]`` padded with -1, or ``(N, H, W)`` class maps), plus class names.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.errors import DataError
+from tasks.data.images import IMAGE_SUFFIXES, image_files, read_image
 from tasks.registry import Registry
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -68,28 +69,89 @@ def load_npz(path: str | Path) -> RawSplit:
     return RawSplit(x, y, classes)
 
 
-def load_imagefolder(path: str | Path, size_hw: tuple[int, int], gray: bool) -> RawSplit:
-    """Read ``path/<class>/<image>`` (ImageFolder convention), resized to ``size_hw``."""
-    from PIL import Image
+class Source:
+    """A split read one sample at a time (nothing but its index is held in memory per image).
 
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such image folder (expected one subfolder per class)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class subfolders found (expected {root}/<class>/<image>.png)")
-    images, labels = [], []
-    for idx, cls in enumerate(classes):
-        for f in sorted((root / cls).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if gray else "RGB").resize(size_hw[::-1], Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except OSError as e:
-                raise DataError(f"{f}: cannot read image ({e})") from e
-            labels.append(idx)
-    if not images:
-        raise DataError(f"{root}: class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return RawSplit(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+    ``image(i)``: uint8 ``(h, w)`` grayscale or ``(h, w, 3)`` RGB at the file's own size.
+    ``label(i, hw)``: the label of image ``i`` whose size is ``hw``, by ``model.task`` (the shared
+    contract): a class id (int64 scalar; -1 unlabelled); ``(K, 5)`` float32 boxes ``[class, x1, y1,
+    x2, y2]``; ``(K, 5 + 3J)`` keypoint rows; or a class map ``(h, w)`` (255 = ignore). Coordinates
+    and class maps are in the image's own pixels when ``fitted`` (prepare fits the image to the
+    model's input, maps the class map with it and records the fit in ``meta.npy``), in model-input
+    pixels otherwise (arrays from a loader or .npz, preprocessed as they are).
+    ``where(i)``: the sample for messages (its file).
+    """
+
+    classes: list[str]
+    fitted = True
+    labelled = True  # False: every label is -1 (an unlabelled folder, for model.task fidelity)
+    named = False  # True: class indices come from the data's own list (coco categories), which both splits must share
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def image(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def where(self, i: int) -> str:
+        return f"sample #{i}"
+
+    def finish(self, where: str) -> None:
+        """Checks of the labels read (``where``: the split, for messages); raises DataError."""
+
+
+class ArraySource(Source):
+    """A :class:`RawSplit` already in memory (a registered loader, an .npz file)."""
+
+    fitted = False
+
+    def __init__(self, raw: RawSplit) -> None:
+        self.raw, self.classes = raw, raw.classes
+
+    def __len__(self) -> int:
+        return len(self.raw.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        return self.raw.images[i]
+
+    def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+        return self.raw.labels[i]
+
+
+class FileSource(Source):
+    """A source whose samples are the image files ``files``, decoded as ``gray`` or RGB."""
+
+    files: list[Path]
+    gray: bool
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def where(self, i: int) -> str:
+        return str(self.files[i])
+
+    def image(self, i: int) -> np.ndarray:
+        return read_image(self.files[i], self.gray)
+
+
+class ImageFolderSource(FileSource):
+    """``path/<class>/<image>`` (ImageFolder convention): class = subfolder, sorted by name."""
+
+    def __init__(self, path: str | Path, gray: bool) -> None:
+        root = Path(path)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such image folder (expected one subfolder per class)")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.classes:
+            raise DataError(f"{root}: no class subfolders found (expected {root}/<class>/<image>.png)")
+        found = [(f, i) for i, c in enumerate(self.classes) for f in image_files(root / c, recursive=False)]
+        if not found:
+            raise DataError(f"{root}: class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.files, self.ids = [f for f, _ in found], [i for _, i in found]
+        self.gray = gray
+
+    def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+        return np.int64(self.ids[i])

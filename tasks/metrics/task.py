@@ -15,26 +15,33 @@ plus per-class figures so that an average cannot hide one class that collapsed.
   the mean OKS similarity per keypoint (``per_class``, by keypoint name); the raw outputs are decoded
   into instances by ``eval.decoder`` (heatmap, yolov8_pose); labels ``(N, K, 5 + 3J)`` rows
   ``[class, x1, y1, x2, y2, x_1, y_1, v_1, ...]``, the box's area being the OKS scale.
+- fidelity (no labels): each precision against the FP32 model's own outputs, decoded as
+  ``eval.fidelity_of`` (:mod:`tasks.metrics.fidelity`); the "labels" are FP32's decoded outputs
+  (:func:`fidelity.targets`), so FP32 scores 100 and the drop is 100 - agreement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from tasks.config import Config, ConfigError
+from tasks.config.load import decoded_as
 from tasks.data.errors import DataError
+from tasks.metrics import fidelity
 
 PRIMARY = {  # model.task -> (metric key, table header)
     "classification": ("top1", "top-1 %"),
     "detection": ("map50_95", "mAP .5:.95"),
     "segmentation": ("miou", "mIoU %"),
     "keypoints": ("oks_ap", "OKS AP .5:.95"),
+    # its key depends on eval.fidelity_of: score() returns the one it used; this is the default's
+    "fidelity": (fidelity.MODES["classification"].metric, fidelity.MODES["classification"].label),
 }
 
 
-LABELS = {key: label for key, label in PRIMARY.values()} | {"dice": "Dice %"}  # metric key -> header
+LABELS = {key: label for key, label in PRIMARY.values()} | {"dice": "Dice %"} | fidelity.LABELS  # key -> header
 
 
 def primary(task: str) -> tuple[str, str]:
@@ -48,7 +55,9 @@ def label(metric: str) -> str:
     return LABELS.get(metric, metric)
 
 
-def _classification(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _classification(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.accuracy import per_class_top1, top1, topk
 
     scores = outputs[cfg.model.scores_output]
@@ -83,15 +92,20 @@ def decode(cfg: Config, outputs: Mapping[str, np.ndarray], num_classes: int | No
 def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: list[str]) -> None:
     """Detection and keypoints: raise :class:`~tasks.models.errors.DecoderError` when
     ``eval.decoder`` cannot decode ``outputs`` (one batch is enough) into instances of ``classes``
-    (and, keypoints, of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
-    if cfg.model.task in ("detection", "keypoints"):
-        decode(cfg, outputs, len(classes))
+    (keypoints: of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
+    if decoded_as(cfg) in ("detection", "keypoints"):
+        decode(cfg, outputs, len(classes) if cfg.model.task in ("detection", "keypoints") else None)
 
 
-def _detection(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _detection(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
+    from tasks.data.geometry import detections_to_original
     from tasks.metrics.detection import coco_map
 
-    res = coco_map(decode(cfg, outputs, len(classes)), np.asarray(labels), classes)
+    # labels of images read from files are in original pixels (Ultralytics' val: scale_boxes)
+    detections = detections_to_original(decode(cfg, outputs, len(classes)), meta)
+    res = coco_map(detections, np.asarray(labels), classes)
     res["per_class"] = res.pop("per_class_ap")
     return res
 
@@ -108,15 +122,28 @@ def keypoint_names(cfg: Config) -> list[str]:
     return [f"kp{i}" for i in range(len(sigmas))]
 
 
-def in_label_pixels(instances: list[np.ndarray]) -> list[np.ndarray]:
-    """Decoded instances (input pixels) in the pixels of the labels. The split's labels are in
-    model-input pixels when it has no ``meta.npy`` (the bundled loaders, npz): nothing to map.
-    Where it has one, this is where ``tasks/data/geometry.py`` maps boxes and keypoints back to
-    the original image (``input_xy = orig_xy * scale + pad``) before scoring."""
-    return instances
+def in_label_pixels(instances: list[np.ndarray], meta: np.ndarray | None) -> list[np.ndarray]:
+    """Decoded keypoint instances ``(D, 6 + 3J)`` (input pixels) in the pixels of the labels: unchanged
+    without ``meta`` (labels in model-input pixels: the bundled loaders, npz), else each image's box
+    and keypoints mapped back to its original pixels with its meta row (:mod:`tasks.data.geometry`)."""
+    from tasks.data.geometry import boxes_to_original, keypoints_to_original
+
+    if meta is None:
+        return instances
+    if len(meta) != len(instances):
+        raise ValueError(f"{len(instances)} images of keypoint instances but {len(meta)} meta rows")
+    out = []
+    for d, m in zip(instances, meta, strict=True):
+        if len(d):
+            d = boxes_to_original(d, m)  # the box columns; score, class and keypoints copied
+            d[:, 6:] = keypoints_to_original(d[:, 6:].reshape(len(d), -1, 3), m).reshape(len(d), -1)
+        out.append(d)
+    return out
 
 
-def _keypoints(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _keypoints(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.keypoints import oks_ap
 
     sigmas = cfg.eval.keypoint_sigmas
@@ -129,11 +156,10 @@ def _keypoints(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarra
             "x_1, y_1, v_1, ...]: give one sigma per keypoint of the data"
         )
     names = classes or [str(c) for c in range(int(labels[..., 0].max(initial=0)) + 1)]
+    instances = in_label_pixels(decode(cfg, outputs, len(names)), meta)
     try:
-        res = oks_ap(in_label_pixels(decode(cfg, outputs, len(names))), labels, sigmas, keypoint_names(cfg), names)
+        res = oks_ap(instances, labels, sigmas, keypoint_names(cfg), names)
     except ValueError as e:
-        if type(e) is not ValueError:  # DecoderError: already names the key
-            raise
         raise DataError(f"keypoint labels do not fit: {e}") from e
     res["per_class"] = res.pop("per_keypoint")
     return res
@@ -144,7 +170,9 @@ def one_channel(scores: np.ndarray) -> bool:
     return scores.ndim == 3 or (scores.ndim == 4 and scores.shape[1] == 1)
 
 
-def _segmentation(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+def _segmentation(
+    cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
+) -> dict:
     from tasks.metrics.segmentation import IGNORE, confusion, segmentation_scores
 
     scores = outputs[cfg.model.scores_output]
@@ -202,7 +230,7 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
     as probabilities (``model.seg_output``) must lie in [0, 1]; logits thresholded at 0.5 would
     give a plausible but wrong Dice. Raises ConfigError."""
     scores = outputs.get(cfg.model.scores_output)
-    if cfg.model.task != "segmentation" or cfg.model.seg_output != "probabilities" or scores is None:
+    if decoded_as(cfg) != "segmentation" or cfg.model.seg_output != "probabilities" or scores is None:
         return
     if one_channel(scores) and scores.size:
         lo, hi = float(scores.min()), float(scores.max())
@@ -214,24 +242,48 @@ def check_reference(cfg: Config, outputs: Mapping[str, np.ndarray]) -> None:
             )
 
 
+def _fidelity(cfg: Config, outputs: Mapping[str, np.ndarray], truth, classes: list[str], meta) -> dict:
+    """Against FP32's decoded outputs (``truth``: :func:`fidelity.targets`), not the split's labels. Both
+    sides are in model-input pixels, so ``meta`` is not needed (IoU is unchanged by resize/letterbox)."""
+    return fidelity.score(cfg, outputs, truth, classes)
+
+
 SCORERS = {
     "classification": _classification,
     "detection": _detection,
     "segmentation": _segmentation,
     "keypoints": _keypoints,
+    "fidelity": _fidelity,
 }
 
 
-def score(cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
-    """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``.
+def ground_truth(cfg: Config, labels: np.ndarray, fp32: Callable[[], Mapping[str, np.ndarray]], classes: list[str]):
+    """What ``score`` compares against: the split's ``labels``, or for ``fidelity`` FP32's decoded
+    outputs (``fp32()`` gives FP32's raw outputs on the same samples; labels are then never read)."""
+    return fidelity.targets(cfg, fp32(), classes) if cfg.model.task == "fidelity" else np.asarray(labels)
+
+
+def score(
+    cfg: Config,
+    outputs: Mapping[str, np.ndarray],
+    labels,
+    classes: list[str],
+    meta: np.ndarray | None = None,
+) -> dict:
+    """The task's metrics of ``outputs`` (by output name, first axis = sample) against ``labels``
+    (an array; for ``fidelity``, FP32's decoded outputs by name: :func:`ground_truth`).
+    ``meta``: the split's ``meta.npy`` rows of these samples (``Split.meta``), or None when labels
+    are in model-input pixels; predictions decoded in input pixels are mapped back with it
+    (:mod:`tasks.data.geometry`) before they are compared with labels in original pixels
+    (``fidelity`` compares two models' outputs, both in input pixels: it ignores ``meta``).
 
     Returns the scorer's figures (all in percent) plus ``metric`` (the primary key), ``value``
     (its figure) and ``per_class`` (class name -> percent, None where the class has no
     ground truth); a binary segmentation adds ``per_image`` (the primary figure of each sample,
     None where it has none)."""
-    if len(labels) == 0:
+    if len(next(iter(labels.values())) if isinstance(labels, Mapping) else labels) == 0:
         raise ValueError("no samples to score")
-    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes)
+    res = SCORERS[cfg.model.task](cfg, outputs, labels, classes, meta)
     key = res.pop("metric", None) or PRIMARY[cfg.model.task][0]
     return {"metric": key, "value": float(res[key]), **res}
 

@@ -2,7 +2,8 @@
 chosen automatically within ``quant.max_drop``.
 
 1. Calibrate with ``quant.mixed_calibrator``, as ``int8-<calibrator>`` does.
-2. Sensitivity, on ``quant.sensitivity_samples`` labelled images of the *calibration* split (the
+2. Sensitivity, on ``quant.sensitivity_samples`` labelled images of the *calibration* split (for a
+   ``fidelity`` model, unlabelled: scored against the FP32 ONNX's own outputs on them) (the
    evaluation split stays held out for the verdict the evaluate stage gives: choosing layers on
    it would make that verdict optimistic): the SQNR of every layer (always; cheap) and, with
    ``quant.sensitivity`` = ``task`` (or ``auto`` up to ``quant.sensitivity_max_task_layers``
@@ -28,7 +29,7 @@ import numpy as np
 from tasks.config import Config
 from tasks.data.split import Split, classes_of
 from tasks.io import write_json
-from tasks.metrics.task import primary
+from tasks.metrics.task import ground_truth, primary
 from tasks.metrics.task import score as task_score
 from tasks.quant.common import QuantError
 from tasks.quant.mixed import max_kept_for, search
@@ -42,17 +43,21 @@ class Scorer:
     """``scorer(model) -> the task metric`` (the primary figure, percent points) on the first ``n``
     images of the calibration split, run by the local ONNX Runtime as the build would run it.
     ``metric``: its key, ``model.task``'s until a call has scored (Dice for a one-channel
-    segmentation model, which only its outputs tell)."""
+    segmentation model, which only its outputs tell). A ``fidelity`` model (no labels) is scored
+    against the outputs of ``fp32`` (the FP32 ONNX) on the same images, decoded as ``eval.fidelity_of``."""
 
-    def __init__(self, cfg: Config, calib_dir: Path, n: int) -> None:
+    def __init__(self, cfg: Config, calib_dir: Path, n: int, fp32: Path) -> None:
         self.cfg, self.n, self.split = cfg, n, Split(calib_dir)
-        self.labels = np.asarray(self.split.y[:n])
+        self.meta = None if self.split.meta is None else self.split.meta[:n]
         self.classes = classes_of(calib_dir)
+        self.truth = ground_truth(cfg, self.split.y[:n], lambda: self.outputs(fp32), self.classes)
         self.metric = primary(cfg.model.task)[0]
 
+    def outputs(self, model: Path) -> dict[str, np.ndarray]:
+        return local_outputs(model, "onnxruntime", self.split, self.cfg.eval.batch_size, limit=self.n)
+
     def __call__(self, model: Path) -> float:
-        outputs = local_outputs(model, "onnxruntime", self.split, self.cfg.eval.batch_size, limit=self.n)
-        res = task_score(self.cfg, outputs, self.labels, self.classes)
+        res = task_score(self.cfg, self.outputs(model), self.truth, self.classes, self.meta)
         self.metric = res["metric"]
         return res["value"]
 
@@ -77,7 +82,7 @@ def to_mixed(cfg: Config, onnx_path: Path, calib_dir: Path, out: Path, log: Call
     log(f"mixed: calibrated with {calibrator} on {n_cal} images in {calib_s:.1f} s")
     split = Split(calib_dir)
     n = min(q.sensitivity_samples, len(split))
-    score = Scorer(cfg, calib_dir, n)
+    score = Scorer(cfg, calib_dir, n, onnx_path)
     baseline = score(onnx_path)
     method = method_for(cfg, len(nodes))
     metric = score.metric

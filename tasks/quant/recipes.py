@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from tasks.config import Config
+from tasks.data.checks import constant_samples
 from tasks.data.split import Split
 from tasks.io import sha256_file
 from tasks.layout import FP16_GLUE_ONNX
@@ -34,10 +35,20 @@ def calibrate_split(
     cfg: Config, calibrator: str, onnx_path: Path, calib_dir: Path, log: Callable[[str], None]
 ) -> tuple[dict, int, float]:
     """Activation ranges from ``quant.samples`` images of the calibration split, streamed in
-    ``quant.batch_size`` batches. Returns ``(ranges, images used, seconds)``."""
+    ``quant.batch_size`` batches. Returns ``(ranges, images used, seconds)``. An empty split, or
+    one whose samples are all blank (one value per image: placeholder data), is refused: INT8
+    ranges are never calibrated on anything but real inputs."""
     q = cfg.quant
     split = Split(calib_dir)
     n = min(q.samples, len(split))
+    blank, _ = constant_samples(x for x, _ in split.batches(q.batch_size, limit=n))
+    if n == 0 or blank == n:
+        what = "is empty" if n == 0 else f"holds only blank images ({n} of {n} samples are one value everywhere)"
+        raise QuantError(
+            f"the calibration split ({calib_dir}) {what}: INT8 ranges calibrated on it would be placeholders, "
+            "not the ranges of real inputs. Point data.calib at real images (and data.calib.limit above 0), "
+            "then re-run prepare"
+        )
     if n < 100:
         log(
             f"WARNING: calibrating on only {n} images (quant.samples={q.samples}, calib split {len(split)}): "

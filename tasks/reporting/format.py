@@ -52,6 +52,12 @@ def worst_images(summary: dict) -> list[str]:
     ]
 
 
+def calibration_lines(summary: dict) -> list[str]:
+    """The calibration coverage line and its warnings (classes calibration lacks), if INT8 was built."""
+    cal = summary.get("calibration")
+    return [f"calibration coverage: {cal['line']}", *(f"warning: {w}" for w in cal["warnings"])] if cal else []
+
+
 def title(summary: dict) -> str:
     ref = summary["reference"]
     return f"PyTorch FP32 reference {ref['label']}: {ref['value']:.2f}"
@@ -101,7 +107,8 @@ def markdown(summary: dict) -> str:
     reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
     notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
     images = "".join(f"- {line}\n" for line in worst_images(summary))
-    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes, images) if x)
+    calib = "".join(f"- {line}\n" for line in calibration_lines(summary))
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes, images, calib) if x)
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -130,6 +137,8 @@ def print_table(summary: dict, file=None) -> None:
             )
     for line in worst_images(summary):
         console.print(line, highlight=False, soft_wrap=True)
+    for line in calibration_lines(summary):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]
         ui = f".venv/bin/mlflow ui --backend-store-uri {m['tracking_uri']}"

@@ -117,8 +117,21 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
     }
 
 
+def calibration(cfg: Config, layout: Layout) -> dict[str, Any] | None:
+    """The calibration split's coverage, recorded by the INT8 precisions' quantize stages (one
+    split, the same for all): ``{"line": one-line summary, "warnings": [...]}``; None without INT8."""
+    from tasks.data.coverage import summary_line
+
+    for p in cfg.build.precisions:
+        q = QuantizeRecord.read_if(layout.quantize_metrics(p)) if p.startswith("int8-") else None
+        if q is not None and q.coverage:
+            return {"line": summary_line(q.coverage), "warnings": list(q.coverage["warnings"])}
+    return None
+
+
 def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
-    """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...]}``."""
+    """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...],
+    "calibration": :func:`calibration`}``."""
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
     # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
@@ -132,4 +145,5 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
         },
         "export": _read(layout.export_metrics),
         "rows": rows,
+        "calibration": calibration(cfg, layout),
     }

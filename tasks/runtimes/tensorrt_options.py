@@ -31,6 +31,11 @@ OWNED = {
     "--vc": "version_compatible",
     "--hardwareCompatibilityLevel": "hardware_compatibility",
     "--noTF32": "(set by the recipe for fp32 and int8-mixed)",
+    # INT8 only with calibrated scales (a Q/DQ model or quantize's cache): --int8/--best without them
+    # makes trtexec calibrate on random data, and --calib is the cache the int8: calib recipe uploads
+    "--int8": "int8 (INT8 comes from build.precisions int8-*, calibrated; never random data)",
+    "--best": "int8 (INT8 comes from build.precisions int8-*, calibrated; never random data)",
+    "--calib": "int8 (the calib recipe uploads quantize's calibration.cache)",
     "--workspace": "workspace_mib",
     "--memPoolSize": "workspace_mib",
 }

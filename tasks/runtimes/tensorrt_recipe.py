@@ -184,7 +184,7 @@ class TrtPlan:
 def _cache_matches(cache: Path, v: tuple[int, int, int]) -> None:
     """Refuse a calibration cache TensorRT would ignore (and replace by random-data calibration)."""
     from tasks.quant.common import QuantError
-    from tasks.quant.trt_cache import read_cache_header, trt_version_number
+    from tasks.quant.trt_cache import read_cache, read_cache_header, trt_version_number
 
     try:
         number, algorithm = read_cache_header(cache)
@@ -202,6 +202,33 @@ def _cache_matches(cache: Path, v: tuple[int, int, int]) -> None:
             f"the calibration cache {cache} names {algorithm}, but trtexec --calib loads caches into an "
             f"IInt8EntropyCalibrator2 ({CALIB_ALGORITHM}) and ignores other headers (it would calibrate on random "
             "data); build this precision with target.<name>.tensorrt.int8: qdq"
+        )
+    try:
+        tensors = read_cache(cache)
+    except QuantError as e:
+        raise RecipeError(f"cannot read the TensorRT calibration cache {cache}: {e}") from e
+    if not tensors:
+        raise RecipeError(
+            f"the calibration cache {cache} has a header but no tensor scales: trtexec would calibrate every "
+            "tensor on random data. Re-run quantize on the calibration split, or use target.<name>.tensorrt.int8: qdq"
+        )
+
+
+def _require_qdq(onnx_path: Path, precision: str, why: str) -> None:
+    """Refuse an INT8 build of a model without QuantizeLinear/DequantizeLinear pairs: ``--int8``
+    on such a model has neither scales nor a calibrator, and trtexec then calibrates on random
+    data (weakly typed); a strongly typed build makes an FP16/FP32 engine under the INT8 name."""
+    import onnx
+
+    try:
+        ops = {n.op_type for n in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    except Exception as e:  # noqa: BLE001  protobuf raises its own DecodeError: any unreadable file
+        raise RecipeError(f"cannot read {onnx_path}, the Q/DQ model of the {precision} build: {e}") from e
+    if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
+        raise RecipeError(
+            f"{onnx_path}, the model the {precision} build uploads, has no QuantizeLinear/DequantizeLinear "
+            f"nodes: {why}. EdgeForge never builds INT8 without calibration: re-run quantize@{precision} "
+            f"(dvc repro quantize@{precision}) on the calibration split"
         )
 
 
@@ -234,13 +261,17 @@ def _precision(
                 f"TensorRT {fmt(v)} removed implicit INT8 (--int8/--calib, and calibration caches): "
                 f"set {key}.int8: qdq (builds the explicit Q/DQ model quant already writes)"
             )
-        return "strongly-typed", _strongly_typed(precision, src), keep_fp32, {}
+        onnx_path = _strongly_typed(precision, src)
+        if precision.startswith("int8-"):
+            _require_qdq(onnx_path, precision, "a strongly typed build would make an engine without INT8 layers")
+        return "strongly-typed", onnx_path, keep_fp32, {}
     if precision == "fp32":
         return "weakly-typed", src.fp32_onnx, keep_fp32, {}
     if precision == "fp16":
         return "weakly-typed", src.fp32_onnx, ["--fp16"], {}
     if s.int8 == "qdq":
         flags = ["--int8", *keep_fp32] if precision == "int8-mixed" else ["--int8", "--fp16"]
+        _require_qdq(src.precision_onnx, precision, "--int8 without scales makes trtexec calibrate on random data")
         return "explicit-qdq", src.precision_onnx, flags, {}
     if precision == "int8-mixed":
         raise RecipeError(

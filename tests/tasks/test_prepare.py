@@ -15,8 +15,9 @@ from examples.mnist import mnist_digits
 from tasks.config import Config, from_dict
 from tasks.data.preprocess import preprocess
 from tasks.data.sources import DataError
+from tasks.data.stream import subset
 from tasks.io import read_json
-from tasks.prepare import read_split, run
+from tasks.prepare import run
 from tests.conftest import ROOT, write_params
 
 
@@ -34,35 +35,34 @@ def test_run_writes_limited_splits(cfg, workdir):
     assert "train" not in metrics and not (out / "model.pt").exists()  # prepare.train is null
 
 
-def test_limit_is_a_seeded_subset(cfg):
-    a = read_split(cfg, "calib")
-    b = read_split(cfg, "calib")
-    np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.labels, b.labels)
+def test_limit_is_a_seeded_subset(cfg, prepared):
     full = mnist_digits(cfg.data.seed)["calib"]
     idx = np.sort(np.random.default_rng(cfg.data.seed).choice(len(full.labels), 32, replace=False))
-    np.testing.assert_array_equal(a.images, full.images[idx])
-    np.testing.assert_array_equal(a.labels, full.labels[idx])
+    np.testing.assert_array_equal(subset(cfg, "calib", len(full.labels)), idx)
+    np.testing.assert_array_equal(np.load(prepared / "calib" / "x.npy"), preprocess(full.images[idx], cfg.model.input))
+    np.testing.assert_array_equal(np.load(prepared / "calib" / "y.npy"), full.labels[idx])
+    assert not (prepared / "calib" / "meta.npy").exists()  # loader arrays: labels in input pixels
 
 
 def test_limit_subset_follows_the_seed(params):
-    a = read_split(from_dict(Config, params), "calib")
+    a = subset(from_dict(Config, params), "calib", 500)
     params["data"]["seed"] = 1
-    b = read_split(from_dict(Config, params), "calib")
-    assert len(a.labels) == len(b.labels) == 32
-    assert not np.array_equal(a.images, b.images)
+    b = subset(from_dict(Config, params), "calib", 500)
+    assert len(a) == len(b) == 32
+    assert not np.array_equal(a, b)
 
 
 def test_saved_split_is_preprocessed_subset(cfg, prepared):
-    raw = read_split(cfg, "eval")
-    np.testing.assert_array_equal(np.load(prepared / "eval" / "x.npy"), preprocess(raw.images, cfg.model.input))
-    np.testing.assert_array_equal(np.load(prepared / "eval" / "y.npy"), raw.labels)
+    """Streamed one sample at a time, the split is what preprocessing the whole array gives."""
+    raw = mnist_digits(cfg.data.seed)["eval"]
+    idx = subset(cfg, "eval", len(raw.labels))
+    np.testing.assert_array_equal(np.load(prepared / "eval" / "x.npy"), preprocess(raw.images[idx], cfg.model.input))
+    np.testing.assert_array_equal(np.load(prepared / "eval" / "y.npy"), raw.labels[idx])
 
 
 def test_no_limit_takes_the_whole_split(params):
     params["data"]["calib"]["limit"] = None
-    raw = read_split(from_dict(Config, params), "calib")
-    assert len(raw.labels) == 500
+    assert len(subset(from_dict(Config, params), "calib", 500)) == 500
 
 
 def test_npz_and_imagefolder_sources(params, workdir):

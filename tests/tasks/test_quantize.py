@@ -118,3 +118,41 @@ def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:
         for n in model.graph.node
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] in weights
     }
+
+
+def test_int8_records_calibration_coverage_and_warns_of_a_class_calibration_lacks(workdir, params, exported, capsys):
+    from tasks.data.split import Split, save_split
+
+    calib, ev = Split(LAYOUT.split("calib")), Split(LAYOUT.split("eval"))
+    lacking = int(np.asarray(ev.y)[0])  # a digit the evaluation split has
+    keep = np.asarray(calib.y) != lacking
+    save_split(LAYOUT.split("calib"), np.asarray(calib.x)[keep], np.asarray(calib.y)[keep])
+    quantize.main(["--precision", "int8-minmax"])
+    cov = read_json(LAYOUT.quantize_metrics("int8-minmax"))["coverage"]
+    assert cov == read_json(LAYOUT.quantize_dir("int8-minmax") / "quantize.json")["coverage"]
+    assert cov["calib"]["samples"] == int(keep.sum()) and cov["eval"]["samples"] == 96
+    assert cov["calib"]["per_class"][str(lacking)] == 0 < cov["eval"]["per_class"][str(lacking)]
+    assert sum(cov["eval"]["per_class"].values()) == 96 and cov["calib"]["counted"] == "samples"
+    assert {"per_image_mean", "pixel_range"} <= set(cov["calib"]["brightness"])
+    assert any(f"class '{lacking}'" in w for w in cov["warnings"])
+    err = capsys.readouterr().err
+    assert "calibration coverage: calib" in err and f"warning: class '{lacking}'" in err
+    quantize.main(["--precision", "fp16"])  # nothing is calibrated: no coverage
+    assert "coverage" not in read_json(LAYOUT.quantize_metrics("fp16"))
+
+
+@pytest.mark.parametrize("precision", ["int8-minmax", "int8-mixed"])
+def test_int8_refuses_a_calibration_split_of_blank_placeholder_images(workdir, params, exported, capsys, precision):
+    """Never calibrate on placeholder data: a split of blank images (here the zeros a pipeline
+    might write when no data was found) fails the stage clearly, leaving nothing."""
+    from tasks.data.split import save_split
+
+    params["build"]["precisions"] = [precision]
+    write_params(params)
+    save_split(workdir / "artifacts/prepare/calib", np.zeros((32, 1, 28, 28), np.float32), np.zeros(32))
+    with pytest.raises(SystemExit):
+        quantize.main(["--precision", precision])
+    err = capsys.readouterr().err
+    assert f"quantize@{precision}: error: the calibration split" in err and "Traceback" not in err
+    assert "holds only blank images (32 of 32" in err and "data.calib" in err
+    assert not LAYOUT.quantize_dir(precision).exists() and not LAYOUT.quantize_metrics(precision).exists()

@@ -219,6 +219,14 @@ def _set(p: dict, dotted: str, value) -> None:
             "eval.keypoint_sigmas",
             ["> 0"],
         ),
+        # fidelity: the decoding eval.fidelity_of names gets the checks of that task
+        ({"eval.fidelity_score_threshold": 1.0}, "eval.fidelity_score_threshold", ["[0, 1)"]),
+        (
+            {"model.task": "fidelity", "eval.fidelity_of": "detection", "eval.decoder": "yolo"},
+            "eval.decoder",
+            ["'yolo'", "yolov8"],
+        ),
+        ({"model.task": "fidelity", "model.scores_output": "probs"}, "model.scores_output", ["'probs'"]),
     ],
 )
 def test_cross_field_checks(tmp_path, changes, key, fragments):
@@ -230,6 +238,14 @@ def test_cross_field_checks(tmp_path, changes, key, fragments):
     assert f"config key {key}:" in msg
     for frag in fragments:
         assert frag in msg
+
+
+def test_fidelity_of_none_needs_no_scores_output(tmp_path):
+    p = fast_params()
+    _set(p, "model.task", "fidelity")
+    _set(p, "eval.fidelity_of", "none")
+    _set(p, "model.scores_output", "not-an-output")
+    assert _load(tmp_path, p).eval.fidelity_of == "none"
 
 
 def test_gray_with_three_channels_ok_when_rgb(tmp_path):

@@ -24,3 +24,11 @@ def test_empty_classes_only_for_one_label_per_sample():
     assert empty_classes(np.array([0, 0, 2]), ["a", "b", "c", "d"]) == ["b", "d"]
     assert empty_classes(np.zeros((3, 4, 4), np.int64), ["bg", "x"]) == []  # masks: not counted
     assert empty_classes(np.array([0, 1]), []) == []
+
+
+def test_constant_samples_counts_blank_images():
+    from tasks.data.checks import constant_samples
+
+    blank, real = np.full((3, 1, 4, 4), 0.5, np.float32), np.arange(32, dtype=np.float32).reshape(2, 1, 4, 4)
+    assert constant_samples([blank, real]) == (3, 5)
+    assert constant_samples([]) == (0, 0)

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from examples.mnist import SPLITS, mnist_digits
-from tasks.data.sources import DataError, RawSplit, load_imagefolder, load_loader_split, load_npz
+from tasks.data.geometry import fit, warp_image
+from tasks.data.sources import DataError, ImageFolderSource, RawSplit, load_loader_split, load_npz
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,17 @@ def _write_folder(root, digits, per_class: int = 3) -> dict[str, list[np.ndarray
     (root / "zero" / "notes.txt").write_text("not an image")  # ignored: not an image suffix
     (root / ".cache").mkdir()  # ignored: hidden
     return written
+
+
+def load_imagefolder(root, size_hw, gray: bool) -> RawSplit:
+    """Every sample of an ImageFolderSource, resized to ``size_hw`` as prepare fits it."""
+    src = ImageFolderSource(root, gray)
+    images = [src.image(i) for i in range(len(src))]
+    return RawSplit(
+        np.stack([warp_image(img, fit(img.shape[:2], size_hw, letterbox=False)) for img in images]),
+        np.array([src.label(i, img.shape[:2]) for i, img in enumerate(images)]),
+        src.classes,
+    )
 
 
 def test_imagefolder_labels_classes_and_resize(tmp_path, digits):

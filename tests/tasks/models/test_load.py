@@ -181,7 +181,8 @@ def test_unknown_arch_lists_registered(tmp_path, net):
     torch.save(net.state_dict(), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="resnet9") as e:
         _load(tmp_path / "m.pt", arch="resnet9")
-    assert "registered: mnist_centernet, mnist_cnn, mnist_unet" in str(e.value)
+    registered = str(e.value).split("registered: ", 1)[1].split(" (", 1)[0].split(", ")
+    assert registered == sorted(registered) and {"mnist_centernet", "mnist_cnn", "mnist_unet"} <= set(registered)
     assert "module:Class" in str(e.value)
 
 

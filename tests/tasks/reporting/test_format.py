@@ -114,3 +114,17 @@ def test_keypoint_summaries_head_the_worst_part_column_by_keypoint():
     summary["reference"].update(metric="oks_ap", label="OKS AP .5:.95", parts="keypoint")
     assert ("worst_class_drop", "worst keypoint drop") in columns(summary)
     assert "| worst keypoint drop |" in markdown(summary) and "OKS AP .5:.95" in markdown(summary)
+
+
+def test_markdown_and_terminal_show_the_calibration_coverage_and_its_warnings():
+    warning = "class 'cat' has 3 samples in the evaluation split but none in the calibration split: ..."
+    s = {
+        **_summary(_row("int8-minmax", [])),
+        "calibration": {"line": "calib 8 samples, 1/2 classes", "warnings": [warning]},
+    }
+    md = markdown(s)
+    assert "- calibration coverage: calib 8 samples, 1/2 classes\n" in md and f"- warning: {warning}\n" in md
+    out = io.StringIO()
+    print_table(s, file=out)
+    assert "calibration coverage: calib 8 samples" in out.getvalue() and "warning: class 'cat'" in out.getvalue()
+    assert "calibration coverage" not in markdown(_summary(_row("fp32", [])))  # nothing calibrated: no line

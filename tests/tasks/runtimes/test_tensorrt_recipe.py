@@ -24,12 +24,33 @@ TAIL_86 = [
 ]
 
 
+def qdq_onnx(path, qdq: bool = True):
+    """A real one-node ONNX at ``path``: x -> QuantizeLinear -> DequantizeLinear -> y (an INT8
+    model's calibrated scale), or x -> Relu -> y without ``qdq``. The recipe reads only its ops."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(0), "z")]
+    nodes = (
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ]
+        if qdq
+        else [helper.make_node("Relu", ["x"], ["y"])]
+    )
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], inits)), str(path))
+    return path
+
+
 @pytest.fixture
 def sources(tmp_path) -> Sources:
     fp32, prec, glue = tmp_path / "fp32.onnx", tmp_path / "prec.onnx", tmp_path / "glue.onnx"
     fp32.write_bytes(b"fp32")
-    prec.write_bytes(b"precision")
-    glue.write_bytes(b"fp16 glue")
+    qdq_onnx(prec)  # INT8 builds check that their model holds Q/DQ (calibrated scales)
+    qdq_onnx(glue)
     return Sources(fp32, prec, None, glue)
 
 
@@ -291,6 +312,10 @@ def test_calib_refusals(version, precision, calib, match, sources, tmp_path):
         ("10.3.0", "fp16", {"extra_args": ["--memPoolSize=workspace:64MiB"]}, "tensorrt.workspace_mib"),
         ("10.3.0", "fp16", {"extra_args": ["--noTF32"]}, "set by the recipe"),
         ("10.3.0", "fp16", {"extra_args": ["--vc"]}, "tensorrt.version_compatible"),
+        # INT8 never comes from extra_args: without a Q/DQ model or a cache trtexec calibrates on random data
+        ("10.3.0", "fp16", {"extra_args": ["--int8"]}, "tensorrt.int8 .*never random data"),
+        ("8.6.1", "fp32", {"extra_args": ["--best"]}, "tensorrt.int8 .*never random data"),
+        ("10.3.0", "fp16", {"extra_args": ["--calib=mine.cache"]}, "calibration.cache"),
         ("10.3.0", "fp16", {"plugins": ["libcustom.so"]}, "not an absolute path"),
         ("8.5.2", "fp16", {"version_compatible": True}, "--versionCompatible needs TensorRT 8.6"),
         ("10.3.0", "fp16", {"version_compatible": True, "plugins": ["/p.so"]}, "--setPluginsToSerialize"),
@@ -409,3 +434,32 @@ def test_int8_on_tensorrt_11_without_the_fp16_glue_model_is_refused(sources, mis
         plan("11.0.0", "int8-minmax", settings(), src, "timing.cache")
     # 10.x builds the FP32-glue model with --int8 --fp16 and needs no FP16-glue model
     assert plan("10.3.0", "int8-minmax", settings(), src, "timing.cache").uploads["model.onnx"] == src.precision_onnx
+
+
+@pytest.mark.parametrize(
+    "version, precision, field, match",
+    [
+        ("10.3.0", "int8-minmax", "precision_onnx", "trtexec calibrate on random data"),
+        ("8.6.1", "int8-mixed", "precision_onnx", "trtexec calibrate on random data"),
+        ("11.0.0", "int8-entropy", "fp16_glue_onnx", "engine without INT8 layers"),
+        ("11.0.0", "int8-mixed", "precision_onnx", "engine without INT8 layers"),
+    ],
+)
+def test_int8_build_of_a_model_without_qdq_is_refused(version, precision, field, match, sources, tmp_path):
+    """A stale or placeholder model under an INT8 name (no calibrated scales) is never built: on
+    TensorRT <= 10 `--int8` would calibrate it on random data."""
+    plain = dataclasses.replace(sources, **{field: qdq_onnx(tmp_path / "plain.onnx", qdq=False)})
+    with pytest.raises(RecipeError, match=match) as e:
+        plan(version, precision, settings(), plain, "t")
+    assert "no QuantizeLinear/DequantizeLinear" in str(e.value) and f"dvc repro quantize@{precision}" in str(e.value)
+    (tmp_path / "garbage.onnx").write_bytes(b"not an ONNX file")
+    garbage = dataclasses.replace(sources, **{field: tmp_path / "garbage.onnx"})
+    with pytest.raises(RecipeError, match="cannot read"):
+        plan(version, precision, settings(), garbage, "t")
+
+
+def test_calib_cache_without_tensor_scales_is_refused(sources, tmp_path):
+    cache = write_cache({"input": (-1.0, 1.0)}, tmp_path / "c.cache", "entropy", trt_version="10.3.0")
+    cache.write_text(cache.read_text().splitlines()[0] + "\n")  # the header alone
+    with pytest.raises(RecipeError, match="no tensor scales: trtexec would calibrate every tensor on random data"):
+        plan("10.3.0", "int8-entropy", settings(int8="calib"), dataclasses.replace(sources, calib_cache=cache), "t")
