@@ -294,9 +294,9 @@ def _check_eval(cfg: Config) -> None:
         )
     t = e.fidelity_score_threshold
     _require(0 <= t < 1, "eval.fidelity_score_threshold", f"{t} must be in [0, 1)")
-    if cfg.model.task == "keypoints":
-        _check_keypoints(cfg)
     kind = decoded_as(cfg)
+    if kind == "keypoints":
+        _check_keypoints(cfg)
     if kind not in ("detection", "keypoints"):
         return
     from tasks.models.decoders import DECODERS

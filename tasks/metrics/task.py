@@ -94,7 +94,7 @@ def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: lis
     ``eval.decoder`` cannot decode ``outputs`` (one batch is enough) into instances of ``classes``
     (keypoints: of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
     if decoded_as(cfg) in ("detection", "keypoints"):
-        decode(cfg, outputs, len(classes) if cfg.model.task in ("detection", "keypoints") else None)
+        decode(cfg, outputs, len(classes) if cfg.model.task != "fidelity" else None)
 
 
 def _detection(
