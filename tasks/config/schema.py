@@ -363,16 +363,6 @@ class Eval:
         "detection, yolov8/yolov5: every class scoring above score_threshold at an anchor is a "
         "candidate (Ultralytics val); false = only the anchor's best class",
     )
-    keypoint_sigmas: list[float] = f(
-        list(COCO_KEYPOINT_SIGMAS),
-        "keypoints: per-keypoint OKS sigma, one per keypoint in the model's order (COCO's 17 by default); "
-        "a model or dataset with another keypoint count is refused",
-    )
-    keypoint_names: list[str] | None = f(
-        None,
-        "keypoints: names of the keypoints for per-keypoint figures, one per sigma; null = COCO's 17 "
-        "names when there are 17 sigmas, else kp0, kp1, ...",
-    )
     fidelity_of: FidelityOf = f(
         "classification",
         "model.task=fidelity: how outputs are decoded before they are compared with FP32's: classification "
@@ -385,6 +375,16 @@ class Eval:
         "model.task=fidelity, fidelity_of=detection/keypoints: FP32's boxes (instances) scoring above this "
         "(at most 100 (20) per image) are "
         "the ground truth (0.25: Ultralytics' predict default, the boxes a deployed detector reports)",
+    )
+    keypoint_sigmas: list[float] = f(
+        list(COCO_KEYPOINT_SIGMAS),
+        "keypoints: per-keypoint OKS sigma, one per keypoint in the model's order (COCO's 17 by default); "
+        "a model or dataset with another keypoint count is refused",
+    )
+    keypoint_names: list[str] | None = f(
+        None,
+        "keypoints: names of the keypoints for per-keypoint figures, one per sigma; null = COCO's 17 "
+        "names when there are 17 sigmas, else kp0, kp1, ...",
     )
 
 

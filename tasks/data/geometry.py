@@ -10,6 +10,8 @@ Every image a file source reads is fitted to the model's input (H, W) by one of 
   ``round(w * r), round(h * r)`` and the padding ``round(d / 2 - 0.1)`` before, the rest after.
   ``stride`` only matters to ``auto=True`` (pad to the smallest multiple of the stride, a different
   input shape per image), which a fixed-shape export cannot take, so it is not a setting here.
+  Resampling is PIL's bilinear filter, not OpenCV's: the geometry (size, scale, padding) is
+  Ultralytics', pixel values may differ slightly.
 
 Both are recorded per image as one ``meta`` row, float32 ``[orig_h, orig_w, scale_y, scale_x,
 pad_top, pad_left]``, meaning ``input_xy = orig_xy * scale + pad`` (the prepared split's
@@ -134,3 +136,21 @@ def detections_to_original(detections: list[np.ndarray], meta: np.ndarray | None
     if len(meta) != len(detections):
         raise ValueError(f"{len(detections)} images of detections but {len(meta)} meta rows")
     return [boxes_to_original(d, m) if len(d) else d for d, m in zip(detections, meta)]
+
+
+def instances_to_original(instances: list[np.ndarray], meta: np.ndarray | None) -> list[np.ndarray]:
+    """Per-image keypoint instances ``(D, 6 + 3J)`` ``[x1, y1, x2, y2, score, class, x_1, y_1, s_1, ...]``
+    (:mod:`tasks.models.keypoint_decoders`) mapped with that image's meta row: the box as
+    :func:`boxes_to_original`, each keypoint as :func:`keypoints_to_original`; unchanged when ``meta``
+    is None (labels are then in input pixels too)."""
+    if meta is None:
+        return instances
+    if len(meta) != len(instances):
+        raise ValueError(f"{len(instances)} images of instances but {len(meta)} meta rows")
+    out = []
+    for d, m in zip(instances, meta):
+        if len(d):
+            d = boxes_to_original(d, m)
+            d[:, 6:] = keypoints_to_original(d[:, 6:].reshape(len(d), -1, 3), m).reshape(len(d), -1)
+        out.append(d)
+    return out

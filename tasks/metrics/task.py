@@ -11,13 +11,13 @@ plus per-class figures so that an average cannot hide one class that collapsed.
   task is binary: foreground where the probability > ``model.seg_threshold``; Dice (primary,
   mean per image), IoU, their pooled values, and the per-image Dice (``per_image``), against
   0/1 masks (255 = ignore).
+- fidelity (no labels): each precision against the FP32 model's own outputs, decoded as
+  ``eval.fidelity_of`` (:mod:`tasks.metrics.fidelity`); the "labels" are FP32's decoded outputs
+  (:func:`fidelity.targets`), so FP32 scores 100 and the drop is 100 - agreement.
 - keypoints: COCO OKS AP (primary, OKS 0.5:0.95), AP@0.5, AP@0.75 with ``eval.keypoint_sigmas``, and
   the mean OKS similarity per keypoint (``per_class``, by keypoint name); the raw outputs are decoded
   into instances by ``eval.decoder`` (heatmap, yolov8_pose); labels ``(N, K, 5 + 3J)`` rows
   ``[class, x1, y1, x2, y2, x_1, y_1, v_1, ...]``, the box's area being the OKS scale.
-- fidelity (no labels): each precision against the FP32 model's own outputs, decoded as
-  ``eval.fidelity_of`` (:mod:`tasks.metrics.fidelity`); the "labels" are FP32's decoded outputs
-  (:func:`fidelity.targets`), so FP32 scores 100 and the drop is 100 - agreement.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ PRIMARY = {  # model.task -> (metric key, table header)
     "classification": ("top1", "top-1 %"),
     "detection": ("map50_95", "mAP .5:.95"),
     "segmentation": ("miou", "mIoU %"),
-    "keypoints": ("oks_ap", "OKS AP .5:.95"),
     # its key depends on eval.fidelity_of: score() returns the one it used; this is the default's
     "fidelity": (fidelity.MODES["classification"].metric, fidelity.MODES["classification"].label),
+    "keypoints": ("oks_ap", "OKS AP .5:.95"),
 }
 
 
@@ -92,7 +92,7 @@ def decode(cfg: Config, outputs: Mapping[str, np.ndarray], num_classes: int | No
 def check_decodable(cfg: Config, outputs: Mapping[str, np.ndarray], classes: list[str]) -> None:
     """Detection and keypoints: raise :class:`~tasks.models.errors.DecoderError` when
     ``eval.decoder`` cannot decode ``outputs`` (one batch is enough) into instances of ``classes``
-    (keypoints: of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
+    (and, keypoints, of as many keypoints as ``eval.keypoint_sigmas`` has sigmas); other tasks: nothing."""
     if decoded_as(cfg) in ("detection", "keypoints"):
         decode(cfg, outputs, len(classes) if cfg.model.task != "fidelity" else None)
 
@@ -122,28 +122,10 @@ def keypoint_names(cfg: Config) -> list[str]:
     return [f"kp{i}" for i in range(len(sigmas))]
 
 
-def in_label_pixels(instances: list[np.ndarray], meta: np.ndarray | None) -> list[np.ndarray]:
-    """Decoded keypoint instances ``(D, 6 + 3J)`` (input pixels) in the pixels of the labels: unchanged
-    without ``meta`` (labels in model-input pixels: the bundled loaders, npz), else each image's box
-    and keypoints mapped back to its original pixels with its meta row (:mod:`tasks.data.geometry`)."""
-    from tasks.data.geometry import boxes_to_original, keypoints_to_original
-
-    if meta is None:
-        return instances
-    if len(meta) != len(instances):
-        raise ValueError(f"{len(instances)} images of keypoint instances but {len(meta)} meta rows")
-    out = []
-    for d, m in zip(instances, meta, strict=True):
-        if len(d):
-            d = boxes_to_original(d, m)  # the box columns; score, class and keypoints copied
-            d[:, 6:] = keypoints_to_original(d[:, 6:].reshape(len(d), -1, 3), m).reshape(len(d), -1)
-        out.append(d)
-    return out
-
-
 def _keypoints(
     cfg: Config, outputs: Mapping[str, np.ndarray], labels: np.ndarray, classes: list[str], meta: np.ndarray | None
 ) -> dict:
+    from tasks.data.geometry import instances_to_original
     from tasks.metrics.keypoints import oks_ap
 
     sigmas = cfg.eval.keypoint_sigmas
@@ -156,10 +138,13 @@ def _keypoints(
             "x_1, y_1, v_1, ...]: give one sigma per keypoint of the data"
         )
     names = classes or [str(c) for c in range(int(labels[..., 0].max(initial=0)) + 1)]
-    instances = in_label_pixels(decode(cfg, outputs, len(names)), meta)
     try:
-        res = oks_ap(instances, labels, sigmas, keypoint_names(cfg), names)
+        res = oks_ap(
+            instances_to_original(decode(cfg, outputs, len(names)), meta), labels, sigmas, keypoint_names(cfg), names
+        )
     except ValueError as e:
+        if type(e) is not ValueError:  # DecoderError: already names the key
+            raise
         raise DataError(f"keypoint labels do not fit: {e}") from e
     res["per_class"] = res.pop("per_keypoint")
     return res

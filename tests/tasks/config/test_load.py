@@ -201,6 +201,14 @@ def _set(p: dict, dotted: str, value) -> None:
             ["boxes takes 1 or 4 output(s)"],
         ),
         ({"model.task": "detection", "eval.decoder": "yolo"}, "eval.decoder", ["'yolo'", "yolov8", "boxes"]),
+        # fidelity: the decoding eval.fidelity_of names gets the checks of that task
+        ({"eval.fidelity_score_threshold": 1.0}, "eval.fidelity_score_threshold", ["[0, 1)"]),
+        (
+            {"model.task": "fidelity", "eval.fidelity_of": "detection", "eval.decoder": "yolo"},
+            "eval.decoder",
+            ["'yolo'", "yolov8"],
+        ),
+        ({"model.task": "fidelity", "model.scores_output": "probs"}, "model.scores_output", ["'probs'"]),
         # keypoints: a box decoder cannot give keypoints, nor a keypoint decoder boxes
         ({"model.task": "keypoints"}, "eval.decoder", ["'centernet'", "keypoints decoder", "heatmap, yolov8_pose"]),
         ({"model.task": "detection", "eval.decoder": "heatmap"}, "eval.decoder", ["'heatmap'", "yolov8"]),
@@ -219,14 +227,6 @@ def _set(p: dict, dotted: str, value) -> None:
             "eval.keypoint_sigmas",
             ["> 0"],
         ),
-        # fidelity: the decoding eval.fidelity_of names gets the checks of that task
-        ({"eval.fidelity_score_threshold": 1.0}, "eval.fidelity_score_threshold", ["[0, 1)"]),
-        (
-            {"model.task": "fidelity", "eval.fidelity_of": "detection", "eval.decoder": "yolo"},
-            "eval.decoder",
-            ["'yolo'", "yolov8"],
-        ),
-        ({"model.task": "fidelity", "model.scores_output": "probs"}, "model.scores_output", ["'probs'"]),
     ],
 )
 def test_cross_field_checks(tmp_path, changes, key, fragments):
@@ -327,3 +327,35 @@ def test_readme_config_reference_is_generated_from_the_schema():
     assert readme.split(START, 1)[1].split(END, 1)[0] == reference(), (
         "README's config reference is stale: run `python -m tasks.config --readme`"
     )
+
+
+@pytest.mark.parametrize(
+    ("split", "key", "message"),
+    [
+        ({"source": "coco", "path": "imgs"}, "data.eval.annotations", "source=coco needs the instances JSON"),
+        (
+            {"source": "masks", "path": "imgs"},
+            "data.eval.annotations",
+            "source=masks needs the folder of PNG class maps",
+        ),
+        ({"source": "yolo", "path": "ds"}, "data.eval.split", "source=yolo needs the subfolder of images/"),
+    ],
+)
+def test_file_sources_need_their_keys(tmp_path, split, key, message):
+    p = fast_params()
+    p["data"]["eval"] = {**split, "limit": None}
+    with pytest.raises(ConfigError, match=f"config key {key}: {message}"):
+        _load(tmp_path, p)
+
+
+def test_letterbox_is_refused_for_arrays_whose_labels_are_in_input_pixels(tmp_path):
+    p = fast_params()
+    p["model"]["input"]["letterbox"] = True
+    with pytest.raises(ConfigError, match="model.input.letterbox: applies to images read from files"):
+        _load(tmp_path, p)
+    p["data"]["calib"] = {"source": "images", "path": "a", "limit": None}
+    p["data"]["eval"] = {"source": "coco", "path": "b", "annotations": "b.json", "limit": None}
+    assert _load(tmp_path, p).model.input.letterbox
+    p["model"]["input"]["pad_value"] = 300
+    with pytest.raises(ConfigError, match="model.input.pad_value: 300 must be in 0..255"):
+        _load(tmp_path, p)

@@ -78,3 +78,16 @@ def test_detections_without_meta_are_unchanged():
     np.testing.assert_allclose(out[0][:, :4], 2.0) and np.testing.assert_allclose(out[0][:, 4:], 1.0)
     with pytest.raises(ValueError, match="meta rows"):
         detections_to_original(dets, meta[:1])
+
+
+def test_keypoint_instances_map_box_and_points_back_and_keep_scores():
+    from tasks.data.geometry import fit, instances_to_original, keypoints_to_original
+
+    f = fit((200, 100), (64, 64), letterbox=True)
+    inst = np.array([[16.0, 0.0, 48.0, 64.0, 0.9, 0.0, 20.0, 10.0, 0.8, 40.0, 50.0, 0.7]], np.float32)
+    (got,) = instances_to_original([inst], f.meta[None])
+    assert got[0, :4] == pytest.approx([0.0, 0.0, 100.0, 200.0])
+    assert got[0, 4:6] == pytest.approx([0.9, 0.0])
+    pts = keypoints_to_original(inst[0, 6:].reshape(2, 3), f.meta)
+    assert got[0, 6:] == pytest.approx(pts.reshape(-1)) and got[0, [8, 11]] == pytest.approx([0.8, 0.7])
+    assert instances_to_original([inst], None)[0] is inst

@@ -162,6 +162,25 @@ def test_worst_image_drops_by_index_worst_first():
         worst_image_drops([1.0, 2.0], [1.0])
 
 
+def test_detection_maps_boxes_back_to_original_pixels_with_the_split_meta():
+    """A 200x100 (h x w) image letterboxed into 64x64 (scale 0.32, 16 px of padding left and
+    right): the model's box in input pixels scores 100 against the label in original pixels only
+    once it is mapped back with the meta row, as Ultralytics' val does with scale_boxes."""
+    from tasks.data.geometry import boxes_to_input, fit
+
+    cfg = _cfg("detection", outputs=["dets"], input=Config().model.input)
+    cfg.model.input.shape = [1, 64, 64]
+    cfg.eval.decoder = "boxes"
+    f = fit((200, 100), (64, 64), letterbox=True)
+    assert f.pad == (0, 16) and f.scale == (0.32, 0.32)
+    labels = np.array([[[1, 10.0, 20.0, 60.0, 150.0]]], np.float32)  # original pixels
+    x1, y1, x2, y2 = boxes_to_input(labels[0, :, 1:], f.meta)[0]
+    dets = np.array([[[x1, y1, x2, y2, 0.9, 1]]], np.float32)
+    meta = f.meta[None]
+    assert score(cfg, {"dets": dets}, labels, ["a", "b"], meta)["value"] == pytest.approx(100.0)
+    assert score(cfg, {"dets": dets}, labels, ["a", "b"])["value"] == 0.0  # unmapped: no overlap
+
+
 def _keypoint_cfg() -> Config:
     cfg = _cfg("keypoints", outputs=["heatmaps"], input=Config().model.input)
     cfg.model.input.shape = [1, 32, 32]
@@ -203,25 +222,6 @@ def test_keypoint_names_default_to_cocos_for_its_sigmas():
     assert keypoint_names(cfg)[:3] == ["nose", "left_eye", "right_eye"] and len(keypoint_names(cfg)) == 17
     cfg.eval.keypoint_sigmas = [0.1, 0.1]
     assert keypoint_names(cfg) == ["kp0", "kp1"]
-
-
-def test_detection_maps_boxes_back_to_original_pixels_with_the_split_meta():
-    """A 200x100 (h x w) image letterboxed into 64x64 (scale 0.32, 16 px of padding left and
-    right): the model's box in input pixels scores 100 against the label in original pixels only
-    once it is mapped back with the meta row, as Ultralytics' val does with scale_boxes."""
-    from tasks.data.geometry import boxes_to_input, fit
-
-    cfg = _cfg("detection", outputs=["dets"], input=Config().model.input)
-    cfg.model.input.shape = [1, 64, 64]
-    cfg.eval.decoder = "boxes"
-    f = fit((200, 100), (64, 64), letterbox=True)
-    assert f.pad == (0, 16) and f.scale == (0.32, 0.32)
-    labels = np.array([[[1, 10.0, 20.0, 60.0, 150.0]]], np.float32)  # original pixels
-    x1, y1, x2, y2 = boxes_to_input(labels[0, :, 1:], f.meta)[0]
-    dets = np.array([[[x1, y1, x2, y2, 0.9, 1]]], np.float32)
-    meta = f.meta[None]
-    assert score(cfg, {"dets": dets}, labels, ["a", "b"], meta)["value"] == pytest.approx(100.0)
-    assert score(cfg, {"dets": dets}, labels, ["a", "b"])["value"] == 0.0  # unmapped: no overlap
 
 
 def test_keypoints_of_fitted_images_are_scored_in_original_pixels():

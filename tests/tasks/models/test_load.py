@@ -181,8 +181,10 @@ def test_unknown_arch_lists_registered(tmp_path, net):
     torch.save(net.state_dict(), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="resnet9") as e:
         _load(tmp_path / "m.pt", arch="resnet9")
-    registered = str(e.value).split("registered: ", 1)[1].split(" (", 1)[0].split(", ")
-    assert registered == sorted(registered) and {"mnist_centernet", "mnist_cnn", "mnist_unet"} <= set(registered)
+    from tasks.models.load import ARCHS
+
+    listed = str(e.value).split("registered: ")[1].split(" (")[0].split(", ")
+    assert listed == sorted(ARCHS.names()) and {"mnist_centernet", "mnist_cnn", "mnist_unet"} <= set(listed)
     assert "module:Class" in str(e.value)
 
 

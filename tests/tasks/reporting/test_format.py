@@ -106,16 +106,6 @@ def test_terminal_table_marks_the_precision_and_prints_the_layers_verbatim():
     assert "orin-fp32:" not in text
 
 
-def test_keypoint_summaries_head_the_worst_part_column_by_keypoint():
-    from tasks.reporting.format import columns
-
-    summary = _summary(_row("fp16", []))
-    assert ("worst_class_drop", "worst class drop") in columns(summary)
-    summary["reference"].update(metric="oks_ap", label="OKS AP .5:.95", parts="keypoint")
-    assert ("worst_class_drop", "worst keypoint drop") in columns(summary)
-    assert "| worst keypoint drop |" in markdown(summary) and "OKS AP .5:.95" in markdown(summary)
-
-
 def test_markdown_and_terminal_show_the_calibration_coverage_and_its_warnings():
     warning = "class 'cat' has 3 samples in the evaluation split but none in the calibration split: ..."
     s = {
@@ -128,3 +118,13 @@ def test_markdown_and_terminal_show_the_calibration_coverage_and_its_warnings():
     print_table(s, file=out)
     assert "calibration coverage: calib 8 samples" in out.getvalue() and "warning: class 'cat'" in out.getvalue()
     assert "calibration coverage" not in markdown(_summary(_row("fp32", [])))  # nothing calibrated: no line
+
+
+def test_keypoint_summaries_head_the_worst_part_column_by_keypoint():
+    from tasks.reporting.format import columns
+
+    summary = _summary(_row("fp16", []))
+    assert ("worst_class_drop", "worst class drop") in columns(summary)
+    summary["reference"].update(metric="oks_ap", label="OKS AP .5:.95", parts="keypoint")
+    assert ("worst_class_drop", "worst keypoint drop") in columns(summary)
+    assert "| worst keypoint drop |" in markdown(summary) and "OKS AP .5:.95" in markdown(summary)
