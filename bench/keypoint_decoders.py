@@ -99,7 +99,7 @@ def main() -> None:
     n = 1000
     gt = np.zeros((n, 1, 17), np.float32)
     gt[:, 0, 1:5] = [4, 4, 28, 28]
-    gt[:, 0, 5:] = np.column_stack([rng.uniform(4, 28, (n, 8)).reshape(n, 4, 2), np.full((n, 4, 1), 2)]).reshape(n, 12)
+    gt[:, 0, 5:] = np.concatenate([rng.uniform(4, 28, (n, 4, 2)), np.full((n, 4, 1), 2)], axis=2).reshape(n, 12)
     dets = [
         np.concatenate([[0, 0, 32, 32, 0.9, 0], (gt[i, 0, 5:].reshape(4, 3) + [0.5, -0.5, 0]).ravel()])[None]
         for i in range(n)

@@ -294,19 +294,19 @@ def _check_eval(cfg: Config) -> None:
         )
     t = e.fidelity_score_threshold
     _require(0 <= t < 1, "eval.fidelity_score_threshold", f"{t} must be in [0, 1)")
-    if cfg.model.task == "keypoints":
+    kind = decoded_as(cfg)
+    if kind == "keypoints":
         _check_keypoints(cfg)
-    task = decoded_as(cfg)
-    if task not in ("detection", "keypoints"):
+    if kind not in ("detection", "keypoints"):
         return
     from tasks.models.decoders import DECODERS
     from tasks.models.keypoint_decoders import KEYPOINT_DECODERS
 
-    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (task == "keypoints")]
+    allowed = [n for n in DECODERS.names() if (n in KEYPOINT_DECODERS) == (kind == "keypoints")]
     _require(
         e.decoder in allowed,
         "eval.decoder",
-        f"{e.decoder!r} is not a registered {task} decoder; allowed values: {', '.join(allowed)}",
+        f"{e.decoder!r} is not a registered {kind} decoder; allowed values: {', '.join(allowed)}",
     )
     selected = e.outputs or cfg.model.outputs
     counts = {"yolov8": (1,), "yolov5": (1,), "boxes": (1, 4), "heatmap": (1,), "yolov8_pose": (1,)}.get(e.decoder)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Task = Literal["classification", "detection", "segmentation", "keypoints", "fidelity"]
 # what a fidelity model's outputs are decoded as before they are compared with FP32's (eval.fidelity_of)
-FidelityOf = Literal["classification", "detection", "segmentation", "none"]
+FidelityOf = Literal["classification", "detection", "segmentation", "keypoints", "none"]
 Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
@@ -372,12 +372,14 @@ class Eval:
     fidelity_of: FidelityOf = f(
         "classification",
         "model.task=fidelity: how outputs are decoded before they are compared with FP32's: classification "
-        "(top-1 agreement), detection (mAP vs FP32's boxes, by eval.decoder), segmentation (mIoU, or IoU for "
+        "(top-1 agreement), detection (mAP vs FP32's boxes, by eval.decoder), keypoints (OKS AP vs FP32's "
+        "keypoints, by eval.decoder), segmentation (mIoU, or IoU for "
         "one channel, vs FP32's masks), none (raw outputs: SQNR score 100*(1 - noise/signal), drop 1 = 20 dB)",
     )
     fidelity_score_threshold: float = f(
         0.25,
-        "model.task=fidelity, fidelity_of=detection: FP32's boxes scoring above this (at most 100 per image) are "
+        "model.task=fidelity, fidelity_of=detection/keypoints: FP32's boxes (instances) scoring above this "
+        "(at most 100 (20) per image) are "
         "the ground truth (0.25: Ultralytics' predict default, the boxes a deployed detector reports)",
     )
     keypoint_sigmas: list[float] = f(

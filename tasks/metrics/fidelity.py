@@ -15,6 +15,9 @@ classification     top-1 class of ``model.scores_output``      ``top1_agreement`
 detection          boxes (``eval.decoder``) scoring above      ``map_vs_fp32``: COCO mAP@.5:.95 of the
                    ``eval.fidelity_score_threshold``, at most  precision's boxes (decoded as for a labelled
                    100 per image                               detector) against FP32's
+keypoints          instances (``eval.decoder``) scoring above   ``oks_ap_vs_fp32``: COCO OKS AP of the
+                   ``eval.fidelity_score_threshold``, at most  precision's keypoints against FP32's (every
+                   20 per image                                FP32 keypoint labelled; its box area the scale)
 segmentation       argmax mask; one channel: FP32's mask at    ``miou_vs_fp32``; one channel: ``iou_vs_fp32``
                    ``model.seg_threshold``                     (mean per image, worst images reported)
 none               every output as it is                       ``sqnr_score``: 100 * (1 - noise / signal)
@@ -26,8 +29,8 @@ none               every output as it is                       ``sqnr_score``: 1
 the SQNR in dB of every output is in the details. Boxes are compared in model-input pixels: both sides come
 from the same decoder, and IoU is unchanged by the resize/letterbox that maps them to the original image.
 
-``MODES`` holds one :class:`Fidelity` per decoding: the place another task's comparison plugs in (keypoints:
-OKS of the precision's keypoints against FP32's, the way detection takes FP32's boxes as ground truth).
+``MODES`` holds one :class:`Fidelity` per decoding: the place another task's comparison plugs in (keypoints
+take FP32's keypoints as ground truth the way detection takes FP32's boxes).
 Nothing here reads the split's labels.
 """
 
@@ -111,6 +114,43 @@ def _box_score(cfg: Config, outputs: Arrays, targets: Arrays, classes: list[str]
     return res
 
 
+# -- keypoints --------------------------------------------------------------------------------
+def _keypoint_targets(cfg: Config, ref: Arrays, classes: list[str]) -> dict[str, np.ndarray]:
+    """FP32's instances scoring above ``eval.fidelity_score_threshold`` (at most 20 per image, COCO's
+    keypoint maxDets) as label rows ``[class, x1, y1, x2, y2, x, y, 2, ...]``: every FP32 keypoint
+    counts as labelled, and FP32's box area is the OKS scale (a top-down crop: the whole input)."""
+    from tasks.metrics.task import decode
+
+    t = cfg.eval.fidelity_score_threshold
+    kept = [d[d[:, 4] > t][:20] for d in decode(cfg, ref)]
+    if not any(len(d) for d in kept):
+        raise DataError(
+            f"model.task fidelity (eval.fidelity_of keypoints): the FP32 model finds no instance scoring above "
+            f"eval.fidelity_score_threshold {t:g} in any of the {len(kept)} evaluation images, so there is no "
+            "ground truth to compare with; lower eval.fidelity_score_threshold or check eval.decoder"
+        )
+    j = len(cfg.eval.keypoint_sigmas)
+    rows = np.full((len(kept), max(len(d) for d in kept), 5 + 3 * j), -1.0, np.float32)
+    for i, d in enumerate(kept):
+        kp = d[:, 6:].reshape(len(d), j, 3).copy()
+        kp[..., 2] = 2
+        rows[i, : len(d)] = np.concatenate([d[:, 5:6], d[:, :4], kp.reshape(len(d), 3 * j)], axis=1)
+    return {"instances": rows}
+
+
+def _keypoint_score(cfg: Config, outputs: Arrays, targets: Arrays, classes: list[str]) -> dict:
+    from tasks.metrics.keypoints import oks_ap
+    from tasks.metrics.task import decode, keypoint_names
+
+    gt = np.asarray(targets["instances"])
+    dets = decode(cfg, outputs)
+    k = int(max([gt[..., 0].max(), *(d[:, 5].max() for d in dets if len(d))])) + 1
+    res = oks_ap(dets, gt, cfg.eval.keypoint_sigmas, keypoint_names(cfg), _names(classes, max(k, len(classes))))
+    res["oks_ap_vs_fp32"] = res.pop("oks_ap")
+    res["per_class"] = res.pop("per_keypoint")
+    return res
+
+
 # -- segmentation -----------------------------------------------------------------------------
 def _mask_targets(cfg: Config, ref: Arrays, classes: list[str]) -> dict[str, np.ndarray]:
     from tasks.metrics.segmentation import binarize
@@ -176,10 +216,11 @@ def _raw_score(cfg: Config, outputs: Arrays, targets: Arrays, classes: list[str]
     return {"sqnr_score": min(per.values()), "sqnr_db": sqnr, "per_class": per}
 
 
-MODES: dict[str, Fidelity] = {  # eval.fidelity_of -> its comparison; keypoints (OKS vs FP32) plugs in here
+MODES: dict[str, Fidelity] = {  # eval.fidelity_of -> its comparison
     "classification": Fidelity("top1_agreement", "top-1 agreement %", _top1_targets, _top1_score),
     "detection": Fidelity("map_vs_fp32", "mAP vs FP32", _box_targets, _box_score),
     "segmentation": Fidelity("miou_vs_fp32", "mIoU vs FP32 %", _mask_targets, _mask_score),
+    "keypoints": Fidelity("oks_ap_vs_fp32", "OKS AP vs FP32", _keypoint_targets, _keypoint_score),
     "none": Fidelity("sqnr_score", "SQNR score %", _raw_targets, _raw_score),
 }
 LABELS = {m.metric: m.label for m in MODES.values()} | {"iou_vs_fp32": "IoU vs FP32 %"}  # metric key -> header

@@ -30,6 +30,7 @@ import numpy as np
 from tasks.models.decoders import register_decoder
 from tasks.models.errors import DecoderError
 from tasks.models.nms import nms
+from tasks.models.yolo_decoders import candidates
 
 KEYPOINT_DECODERS = ("heatmap", "yolov8_pose")
 
@@ -139,14 +140,7 @@ def decode_yolov8_pose(
     j = (out.shape[1] - 4 - c) // dims
     results = []
     for pred in out:
-        scores = pred[4 : 4 + c].T.astype(np.float64)  # (A, C)
-        if multi_label and c > 1:
-            anchor, cls = np.nonzero(scores > score_threshold)
-        else:
-            cls = scores.argmax(axis=1)
-            anchor = np.flatnonzero(scores[np.arange(len(cls)), cls] > score_threshold)
-            cls = cls[anchor]
-        score = scores[anchor, cls]
+        anchor, cls, score = candidates(pred[4 : 4 + c].T.astype(np.float64), score_threshold, multi_label)
         cx, cy, bw, bh = pred[:4, anchor].astype(np.float64)
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         keep = nms(boxes, score, cls, iou_threshold, max_detections, agnostic=agnostic)

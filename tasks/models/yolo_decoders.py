@@ -63,6 +63,21 @@ def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
 
 
+def candidates(
+    cls_scores: np.ndarray, score_threshold: float, multi_label: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(anchor, class, score)`` of the candidates among ``cls_scores`` ``(A, C)``: with
+    ``multi_label`` and C > 1 (as Ultralytics), one per class scoring above the threshold,
+    anchor-major; else each anchor's best class, when it scores above the threshold."""
+    if multi_label and cls_scores.shape[1] > 1:
+        anchor, cls = np.nonzero(cls_scores > score_threshold)
+        return anchor, cls, cls_scores[anchor, cls]
+    cls = np.argmax(cls_scores, axis=1)
+    score = cls_scores[np.arange(len(cls)), cls]
+    anchor = np.flatnonzero(score > score_threshold)
+    return anchor, cls[anchor], score[anchor]
+
+
 def _postprocess(
     boxes: np.ndarray,
     cls_scores: np.ndarray,
@@ -73,16 +88,8 @@ def _postprocess(
     agnostic: bool,
 ) -> np.ndarray:
     """Candidates of one image (``boxes`` ``(A, 4)`` cx, cy, w, h; ``cls_scores`` ``(A, C)``), then NMS
-    -> float32 ``(D, 6)``. ``multi_label`` (with C > 1, as Ultralytics): one candidate per class
-    scoring above the threshold, anchor-major; else each anchor's best class."""
-    if multi_label and cls_scores.shape[1] > 1:
-        anchor, cls = np.nonzero(cls_scores > score_threshold)
-        score = cls_scores[anchor, cls]
-    else:
-        cls = np.argmax(cls_scores, axis=1)
-        score = cls_scores[np.arange(len(cls)), cls]
-        anchor = np.flatnonzero(score > score_threshold)
-        cls, score = cls[anchor], score[anchor]
+    -> float32 ``(D, 6)``."""
+    anchor, cls, score = candidates(cls_scores, score_threshold, multi_label)
     xyxy = _xyxy(boxes[anchor])
     keep = nms(xyxy, score, cls, iou_threshold, max_detections, agnostic=agnostic)
     return np.concatenate([xyxy[keep], score[keep, None], cls[keep, None]], axis=1).astype(np.float32).reshape(-1, 6)

@@ -134,5 +134,22 @@ def test_none_scores_the_worst_outputs_sqnr_on_a_percent_scale():
 
 
 def test_every_decoding_has_a_scorer_and_a_header():
-    assert set(fidelity.MODES) == {"classification", "detection", "segmentation", "none"}
+    assert set(fidelity.MODES) == {"classification", "detection", "segmentation", "keypoints", "none"}
     assert all(m.metric in LABELS for m in fidelity.MODES.values())
+
+
+def test_keypoints_are_oks_ap_against_fp32s_keypoints():
+    cfg = _cfg("keypoints", outputs=["heatmaps"], input=Config().model.input)
+    cfg.model.input.shape = [1, 32, 32]
+    cfg.eval.decoder, cfg.eval.keypoint_sigmas, cfg.eval.keypoint_names = "heatmap", [0.05, 0.05], ["a", "b"]
+    fp32 = np.zeros((2, 2, 8, 8), np.float32)
+    fp32[:, 0, 2, 3] = fp32[:, 1, 6, 4] = 0.9
+    got = fp32.copy()
+    got[1, 1, 6, 4], got[1, 1, 6, 6] = 0.0, 0.8  # image 1's keypoint b moves 8 px (2 cells)
+    ref, res = _scored(cfg, {"heatmaps": fp32}, {"heatmaps": got})
+    assert ref["metric"] == res["metric"] == "oks_ap_vs_fp32" and ref["value"] == pytest.approx(100.0)
+    assert res["per_class"]["a"] == pytest.approx(100.0) and res["per_class"]["b"] < 100.0
+    assert 0 < res["value"] < 100 and LABELS[res["metric"]] == "OKS AP vs FP32"
+    fp32[:] = 0.1  # every FP32 crop scores 0.1, below eval.fidelity_score_threshold 0.25
+    with pytest.raises(DataError, match="no instance scoring above eval.fidelity_score_threshold"):
+        fidelity.targets(cfg, {"heatmaps": fp32})

@@ -222,3 +222,15 @@ def test_keypoint_names_default_to_cocos_for_its_sigmas():
     assert keypoint_names(cfg)[:3] == ["nose", "left_eye", "right_eye"] and len(keypoint_names(cfg)) == 17
     cfg.eval.keypoint_sigmas = [0.1, 0.1]
     assert keypoint_names(cfg) == ["kp0", "kp1"]
+
+
+def test_keypoints_of_fitted_images_are_scored_in_original_pixels():
+    """A 16x24 image letterboxed into the 32x32 input (scale 4/3, 5 px padding on top): the decoded
+    keypoints, in input pixels, are mapped back with the split's meta row before OKS."""
+    hm = np.zeros((1, 2, 8, 8), np.float32)
+    hm[0, 0, 2, 3] = hm[0, 1, 6, 4] = 1.0  # input (12, 8) and (16, 24)
+    meta = np.array([[18, 24, 4 / 3, 4 / 3, 4, 0]], np.float32)  # input = orig * 4/3 + (pad_left 0, pad_top 4)
+    gt = np.array([[[0, 0, 0, 24, 18, 9, 3, 2, 12, 15, 2]]], np.float32)  # ((12, 8) - (0, 4)) * 3/4 = (9, 3)
+    res = score(_keypoint_cfg(), {"heatmaps": hm}, gt, ["digit"], meta)
+    assert res["value"] == pytest.approx(100.0)
+    assert score(_keypoint_cfg(), {"heatmaps": hm}, gt, ["digit"])["value"] < 50  # unmapped: far off
