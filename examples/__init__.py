@@ -4,9 +4,12 @@ Importing this package registers the ``mnist_digits`` data loader, the ``mnist_c
 architecture and the ``mnist_cnn`` trainer.
 """
 
-from examples import (  # noqa: F401  mnist_boxes/mnist_masks, mnist_centernet/mnist_unet, mnist_keypoints/mnist_heatmap
+# registers mnist_boxes/mnist_masks, mnist_centernet/mnist_unet, mnist_keypoints/mnist_heatmap, mnist_yolo, mnist_coco
+from examples import (  # noqa: F401
     canvas,
     canvas_models,
+    canvas_yolo,
+    coco_writer,
     digit_keypoints,
     mnist,  # noqa: F401
 )

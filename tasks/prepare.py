@@ -5,7 +5,8 @@ Outputs (``artifacts/prepare/``): ``calib/`` and ``eval/`` (``x.npy`` float32 NC
 input spec's preprocessing, ``y.npy`` labels, ``meta.npy`` for images read from files: see
 ``tasks/data/split.py``), ``classes.json``, and ``model.pt`` when ``prepare.train`` names a
 trainer. Metrics: ``metrics/prepare.json``. Samples are streamed: read, checked and written one at
-a time (``tasks/data/stream.py``).
+a time (``tasks/data/stream.py``). With ``data.generate``, the named example dataset writer first
+writes the files the splits are read from (:mod:`tasks.data.generate`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tasks import stage
 from tasks.config import Config
 from tasks.data.catalog import open_split
 from tasks.data.checks import empty_classes, shared_digests
+from tasks.data.generate import generate
 from tasks.data.preprocess import preprocess
 from tasks.data.sources import DataError, Source, load_loader_split
 from tasks.data.stream import Streamed, subset, write_split
@@ -84,12 +86,16 @@ def check_splits(
 
 
 def run(cfg: Config, out: Path, log: Callable[[str], None] = print) -> dict:
-    if cfg.prepare.train and cfg.data.eval.source != "loader":
+    if cfg.prepare.train and cfg.data.eval.source != "loader" and not cfg.data.generate:
         raise DataError(
             "prepare.train trains on the loader's train split; set data.eval.source=loader "
             "or prepare.train=null to bring your own checkpoint"
         )
     metrics: dict = {"splits": {}}
+    if cfg.data.generate:  # an example's files, written before its splits are read from them
+        folder, facts = generate(cfg.data.generate, cfg.data.generate_dir, cfg.data.seed)
+        metrics["generated"] = {"writer": cfg.data.generate, "folder": str(folder), **facts}
+        log(f"data.generate: wrote {cfg.data.generate!r} to {folder}")
     sources = {split: open_split(cfg, split) for split in ("calib", "eval")}
     streamed = {}
     for split, src in sources.items():

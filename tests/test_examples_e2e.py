@@ -1,4 +1,5 @@
-"""End to end: the detection, segmentation, binary segmentation and keypoint examples (`-S example=...`) through the real
+"""End to end: the detection (CenterNet; YOLO-style with its data written as COCO and read back),
+segmentation, binary segmentation and keypoint examples (`-S example=...`) through the real
 `dvc repro` in a fresh copy of the repository, with a shortened training. Every precision reports
 the task metric (COCO mAP and OKS AP from faster-coco-eval; mIoU/Dice), the three-way parity and the
 MLPerf-style latency figures; the MLflow child runs carry the task's metric names."""
@@ -18,6 +19,7 @@ EXAMPLES = {  # example -> (primary metric, extra detail keys, the shortened tra
     "mnist_segment": ("miou", {"mean_dice", "pixel_accuracy"}, 30.0, 3),
     "mnist_binseg": ("dice", {"iou", "global_dice", "pixel_accuracy"}, 50.0, 1),  # one sigmoid channel
     "mnist_keypoints": ("oks_ap", {"oks_ap50", "oks_ap75"}, 30.0, 3),
+    "mnist_yolo": ("map50_95", {"map50", "map75"}, 20.0, 3),  # data written as COCO and read back
 }
 
 
@@ -45,6 +47,12 @@ def test_example_pipeline_reports_the_task_metric_for_every_precision(example, t
         assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])
     fp32 = summary["rows"][0]
     assert fp32["drop"] == pytest.approx(0.0, abs=0.05) and fp32["accepted"]
+    if example == "mnist_yolo":  # prepare wrote the COCO files (not committed) and read the splits from them
+        prepared = json.loads((repo / "metrics/prepare.json").read_text())
+        assert prepared["generated"]["writer"] == "mnist_coco"
+        assert (repo / "data/generated/mnist_coco/annotations/instances_eval.json").is_file()
+        assert (repo / "artifacts/prepare/eval/meta.npy").is_file()  # read from image files
+        assert "data/generated" not in sh(["git", "status", "--porcelain"], repo).stdout  # gitignored
 
     from mlflow.tracking import MlflowClient
 

@@ -108,6 +108,12 @@ class Data:
     calib: SplitSource = f(SplitSource(limit=500), "calibration split (disjoint from eval)")
     eval: SplitSource = f(SplitSource(), "evaluation split")
     batch_size: int = f(64, "batch size used when streaming splits")
+    generate: str | None = f(
+        None,
+        "registered example dataset writer prepare runs first, writing <generate_dir>/<generate>/ afresh for "
+        "data.calib/eval.path to read (mnist_coco: the detection canvases as PNGs + COCO JSON); null = none",
+    )
+    generate_dir: str = f("data/generated", "folder the data.generate writers write into (gitignored)")
 
 
 @dataclass

@@ -100,10 +100,14 @@ def test_int8_mixed_searches_on_agreement_with_fp32(model_file, exported, unlabe
     cfg = from_dict(Config, unlabelled)
     out = tmp_path / "mixed"
     out.mkdir()
-    rec = quantize.run(cfg, "int8-mixed", exported, out, log=lambda m: None, calib_dir=LAYOUT.split("calib")).to_json()
+    splits = {"calib_dir": LAYOUT.split("calib"), "eval_dir": LAYOUT.split("eval")}
+    rec = quantize.run(cfg, "int8-mixed", exported, out, log=lambda m: None, **splits).to_json()
     assert rec["metric"] == "top1_agreement" and rec["baseline"] == 100.0
     assert rec["accepted"] and 0 <= rec["subset_drop"] <= 100
     assert read_json(out / "sensitivity.json")["metric"] == "top1_agreement"
+    # the calibration coverage of unlabelled splits: samples and brightness, no class counts nor warnings
+    cov = rec["coverage"]
+    assert cov["calib"]["samples"] == 32 and cov["calib"]["per_class"] == {} and cov["warnings"] == []
 
 
 def _npz(path, seed: int) -> str:
