@@ -156,6 +156,11 @@ def test_own_ultralytics_layout_onnx_detector_and_yolo_dataset_run_by_config_alo
     assert not (workdir / "artifacts/prepare/model.pt").exists()  # nothing trained by EdgeForge
     par = json.loads((workdir / "metrics/parity.json").read_text())
     assert par["metric"] == "map50_95"
+    # the reference is the FP32 boxes mapped back by the shared contract, input = orig * scale + pad
+    in_original, in_input = _fp32_map(workdir, x=np.load(prep / "x.npy"), meta=meta, labels=y)
+    # (up to FP32 noise: parity runs batches, this one call; ties in NMS may fall either way)
+    assert par["reference_value"] == pytest.approx(in_original, abs=0.05)
+    assert abs(in_original - in_input) > 1.0  # unmapped boxes would score otherwise
     summary = json.loads((workdir / "artifacts/report/summary.json").read_text())
     rows = {r["precision"]: r for r in summary["rows"]}
     assert list(rows) == PRECISIONS
@@ -166,3 +171,23 @@ def test_own_ultralytics_layout_onnx_detector_and_yolo_dataset_run_by_config_alo
         assert 0.0 <= ev["value"] <= 100.0 and ev["drop"] == pytest.approx(ev["reference_value"] - ev["value"])
         assert isinstance(ev["accepted"], bool) and (ev["accepted"] or ev["reason"])
         assert r["verdict"] in ("accepted", "rejected")
+
+
+def _fp32_map(root: Path, x: np.ndarray, meta: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """mAP@.5:.95 of the exported ONNX model's FP32 boxes (ONNX Runtime, yolov8 decoder with its
+    defaults) against ``labels``, with the boxes mapped to original pixels by ``meta`` and as they are."""
+    import onnxruntime as ort
+
+    from tasks.metrics.detection import coco_map
+    from tasks.models.decoders import run_decoder
+
+    sess = ort.InferenceSession(str(root / "artifacts/export/model.onnx"), providers=["CPUExecutionProvider"])
+    dets = run_decoder("yolov8", {"output0": sess.run(None, {"images": x})[0]}, num_classes=10, score_threshold=None)
+    mapped = []
+    for d, (_, _, sy, sx, top, left) in zip(dets, meta, strict=True):
+        d = d.copy()
+        d[:, [0, 2]] = (d[:, [0, 2]] - left) / sx
+        d[:, [1, 3]] = (d[:, [1, 3]] - top) / sy
+        mapped.append(d)
+    names = [str(i) for i in range(10)]
+    return coco_map(mapped, labels, names)["map50_95"], coco_map(dets, labels, names)["map50_95"]
