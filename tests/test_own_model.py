@@ -128,3 +128,66 @@ def test_own_onnx_binary_segmenter_with_one_sigmoid_output_runs_by_config_alone(
         assert (f"- {r['key']}: worst images: #" in md) == bool(r["worst_images"])
     mixed = json.loads((workdir / "metrics/quantize/int8-mixed.json").read_text())
     assert mixed["metric"] == "dice"  # the search judged plans by the binary metric
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_own_ultralytics_layout_onnx_detector_and_yolo_dataset_run_by_config_alone(workdir):
+    """A user's ONNX detector whose single output is the Ultralytics head (N, 4 + C, A) (the example
+    architecture mnist_yolo, trained ~17 s and exported here), with 64x80 images in the Ultralytics
+    YOLO layout letterboxed into the 64x64 input: COCO mAP@.5:.95 for every precision, boxes scored in
+    the images' own pixels. (How much it detects is training and INT8 rounding: not asserted.)"""
+    from tests.userdet import write_project
+
+    PRECISIONS = ["fp32", "fp16", "int8-minmax"]
+    p = write_project(workdir, fast_params())
+    p["build"]["precisions"] = PRECISIONS
+    write_params(p)
+    run_stages(PRECISIONS)
+
+    prep = workdir / "artifacts/prepare/eval"
+    meta, y = np.load(prep / "meta.npy"), np.load(prep / "y.npy")
+    assert meta.shape == (96, 6)
+    # letterbox: 64x80 scaled by 0.8 to 51x64, centred with padding above and below
+    assert (meta[:, :2] == [64, 80]).all() and np.allclose(meta[:, 2:4], 0.8, atol=0.01) and (meta[:, 4] > 0).all()
+    # labels stay in the images' own pixels: boxes reach past the 64-pixel input width
+    real = y[..., 0] >= 0
+    assert y.dtype == np.float32 and y[..., 3][real].max() > 64
+    assert not (workdir / "artifacts/prepare/model.pt").exists()  # nothing trained by EdgeForge
+    par = json.loads((workdir / "metrics/parity.json").read_text())
+    assert par["metric"] == "map50_95"
+    # the reference is the FP32 boxes mapped back by the shared contract, input = orig * scale + pad
+    in_original, in_input = _fp32_map(workdir, x=np.load(prep / "x.npy"), meta=meta, labels=y)
+    # (up to FP32 noise: parity runs batches, this one call; ties in NMS may fall either way)
+    assert par["reference_value"] == pytest.approx(in_original, abs=0.05)
+    assert abs(in_original - in_input) > 1.0  # unmapped boxes would score otherwise
+    summary = json.loads((workdir / "artifacts/report/summary.json").read_text())
+    rows = {r["precision"]: r for r in summary["rows"]}
+    assert list(rows) == PRECISIONS
+    assert rows["fp32"]["drop"] == pytest.approx(0.0, abs=1e-9)
+    for r in rows.values():
+        ev = json.loads((workdir / f"metrics/evaluate/{r['key']}.json").read_text())
+        assert ev["task"] == "detection" and ev["metric"] == r["metric"] == "map50_95"
+        assert 0.0 <= ev["value"] <= 100.0 and ev["drop"] == pytest.approx(ev["reference_value"] - ev["value"])
+        assert isinstance(ev["accepted"], bool) and (ev["accepted"] or ev["reason"])
+        assert r["verdict"] in ("accepted", "rejected")
+
+
+def _fp32_map(root: Path, x: np.ndarray, meta: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """mAP@.5:.95 of the exported ONNX model's FP32 boxes (ONNX Runtime, yolov8 decoder with its
+    defaults) against ``labels``, with the boxes mapped to original pixels by ``meta`` and as they are."""
+    import onnxruntime as ort
+
+    from tasks.metrics.detection import coco_map
+    from tasks.models.decoders import run_decoder
+
+    sess = ort.InferenceSession(str(root / "artifacts/export/model.onnx"), providers=["CPUExecutionProvider"])
+    dets = run_decoder("yolov8", {"output0": sess.run(None, {"images": x})[0]}, num_classes=10, score_threshold=None)
+    mapped = []
+    for d, (_, _, sy, sx, top, left) in zip(dets, meta, strict=True):
+        d = d.copy()
+        d[:, [0, 2]] = (d[:, [0, 2]] - left) / sx
+        d[:, [1, 3]] = (d[:, [1, 3]] - top) / sy
+        mapped.append(d)
+    names = [str(i) for i in range(10)]
+    return coco_map(mapped, labels, names)["map50_95"], coco_map(dets, labels, names)["map50_95"]
