@@ -25,7 +25,12 @@ def test_exp_run_scores_every_precision_by_agreement_with_fp32(tmp_path):
     with np.load(repo / "artifacts/parity/fidelity_targets.npz") as z:
         assert str(z["fidelity_of"]) == "classification" and z["top1"].ndim == 1
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
-    assert summary["reference"] == {"metric": "top1_agreement", "label": "top-1 agreement %", "value": 100.0}
+    assert summary["reference"] == {
+        "metric": "top1_agreement",
+        "label": "top-1 agreement %",
+        "value": 100.0,
+        "parts": "class",
+    }
     assert [row["precision"] for row in summary["rows"]] == PRECISIONS
     for row in summary["rows"]:
         ev = json.loads((repo / f"metrics/evaluate/{row['key']}.json").read_text())
