@@ -14,6 +14,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# pytest-xdist runs one worker per core: PyTorch's OpenMP pool would start one thread per core in
+# every worker (and in every stage process a worker starts), and its spinning threads then fight
+# over the cores; a single intra-op thread per worker keeps them from oversubscribing the machine
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tasks.config import Config, from_dict  # noqa: E402
 from tasks.layout import LAYOUT
