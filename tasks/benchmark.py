@@ -13,7 +13,8 @@ summary beside EdgeForge's figure; the roofline (FLOPs of the ONNX graph x throu
 local target, the FP32 benchmark also measures PyTorch eager on the same inputs, side by side,
 and reports the p50 speedup; the report divides the same PyTorch figure by every precision's p50
 (the PyTorch model is the same for all of them: measuring it once per target instead of once per
-precision saves ~6 s per precision). Output: ``metrics/benchmark/<key>.json``.
+precision saves ~6 s per precision). Output: ``metrics/benchmark/<key>.json``; the build's skipped
+record when the build does not apply to the device (:mod:`tasks.device.support`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tasks.data.split import Split
 from tasks.layout import LAYOUT, key
 from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
-from tasks.records import BenchmarkRecord, built_artifact, read_fingerprint
+from tasks.records import BenchmarkRecord, built_artifact, read_fingerprint, skipped_build
 from tasks.runtimes import get_runtime
 
 
@@ -224,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     k = key(args.target, args.precision)
     with stage.stage_errors(f"benchmark@{k}", outputs=[LAYOUT.benchmark_metrics(k)]):
         cfg = stage.load(args)
+        skipped = skipped_build(LAYOUT.build_dir(k))
+        if skipped:  # the build does not apply to the device: nothing to measure
+            skipped.write(LAYOUT.benchmark_metrics(k))
+            stage.log(f"benchmark@{k}", f"n/a: {skipped.skipped}")
+            return
         rec = run(
             cfg,
             args.target,

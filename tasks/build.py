@@ -7,6 +7,11 @@ TensorRT version (``tasks/runtimes/tensorrt_recipe.py``; the ONNX is linted agai
 first, before anything is uploaded). Local targets take the same path in a scratch folder.
 Every file comes back sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
 build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on failure.
+
+A precision that does not apply to the target (:mod:`tasks.device.support`: bf16 on ONNX Runtime, a
+precision the device only emulates under ``bench.emulated: skip``) is decided from the fingerprint
+before anything is uploaded: ``build.json`` and the metrics are then a skipped record, with no
+artifact. An emulated precision built anyway (``bench.emulated: measure``) records ``emulated``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from pathlib import Path
 from tasks import stage
 from tasks.agent.client import device
 from tasks.config import Config
+from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
-from tasks.records import BuildRecord, read_fingerprint
+from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
 from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_check import check_build
@@ -35,8 +41,9 @@ def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
         dev.host.get(f"{remote_dir}/{name}", out / name, sha256=want)
 
 
-def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path) -> dict:
-    """onnxruntime / openvino: upload the ONNX, the agent builds and checks, download the result."""
+def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path, emulated: bool = False) -> dict:
+    """onnxruntime / openvino: upload the ONNX, the agent builds and checks, download the result.
+    ``emulated``: the device has no native compute for ``precision`` (OpenVINO then gets no f16 hint)."""
     target = dev.target
     with dev.scratch(f"build-{precision}") as d:
         dev.host.put(onnx_path, f"{d}/src.onnx")
@@ -49,6 +56,7 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path)
                 "precision": precision,
                 "threads": target.threads,
                 "io_names": onnx_io_names(onnx_path) if target.runtime == "openvino" else None,
+                "emulated": emulated,
             },
         )
         _fetch(dev, f"{d}/out", res["files"], out)
@@ -170,11 +178,17 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
 
 def run(
     cfg: Config, target_name: str, precision: str, out: Path, log: Callable[[str], None] | None = None
-) -> BuildRecord:
-    """Build ``precision`` for ``target_name`` on the device into ``out`` (with its ``build.json``).
+) -> BuildRecord | SkippedRecord:
+    """Build ``precision`` for ``target_name`` on the device into ``out`` (with its ``build.json``),
+    or, when it does not apply to the device, write the skipped record there instead.
     ``log`` gets progress lines (long commands, large transfers)."""
     target = cfg.target[target_name]
     fp = read_fingerprint(LAYOUT.fingerprint(target_name), target_name)
+    applies = support(fp, target.runtime, precision, cfg.bench.emulated)
+    if applies.skipped:  # before connecting: nothing is uploaded, no artifact is made
+        skipped = SkippedRecord(applies.skipped, target_name, precision, target.runtime)
+        skipped.write(out / "build.json")
+        return skipped
     if target.runtime == "tensorrt":
         _check_int8_gpu(target_name, precision, fp)  # before connecting: nothing is uploaded
     onnx_path = LAYOUT.precision_onnx(precision, target.runtime)
@@ -183,8 +197,9 @@ def run(
         if target.runtime == "tensorrt":
             built = _build_tensorrt(cfg, dev, precision, fp, out)
         else:
-            built = _build_runtime(cfg, dev, precision, onnx_path, out)
+            built = _build_runtime(cfg, dev, precision, onnx_path, out, applies.emulated is not None)
     art = out / built["artifact"]
+    emulated = applies.emulated or built.pop("emulated", None)  # the device's verdict, else the runtime's
     rec = BuildRecord.from_json(
         {
             "target": target_name,
@@ -197,13 +212,16 @@ def run(
             "source_onnx_sha256": sha256_file(onnx_path),
             "build_seconds": time.perf_counter() - t0,
             **built,
+            **({"emulated": emulated} if emulated else {}),
         }
     )
     rec.write(out / "build.json")
     return rec
 
 
-def record(cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None) -> BuildRecord:
+def record(
+    cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None
+) -> BuildRecord | SkippedRecord:
     """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
     leaves neither behind. Used by ``main`` and by the fleet."""
     k = key(target_name, precision)
@@ -223,8 +241,13 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(f"build@{k}", outputs=[LAYOUT.build_dir(k), LAYOUT.build_metrics(k)]):
         cfg = stage.load(args)
         rec = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
+        if isinstance(rec, SkippedRecord):
+            stage.log(f"build@{k}", f"n/a: {rec.skipped}")
+            return
+        emulated = f" (emulated: {rec.extra['emulated']})" if rec.extra.get("emulated") else ""
         stage.log(
-            f"build@{k}", f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s"
+            f"build@{k}",
+            f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s{emulated}",
         )
 
 

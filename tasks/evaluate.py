@@ -11,7 +11,8 @@ result) when its metric drops more than ``eval.max_drop`` points, when its artif
 override) against its ONNX, or when an
 ``int8-mixed`` plan missed ``quant.max_drop`` in the quantize stage. A ``fidelity`` model (no labels)
 is scored against FP32's decoded outputs that ``parity`` stored (``fidelity_targets.npz``), not the split's labels.
-Output: ``metrics/evaluate/<key>.json``.
+Output: ``metrics/evaluate/<key>.json``; the build's skipped record when the build does not apply
+to the device (:mod:`tasks.device.support`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tasks.layout import LAYOUT, key
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops, worst_image_drops
 from tasks.metrics.three_way import three_way
-from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact
+from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact, skipped_build
 from tasks.runtimes.local import local_outputs
 
 
@@ -163,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors(f"evaluate@{k}", outputs=[out]):
         cfg = stage.load(args)
         log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
+        skipped = skipped_build(LAYOUT.build_dir(k))
+        if skipped:  # the build does not apply to the device: nothing to evaluate
+            skipped.write(out)
+            log(f"n/a: {skipped.skipped}")
+            return
         rec = run(
             cfg,
             args.target,

@@ -49,7 +49,10 @@ def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[
             current = f"build@{k}"
             meta = build.record(cfg, target, p, lambda m, c=current: log(f"{c}: {m}"))
             res.done.append(current)
-            log(f"{current}: {meta.artifact} in {meta.build_seconds:.2f} s")
+            skipped = getattr(meta, "skipped", None)  # a precision that does not apply to the device
+            log(
+                f"{current}: n/a: {skipped}" if skipped else f"{current}: {meta.artifact} in {meta.build_seconds:.2f} s"
+            )
     except stage.known_errors() as e:
         res.error = f"{current}: {stage.message(e)}"
         log(f"FAILED {res.error}")

@@ -1,6 +1,14 @@
 """Stage ``quantize@<precision>``: the ONNX model every runtime builds ``<precision>`` from.
 
 - ``fp32``: the verified, simplified export as is.
+- ``bf16``: the same FP32 model. bf16 is an inference precision the runtime applies, not a model
+  transform: OpenVINO's CPU plugin (``INFERENCE_PRECISION_HINT bf16``) rounds weights and
+  activations to bf16 itself, per op, and keeps the ops that need the range or precision (softmax
+  sums, normalisations, the Q/DQ-free glue) in FP32, accumulating dot products in FP32. A bf16
+  ONNX (weights cast offline) would add Cast nodes every runtime must undo, and ONNX Runtime's CPU
+  provider has no bf16 kernels to run it with (so bf16 builds only for OpenVINO targets:
+  :mod:`tasks.device.support`). Its own stage keeps bf16 a precision like the others: its own key,
+  tolerances (``parity.artifact.bf16``) and rows.
 - ``fp16``: FP16 weights and compute (ONNX Runtime's converter); inputs and outputs stay FP32
   unless ``build.fp16_keep_io_types`` is false. TensorRT 11 builds strongly typed from exactly this.
 - ``int8-<calibrator>``: activation ranges calibrated on the calibration split (streamed in
@@ -37,7 +45,7 @@ from tasks.quant.common import QuantError
 from tasks.quant.recipes import to_fp16, to_int8
 from tasks.records import QuantizeRecord
 
-PRECISIONS = "fp32, fp16, int8-minmax, int8-entropy, int8-percentile, int8-mixed"
+PRECISIONS = "fp32, fp16, bf16, int8-minmax, int8-entropy, int8-percentile, int8-mixed"
 
 
 def run(
@@ -55,7 +63,7 @@ def run(
     t0 = time.perf_counter()
     model = out / "model.onnx"
     facts: dict = {}
-    if precision == "fp32":
+    if precision in ("fp32", "bf16"):  # bf16: the runtime's inference precision (module docstring)
         shutil.copyfile(onnx_path, model)
     elif precision == "fp16":
         to_fp16(onnx_path, model, cfg.build.fp16_keep_io_types)

@@ -131,6 +131,35 @@ class BuildRecord(Record):
     extra: dict[str, Any] = _extra()  # the runtime's own facts (OpenVINO precision hint, TensorRT log, ...)
 
 
+@dataclass
+class SkippedRecord(Record):
+    """A build, benchmark or evaluation that does not apply to the target (bf16 on ONNX Runtime,
+    an emulated precision under ``bench.emulated: skip``; :mod:`tasks.device.support`): written in
+    place of the stage's record, with no artifact. Readers treat it as "not applicable": never a
+    failure, never a winner; the report shows the row as "n/a: <skipped>"."""
+
+    stage: ClassVar[str] = "build"
+    skipped: str  # why it does not apply, and what to do
+    target: str
+    precision: str
+    runtime: str
+    extra: dict[str, Any] = _extra()
+
+    @classmethod
+    def read_if_skipped(cls, path: str | Path) -> SkippedRecord | None:
+        """The skipped record at ``path``, or None when the file is missing or records a real result."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        return cls.from_json(data) if isinstance(data, dict) and "skipped" in data else None
+
+
+def skipped_build(build_dir: str | Path) -> SkippedRecord | None:
+    """The skipped record of the build in ``build_dir`` (``build.json``), or None for a real build."""
+    return SkippedRecord.read_if_skipped(Path(build_dir) / "build.json")
+
+
 def built_artifact(build_dir: str | Path) -> Path:
     """The artifact file inside a build folder (named in its ``build.json``)."""
     build_dir = Path(build_dir)

@@ -24,6 +24,8 @@ from tasks.tracking.runs import log_pipeline
 def plot_parity(summary: dict, layout: Layout = LAYOUT) -> None:
     """``artifacts/report/parity/<key>.png``: the three-way |difference| histograms of each build."""
     for r in summary["rows"]:
+        if r.get("skipped"):  # not applicable to its device: nothing was evaluated
+            continue
         par = EvaluateRecord.read(layout.evaluate_metrics(r["key"])).parity
         if par:
             plot(par, layout.parity_png(r["key"]), f"{r['key']}: three-way parity (|difference| histograms)")

@@ -28,7 +28,11 @@ from pathlib import Path
 
 AGENT_VERSION = "1"
 USAGE = "usage: agent.py {probe|build|benchmark|infer} '<request JSON object>'"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp", "sve")
+CPU_FLAGS = (
+    *("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c"),
+    *("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"),  # native bf16 / fp16 compute (x86)
+    *("asimd", "asimddp", "fphp", "asimdhp", "bf16", "i8mm", "sve"),  # Arm: dot product, fp16, bf16
+)
 #: (device-tree SoC, Jetson model keyword, CUDA compute capability), newest first
 JETSON_SOCS = (
     ("tegra234", "orin", "8.7"),
@@ -308,10 +312,14 @@ OV_PRECISION_KEY = ["edgeforge", "inference_precision"]
 OV_NOT_PER_SAMPLE_KEY = ["edgeforge", "not_per_sample"]
 
 
-def ov_inference_precision(precision: str) -> str | None:
+def ov_inference_precision(precision: str, emulated: bool = False) -> str | None:
     """The plugin's inference precision for a build: ``f32`` for fp32 and int8 (the ops the Q/DQ
-    model leaves in float are FP32 there too), else None: the plugin's own lowest float (fp16)."""
-    return None if precision == "fp16" else "f32"
+    model leaves in float are FP32 there too), ``bf16`` for bf16, ``f16`` for fp16 on a device with
+    native FP16 compute; fp16 ``emulated`` (no native FP16 compute): None, the plugin's own choice
+    (f32, or bf16 where the CPU has it), recorded as it really ran (``runtime_precisions``)."""
+    if precision == "fp16":
+        return None if emulated else "f16"
+    return "bf16" if precision == "bf16" else "f32"
 
 
 class OvModel:
@@ -367,10 +375,14 @@ def ov_runtime_precisions(compiled) -> dict:
     return dict(sorted(counts.items()))
 
 
-def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = None, io_names=None) -> tuple:
+def build_openvino(
+    onnx_path, out_dir, precision: str, threads: int | None = None, io_names=None, emulated: bool = False
+) -> tuple:
     """``(artifact, meta)``: ``out_dir/model.xml`` + ``model.bin`` (FP16 weights for fp16), inputs and
     outputs named ``io_names`` in order (conversion can add aliases), compiled once on the CPU plugin.
-    An ``int8-*`` build that executes no int8 op fails."""
+    An ``int8-*`` build that executes no int8 op fails, and so does a native (not ``emulated``) bf16
+    build that executes no op in BF16; an fp16 build whose f16 hint the plugin did not honour records
+    ``emulated`` with what it ran instead."""
     ov = _import("openvino")
     out = Path(out_dir) / "model.xml"
     try:
@@ -379,7 +391,7 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
         for ports, names in ((model.inputs, io_names.get("inputs")), (model.outputs, io_names.get("outputs"))):
             for port, name in zip(ports, names) if names and len(names) == len(ports) else ():
                 port.get_tensor().set_names({name})
-        hint = ov_inference_precision(precision)
+        hint = ov_inference_precision(precision, emulated)
         if hint:
             model.set_rt_info(hint, OV_PRECISION_KEY)
         if io_names.get("not_per_sample") is not None:
@@ -407,7 +419,28 @@ def build_openvino(onnx_path, out_dir, precision: str, threads: int | None = Non
             f"openvino compiled {onnx_path} with no op executing in int8 (runtime "
             f"precisions {ops}): its Q/DQ nodes were not turned into int8 kernels",
         )
+    if precision == "bf16" and not emulated and not ops.get("BF16"):
+        raise AgentError(
+            "failed",
+            f"openvino compiled {onnx_path} with INFERENCE_PRECISION_HINT bf16 but no op executes in BF16 "
+            f"(runtime precisions {ops}; the plugin's capabilities: {ov_capabilities()}): this CPU plugin has "
+            "no bf16 kernels here; leave bf16 out of build.precisions for this target, or set "
+            "bench.emulated: measure to build and measure it anyway",
+        )
+    if precision == "fp16" and hint == "f16" and not (ops.get("F16") or ops.get("FP16")):
+        meta["emulated"] = (
+            f"OpenVINO ran no op in f16 despite the f16 hint (runtime precisions {ops}; capabilities "
+            f"{ov_capabilities()}): no speed-up expected from fp16"
+        )
     return out, meta
+
+
+def ov_capabilities() -> list:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES (e.g. ["BF16", "FP32", "INT8"]); [] when unreadable."""
+    try:
+        return list(_import("openvino").Core().get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # an older plugin without the property: the message only loses a detail
+        return []
 
 
 TRT_PYTHON = (
@@ -684,7 +717,11 @@ def _count(v) -> bool:
 CHECKS = {
     "trtexec": (lambda v: v is None or _name(v), "null or a path"),
     "runtime": (lambda v: v in ("onnxruntime", "openvino", "tensorrt"), "onnxruntime, openvino or tensorrt"),
-    "precision": (lambda v: v in ("fp32", "fp16") or (_name(v) and v.startswith("int8-")), "fp32, fp16 or int8-*"),
+    "precision": (
+        lambda v: v in ("fp32", "fp16", "bf16") or (_name(v) and v.startswith("int8-")),
+        "fp32, fp16, bf16 or int8-*",
+    ),
+    "emulated": (lambda v: isinstance(v, bool), "true (the device has no native compute for the precision) or false"),
     "threads": (lambda v: v is None or _count(v), "null or an int > 0"),
     "timeout": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
     "io_names": (lambda v: v is None or isinstance(v, dict), 'null or {"inputs": [...], "outputs": [...]}'),
@@ -707,6 +744,7 @@ CHECKS = {
 }
 OPTIONAL = {
     "trtexec": None,
+    "emulated": False,
     "threads": None,
     "timeout": None,
     "io_names": None,
@@ -866,7 +904,9 @@ def cmd_build(req: dict) -> dict:
     if runtime == "onnxruntime":
         artifact, meta = build_onnxruntime(onnx_path, out_dir, threads)
     else:
-        artifact, meta = build_openvino(onnx_path, out_dir, precision, threads, _get(req, "io_names"))
+        artifact, meta = build_openvino(
+            onnx_path, out_dir, precision, threads, _get(req, "io_names"), _get(req, "emulated")
+        )
     written = [artifact] + ([artifact.with_suffix(".bin")] if runtime == "openvino" else [])
     return {
         "artifact": artifact.name,

@@ -101,11 +101,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
-FAMILIES = ("fp32", "fp16", "int8")
+FAMILIES = ("fp32", "fp16", "bf16", "int8")
 
 
 def family(precision: str) -> str:
-    """fp32, fp16 or int8: the family whose tolerances and peak apply to ``precision``."""
+    """fp32, fp16, bf16 or int8: the family whose tolerances and peak apply to ``precision``."""
     return "int8" if precision.startswith("int8") else precision
 
 

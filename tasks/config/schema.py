@@ -13,7 +13,7 @@ from typing import Any, Literal
 Task = Literal["classification", "detection", "segmentation", "keypoints", "fidelity"]
 # what a fidelity model's outputs are decoded as before they are compared with FP32's (eval.fidelity_of)
 FidelityOf = Literal["classification", "detection", "segmentation", "keypoints", "none"]
-Precision = Literal["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
+Precision = Literal["fp32", "fp16", "bf16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]
 
 
 def f(default: Any, doc: str) -> Any:
@@ -161,10 +161,11 @@ class Parity:
         {
             "fp32": ArtifactTolerance(atol=1e-3, rtol=1e-3),
             "fp16": ArtifactTolerance(atol=5e-2, rtol=5e-2),
+            "bf16": ArtifactTolerance(atol=0.25, rtol=0.1),
             "int8": ArtifactTolerance(atol=0.5, rtol=0.1, max_outside=0.01),
         },
         "three-way parity: tolerance of the built artifact on its target against the ONNX it was built from "
-        "(run by ONNX Runtime here), by precision family fp32/fp16/int8; outside it the build is rejected",
+        "(run by ONNX Runtime here), by precision family fp32/fp16/bf16/int8; outside it the build is rejected",
     )
     artifact_outputs: dict[str, dict[str, ArtifactTolerance]] = f(
         {}, "three-way parity: per-output overrides of artifact, by output name then precision family"
@@ -210,7 +211,8 @@ class Build:
     targets: list[str] = f(["local"], "targets to build for (names defined under target)")
     precisions: list[Precision] = f(
         ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"],
-        "precisions to build: fp32, fp16, int8-<calibrator>, int8-mixed (sensitive layers kept FP32 automatically)",
+        "precisions to build: fp32, fp16, bf16 (the FP32 model run in bf16 where the device computes in bf16: "
+        "OpenVINO on AVX512_BF16/AMX/Arm bf16), int8-<calibrator>, int8-mixed (sensitive layers kept FP32 automatically)",
     )
     fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
 
@@ -280,7 +282,7 @@ class Target:
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
     peak_gflops: dict[str, float] = f(
         {},
-        "the device's peak GFLOP/s by precision family (fp32, fp16, int8), for "
+        "the device's peak GFLOP/s by precision family (fp32, fp16, bf16, int8), for "
         "roofline efficiency (achieved / peak); a family left out is not reported",
     )
 
@@ -310,6 +312,12 @@ class Bench:
     )
     max_p99_ms: float | None = f(
         None, "latency budget: a build whose single-stream p99 exceeds this many ms is rejected; null = no budget"
+    )
+    emulated: Literal["skip", "measure"] = f(
+        "skip",
+        "a bf16/fp16 build on a device without native compute for it (no AVX512_BF16/AMX/Arm bf16; no "
+        "AVX512_FP16/AMX_FP16/Arm FP16, or ONNX Runtime's CPU provider off Arm): skip = not built, the report "
+        "says n/a and why; measure = built and benchmarked anyway, labelled (emulated): no speed-up expected",
     )
 
     @property

@@ -94,21 +94,37 @@ def fallback_hint(r: dict) -> str:
     )
 
 
+def precision_note(r: dict) -> str:
+    """What the precision cell adds: ``emulated`` (built without native compute), the fallback note."""
+    return ", ".join(x for x in ("emulated" if r.get("emulated") else "", fallback_note(r)) if x)
+
+
 def cell(r: dict, k: str) -> str:
-    """A row's cell for summary key ``k``: :func:`fmt`, the precision with its :func:`fallback_note`."""
-    note = fallback_note(r) if k == "precision" else ""
+    """A row's cell for summary key ``k``: :func:`fmt`, the precision with its :func:`precision_note`."""
+    note = precision_note(r) if k == "precision" else ""
     return f"{fmt(r.get(k))} ({note})" if note else fmt(r.get(k))
+
+
+def rejected(rows: list[dict]) -> list[dict]:
+    """The rows judged and rejected (a skipped row is not applicable, not rejected)."""
+    return [r for r in rows if not r["accepted"] and not r.get("skipped")]
+
+
+def not_applicable(summary: dict) -> list[str]:
+    """One line per skipped row: ``<key>: n/a: <why>``."""
+    return [f"{r['key']}: n/a: {r['skipped']}" for r in summary["rows"] if r.get("skipped")]
 
 
 def markdown(summary: dict) -> str:
     cols = columns(summary)
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(cell(r, k) for k, _ in cols) + " |\n" for r in summary["rows"])
-    reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
+    reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in rejected(summary["rows"]))
+    na = "".join(f"- {line}\n" for line in not_applicable(summary))
     notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
     images = "".join(f"- {line}\n" for line in worst_images(summary))
     calib = "".join(f"- {line}\n" for line in calibration_lines(summary))
-    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes, images, calib) if x)
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, na, notes, images, calib) if x)
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -124,12 +140,14 @@ def print_table(summary: dict, file=None) -> None:
         t.add_column(h, justify="left" if h in ("target", "precision", "runtime", "verdict") else "right")
     for r in summary["rows"]:
         cells = [cell(r, k) for k, _ in cols]
-        cells[-1] = "[green]accepted[/]" if r["accepted"] else "[red]rejected[/]"
+        cells[-1] = "[green]accepted[/]" if r["accepted"] else "n/a" if r.get("skipped") else "[red]rejected[/]"
         t.add_row(*cells)
     console = Console(file=file, width=200)
     console.print(t)
     for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
-        if not r["accepted"]:
+        if r.get("skipped"):
+            console.print(f"n/a {escape(r['key'])}: {escape(r['skipped'])}", highlight=False, soft_wrap=True)
+        elif not r["accepted"]:
             console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)
         if fallback_note(r):
             console.print(

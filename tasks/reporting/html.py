@@ -19,7 +19,15 @@ from tasks.io import read_json, write_text
 from tasks.layout import Layout
 from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
-from tasks.reporting.format import FALLBACKS_SHOWN, fallback_note, title, worst_images
+from tasks.reporting.format import (
+    FALLBACKS_SHOWN,
+    fallback_note,
+    not_applicable,
+    precision_note,
+    rejected,
+    title,
+    worst_images,
+)
 from tasks.reporting.format import fmt as _fmt
 from tasks.reporting.selection import winners
 
@@ -34,7 +42,7 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1300px}
 table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f2f2f2}td.txt,th.txt,td.verdict,th.verdict{text-align:left}
 tr.accepted td.verdict{color:#11632b;font-weight:600}tr.rejected{background:#fdeaea}
-tr.rejected td.verdict{color:#b00020;font-weight:600}tr.winner{background:#fff7d6}
+tr.rejected td.verdict{color:#b00020;font-weight:600}tr.winner{background:#fff7d6}tr.skipped{color:#777}
 .badge{background:#e6b800;color:#000;border-radius:4px;padding:1px 6px;margin-left:6px;font-size:90%}
 figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}
 figcaption{font-size:85%;color:#555;max-width:700px}
@@ -68,6 +76,8 @@ def collect(summary: dict, layout: Layout, model: str = "") -> Extras:
     ex = Extras(model=model)
     for r in summary["rows"]:
         k = r["key"]
+        if r.get("skipped"):  # not applicable to its device: no benchmark or evaluation to read
+            continue
         ex.latency[k] = BenchmarkRecord.read(layout.benchmark_metrics(k)).latency
         par = EvaluateRecord.read(layout.evaluate_metrics(k)).parity
         if par:
@@ -131,22 +141,29 @@ def verdicts(summary: dict) -> str:
     ]
     rows = []
     for r in summary["rows"]:
-        verdict = "✔ accepted" if r["accepted"] else "✘ rejected"
+        verdict = "✔ accepted" if r["accepted"] else "– n/a" if r.get("skipped") else "✘ rejected"
         badge = '<span class="badge">★ winner</span>' if r["key"] in win else ""
         tp = _fmt(r["throughput"]) + (f" ({_e(r['throughput_batch'])})" if r.get("throughput_batch") else "")
-        cls = " ".join(["row", r["verdict"], *(["winner"] if r["key"] in win else [])])
-        note = fallback_note(r)
+        state = "skipped" if r.get("skipped") else r["verdict"]
+        cls = " ".join(["row", state, *(["winner"] if r["key"] in win else [])])
+        note = precision_note(r)
         prec = _e(r["precision"]) + (f'<span class="fallback">⚠ {_e(note)}</span>' if note else "")
         cells = [_e(r["target"]), prec, _e(r["runtime"])] + [
             _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")
         ]
         rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f"<span>{verdict}</span>{badge}"]))
     out = _table(head, rows, text_cols=3, last="verdict")
-    rejected = [r for r in summary["rows"] if not r["accepted"]]
-    if rejected:
+    refused = rejected(summary["rows"])
+    if refused:
         out += (
             "<h3>Why rejected</h3><ul class=reasons>"
-            + "".join(f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in rejected)
+            + "".join(f'<li data-key="{_e(r["key"])}"><b>{_e(r["key"])}</b>: {_e(r["reason"])}</li>' for r in refused)
+            + "</ul>"
+        )
+    if not_applicable(summary):
+        out += (
+            "<h3>Not applicable on the device</h3><ul class=not-applicable>"
+            + "".join(f"<li>{_e(line)}</li>" for line in not_applicable(summary))
             + "</ul>"
         )
     out += "".join(fallbacks(r) for r in summary["rows"])
@@ -197,7 +214,9 @@ def per_target(summary: dict, ex: Extras) -> str:
     win = winners(summary["rows"])
     out = []
     for t in report_plots.targets(summary["rows"]):
-        rows = [r for r in summary["rows"] if r["target"] == t]
+        rows = [r for r in summary["rows"] if r["target"] == t and not r.get("skipped")]
+        if not rows:  # every precision skipped on this target: nothing measured to draw
+            continue
         lat = {r["precision"]: ex.latency.get(r["key"], {}) for r in rows}
         out.append(
             f'<section class="target" id="target-{_e(t)}"><h2>Target {_e(t)}</h2>'
@@ -311,5 +330,6 @@ def write(summary: dict, layout: Layout, model: str = "") -> Path:
     path. On failure neither is left half-written."""
     ex = collect(summary, layout, model)
     page = render(summary, ex)
-    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, layout)
+    built = [r for r in summary["rows"] if not r.get("skipped")]  # a skipped build has no point to plot
+    report_plots.write_data(built, winners(built), ex.latency, layout)
     return write_text(layout.report_html, page)

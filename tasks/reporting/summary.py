@@ -1,5 +1,7 @@
 """The report's summary: one row per target x precision, read from the stages' records (build,
-benchmark, evaluate, quantize), with the FP32 reference and the export facts."""
+benchmark, evaluate, quantize), with the FP32 reference and the export facts. A build that does not
+apply to its device (a skipped record) is a row with ``skipped`` (why), verdict ``n/a`` and no figures:
+never accepted, never rejected."""
 
 from __future__ import annotations
 
@@ -9,7 +11,14 @@ from tasks.config import Config
 from tasks.io import read_json
 from tasks.layout import Layout, key
 from tasks.metrics.task import label, primary
-from tasks.records import BenchmarkRecord, BuildRecord, EvaluateRecord, QuantizeRecord, RecordError
+from tasks.records import (
+    BenchmarkRecord,
+    BuildRecord,
+    EvaluateRecord,
+    QuantizeRecord,
+    RecordError,
+    SkippedRecord,
+)
 
 _NO_LATENCY = dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cv", "throughput"))
 
@@ -49,9 +58,42 @@ def int8_fallbacks(build: BuildRecord) -> dict[str, Any]:
     }
 
 
+# a skipped row's figures: every key a built row has, without a value (readers index some of them)
+_SKIPPED_NONE = (
+    *("runtime_version", "artifact_sha256", "device_fingerprint_sha256", "host", "size_mb", "build_seconds"),
+    *("metric", "value", "reference_value", "drop", "top1_agreement", "worst_class_drop", "worst_image_drop"),
+    *("parity_max_abs", "parity_vs_torch_max_abs", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"),
+    *("latency_cv", "first_inference_ms", "load_ms", "throughput", "throughput_batch", "gflops", "efficiency"),
+    *("speedup_vs_torch", "trtexec_median_ms", "calibrator", "residual_adds", "kept_fp32", "int8_fallbacks"),
+    "emulated",
+)
+_SKIPPED_EMPTY = ("worst_classes", "worst_images", "kept_fp32_layers", "int8_fallback_layers", "int8_fallback_tensors")
+
+
+def skipped_row(k: str, rec: SkippedRecord) -> dict[str, Any]:
+    """The row of a build that does not apply to its device: ``skipped`` (why), verdict ``n/a``."""
+    return {
+        **dict.fromkeys(_SKIPPED_NONE),
+        **{name: [] for name in _SKIPPED_EMPTY},
+        "key": k,
+        "target": rec.target,
+        "precision": rec.precision,
+        "runtime": rec.runtime,
+        "details": {},
+        "unstable": [],
+        "skipped": rec.skipped,
+        "accepted": False,
+        "verdict": "n/a",
+        "reason": "",
+    }
+
+
 def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> dict[str, Any]:
     """One summary row; ``torch``: the target's :func:`torch_baseline`."""
     k = key(target, precision)
+    skipped = SkippedRecord.read_if_skipped(layout.build_metrics(k))
+    if skipped:
+        return skipped_row(k, skipped)
     q = QuantizeRecord.read_if(layout.quantize_metrics(precision))
     b = BuildRecord.read(layout.build_metrics(k))
     bench = BenchmarkRecord.read(layout.benchmark_metrics(k))
@@ -111,6 +153,7 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "kept_fp32": len(kept) if kept is not None else None,
         "kept_fp32_layers": [k_["node"] for k_ in kept or []],
         **fallback,
+        "emulated": b.extra.get("emulated"),  # built without native compute (bench.emulated: measure)
         "accepted": accepted,
         "verdict": "accepted" if accepted else "rejected",
         "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),

@@ -76,7 +76,9 @@ class OpenVinoRuntime(Runtime):
 
     def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
         with agent_errors_as_build_errors():
-            artifact, meta = agent.build_openvino(onnx_path, out_dir, precision, opts.threads, onnx_io_names(onnx_path))
+            artifact, meta = agent.build_openvino(
+                onnx_path, out_dir, precision, opts.threads, onnx_io_names(onnx_path), opts.extra.get("emulated", False)
+            )
         return Built(artifact, meta)
 
     def load(self, artifact: Path, threads: int | None = None) -> Session:

@@ -131,7 +131,8 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
         exp = mlflow.set_experiment(cfg.report.experiment)
         tracking_ui.mark_model_training(mlflow.MlflowClient(), exp)
         run_id, registered = _log_runs(mlflow, cfg, summary, shown)
-    stage.log("report", f"logged MLflow run {run_id} ({len(summary['rows'])} child runs) to {shown}")
+    children = sum(not r.get("skipped") for r in summary["rows"])
+    stage.log("report", f"logged MLflow run {run_id} ({children} child runs) to {shown}")
     for t, v in registered.items():
         stage.log(
             "report",
@@ -160,7 +161,8 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
         for f in (LAYOUT.export_metrics, LAYOUT.parity_metrics):
             mlflow.log_artifact(str(f), "metrics")
         log_report(mlflow)
-        run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"]}
+        # a skipped row (not applicable to its device) has nothing to log: no artifact, no figures
+        run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"] if not r.get("skipped")}
         registered: dict[str, dict] = {}
         if cfg.report.register:
             registered = register_winners(mlflow.MlflowClient(), cfg, summary["rows"], run_ids, tags, shown_uri)
@@ -233,6 +235,8 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
             metrics["int8_fallback_layers"] = r["int8_fallbacks"]
             names = ",".join(r.get("int8_fallback_layers") or r.get("int8_fallback_tensors") or []) or "(none)"
             mlflow.set_tag("int8_fallbacks", names if len(names) <= 4000 else names[:3999] + "…")  # MLflow: 5000 max
+        if r.get("emulated"):  # built without native compute for its precision (bench.emulated: measure)
+            mlflow.set_tag("emulated", r["emulated"][:4999])
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
         mlflow.log_artifacts(str(LAYOUT.build_dir(k)), "build")
         for f in LAYOUT.sensitivity(r["precision"]):

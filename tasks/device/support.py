@@ -1,0 +1,106 @@
+"""Whether a reduced float precision (``bf16``, ``fp16``) runs natively on a target, from its
+fingerprint (``artifacts/probe/<target>.json``), and so whether its build applies.
+
+A precision the device has no native compute for is *emulated*: the runtime converts to FP32 (or
+runs another precision) around every op, so no speed-up is to be expected and the figures would
+mislead. With ``bench.emulated: skip`` (the default) such a build is not made: its stages write a
+skipped record (:class:`tasks.records.SkippedRecord`) that the report shows as "n/a: <why>". With
+``bench.emulated: measure`` it is built and measured, recorded as ``emulated`` and labelled so.
+
+Some builds never apply, whatever ``bench.emulated`` says: bf16 on ONNX Runtime (its CPU provider
+has no bf16 kernels and no bf16 inference precision, so it would run the FP32 model: a duplicate of
+fp32 under another name) and on TensorRT (EdgeForge's TensorRT recipes have no bf16 yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Flags as the probe records them (/proc/cpuinfo names). x86: AVX512_BF16 (Cooper Lake, Zen 4+) and
+# AMX_BF16 (Sapphire Rapids+) multiply bf16 pairs into FP32 accumulators; AVX512_FP16 (Sapphire
+# Rapids+) and AMX_FP16 (Granite Rapids) compute in FP16. Arm: "bf16" (Armv8.6 BFDOT/BFMMLA),
+# "fphp"/"asimdhp" (Armv8.2 FP16 scalar/vector arithmetic).
+# TODO(issue 16): read these through tasks.device.isa (native_bf16, native_fp16) once it is merged.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+FP16_FLAGS = ("avx512_fp16", "amx_fp16", "asimdhp", "fphp")
+EMULATED = ("skip", "measure")
+
+
+def _flags(fp: dict[str, Any]) -> set[str]:
+    return set(((fp.get("cpu") or {}).get("flags")) or [])
+
+
+def native_bf16(fp: dict[str, Any]) -> bool:
+    """The CPU computes in bf16 (AVX512_BF16, AMX_BF16, Arm bf16)."""
+    return bool(_flags(fp) & set(BF16_FLAGS))
+
+
+def native_fp16(fp: dict[str, Any]) -> bool:
+    """The CPU computes in FP16 (AVX512_FP16, AMX_FP16, Arm FP16 arithmetic)."""
+    return bool(_flags(fp) & set(FP16_FLAGS))
+
+
+def _is_arm(fp: dict[str, Any]) -> bool:
+    return str(fp.get("arch") or "").lower() in ("aarch64", "arm64", "armv8l")
+
+
+@dataclass(frozen=True)
+class Support:
+    """``skipped``: why the build does not apply and what to do (None: build it); ``emulated``: why
+    it is emulated (built anyway: ``bench.emulated: measure``), else None."""
+
+    skipped: str | None = None
+    emulated: str | None = None
+
+
+def _cpu(fp: dict[str, Any]) -> str:
+    return (fp.get("cpu") or {}).get("model") or "this device's CPU"
+
+
+def _emulated_reason(fp: dict[str, Any], runtime: str, precision: str) -> str | None:
+    """Why ``precision`` is emulated by ``runtime`` on the device, or None when it runs natively."""
+    cpu = _cpu(fp)
+    if precision == "bf16":
+        if runtime == "openvino" and not native_bf16(fp):
+            return (
+                f"{cpu} has no native bf16 compute (AVX512_BF16, AMX_BF16 or Arm bf16): OpenVINO runs bf16 in "
+                "f32 (emulated: no speed-up expected)"
+            )
+        return None
+    if precision != "fp16" or runtime == "tensorrt":  # TensorRT: GPUs compute in FP16 natively
+        return None
+    if runtime == "openvino" and not native_fp16(fp):
+        return (
+            f"{cpu} has no native FP16 compute (AVX512_FP16, AMX_FP16 or Arm FP16): OpenVINO runs fp16 builds "
+            "in f32, or in bf16 where the CPU has it (emulated: no speed-up expected)"
+        )
+    if runtime == "onnxruntime" and not fp.get("gpu") and not (_is_arm(fp) and native_fp16(fp)):
+        # ORT's CPU provider has FP16 kernels (MLAS) on Arm with FP16 arithmetic only; elsewhere it
+        # inserts Casts around FP32 kernels, whatever the CPU (AVX512_FP16 included)
+        return (
+            f"ONNX Runtime's CPU provider has no FP16 kernels on {cpu}: it casts to FP32 around most ops "
+            "(emulated: no speed-up expected)"
+        )
+    return None
+
+
+def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "skip") -> Support:
+    """Whether ``precision`` applies to a target running ``runtime`` with fingerprint ``fp``;
+    ``emulated``: ``bench.emulated`` (skip or measure), what to do with an emulated precision."""
+    if precision == "bf16" and runtime == "onnxruntime":
+        return Support(
+            skipped="ONNX Runtime's CPU provider has no bf16 kernels (it would run the FP32 model): build bf16 "
+            "for an OpenVINO target instead (e.g. build.targets=[local,local_openvino])"
+        )
+    if precision == "bf16" and runtime == "tensorrt":
+        return Support(
+            skipped="EdgeForge's TensorRT recipes build fp32, fp16 and int8 only (no --bf16 yet): "
+            "build fp16 for this target"
+        )
+    why = _emulated_reason(fp, runtime, precision)
+    if why is None:
+        return Support()
+    if emulated == "measure":
+        return Support(emulated=why)
+    return Support(skipped=f"{why}; set bench.emulated: measure to build and measure it anyway")
