@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(rec, SkippedRecord):
             stage.log(f"build@{k}", f"n/a: {rec.skipped}")
             return
-        emulated = f" (emulated: {rec.extra['emulated']})" if rec.extra.get("emulated") else ""
+        emulated = f"; {rec.extra['emulated']}" if rec.extra.get("emulated") else ""
         stage.log(
             f"build@{k}",
             f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s{emulated}",
