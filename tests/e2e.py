@@ -10,8 +10,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Short benchmarks: behaviour is under test here, not speed.
-FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.offline_batch_sizes=[8]"]
+# Short benchmarks: behaviour is under test here, not speed. Emulated precisions (fp16 where the CPU
+# has no FP16 compute) are built and measured, so that the same rows exist whatever the CPU; the
+# skip of bench.emulated's default is tested in tests/tasks/test_bf16.py.
+FAST = [
+    "bench.min_duration_s=0.2",
+    "bench.warmup_s=0.05",
+    "bench.offline_batch_sizes=[8]",
+    "bench.emulated=measure",
+]
 
 
 def env() -> dict[str, str]:
