@@ -330,6 +330,5 @@ def write(summary: dict, layout: Layout, model: str = "") -> Path:
     path. On failure neither is left half-written."""
     ex = collect(summary, layout, model)
     page = render(summary, ex)
-    built = [r for r in summary["rows"] if not r.get("skipped")]  # a skipped build has no point to plot
-    report_plots.write_data(built, winners(built), ex.latency, layout)
+    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, layout)
     return write_text(layout.report_html, page)

@@ -50,7 +50,8 @@ def batch(latency: dict) -> str | None:
 
 
 def pareto_rows(rows: list[dict], winners: dict[str, dict]) -> list[dict]:
-    """One record per summary row, in :data:`PARETO_FIELDS` (latency None when unmeasured)."""
+    """One record per summary row, in :data:`PARETO_FIELDS` (latency None when unmeasured); a
+    skipped row (the build does not apply to its device) has no point."""
     on_front = {r["key"] for t in targets(rows) for r in pareto_front([x for x in rows if x["target"] == t])}
     win = {w["key"] for w in winners.values()}
     return [
@@ -65,6 +66,7 @@ def pareto_rows(rows: list[dict], winners: dict[str, dict]) -> list[dict]:
             "winner": r["key"] in win,
         }
         for r in rows
+        if not r.get("skipped")
     ]
 
 
@@ -84,8 +86,9 @@ def _csv(path: Path, fields: list[str], records: list[dict]) -> None:
 
 
 def write_data(rows: list[dict], winners: dict[str, dict], latency: dict[str, dict], layout: Layout) -> Path:
-    """The layout's ``pareto.csv`` (every row) and ``latency/<target>.csv`` (one column per
-    precision) in its plots folder, all or nothing; ``latency``: ``{key: benchmark["latency"]}``.
+    """The layout's ``pareto.csv`` (every built row) and ``latency/<target>.csv`` (one column per
+    precision, empty for a skipped one: ``dvc.yaml``'s plots name every precision) in its plots
+    folder, all or nothing; ``latency``: ``{key: benchmark["latency"]}``.
     Returns the plots folder."""
     out = layout.plots_dir
     with atomic_dir(out) as tmp:

@@ -189,6 +189,8 @@ def test_skipped_build_flows_through_benchmark_evaluate_and_report_never_a_winne
     assert 'class="row skipped" data-key="local-bf16"' in page and "Not applicable on the device" in page
     pareto = (LAYOUT.pareto_csv).read_text()
     assert "local-fp32" in pareto and "local-bf16" not in pareto
+    curves = (LAYOUT.latency_plots / "local.csv").read_text().splitlines()  # dvc.yaml's y names every precision
+    assert curves[0] == "percentile,fp32,fp16,bf16" and all(line.endswith(",") for line in curves[1:])
 
     from mlflow import MlflowClient
 
