@@ -1,8 +1,8 @@
 """OpenVINO fp32 vs bf16 (vs fp16 as this CPU runs it) on one model, side by side, through the
 pipeline's own build and session code (``tasks.agent.agent.build_openvino`` / ``OvModel``).
 
-Per precision it prints what the CPU plugin really executed (inference precision, runtime
-precisions), the largest |output - ONNX Runtime FP32| (absolute, and relative to the largest
+Per precision it prints what the CPU plugin really executed (inference precision, the precisions
+its compute layers ran in), the largest |output - ONNX Runtime FP32| (absolute, and relative to the largest
 |FP32 output|: what ``parity.artifact.<family>`` judges), and the batch-1 p50 of interleaved
 rounds (the order of the builds alternates from round to round, so drift hits them all), with its
 ratio to fp32. The model is ResNet-18 (bench/resnet18.py, random seeded weights: the figures are
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             models[p] = agent.OvModel(art)
             got = next(iter(models[p].infer(x).values()))
             err = float(np.max(np.abs(got - want)))
-            facts[p] = (meta["inference_precision"], meta["runtime_precisions"], err, err / float(np.max(np.abs(want))))
+            facts[p] = (meta["inference_precision"], meta["compute_precisions"], err, err / float(np.max(np.abs(want))))
         one = x[:1].copy()
         p50 = {p: [] for p in PRECISIONS}
         for r in range(args.rounds):
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {cpu_model()} ({fp['cpu']['cores']} cores; flags {' '.join(fp['cpu']['flags'])})")
     print(f"model: {args.onnx or 'ResNet-18 (random weights)'}, OpenVINO {agent.runtime_version('openvino')}")
     print(
-        f"{'build':6} {'executes':9} {'max|d| vs ORT FP32':>19} {'relative':>9} {'p50 ms b1':>10} {'x fp32':>7}  runtime precisions"
+        f"{'build':6} {'executes':9} {'max|d| vs ORT FP32':>19} {'relative':>9} {'p50 ms b1':>10} {'x fp32':>7}  compute precisions"
     )
     base = statistics.median(p50["fp32"])
     for p in PRECISIONS:

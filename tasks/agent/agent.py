@@ -366,11 +366,20 @@ def _ov_dims(shape) -> list | None:
     return [d.get_length() if d.is_static else "?" for d in shape]
 
 
-def ov_runtime_precisions(compiled) -> dict:
-    """``{precision: count}`` of the ops the plugin executes, e.g. ``{"FP32": 40, "I8": 12}``."""
+#: runtime-model layers that hold or move data rather than compute: an FP16 weight constant (fp16's
+#: compressed IR) or a reorder into bf16 says nothing about the precision the model computes in
+OV_DATA_LAYERS = ("Const", "Input", "Output", "Parameter", "Result", "Reorder", "Convert")
+
+
+def ov_runtime_precisions(compiled, compute_only: bool = False) -> dict:
+    """``{precision: count}`` of the ops the plugin executes, e.g. ``{"FP32": 40, "I8": 12}``; with
+    ``compute_only``, of the layers that compute (not :data:`OV_DATA_LAYERS`)."""
     infos = (op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops())
     counts = collections.Counter(
-        str(i["runtimePrecision"].astype(str)).upper() for i in infos if "runtimePrecision" in i
+        str(i["runtimePrecision"].astype(str)).upper()
+        for i in infos
+        if "runtimePrecision" in i
+        and not (compute_only and "layerType" in i and str(i["layerType"].astype(str)) in OV_DATA_LAYERS)
     )
     return dict(sorted(counts.items()))
 
@@ -404,6 +413,7 @@ def build_openvino(
     except AgentError as e:
         raise AgentError(e.kind, f"openvino converted {onnx_path} but cannot compile it for {OV_DEVICE}: {e}") from e
     ops, weights = ov_runtime_precisions(compiled), out.with_suffix(".bin")
+    compute = ov_runtime_precisions(compiled, compute_only=True)
     meta = {
         "device": OV_DEVICE,
         "weights_file": weights.name,
@@ -411,6 +421,7 @@ def build_openvino(
         "size_bytes": out.stat().st_size + weights.stat().st_size,
         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
         "runtime_precisions": ops,
+        "compute_precisions": compute,
         "int8_ops": ops.get("I8", 0) + ops.get("U8", 0),
     }
     if precision.startswith("int8-") and meta["int8_ops"] == 0:
@@ -419,17 +430,17 @@ def build_openvino(
             f"openvino compiled {onnx_path} with no op executing in int8 (runtime "
             f"precisions {ops}): its Q/DQ nodes were not turned into int8 kernels",
         )
-    if precision == "bf16" and not emulated and not ops.get("BF16"):
+    if precision == "bf16" and not emulated and not compute.get("BF16"):
         raise AgentError(
             "failed",
-            f"openvino compiled {onnx_path} with INFERENCE_PRECISION_HINT bf16 but no op executes in BF16 "
-            f"(runtime precisions {ops}; the plugin's capabilities: {ov_capabilities()}): this CPU plugin has "
+            f"openvino compiled {onnx_path} with INFERENCE_PRECISION_HINT bf16 but no op computes in BF16 "
+            f"(compute precisions {compute}; the plugin's capabilities: {ov_capabilities()}): this CPU plugin has "
             "no bf16 kernels here; leave bf16 out of build.precisions for this target, or set "
             "bench.emulated: measure to build and measure it anyway",
         )
-    if precision == "fp16" and hint == "f16" and not (ops.get("F16") or ops.get("FP16")):
+    if precision == "fp16" and hint == "f16" and not (compute.get("F16") or compute.get("FP16")):
         meta["emulated"] = (
-            f"OpenVINO ran no op in f16 despite the f16 hint (runtime precisions {ops}; capabilities "
+            f"OpenVINO computed no op in f16 despite the f16 hint (compute precisions {compute}; capabilities "
             f"{ov_capabilities()}): no speed-up expected from fp16"
         )
     return out, meta

@@ -128,7 +128,7 @@ def test_openvino_bf16_build_runs_bf16_where_this_cpu_computes_in_bf16(tmp_path)
         got = agent.OvModel(art).infer(x)["logits"]  # the hint is read back from the IR
         tol = Config().parity.artifact[family(precision)]
         np.testing.assert_allclose(got, want, atol=tol.atol, rtol=tol.rtol)
-    assert builds["bf16"]["inference_precision"] == "bf16" and builds["bf16"]["runtime_precisions"].get("BF16")
+    assert builds["bf16"]["inference_precision"] == "bf16" and builds["bf16"]["compute_precisions"].get("BF16")
     # without the hint an fp32 build here would run bf16 too: it is pinned to f32
     assert builds["fp32"]["inference_precision"] == "f32" and "BF16" not in builds["fp32"]["runtime_precisions"]
 
