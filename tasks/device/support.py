@@ -45,6 +45,18 @@ def _is_arm(fp: dict[str, Any]) -> bool:
     return str(fp.get("arch") or "").lower() in ("aarch64", "arm64", "armv8l")
 
 
+def _slow_fp16_gpu(fp: dict[str, Any]) -> str | None:
+    """Why a TensorRT fp16 build is emulated: every GPU is SM 6.1 (GTX 10x0, Tesla P4/P40), whose
+    FP16 arithmetic runs at 2 results per clock per SM against FP32's 128 (CUDA C++ Programming
+    Guide, "Arithmetic Instructions" throughput table; TensorRT's ``platformHasFastFp16()`` is
+    false there). Every other GPU TensorRT supports computes FP16 at least as fast as FP32."""
+    gpus = [g for g in fp.get("gpu") or [] if isinstance(g, dict)]
+    if not gpus or any(str(g.get("compute_capability")).strip() != "6.1" for g in gpus):
+        return None
+    names = ", ".join(f"{g.get('name')} (SM 6.1)" for g in gpus)
+    return f"{names} computes FP16 at 1/64 of its FP32 rate (emulated: no speed-up expected)"
+
+
 @dataclass(frozen=True)
 class Support:
     """``skipped``: why the build does not apply and what to do (None: build it); ``emulated``: why
@@ -68,21 +80,26 @@ def _emulated_reason(fp: dict[str, Any], runtime: str, precision: str) -> str | 
                 "f32 (emulated: no speed-up expected)"
             )
         return None
-    if precision != "fp16" or runtime == "tensorrt":  # TensorRT: GPUs compute in FP16 natively
+    if precision != "fp16":
         return None
+    if runtime == "tensorrt":
+        return _slow_fp16_gpu(fp)
     if runtime == "openvino" and not native_fp16(fp):
         return (
             f"{cpu} has no native FP16 compute (AVX512_FP16, AMX_FP16 or Arm FP16): OpenVINO runs fp16 builds "
             "in f32, or in bf16 where the CPU has it (emulated: no speed-up expected)"
         )
-    if runtime == "onnxruntime" and not fp.get("gpu") and not (_is_arm(fp) and native_fp16(fp)):
-        # ORT's CPU provider has FP16 kernels (MLAS) on Arm with FP16 arithmetic only; elsewhere it
-        # inserts Casts around FP32 kernels, whatever the CPU (AVX512_FP16 included)
-        return (
-            f"ONNX Runtime's CPU provider has no FP16 kernels on {cpu}: it casts to FP32 around most ops "
-            "(emulated: no speed-up expected)"
-        )
-    return None
+    if runtime != "onnxruntime":
+        return None
+    if fp.get("gpu"):  # ORT's CUDA/TensorRT providers compute FP16 on the GPU
+        return _slow_fp16_gpu(fp)
+    if _is_arm(fp) and native_fp16(fp):  # MLAS has FP16 kernels on Arm with FP16 arithmetic
+        return None
+    # elsewhere the CPU provider inserts Casts around FP32 kernels, whatever the CPU (AVX512_FP16 too)
+    return (
+        f"ONNX Runtime's CPU provider has no FP16 kernels on {cpu}: it casts to FP32 around most ops "
+        "(emulated: no speed-up expected)"
+    )
 
 
 def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "skip") -> Support:

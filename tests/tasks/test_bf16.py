@@ -41,6 +41,7 @@ ORIN = {  # Jetson AGX Orin: Cortex-A78AE (FP16 arithmetic, no bf16) + an SM 8.7
     "cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "flags": ["asimd", "asimddp", "asimdhp", "fphp"]},
     "gpu": [{"name": "Orin", "compute_capability": "8.7"}],
 }
+GTX1070 = {**AVX2_ONLY, "gpu": [{"name": "NVIDIA GeForce GTX 1070", "compute_capability": "6.1"}]}
 CPUS = {
     "sapphire_rapids": SAPPHIRE_RAPIDS,
     "zen4": ZEN4,
@@ -48,6 +49,7 @@ CPUS = {
     "graviton3": GRAVITON3,
     "a72": CORTEX_A72,
     "orin": ORIN,
+    "gtx1070": GTX1070,  # a desktop with a Pascal GPU: FP16 at 1/64 of FP32
 }
 # (runtime, precision) -> the CPUs that run it natively; every other CPU emulates it
 NATIVE = {
@@ -55,7 +57,7 @@ NATIVE = {
     ("openvino", "fp16"): {"sapphire_rapids", "graviton3", "orin"},
     # ORT's CPU provider: FP16 kernels on Arm with FP16 arithmetic only; a GPU (CUDA EP) computes FP16
     ("onnxruntime", "fp16"): {"graviton3", "orin"},
-    ("tensorrt", "fp16"): set(CPUS),
+    ("tensorrt", "fp16"): set(CPUS) - {"gtx1070"},
 }
 
 
