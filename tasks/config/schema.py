@@ -398,10 +398,15 @@ class Eval:
 class Report:
     experiment: str = f("edgeforge", "MLflow experiment name")
     tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
+    winner_by: Literal["p50", "p99", "throughput", "size"] = f(
+        "p50",
+        "what makes a device's winner among its accepted builds (every runtime on the device competes): "
+        "p50 | p99 (lowest single-stream latency), throughput (highest offline), size (smallest artifact)",
+    )
     register: bool = f(
         True,
-        "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
-        "the MLflow registered model, with the target's name as alias",
+        "register each device's winning build (report.winner_by) as a version of "
+        "the MLflow registered model, with the device's name as alias (local: this machine)",
     )
     registered_model: str | None = f(
         None,
