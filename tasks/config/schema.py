@@ -295,9 +295,13 @@ class Bench:
         "MLPerf-style offline scenario: batch sizes whose throughput "
         "(samples/s) is measured, every sample available at once",
     )
-    warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
-    min_duration_s: float = f(3.0, "measure at least this long, seconds")
-    min_iterations: int = f(10, "and at least this many iterations")
+    warmup_s: float = f(0.1, "warm-up time before measuring, seconds")
+    min_duration_s: float = f(
+        0.5,
+        "measure at least this long, seconds (0.5 s is thousands of calls of a small model; "
+        "3, as trtexec, for a device's thermal steady state)",
+    )
+    min_iterations: int = f(20, "and at least this many iterations")
     max_cv: float = f(
         0.025,
         "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
