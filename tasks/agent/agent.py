@@ -875,7 +875,7 @@ OPTIONAL = {
     "plugins": None,
     "sizes": [256, 512],
     "layers": 4,
-    "budget_s": 0.8,
+    "budget_s": 0.5,
 }
 
 
