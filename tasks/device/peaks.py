@@ -104,25 +104,28 @@ def _arm_fp32(fp: dict[str, Any]) -> tuple[int, str] | str:
     return f"Arm core part {part or '(none)'} is not in EdgeForge's table (tasks/device/peaks.py ARM_CORES)"
 
 
+def _half(fp: dict[str, Any], fam: str, fp32: int) -> tuple[int | None, str]:
+    """bf16 or fp16: AMX tiles, else native vectors at twice the FP32 rate, else (fp16) the FP32 rate."""
+    arm = isa.is_arm(fp)
+    amx, native = ("amx_bf16", isa.native_bf16(fp)) if fam == "bf16" else ("amx_fp16", isa.native_fp16(fp))
+    how = {
+        "bf16": "Arm BFDOT" if arm else "AVX512_BF16 VDPBF16PS",
+        "fp16": "Arm FP16 vectors (asimdhp)" if arm else "AVX512-FP16",
+    }[fam]
+    if amx in isa.flags(fp):
+        return AMX_BF16_FLOPS, f"{AMX_BF16_FLOPS} {fam.upper()} FLOP/cycle (AMX tiles, Intel's BF16 figure)"
+    if native:
+        return 2 * fp32, f"{2 * fp32} {fam.upper()} FLOP/cycle ({how}: two 16-bit products per FP32 lane)"
+    if fam == "bf16":
+        return None, "no native BF16 arithmetic (no AVX512_BF16, AMX or Arm BF16): bf16 does not run here"
+    return fp32, f"{fp32} FLOP/cycle: no native FP16 arithmetic, FP16 runs at best at the FP32 rate"
+
+
 def _per_cycle(fp: dict[str, Any], fp32: int, fp32_why: str) -> dict[str, tuple[int | None, str]]:
     """Per family: (FLOP or OP per cycle per core, or None; why)."""
     out = {"fp32": (fp32, f"{fp32} FP32 FLOP/cycle ({fp32_why})")}
-    f = isa.flags(fp)
-    if "amx_bf16" in f:
-        out["bf16"] = (AMX_BF16_FLOPS, f"{AMX_BF16_FLOPS} BF16 FLOP/cycle (AMX tiles, Intel's figure)")
-    elif isa.native_bf16(fp):
-        how = "AVX512_BF16 VDPBF16PS" if not isa.is_arm(fp) else "Arm BFDOT"
-        out["bf16"] = (2 * fp32, f"{2 * fp32} BF16 FLOP/cycle ({how}: two bf16 products per FP32 lane)")
-    else:
-        out["bf16"] = (None, "no native BF16 arithmetic (no AVX512_BF16, AMX or Arm BF16): bf16 does not run here")
-    if "amx_fp16" in f:
-        out["fp16"] = (AMX_BF16_FLOPS, f"{AMX_BF16_FLOPS} FP16 FLOP/cycle (AMX-FP16 tiles, BF16's rate)")
-    elif isa.native_fp16(fp):
-        how = "AVX512-FP16" if not isa.is_arm(fp) else "Arm FP16 vectors (asimdhp)"
-        out["fp16"] = (2 * fp32, f"{2 * fp32} FP16 FLOP/cycle ({how}: twice the FP32 lanes)")
-    else:
-        out["fp16"] = (fp32, f"{fp32} FLOP/cycle: no native FP16 arithmetic, FP16 runs at best at the FP32 rate")
-    if "amx_int8" in f:
+    out["bf16"], out["fp16"] = _half(fp, "bf16", fp32), _half(fp, "fp16", fp32)
+    if "amx_int8" in isa.flags(fp):
         out["int8"] = (AMX_INT8_OPS, f"{AMX_INT8_OPS} INT8 OP/cycle (AMX tiles, Intel's figure)")
     elif isa.has_vnni(fp):
         out["int8"] = (4 * fp32, f"{4 * fp32} INT8 OP/cycle (VNNI VPDPBUSD: 4 u8xs8 products per FP32 lane)")

@@ -108,15 +108,14 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
         "nominal": {"fp32": {"gflops": 1e-6, "basis": "tiny"}, "int8": {"gflops": None, "basis": "unknown clock"}},
         "measured": {"fp32": {"gflops": 1e9, "runtime_precision": "fp32"}, "int8": {"skipped": "no kernel"}},
     }
-    res = benchmark.run(
-        from_dict(Config, params),
-        "local",
-        fp32_artifact,
-        prepared / "eval",
-        log=lines.append,
-        onnx_path=exported,
-        peak=peak,
-    ).to_json()
+
+    def bench(precision="fp32", log=lambda m: None):
+        cfg = from_dict(Config, params)
+        return benchmark.run(
+            cfg, "local", fp32_artifact, prepared / "eval", log, precision, onnx_path=exported, peak=peak
+        ).to_json()
+
+    res = bench(log=lines.append)
     assert set(res["latency"]) == {"b1", "b4", "b8"}
     ss = res["single_stream"]
     assert (
@@ -140,26 +139,9 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     assert res["accepted"] is True and res["max_p99_ms"] is None
     # the user's override replaces the nominal peak; a family with no peak gets no efficiency
     params["target"]["local"]["peak_gflops"] = {"fp32": 1e9}
-    res = benchmark.run(
-        from_dict(Config, params),
-        "local",
-        fp32_artifact,
-        prepared / "eval",
-        log=lambda m: None,
-        onnx_path=exported,
-        peak=peak,
-    ).to_json()
+    res = bench()
     assert "user override" in res["roofline"]["nominal_peak"]["basis"] and res["roofline"]["efficiency_error"] is None
-    res8 = benchmark.run(
-        from_dict(Config, params),
-        "local",
-        fp32_artifact,
-        prepared / "eval",
-        log=lambda m: None,
-        precision="int8-minmax",
-        onnx_path=exported,
-        peak=peak,
-    ).to_json()
+    res8 = bench("int8-minmax")
     roof8 = res8["roofline"]
     assert roof8["family"] == "int8" and roof8["efficiency_nominal"] is None and roof8["efficiency_measured"] is None
 
