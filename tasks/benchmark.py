@@ -109,14 +109,14 @@ def executed_family(precision: str, build: dict | None) -> str:
 
 
 def peaks_for(fam: str, peak_record: dict | None, override: float | None, target_name: str) -> tuple:
-    """``(nominal, measured)`` peaks of ``fam`` (``{"gflops", "basis"...}`` or None): the nominal one
-    from ``peak@<target>`` unless ``target.<name>.peak_gflops`` overrides it."""
+    """``(nominal, measured)`` peaks of ``fam`` as ``peak@<target>`` recorded them (``{"gflops", "basis"}``,
+    gflops None with the reason in ``basis``; ``{"gflops", "runtime_precision", ...}`` or ``{"skipped": why}``),
+    None without a record; ``target.<name>.peak_gflops`` overrides the nominal one."""
     rec = peak_record or {}
     nom = (rec.get("nominal") or {}).get(fam)
     if override:
         nom = {"gflops": override, "basis": f"target.{target_name}.peak_gflops.{fam} (user override)"}
-    meas = (rec.get("measured") or {}).get(fam)
-    return (nom if nom and nom.get("gflops") else None), (meas if meas and meas.get("gflops") else None)
+    return nom, (rec.get("measured") or {}).get(fam)
 
 
 def roofline(flops_per_sample: float, latency: dict, fam: str, nominal: dict | None, measured: dict | None) -> dict:
@@ -129,7 +129,7 @@ def roofline(flops_per_sample: float, latency: dict, fam: str, nominal: dict | N
     for kind, peak in (("nominal", nominal), ("measured", measured)):
         out[f"{kind}_peak"] = peak
         out[f"efficiency_{kind}"] = None
-        if peak is None:
+        if not (peak or {}).get("gflops"):
             continue
         g = peak["gflops"]
         out[f"efficiency_{kind}"] = {bs: a / g if a <= g else None for bs, a in achieved.items()}

@@ -150,6 +150,8 @@ def test_efficiency_above_100_percent_is_an_error_not_a_figure():
         "b8: measured 1000.0 GFLOP/s exceeds the nominal int8 peak 400.0: the peak or the FLOP count is wrong"
     )
     assert roofline(1e9, lat, "fp32", None, None)["efficiency_error"] is None
+    none = roofline(1e9, lat, "bf16", {"gflops": None, "basis": "unknown clock"}, {"skipped": "no bf16 here"})
+    assert none["efficiency_nominal"] is None and none["measured_peak"] == {"skipped": "no bf16 here"}
 
 
 def test_the_peak_of_the_family_the_build_executed_applies():
@@ -158,6 +160,7 @@ def test_the_peak_of_the_family_the_build_executed_applies():
     assert executed_family("int8-minmax", {"inference_precision": "f32"}) == "int8"
     assert executed_family("fp16", None) == "fp16"
     rec = {"nominal": {"bf16": {"gflops": None, "basis": "unknown clock"}}, "measured": {"bf16": {"gflops": 5.0}}}
-    assert peaks_for("bf16", rec, None, "t") == (None, {"gflops": 5.0})
+    assert peaks_for("bf16", rec, None, "t") == ({"gflops": None, "basis": "unknown clock"}, {"gflops": 5.0})
+    assert peaks_for("bf16", None, None, "t") == (None, None)
     nom, _ = peaks_for("bf16", rec, 7.0, "t")
     assert nom == {"gflops": 7.0, "basis": "target.t.peak_gflops.bf16 (user override)"}
