@@ -753,13 +753,12 @@ def gemm_onnx(n: int, layers: int, family: str, np) -> bytes:
     return _pb(1, 8) + _pb(8, _pb(1, "") + _pb(2, 13)) + _pb(7, body)
 
 
-#: per runtime: family -> (the runtime's precision, what to check first); OpenVINO's from its CPU plugin
+#: per runtime: family -> the precision it runs the GEMM in (OpenVINO's INFERENCE_PRECISION_HINT names;
+#: ORT's fp16 is the fp16 model as its CPU provider runs it, with casts to fp32 where it lacks fp16 kernels)
 PEAK_PRECISIONS = {
     "onnxruntime": {"fp32": "fp32", "fp16": "fp16", "int8": "u8s8"},
     "openvino": {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "u8s8"},
 }
-
-
 PEAK_PASSES = 2
 
 
@@ -783,7 +782,10 @@ def _peak_session(runtime: str, family: str, model: bytes, threads: int, folder:
     (folder / "gemm.onnx").write_bytes(model)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     config["INFERENCE_PRECISION_HINT"] = "f32" if family == "int8" else hint
-    compiled = core.compile_model(core.read_model(str(folder / "gemm.onnx")), OV_DEVICE, config)
+    try:
+        compiled = core.compile_model(core.read_model(str(folder / "gemm.onnx")), OV_DEVICE, config)
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses with its own text
+        return f"OpenVINO cannot compile the {family} GEMM for {OV_DEVICE}: {_first_line(e)}"
     ran = ov_runtime_precisions(compiled)
     want = ("I8", "U8") if family == "int8" else (hint.upper(),)
     if not any(ran.get(p) for p in want):
