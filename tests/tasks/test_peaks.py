@@ -11,6 +11,7 @@ from tasks.agent import agent
 from tasks.benchmark import executed_family, peaks_for, roofline
 from tasks.device import isa
 from tasks.device.peaks import FAMILIES, nominal
+from tests.conftest import write_params
 
 
 def _fp(model, vendor, family, model_id, mhz, cores, flags, arch="x86_64", **extra):
@@ -164,3 +165,22 @@ def test_the_peak_of_the_family_the_build_executed_applies():
     assert peaks_for("bf16", None, None, "t") == (None, None)
     nom, _ = peaks_for("bf16", rec, 7.0, "t")
     assert nom == {"gflops": 7.0, "basis": "target.t.peak_gflops.bf16 (user override)"}
+
+
+def test_peak_stage_writes_nominal_peaks_and_fails_cleanly_without_a_fingerprint(params, capsys):
+    from tasks import peak
+    from tasks.io import read_json, write_json
+    from tasks.layout import LAYOUT
+
+    params["target"]["orin"] = {"transport": "ssh", "runtime": "tensorrt", "host": "orin.local"}
+    write_params(params)
+    with pytest.raises(SystemExit) as e:
+        peak.main(["--target", "orin"])
+    assert e.value.code == 1 and not LAYOUT.peak("orin").exists()
+    assert "no fingerprint for target 'orin'" in capsys.readouterr().err
+    write_json(LAYOUT.fingerprint("orin"), {**AGX_ORIN, "fingerprint_sha256": "abc"})
+    peak.main(["--target", "orin"])  # TensorRT: the data-sheet peaks, nothing timed on the device
+    rec = read_json(LAYOUT.peak("orin"))
+    assert rec["fingerprint_sha256"] == "abc" and rec["runtime"] == "tensorrt"
+    assert rec["nominal"]["int8"]["gflops"] == pytest.approx(16 * 4096 * 1.3)
+    assert all("no GEMM kernel for tensorrt" in m["skipped"] for m in rec["measured"].values())
