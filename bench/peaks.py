@@ -22,6 +22,7 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def main() -> None:
     print(
         f"     {cpu.get('physical_cores')} physical cores, nominal clock {cpu.get('mhz_nominal')} MHz, flags {cpu['flags']}"
     )
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (on a busy machine the figures say how busy it was)")
     with tempfile.TemporaryDirectory() as tmp:
         td = Path(tmp)
         before = measured_peaks(a.threads, td)
@@ -137,6 +139,7 @@ def main() -> None:
         flops = count_flops(onnx_path)["per_sample"]
         p50 = latencies(models, images, a.batch_sizes, a.rounds, a.min_s, a.threads)
         after = measured_peaks(a.threads, td)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print_peaks(fp, before, after)
     print(
         f"\nResNet-18: {flops / 1e9:.3f} GFLOP/sample; median p50 of {a.rounds} interleaved round(s), {a.min_s} s each"
