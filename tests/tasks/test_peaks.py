@@ -184,3 +184,15 @@ def test_peak_stage_writes_nominal_peaks_and_fails_cleanly_without_a_fingerprint
     assert rec["fingerprint_sha256"] == "abc" and rec["runtime"] == "tensorrt"
     assert rec["nominal"]["int8"]["gflops"] == pytest.approx(16 * 4096 * 1.3)
     assert all("no GEMM kernel for tensorrt" in m["skipped"] for m in rec["measured"].values())
+
+
+def test_the_summary_shows_a_roofline_error_instead_of_a_percentage():
+    from tasks.reporting.format import cell, columns, roofline_lines
+
+    bad = {"key": "local-fp32", "efficiency": None, "efficiency_nominal": None, "efficiency_error": "b1: measured"}
+    good = {"key": "local-int8", "efficiency": 41.5, "efficiency_nominal": None, "efficiency_error": None}
+    summary = {"rows": [bad, good]}
+    assert cell(bad, "efficiency") == "error" and cell(good, "efficiency") == "41.50"
+    assert roofline_lines(summary) == ["local-fp32: roofline error: b1: measured"]
+    # no row has a nominal figure (no stable clock): that column is left out
+    assert "efficiency_nominal" not in dict(columns(summary)) and "efficiency" in dict(columns(summary))
