@@ -37,7 +37,7 @@ from prefect.tasks import exponential_backoff
 from flows.dvc_graph import Stage, StageFailed, Workspace, read
 from tasks.layout import Layout
 
-DEVICE_FAMILIES = ("probe", "build", "benchmark", "evaluate")  # the stages that talk to a target
+DEVICE_FAMILIES = ("probe", "peak", "build", "benchmark", "evaluate")  # the stages that talk to a target
 TIMEOUT_S = {"prepare": 4 * 3600.0, "build": 2 * 3600.0, "quantize": 2 * 3600.0}  # others: DEFAULT_TIMEOUT_S
 DEFAULT_TIMEOUT_S = 3600.0
 HOST_SLOT = "edgeforge-host"

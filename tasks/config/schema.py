@@ -280,8 +280,8 @@ class Target:
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
     peak_gflops: dict[str, float] = f(
         {},
-        "the device's peak GFLOP/s by precision family (fp32, fp16, int8), for "
-        "roofline efficiency (achieved / peak); a family left out is not reported",
+        "overrides the nominal peak GFLOP/s (int8: GOP/s) by precision family (fp32, bf16, fp16, int8) that "
+        "stage peak@<target> derives from the fingerprint; the measured peak is reported beside it",
     )
 
 

@@ -18,7 +18,8 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
     ("latency_p99_ms", "p99 ms (b1)"),
     ("first_inference_ms", "1st call ms"),
     ("throughput", "offline/s"),
-    ("efficiency", "% peak"),
+    ("efficiency", "% peak (measured)"),
+    ("efficiency_nominal", "% peak (nominal)"),
     ("speedup_vs_torch", "× torch (b1)"),
     ("size_mb", "size MB"),
     ("kept_fp32", "FP32 layers"),
@@ -27,7 +28,8 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
 
 
 FALLBACKS_SHOWN = 6  # fallback layers named before the rest is folded away ("+N more", <details>)
-OPTIONAL = {"worst_image_drop"}  # shown only when a row has the figure (binary segmentation)
+# shown only when a row has the figure (binary segmentation; a device whose nominal clock is known)
+OPTIONAL = {"worst_image_drop", "efficiency_nominal"}
 
 
 def columns(summary: dict) -> list[tuple[str, str]]:
@@ -102,7 +104,16 @@ def fallback_hint(r: dict) -> str:
 def cell(r: dict, k: str) -> str:
     """A row's cell for summary key ``k``: :func:`fmt`, the precision with its :func:`fallback_note`."""
     note = fallback_note(r) if k == "precision" else ""
+    if k.startswith("efficiency") and r.get(k) is None and r.get("efficiency_error"):
+        return "error"  # above 100%: the peak or the FLOP count is wrong (roofline_lines says which)
     return f"{fmt(r.get(k))} ({note})" if note else fmt(r.get(k))
+
+
+def roofline_lines(summary: dict) -> list[str]:
+    """One line per row whose achieved GFLOP/s exceeded a peak (a measurement error, not an efficiency)."""
+    return [
+        f"{r['key']}: roofline error: {r['efficiency_error']}" for r in summary["rows"] if r.get("efficiency_error")
+    ]
 
 
 def markdown(summary: dict) -> str:
@@ -112,7 +123,7 @@ def markdown(summary: dict) -> str:
     reasons = "".join(f"- {r['key']}: rejected: {r['reason']}\n" for r in summary["rows"] if not r["accepted"])
     notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
     images = "".join(f"- {line}\n" for line in worst_images(summary))
-    calib = "".join(f"- {line}\n" for line in calibration_lines(summary))
+    calib = "".join(f"- {line}\n" for line in calibration_lines(summary) + roofline_lines(summary))
     win = "".join(f"- {line}\n" for line in winner_lines(summary))
     return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (win, reasons, notes, images, calib) if x)
 
@@ -145,7 +156,7 @@ def print_table(summary: dict, file=None) -> None:
             )
     for line in worst_images(summary):
         console.print(line, highlight=False, soft_wrap=True)
-    for line in calibration_lines(summary):
+    for line in calibration_lines(summary) + roofline_lines(summary):
         console.print(escape(line), highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]

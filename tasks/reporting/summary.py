@@ -102,7 +102,11 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "throughput": offline[best]["throughput"] if offline else first["throughput"],
         "throughput_batch": best,
         "gflops": (roof.get("gflops") or {}).get(best),
-        "efficiency": 100 * roof["efficiency"][best] if roof.get("efficiency") else None,
+        # % of the measured peak (the runtime's own GEMM) and of the nominal one, at the best batch size;
+        # None above 100%: efficiency_error says which peak the achieved figure exceeded
+        "efficiency": _percent(roof.get("efficiency_measured"), best),
+        "efficiency_nominal": _percent(roof.get("efficiency_nominal"), best),
+        "efficiency_error": roof.get("efficiency_error"),
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.unstable,
         "trtexec_median_ms": trtexec_median(bench),
@@ -115,6 +119,11 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "verdict": "accepted" if accepted else "rejected",
         "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),
     }
+
+
+def _percent(fractions: dict | None, bs: str | None) -> float | None:
+    v = (fractions or {}).get(bs)
+    return 100 * v if v is not None else None
 
 
 def calibration(cfg: Config, layout: Layout) -> dict[str, Any] | None:

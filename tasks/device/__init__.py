@@ -1,0 +1,2 @@
+"""What a device can do, from its fingerprint (``artifacts/probe/<target>.json``): ISA capabilities
+(:mod:`tasks.device.isa`), nominal compute peaks (:mod:`tasks.device.peaks`). Host side: no stage."""
