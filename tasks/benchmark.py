@@ -134,7 +134,9 @@ def roofline(flops_per_sample: float, latency: dict, fam: str, nominal: dict | N
         g = peak["gflops"]
         out[f"efficiency_{kind}"] = {bs: a / g if a <= g else None for bs, a in achieved.items()}
         errors += [
-            f"{bs}: measured {a:.1f} GFLOP/s exceeds the {kind} {fam} peak {g:.1f}: the peak or the FLOP count is wrong"
+            f"{bs}: measured {a:.1f} GFLOP/s exceeds the {kind} {fam} peak {g:.1f}"
+            + (f" ({peak['basis']})" if peak.get("basis") else "")
+            + ": the peak (a base clock the CPU boosts above, a GEMM measured under load) or the FLOP count is wrong"
             for bs, a in achieved.items()
             if a > g
         ]

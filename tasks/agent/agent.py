@@ -162,19 +162,32 @@ def _gpus() -> list:
 def _cpu_id(cpuinfo: str) -> dict:
     """Vendor, family, model and nominal clock: stable facts only (never the volatile "cpu MHz").
     x86: vendor_id, cpu family, model; Arm: implementer, architecture, part. The clock is the model
-    name's "@ 2.70GHz", else cpufreq's cpuinfo_max_freq, else None. Physical cores: distinct
-    (physical id, core id) pairs (SMT siblings share their core's vector units)."""
+    name's "@ 2.70GHz", else cpufreq's cpuinfo_max_freq, else on x86 with an invariant TSC
+    (constant_tsc, tsc_known_freq: a VM without cpufreq whose model name says only "AMD EPYC") the
+    TSC rate, BogoMIPS / 2, which runs at the base clock; else None (``mhz_source`` says which).
+    Physical cores: distinct (physical id, core id) pairs (SMT siblings share their vector units)."""
     field = lambda key: _search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M)  # noqa: E731
     implementer = field("CPU implementer")
     ghz = _search(r"@\s*([\d.]+)\s*GHz", field("model name") or "")
     max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
     cores = set(re.findall(r"^physical id\s*:\s*(\d+)\s*$(?:.*\n)*?^core id\s*:\s*(\d+)", cpuinfo, re.M))
     number = lambda v: int(v) if v and v.isdigit() else v  # noqa: E731
+    flags = set((field("flags") or "").split())
+    bogomips = _search(r"^([\d.]+)$", field("bogomips") or "")
+    if ghz:
+        mhz, source = round(float(ghz) * 1000), "model name"
+    elif max_khz.isdigit():
+        mhz, source = int(max_khz) // 1000, "cpufreq cpuinfo_max_freq"
+    elif {"constant_tsc", "tsc_known_freq"} <= flags and bogomips:
+        mhz, source = round(float(bogomips) / 2), "TSC (BogoMIPS / 2: the base clock)"
+    else:
+        mhz, source = None, None
     return {
         "vendor": field("vendor_id") or (ARM_VENDORS.get(implementer.lower(), implementer) if implementer else None),
         "family": number(field("cpu family") or field("CPU architecture")),
         "model_id": number(field("model")) if field("vendor_id") else field("CPU part"),
-        "mhz_nominal": round(float(ghz) * 1000) if ghz else (int(max_khz) // 1000 if max_khz.isdigit() else None),
+        "mhz_nominal": mhz,
+        "mhz_source": source,
         "physical_cores": len(cores) or None,
     }
 

@@ -153,10 +153,11 @@ def cpu_peaks(fp: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if per_cycle is None:
             out[fam] = _peak(None, why)
         elif not mhz or not cores:
-            out[fam] = _peak(None, f"unknown clock (no GHz in the CPU model name, no cpufreq maximum): {why}")
+            out[fam] = _peak(None, f"unknown clock (no GHz in the CPU model name, no cpufreq maximum, no TSC): {why}")
         else:
             g = cores * mhz / 1000 * per_cycle
-            out[fam] = _peak(g, f"{cores} {what} x {mhz / 1000:.2f} GHz x {why}")
+            src = f" ({cpu['mhz_source']})" if cpu.get("mhz_source") else ""
+            out[fam] = _peak(g, f"{cores} {what} x {mhz / 1000:.2f} GHz{src} x {why}")
     return out
 
 

@@ -116,10 +116,25 @@ def test_probe_reads_vendor_family_model_and_a_stable_clock():
         "physical id\t: 0\ncore id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0\n"
     )
     ids = agent._cpu_id(intel)
-    assert ids == {"vendor": "GenuineIntel", "family": 6, "model_id": 143, "mhz_nominal": 2700, "physical_cores": 1}
+    assert ids == {
+        "vendor": "GenuineIntel",
+        "family": 6,
+        "model_id": 143,
+        "mhz_nominal": 2700,
+        "mhz_source": "model name",
+        "physical_cores": 1,
+    }
     arm = "processor\t: 0\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd42\n"
     ids = agent._cpu_id(arm)
     assert (ids["vendor"], ids["family"], ids["model_id"]) == ("ARM", 8, "0xd42")
+    # a VM naming only the vendor, without cpufreq: the invariant TSC's rate (BogoMIPS / 2), never "cpu MHz"
+    amd = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "cpu MHz\t\t: 2595.999\nflags\t\t: fpu constant_tsc tsc_known_freq avx512f\nbogomips\t: 5191.99\n"
+    )
+    ids = agent._cpu_id(amd)
+    assert (ids["mhz_nominal"], ids["mhz_source"]) == (2596, "TSC (BogoMIPS / 2: the base clock)")
+    assert agent._cpu_id(amd.replace(" tsc_known_freq", ""))["mhz_nominal"] is None
 
 
 def test_gemm_graphs_are_valid_onnx(tmp_path):
@@ -148,7 +163,8 @@ def test_efficiency_above_100_percent_is_an_error_not_a_figure():
     assert roof["efficiency_nominal"] == {"b1": 0.25, "b8": None}
     assert roof["efficiency_measured"] == {"b1": 0.05, "b8": 0.5}
     assert roof["efficiency_error"] == (
-        "b8: measured 1000.0 GFLOP/s exceeds the nominal int8 peak 400.0: the peak or the FLOP count is wrong"
+        "b8: measured 1000.0 GFLOP/s exceeds the nominal int8 peak 400.0 (x): the peak (a base clock the CPU "
+        "boosts above, a GEMM measured under load) or the FLOP count is wrong"
     )
     assert roofline(1e9, lat, "fp32", None, None)["efficiency_error"] is None
     none = roofline(1e9, lat, "bf16", {"gflops": None, "basis": "unknown clock"}, {"skipped": "no bf16 here"})

@@ -111,7 +111,7 @@ def test_probe_is_complete_and_deterministic(tmp_path):
     assert fp == second["result"]
     assert set(fp) == PROBE_KEYS
     assert set(fp["os"]) == {"system", "release", "distro"} and set(fp["cpu"]) == {
-        *("model", "cores", "flags", "vendor", "family", "model_id", "mhz_nominal", "physical_cores")
+        *("model", "cores", "flags", "vendor", "family", "model_id", "mhz_nominal", "mhz_source", "physical_cores")
     }
     assert fp["python"] == platform.python_version() and fp["arch"] == platform.machine()
     assert set(fp["cpu"]["flags"]) <= set(agent_module.CPU_FLAGS) and fp["cpu"]["flags"] == sorted(fp["cpu"]["flags"])
