@@ -262,6 +262,7 @@ def check(cfg: Config) -> None:
         "bench",
         "min_iterations must be > 0 and durations >= 0",
     )
+    _require(cfg.bench.end_to_end_iterations > 0, "bench.end_to_end_iterations", "must be > 0")
     if cfg.report.registered_model is not None:
         why = model_name_problem(cfg.report.registered_model)
         _require(

@@ -311,6 +311,12 @@ class Bench:
     max_p99_ms: float | None = f(
         None, "latency budget: a build whose single-stream p99 exceeds this many ms is rejected; null = no budget"
     )
+    end_to_end: bool = f(
+        True,
+        "also time batch 1 end to end, split: preprocessing of a uint8 image of the data's original size, "
+        "input copy, compute, output copy, host-side decoding (eval.decoder); the total beside the compute-only p50",
+    )
+    end_to_end_iterations: int = f(50, "end to end: calls timed (each part's median over the same calls)")
 
     @property
     def batch_sizes(self) -> list[int]:
