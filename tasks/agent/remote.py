@@ -113,8 +113,10 @@ def latencies(
                 "warmup_s": bench.warmup_s,
                 "min_duration_s": bench.min_duration_s,
                 "min_iterations": bench.min_iterations,
-                "end_to_end_iterations": (
-                    bench.end_to_end_iterations if end_to_end and getattr(bench, "end_to_end", False) else None
+                **(
+                    {"end_to_end_iterations": bench.end_to_end_iterations, "end_to_end_max_s": bench.end_to_end_max_s}
+                    if end_to_end and getattr(bench, "end_to_end", False)
+                    else {}
                 ),
                 **trt,
             },

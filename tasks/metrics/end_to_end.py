@@ -20,6 +20,7 @@ carries no EdgeForge code), nor is a whole call. A part that is not measured is 
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import re
 from collections.abc import Callable
@@ -113,13 +114,17 @@ def decoder(cfg: Config, classes: list[str], meta: np.ndarray | None) -> tuple[C
     as_, m = decoded_as(cfg), cfg.model
     n = len(classes) if classes and cfg.model.task != "fidelity" else None
     rows = None if meta is None else meta[None]
+    t = cfg.bench.end_to_end_score_threshold
+    if t is not None:  # a deployment's threshold, not validation's
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, score_threshold=t))
+    score = f"score threshold {t:g} (bench.end_to_end_score_threshold)" if t is not None else "eval's thresholds"
     if as_ == "detection":
         return (lambda o: detections_to_original(decode(cfg, o, n), rows)), (
-            f"eval.decoder {cfg.eval.decoder} (thresholds, NMS) + boxes mapped to the original image"
+            f"eval.decoder {cfg.eval.decoder} ({score}, NMS) + boxes mapped to the original image"
         )
     if as_ == "keypoints":
         return (lambda o: instances_to_original(decode(cfg, o, n), rows)), (
-            f"eval.decoder {cfg.eval.decoder} + instances mapped to the original image"
+            f"eval.decoder {cfg.eval.decoder} ({score}) + instances mapped to the original image"
         )
     if as_ == "classification":
         return (lambda o: np.argmax(o[m.scores_output], axis=-1)), f"top-1 class (argmax of {m.scores_output})"
@@ -159,7 +164,7 @@ def local(cfg: Config, session, split: Split, runtime: str) -> dict[str, Any]:
     pre, pre_what = preprocessor(cfg, meta)
     dec, dec_what = decoder(cfg, classes_of(split.root), meta)
     chain = [("preprocess", pre), *session.steps(), ("decode", dec)]
-    times = time_chain(chain, image, cfg.bench.end_to_end_iterations)
+    times = time_chain(chain, image, cfg.bench.end_to_end_iterations, max_s=cfg.bench.end_to_end_max_s)
     copy_in, compute, copy_out = COPIES[runtime]
     what = {
         "image": image_what,
@@ -182,7 +187,7 @@ def _host_decode(cfg: Config, split: Split, onnx_path: Path | None) -> tuple[lis
 
     outputs = OrtModel(onnx_path, None, ["CPUExecutionProvider"]).infer(np.ascontiguousarray(split.x[:1]))
     dec, dec_what = decoder(cfg, classes_of(split.root), None if split.meta is None else split.meta[0])
-    times = time_chain([("decode", dec)], outputs, cfg.bench.end_to_end_iterations)
+    times = time_chain([("decode", dec)], outputs, cfg.bench.end_to_end_iterations, max_s=cfg.bench.end_to_end_max_s)
     return times["decode"], (
         f"{dec_what}; timed on this host ({host_cpu()}) on the FP32 ONNX model's outputs, not on the device: "
         "the device's CPU is usually slower, so its figure is higher"

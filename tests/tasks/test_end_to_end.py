@@ -89,6 +89,7 @@ def test_local_split_has_every_part_with_the_detector_decoded(detector, runtime)
     e2e = end_to_end.local(cfg, sess, split, runtime)
     _check_local(e2e, 5)
     assert "yolov8" in e2e["what"]["decode"] and "original image" in e2e["what"]["decode"]
+    assert "score threshold 0.25" in e2e["what"]["decode"]  # a deployment's, not validation's 0.001
     assert "letterbox" in e2e["what"]["preprocess"]
     assert "uint8 48x64x3" in e2e["what"]["image"] and "original size" in e2e["what"]["image"]
     json.dumps(e2e)  # recorded as is in metrics/benchmark/<key>.json
@@ -171,3 +172,26 @@ def test_remote_onnxruntime_split_is_the_agents_called_as_on_a_device(detector, 
     assert e2e["input_copy_ms"] > 0 and e2e["compute_ms"] > 0 and e2e["output_copy_ms"] > 0
     assert "on the device" in e2e["what"]["compute"] and e2e["decode_ms"] > 0 and "this host" in e2e["what"]["decode"]
     assert e2e["preprocess_ms"] is None and e2e["what"]["preprocess"].startswith("not measured:")
+
+
+def test_time_chain_times_each_step_over_the_same_calls_within_its_budget():
+    from tasks.agent.agent import time_chain
+
+    ticks = iter(range(10**6))
+    steps = [("double", lambda v: 2 * v), ("inc", lambda v: v + 1)]
+    times = time_chain(steps, 1, iterations=100, warmup=1, clock=lambda: next(ticks))
+    assert {k: len(v) for k, v in times.items()} == {"double": 100, "inc": 100, "total": 100}
+    assert set(times["double"]) == {1} and set(times["total"]) == {2}  # one tick per clock read
+    # a budget of 10 ticks: stops once the timed calls took longer (2 ticks each), never below 5 calls
+    times = time_chain(steps, 1, iterations=100, warmup=0, max_s=10, clock=lambda: next(ticks))
+    assert len(times["total"]) == 6
+    assert len(time_chain(steps, 1, iterations=100, warmup=0, max_s=1e-9, clock=lambda: next(ticks))["total"]) == 5
+
+
+def test_decoding_takes_the_deployment_threshold_or_evals(detector):
+    cfg, _, split = detector
+    _, what = end_to_end.decoder(cfg, ["a", "b"], None)
+    assert "score threshold 0.25 (bench.end_to_end_score_threshold)" in what
+    cfg.bench.end_to_end_score_threshold = None
+    _, what = end_to_end.decoder(cfg, ["a", "b"], None)
+    assert "eval's thresholds" in what
