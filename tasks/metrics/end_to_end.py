@@ -78,7 +78,11 @@ def source_image(split: Split, cfg: Config) -> tuple[np.ndarray, np.ndarray | No
     px = (x * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)) / np.float32(spec.scale)
     px = np.clip(np.rint(px), 0, 255).astype(np.uint8)
     px = px[..., ::-1] if spec.channel_order == "bgr" else px
-    px = px[..., 0] if px.shape[-1] == 1 else px
+    # decoded as a file source decodes it: gray (h, w) for a gray model, else RGB (h, w, 3)
+    if spec.channel_order == "gray":
+        px = px[..., 0] if px.shape[-1] == 1 else px.mean(axis=-1).astype(np.uint8)
+    elif px.shape[-1] == 1:
+        px = np.repeat(px, 3, axis=-1)
     meta = None if split.meta is None else np.asarray(split.meta[0], np.float32)
     hw = (int(meta[0]), int(meta[1])) if meta is not None else px.shape[:2]
     if px.shape[:2] != hw:
