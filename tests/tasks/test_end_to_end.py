@@ -195,3 +195,16 @@ def test_decoding_takes_the_deployment_threshold_or_evals(detector):
     cfg.bench.end_to_end_score_threshold = None
     _, what = end_to_end.decoder(cfg, ["a", "b"], None)
     assert "eval's thresholds" in what
+
+
+@pytest.mark.parametrize(
+    "key, value", [("end_to_end_iterations", 0), ("end_to_end_max_s", 0.0), ("end_to_end_score_threshold", 1.5)]
+)
+def test_bad_end_to_end_settings_are_config_errors_naming_the_key(key, value):
+    from tasks.config import ConfigError
+    from tasks.config.load import check
+
+    p = fast_params()
+    p["bench"][key] = value
+    with pytest.raises(ConfigError, match=f"bench.*{key}"):
+        check(from_dict(Config, p))
