@@ -208,3 +208,17 @@ def test_bad_end_to_end_settings_are_config_errors_naming_the_key(key, value):
     p["bench"][key] = value
     with pytest.raises(ConfigError, match=f"bench.*{key}"):
         check(from_dict(Config, p))
+
+
+def test_a_session_without_steps_times_infer_as_compute(detector):
+    from tasks.runtimes import get_runtime
+
+    cfg, onnx_path, split = detector
+
+    class Plain:  # a runtime whose session only infers
+        def __init__(self, sess):
+            self.infer = sess.infer
+
+    e2e = end_to_end.local(cfg, Plain(get_runtime("onnxruntime").load(onnx_path)), split, "onnxruntime")
+    assert e2e["compute_ms"] > 0 and e2e["input_copy_ms"] is None and e2e["output_copy_ms"] is None
+    assert e2e["what"]["input_copy"].startswith("not measured:") and e2e["total_ms"] > 0
