@@ -12,6 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Short benchmarks: behaviour is under test here, not speed.
 FAST = ["bench.min_duration_s=0.2", "bench.warmup_s=0.05", "bench.offline_batch_sizes=[8]"]
+# ONNX Runtime only: the tests about a task or a data source need one runtime (the main job's test
+# runs the default targets, every runtime installed here)
+ONE_TARGET = ["build.targets=[local]"]
 
 
 def env() -> dict[str, str]:

@@ -295,9 +295,13 @@ class Bench:
         "MLPerf-style offline scenario: batch sizes whose throughput "
         "(samples/s) is measured, every sample available at once",
     )
-    warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
-    min_duration_s: float = f(3.0, "measure at least this long, seconds")
-    min_iterations: int = f(10, "and at least this many iterations")
+    warmup_s: float = f(0.1, "warm-up time before measuring, seconds")
+    min_duration_s: float = f(
+        0.5,
+        "measure at least this long, seconds (0.5 s is thousands of calls of a small model; "
+        "3, as trtexec, for a device's thermal steady state)",
+    )
+    min_iterations: int = f(20, "and at least this many iterations")
     max_cv: float = f(
         0.025,
         "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
@@ -410,10 +414,15 @@ class Eval:
 class Report:
     experiment: str = f("edgeforge", "MLflow experiment name")
     tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
+    winner_by: Literal["p50", "p99", "throughput", "size"] = f(
+        "p50",
+        "what makes a device's winner among its accepted builds (every runtime on the device competes): "
+        "p50 | p99 (lowest single-stream latency), throughput (highest offline), size (smallest artifact)",
+    )
     register: bool = f(
         True,
-        "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
-        "the MLflow registered model, with the target's name as alias",
+        "register each device's winning build (report.winner_by) as a version of "
+        "the MLflow registered model, with the device's name as alias (local: this machine)",
     )
     registered_model: str | None = f(
         None,

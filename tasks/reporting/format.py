@@ -90,6 +90,11 @@ def calibration_lines(summary: dict) -> list[str]:
     return [f"calibration coverage: {cal['line']}", *(f"warning: {w}" for w in cal["warnings"])] if cal else []
 
 
+def winner_lines(summary: dict) -> list[str]:
+    """One line per device: its winning build and why it won (``summary["winners"]``)."""
+    return [f"winner on {d}: {w['why']}" for d, w in (summary.get("winners") or {}).items()]
+
+
 def title(summary: dict) -> str:
     ref = summary["reference"]
     return f"PyTorch FP32 reference {ref['label']}: {ref['value']:.2f}"
@@ -143,7 +148,9 @@ def markdown(summary: dict) -> str:
     images = "".join(f"- {line}\n" for line in worst_images(summary))
     e2e = "".join(f"- {line}\n" for line in end_to_end_lines(summary))
     calib = "".join(f"- {line}\n" for line in calibration_lines(summary))
-    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, notes, images, e2e, calib) if x)
+    win = "".join(f"- {line}\n" for line in winner_lines(summary))
+    parts = (win, reasons, notes, images, e2e, calib)
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in parts if x)
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -164,6 +171,8 @@ def print_table(summary: dict, file=None) -> None:
         t.add_row(*cells)
     console = Console(file=file, width=200)
     console.print(t)
+    for line in winner_lines(summary):
+        console.print(f"[bold]★[/] {escape(line)}", highlight=False, soft_wrap=True)
     for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
         if not r["accepted"]:
             console.print(f"[red]rejected[/] {r['key']}: {r['reason']}", highlight=False, soft_wrap=True)

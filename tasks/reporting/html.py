@@ -28,7 +28,7 @@ from tasks.reporting.format import (
     worst_images,
 )
 from tasks.reporting.format import fmt as _fmt
-from tasks.reporting.selection import winners
+from tasks.reporting.selection import device_of, target_winner, why, winners
 
 MIXED = "int8-mixed"
 LEG_NAMES = {
@@ -122,8 +122,9 @@ def _table(head: list[str], rows: list[tuple[str, list[str]]], text_cols: int = 
 def verdicts(summary: dict) -> str:
     """The verdict table (one <tr data-key> per row) and the reasons of the rejected rows."""
     label = summary["reference"]["label"]
-    by_target = winners(summary["rows"])
-    win = {w["key"] for w in by_target.values()}
+    by = summary.get("winner_by", "p50")
+    by_device = winners(summary["rows"], by)
+    win = {w["key"] for w in by_device.values()}
     head = [
         "target",
         "precision",
@@ -176,13 +177,13 @@ def verdicts(summary: dict) -> str:
     out += (
         "<p>"
         + "<br>".join(
-            f"Winner on <b>{_e(t)}</b>: "
+            f"Winner on <b>{_e(d)}</b>: "
             + (
-                f"{_e(by_target[t]['precision'])} (fastest accepted build at batch 1)"
-                if t in by_target
+                f"<b>{_e(by_device[d]['key'])}</b> ({_e(why(summary['rows'], by_device[d], by))})"
+                if d in by_device
                 else "none (no accepted build)"
             )
-            for t in report_plots.targets(summary["rows"])
+            for d in dict.fromkeys(device_of(r) for r in summary["rows"])
         )
         + "</p>"
     )
@@ -210,7 +211,7 @@ def fallbacks(r: dict) -> str:
 
 def per_target(summary: dict, ex: Extras) -> str:
     label = summary["reference"]["label"]
-    win = winners(summary["rows"])
+    win = winners(summary["rows"], summary.get("winner_by", "p50"))
     out = []
     for t in report_plots.targets(summary["rows"]):
         rows = [r for r in summary["rows"] if r["target"] == t]
@@ -218,7 +219,7 @@ def per_target(summary: dict, ex: Extras) -> str:
         out.append(
             f'<section class="target" id="target-{_e(t)}"><h2>Target {_e(t)}</h2>'
             + _figure(
-                report_plots.pareto_png(rows, label, win.get(t)),
+                report_plots.pareto_png(rows, label, target_winner(win, t)),
                 f"accuracy vs latency: {t}",
                 f"{label} against batch-1 p50 latency; labels are precisions; dashed: the Pareto front of the "
                 "accepted builds; red crosses: rejected builds; gold ring: the winner.",
@@ -327,5 +328,7 @@ def write(summary: dict, layout: Layout, model: str = "") -> Path:
     path. On failure neither is left half-written."""
     ex = collect(summary, layout, model)
     page = render(summary, ex)
-    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, layout)
+    report_plots.write_data(
+        summary["rows"], winners(summary["rows"], summary.get("winner_by", "p50")), ex.latency, layout
+    )
     return write_text(layout.report_html, page)

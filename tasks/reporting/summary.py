@@ -136,7 +136,10 @@ def calibration(cfg: Config, layout: Layout) -> dict[str, Any] | None:
 
 def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
     """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...],
-    "calibration": :func:`calibration`}``."""
+    "calibration": :func:`calibration`, "winner_by": report.winner_by, "winners": {device:
+    {"key", "why"}}}``."""
+    from tasks.reporting.selection import why, winners
+
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
     # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
@@ -151,4 +154,9 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
         "export": _read(layout.export_metrics),
         "rows": rows,
         "calibration": calibration(cfg, layout),
+        "winner_by": cfg.report.winner_by,
+        "winners": {
+            d: {"key": w["key"], "why": why(rows, w, cfg.report.winner_by)}
+            for d, w in winners(rows, cfg.report.winner_by).items()
+        },
     }

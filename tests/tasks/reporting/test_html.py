@@ -101,7 +101,10 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
     assert all(f"<li>{r['key']}: end to end (b1) ms: preprocess" in e2e for r in rows)
     reasons = re.findall(r'<li data-key="([^"]*)"><b>[^<]*</b>: (.*?)</li>', page)
     assert reasons == [(r["key"], html.escape(r["reason"])) for r in rows if not r["accepted"]]
-    assert f"Winner on <b>local</b>: {win['precision']}" in page
+    assert (
+        f"Winner on <b>local</b>: <b>{win['key']}</b> (" in page
+        and html.escape(summary["winners"]["local"]["why"]) in page
+    )
 
     # the sensitivity table of int8-mixed and the parity table of every build
     sens = read_json(LAYOUT.quantize_dir("int8-mixed") / "sensitivity.json")
