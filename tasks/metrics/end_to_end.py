@@ -59,12 +59,16 @@ TRTEXEC_PARTS = (
 
 
 def host_cpu() -> str:
-    """This machine's CPU model (``/proc/cpuinfo``), for saying where a figure was taken."""
+    """This machine's CPU model with its family and model numbers (``/proc/cpuinfo``: a VM may name
+    only the vendor, "AMD EPYC"), for saying where a figure was taken."""
     try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        m = None
-    return (m.group(1).strip() if m else platform.processor()) or platform.machine()
+        text = ""
+    info = dict(re.findall(r"^(model name|cpu family|model)\s*:\s*(.+?)\s*$", text, re.M)[:3])
+    if "model name" in info:
+        return f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
+    return platform.processor() or platform.machine()
 
 
 def source_image(split: Split, cfg: Config) -> tuple[np.ndarray, np.ndarray | None, str]:
