@@ -1017,13 +1017,10 @@ def cmd_benchmark(req: dict) -> dict:
             batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
             res["latency_s"][f"b{b}"] = measure(lambda: infer(batch), *loop)  # noqa: B023 (called here)
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
-        n = _get(req, "end_to_end_iterations")
-        if (
-            n and runtime != "tensorrt"
-        ):  # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
-            res["io_split_s"] = time_chain(
-                model.steps(), np.ascontiguousarray(x[:1]), n, max_s=_get(req, "end_to_end_max_s")
-            )
+        # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
+        n, max_s = _get(req, "end_to_end_iterations"), _get(req, "end_to_end_max_s")
+        if n and runtime != "tensorrt":
+            res["io_split_s"] = time_chain(model.steps(), np.ascontiguousarray(x[:1]), n, max_s=max_s)
     if runtime == "tensorrt":
         trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")
         if exe is None and trt is None:
