@@ -36,6 +36,7 @@ from tasks.config.load import family
 from tasks.data.split import Split
 from tasks.io import read_json
 from tasks.layout import LAYOUT, key
+from tasks.metrics import end_to_end
 from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
 from tasks.records import BenchmarkRecord, BuildRecord, built_artifact, read_fingerprint
@@ -74,11 +75,14 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
         "again": lambda bs: measure(
             lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s, b.min_iterations
         ),
+        "end_to_end": (lambda: end_to_end.local(cfg, sess, split, target.runtime)) if b.end_to_end else None,
     }
     return lat, torch_lat, info
 
 
-def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
+def _device_measurements(
+    cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None], onnx_path: Path | None
+):
     """A device: the agent times the artifact there (no PyTorch on the device). TensorRT targets
     also bring trtexec's own figures (``info["trtexec"]``)."""
     x = batch_of(split, max(cfg.bench.batch_sizes))  # the same upload for the first and any second measurement
@@ -87,12 +91,14 @@ def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: 
     def again(bs: int):
         with device(target_name, cfg.target[target_name], log) as dev:
             bench = dataclasses.replace(cfg.bench, single_stream=False, offline_batch_sizes=[bs])
-            return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False)[0][bs]
+            return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False, end_to_end=False)[0][bs]
 
     with device(target_name, cfg.target[target_name], log) as dev:
         lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
     info["cpu_count"] = (read_fingerprint(LAYOUT.fingerprint(target_name), target_name).get("cpu") or {}).get("cores")
     info["again"] = again
+    if cfg.bench.end_to_end:
+        info["end_to_end"] = lambda: end_to_end.remote(cfg, split, cfg.target[target_name].runtime, info, onnx_path)
     return lat, {}, info
 
 
@@ -196,7 +202,7 @@ def run(
     if target.transport == "local":
         lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
-        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log)
+        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log, onnx_path)
     res: dict = {
         "runtime": target.runtime,
         "runtime_version": info["runtime_version"],
@@ -211,6 +217,9 @@ def run(
     for extra in ("trtexec", "slices"):
         if info.get(extra):
             res[extra] = info[extra]
+    if info.get("end_to_end"):  # batch 1 from image to decoded result, split (tasks/metrics/end_to_end.py)
+        res["end_to_end"] = info["end_to_end"]()
+        log(end_to_end.line(res["end_to_end"], summarize(lat[1], 1)["p50_ms"] if 1 in lat else None))
     if info.get("latency_unavailable"):
         # trtexec's summaries are all there is: no per-call distribution is made up from them
         res["latency_unavailable"] = info["latency_unavailable"]

@@ -330,6 +330,25 @@ class OrtModel:
         outs = self._s.run(None, {self.input_name: x.astype(self._dtype, copy=False)})
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
 
+    def steps(self) -> list:
+        """``infer`` as three steps to time apart (:func:`time_chain`), through ORT's IOBinding:
+        ``input_copy`` casts the batch to the input's dtype and binds it (``bind_cpu_input``: the CPU
+        provider reads a float32 batch in place), ``compute`` runs (``run_with_iobinding``, outputs
+        bound to memory ORT allocates), ``output_copy`` copies the outputs out of ORT's tensors
+        (``copy_outputs_to_cpu``) as float32; its result is what ``infer`` returns."""
+        np, io, held = self._np, self._s.io_binding(), []
+        for n in self.output_names:
+            io.bind_output(n)
+
+        def put(x) -> None:
+            held[:] = [np.ascontiguousarray(x, dtype=self._dtype)]  # bound in place: kept alive until the next
+            io.bind_cpu_input(self.input_name, held[0])
+
+        def get(_) -> dict:
+            return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, io.copy_outputs_to_cpu())}
+
+        return [("input_copy", put), ("compute", lambda _: self._s.run_with_iobinding(io)), ("output_copy", get)]
+
 
 def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: bool = True, providers=None) -> tuple:
     """``(artifact, meta)``: ``out_dir/model.onnx``, the graph this ONNX Runtime optimized, or the input
@@ -397,6 +416,31 @@ class OvModel:
         res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)}, share_inputs=True)
         outs = (res[o] for o in self.compiled.outputs)
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
+
+    def steps(self) -> list:
+        """``infer`` as three steps to time apart (:func:`time_chain`), on one InferRequest: ``input_copy``
+        sets the batch as the input tensor, shared as ``infer`` shares it (no copy; OpenVINO reads the
+        numpy buffer), ``compute`` is ``start_async`` + ``wait``, ``output_copy`` copies each
+        ``get_output_tensor(i).data`` out as float32; its result is what ``infer`` returns."""
+        ov, np, req, held = _import("openvino"), self._np, self.compiled.create_infer_request(), []
+
+        def put(x) -> None:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            # shared, not copied: kept alive until the next; a read-only array (a memory-mapped split)
+            # cannot be shared (OpenVINO's Tensor refuses it) and is copied first
+            held[:] = [x if x.flags.writeable else x.copy()]
+            req.set_input_tensor(ov.Tensor(held[0], shared_memory=True))
+
+        def run(_) -> None:
+            req.start_async()
+            req.wait()
+
+        def get(_) -> dict:
+            return {
+                n: np.array(req.get_output_tensor(i).data, dtype=np.float32) for i, n in enumerate(self.output_names)
+            }
+
+        return [("input_copy", put), ("compute", run), ("output_copy", get)]
 
 
 def _ov_dims(shape) -> list | None:
@@ -846,6 +890,29 @@ def cmd_peak(req: dict) -> dict:
     return {"runtime": runtime, "runtime_version": runtime_version(runtime), "threads": threads, "measured": res}
 
 
+def time_chain(steps, x, iterations: int, warmup: int = 2, max_s=None, clock=time.perf_counter) -> dict:
+    """Per-call seconds of each of ``steps`` (``[(name, fn), ...]``, each ``fn`` taking the previous
+    one's result, the first ``x``) and of the whole chain (``"total"``), over the same ``iterations``
+    calls after ``warmup`` untimed ones: ``{name: [s, ...], ..., "total": [s, ...]}``. With ``max_s``,
+    fewer calls once the timed ones took that long (at least 5)."""
+    times: dict = {name: [] for name, _ in steps}
+    times["total"] = []
+    for i in range(warmup + iterations):
+        if max_s is not None and len(times["total"]) >= 5 and sum(times["total"]) > max_s:
+            break
+        v, start = x, clock()
+        t0 = start
+        for name, fn in steps:
+            v = fn(v)
+            t1 = clock()
+            if i >= warmup:
+                times[name].append(t1 - t0)
+            t0 = t1
+        if i >= warmup:
+            times["total"].append(t0 - start)
+    return times
+
+
 # ---- commands
 
 
@@ -884,6 +951,8 @@ CHECKS = {
         lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(map(_count, v))),
         "null or [min, max] batch of the engine's profile",
     ),
+    "end_to_end_iterations": (lambda v: v is None or _count(v), "null or an int > 0"),
+    "end_to_end_max_s": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
 }
 OPTIONAL = {
     "trtexec": None,
@@ -897,6 +966,8 @@ OPTIONAL = {
     "sizes": [256, 512],
     "layers": 4,
     "budget_s": 0.5,
+    "end_to_end_iterations": None,
+    "end_to_end_max_s": None,
 }
 
 
@@ -1110,7 +1181,9 @@ def hygiene() -> dict:
 def cmd_benchmark(req: dict) -> dict:
     """Per-call seconds per batch size, cold start, hygiene. TensorRT also gets ``trtexec`` (see
     :func:`trtexec_runs`); without its Python packages ``latency_s`` is {}, ``cold`` null and
-    ``latency_unavailable`` says what to install."""
+    ``latency_unavailable`` says what to install. With ``end_to_end_iterations``, ONNX Runtime and
+    OpenVINO also time batch 1's input copy, compute and output copy apart (``io_split_s``:
+    :func:`time_chain` of the model's ``steps``)."""
     before, t0 = hygiene(), time.perf_counter()
     runtime, model, x, np = _load(req, trt_optional=True)
     sizes, loop = _get(req, "batch_sizes"), [_get(req, k) for k in ("warmup_s", "min_duration_s", "min_iterations")]
@@ -1127,6 +1200,10 @@ def cmd_benchmark(req: dict) -> dict:
             batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
             res["latency_s"][f"b{b}"] = measure(lambda: infer(batch), *loop)  # noqa: B023 (called here)
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
+        # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
+        n, max_s = _get(req, "end_to_end_iterations"), _get(req, "end_to_end_max_s")
+        if n and runtime != "tensorrt":
+            res["io_split_s"] = time_chain(model.steps(), np.ascontiguousarray(x[:1]), n, max_s=max_s)
     if runtime == "tensorrt":
         trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")
         if exe is None and trt is None:

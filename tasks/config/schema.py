@@ -315,6 +315,18 @@ class Bench:
     max_p99_ms: float | None = f(
         None, "latency budget: a build whose single-stream p99 exceeds this many ms is rejected; null = no budget"
     )
+    end_to_end: bool = f(
+        True,
+        "also time batch 1 end to end, split: preprocessing of a uint8 image of the data's original size, "
+        "input copy, compute, output copy, host-side decoding (eval.decoder); the total beside the compute-only p50",
+    )
+    end_to_end_iterations: int = f(50, "end to end: calls timed (each part's median over the same calls)")
+    end_to_end_max_s: float = f(0.5, "end to end: fewer calls (at least 5) once the timed ones took this long, seconds")
+    end_to_end_score_threshold: float | None = f(
+        0.25,
+        "end to end, detection/keypoints: the decoder's score threshold, as a deployed application sets it "
+        "(0.25: Ultralytics' predict default); null = eval.score_threshold (validation's, e.g. 0.001: far more NMS work)",
+    )
 
     @property
     def batch_sizes(self) -> list[int]:

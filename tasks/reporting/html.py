@@ -19,7 +19,14 @@ from tasks.io import read_json, write_text
 from tasks.layout import Layout
 from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
-from tasks.reporting.format import FALLBACKS_SHOWN, fallback_note, title, worst_images
+from tasks.reporting.format import (
+    FALLBACKS_SHOWN,
+    end_to_end_cell,
+    end_to_end_lines,
+    fallback_note,
+    title,
+    worst_images,
+)
 from tasks.reporting.format import fmt as _fmt
 from tasks.reporting.selection import device_of, target_winner, why, winners
 
@@ -127,6 +134,7 @@ def verdicts(summary: dict) -> str:
         "max|Δ| vs ONNX",
         "p50 ms (b1)",
         "p99 ms (b1)",
+        "end to end ms (b1)",
         "throughput /s",
         "verdict",
     ]
@@ -141,6 +149,7 @@ def verdicts(summary: dict) -> str:
         cells = [_e(r["target"]), prec, _e(r["runtime"])] + [
             _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")
         ]
+        cells.append(_e(end_to_end_cell(r)))
         rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f"<span>{verdict}</span>{badge}"]))
     out = _table(head, rows, text_cols=3, last="verdict")
     rejected = [r for r in summary["rows"] if not r["accepted"]]
@@ -151,6 +160,13 @@ def verdicts(summary: dict) -> str:
             + "</ul>"
         )
     out += "".join(fallbacks(r) for r in summary["rows"])
+    e2e = end_to_end_lines(summary)
+    if e2e:  # compute-only vs what an application spends per image
+        out += (
+            "<h3>End to end, batch 1 (image to decoded result; compute-only p50 beside it)</h3><ul class=end-to-end>"
+            + "".join(f"<li>{_e(line)}</li>" for line in e2e)
+            + "</ul>"
+        )
     images = worst_images(summary)
     if images:  # binary segmentation: an average drop can hide a few images that collapsed
         out += (

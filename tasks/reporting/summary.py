@@ -97,6 +97,11 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "latency_p90_ms": first["p90_ms"],
         "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
+        # batch 1 from image to decoded result (the median whole call; None on a device, where the
+        # parts' sum is a lower bound), beside the compute-only p50, and its parts
+        "end_to_end_ms": (bench.end_to_end or {}).get("total_ms"),
+        "end_to_end_parts_ms": (bench.end_to_end or {}).get("sum_of_parts_ms"),
+        "end_to_end": bench.end_to_end,
         "first_inference_ms": cold.get("first_inference_ms"),
         "load_ms": cold.get("load_ms"),
         "throughput": offline[best]["throughput"] if offline else first["throughput"],

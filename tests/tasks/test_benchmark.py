@@ -58,19 +58,25 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
     assert res["cold"]["load_ms"] > 0 and res["cold"]["first_inference_ms"] > 0
     assert set(res["hygiene"]) == {"before", "after"} and "load_avg_1m" in res["hygiene"]["after"]
     assert any(line.startswith("cold start: load") for line in lines)
+    # batch 1 end to end, split, beside the compute-only p50 (tests/tasks/test_end_to_end.py for the parts)
+    e2e = res["end_to_end"]
+    assert all(e2e[f"{p}_ms"] > 0 for p in ("preprocess", "input_copy", "compute", "output_copy", "decode", "total"))
+    assert "argmax" in e2e["what"]["decode"] and "no meta.npy" in e2e["what"]["image"]
+    assert any(line.startswith("end to end (batch 1):") and "compute-only p50" in line for line in lines)
 
     # measured once per target, by the FP32 benchmark: other precisions do not repeat it
     res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16").to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res and "speedup_vs_torch" not in res
 
-    params["bench"]["torch_baseline"] = False
+    params["bench"].update(torch_baseline=False, end_to_end=False)
     res = benchmark.run(
         from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None
     ).to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res
     assert "speedup_vs_torch" not in res
+    assert "end_to_end" not in res
 
 
 def test_batch_of_uses_real_samples_repeated(prepared):

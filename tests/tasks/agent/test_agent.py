@@ -317,10 +317,15 @@ def test_benchmark_measures_every_batch_size(models, runtime, precision):
             "min_duration_s": 0.0,
             "min_iterations": 5,
             "threads": 1,
+            "end_to_end_iterations": 4,
         },
     )
     lat = reply["result"]["latency_s"]
     assert set(lat) == {"b1", "b9"}  # 9 > the 7 samples: built by repeating them
+    # batch 1's input copy, compute and output copy timed apart over the same 4 calls, and each whole call
+    split = reply["result"]["io_split_s"]
+    assert set(split) == {"input_copy", "compute", "output_copy", "total"}
+    assert all(len(v) == 4 and min(v) > 0 for v in split.values())
     assert all(len(v) >= 5 and min(v) > 0 for v in lat.values())
     assert reply["result"]["runtime_version"] == res["runtime_version"]
     cold = reply["result"]["cold"]
