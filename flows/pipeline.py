@@ -37,7 +37,7 @@ from prefect.tasks import exponential_backoff
 from flows.dvc_graph import Stage, StageFailed, Workspace, read
 from tasks.layout import Layout
 
-DEVICE_FAMILIES = ("probe", "build", "benchmark", "evaluate")  # the stages that talk to a target
+DEVICE_FAMILIES = ("probe", "peak", "build", "benchmark", "evaluate")  # the stages that talk to a target
 TIMEOUT_S = {"prepare": 4 * 3600.0, "build": 2 * 3600.0, "quantize": 2 * 3600.0}  # others: DEFAULT_TIMEOUT_S
 DEFAULT_TIMEOUT_S = 3600.0
 HOST_SLOT = "edgeforge-host"
@@ -152,6 +152,18 @@ def workspace_lock(root: Path) -> Iterator[None]:
         lock.close()
 
 
+def _refresh_fingerprints(root: Path) -> None:
+    """``python -m tasks.probe --refresh``: a device that changed since its probe gets its
+    fingerprint rewritten, so DVC re-runs its probe and builds (probe is not ``always_changed``)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "tasks.probe", "--refresh"], cwd=root, capture_output=True, text=True, check=False
+    )
+    for line in (r.stdout + r.stderr).splitlines():
+        get_run_logger().info(line)
+    if r.returncode != 0:
+        raise PipelineError(f"asking the targets whether their devices changed failed: {r.stderr.strip()[-500:]}")
+
+
 def compose(root: Path, checkpoint: str | None, overrides: list[str]) -> None:
     """params.yaml from conf/ with ``overrides`` (+ ``model.checkpoint``), checked before it replaces
     the old one: a typo or a missing checkpoint fails here and leaves params.yaml as it was."""
@@ -225,6 +237,7 @@ def pipeline(
     with workspace_lock(rootp):
         if checkpoint or overrides:
             compose(rootp, checkpoint, list(overrides or []))
+        _refresh_fingerprints(rootp)
         run_id = time.strftime("%Y%m%d-%H%M%S")
         p = plan(rootp, Layout(rootp).run_logs(run_id))
         _device_limits(set(p.slots.values()))

@@ -8,8 +8,9 @@ min/mean/p50/p90/p95/p99/max (ms), throughput (samples/s) and the coefficient of
 (per call, and of window medians: above ``bench.max_cv`` the batch size is measured once more, and
 flagged unstable with a warning if it drifts again); the cold start (load, first inference) and
 the conditions (load, temperatures, clocks, power mode) apart; on TensorRT targets trtexec's own
-summary beside EdgeForge's figure; the roofline (FLOPs of the ONNX graph x throughput, against
-``target.<name>.peak_gflops``); and the latency budget's verdict (``bench.max_p99_ms``). On a
+summary beside EdgeForge's figure; the roofline (FLOPs of the ONNX graph x throughput, against the
+nominal and measured peaks of ``peak@<target>`` for the family the build executes, never above 100%);
+and the latency budget's verdict (``bench.max_p99_ms``). On a
 local target, the FP32 benchmark also measures PyTorch eager on the same inputs, side by side,
 and reports the p50 speedup; the report divides the same PyTorch figure by every precision's p50
 (the PyTorch model is the same for all of them: measuring it once per target instead of once per
@@ -34,10 +35,12 @@ from tasks.agent.client import device
 from tasks.config import Config
 from tasks.config.load import family
 from tasks.data.split import Split
+from tasks.io import read_json
 from tasks.layout import LAYOUT, key
+from tasks.metrics import end_to_end
 from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
-from tasks.records import BenchmarkRecord, built_artifact, read_fingerprint, skipped_build
+from tasks.records import BenchmarkRecord, BuildRecord, built_artifact, read_fingerprint, skipped_build
 from tasks.runtimes import get_runtime
 
 
@@ -73,11 +76,14 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
         "again": lambda bs: measure(
             lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s, b.min_iterations
         ),
+        "end_to_end": (lambda: end_to_end.local(cfg, sess, split, target.runtime)) if b.end_to_end else None,
     }
     return lat, torch_lat, info
 
 
-def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None]):
+def _device_measurements(
+    cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None], onnx_path: Path | None
+):
     """A device: the agent times the artifact there (no PyTorch on the device). TensorRT targets
     also bring trtexec's own figures (``info["trtexec"]``)."""
     x = batch_of(split, max(cfg.bench.batch_sizes))  # the same upload for the first and any second measurement
@@ -86,25 +92,76 @@ def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: 
     def again(bs: int):
         with device(target_name, cfg.target[target_name], log) as dev:
             bench = dataclasses.replace(cfg.bench, single_stream=False, offline_batch_sizes=[bs])
-            return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False)[0][bs]
+            return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False, end_to_end=False)[0][bs]
 
     with device(target_name, cfg.target[target_name], log) as dev:
         lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
     info["cpu_count"] = (read_fingerprint(LAYOUT.fingerprint(target_name), target_name).get("cpu") or {}).get("cores")
     info["again"] = again
+    if cfg.bench.end_to_end:
+        info["end_to_end"] = lambda: end_to_end.remote(cfg, split, cfg.target[target_name].runtime, info, onnx_path)
     return lat, {}, info
 
 
-def roofline(flops_per_sample: float, latency: dict, peak_gflops: float | None) -> dict:
-    """Achieved GFLOP/s per batch size (FLOPs per sample x samples/s) and, with the device's
-    peak for the precision's family, the fraction of it."""
+#: OpenVINO's recorded inference precision -> the family whose peak applies (what the plugin executed)
+OV_FAMILIES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def executed_family(precision: str, build: dict | None) -> str:
+    """The precision family the build executes: int8 for ``int8-*``; an OpenVINO build's recorded
+    ``inference_precision`` (an fp16 IR runs bf16 on a CPU with bf16 and no fp16); else the precision's."""
+    if precision.startswith("int8"):
+        return "int8"
+    return OV_FAMILIES.get(str((build or {}).get("inference_precision")), family(precision))
+
+
+def peaks_for(fam: str, peak_record: dict | None, override: float | None, target_name: str) -> tuple:
+    """``(nominal, measured)`` peaks of ``fam`` as ``peak@<target>`` recorded them (``{"gflops", "basis"}``,
+    gflops None with the reason in ``basis``; ``{"gflops", "runtime_precision", ...}`` or ``{"skipped": why}``),
+    None without a record; ``target.<name>.peak_gflops`` overrides the nominal one."""
+    rec = peak_record or {}
+    nom = (rec.get("nominal") or {}).get(fam)
+    if override:
+        nom = {"gflops": override, "basis": f"target.{target_name}.peak_gflops.{fam} (user override)"}
+    return nom, (rec.get("measured") or {}).get(fam)
+
+
+def roofline(flops_per_sample: float, latency: dict, fam: str, nominal: dict | None, measured: dict | None) -> dict:
+    """Achieved GFLOP/s per batch size (FLOPs per sample x samples/s) and its fraction of the family's
+    nominal and measured peaks. A fraction above 1 is a measurement error, never an efficiency: it
+    is None and ``efficiency_error`` says which peak was exceeded."""
     achieved = {bs: flops_per_sample * s["throughput"] / 1e9 for bs, s in latency.items()}
-    return {
-        "flops_per_sample": flops_per_sample,
-        "gflops": achieved,
-        "peak_gflops": peak_gflops,
-        "efficiency": {bs: g / peak_gflops for bs, g in achieved.items()} if peak_gflops else None,
-    }
+    out: dict = {"flops_per_sample": flops_per_sample, "gflops": achieved, "family": fam}
+    errors = []
+    for kind, peak in (("nominal", nominal), ("measured", measured)):
+        out[f"{kind}_peak"] = peak
+        out[f"efficiency_{kind}"] = None
+        if not (peak or {}).get("gflops"):
+            continue
+        g = peak["gflops"]
+        out[f"efficiency_{kind}"] = {bs: a / g if a <= g else None for bs, a in achieved.items()}
+        errors += [
+            f"{bs}: measured {a:.1f} GFLOP/s exceeds the {kind} {fam} peak {g:.1f}"
+            + (f" ({peak['basis']})" if peak.get("basis") else "")
+            + ": the peak (a base clock the CPU boosts above, a GEMM measured under load) or the FLOP count is wrong"
+            for bs, a in achieved.items()
+            if a > g
+        ]
+    out["efficiency_error"] = "; ".join(errors) or None
+    return out
+
+
+def roofline_line(roof: dict) -> str:
+    """The log line: achieved GFLOP/s per batch size and its fraction of each peak."""
+    parts = []
+    for bs, g in roof["gflops"].items():
+        effs = [
+            f"{roof[f'efficiency_{k}'][bs]:.1%} of {k}"
+            for k in ("nominal", "measured")
+            if roof[f"efficiency_{k}"] and roof[f"efficiency_{k}"][bs] is not None
+        ]
+        parts.append(f"{bs} {g:.2f} GFLOP/s" + (f" ({', '.join(effs)} {roof['family']} peak)" if effs else ""))
+    return f"roofline: {roof['flops_per_sample'] / 1e6:.2f} MFLOP/sample; " + ", ".join(parts)
 
 
 def scenarios(cfg: Config, res: dict) -> None:
@@ -135,16 +192,18 @@ def run(
     log: Callable[[str], None] = print,
     precision: str = "fp32",
     onnx_path: Path | None = None,
+    peak: dict | None = None,
 ) -> BenchmarkRecord:
     """Latency of ``artifact`` per batch size, plus its cold start (session load and first
     inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
-    temperatures, CPU clocks, power mode)."""
+    temperatures, CPU clocks, power mode). ``peak``: the target's ``peak@<target>`` record, for the
+    roofline's efficiency (computed when ``onnx_path`` gives the FLOPs)."""
     target, b = cfg.target[target_name], cfg.bench
     split = Split(eval_dir)
     if target.transport == "local":
         lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
     else:
-        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log)
+        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log, onnx_path)
     res: dict = {
         "runtime": target.runtime,
         "runtime_version": info["runtime_version"],
@@ -159,6 +218,9 @@ def run(
     for extra in ("trtexec", "slices"):
         if info.get(extra):
             res[extra] = info[extra]
+    if info.get("end_to_end"):  # batch 1 from image to decoded result, split (tasks/metrics/end_to_end.py)
+        res["end_to_end"] = info["end_to_end"]()
+        log(end_to_end.line(res["end_to_end"], summarize(lat[1], 1)["p50_ms"] if 1 in lat else None))
     if info.get("latency_unavailable"):
         # trtexec's summaries are all there is: no per-call distribution is made up from them
         res["latency_unavailable"] = info["latency_unavailable"]
@@ -204,20 +266,24 @@ def run(
         log(line)
     scenarios(cfg, res)
     if onnx_path is not None:
-        res["roofline"] = roofline(
-            count_flops(onnx_path)["per_sample"], res["latency"], target.peak_gflops.get(family(precision))
-        )
-        eff = res["roofline"]["efficiency"]
-        log(
-            f"roofline: {res['roofline']['flops_per_sample'] / 1e6:.2f} MFLOP/sample; "
-            + ", ".join(
-                f"{bs} {g:.2f} GFLOP/s" + (f" ({eff[bs]:.1%} of peak)" if eff else "")
-                for bs, g in res["roofline"]["gflops"].items()
-            )
-        )
+        build = BuildRecord.read_if(artifact.parent / "build.json")
+        fam = executed_family(precision, build.to_json() if build else None)
+        nom, meas = peaks_for(fam, peak, target.peak_gflops.get(fam), target_name)
+        res["roofline"] = roofline(count_flops(onnx_path)["per_sample"], res["latency"], fam, nom, meas)
+        log(roofline_line(res["roofline"]))
+        if res["roofline"]["efficiency_error"]:
+            log(f"WARNING: roofline: {res['roofline']['efficiency_error']}")
     if not res["accepted"]:
         log(f"latency budget: REJECTED ({res['reason']})")
     return BenchmarkRecord.from_json(res)
+
+
+def _peak_record(target: str, log: Callable[[str], None]) -> dict | None:
+    path = LAYOUT.peak(target)
+    if path.is_file():
+        return read_json(path)
+    log(f"no peak record {path} (`dvc repro peak@{target}`): efficiency only against target.{target}.peak_gflops")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda m: stage.log(f"benchmark@{k}", m),
             precision=args.precision,
             onnx_path=LAYOUT.onnx,
+            peak=_peak_record(args.target, lambda m: stage.log(f"benchmark@{k}", m)),
         )
         rec.write(LAYOUT.benchmark_metrics(k))
 

@@ -134,6 +134,10 @@ class Layout:
     def fingerprint(self, target: str) -> Path:
         return self.artifacts / "probe" / f"{target}.json"
 
+    def peak(self, target: str) -> Path:
+        """The target's nominal and measured compute peaks (``peak@<target>``)."""
+        return self.artifacts / "peak" / f"{target}.json"
+
     def build_dir(self, key: str) -> Path:
         """The built artifact, its build log and ``build.json``."""
         return self.artifacts / "build" / key
@@ -224,6 +228,7 @@ class Layout:
             "parity": {"outs": [self.reference, self.fidelity_targets], "metrics": [self.parity_metrics]},
             "quantize": {"outs": [self.quantize_dir(p)], "metrics": [self.quantize_metrics(p)]},
             "probe": {"outs": [self.fingerprint(t)], "metrics": []},
+            "peak": {"outs": [self.peak(t)], "metrics": []},
             "build": {"outs": [self.build_dir(k)], "metrics": [self.build_metrics(k)]},
             "benchmark": {"outs": [], "metrics": [self.benchmark_metrics(k)]},
             "evaluate": {"outs": [], "metrics": [self.evaluate_metrics(k)]},

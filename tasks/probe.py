@@ -1,10 +1,17 @@
 """Stage ``probe@<target>``: what the device is, as a fingerprint JSON.
 
 The device agent reports OS, arch, CPU, RAM, GPU and compute capability, L4T/JetPack, CUDA,
-TensorRT, ONNX Runtime, OpenVINO and power mode (nothing volatile). DVC re-runs this stage every
-time (``always_changed``) but builds depend on the fingerprint's *content*: an engine is rebuilt
-exactly when the device's toolkit changes. Output: ``artifacts/probe/<target>.json`` (the
-fingerprint plus its sha256 under ``fingerprint_sha256``).
+TensorRT, ONNX Runtime, OpenVINO and power mode (nothing volatile). Builds depend on the
+fingerprint's *content*: an engine is rebuilt exactly when the device's toolkit changes.
+Output: ``artifacts/probe/<target>.json`` (the fingerprint plus its sha256 under
+``fingerprint_sha256``).
+
+DVC does not ask the device on every ``dvc repro`` (a no-op ``dvc repro`` stays DVC's own
+overhead, no SSH round trip per target): ``python -m tasks.probe --refresh`` asks every target of
+``build.targets`` and rewrites a recorded fingerprint only when the device changed, so the next
+``dvc repro`` re-runs that probe and what depends on it. ``make run``, the Prefect pipeline flow
+and the fleet refresh first; after a JetPack upgrade by hand, run it (or ``dvc repro -f
+probe@<target>``).
 """
 
 from __future__ import annotations
@@ -54,8 +61,43 @@ def summary(fp: dict) -> str:
     )
 
 
+def refresh(cfg: Config, targets: list[str], log=print) -> list[str]:
+    """Probe ``targets`` and rewrite each recorded fingerprint whose content changed (a target not
+    probed yet is left to ``dvc repro``); returns the targets whose fingerprint changed."""
+    from tasks.io import read_json
+
+    changed = []
+    for t in targets:
+        path = LAYOUT.fingerprint(t)
+        if not path.is_file():
+            continue
+        old, fp = read_json(path), run(cfg, t)
+        if old.get("fingerprint_sha256") == fp["fingerprint_sha256"]:
+            log(f"probe@{t}: unchanged ({fp['fingerprint_sha256'][:12]})")
+            continue
+        write_json(path, fp)
+        changed.append(t)
+        log(
+            f"probe@{t}: the device changed ({str(old.get('fingerprint_sha256'))[:12]} -> {fp['fingerprint_sha256'][:12]}): {summary(fp)}"
+        )
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = stage.parser("probe", target=True).parse_args(argv)
+    p = stage.parser("probe")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target", help="target name (a key of the target section)")
+    g.add_argument(
+        "--refresh",
+        action="store_true",
+        help="ask every target of build.targets and rewrite the fingerprints of those that changed",
+    )
+    args = p.parse_args(argv)
+    if args.refresh:
+        with stage.stage_errors("probe --refresh", outputs=[]):
+            cfg = stage.load(args)
+            refresh(cfg, list(cfg.build.targets), lambda m: stage.log("probe", m))
+        return
     out = LAYOUT.fingerprint(args.target)
     with stage.stage_errors(f"probe@{args.target}", outputs=[out]):
         cfg = stage.load(args)

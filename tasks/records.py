@@ -193,6 +193,8 @@ class BenchmarkRecord(Record):
     speedup_vs_torch: dict[str, float] | None = opt()
     trtexec: dict[str, Any] | None = opt()  # TensorRT: trtexec's own summary per batch size
     latency_unavailable: str | None = opt()
+    # batch 1 from image to decoded result, split (tasks.metrics.end_to_end): *_ms, total_ms, what
+    end_to_end: dict[str, Any] | None = opt()
     extra: dict[str, Any] = _extra()
 
 

@@ -19,6 +19,9 @@ FAST = [
     "bench.offline_batch_sizes=[8]",
     "bench.emulated=measure",
 ]
+# ONNX Runtime only: the tests about a task or a data source need one runtime (the main job's test
+# runs the default targets, every runtime installed here)
+ONE_TARGET = ["build.targets=[local]"]
 
 
 def env() -> dict[str, str]:

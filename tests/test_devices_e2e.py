@@ -90,7 +90,7 @@ def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
 def test_rerun_with_nothing_changed_rebuilds_nothing(setup):
     repo, _, _ = setup
     r = sh(["dvc", "repro"], repo)
-    assert ran(r.stdout) == {"checkpoint", "probe@local", "probe@ssh_loopback"}
+    assert ran(r.stdout) == {"checkpoint"}  # the devices are asked by `probe --refresh`, not on every repro
 
 
 def test_changed_fingerprint_rebuilds_only_that_device(setup):
@@ -100,6 +100,8 @@ def test_changed_fingerprint_rebuilds_only_that_device(setup):
     meta.mkdir(parents=True)
     (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 9.9.9\n")
     launcher(base / "device-python3", pythonpath=site)
+    r = sh([sys.executable, "-m", "tasks.probe", "--refresh"], repo)  # what `make run` does first
+    assert "probe@ssh_loopback: the device changed" in r.stderr and "probe@local: unchanged" in r.stderr
     r = sh(["dvc", "repro"], repo)
     stages = ran(r.stdout)
     assert json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())["onnxruntime"] == "9.9.9"

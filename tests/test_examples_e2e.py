@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.e2e import FAST, fresh_repo, sh
+from tests.e2e import FAST, ONE_TARGET, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "fp16", "int8-minmax"]
@@ -38,7 +38,13 @@ def check_example(example: str, tmp_path) -> None:
     precisions = PRECISIONS if example in ("mnist_detect", "mnist_segment") else LEAN
     repo = fresh_repo(
         tmp_path / "repo",
-        [f"example={example}", f"build.precisions=[{','.join(precisions)}]", f"prepare.epochs={epochs}", *FAST],
+        [
+            f"example={example}",
+            f"build.precisions=[{','.join(precisions)}]",
+            f"prepare.epochs={epochs}",
+            *FAST,
+            *ONE_TARGET,
+        ],
     )
     r = sh(["dvc", "repro"], repo)
     assert "EdgeForge summary" in r.stdout

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.e2e import FAST, fresh_repo, sh
+from tests.e2e import FAST, ONE_TARGET, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-mixed"]
@@ -18,7 +18,7 @@ PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-mixed"]
 def test_exp_run_scores_every_precision_by_agreement_with_fp32(tmp_path):
     repo = fresh_repo(tmp_path / "repo", [])
     overrides = ["model.task=fidelity", f"build.precisions=[{','.join(PRECISIONS)}]", "prepare.epochs=2"]
-    overrides += ["quant.sensitivity_samples=200", *FAST]
+    overrides += ["quant.sensitivity_samples=200", *FAST, *ONE_TARGET]
     r = sh(["dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))], repo)
     assert "EdgeForge summary" in r.stdout and "top-1 agreement %" in r.stdout
 

@@ -18,6 +18,8 @@ from tests.e2e import FAST, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]  # the default build list
+TARGETS = ["local", "local_openvino"]  # the default targets: every runtime installed here
+KEYS = [f"{t}-{p}" for t in TARGETS for p in PRECISIONS]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,9 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
         "quantize@int8-entropy",
         "build@local-fp32",
         "build@local-fp16",
+        "build@local_openvino-int8-minmax",
         "benchmark@local-fp32",
+        "benchmark@local_openvino-fp32",
         "evaluate@local-fp16",
         "report",
     ):
@@ -59,19 +63,24 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
         "artifacts/export/model.onnx",
         "artifacts/build/local-fp32/model.onnx",
         "artifacts/build/local-fp16/model.onnx",
+        "artifacts/build/local_openvino-int8-minmax/model.xml",
         "artifacts/parity/reference.npz",
         "artifacts/report/summary.json",
         "metrics/evaluate/local-fp16.json",
     ):
         assert (repo / out).is_file(), out
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
-    assert [(row["target"], row["precision"]) for row in summary["rows"]] == [("local", p) for p in PRECISIONS]
+    assert [row["key"] for row in summary["rows"]] == KEYS
+    # both runtimes compete on this machine: one winner for the device, and the terminal says why
+    (win,) = summary["winners"].values()
+    assert list(summary["winners"]) == ["local"] and win["key"] in KEYS and win["key"] in win["why"]
+    assert f"winner on local: {win['why']}" in " ".join(r.stdout.split())
     assert (
         summary["reference"]["metric"] == "top1" and summary["reference"]["value"] >= 95.0
     )  # the bundled example's promise
     # FP32 and FP16 are accepted everywhere; whether an INT8 build is depends on the CPU's INT8 kernels
     # (VNNI or not), so an INT8 row is either accepted within eval.max_drop or rejected with its reason
-    by = {row["precision"]: row for row in summary["rows"]}
+    by = {row["precision"]: row for row in summary["rows"] if row["target"] == "local"}
     assert by["fp32"]["accepted"] and by["fp16"]["accepted"]
     for row in summary["rows"]:
         assert (row["accepted"] and row["drop"] <= 1.0 and not row["reason"]) or (not row["accepted"] and row["reason"])
@@ -93,9 +102,9 @@ def test_lock_records_every_stage(repo):
         "export",
         "parity",
         "report",
-        "probe@local",
+        *(f"probe@{t}" for t in TARGETS),
         *(f"quantize@{p}" for p in PRECISIONS),
-        *(f"{st}@local-{p}" for st in ("build", "benchmark", "evaluate") for p in PRECISIONS),
+        *(f"{st}@{k}" for st in ("build", "benchmark", "evaluate") for k in KEYS),
     }
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
@@ -106,7 +115,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
     parents = [r for r in runs if r.data.tags.get("edgeforge.kind") == "pipeline"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS)
+    assert sorted(c.data.params["precision"] for c in children) == sorted(PRECISIONS * len(TARGETS))
     for c in children:
         assert {
             "accuracy_top1",
@@ -117,7 +126,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
             "parity_max_abs",
         } <= set(c.data.metrics)
         assert len(c.data.tags["artifact_sha256"]) == 64
-    mixed = next(c for c in children if c.data.params["precision"] == "int8-mixed")
+    mixed = next(c for c in children if c.data.tags["edgeforge.key"] == "local-int8-mixed")
     assert "kept_fp32_layers" in mixed.data.metrics and mixed.data.params["calibrator"] == "percentile"
     from mlflow.tracking import MlflowClient
 
@@ -135,13 +144,28 @@ def test_metrics_show_reports_the_same_numbers(repo):
     assert data["value"] == pytest.approx(summary["rows"][0]["value"]) and data["metric"] == "top1"
 
 
-def test_second_repro_runs_only_the_probes_and_logs_nothing(repo):
+def test_second_repro_runs_only_the_checkpoint_check_and_logs_nothing(repo):
     before = len(mlflow_runs(repo))
     r = sh(["dvc", "repro"], repo)
-    # checkpoint and probe@<target> always run (the file or the device may have changed); an
-    # unchanged checkpoint and fingerprint re-run nothing downstream
-    assert set(ran(r.stdout)) == {"checkpoint", "probe@local"}
+    # checkpoint always runs (the file may have changed); an unchanged checkpoint re-runs nothing
+    # downstream, and the devices are not asked (probe --refresh does that)
+    assert set(ran(r.stdout)) == {"checkpoint"}
     assert len(mlflow_runs(repo)) == before
+
+
+def test_probe_refresh_rewrites_only_a_fingerprint_the_device_no_longer_matches(repo):
+    """A recorded fingerprint the device no longer matches (edited here, as if recorded before a
+    toolkit upgrade) is rewritten by `probe --refresh` from what the device says now; a matching
+    one is left untouched. A rewritten fingerprint is a modified DVC output: `dvc repro` re-runs its
+    probe and whatever depends on a changed content (here the content is back to the lock's)."""
+    path, other = repo / "artifacts/probe/local_openvino.json", repo / "artifacts/probe/local.json"
+    fp, mtime = json.loads(path.read_text()), other.stat().st_mtime_ns
+    path.write_text(json.dumps({**fp, "openvino": "0.0.0", "fingerprint_sha256": "0" * 64}))
+    r = sh(["python", "-m", "tasks.probe", "--refresh"], repo)
+    assert "probe@local: unchanged" in r.stderr + r.stdout
+    assert "probe@local_openvino: the device changed (000000000000 -> " in r.stderr + r.stdout
+    assert json.loads(path.read_text()) == fp and other.stat().st_mtime_ns == mtime
+    assert set(ran(sh(["dvc", "repro"], repo).stdout)) == {"checkpoint"}
 
 
 def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_outputs(repo):
@@ -161,6 +185,6 @@ def test_exp_run_override_reruns_only_affected_stages(repo):
     # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: FAST goes along
     r = sh(["dvc", "exp", "run", *(a for o in FAST for a in ("-S", o)), "-S", "eval.max_drop=2.0"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
-    assert set(ran(r.stdout)) == {"checkpoint", "probe@local", "report", *(f"evaluate@local-{p}" for p in PRECISIONS)}
+    assert set(ran(r.stdout)) == {"checkpoint", "report", *(f"evaluate@{k}" for k in KEYS)}
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["max_drop"] == 2.0
     assert json.loads((repo / "metrics/evaluate/local-fp32.json").read_text())["max_drop"] == 2.0

@@ -27,12 +27,22 @@ import zipfile
 from pathlib import Path
 
 AGENT_VERSION = "1"
-USAGE = "usage: agent.py {probe|build|benchmark|infer} '<request JSON object>'"
+USAGE = "usage: agent.py {probe|peak|build|benchmark|infer} '<request JSON object>'"
+#: the ISA flags the peaks and device choices read (tasks/device/isa.py): x86 FMA/AVX-512/VNNI/BF16/FP16/AMX,
+#: Arm NEON, dot-product (asimddp), BF16, I8MM, FP16 arithmetic (fphp scalar, asimdhp vector), SVE
 CPU_FLAGS = (
-    *("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c"),
-    *("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16"),  # native bf16 / fp16 compute (x86)
-    *("asimd", "asimddp", "fphp", "asimdhp", "bf16", "i8mm", "sve"),  # Arm: dot product, fp16, bf16
+    *("fma", "f16c", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16"),
+    *("amx_bf16", "amx_fp16", "amx_int8", "asimd", "asimddp", "bf16", "i8mm", "fphp", "asimdhp", "sve"),
 )
+#: Arm "CPU implementer" codes (Arm ARM, MIDR_EL1) of the vendors whose boards EdgeForge meets
+ARM_VENDORS = {
+    "0x41": "ARM",
+    "0x4e": "NVIDIA",
+    "0x51": "Qualcomm",
+    "0x48": "HiSilicon",
+    "0x61": "Apple",
+    "0xc0": "Ampere",
+}
 #: (device-tree SoC, Jetson model keyword, CUDA compute capability), newest first
 JETSON_SOCS = (
     ("tegra234", "orin", "8.7"),
@@ -149,6 +159,39 @@ def _gpus() -> list:
     return gpus
 
 
+def _cpu_id(cpuinfo: str) -> dict:
+    """Vendor, family, model and nominal clock: stable facts only (never the volatile "cpu MHz").
+    x86: vendor_id, cpu family, model; Arm: implementer, architecture, part. The clock is the model
+    name's "@ 2.70GHz", else cpufreq's cpuinfo_max_freq, else on x86 with an invariant TSC
+    (constant_tsc, tsc_known_freq: a VM without cpufreq whose model name says only "AMD EPYC") the
+    TSC rate, BogoMIPS / 2, which runs at the base clock; else None (``mhz_source`` says which).
+    Physical cores: distinct (physical id, core id) pairs (SMT siblings share their vector units)."""
+    field = lambda key: _search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M)  # noqa: E731
+    implementer = field("CPU implementer")
+    ghz = _search(r"@\s*([\d.]+)\s*GHz", field("model name") or "")
+    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
+    cores = set(re.findall(r"^physical id\s*:\s*(\d+)\s*$(?:.*\n)*?^core id\s*:\s*(\d+)", cpuinfo, re.M))
+    number = lambda v: int(v) if v and v.isdigit() else v  # noqa: E731
+    flags = set((field("flags") or "").split())
+    bogomips = _search(r"^([\d.]+)$", field("bogomips") or "")
+    if ghz:
+        mhz, source = round(float(ghz) * 1000), "model name"
+    elif max_khz.isdigit():
+        mhz, source = int(max_khz) // 1000, "cpufreq cpuinfo_max_freq"
+    elif {"constant_tsc", "tsc_known_freq"} <= flags and bogomips:
+        mhz, source = round(float(bogomips) / 2), "TSC (BogoMIPS / 2: the base clock)"
+    else:
+        mhz, source = None, None
+    return {
+        "vendor": field("vendor_id") or (ARM_VENDORS.get(implementer.lower(), implementer) if implementer else None),
+        "family": number(field("cpu family") or field("CPU architecture")),
+        "model_id": number(field("model")) if field("vendor_id") else field("CPU part"),
+        "mhz_nominal": mhz,
+        "mhz_source": source,
+        "physical_cores": len(cores) or None,
+    }
+
+
 def cmd_probe(req: dict) -> dict:
     """The device fingerprint; ``trtexec`` (a path or null) gives TensorRT's version when nothing else does."""
     trtexec = _get(req, "trtexec")
@@ -184,6 +227,7 @@ def cmd_probe(req: dict) -> dict:
             "model": cpu_model or platform.processor() or None,
             "cores": os.cpu_count(),
             "flags": sorted(f for f in CPU_FLAGS if f in flags),
+            **_cpu_id(cpuinfo),
         },
         "ram_gib": round(int(mem_kib) / 2**20, 1) if mem_kib else None,
         "python": platform.python_version(),
@@ -286,6 +330,25 @@ class OrtModel:
         outs = self._s.run(None, {self.input_name: x.astype(self._dtype, copy=False)})
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
 
+    def steps(self) -> list:
+        """``infer`` as three steps to time apart (:func:`time_chain`), through ORT's IOBinding:
+        ``input_copy`` casts the batch to the input's dtype and binds it (``bind_cpu_input``: the CPU
+        provider reads a float32 batch in place), ``compute`` runs (``run_with_iobinding``, outputs
+        bound to memory ORT allocates), ``output_copy`` copies the outputs out of ORT's tensors
+        (``copy_outputs_to_cpu``) as float32; its result is what ``infer`` returns."""
+        np, io, held = self._np, self._s.io_binding(), []
+        for n in self.output_names:
+            io.bind_output(n)
+
+        def put(x) -> None:
+            held[:] = [np.ascontiguousarray(x, dtype=self._dtype)]  # bound in place: kept alive until the next
+            io.bind_cpu_input(self.input_name, held[0])
+
+        def get(_) -> dict:
+            return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, io.copy_outputs_to_cpu())}
+
+        return [("input_copy", put), ("compute", lambda _: self._s.run_with_iobinding(io)), ("output_copy", get)]
+
 
 def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: bool = True, providers=None) -> tuple:
     """``(artifact, meta)``: ``out_dir/model.onnx``, the graph this ONNX Runtime optimized, or the input
@@ -357,6 +420,31 @@ class OvModel:
         res = self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)}, share_inputs=True)
         outs = (res[o] for o in self.compiled.outputs)
         return {n: self._np.asarray(o, dtype=self._np.float32) for n, o in zip(self.output_names, outs)}
+
+    def steps(self) -> list:
+        """``infer`` as three steps to time apart (:func:`time_chain`), on one InferRequest: ``input_copy``
+        sets the batch as the input tensor, shared as ``infer`` shares it (no copy; OpenVINO reads the
+        numpy buffer), ``compute`` is ``start_async`` + ``wait``, ``output_copy`` copies each
+        ``get_output_tensor(i).data`` out as float32; its result is what ``infer`` returns."""
+        ov, np, req, held = _import("openvino"), self._np, self.compiled.create_infer_request(), []
+
+        def put(x) -> None:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            # shared, not copied: kept alive until the next; a read-only array (a memory-mapped split)
+            # cannot be shared (OpenVINO's Tensor refuses it) and is copied first
+            held[:] = [x if x.flags.writeable else x.copy()]
+            req.set_input_tensor(ov.Tensor(held[0], shared_memory=True))
+
+        def run(_) -> None:
+            req.start_async()
+            req.wait()
+
+        def get(_) -> dict:
+            return {
+                n: np.array(req.get_output_tensor(i).data, dtype=np.float32) for i, n in enumerate(self.output_names)
+            }
+
+        return [("input_copy", put), ("compute", run), ("output_copy", get)]
 
 
 def _ov_dims(shape) -> list | None:
@@ -713,6 +801,158 @@ def measure(fn, warmup_s: float, min_duration_s: float, min_iterations: int, clo
     return lat
 
 
+# ---- peak: a large GEMM timed in the runtime itself, per precision (in the spirit of the Empirical Roofline Toolkit)
+
+
+def _pb(num: int, v) -> bytes:
+    """One protobuf field: an int as a varint, bytes/str length-delimited (ONNX's wire format, no onnx package)."""
+    out, (wire, data) = bytearray(), ((0, v) if isinstance(v, int) else (2, v.encode() if isinstance(v, str) else v))
+    for n in [num << 3 | wire, data] if wire == 0 else [num << 3 | wire, len(data)]:
+        while True:
+            out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                break
+    return bytes(out) + (b"" if wire == 0 else data)
+
+
+def gemm_onnx(n: int, layers: int, family: str, np) -> bytes:
+    """``layers`` chained (n, n) @ (n, n) MatMuls on resident weights (n x n input): fp32/fp16 as is; int8 as
+    Q/DQ (uint8 activations, int8 weights: what VNNI/AMX/dot-product run) that ORT and OpenVINO fuse to int8 GEMMs."""
+    rng, ft = np.random.default_rng(0), 10 if family == "fp16" else 1  # TensorProto FLOAT16 / FLOAT
+
+    def tensor(name, dtype, a):
+        a = np.asarray(a)
+        return b"".join(_pb(1, d) for d in a.shape) + _pb(2, dtype) + _pb(8, name) + _pb(9, a.tobytes())
+
+    def value(name, dtype):
+        dims = b"".join(_pb(1, _pb(1, n)) for _ in range(2))
+        return _pb(1, name) + _pb(2, _pb(1, _pb(1, dtype) + _pb(2, dims)))
+
+    node = lambda op, ins, out: _pb(1, b"".join(_pb(1, i) for i in ins) + _pb(2, out) + _pb(4, op))  # noqa: E731
+    body, prev, npt = b"", "x", np.float16 if ft == 10 else np.float32
+    if family == "int8":
+        body += _pb(5, tensor("s", 1, np.float32(4 / 127))) + _pb(5, tensor("z", 2, np.uint8(128)))
+        body += _pb(5, tensor("sw", 1, np.float32(1 / 127 / n**0.5))) + _pb(5, tensor("zw", 3, np.int8(0)))
+    for i in range(layers):
+        if family == "int8":
+            w = rng.integers(-127, 128, (n, n), dtype=np.int8)
+            body += _pb(5, tensor(f"w{i}", 3, w)) + node("DequantizeLinear", [f"w{i}", "sw", "zw"], f"wd{i}")
+            body += node("QuantizeLinear", [prev, "s", "z"], f"q{i}") + node(
+                "DequantizeLinear", [f"q{i}", "s", "z"], f"d{i}"
+            )
+            body += node("MatMul", [f"d{i}", f"wd{i}"], f"y{i}")
+        else:  # random signs / sqrt(n): the activations keep their scale (no overflow, no denormals)
+            w = (rng.integers(0, 2, (n, n)) * 2 - 1) / n**0.5
+            body += _pb(5, tensor(f"w{i}", ft, w.astype(npt))) + node("MatMul", [prev if i else "x", f"w{i}"], f"y{i}")
+        prev = f"y{i}"
+    body += _pb(2, "gemm") + _pb(11, value("x", ft)) + _pb(12, value(prev, ft))
+    return _pb(1, 8) + _pb(8, _pb(1, "") + _pb(2, 13)) + _pb(7, body)
+
+
+#: per runtime: family -> the precision it runs the GEMM in (OpenVINO's INFERENCE_PRECISION_HINT names;
+#: ORT's fp16 is the fp16 model as its CPU provider runs it, with casts to fp32 where it lacks fp16 kernels)
+PEAK_PRECISIONS = {
+    "onnxruntime": {"fp32": "fp32", "fp16": "fp16", "int8": "u8s8"},
+    "openvino": {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "u8s8"},
+}
+PEAK_PASSES = 2
+
+
+def _peak_session(runtime: str, family: str, model: bytes, threads: int, folder: Path):
+    """A callable running the GEMM once, or the reason this runtime cannot run ``family`` here."""
+    np = _import("numpy")
+    if runtime == "onnxruntime":
+        ort = _import("onnxruntime")
+        so = ort.SessionOptions()
+        so.log_severity_level, so.intra_op_num_threads, so.inter_op_num_threads = 3, threads, 1
+        try:
+            s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            return f"onnxruntime has no CPU kernels for this {family} GEMM: {_first_line(e)}"
+        x = np.ones(s.get_inputs()[0].shape, np.float16 if family == "fp16" else np.float32)
+        return lambda: s.run(None, {"x": x})
+    core = _import("openvino").Core()
+    caps, hint = core.get_property(OV_DEVICE, "OPTIMIZATION_CAPABILITIES"), PEAK_PRECISIONS[runtime][family]
+    if family in ("bf16", "fp16") and family.upper() not in caps:
+        return f"the OpenVINO {OV_DEVICE} plugin does not run {family} here (OPTIMIZATION_CAPABILITIES {caps})"
+    (folder / "gemm.onnx").write_bytes(model)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    config["INFERENCE_PRECISION_HINT"] = "f32" if family == "int8" else hint
+    try:
+        compiled = core.compile_model(core.read_model(str(folder / "gemm.onnx")), OV_DEVICE, config)
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses with its own text
+        return f"OpenVINO cannot compile the {family} GEMM for {OV_DEVICE}: {_first_line(e)}"
+    ran = ov_runtime_precisions(compiled)
+    want = ("I8", "U8") if family == "int8" else (hint.upper(),)
+    if not any(ran.get(p) for p in want):
+        return f"OpenVINO compiled the {family} GEMM with no {'/'.join(want)} op (runtime precisions {ran})"
+    request, x = compiled.create_infer_request(), np.ones((int(compiled.inputs[0].shape[0]),) * 2, np.float32)
+    return lambda: request.infer({0: x}, share_inputs=True)
+
+
+def cmd_peak(req: dict) -> dict:
+    """GFLOP/s (int8: GOP/s) per precision family the runtime runs here, on all ``threads``: ``layers``
+    chained (n x n) GEMMs for each n of ``sizes`` (cache-resident to larger, as the Empirical Roofline
+    Toolkit sweeps working sets). Every session is built first, then timed in ``PEAK_PASSES`` passes
+    over all of them (a burst of other load then costs one pass, not a family), each call once to warm
+    up and the best call within its share of ``budget_s`` per family counting; the best size wins.
+    ``{family: {"skipped": why}}`` where the runtime cannot run the family."""
+    runtime, np, layers, budget = _get(req, "runtime"), _import("numpy"), _get(req, "layers"), _get(req, "budget_s")
+    threads, sizes = _get(req, "threads") or os.cpu_count() or 1, _get(req, "sizes")
+    if runtime not in PEAK_PRECISIONS:
+        raise AgentError("bad_input", f"no peak kernel for runtime {runtime!r}; measured: {', '.join(PEAK_PRECISIONS)}")
+    res, runs, folder = {}, {}, Path(_get(req, "out_dir"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for family in PEAK_PRECISIONS[runtime]:
+        for n in sizes:
+            run = _peak_session(runtime, family, gemm_onnx(n, layers, family, np), threads, folder)
+            if isinstance(run, str):
+                res[family] = {"skipped": run}
+                break
+            runs[family, n] = (run, [])
+    for _ in range(PEAK_PASSES):
+        for run, times in runs.values():
+            run()
+            end = time.perf_counter() + budget / len(sizes) / PEAK_PASSES
+            while len(times) < 3 or time.perf_counter() < end:
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+    for (family, n), (_, times) in runs.items():
+        gflops = 2 * n**3 * layers / min(times) / 1e9
+        if gflops > res.get(family, {}).get("gflops", 0):
+            rt_precision = PEAK_PRECISIONS[runtime][family]
+            shape = [layers, n, n, n]
+            res[family] = {"gflops": gflops, "runtime": runtime, "runtime_precision": rt_precision, "shape": shape}
+            res[family]["seconds"] = min(times)
+    log(f"peaks: {res}")
+    return {"runtime": runtime, "runtime_version": runtime_version(runtime), "threads": threads, "measured": res}
+
+
+def time_chain(steps, x, iterations: int, warmup: int = 2, max_s=None, clock=time.perf_counter) -> dict:
+    """Per-call seconds of each of ``steps`` (``[(name, fn), ...]``, each ``fn`` taking the previous
+    one's result, the first ``x``) and of the whole chain (``"total"``), over the same ``iterations``
+    calls after ``warmup`` untimed ones: ``{name: [s, ...], ..., "total": [s, ...]}``. With ``max_s``,
+    fewer calls once the timed ones took that long (at least 5)."""
+    times: dict = {name: [] for name, _ in steps}
+    times["total"] = []
+    for i in range(warmup + iterations):
+        if max_s is not None and len(times["total"]) >= 5 and sum(times["total"]) > max_s:
+            break
+        v, start = x, clock()
+        t0 = start
+        for name, fn in steps:
+            v = fn(v)
+            t1 = clock()
+            if i >= warmup:
+                times[name].append(t1 - t0)
+            t0 = t1
+        if i >= warmup:
+            times["total"].append(t0 - start)
+    return times
+
+
 # ---- commands
 
 
@@ -745,6 +985,9 @@ CHECKS = {
     "batch_sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of ints > 0"),
     "batch_size": (_count, "an int > 0"),
     "min_iterations": (_count, "an int > 0"),
+    "sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of GEMM sides > 0"),
+    "layers": (_count, "an int > 0 (chained GEMMs)"),
+    "budget_s": (lambda v: isinstance(v, (int, float)) and v > 0, "seconds > 0"),
     "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "trtexec_args": (lambda v: isinstance(v, list) and all(map(_name, v)), "a list of trtexec options"),
@@ -752,6 +995,8 @@ CHECKS = {
         lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(map(_count, v))),
         "null or [min, max] batch of the engine's profile",
     ),
+    "end_to_end_iterations": (lambda v: v is None or _count(v), "null or an int > 0"),
+    "end_to_end_max_s": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "null or seconds > 0"),
 }
 OPTIONAL = {
     "trtexec": None,
@@ -763,6 +1008,11 @@ OPTIONAL = {
     "trtexec_args": [],
     "profile_batches": None,
     "plugins": None,
+    "sizes": [256, 512],
+    "layers": 4,
+    "budget_s": 0.5,
+    "end_to_end_iterations": None,
+    "end_to_end_max_s": None,
 }
 
 
@@ -978,7 +1228,9 @@ def hygiene() -> dict:
 def cmd_benchmark(req: dict) -> dict:
     """Per-call seconds per batch size, cold start, hygiene. TensorRT also gets ``trtexec`` (see
     :func:`trtexec_runs`); without its Python packages ``latency_s`` is {}, ``cold`` null and
-    ``latency_unavailable`` says what to install."""
+    ``latency_unavailable`` says what to install. With ``end_to_end_iterations``, ONNX Runtime and
+    OpenVINO also time batch 1's input copy, compute and output copy apart (``io_split_s``:
+    :func:`time_chain` of the model's ``steps``)."""
     before, t0 = hygiene(), time.perf_counter()
     runtime, model, x, np = _load(req, trt_optional=True)
     sizes, loop = _get(req, "batch_sizes"), [_get(req, k) for k in ("warmup_s", "min_duration_s", "min_iterations")]
@@ -995,6 +1247,10 @@ def cmd_benchmark(req: dict) -> dict:
             batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
             res["latency_s"][f"b{b}"] = measure(lambda: infer(batch), *loop)  # noqa: B023 (called here)
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
+        # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
+        n, max_s = _get(req, "end_to_end_iterations"), _get(req, "end_to_end_max_s")
+        if n and runtime != "tensorrt":
+            res["io_split_s"] = time_chain(model.steps(), np.ascontiguousarray(x[:1]), n, max_s=max_s)
     if runtime == "tensorrt":
         trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")
         if exe is None and trt is None:
@@ -1022,7 +1278,7 @@ def cmd_infer(req: dict) -> dict:
     return {"outputs": model.output_names, "samples": len(x)}
 
 
-COMMANDS = {"probe": cmd_probe, "build": cmd_build, "benchmark": cmd_benchmark, "infer": cmd_infer}
+COMMANDS = {"probe": cmd_probe, "peak": cmd_peak, "build": cmd_build, "benchmark": cmd_benchmark, "infer": cmd_infer}
 
 
 def main(argv: list | None = None) -> int:

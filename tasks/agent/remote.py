@@ -72,7 +72,13 @@ def outputs(dev, build_dir: Path, x: np.ndarray, batch_size: int) -> dict[str, n
 
 
 def latencies(
-    dev, build_dir: Path, x: np.ndarray, bench, input_name: str | None = None, trtexec: bool = True
+    dev,
+    build_dir: Path,
+    x: np.ndarray,
+    bench,
+    input_name: str | None = None,
+    trtexec: bool = True,
+    end_to_end: bool = True,
 ) -> tuple[dict[int, np.ndarray], dict]:
     """Per-call latencies in seconds for each of ``bench.batch_sizes``, measured on the device
     (batches are ``x``'s samples repeated); and the rest of the agent's answer (runtime version,
@@ -86,7 +92,9 @@ def latencies(
     ``info["latency_unavailable"]`` says what to install: trtexec's summaries are all there is, and no
     per-call distribution is made up from them. ``input_name``: the engine's input (trtexec's
     ``--shapes``), needed only in that case. trtexec's runs get the build's load arguments
-    (:func:`_trt_load`)."""
+    (:func:`_trt_load`). With ``bench.end_to_end`` (and ``end_to_end``), ONNX Runtime and OpenVINO
+    targets also time batch 1's input copy, compute and output copy apart (``info["io_split_s"]``:
+    per-call seconds of each, and ``total``; agent ``time_chain``)."""
     from tasks.runtimes.base import BuildError
     from tasks.runtimes.tensorrt_rt import trtexec_figures
 
@@ -105,6 +113,11 @@ def latencies(
                 "warmup_s": bench.warmup_s,
                 "min_duration_s": bench.min_duration_s,
                 "min_iterations": bench.min_iterations,
+                **(
+                    {"end_to_end_iterations": bench.end_to_end_iterations, "end_to_end_max_s": bench.end_to_end_max_s}
+                    if end_to_end and getattr(bench, "end_to_end", False)
+                    else {}
+                ),
                 **trt,
             },
         )

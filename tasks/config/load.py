@@ -262,6 +262,13 @@ def check(cfg: Config) -> None:
         "bench",
         "min_iterations must be > 0 and durations >= 0",
     )
+    _require(
+        cfg.bench.end_to_end_iterations > 0 and cfg.bench.end_to_end_max_s > 0,
+        "bench",
+        "end_to_end_iterations and end_to_end_max_s must be > 0",
+    )
+    t = cfg.bench.end_to_end_score_threshold
+    _require(t is None or 0 <= t <= 1, "bench.end_to_end_score_threshold", f"{t} must be in [0, 1] or null")
     if cfg.report.registered_model is not None:
         why = model_name_problem(cfg.report.registered_model)
         _require(

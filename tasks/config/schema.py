@@ -282,8 +282,8 @@ class Target:
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
     peak_gflops: dict[str, float] = f(
         {},
-        "the device's peak GFLOP/s by precision family (fp32, fp16, bf16, int8), for "
-        "roofline efficiency (achieved / peak); a family left out is not reported",
+        "overrides the nominal peak GFLOP/s (int8: GOP/s) by precision family (fp32, bf16, fp16, int8) that "
+        "stage peak@<target> derives from the fingerprint; the measured peak is reported beside it",
     )
 
 
@@ -297,9 +297,13 @@ class Bench:
         "MLPerf-style offline scenario: batch sizes whose throughput "
         "(samples/s) is measured, every sample available at once",
     )
-    warmup_s: float = f(0.2, "warm-up time before measuring, seconds")
-    min_duration_s: float = f(3.0, "measure at least this long, seconds")
-    min_iterations: int = f(10, "and at least this many iterations")
+    warmup_s: float = f(0.1, "warm-up time before measuring, seconds")
+    min_duration_s: float = f(
+        0.5,
+        "measure at least this long, seconds (0.5 s is thousands of calls of a small model; "
+        "3, as trtexec, for a device's thermal steady state)",
+    )
+    min_iterations: int = f(20, "and at least this many iterations")
     max_cv: float = f(
         0.025,
         "latency drift bound: a batch size whose CV of the medians of 10 windows exceeds it is "
@@ -312,6 +316,18 @@ class Bench:
     )
     max_p99_ms: float | None = f(
         None, "latency budget: a build whose single-stream p99 exceeds this many ms is rejected; null = no budget"
+    )
+    end_to_end: bool = f(
+        True,
+        "also time batch 1 end to end, split: preprocessing of a uint8 image of the data's original size, "
+        "input copy, compute, output copy, host-side decoding (eval.decoder); the total beside the compute-only p50",
+    )
+    end_to_end_iterations: int = f(50, "end to end: calls timed (each part's median over the same calls)")
+    end_to_end_max_s: float = f(0.5, "end to end: fewer calls (at least 5) once the timed ones took this long, seconds")
+    end_to_end_score_threshold: float | None = f(
+        0.25,
+        "end to end, detection/keypoints: the decoder's score threshold, as a deployed application sets it "
+        "(0.25: Ultralytics' predict default); null = eval.score_threshold (validation's, e.g. 0.001: far more NMS work)",
     )
     emulated: Literal["skip", "measure"] = f(
         "skip",
@@ -406,10 +422,15 @@ class Eval:
 class Report:
     experiment: str = f("edgeforge", "MLflow experiment name")
     tracking_uri: str = f("sqlite:///mlflow.db", "MLflow tracking URI (env MLFLOW_TRACKING_URI overrides)")
+    winner_by: Literal["p50", "p99", "throughput", "size"] = f(
+        "p50",
+        "what makes a device's winner among its accepted builds (every runtime on the device competes): "
+        "p50 | p99 (lowest single-stream latency), throughput (highest offline), size (smallest artifact)",
+    )
     register: bool = f(
         True,
-        "register each target's winning build (accepted, lowest batch-1 p50) as a version of "
-        "the MLflow registered model, with the target's name as alias",
+        "register each device's winning build (report.winner_by) as a version of "
+        "the MLflow registered model, with the device's name as alias (local: this machine)",
     )
     registered_model: str | None = f(
         None,

@@ -1,1 +1,3 @@
-"""What a device can do, read from its fingerprint (host side: no stage, no device connection)."""
+"""What a device can do, from its fingerprint (``artifacts/probe/<target>.json``): ISA capabilities
+(:mod:`tasks.device.isa`), nominal compute peaks (:mod:`tasks.device.peaks`), whether a precision
+applies to it (:mod:`tasks.device.support`). Host side: no stage."""

@@ -17,32 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Flags as the probe records them (/proc/cpuinfo names). x86: AVX512_BF16 (Cooper Lake, Zen 4+) and
-# AMX_BF16 (Sapphire Rapids+) multiply bf16 pairs into FP32 accumulators; AVX512_FP16 (Sapphire
-# Rapids+) and AMX_FP16 (Granite Rapids) compute in FP16. Arm: "bf16" (Armv8.6 BFDOT/BFMMLA),
-# "fphp"/"asimdhp" (Armv8.2 FP16 scalar/vector arithmetic).
-# TODO(issue 16): read these through tasks.device.isa (native_bf16, native_fp16) once it is merged.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-FP16_FLAGS = ("avx512_fp16", "amx_fp16", "asimdhp", "fphp")
-EMULATED = ("skip", "measure")
-
-
-def _flags(fp: dict[str, Any]) -> set[str]:
-    return set(((fp.get("cpu") or {}).get("flags")) or [])
-
-
-def native_bf16(fp: dict[str, Any]) -> bool:
-    """The CPU computes in bf16 (AVX512_BF16, AMX_BF16, Arm bf16)."""
-    return bool(_flags(fp) & set(BF16_FLAGS))
-
-
-def native_fp16(fp: dict[str, Any]) -> bool:
-    """The CPU computes in FP16 (AVX512_FP16, AMX_FP16, Arm FP16 arithmetic)."""
-    return bool(_flags(fp) & set(FP16_FLAGS))
-
-
-def _is_arm(fp: dict[str, Any]) -> bool:
-    return str(fp.get("arch") or "").lower() in ("aarch64", "arm64", "armv8l")
+from tasks.device.isa import is_arm, native_bf16, native_fp16
 
 
 def _slow_fp16_gpu(fp: dict[str, Any]) -> str | None:
@@ -93,7 +68,7 @@ def _emulated_reason(fp: dict[str, Any], runtime: str, precision: str) -> str | 
         return None
     if fp.get("gpu"):  # ORT's CUDA/TensorRT providers compute FP16 on the GPU
         return _slow_fp16_gpu(fp)
-    if _is_arm(fp) and native_fp16(fp):  # MLAS has FP16 kernels on Arm with FP16 arithmetic
+    if is_arm(fp) and native_fp16(fp):  # MLAS has FP16 kernels on Arm with FP16 arithmetic
         return None
     # elsewhere the CPU provider inserts Casts around FP32 kernels, whatever the CPU (AVX512_FP16 too)
     return (

@@ -16,9 +16,11 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
     ("parity_max_abs", "max|Δ| vs ONNX"),
     ("latency_p50_ms", "p50 ms (b1)"),
     ("latency_p99_ms", "p99 ms (b1)"),
+    ("end_to_end_ms", "e2e ms (b1)"),
     ("first_inference_ms", "1st call ms"),
     ("throughput", "offline/s"),
-    ("efficiency", "% peak"),
+    ("efficiency", "% peak (measured)"),
+    ("efficiency_nominal", "% peak (nominal)"),
     ("speedup_vs_torch", "× torch (b1)"),
     ("size_mb", "size MB"),
     ("kept_fp32", "FP32 layers"),
@@ -27,7 +29,9 @@ COLUMNS = [  # (summary key, header); "value" is the task metric, its header com
 
 
 FALLBACKS_SHOWN = 6  # fallback layers named before the rest is folded away ("+N more", <details>)
-OPTIONAL = {"worst_image_drop"}  # shown only when a row has the figure (binary segmentation)
+# shown only when a row has the figure (binary segmentation; a device whose nominal clock is known)
+OPTIONAL = {"worst_image_drop", "efficiency_nominal"}
+NOT_IN_TERMINAL = {"end_to_end_ms"}  # print_table shows these under the table instead
 
 
 def columns(summary: dict) -> list[tuple[str, str]]:
@@ -52,10 +56,45 @@ def worst_images(summary: dict) -> list[str]:
     ]
 
 
+E2E_PARTS = ("preprocess", "input_copy", "compute", "output_copy", "decode")  # tasks.metrics.end_to_end.PARTS
+
+
+def end_to_end_cell(r: dict) -> str:
+    """The median whole call; where none ran (a device), ``≥`` the sum of the parts measured."""
+    if r.get("end_to_end_ms") is None and r.get("end_to_end_parts_ms") is not None:
+        return f"≥{fmt(r['end_to_end_parts_ms'])}"
+    return fmt(r.get("end_to_end_ms"))
+
+
+def end_to_end_lines(summary: dict) -> list[str]:
+    """One line per row with an end-to-end split: each part's median (ms; n/a: not measured there)
+    adding up to their sum, the median whole call, and the compute-only p50 beside it."""
+    out = []
+    for r in summary["rows"]:
+        e = r.get("end_to_end")
+        if not e:
+            continue
+        parts = " + ".join(
+            f"{p.replace('_', ' ')} {fmt(e.get(f'{p}_ms')) if e.get(f'{p}_ms') is not None else 'n/a'}"
+            for p in E2E_PARTS
+        )
+        whole = f"whole call {fmt(e['total_ms'])}" if e.get("total_ms") is not None else "no whole call measured"
+        out.append(
+            f"{r['key']}: end to end (b1) ms: {parts} = {fmt(e.get('sum_of_parts_ms'))}; {whole}; "
+            f"compute-only p50 {fmt(r.get('latency_p50_ms'))}"
+        )
+    return out
+
+
 def calibration_lines(summary: dict) -> list[str]:
     """The calibration coverage line and its warnings (classes calibration lacks), if INT8 was built."""
     cal = summary.get("calibration")
     return [f"calibration coverage: {cal['line']}", *(f"warning: {w}" for w in cal["warnings"])] if cal else []
+
+
+def winner_lines(summary: dict) -> list[str]:
+    """One line per device: its winning build and why it won (``summary["winners"]``)."""
+    return [f"winner on {d}: {w['why']}" for d, w in (summary.get("winners") or {}).items()]
 
 
 def title(summary: dict) -> str:
@@ -101,7 +140,11 @@ def precision_note(r: dict) -> str:
 
 def cell(r: dict, k: str) -> str:
     """A row's cell for summary key ``k``: :func:`fmt`, the precision with its :func:`precision_note`."""
+    if k == "end_to_end_ms":
+        return end_to_end_cell(r)
     note = precision_note(r) if k == "precision" else ""
+    if k.startswith("efficiency") and r.get(k) is None and r.get("efficiency_error"):
+        return "error"  # above 100%: the peak or the FLOP count is wrong (roofline_lines says which)
     return f"{fmt(r.get(k))} ({note})" if note else fmt(r.get(k))
 
 
@@ -115,6 +158,13 @@ def not_applicable(summary: dict) -> list[str]:
     return [f"{r['key']}: n/a: {r['skipped']}" for r in summary["rows"] if r.get("skipped")]
 
 
+def roofline_lines(summary: dict) -> list[str]:
+    """One line per row whose achieved GFLOP/s exceeded a peak (a measurement error, not an efficiency)."""
+    return [
+        f"{r['key']}: roofline error: {r['efficiency_error']}" for r in summary["rows"] if r.get("efficiency_error")
+    ]
+
+
 def markdown(summary: dict) -> str:
     cols = columns(summary)
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
@@ -123,8 +173,11 @@ def markdown(summary: dict) -> str:
     na = "".join(f"- {line}\n" for line in not_applicable(summary))
     notes = "".join(f"- {r['key']}: {fallback_hint(r)}\n" for r in summary["rows"] if fallback_note(r))
     images = "".join(f"- {line}\n" for line in worst_images(summary))
-    calib = "".join(f"- {line}\n" for line in calibration_lines(summary))
-    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in (reasons, na, notes, images, calib) if x)
+    e2e = "".join(f"- {line}\n" for line in end_to_end_lines(summary))
+    calib = "".join(f"- {line}\n" for line in calibration_lines(summary) + roofline_lines(summary))
+    win = "".join(f"- {line}\n" for line in winner_lines(summary))
+    parts = (win, reasons, na, notes, images, e2e, calib)
+    return title(summary) + "\n\n" + head + body + "".join("\n" + x for x in parts if x)
 
 
 def print_table(summary: dict, file=None) -> None:
@@ -135,7 +188,8 @@ def print_table(summary: dict, file=None) -> None:
     file = file or sys.stdout  # looked up at call time: redirected/captured stdout works in-process
 
     t = Table(title=f"EdgeForge summary ({title(summary)})")
-    cols = columns(summary)
+    # a terminal is narrow: the end-to-end figures are the lines under the table
+    cols = [c for c in columns(summary) if c[0] not in NOT_IN_TERMINAL]
     for _, h in cols:
         t.add_column(h, justify="left" if h in ("target", "precision", "runtime", "verdict") else "right")
     for r in summary["rows"]:
@@ -144,6 +198,8 @@ def print_table(summary: dict, file=None) -> None:
         t.add_row(*cells)
     console = Console(file=file, width=200)
     console.print(t)
+    for line in winner_lines(summary):
+        console.print(f"[bold]★[/] {escape(line)}", highlight=False, soft_wrap=True)
     for r in summary["rows"]:  # the reasons under the table: in a cell they would squeeze every column
         if r.get("skipped"):
             console.print(f"n/a {escape(r['key'])}: {escape(r['skipped'])}", highlight=False, soft_wrap=True)
@@ -153,9 +209,9 @@ def print_table(summary: dict, file=None) -> None:
             console.print(
                 f"[yellow]⚠[/] {escape(r['key'])}: {escape(fallback_hint(r))}", highlight=False, soft_wrap=True
             )
-    for line in worst_images(summary):
-        console.print(line, highlight=False, soft_wrap=True)
-    for line in calibration_lines(summary):
+    for line in worst_images(summary) + end_to_end_lines(summary):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    for line in calibration_lines(summary) + roofline_lines(summary):
         console.print(escape(line), highlight=False, soft_wrap=True)
     if summary.get("mlflow"):
         m = summary["mlflow"]

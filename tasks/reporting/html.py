@@ -21,6 +21,8 @@ from tasks.records import BenchmarkRecord, EvaluateRecord
 from tasks.reporting import plots as report_plots
 from tasks.reporting.format import (
     FALLBACKS_SHOWN,
+    end_to_end_cell,
+    end_to_end_lines,
     fallback_note,
     not_applicable,
     precision_note,
@@ -29,7 +31,7 @@ from tasks.reporting.format import (
     worst_images,
 )
 from tasks.reporting.format import fmt as _fmt
-from tasks.reporting.selection import winners
+from tasks.reporting.selection import device_of, target_winner, why, winners
 
 MIXED = "int8-mixed"
 LEG_NAMES = {
@@ -125,8 +127,9 @@ def _table(head: list[str], rows: list[tuple[str, list[str]]], text_cols: int = 
 def verdicts(summary: dict) -> str:
     """The verdict table (one <tr data-key> per row) and the reasons of the rejected rows."""
     label = summary["reference"]["label"]
-    by_target = winners(summary["rows"])
-    win = {w["key"] for w in by_target.values()}
+    by = summary.get("winner_by", "p50")
+    by_device = winners(summary["rows"], by)
+    win = {w["key"] for w in by_device.values()}
     head = [
         "target",
         "precision",
@@ -136,6 +139,7 @@ def verdicts(summary: dict) -> str:
         "max|Δ| vs ONNX",
         "p50 ms (b1)",
         "p99 ms (b1)",
+        "end to end ms (b1)",
         "throughput /s",
         "verdict",
     ]
@@ -151,6 +155,7 @@ def verdicts(summary: dict) -> str:
         cells = [_e(r["target"]), prec, _e(r["runtime"])] + [
             _e(_fmt(r.get(k))) for k in ("value", "drop", "parity_max_abs", "latency_p50_ms", "latency_p99_ms")
         ]
+        cells.append(_e(end_to_end_cell(r)))
         rows.append((f'class="{cls}" data-key="{_e(r["key"])}"', [*cells, tp, f"<span>{verdict}</span>{badge}"]))
     out = _table(head, rows, text_cols=3, last="verdict")
     refused = rejected(summary["rows"])
@@ -167,6 +172,13 @@ def verdicts(summary: dict) -> str:
             + "</ul>"
         )
     out += "".join(fallbacks(r) for r in summary["rows"])
+    e2e = end_to_end_lines(summary)
+    if e2e:  # compute-only vs what an application spends per image
+        out += (
+            "<h3>End to end, batch 1 (image to decoded result; compute-only p50 beside it)</h3><ul class=end-to-end>"
+            + "".join(f"<li>{_e(line)}</li>" for line in e2e)
+            + "</ul>"
+        )
     images = worst_images(summary)
     if images:  # binary segmentation: an average drop can hide a few images that collapsed
         out += (
@@ -177,13 +189,13 @@ def verdicts(summary: dict) -> str:
     out += (
         "<p>"
         + "<br>".join(
-            f"Winner on <b>{_e(t)}</b>: "
+            f"Winner on <b>{_e(d)}</b>: "
             + (
-                f"{_e(by_target[t]['precision'])} (fastest accepted build at batch 1)"
-                if t in by_target
+                f"<b>{_e(by_device[d]['key'])}</b> ({_e(why(summary['rows'], by_device[d], by))})"
+                if d in by_device
                 else "none (no accepted build)"
             )
-            for t in report_plots.targets(summary["rows"])
+            for d in dict.fromkeys(device_of(r) for r in summary["rows"])
         )
         + "</p>"
     )
@@ -211,7 +223,7 @@ def fallbacks(r: dict) -> str:
 
 def per_target(summary: dict, ex: Extras) -> str:
     label = summary["reference"]["label"]
-    win = winners(summary["rows"])
+    win = winners(summary["rows"], summary.get("winner_by", "p50"))
     out = []
     for t in report_plots.targets(summary["rows"]):
         rows = [r for r in summary["rows"] if r["target"] == t and not r.get("skipped")]
@@ -221,7 +233,7 @@ def per_target(summary: dict, ex: Extras) -> str:
         out.append(
             f'<section class="target" id="target-{_e(t)}"><h2>Target {_e(t)}</h2>'
             + _figure(
-                report_plots.pareto_png(rows, label, win.get(t)),
+                report_plots.pareto_png(rows, label, target_winner(win, t)),
                 f"accuracy vs latency: {t}",
                 f"{label} against batch-1 p50 latency; labels are precisions; dashed: the Pareto front of the "
                 "accepted builds; red crosses: rejected builds; gold ring: the winner.",
@@ -330,5 +342,7 @@ def write(summary: dict, layout: Layout, model: str = "") -> Path:
     path. On failure neither is left half-written."""
     ex = collect(summary, layout, model)
     page = render(summary, ex)
-    report_plots.write_data(summary["rows"], winners(summary["rows"]), ex.latency, layout)
+    report_plots.write_data(
+        summary["rows"], winners(summary["rows"], summary.get("winner_by", "p50")), ex.latency, layout
+    )
     return write_text(layout.report_html, page)

@@ -139,12 +139,21 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "latency_p90_ms": first["p90_ms"],
         "latency_p99_ms": first["p99_ms"],
         "latency_cv": first["cv"],
+        # batch 1 from image to decoded result (the median whole call; None on a device, where the
+        # parts' sum is a lower bound), beside the compute-only p50, and its parts
+        "end_to_end_ms": (bench.end_to_end or {}).get("total_ms"),
+        "end_to_end_parts_ms": (bench.end_to_end or {}).get("sum_of_parts_ms"),
+        "end_to_end": bench.end_to_end,
         "first_inference_ms": cold.get("first_inference_ms"),
         "load_ms": cold.get("load_ms"),
         "throughput": offline[best]["throughput"] if offline else first["throughput"],
         "throughput_batch": best,
         "gflops": (roof.get("gflops") or {}).get(best),
-        "efficiency": 100 * roof["efficiency"][best] if roof.get("efficiency") else None,
+        # % of the measured peak (the runtime's own GEMM) and of the nominal one, at the best batch size;
+        # None above 100%: efficiency_error says which peak the achieved figure exceeded
+        "efficiency": _percent(roof.get("efficiency_measured"), best),
+        "efficiency_nominal": _percent(roof.get("efficiency_nominal"), best),
+        "efficiency_error": roof.get("efficiency_error"),
         "speedup_vs_torch": speed.get("b1", next(iter(speed.values()), None)),
         "unstable": bench.unstable,
         "trtexec_median_ms": trtexec_median(bench),
@@ -158,6 +167,11 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         "verdict": "accepted" if accepted else "rejected",
         "reason": "; ".join(x for x in (ev.reason, bench.reason) if x),
     }
+
+
+def _percent(fractions: dict | None, bs: str | None) -> float | None:
+    v = (fractions or {}).get(bs)
+    return 100 * v if v is not None else None
 
 
 def calibration(cfg: Config, layout: Layout) -> dict[str, Any] | None:
@@ -174,7 +188,10 @@ def calibration(cfg: Config, layout: Layout) -> dict[str, Any] | None:
 
 def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
     """``{"reference": {metric, label, value}, "export": export metrics, "rows": [row, ...],
-    "calibration": :func:`calibration`}``."""
+    "calibration": :func:`calibration`, "winner_by": report.winner_by, "winners": {device:
+    {"key", "why"}}}``."""
+    from tasks.reporting.selection import why, winners
+
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
     # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
@@ -189,4 +206,9 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
         "export": _read(layout.export_metrics),
         "rows": rows,
         "calibration": calibration(cfg, layout),
+        "winner_by": cfg.report.winner_by,
+        "winners": {
+            d: {"key": w["key"], "why": why(rows, w, cfg.report.winner_by)}
+            for d, w in winners(rows, cfg.report.winner_by).items()
+        },
     }

@@ -1,7 +1,8 @@
-"""MLflow model registry of the winners: each target's winning build (see
-:func:`tasks.reporting.selection.winners`) becomes a new version of one registered model, made from the
-child run's logged ``build/`` folder (``runs:/<child run id>/build``), and the target's alias
-moves to it. Deployment fetches ``models:/<name>@<target>`` and always gets the latest winner."""
+"""MLflow model registry of the winners: each device's winning build (see
+:func:`tasks.reporting.selection.winners`: every runtime on the device competes) becomes a new version
+of one registered model, made from the child run's logged ``build/`` folder (``runs:/<child run
+id>/build``), and the device's alias moves to it (``local`` for this machine, ``host-port`` for a
+device over SSH). Deployment fetches ``models:/<name>@<device>`` and always gets the latest winner."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def _ensure_model(client, name: str) -> None:
 
     try:
         client.create_registered_model(
-            name, description="EdgeForge: each target's winning build; alias = the target's name"
+            name, description="EdgeForge: each device's winning build; alias = the device's name"
         )
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
@@ -101,7 +102,7 @@ def register_winners(
     and the tracking URI when the registry refuses."""
     from mlflow.exceptions import MlflowException
 
-    best = winners(rows)
+    best = winners(rows, cfg.report.winner_by)
     if not best:
         return {}
     name = model_name(cfg)
@@ -117,7 +118,7 @@ def register_winners(
                 source,
                 run_id=run_id,
                 tags=version_tags(r, tags),
-                description=f"{r['key']}: winner on target {target!r}",
+                description=f"{r['key']}: winner on device {target!r} by {cfg.report.winner_by}",
             )
             client.set_registered_model_alias(name, alias[target], mv.version)
             out[target] = {

@@ -220,10 +220,16 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
             "parity_vs_torch_max_abs",
             "gflops",
             "efficiency",
+            "efficiency_nominal",
             "trtexec_median_ms",
         ):
             if r.get(key) is not None:
                 metrics[key] = r[key]
+        if r.get("efficiency_error"):  # achieved above a peak: no efficiency metric, the reason as a tag
+            mlflow.set_tag("roofline_error", r["efficiency_error"][:4000])
+        for part, ms in (r.get("end_to_end") or {}).items():  # batch 1 image to result: total_ms, preprocess_ms, ...
+            if part.endswith("_ms") and ms is not None:
+                metrics[f"end_to_end_{part}"] = ms
         if r.get("worst_image_drop") is not None:  # binary segmentation, beside the worst class drop
             metrics["accuracy_worst_image_drop"] = r["worst_image_drop"]
         if r["speedup_vs_torch"] is not None:

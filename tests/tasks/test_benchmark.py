@@ -58,19 +58,25 @@ def test_run_with_and_without_torch_baseline(params, cfg, fp32_artifact, prepare
     assert res["cold"]["load_ms"] > 0 and res["cold"]["first_inference_ms"] > 0
     assert set(res["hygiene"]) == {"before", "after"} and "load_avg_1m" in res["hygiene"]["after"]
     assert any(line.startswith("cold start: load") for line in lines)
+    # batch 1 end to end, split, beside the compute-only p50 (tests/tasks/test_end_to_end.py for the parts)
+    e2e = res["end_to_end"]
+    assert all(e2e[f"{p}_ms"] > 0 for p in ("preprocess", "input_copy", "compute", "output_copy", "decode", "total"))
+    assert "argmax" in e2e["what"]["decode"] and "no meta.npy" in e2e["what"]["image"]
+    assert any(line.startswith("end to end (batch 1):") and "compute-only p50" in line for line in lines)
 
     # measured once per target, by the FP32 benchmark: other precisions do not repeat it
     res = benchmark.run(cfg, "local", fp32_artifact, prepared / "eval", log=lambda m: None, precision="fp16").to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res and "speedup_vs_torch" not in res
 
-    params["bench"]["torch_baseline"] = False
+    params["bench"].update(torch_baseline=False, end_to_end=False)
     res = benchmark.run(
         from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lambda m: None
     ).to_json()
     _check_latency(res["latency"], cfg)
     assert "torch" not in res
     assert "speedup_vs_torch" not in res
+    assert "end_to_end" not in res
 
 
 def test_batch_of_uses_real_samples_repeated(prepared):
@@ -102,11 +108,20 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     from tasks.metrics.flops import count_flops
 
     params["bench"].update(offline_batch_sizes=[4, 8], torch_baseline=False)
-    params["target"]["local"]["peak_gflops"] = {"fp32": 100.0}
     lines: list[str] = []
-    res = benchmark.run(
-        from_dict(Config, params), "local", fp32_artifact, prepared / "eval", log=lines.append, onnx_path=exported
-    ).to_json()
+    # the peak record peak@local writes; measured far above, nominal far below what runs here
+    peak = {
+        "nominal": {"fp32": {"gflops": 1e-6, "basis": "tiny"}, "int8": {"gflops": None, "basis": "unknown clock"}},
+        "measured": {"fp32": {"gflops": 1e9, "runtime_precision": "fp32"}, "int8": {"skipped": "no kernel"}},
+    }
+
+    def bench(precision="fp32", log=lambda m: None):
+        cfg = from_dict(Config, params)
+        return benchmark.run(
+            cfg, "local", fp32_artifact, prepared / "eval", log, precision, onnx_path=exported, peak=peak
+        ).to_json()
+
+    res = bench(log=lines.append)
     assert set(res["latency"]) == {"b1", "b4", "b8"}
     ss = res["single_stream"]
     assert (
@@ -114,26 +129,27 @@ def test_scenarios_roofline_and_latency_budget(params, fp32_artifact, exported, 
     )
     assert set(res["offline"]) == {"b4", "b8"}
     assert res["offline"]["b8"]["throughput"] == res["latency"]["b8"]["throughput"]
-    # roofline: FLOPs of the graph x samples/s, against the configured peak
+    # roofline: FLOPs of the graph x samples/s, against the measured and nominal peaks of the family
     flops = count_flops(exported)["per_sample"]
     roof = res["roofline"]
-    assert roof["flops_per_sample"] == flops and roof["peak_gflops"] == 100.0
+    assert roof["flops_per_sample"] == flops and roof["family"] == "fp32"
+    assert roof["measured_peak"]["gflops"] == 1e9
     for bs in ("b1", "b4", "b8"):
         assert roof["gflops"][bs] == pytest.approx(flops * res["latency"][bs]["throughput"] / 1e9)
-        assert roof["efficiency"][bs] == pytest.approx(roof["gflops"][bs] / 100.0)
-    assert any(line.startswith("roofline:") and "of peak" in line for line in lines)
+        assert roof["efficiency_measured"][bs] == pytest.approx(roof["gflops"][bs] / 1e9)
+        # above the (wrong) nominal peak: no efficiency, an error naming the peak instead
+        assert roof["efficiency_nominal"][bs] is None
+    assert "exceeds the nominal fp32 peak" in roof["efficiency_error"]
+    assert any(line.startswith("roofline:") and "of measured fp32 peak" in line for line in lines)
+    assert any(line.startswith("WARNING: roofline:") for line in lines)
     assert res["accepted"] is True and res["max_p99_ms"] is None
-    # no peak for the family: achieved GFLOP/s still reported, no efficiency
-    res16 = benchmark.run(
-        from_dict(Config, params),
-        "local",
-        fp32_artifact,
-        prepared / "eval",
-        log=lambda m: None,
-        precision="int8-minmax",
-        onnx_path=exported,
-    ).to_json()
-    assert res16["roofline"]["peak_gflops"] is None and res16["roofline"]["efficiency"] is None
+    # the user's override replaces the nominal peak; a family with no peak gets no efficiency
+    params["target"]["local"]["peak_gflops"] = {"fp32": 1e9}
+    res = bench()
+    assert "user override" in res["roofline"]["nominal_peak"]["basis"] and res["roofline"]["efficiency_error"] is None
+    res8 = bench("int8-minmax")
+    roof8 = res8["roofline"]
+    assert roof8["family"] == "int8" and roof8["efficiency_nominal"] is None and roof8["efficiency_measured"] is None
 
     # a budget below the measured p99 rejects the build, naming both figures
     params["bench"]["max_p99_ms"] = 1e-6

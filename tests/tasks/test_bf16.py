@@ -14,7 +14,8 @@ from tasks import benchmark, evaluate, export, parity, quantize, report
 from tasks.agent import agent
 from tasks.config import Config
 from tasks.config.load import family
-from tasks.device.support import native_bf16, support
+from tasks.device.isa import native_bf16
+from tasks.device.support import support
 from tasks.io import read_json, write_json
 from tasks.layout import LAYOUT
 from tasks.reporting.format import markdown

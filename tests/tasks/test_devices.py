@@ -293,6 +293,10 @@ def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(device
     bench = read_json(LAYOUT.benchmark_metrics("dev_ort-fp32"))
     assert bench["cold"]["first_inference_ms"] > 0 and bench["hygiene"]["before"]["load_avg_1m"] >= 0
     assert read_json(LAYOUT.evaluate_metrics("dev_ort-fp32"))["samples"] == 96
+    # end to end on a device: the agent's copies and compute; decoding on this host; no preprocessing there
+    e2e = bench["end_to_end"]
+    assert e2e["input_copy_ms"] > 0 and e2e["compute_ms"] > 0 and e2e["output_copy_ms"] > 0 and e2e["decode_ms"] > 0
+    assert e2e["preprocess_ms"] is None and e2e["total_ms"] is None and "this host" in e2e["what"]["decode"]
     params["bench"]["max_cv"] = 0.0  # every measurement "drifts": each batch size is measured again, on the device
     write_params(params)
     benchmark.main(argv)
@@ -331,6 +335,10 @@ def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(de
         assert bench["single_stream"]["p99_ms"] > 0 and bench["cold"]["load_ms"] > 0
         t = bench["trtexec"]["b1"]
         assert t["latency"]["median"] == pytest.approx(0.0368652)  # trt10.16_rtx6000ada_loadengine_fp16_ok.log
+        # end to end: trtexec's GPU Compute Time; that log's H2D/D2H are 0 (no data transfers): not measured
+        e2e = bench["end_to_end"]
+        assert e2e["compute_ms"] == pytest.approx(t["gpu_compute_time"]["median"]) and e2e["decode_ms"] > 0
+        assert e2e["input_copy_ms"] is None and "did not include data transfers" in e2e["what"]["input_copy"]
         assert t["tensorrt"] == "10.3.0" and t["defaults"]["cuda_graph"] is False
         assert any(a.startswith("--loadEngine=") for a in t["argv"])
         ev = read_json(LAYOUT.evaluate_metrics(f"dev_trt-{precision}"))

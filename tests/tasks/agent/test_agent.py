@@ -110,7 +110,9 @@ def test_probe_is_complete_and_deterministic(tmp_path):
     fp = first["result"]
     assert fp == second["result"]
     assert set(fp) == PROBE_KEYS
-    assert set(fp["os"]) == {"system", "release", "distro"} and set(fp["cpu"]) == {"model", "cores", "flags"}
+    assert set(fp["os"]) == {"system", "release", "distro"} and set(fp["cpu"]) == {
+        *("model", "cores", "flags", "vendor", "family", "model_id", "mhz_nominal", "mhz_source", "physical_cores")
+    }
     assert fp["python"] == platform.python_version() and fp["arch"] == platform.machine()
     assert set(fp["cpu"]["flags"]) <= set(agent_module.CPU_FLAGS) and fp["cpu"]["flags"] == sorted(fp["cpu"]["flags"])
     assert fp["ram_gib"] > 0
@@ -315,10 +317,15 @@ def test_benchmark_measures_every_batch_size(models, runtime, precision):
             "min_duration_s": 0.0,
             "min_iterations": 5,
             "threads": 1,
+            "end_to_end_iterations": 4,
         },
     )
     lat = reply["result"]["latency_s"]
     assert set(lat) == {"b1", "b9"}  # 9 > the 7 samples: built by repeating them
+    # batch 1's input copy, compute and output copy timed apart over the same 4 calls, and each whole call
+    split = reply["result"]["io_split_s"]
+    assert set(split) == {"input_copy", "compute", "output_copy", "total"}
+    assert all(len(v) == 4 and min(v) > 0 for v in split.values())
     assert all(len(v) >= 5 and min(v) > 0 for v in lat.values())
     assert reply["result"]["runtime_version"] == res["runtime_version"]
     cold = reply["result"]["cold"]

@@ -128,3 +128,26 @@ def test_keypoint_summaries_head_the_worst_part_column_by_keypoint():
     summary["reference"].update(metric="oks_ap", label="OKS AP .5:.95", parts="keypoint")
     assert ("worst_class_drop", "worst keypoint drop") in columns(summary)
     assert "| worst keypoint drop |" in markdown(summary) and "OKS AP .5:.95" in markdown(summary)
+
+
+E2E = {"preprocess_ms": 0.4, "input_copy_ms": 0.01, "compute_ms": 1.5, "output_copy_ms": 0.02, "decode_ms": 0.3}
+
+
+def test_end_to_end_beside_the_compute_only_p50():
+    """Each build's batch-1 end to end (the median whole call) in a column beside p50, and a line under
+    the table with its parts; a device's (no whole call, no preprocessing there) reads as a lower bound."""
+    local = _row("fp32", [], latency_p50_ms=1.6, end_to_end_ms=2.3, end_to_end_parts_ms=2.23)
+    local["end_to_end"] = {**E2E, "total_ms": 2.3, "sum_of_parts_ms": 2.23}
+    device = _row("fp16", [], key="orin-fp16", latency_p50_ms=1.6, end_to_end_ms=None, end_to_end_parts_ms=1.83)
+    device["end_to_end"] = {**E2E, "preprocess_ms": None, "total_ms": None, "sum_of_parts_ms": 1.83}
+    assert cell(local, "end_to_end_ms") == "2.30" and cell(device, "end_to_end_ms") == "≥1.83"
+    md = markdown(_summary(local, device, _row("int8-minmax", [])))
+    assert "| e2e ms (b1) |" in md
+    (line,) = [x for x in md.splitlines() if x.startswith("- orin-fp32: end to end")]
+    assert "preprocess 0.40 + input copy 0.01 + compute 1.50 + output copy 0.02 + decode 0.30 = 2.23" in line
+    assert "whole call 2.30" in line and "compute-only p50 1.60" in line
+    (line,) = [x for x in md.splitlines() if x.startswith("- orin-fp16: end to end")]
+    assert "preprocess n/a" in line and "no whole call measured" in line
+    out = io.StringIO()
+    print_table(_summary(local), file=out)
+    assert "orin-fp32: end to end (b1) ms: preprocess 0.40" in out.getvalue()

@@ -96,11 +96,17 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
         assert ("⚠ emulated" in tds[1]) == bool(r.get("emulated"))
         assert tds[3] == fmt(r["value"]) and tds[6] == fmt(r["latency_p50_ms"])
         assert tds[7] == fmt(r["latency_p99_ms"]) and tds[4] == fmt(r["drop"])
+        assert tds[8] == fmt(r["end_to_end_ms"]) and r["end_to_end_ms"] > 0  # batch 1, image to decoded result
         assert r["verdict"] in cls.split() and (("✔ accepted" if r["accepted"] else "✘ rejected") in tds[-1])
         assert ("winner" in cls.split()) == (key == win["key"]) and ("★ winner" in tds[-1]) == (key == win["key"])
+    e2e = re.search(r"<ul class=end-to-end>(.*?)</ul>", page).group(1)
+    assert all(f"<li>{r['key']}: end to end (b1) ms: preprocess" in e2e for r in rows)
     reasons = re.findall(r'<li data-key="([^"]*)"><b>[^<]*</b>: (.*?)</li>', page)
     assert reasons == [(r["key"], html.escape(r["reason"])) for r in rows if not r["accepted"]]
-    assert f"Winner on <b>local</b>: {win['precision']}" in page
+    assert (
+        f"Winner on <b>local</b>: <b>{win['key']}</b> (" in page
+        and html.escape(summary["winners"]["local"]["why"]) in page
+    )
 
     # the sensitivity table of int8-mixed and the parity table of every build
     sens = read_json(LAYOUT.quantize_dir("int8-mixed") / "sensitivity.json")
