@@ -65,7 +65,7 @@ _SKIPPED_NONE = (
     *("parity_max_abs", "parity_vs_torch_max_abs", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"),
     *("latency_cv", "first_inference_ms", "load_ms", "throughput", "throughput_batch", "gflops", "efficiency"),
     *("speedup_vs_torch", "trtexec_median_ms", "calibrator", "residual_adds", "kept_fp32", "int8_fallbacks"),
-    "emulated",
+    *("efficiency_nominal", "efficiency_error", "end_to_end_ms", "end_to_end_parts_ms", "end_to_end", "emulated"),
 )
 _SKIPPED_EMPTY = ("worst_classes", "worst_images", "kept_fp32_layers", "int8_fallback_layers", "int8_fallback_tensors")
 
@@ -194,6 +194,9 @@ def summarize(cfg: Config, layout: Layout) -> dict[str, Any]:
 
     par = _read(layout.parity_metrics)
     rows = [row(layout, t, p, torch_baseline(layout, t)) for t in cfg.build.targets for p in cfg.build.precisions]
+    # a skipped row also gets (empty) any key a built row has that _SKIPPED_NONE does not name yet
+    built = dict.fromkeys(k for r in rows if not r.get("skipped") for k in r)
+    rows = [{**built, **r} if r.get("skipped") else r for r in rows]
     # the metric parity scored with (Dice for a one-channel segmentation model), else the task's
     metric = par.get("metric") or primary(cfg.model.task)[0]
     return {
