@@ -18,6 +18,7 @@ This is a benchmark, not a test: it prints figures and never judges them.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     import onnxruntime as ort
 
     args = parse_args(argv)
+    load0 = os.getloadavg()[0]
     fp = agent.cmd_probe({"trtexec": None})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                 m = models[p]
                 p50[p].append(summarize(measure(lambda m=m: m.infer(one), 0.2, args.min_duration_s, 10), 1)["p50_ms"])
     print(f"CPU: {cpu_model()} ({fp['cpu']['cores']} cores; flags {' '.join(fp['cpu']['flags'])})")
+    print(f"load average (1 min): {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     print(f"model: {args.onnx or 'ResNet-18 (random weights)'}, OpenVINO {agent.runtime_version('openvino')}")
     print(
         f"{'build':6} {'executes':9} {'max|d| vs ORT FP32':>19} {'relative':>9} {'p50 ms b1':>10} {'x fp32':>7}  compute precisions"

@@ -47,7 +47,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "r
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", default=None, help="build.targets, comma-separated (default: the config's)")
-    p.add_argument("--precisions", default="fp32,fp16,int8-minmax,int8-percentile", help="build.precisions")
+    p.add_argument("--precisions", default="fp32,fp16,bf16,int8-minmax,int8-percentile", help="build.precisions")
     p.add_argument("--calib", type=int, default=64, help="calibration crops")
     p.add_argument("--eval", type=int, default=32, help="evaluation crops")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds at batch 1")
@@ -184,6 +184,9 @@ def main(argv=None) -> None:
     print(f"\n(1) dvc repro of ResNet-18 ({args.precisions}) in {wall:.0f} s; the stages' own figures:")
     print(f"{'build':32} {'p50 ms':>8} {'x torch':>8} {'% peak':>7} {'accepted':>9}")
     for r in rows:
+        if r.get("skipped"):  # not applicable to the device (bf16 on ONNX Runtime, an emulated fp16)
+            print(f"{r['key']:32} n/a: {r['skipped']}")
+            continue
         eff = f"{r['efficiency']:.1f}" if r.get("efficiency") is not None else "-"
         sp = f"{r['speedup_vs_torch']:.2f}" if r.get("speedup_vs_torch") else "-"
         print(f"{r['key']:32} {r['latency_p50_ms']:8.3f} {sp:>8} {eff:>7} {str(r['accepted']):>9}")
