@@ -10,7 +10,8 @@ and written from the same ranges by the project's ``quantize_qdq`` in each layou
 - ``s8s8``: the same with full-range 8-bit weights;
 - ``u8s8``: ONNX Runtime's x86 guidance (uint8 asymmetric activations, int8 symmetric
   per-channel weights, full range): ``ORT_U8S8_OPTIONS``, ``activation_type="uint8"``;
-- ``qop-u8s8``: the same types in ORT's QOperator format (QLinearConv written out, no Q/DQ).
+- ``qop-u8s8``: the same types in ORT's QOperator format (QLinearConv written out, no Q/DQ);
+- ``u8s8 as EdgeForge builds it``: the graph the build stage's agent saves from u8s8.
 
 Each model is timed beside FP32 in one process (interleaved rounds, order rotating), batch 1,
 p50 of a bare ``session.run`` loop, with 2 intra-op threads; then the session options on FP32 and
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from onnxruntime import __version__ as ort_version
 
+    from tasks.agent.agent import build_onnxruntime
     from tasks.quant import calibrate, quantize_qdq
     from tasks.quant.qdq import ORT_EXTRA_OPTIONS, ORT_U8S8_OPTIONS
 
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
             quantize_qdq(fp32, ranges, paths[name], **kw)
         paths["qop-u8s8 (QOperator)"] = d / "qop.onnx"
         qoperator(fp32, ranges, paths["qop-u8s8 (QOperator)"])
+        built = d / "built"
+        built.mkdir()  # what the build stage runs: the graph the agent saved (ENABLE_EXTENDED), loaded with ALL
+        paths["u8s8 as EdgeForge builds it"] = build_onnxruntime(paths["u8s8"], built, args.threads)[0]
 
         sessions = {n: session(pth, args.threads) for n, pth in paths.items()}
         ref = sessions["fp32"].run(None, {"input": imgs})[0].argmax(1)

@@ -18,6 +18,10 @@ _ARM = ("aarch64", "arm64", "armv8l", "armv7l")
 _U8S8_FIGURE = "ResNet-18 batch 1 on Zen 4 with VNNI: u8s8 4.4x ORT FP32, int8 7-bit s8s8 1.25x (bench/ort_int8.py)"
 
 
+# Small flag reads with the semantics of tasks/device/isa.py (helper "peaks": has_vnni, has_amx, arm_dotprod,
+# native_bf16, native_fp16), kept here until that module is merged; then import them from there.
+
+
 def _flags(fp: dict) -> set[str]:
     return set((fp.get("cpu") or {}).get("flags") or [])
 
@@ -29,8 +33,9 @@ def _is_arm(fp: dict) -> bool:
 def _int8_dot(fp: dict) -> str | None:
     """The int8 dot-product instructions the CPU has that accumulate in int32 (None: none)."""
     flags = _flags(fp)
-    if "amx_int8" in flags:
-        return "AMX-INT8 (amx_int8)"
+    amx = sorted({"amx_int8", "amx_bf16"} & flags)
+    if amx:
+        return f"AMX ({', '.join(amx)})"
     vnni = sorted({"avx512_vnni", "avx_vnni"} & flags)
     if vnni:
         return f"VNNI ({', '.join(vnni)}: VPDPBUSD multiplies u8 x s8 into int32)"
@@ -41,7 +46,7 @@ def _int8_dot(fp: dict) -> str | None:
 
 def _native_fp16(fp: dict) -> bool:
     flags = _flags(fp)
-    return bool({"avx512_fp16", "amx_fp16"} & flags) or (_is_arm(fp) and bool({"fphp", "asimdhp"} & flags))
+    return bool({"avx512_fp16", "amx_fp16"} & flags) or (_is_arm(fp) and "asimdhp" in flags)
 
 
 def _native_bf16(fp: dict) -> bool:
@@ -115,7 +120,7 @@ def inference_precision(fp: dict, precision: str) -> tuple[str | None, str]:
         return "bf16", "bf16 build" + ("" if native else " (no native bf16 in the fingerprint: emulated)")
     if precision == "fp16":
         if _native_fp16(fp):
-            return "f16", "fp16 build on a CPU with native FP16 compute (AVX512-FP16/AMX-FP16, Arm fphp)"
+            return "f16", "fp16 build on a CPU with native FP16 compute (AVX512-FP16/AMX-FP16, Arm asimdhp)"
         return None, "no native FP16 compute: the plugin's own float (emulated: no speed-up expected)"
     return "f32", ("fp32/int8: the ops left in float run FP32; without the hint a CPU with bf16 would run them in bf16")
 

@@ -42,7 +42,7 @@ ORIN = cpu(
 @pytest.mark.parametrize(
     "fp, layout, why",
     [
-        (INTEL_AMX, "u8s8", "AMX-INT8"),
+        (INTEL_AMX, "u8s8", "amx_int8"),
         (ZEN4, "u8s8", "avx512_vnni"),
         (ALDER_LAKE, "u8s8", "avx_vnni"),
         (ARM_DOT, "u8s8", "asimddp"),
@@ -84,7 +84,7 @@ def test_threads_are_one_per_core_and_only_int8_has_a_layout():
         (ZEN4, "int8-minmax", "f32"),
         (ZEN4, "bf16", "bf16"),
         (INTEL_AMX, "fp16", "f16"),  # AVX512-FP16
-        (ARM_DOT, "fp16", "f16"),  # Arm fphp/asimdhp
+        (ARM_DOT, "fp16", "f16"),  # Arm asimdhp
         (ZEN4, "fp16", None),  # no native FP16: the plugin's own float
         (AVX2_ONLY, "fp16", None),
     ],
