@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     from tasks.quant import calibrate, quantize_qdq
     from tasks.quant.qdq import ORT_EXTRA_OPTIONS, ORT_U8S8_OPTIONS
 
-    print(f"CPU: {cpu_model()}; ONNX Runtime {ort_version}; {args.threads} intra-op threads; batch 1")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} CPUs); ONNX Runtime {ort_version}; {args.threads} intra-op threads;")
+    print(f"batch 1; load average {load} at start (above the CPU count: other processes share the cores)")
     imgs = photos()
     with tempfile.TemporaryDirectory() as td:
         d = Path(td)
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         table("session options", interleaved(opts, x, rounds, seconds, min_iter), "fp32 all spin=on")
         one = {f"{n} 1 thread": session(paths[n], 1) for n in ("fp32", "u8s8")}
         table("one intra-op thread", interleaved(one, x, rounds, seconds, min_iter), "fp32 1 thread")
+    print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
