@@ -98,7 +98,8 @@ def _device_measurements(cfg: Config, target_name: str, build_dir: Path, split: 
 
     def again(bs: int):
         with device(target_name, cfg.target[target_name], log) as dev:
-            bench = dataclasses.replace(cfg.bench, single_stream=False, offline_batch_sizes=[bs])
+            single = bs == 1 and cfg.bench.single_stream  # measured again in its own scenario
+            bench = dataclasses.replace(cfg.bench, single_stream=single, offline_batch_sizes=[] if single else [bs])
             return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False)[0][bs]
 
     with device(target_name, cfg.target[target_name], log) as dev:
