@@ -12,10 +12,12 @@ import pytest
 from onnx import numpy_helper
 
 from tasks import benchmark, probe, quantize
+from tasks.agent.agent import offline_runner
 from tasks.device.choices import choose, offline_batch_sizes, ort_int8_layout, run_threads
 from tasks.io import read_json, sha256_file, write_json
 from tasks.layout import LAYOUT, ORT_INT8_LAYOUTS, ort_int8_onnx
 from tasks.records import BuildRecord
+from tasks.runtimes import get_runtime
 from tests.conftest import build_main, write_params
 
 
@@ -164,6 +166,11 @@ def test_quantize_writes_every_ort_layout_and_the_build_picks_the_devices(workdi
             == (rec["device_choices"])
         )
 
+    benchmark.main(["--target", "local", "--precision", "int8-minmax"])  # runs the build as it was made
+    assert (
+        read_json(LAYOUT.benchmark_metrics("local-int8-minmax"))["threads"] == rec["device_choices"]["intra_op_threads"]
+    )
+
     params["quant"]["ort_reduce_range"] = False  # the user's override beats the (AVX2-only) device
     write_params(params)
     build_main(["--target", "local", "--precision", "int8-minmax"])
@@ -182,3 +189,12 @@ def test_openvino_build_records_its_hints_and_the_offline_batch_uses_every_strea
     rec = read_json(LAYOUT.benchmark_metrics("local_openvino-fp32"))
     assert set(rec["latency"]) == {"b1", "b4"} and rec["offline"]["b4"]["throughput"] > 0
     assert rec["threads"] == choices["threads"]
+    art = LAYOUT.build_dir("local_openvino-fp32") / "model.xml"
+    sess = get_runtime("openvino").load(art, choices["threads"], choices)
+    assert str(sess.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert int(sess.compiled.get_property("NUM_STREAMS")) == 1
+    offline = offline_runner("openvino", art, choices["threads"], choices)
+    assert str(offline.__self__.compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    x = np.random.default_rng(0).random((5, 1, 28, 28), np.float32)
+    assert offline(x) is None and len(offline.__self__._queue) >= 1  # every chunk ran
+    assert offline_runner("onnxruntime", art, None, choices) is None
