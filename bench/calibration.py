@@ -7,7 +7,7 @@ repeated over 3 channels, ImageNet-normalised — streamed in batches of 32 from
 array, exactly as the quantize stage does, and writes the Q/DQ model. The child reports its
 wall time and peak RSS (ru_maxrss, whole process: Python, torch-free ORT and the batches).
 Then FP32 and each calibrator's INT8 model in the layout the onnxruntime target builds
-(``model.ort.onnx``: int8 kernels, 7-bit weights) are timed at batch 1 side by side (interleaved
+(``model.ort.s8s8r7.onnx``: int8 kernels, 7-bit weights; VNNI CPUs build ``u8s8``: bench/ort_int8.py) are timed at batch 1 side by side (interleaved
 rounds), plus the TensorRT-layout model (``model.onnx``) that ORT only simulates, and OpenVINO
 (the pipeline's openvino runtime) on FP32 and on that Q/DQ model, where it runs int8 kernels.
 

@@ -30,11 +30,12 @@ import numpy as np
 
 from tasks import stage
 from tasks.agent import remote
-from tasks.agent.agent import hygiene
+from tasks.agent.agent import hygiene, offline_runner
 from tasks.agent.client import device
 from tasks.config import Config
 from tasks.config.load import family
 from tasks.data.split import Split
+from tasks.device.choices import offline_batch_sizes, run_threads
 from tasks.io import read_json
 from tasks.layout import LAYOUT, key
 from tasks.metrics import end_to_end
@@ -50,22 +51,31 @@ def batch_of(split: Split, b: int) -> np.ndarray:
     return np.ascontiguousarray(split.x[idx])
 
 
+def device_choices(build_dir: Path) -> dict | None:
+    """The build's ``device_choices`` (None: a build recorded before them), applied again here."""
+    rec = BuildRecord.read_if(Path(build_dir) / "build.json")
+    return rec.extra.get("device_choices") if rec else None
+
+
 def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Split, precision: str):
-    """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process."""
+    """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process, with the build's
+    device choices (session options; OpenVINO's offline batches spread over every stream)."""
     target, b = cfg.target[target_name], cfg.bench
-    rt = get_runtime(target.runtime)
+    rt, choices = get_runtime(target.runtime), device_choices(artifact.parent)
+    threads = run_threads(choices, target.threads)
     before, t0 = hygiene(), time.perf_counter()
-    sess = rt.load(artifact, target.threads)
+    sess = rt.load(artifact, threads, choices)
     t1 = time.perf_counter()
     sess.infer(batch_of(split, 1))  # the first (cold) inference, timed on its own
     cold = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
+    offline = offline_runner(rt.name, artifact, threads, choices) if offline_batch_sizes(b) else None
     torch_sess = None
     if b.torch_baseline and precision == "fp32" and cfg.model.format != "onnx":
         torch_sess = get_runtime("torch").session(cfg.model, target.threads)
     lat, torch_lat = {}, {}
     for bs in b.batch_sizes:
-        x = batch_of(split, bs)
-        lat[bs] = measure(lambda x=x: sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
+        x, run = batch_of(split, bs), offline if offline and bs in offline_batch_sizes(b) else sess.infer
+        lat[bs] = measure(lambda x=x, run=run: run(x), b.warmup_s, b.min_duration_s, b.min_iterations)
         if torch_sess:
             torch_lat[bs] = measure(lambda x=x: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
     info = {
@@ -73,8 +83,12 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
         "cpu_count": os.cpu_count(),
         "cold": cold,
         "hygiene": {"before": before, "after": hygiene()},
+        "threads": threads,
         "again": lambda bs: measure(
-            lambda: sess.infer(batch_of(split, bs)), b.warmup_s, b.min_duration_s, b.min_iterations
+            lambda: (offline if offline and bs in offline_batch_sizes(b) else sess.infer)(batch_of(split, bs)),
+            b.warmup_s,
+            b.min_duration_s,
+            b.min_iterations,
         ),
         "end_to_end": (lambda: end_to_end.local(cfg, sess, split, target.runtime)) if b.end_to_end else None,
     }
@@ -91,12 +105,14 @@ def _device_measurements(
 
     def again(bs: int):
         with device(target_name, cfg.target[target_name], log) as dev:
-            bench = dataclasses.replace(cfg.bench, single_stream=False, offline_batch_sizes=[bs])
+            single = bs == 1 and cfg.bench.single_stream  # measured again in its own scenario
+            bench = dataclasses.replace(cfg.bench, single_stream=single, offline_batch_sizes=[] if single else [bs])
             return remote.latencies(dev, build_dir, x, bench, input_name=name, trtexec=False, end_to_end=False)[0][bs]
 
     with device(target_name, cfg.target[target_name], log) as dev:
         lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
     info["cpu_count"] = (read_fingerprint(LAYOUT.fingerprint(target_name), target_name).get("cpu") or {}).get("cores")
+    info["threads"] = run_threads(device_choices(build_dir), cfg.target[target_name].threads)
     info["again"] = again
     if cfg.bench.end_to_end:
         info["end_to_end"] = lambda: end_to_end.remote(cfg, split, cfg.target[target_name].runtime, info, onnx_path)
@@ -207,7 +223,7 @@ def run(
     res: dict = {
         "runtime": target.runtime,
         "runtime_version": info["runtime_version"],
-        "threads": target.threads,
+        "threads": info.get("threads", target.threads),
         "cpu_count": info["cpu_count"],
         "host": target.transport,
         "latency": {},

@@ -5,7 +5,11 @@ The device agent (``tasks/agent/agent.py``) builds it there, from the precision'
 writes IR and compiles it once, TensorRT runs ``trtexec`` with the recipe of the device's
 TensorRT version (``tasks/runtimes/tensorrt_recipe.py``; the ONNX is linted against that version
 first, before anything is uploaded). Local targets take the same path in a scratch folder.
-Every file comes back sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
+Device-dependent choices (:mod:`tasks.device.choices`: which ONNX Runtime INT8 model, threads, ORT
+graph optimisation level, OpenVINO hints per scenario, inference precision) follow the target's
+fingerprint; the request carries them and the record keeps them as ``device_choices`` (with a
+reason each), which the benchmark and evaluate stages apply again. Every file comes back
+sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
 build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on failure.
 
 A precision that does not apply to the target (:mod:`tasks.device.support`: bf16 on ONNX Runtime, a
@@ -24,6 +28,7 @@ from pathlib import Path
 from tasks import stage
 from tasks.agent.client import device
 from tasks.config import Config
+from tasks.device.choices import choose, run_threads
 from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
@@ -41,9 +46,12 @@ def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
         dev.host.get(f"{remote_dir}/{name}", out / name, sha256=want)
 
 
-def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path, emulated: bool = False) -> dict:
-    """onnxruntime / openvino: upload the ONNX, the agent builds and checks, download the result.
-    ``emulated``: the device has no native compute for ``precision`` (OpenVINO then gets no f16 hint)."""
+def _build_runtime(
+    cfg: Config, dev, precision: str, onnx_path: Path, out: Path, choices: dict, emulated: bool = False
+) -> dict:
+    """onnxruntime / openvino: upload the ONNX, the agent builds and checks (with the device
+    ``choices``), download the result. ``emulated``: the device has no native compute for
+    ``precision`` (OpenVINO then gets no f16 hint, and a bf16 build without BF16 ops is no error)."""
     target = dev.target
     with dev.scratch(f"build-{precision}") as d:
         dev.host.put(onnx_path, f"{d}/src.onnx")
@@ -54,8 +62,9 @@ def _build_runtime(cfg: Config, dev, precision: str, onnx_path: Path, out: Path,
                 "onnx": f"{d}/src.onnx",
                 "out_dir": f"{d}/out",
                 "precision": precision,
-                "threads": target.threads,
+                "threads": run_threads(choices),
                 "io_names": onnx_io_names(onnx_path) if target.runtime == "openvino" else None,
+                "choices": {k: v for k, v in choices.items() if k != "reasons"},
                 "emulated": emulated,
             },
         )
@@ -191,13 +200,16 @@ def run(
         return skipped
     if target.runtime == "tensorrt":
         _check_int8_gpu(target_name, precision, fp)  # before connecting: nothing is uploaded
-    onnx_path = LAYOUT.precision_onnx(precision, target.runtime)
+    choices = choose(fp, target.runtime, precision, threads=target.threads, ort_reduce_range=cfg.quant.ort_reduce_range)
+    onnx_path = LAYOUT.precision_onnx(precision, target.runtime, choices.get("ort_int8_layout"))
+    if log:
+        log("device choices: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "reasons"))
     t0 = time.perf_counter()
     with device(target_name, target, log) as dev:
         if target.runtime == "tensorrt":
             built = _build_tensorrt(cfg, dev, precision, fp, out)
         else:
-            built = _build_runtime(cfg, dev, precision, onnx_path, out, applies.emulated is not None)
+            built = _build_runtime(cfg, dev, precision, onnx_path, out, choices, applies.emulated is not None)
     art = out / built["artifact"]
     emulated = applies.emulated or built.pop("emulated", None)  # the device's verdict, else the runtime's
     rec = BuildRecord.from_json(
@@ -212,6 +224,7 @@ def run(
             "source_onnx_sha256": sha256_file(onnx_path),
             "build_seconds": time.perf_counter() - t0,
             **built,
+            "device_choices": choices,
             **({"emulated": emulated} if emulated else {}),
         }
     )

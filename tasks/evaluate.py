@@ -58,11 +58,12 @@ def artifact_tolerance(cfg: Config, output: str, fam: str) -> ArtifactTolerance:
 
 def built_from(precision: str, runtime: str, build_dir: Path) -> Path:
     """The ONNX the build in ``build_dir`` was made from: the precision's model for ``runtime``, or
-    the FP16-glue Q/DQ model a strongly typed TensorRT build uploaded (its record's ``trt_onnx``)."""
+    the FP16-glue Q/DQ model a strongly typed TensorRT build uploaded (its record's ``trt_onnx``), or the
+    ONNX Runtime INT8 layout its ``device_choices`` picked."""
     rec = BuildRecord.read(Path(build_dir) / "build.json")
     if rec.extra.get("trt_onnx") == "fp16_glue_onnx":
         return LAYOUT.fp16_glue_onnx(precision)
-    return LAYOUT.precision_onnx(precision, runtime)
+    return LAYOUT.precision_onnx(precision, runtime, (rec.extra.get("device_choices") or {}).get("ort_int8_layout"))
 
 
 def truth(cfg: Config, split: Split, targets: Path | None):

@@ -16,6 +16,19 @@ from pathlib import Path
 #: file name of an ``int8-<calibrator>`` precision's FP16-glue Q/DQ model in its quantize folder
 FP16_GLUE_ONNX = "model.fp16glue.onnx"
 
+#: The ONNX Runtime INT8 models of one precision (same ranges), ``model.ort.<layout>.onnx``; the build
+#: picks one by the target's fingerprint (:mod:`tasks.device.choices`). ``u8s8``: uint8 asymmetric
+#: activations, int8 full-range weights (x86 VNNI/AMX, Arm dot product); ``s8s8r7``: int8 symmetric
+#: activations, 7-bit weights (x86 without VNNI: no int16 saturation).
+ORT_INT8_LAYOUTS = ("u8s8", "s8s8r7")
+
+
+def ort_int8_onnx(layout: str) -> str:
+    """File name of the ONNX Runtime INT8 model in ``layout`` (one of :data:`ORT_INT8_LAYOUTS`)."""
+    if layout not in ORT_INT8_LAYOUTS:
+        raise ValueError(f"ONNX Runtime INT8 layout {layout!r} is not one of {', '.join(ORT_INT8_LAYOUTS)}")
+    return f"model.ort.{layout}.onnx"
+
 
 def key(target: str, precision: str) -> str:
     """The matrix key of one build, as in ``build@<key>``."""
@@ -112,13 +125,17 @@ class Layout:
     def quantize_metrics(self, precision: str) -> Path:
         return self.metrics / "quantize" / f"{precision}.json"
 
-    def precision_onnx(self, precision: str, runtime: str | None = None) -> Path:
-        """The ONNX model builds of ``precision`` start from. INT8 has two layouts of the same
+    def precision_onnx(self, precision: str, runtime: str | None = None, ort_layout: str | None = None) -> Path:
+        """The ONNX model builds of ``precision`` start from. INT8 has several layouts of the same
         ranges: ``model.onnx`` (TensorRT's explicit-quantization placement, for TensorRT and
-        OpenVINO) and ``model.ort.onnx`` (the placement ONNX Runtime fuses into int8 kernels)."""
+        OpenVINO) and ``model.ort.<ort_layout>.onnx`` (the placement ONNX Runtime fuses into int8
+        kernels, one per :data:`ORT_INT8_LAYOUTS`: an ``onnxruntime`` INT8 model needs ``ort_layout``)."""
         d = self.quantize_dir(precision)
-        ort = runtime == "onnxruntime" and precision.startswith("int8-")
-        return d / ("model.ort.onnx" if ort else "model.onnx")
+        if runtime == "onnxruntime" and precision.startswith("int8-"):
+            if ort_layout is None:
+                raise ValueError(f"{precision} on onnxruntime: which ONNX Runtime INT8 layout (ort_layout)?")
+            return d / ort_int8_onnx(ort_layout)
+        return d / "model.onnx"
 
     def fp16_glue_onnx(self, precision: str) -> Path:
         """``int8-<calibrator>``'s Q/DQ model with FP16 glue (FP16 non-quantized layers and scales,

@@ -13,8 +13,9 @@
   unless ``build.fp16_keep_io_types`` is false. TensorRT 11 builds strongly typed from exactly this.
 - ``int8-<calibrator>``: activation ranges calibrated on the calibration split (streamed in
   ``quant.batch_size`` batches, ``quant.samples`` images), then the explicit Q/DQ INT8 model
-  TensorRT and OpenVINO consume, the same ranges in the layout ONNX Runtime fuses into int8
-  kernels (``model.ort.onnx``), the TensorRT calibration cache (for TensorRT <= 10 implicit
+  TensorRT and OpenVINO consume, the same ranges in the layouts ONNX Runtime fuses into int8
+  kernels (``model.ort.u8s8.onnx``, ``model.ort.s8s8r7.onnx``: each ORT target's build picks one by
+  its fingerprint, :mod:`tasks.device.choices`), the TensorRT calibration cache (for TensorRT <= 10 implicit
   INT8) and the per-tensor ranges as JSON (``calibration.cache``, ``ranges.json``), and the Q/DQ
   model with FP16 glue that TensorRT 11 builds strongly typed (``model.fp16glue.onnx``,
   :mod:`tasks.quant.fp16_glue`).

@@ -299,18 +299,27 @@ def infer_all(model, batches) -> dict:
     return dict(model.infer(x))
 
 
+ORT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
+
+
 class OrtModel:
     """An ONNX Runtime session (float16 inputs get the batches cast); ``save_optimized``: a path to
-    write the graph to as ORT_ENABLE_EXTENDED optimizes it."""
+    write the graph to as ORT_ENABLE_EXTENDED optimizes it; ``choices``: the build's device choices
+    (``graph_optimization_level``: disabled/basic/extended/all, ``allow_spinning``), else ORT's defaults."""
 
-    def __init__(self, path, threads: int | None = None, providers: list | None = None, save_optimized=None) -> None:
-        ort, self._np = _import("onnxruntime"), _import("numpy")
+    def __init__(
+        self, path, threads: int | None = None, providers: list | None = None, save_optimized=None, choices=None
+    ) -> None:
+        ort, self._np, choices = _import("onnxruntime"), _import("numpy"), choices or {}
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
+        level = "extended" if save_optimized else choices.get("graph_optimization_level", "all")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS.get(level, "ORT_ENABLE_ALL"))
+        if "allow_spinning" in choices:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if choices["allow_spinning"] else "0")
         if save_optimized:
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             so.optimized_model_filepath = str(save_optimized)
         try:
             self._s = ort.InferenceSession(str(path), so, providers=providers or ort_providers())
@@ -350,9 +359,12 @@ class OrtModel:
         return [("input_copy", put), ("compute", lambda _: self._s.run_with_iobinding(io)), ("output_copy", get)]
 
 
-def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: bool = True, providers=None) -> tuple:
+def build_onnxruntime(
+    onnx_path, out_dir, threads: int | None = None, optimize: bool = True, providers=None, choices=None
+) -> tuple:
     """``(artifact, meta)``: ``out_dir/model.onnx``, the graph this ONNX Runtime optimized, or the input
-    as is when ``optimize`` is false or ORT cannot save it; loaded back as a check."""
+    as is when ``optimize`` is false or ORT cannot save it; loaded back as a check (with the session
+    options of ``choices``, the build's device choices)."""
     out, providers, optimized = Path(out_dir) / "model.onnx", providers or ort_providers(), False
     if optimize:
         try:
@@ -363,7 +375,7 @@ def build_onnxruntime(onnx_path, out_dir, threads: int | None = None, optimize: 
             log(f"saving the optimized graph failed ({e}); using {onnx_path} as is")
     if not optimized:
         shutil.copyfile(onnx_path, out)
-    OrtModel(out, threads, providers)
+    OrtModel(out, threads, providers, choices=choices)
     return out, {"providers": providers, "optimized": optimized}
 
 
@@ -386,12 +398,17 @@ def ov_inference_precision(precision: str, emulated: bool = False) -> str | None
 
 
 class OvModel:
-    """An OpenVINO IR compiled for the CPU plugin (latency hint), in the inference precision its
-    build recorded: without it a CPU with bf16 (AVX-512 BF16, AMX) runs an "fp32" model in bf16."""
+    """An OpenVINO IR compiled for the CPU plugin, in the inference precision its build recorded:
+    without it a CPU with bf16 (AVX-512 BF16, AMX) runs an "fp32" model in bf16. ``scenario``: the
+    build's device choice for it (``{"performance_hint", "num_streams"}``), else the latency hint."""
 
-    def __init__(self, path, threads: int | None = None) -> None:
-        core, self._np = _import("openvino").Core(), _import("numpy")
-        config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
+    def __init__(self, path, threads: int | None = None, scenario: dict | None = None) -> None:
+        core, self._np, scenario = _import("openvino").Core(), _import("numpy"), scenario or {}
+        config = {
+            "PERFORMANCE_HINT": scenario.get("performance_hint") or "LATENCY",
+            **({"NUM_STREAMS": int(scenario["num_streams"])} if scenario.get("num_streams") else {}),
+            **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {}),
+        }
         try:
             model = core.read_model(str(path))
             if model.has_rt_info(OV_PRECISION_KEY):
@@ -446,6 +463,29 @@ class OvModel:
 
         return [("input_copy", put), ("compute", run), ("output_copy", get)]
 
+    def infer_streams(self, x) -> None:
+        """Run the batch spread over the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS asynchronous
+        requests (one chunk each, as benchmark_app keeps every stream busy); timing only: no outputs.
+        A model of fixed batch runs it as one call."""
+        if self.max_batch is not None:
+            self._request.infer({0: self._np.ascontiguousarray(x, dtype=self._np.float32)}, share_inputs=True)
+            return
+        if getattr(self, "_queue", None) is None:
+            n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._queue = _import("openvino").AsyncInferQueue(self.compiled, max(1, n))
+        for chunk in self._np.array_split(self._np.ascontiguousarray(x, dtype=self._np.float32), len(self._queue)):
+            if len(chunk):
+                self._queue.start_async({0: chunk}, share_inputs=True)
+        self._queue.wait_all()
+
+
+def offline_runner(runtime: str, artifact, threads, choices: dict | None):
+    """The callable that runs an offline batch as the build's choices say: OpenVINO with an ``offline``
+    scenario gets its own compiled model (throughput hint) and every stream busy; None: the usual model."""
+    if runtime != "openvino" or not (choices or {}).get("offline"):
+        return None
+    return OvModel(artifact, threads, choices["offline"]).infer_streams
+
 
 def _ov_dims(shape) -> list | None:
     """An OpenVINO PartialShape as ints, ``"?"`` for a dynamic dimension; None for a dynamic rank."""
@@ -473,7 +513,13 @@ def ov_runtime_precisions(compiled, compute_only: bool = False) -> dict:
 
 
 def build_openvino(
-    onnx_path, out_dir, precision: str, threads: int | None = None, io_names=None, emulated: bool = False
+    onnx_path,
+    out_dir,
+    precision: str,
+    threads: int | None = None,
+    io_names=None,
+    emulated: bool = False,
+    choices: dict | None = None,
 ) -> tuple:
     """``(artifact, meta)``: ``out_dir/model.xml`` + ``model.bin`` (FP16 weights for fp16), inputs and
     outputs named ``io_names`` in order (conversion can add aliases), compiled once on the CPU plugin.
@@ -488,7 +534,8 @@ def build_openvino(
         for ports, names in ((model.inputs, io_names.get("inputs")), (model.outputs, io_names.get("outputs"))):
             for port, name in zip(ports, names) if names and len(names) == len(ports) else ():
                 port.get_tensor().set_names({name})
-        hint = ov_inference_precision(precision, emulated)
+        # the build's device choice (tasks/device/choices.py) where the host sent one: the same rule
+        hint = (choices or {}).get("inference_precision", ov_inference_precision(precision, emulated))
         if hint:
             model.set_rt_info(hint, OV_PRECISION_KEY)
         if io_names.get("not_per_sample") is not None:
@@ -991,6 +1038,8 @@ CHECKS = {
     "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "trtexec_args": (lambda v: isinstance(v, list) and all(map(_name, v)), "a list of trtexec options"),
+    "choices": (lambda v: v is None or isinstance(v, dict), "null or the build's device choices (an object)"),
+    "offline_batch_sizes": (lambda v: isinstance(v, list) and all(map(_count, v)), "a list of ints > 0"),
     "profile_batches": (
         lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(map(_count, v))),
         "null or [min, max] batch of the engine's profile",
@@ -1013,6 +1062,8 @@ OPTIONAL = {
     "budget_s": 0.5,
     "end_to_end_iterations": None,
     "end_to_end_max_s": None,
+    "choices": None,
+    "offline_batch_sizes": [],
 }
 
 
@@ -1163,10 +1214,10 @@ def cmd_build(req: dict) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if runtime == "onnxruntime":
-        artifact, meta = build_onnxruntime(onnx_path, out_dir, threads)
+        artifact, meta = build_onnxruntime(onnx_path, out_dir, threads, choices=_get(req, "choices"))
     else:
         artifact, meta = build_openvino(
-            onnx_path, out_dir, precision, threads, _get(req, "io_names"), _get(req, "emulated")
+            onnx_path, out_dir, precision, threads, _get(req, "io_names"), _get(req, "emulated"), _get(req, "choices")
         )
     written = [artifact] + ([artifact.with_suffix(".bin")] if runtime == "openvino" else [])
     return {
@@ -1197,8 +1248,10 @@ def _load(req: dict, trt_optional: bool = False) -> tuple:
             if not trt_optional or e.kind != "missing_runtime":
                 raise
             return runtime, e, x, np
-    model = OrtModel(artifact, threads) if runtime == "onnxruntime" else OvModel(artifact, threads)
-    return runtime, model, x, np
+    choices = _get(req, "choices") or {}
+    if runtime == "onnxruntime":
+        return runtime, OrtModel(artifact, threads, choices=choices), x, np
+    return runtime, OvModel(artifact, threads, choices.get("single_stream")), x, np
 
 
 def hygiene() -> dict:
@@ -1243,9 +1296,13 @@ def cmd_benchmark(req: dict) -> dict:
         t1 = time.perf_counter()
         infer(np.ascontiguousarray(x[:1]))  # the first (cold) inference, timed on its own
         res["cold"] = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
+        offline, off_sizes = None, _get(req, "offline_batch_sizes")
+        if off_sizes and runtime != "tensorrt":
+            offline = offline_runner(runtime, _file(req, "artifact"), _get(req, "threads"), _get(req, "choices"))
         for b in sizes:
             batch = np.ascontiguousarray(x[np.arange(b) % len(x)])  # the samples repeated up to the batch size
-            res["latency_s"][f"b{b}"] = measure(lambda: infer(batch), *loop)  # noqa: B023 (called here)
+            run = offline if offline and b in off_sizes else infer
+            res["latency_s"][f"b{b}"] = measure(lambda: run(batch), *loop)  # noqa: B023 (called here)
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
         # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
         n, max_s = _get(req, "end_to_end_iterations"), _get(req, "end_to_end_max_s")

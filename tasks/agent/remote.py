@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.device.choices import offline_batch_sizes, run_threads
 from tasks.records import BuildRecord, built_artifact
 
 
@@ -54,7 +55,14 @@ def upload_input(dev, x: np.ndarray) -> str:
 
 
 def _request(dev, build_dir: Path, artifact: str, remote_input: str) -> dict:
-    req = {"runtime": dev.target.runtime, "artifact": artifact, "input": remote_input, "threads": dev.target.threads}
+    """The agent request that runs this build as it was made: its ``device_choices`` (session options,
+    OpenVINO hints) and their thread count, else the target's threads (a build recorded before them)."""
+    rec = BuildRecord.read_if(build_dir / "build.json")
+    choices = rec.extra.get("device_choices") if rec else None
+    threads = run_threads(choices, dev.target.threads)
+    req = {"runtime": dev.target.runtime, "artifact": artifact, "input": remote_input, "threads": threads}
+    if choices:
+        req["choices"] = {k: v for k, v in choices.items() if k != "reasons"}
     if dev.target.runtime == "tensorrt":
         # the plugin libraries the build loaded (device paths): the engine deserialises only with them
         req["plugins"] = list(BuildRecord.read(build_dir / "build.json").extra.get("trt_plugins") or [])
@@ -118,6 +126,7 @@ def latencies(
                     if end_to_end and getattr(bench, "end_to_end", False)
                     else {}
                 ),
+                "offline_batch_sizes": offline_batch_sizes(bench),
                 **trt,
             },
         )

@@ -182,10 +182,11 @@ class Quant:
     percentile: float = f(99.99, "percentile of |activation| the percentile calibrator keeps")
     per_channel: bool = f(True, "per-output-channel weight scales")
     trt_version: str = f("8.6.1", "TensorRT version written in the calibration cache header (must match the device)")
-    ort_reduce_range: bool = f(
-        True,
-        "7-bit weights in the ONNX Runtime INT8 model: avoids int16 saturation in ORT's "
-        "x86 kernels on CPUs without VNNI (set false for VNNI or ARM targets)",
+    ort_reduce_range: bool | None = f(
+        None,
+        "ONNX Runtime INT8 model each target builds: null = follow the device's fingerprint (u8s8, full-range "
+        "weights, where VNNI/AMX or Arm dot product exist; s8s8 with 7-bit weights elsewhere); true = 7-bit "
+        "s8s8 everywhere; false = u8s8 everywhere",
     )
     max_drop: float = f(
         0.5,

@@ -70,6 +70,14 @@ ORT_EXTRA_OPTIONS: dict[str, Any] = {
     "OpTypesToExcludeOutputQuantization": [],
 }
 
+#: Activation types :func:`quantize_qdq` writes (weights are always int8).
+ACTIVATION_TYPES = ("int8", "uint8")
+
+#: ONNX Runtime's U8S8 layout (its x86 guidance for VNNI/AMX): the ORT placement with uint8
+#: activations, asymmetric (zero point from the calibrated range), int8 symmetric weights. Use
+#: with ``activation_type="uint8"`` and full-range weights (``reduce_range=False``).
+ORT_U8S8_OPTIONS: dict[str, Any] = {**ORT_EXTRA_OPTIONS, "ActivationSymmetric": False}
+
 
 def _name_nodes(model: onnx.ModelProto) -> None:
     """Give unnamed nodes a stable name ``<OpType>_<index>`` (node names select what to quantize)."""
@@ -159,6 +167,7 @@ def quantize_qdq(
     op_types: Sequence[str] | None = None,
     extra_options: Mapping[str, Any] | None = None,
     reduce_range: bool = False,
+    activation_type: str = "int8",
 ) -> dict[str, Any]:
     """Write the explicit Q/DQ INT8 model of ``model_path`` to ``out_path`` (atomically).
 
@@ -167,6 +176,9 @@ def quantize_qdq(
     ``nodes_to_quantize``: only these nodes (None = all quantizable); ``nodes_to_exclude``: keep
     these FP32; ``reduce_range``: 7-bit weights (int8 values in [-64, 64]), for ONNX Runtime's x86
     kernels without VNNI, whose int16 intermediate sums saturate with full 8-bit operands;
+    ``activation_type``: ``int8`` (default) or ``uint8`` (asymmetric activations, zero point
+    from the range: ONNX Runtime's U8S8 kernels on x86, see :data:`ORT_U8S8_OPTIONS`); weights
+    are always int8;
     ``op_types``: op types ORT may quantize (None = the weighted ops in the ``tensorrt``
     placement, which keeps only weighted ops of a list given; every type ORT's QDQ registry knows
     in the ``ort`` placement: the weighted ops plus pass-through ops such as MaxPool/Reshape,
@@ -211,13 +223,16 @@ def quantize_qdq(
     else:
         ort_op_types = list(op_types) if op_types else list(QDQRegistry)
         residual = []
-    model = update_opset_version(model, QuantType.QInt8, QuantType.QInt8)
+    if activation_type not in ACTIVATION_TYPES:
+        raise QuantError(f"activation_type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}")
+    act = QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8
+    model = update_opset_version(model, QuantType.QInt8, act)
     quantizer = QDQQuantizer(
         model,
         per_channel,
         reduce_range,
         QuantType.QInt8,
-        QuantType.QInt8,
+        act,
         tensors_range,
         list(nodes_to_quantize or []),
         list(nodes_to_exclude or []),
@@ -256,6 +271,7 @@ def quantize_qdq(
         "constants_converted": converted,
         "per_channel": per_channel,
         "reduce_range": reduce_range,
+        "activation_type": activation_type,
         "opset": _opset(quantizer.model.model),
         "options": {k: options[k] for k in sorted(options)},
     }

@@ -15,12 +15,18 @@ from tasks.config import Config
 from tasks.data.checks import constant_samples
 from tasks.data.split import Split
 from tasks.io import sha256_file
-from tasks.layout import FP16_GLUE_ONNX
+from tasks.layout import FP16_GLUE_ONNX, ORT_INT8_LAYOUTS, ort_int8_onnx
 from tasks.quant.calibrators import calibrate
 from tasks.quant.common import QuantError
 from tasks.quant.fp16_glue import to_fp16_glue, to_half
-from tasks.quant.qdq import ORT_EXTRA_OPTIONS, quantize_qdq
+from tasks.quant.qdq import ORT_EXTRA_OPTIONS, ORT_U8S8_OPTIONS, quantize_qdq
 from tasks.quant.trt_cache import write_cache, write_ranges_json
+
+#: quantize_qdq options of each ONNX Runtime INT8 layout (``tasks.layout.ORT_INT8_LAYOUTS``)
+ORT_LAYOUT_OPTIONS: dict[str, dict] = {
+    "u8s8": {"extra_options": ORT_U8S8_OPTIONS, "activation_type": "uint8", "reduce_range": False},
+    "s8s8r7": {"extra_options": ORT_EXTRA_OPTIONS, "reduce_range": True},
+}
 
 
 def to_fp16(onnx_path: Path, out: Path, keep_io_types: bool) -> None:
@@ -67,17 +73,16 @@ def calibrate_split(
 
 def layouts(cfg: Config) -> dict[str, dict]:
     """The Q/DQ layouts written for each INT8 precision, as ``{file: quantize_qdq options}``:
-    ``model.onnx`` (TensorRT's placement, for TensorRT and OpenVINO) and ``model.ort.onnx`` (what
-    ONNX Runtime fuses into int8 kernels: int8 weights, Q/DQ on outputs too, 7-bit weights
-    when ``quant.ort_reduce_range``)."""
-    return {
-        "model.onnx": {},
-        "model.ort.onnx": {"extra_options": ORT_EXTRA_OPTIONS, "reduce_range": cfg.quant.ort_reduce_range},
-    }
+    ``model.onnx`` (TensorRT's placement, for TensorRT and OpenVINO) and one
+    ``model.ort.<layout>.onnx`` per ONNX Runtime layout (what ONNX Runtime fuses into int8 kernels:
+    int8 weights, Q/DQ on outputs too; u8s8 for CPUs with int8 dot products, s8s8r7 with 7-bit weights
+    for x86 without VNNI). Every target's build picks the one its fingerprint calls for; all are written
+    (each is cheap), so the quantize stage does not depend on any device."""
+    return {"model.onnx": {}, **{ort_int8_onnx(name): ORT_LAYOUT_OPTIONS[name] for name in ORT_INT8_LAYOUTS}}
 
 
 def write_layouts(cfg: Config, onnx_path: Path, ranges: dict, out: Path, keep_fp32: Sequence[str] = ()) -> dict:
-    """Write both :func:`layouts` of the same ranges into ``out``, ``keep_fp32`` nodes left FP32.
+    """Write every one of :func:`layouts` of the same ranges into ``out``, ``keep_fp32`` nodes left FP32.
     Returns the :func:`~tasks.quant.qdq.quantize_qdq` facts of ``model.onnx``."""
     facts = {
         f: quantize_qdq(
@@ -107,8 +112,7 @@ def write_calibration(cfg: Config, calibrator: str, ranges: dict, out: Path, lay
         "quantized_nodes": layout["quantized_nodes"],
         "residual_adds": len(layout["residual_adds"]),
         "per_channel": q.per_channel,
-        "ort_reduce_range": q.ort_reduce_range,
-        "ort_sha256": sha256_file(out / "model.ort.onnx"),
+        "ort_sha256": {name: sha256_file(out / ort_int8_onnx(name)) for name in ORT_INT8_LAYOUTS},
         "cache_sha256": sha256_file(out / "calibration.cache"),
         "ranges_sha256": sha256_file(out / "ranges.json"),
     }

@@ -68,5 +68,6 @@ class Runtime(abc.ABC):
         """Build the deployable artifact for ``precision`` from the ONNX model, into ``out_dir``."""
 
     @abc.abstractmethod
-    def load(self, artifact: Path, threads: int | None = None) -> Session:
-        """Load a built artifact for inference."""
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
+        """Load a built artifact for inference, with the build's device choices (its ``device_choices``:
+        session options, the single-stream hints) where the runtime has any."""

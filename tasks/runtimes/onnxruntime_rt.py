@@ -14,9 +14,9 @@ PROVIDERS = ["CPUExecutionProvider"]
 
 
 class OrtSession(agent.OrtModel, Session):
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, choices: dict | None = None) -> None:
         with agent_errors_as_build_errors():
-            super().__init__(path, threads, PROVIDERS)
+            super().__init__(path, threads, PROVIDERS, choices=choices)
 
 
 class OnnxRuntime(Runtime):
@@ -36,5 +36,5 @@ class OnnxRuntime(Runtime):
             )
         return Built(artifact, meta)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Session:
-        return OrtSession(artifact, threads)
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
+        return OrtSession(artifact, threads, choices)

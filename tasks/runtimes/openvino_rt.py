@@ -62,9 +62,9 @@ def onnx_io_names(onnx_path: Path) -> dict[str, list[str]] | None:
 
 
 class OvSession(agent.OvModel, Session):
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, scenario: dict | None = None) -> None:
         with agent_errors_as_build_errors():
-            super().__init__(path, threads)
+            super().__init__(path, threads, scenario)
 
 
 class OpenVinoRuntime(Runtime):
@@ -81,5 +81,5 @@ class OpenVinoRuntime(Runtime):
             )
         return Built(artifact, meta)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Session:
-        return OvSession(artifact, threads)
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
+        return OvSession(artifact, threads, (choices or {}).get("single_stream"))

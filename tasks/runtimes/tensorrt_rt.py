@@ -42,7 +42,7 @@ class TensorRTRuntime(Runtime):
             f"TensorRT builds happen on the device through the agent (the build stage handles them): {_ON_DEVICE}"
         )
 
-    def load(self, artifact: Path, threads: int | None = None) -> Session:
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
         _tensorrt()
         raise BuildError(f"running {artifact} in this process is not supported: {_ON_DEVICE}, which also runs them")
 

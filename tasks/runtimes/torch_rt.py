@@ -45,7 +45,7 @@ class TorchRuntime(Runtime):
     def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
         raise BuildError("the torch runtime runs the checkpoint itself; it builds nothing")
 
-    def load(self, artifact: Path, threads: int | None = None) -> Session:
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
         raise BuildError("load the torch model with TorchRuntime.session(model_cfg)")
 
     def session(self, model_cfg, threads: int | None = None) -> TorchSession:

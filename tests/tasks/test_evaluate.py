@@ -156,7 +156,8 @@ def test_artifact_that_differs_from_its_onnx_is_rejected_by_parity(
     [
         ("tensorrt", "fp16_glue_onnx", "model.fp16glue.onnx"),  # TensorRT 11 int8-<calibrator>
         ("tensorrt", "precision_onnx", "model.onnx"),  # TensorRT 10: the FP32-glue model with --int8 --fp16
-        ("onnxruntime", None, "model.ort.onnx"),
+        ("onnxruntime", None, "model.ort.u8s8.onnx"),  # the layout the build's device_choices picked
+        ("onnxruntime", None, "model.ort.s8s8r7.onnx"),
     ],
 )
 def test_parity_compares_with_the_onnx_the_build_uploaded(tmp_path, monkeypatch, runtime, trt_onnx, expected):
@@ -168,7 +169,10 @@ def test_parity_compares_with_the_onnx_the_build_uploaded(tmp_path, monkeypatch,
     build_dir.mkdir(parents=True)
     fields = dict(target="dev", precision="int8-minmax", runtime=runtime, artifact="model.engine")
     fields.update(runtime_version="11.0.0", host="h:22", sha256="0", size_bytes=1, source_onnx_sha256="0")
-    BuildRecord.from_json({**fields, "build_seconds": 1.0, "trt_onnx": trt_onnx}).write(build_dir / "build.json")
+    choices = {"ort_int8_layout": expected.split(".")[2]} if runtime == "onnxruntime" else {}
+    BuildRecord.from_json({**fields, "build_seconds": 1.0, "trt_onnx": trt_onnx, "device_choices": choices}).write(
+        build_dir / "build.json"
+    )
     assert evaluate.built_from("int8-minmax", runtime, build_dir) == LAYOUT.quantize_dir("int8-minmax") / expected
 
 

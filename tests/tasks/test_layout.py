@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tasks.layout import LAYOUT, Layout, key
 
 
@@ -26,7 +28,12 @@ def test_paths_are_under_the_root_and_the_default_is_the_current_folder(tmp_path
 
 
 def test_int8_builds_for_onnx_runtime_start_from_its_own_layout():
-    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime").name == "model.ort.onnx"
+    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime", "u8s8").name == "model.ort.u8s8.onnx"
+    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime", "s8s8r7").name == "model.ort.s8s8r7.onnx"
+    with pytest.raises(ValueError, match="ort_layout"):
+        LAYOUT.precision_onnx("int8-minmax", "onnxruntime")
+    with pytest.raises(ValueError, match="u8s8, s8s8r7"):
+        LAYOUT.precision_onnx("int8-minmax", "onnxruntime", "u8u8")
     assert LAYOUT.precision_onnx("int8-minmax", "openvino").name == "model.onnx"
     assert LAYOUT.precision_onnx("fp16", "onnxruntime").name == "model.onnx"
 

@@ -8,7 +8,7 @@ import pytest
 
 from tasks import quantize
 from tasks.io import read_json, sha256_file
-from tasks.layout import LAYOUT
+from tasks.layout import LAYOUT, ORT_INT8_LAYOUTS
 from tests.conftest import build_main, write_params
 
 
@@ -97,18 +97,19 @@ def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported
 
     quantize.main(["--precision", "int8-minmax"])
     out = LAYOUT.quantize_dir("int8-minmax")
-    trt, ort_layout = (onnx.load(str(out / f)) for f in ("model.onnx", "model.ort.onnx"))
-    # TensorRT layout: FP32 weights quantized in the graph (Q -> DQ); ORT layout: int8 weights feed DQ directly
+    trt = onnx.load(str(out / "model.onnx"))
+    # TensorRT layout: FP32 weights quantized in the graph (Q -> DQ); ORT layouts: int8 weights feed DQ directly
     assert _weight_quantization(trt) == {"QuantizeLinear": onnx.TensorProto.FLOAT}
-    assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
-    assert LAYOUT.precision_onnx("int8-minmax", "onnxruntime") == out / "model.ort.onnx"
+    for layout in ORT_INT8_LAYOUTS:
+        ort_layout = onnx.load(str(LAYOUT.precision_onnx("int8-minmax", "onnxruntime", layout)))
+        assert _weight_quantization(ort_layout) == {"DequantizeLinear": onnx.TensorProto.INT8}
     assert (
         LAYOUT.precision_onnx("int8-minmax", "tensorrt") == LAYOUT.precision_onnx("int8-minmax") == out / "model.onnx"
     )
-    build_main(["--target", "local", "--precision", "int8-minmax"])
-    assert read_json(LAYOUT.build_metrics("local-int8-minmax"))["source_onnx_sha256"] == sha256_file(
-        out / "model.ort.onnx"
-    )
+    build_main(["--target", "local", "--precision", "int8-minmax"])  # which ORT layout: tests/tasks/test_choices.py
+    rec = read_json(LAYOUT.build_metrics("local-int8-minmax"))
+    chosen = LAYOUT.precision_onnx("int8-minmax", "onnxruntime", rec["device_choices"]["ort_int8_layout"])
+    assert rec["source_onnx_sha256"] == sha256_file(chosen)
 
 
 def _weight_quantization(model: onnx.ModelProto) -> dict[str, int]:

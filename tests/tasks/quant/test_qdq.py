@@ -167,3 +167,21 @@ def test_reduce_range_keeps_int8_weights_within_7_bits(case, ranges, tmp_path, r
     assert len(weights) == len(CASE_NODES)  # ORT layout: every weighted op has int8 weights
     assert max(int(np.abs(w).max()) for w in weights) == limit  # each channel's largest weight maps to the limit
     assert np.mean(run(case.model, eval_x(case)).argmax(1) == run(out, eval_x(case)).argmax(1)) >= 0.9
+
+
+def test_u8s8_has_uint8_asymmetric_activations_and_full_range_int8_weights(case, ranges, tmp_path):
+    from tasks.quant.qdq import ORT_U8S8_OPTIONS
+
+    out = tmp_path / "u8s8.onnx"
+    facts = quantize_qdq(case.model, ranges["minmax"], out, extra_options=ORT_U8S8_OPTIONS, activation_type="uint8")
+    assert facts["activation_type"] == "uint8" and facts["options"]["ActivationSymmetric"] is False
+    m = onnx.load(str(out))
+    values = inits(m)
+    zero_points = [values[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.uint8 for z in zero_points)
+    assert any(int(z) != 128 for z in zero_points)  # asymmetric: the zero point follows the range
+    weights = [v for v in values.values() if v.dtype == np.int8 and v.ndim > 1]
+    assert len(weights) == len(CASE_NODES) and max(int(np.abs(w).max()) for w in weights) == 127
+    assert np.mean(run(case.model, eval_x(case)).argmax(1) == run(out, eval_x(case)).argmax(1)) >= 0.9
+    with pytest.raises(QuantError, match="activation_type 'uint4'"):
+        quantize_qdq(case.model, ranges["minmax"], out, activation_type="uint4")
