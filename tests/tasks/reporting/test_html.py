@@ -148,7 +148,8 @@ def test_html_renders_in_chromium(project, summary, tmp_path):
         assert rows.count() == len(summary["rows"])
         for i, r in enumerate(summary["rows"]):
             assert rows.nth(i).is_visible()
-            assert rows.nth(i).locator("td").nth(1).inner_text() == r["precision"]
+            shown = r["precision"] + ("⚠ emulated" if r.get("emulated") else "")  # fp16 where the CPU has no FP16
+            assert rows.nth(i).locator("td").nth(1).inner_text() == shown
         assert page.locator("tr.row.winner").count() == 1
         assert "winner" in page.locator("tr.row.winner td.verdict").inner_text()
         assert "rejected" in page.locator(f'tr.row[data-key="{SLOW}"] td.verdict').inner_text()
