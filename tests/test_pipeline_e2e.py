@@ -102,7 +102,7 @@ def test_lock_records_every_stage(repo):
         "export",
         "parity",
         "report",
-        *(f"probe@{t}" for t in TARGETS),
+        *(f"{st}@{t}" for st in ("probe", "peak") for t in TARGETS),
         *(f"quantize@{p}" for p in PRECISIONS),
         *(f"{st}@{k}" for st in ("build", "benchmark", "evaluate") for k in KEYS),
     }

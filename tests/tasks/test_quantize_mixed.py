@@ -60,7 +60,9 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     quantize.main(["--precision", "int8-mixed"])
     out, meta = LAYOUT.quantize_dir("int8-mixed"), read_json(LAYOUT.quantize_metrics("int8-mixed"))
     assert meta["accepted"] is True and meta["reason"] == ""
-    assert [k["node"] for k in meta["kept_fp32"]] == [SENSITIVE, CONV2]
+    # both layers are fatal to INT8 (the Linear in every layout, the conv in ONNX Runtime's); which
+    # of the two drops more depends on the trained weights' rounding (thread count, CPU kernels)
+    assert sorted(k["node"] for k in meta["kept_fp32"]) == sorted([SENSITIVE, CONV2])
     # its kept layers are FP32 on purpose: no FP16-glue form (TensorRT 11 builds the FP32-glue model)
     assert not LAYOUT.fp16_glue_onnx("int8-mixed").exists() and "fp16_glue_sha256" not in meta
     assert [k["rank"] for k in meta["kept_fp32"]] == [1, 2]
@@ -73,12 +75,11 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     assert meta["subset_drop"] <= budget and max(meta["layout_drops"].values()) == meta["subset_drop"]
     assert meta["sensitivity_method"] == "task" and meta["calibrator"] == "percentile" and meta["layers"] == 4
     table = read_json(out / "sensitivity.json")
-    assert [r["rank"] for r in table["layers"]] == [1, 2, 3, 4] and table["layers"][0]["node"] == SENSITIVE
-    conv2 = table["layers"][1]
-    assert (
-        conv2["node"] == CONV2
-        and conv2["layout_drops"]["model.onnx"] <= budget
-        and all(budget < conv2["layout_drops"][ort_int8_onnx(n)] for n in ORT_INT8_LAYOUTS)
+    assert [r["rank"] for r in table["layers"]] == [1, 2, 3, 4]
+    assert {r["node"] for r in table["layers"][:2]} == {SENSITIVE, CONV2}
+    conv2 = next(r for r in table["layers"] if r["node"] == CONV2)
+    assert conv2["layout_drops"]["model.onnx"] <= budget and all(
+        budget < conv2["layout_drops"][ort_int8_onnx(n)] for n in ORT_INT8_LAYOUTS
     )
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     for f in ("model.onnx", *map(ort_int8_onnx, ORT_INT8_LAYOUTS), "calibration.cache", "ranges.json"):
