@@ -159,7 +159,8 @@ def roofline(flops_per_sample: float, latency: dict, fam: str, nominal: dict | N
         errors += [
             f"{bs}: measured {a:.1f} GFLOP/s exceeds the {kind} {fam} peak {g:.1f}"
             + (f" ({peak['basis']})" if peak.get("basis") else "")
-            + ": the peak (a base clock the CPU boosts above, a GEMM measured under load) or the FLOP count is wrong"
+            + ": the peak (a base clock the CPU boosts above, a GEMM measured under load) or the FLOP count"
+            " (direct convolution's; Winograd kernels multiply less) does not hold for this build"
             for bs, a in achieved.items()
             if a > g
         ]
