@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="target threads (default: the runtime's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary project (its path is printed)")
     p.add_argument("--set", action="append", default=[], help="more config overrides (key=value)")
+    p.add_argument("--reuse", type=Path, default=None, help="a project --keep left: time its builds again (no repro)")
     return p.parse_args(argv)
 
 
@@ -177,8 +178,12 @@ def main(argv=None) -> None:
     repo = tmp / "repo"
     env = clean_env(ROOT / ".venv")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
-    setup(args, repo, env)
-    wall = pipeline(repo, env)
+    if args.reuse:
+        tmp.rmdir()
+        tmp, repo, wall = args.reuse, args.reuse / "repo", float("nan")
+    else:
+        setup(args, repo, env)
+        wall = pipeline(repo, env)
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
     rows = summary["rows"]
     print(f"\n(1) dvc repro of ResNet-18 ({args.precisions}) in {wall:.0f} s; the stages' own figures:")
@@ -224,34 +229,44 @@ def main(argv=None) -> None:
         sess = get_runtime(rec["runtime"]).load(bdir / rec["artifact"], target.threads)
         cands[r["key"]] = lambda s=sess: s.infer(x)
         builds[r["key"]] = (rec, bdir / rec["artifact"], target.threads)
+
+    def own_tool(k: str) -> tuple[str, float | None]:
+        rec, path, threads = builds[k]
+        if rec["runtime"] == "onnxruntime":
+            return "session.run loop", bare_ort(path, x, threads, args.seconds)
+        prec = str(rec.get("inference_precision") or "f32").lower()
+        prec = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(prec, prec)
+        return "benchmark_app", benchmark_app(path, prec, threads, args.seconds)
+
+    # each round: every build through EdgeForge's session, then at once through its runtime's own
+    # tool (paired: the ratio of the two is taken within the round, so slow drift cancels)
     names = list(cands)
     per = {n: [] for n in names}
+    own: dict = {k: [] for k in builds}
+    tools: dict = {}
     for i in range(args.rounds):
         order = names[i % len(names) :] + names[: i % len(names)]
         for n in order:
             per[n].append(p50(cands[n], args.seconds))
-    own = {}
-    for k, (rec, path, threads) in builds.items():
-        if rec["runtime"] == "onnxruntime":
-            own[k] = ("session.run loop", bare_ort(path, x, threads, args.seconds * 2))
-        elif rec["runtime"] == "openvino":
-            prec = str(rec.get("inference_precision") or "f32").lower()
-            prec = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(prec, prec)
-            own[k] = ("benchmark_app", benchmark_app(path, prec, threads, args.seconds * 3))
+            if n in builds:
+                tools[n], ms = own_tool(n)
+                own[n].append((per[n][-1], ms))
     torch_ms = statistics.median(per["pytorch eager"])
     print(
         f"\n(2) one interleaved run, batch 1, {args.rounds} rounds x {args.seconds:g} s "
-        f"(median of the rounds' p50), load average now {os.getloadavg()[0]:.2f}:"
+        f"(median of the rounds' p50; EF/own: median of each round's ratio), load average now "
+        f"{os.getloadavg()[0]:.2f}:"
     )
     print(f"{'build':32} {'p50 ms':>8} {'spread':>7} {'x torch':>8} {'own tool':>18} {'own ms':>8} {'EF/own':>7}")
     for n in names:
         m = statistics.median(per[n])
         spread = (max(per[n]) - min(per[n])) / m
-        tool, ms = own.get(n, ("", None))
-        ratio = f"{m / ms:.3f}" if ms else "-"
+        pairs = [(a, b) for a, b in own.get(n, []) if b]
+        ms = statistics.median(b for _, b in pairs) if pairs else None
+        ratio = f"{statistics.median(a / b for a, b in pairs):.3f}" if pairs else "-"
         ms_s = f"{ms:.3f}" if ms else "-"
-        print(f"{n:32} {m:8.3f} {spread:7.1%} {torch_ms / m:8.2f} {tool:>18} {ms_s:>8} {ratio:>7}")
-    if args.keep:
+        print(f"{n:32} {m:8.3f} {spread:7.1%} {torch_ms / m:8.2f} {tools.get(n, ''):>18} {ms_s:>8} {ratio:>7}")
+    if args.keep or args.reuse:
         print(f"\nkept: {tmp}")
     else:
         import shutil
