@@ -51,30 +51,32 @@ def batch_of(split: Split, b: int) -> np.ndarray:
     return np.ascontiguousarray(split.x[idx])
 
 
-def device_choices(build_dir: Path) -> dict | None:
-    """The build's ``device_choices`` (None: a build recorded before them), applied again here."""
-    rec = BuildRecord.read_if(Path(build_dir) / "build.json")
-    return rec.extra.get("device_choices") if rec else None
-
-
-def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Split, precision: str):
+def _local_measurements(
+    cfg: Config, target_name: str, artifact: Path, split: Split, precision: str, choices: dict | None
+):
     """This machine: the artifact (and, for FP32, PyTorch eager) timed in-process, with the build's
-    device choices (session options; OpenVINO's offline batches spread over every stream)."""
+    device ``choices`` (session options; OpenVINO's offline batches spread over every stream)."""
     target, b = cfg.target[target_name], cfg.bench
-    rt, choices = get_runtime(target.runtime), device_choices(artifact.parent)
+    rt = get_runtime(target.runtime)
     threads = run_threads(choices, target.threads)
     before, t0 = hygiene(), time.perf_counter()
     sess = rt.load(artifact, threads, choices)
     t1 = time.perf_counter()
     sess.infer(batch_of(split, 1))  # the first (cold) inference, timed on its own
     cold = {"load_s": t1 - t0, "first_inference_s": time.perf_counter() - t1}
-    offline = offline_runner(rt.name, artifact, threads, choices) if offline_batch_sizes(b) else None
+    offline_sizes = offline_batch_sizes(b)
+    offline = offline_runner(rt.name, artifact, threads, choices) if offline_sizes else None
+
+    def runner(bs: int):
+        """What times batch size ``bs``: the offline scenario's runner, else the session."""
+        return offline if offline and bs in offline_sizes else sess.infer
+
     torch_sess = None
     if b.torch_baseline and precision == "fp32" and cfg.model.format != "onnx":
         torch_sess = get_runtime("torch").session(cfg.model, target.threads)
     lat, torch_lat = {}, {}
     for bs in b.batch_sizes:
-        x, run = batch_of(split, bs), offline if offline and bs in offline_batch_sizes(b) else sess.infer
+        x, run = batch_of(split, bs), runner(bs)
         lat[bs] = measure(lambda x=x, run=run: run(x), b.warmup_s, b.min_duration_s, b.min_iterations)
         if torch_sess:
             torch_lat[bs] = measure(lambda x=x: torch_sess.infer(x), b.warmup_s, b.min_duration_s, b.min_iterations)
@@ -85,7 +87,7 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
         "hygiene": {"before": before, "after": hygiene()},
         "threads": threads,
         "again": lambda bs: measure(
-            lambda: (offline if offline and bs in offline_batch_sizes(b) else sess.infer)(batch_of(split, bs)),
+            lambda: runner(bs)(batch_of(split, bs)),
             b.warmup_s,
             b.min_duration_s,
             b.min_iterations,
@@ -96,7 +98,13 @@ def _local_measurements(cfg: Config, target_name: str, artifact: Path, split: Sp
 
 
 def _device_measurements(
-    cfg: Config, target_name: str, build_dir: Path, split: Split, log: Callable[[str], None], onnx_path: Path | None
+    cfg: Config,
+    target_name: str,
+    build_dir: Path,
+    split: Split,
+    log: Callable[[str], None],
+    onnx_path: Path | None,
+    choices: dict | None,
 ):
     """A device: the agent times the artifact there (no PyTorch on the device). TensorRT targets
     also bring trtexec's own figures (``info["trtexec"]``)."""
@@ -112,7 +120,7 @@ def _device_measurements(
     with device(target_name, cfg.target[target_name], log) as dev:
         lat, info = remote.latencies(dev, build_dir, x, cfg.bench, input_name=name)
     info["cpu_count"] = (read_fingerprint(LAYOUT.fingerprint(target_name), target_name).get("cpu") or {}).get("cores")
-    info["threads"] = run_threads(device_choices(build_dir), cfg.target[target_name].threads)
+    info["threads"] = run_threads(choices, cfg.target[target_name].threads)
     info["again"] = again
     if cfg.bench.end_to_end:
         info["end_to_end"] = lambda: end_to_end.remote(cfg, split, cfg.target[target_name].runtime, info, onnx_path)
@@ -217,10 +225,12 @@ def run(
     roofline's efficiency (computed when ``onnx_path`` gives the FLOPs)."""
     target, b = cfg.target[target_name], cfg.bench
     split = Split(eval_dir)
+    build = BuildRecord.read_if(artifact.parent / "build.json")  # its device choices, applied again here
+    choices = build.extra.get("device_choices") if build else None
     if target.transport == "local":
-        lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision)
+        lat, torch_lat, info = _local_measurements(cfg, target_name, artifact, split, precision, choices)
     else:
-        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log, onnx_path)
+        lat, torch_lat, info = _device_measurements(cfg, target_name, artifact.parent, split, log, onnx_path, choices)
     res: dict = {
         "runtime": target.runtime,
         "runtime_version": info["runtime_version"],
@@ -283,7 +293,6 @@ def run(
         log(line)
     scenarios(cfg, res)
     if onnx_path is not None:
-        build = BuildRecord.read_if(artifact.parent / "build.json")
         fam = executed_family(precision, build.to_json() if build else None)
         nom, meas = peaks_for(fam, peak, target.peak_gflops.get(fam), target_name)
         res["roofline"] = roofline(count_flops(onnx_path)["per_sample"], res["latency"], fam, nom, meas)
