@@ -2,7 +2,7 @@
 :mod:`flows.dvc_graph`) as Prefect tasks in dependency order, each reproduced by DVC so that
 DVC's cache decides what runs.
 
-- Independent stages run side by side (the build/benchmark/evaluate matrix across devices).
+- Independent stages run side by side (``probe``/``build``/``measure`` per device, across devices).
 - One stage at a time per device: stages of a remote target hold that device's slot (a Prefect
   global concurrency limit of 1, shared by every flow run on the same Prefect server, keyed by the
   device's address so two targets on one Jetson share it). Host-side stages and local targets
@@ -37,8 +37,13 @@ from prefect.tasks import exponential_backoff
 from flows.dvc_graph import Stage, StageFailed, Workspace, read
 from tasks.layout import Layout
 
-DEVICE_FAMILIES = ("probe", "peak", "build", "benchmark", "evaluate")  # the stages that talk to a target
-TIMEOUT_S = {"prepare": 4 * 3600.0, "build": 2 * 3600.0, "quantize": 2 * 3600.0}  # others: DEFAULT_TIMEOUT_S
+DEVICE_FAMILIES = ("probe", "build", "measure")  # the stages that talk to a target
+TIMEOUT_S = {
+    "prepare": 4 * 3600.0,
+    "build": 6 * 3600.0,
+    "quantize": 4 * 3600.0,
+    "measure": 3 * 3600.0,
+}  # others: DEFAULT_TIMEOUT_S
 DEFAULT_TIMEOUT_S = 3600.0
 HOST_SLOT = "edgeforge-host"
 

@@ -1,4 +1,5 @@
-"""Stage ``benchmark@<target>-<precision>``: latency of the built artifact on its target.
+"""``benchmark@<target>`` (the first half of stage ``measure@<target>``): latency of each built artifact
+on its target, one precision after the other in one process.
 
 Two scenarios in the spirit of MLPerf: *single-stream* (batch 1, one query after the other:
 p50/p90/p99 latency) and *offline* (every sample available at once: throughput at each of
@@ -9,12 +10,13 @@ min/mean/p50/p90/p95/p99/max (ms), throughput (samples/s) and the coefficient of
 flagged unstable with a warning if it drifts again); the cold start (load, first inference) and
 the conditions (load, temperatures, clocks, power mode) apart; on TensorRT targets trtexec's own
 summary beside EdgeForge's figure; the roofline (FLOPs of the ONNX graph x throughput, against the
-nominal and measured peaks of ``peak@<target>`` for the family the build executes, never above 100%);
+nominal and measured peaks ``probe@<target>`` recorded for the family the build executes, never above 100%);
 and the latency budget's verdict (``bench.max_p99_ms``). On a
 local target, the FP32 benchmark also measures PyTorch eager on the same inputs, side by side,
 and reports the p50 speedup; the report divides the same PyTorch figure by every precision's p50
 (the PyTorch model is the same for all of them: measuring it once per target instead of once per
-precision saves ~6 s per precision). Output: ``metrics/benchmark/<key>.json``; the build's skipped
+precision saves ~6 s per precision). Output per precision: ``metrics/benchmark/<target>/<precision>.json`` (kept when its inputs did
+not change, :mod:`tasks.reuse`; ``--precision`` measures one); the build's skipped
 record when the build does not apply to the device (:mod:`tasks.device.support`).
 """
 
@@ -41,7 +43,15 @@ from tasks.layout import LAYOUT, key
 from tasks.metrics import end_to_end
 from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
-from tasks.records import BenchmarkRecord, BuildRecord, built_artifact, read_fingerprint, skipped_build
+from tasks.records import (
+    BenchmarkRecord,
+    BuildRecord,
+    SkippedRecord,
+    built_artifact,
+    read_fingerprint,
+    skipped_build,
+)
+from tasks.reuse import inputs_of, item_digest, keep_or_make, prune
 from tasks.runtimes import get_runtime
 
 
@@ -308,31 +318,40 @@ def _peak_record(target: str, log: Callable[[str], None]) -> dict | None:
     path = LAYOUT.peak(target)
     if path.is_file():
         return read_json(path)
-    log(f"no peak record {path} (`dvc repro peak@{target}`): efficiency only against target.{target}.peak_gflops")
+    log(f"no peak record {path} (`dvc repro probe@{target}`): efficiency only against target.{target}.peak_gflops")
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("benchmark", matrix=True).parse_args(argv)
-    k = key(args.target, args.precision)
-    with stage.stage_errors(f"benchmark@{k}", outputs=[LAYOUT.benchmark_metrics(k)]):
+    t = args.target
+    with stage.stage_errors(f"benchmark@{t}"):
         cfg = stage.load(args)
-        skipped = skipped_build(LAYOUT.build_dir(k))
-        if skipped:  # the build does not apply to the device: nothing to measure
-            skipped.write(LAYOUT.benchmark_metrics(k))
-            stage.log(f"benchmark@{k}", f"n/a: {skipped.skipped}")
-            return
-        rec = run(
-            cfg,
-            args.target,
-            built_artifact(LAYOUT.build_dir(k)),
-            LAYOUT.split("eval"),
-            lambda m: stage.log(f"benchmark@{k}", m),
-            precision=args.precision,
-            onnx_path=LAYOUT.onnx,
-            peak=_peak_record(args.target, lambda m: stage.log(f"benchmark@{k}", m)),
+        ins = inputs_of("measure", t)
+        peak = _peak_record(t, lambda m: stage.log(f"benchmark@{t}", m))
+        if args.precision is None:  # the whole stage: results of precisions no longer configured go
+            prune(LAYOUT.benchmark_metrics_dir(t), set(cfg.build.precisions), ".json")
+
+        def one(precision: str) -> None:
+            k = key(t, precision)
+            log = lambda m: stage.log(f"benchmark@{k}", m)  # noqa: E731
+
+            def make() -> BenchmarkRecord | SkippedRecord:
+                skipped = skipped_build(LAYOUT.build_dir(t, precision))
+                if skipped:  # the build does not apply to the device: nothing to measure
+                    log(f"n/a: {skipped.skipped}")
+                    return skipped
+                build_dir = LAYOUT.build_dir(t, precision)
+                return run(cfg, t, built_artifact(build_dir), LAYOUT.split("eval"), log, precision, LAYOUT.onnx, peak)
+
+            keep_or_make(LAYOUT.benchmark_metrics(t, precision), item_digest(ins, t, precision), log, make)
+
+        stage.each(
+            stage.precisions(cfg, args),
+            one,
+            lambda p: [LAYOUT.benchmark_metrics(t, p)],
+            lambda p: f"benchmark@{key(t, p)}",
         )
-        rec.write(LAYOUT.benchmark_metrics(k))
 
 
 if __name__ == "__main__":

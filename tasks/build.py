@@ -1,7 +1,7 @@
-"""Stage ``build@<target>-<precision>``: the deployable artifact, built on the target itself.
+"""Stage ``build@<target>``: the deployable artifacts, one per precision, built on the target itself.
 
 The device agent (``tasks/agent/agent.py``) builds it there, from the precision's ONNX model
-(``quantize@<precision>``): ONNX Runtime saves the graph its own optimizer produced, OpenVINO
+(the ``quantize`` stage): ONNX Runtime saves the graph its own optimizer produced, OpenVINO
 writes IR and compiles it once, TensorRT runs ``trtexec`` with the recipe of the device's
 TensorRT version (``tasks/runtimes/tensorrt_recipe.py``; the ONNX is linted against that version
 first, before anything is uploaded). Local targets take the same path in a scratch folder.
@@ -9,8 +9,10 @@ Device-dependent choices (:mod:`tasks.device.choices`: which ONNX Runtime INT8 m
 graph optimisation level, OpenVINO hints per scenario, inference precision) follow the target's
 fingerprint; the request carries them and the record keeps them as ``device_choices`` (with a
 reason each), which the benchmark and evaluate stages apply again. Every file comes back
-sha256-verified. Outputs: ``artifacts/build/<key>/`` (the artifact, any
-build log, and ``build.json``) and ``metrics/build/<key>.json``; nothing on failure.
+sha256-verified. Outputs per precision: ``artifacts/build/<target>/<precision>/`` (the artifact, any
+build log, and ``build.json``) and ``metrics/build/<target>/<precision>.json``; nothing for a
+precision whose build failed (the others still build, and the stage then fails). A build whose
+inputs did not change is kept (:mod:`tasks.reuse`); ``--precision`` builds one.
 
 A precision that does not apply to the target (:mod:`tasks.device.support`: bf16 on ONNX Runtime, a
 precision the device only emulates under ``bench.emulated: skip``) is decided from the fingerprint
@@ -33,6 +35,7 @@ from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
+from tasks.reuse import DIGEST_KEY, StageInputs, inputs_of, item_digest, prune, recorded
 from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_check import check_build
@@ -232,35 +235,73 @@ def run(
     return rec
 
 
+def inputs(target_name: str) -> StageInputs | None:
+    """What ``build@<target>`` depends on (``dvc.yaml``), for :func:`record`'s reuse."""
+    return inputs_of("build", target_name)
+
+
 def record(
-    cfg: Config, target_name: str, precision: str, log: Callable[[str], None] | None = None
+    cfg: Config,
+    target_name: str,
+    precision: str,
+    log: Callable[[str], None] | None = None,
+    ins: StageInputs | None = None,
 ) -> BuildRecord | SkippedRecord:
     """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
-    leaves neither behind. Used by ``main`` and by the fleet."""
-    k = key(target_name, precision)
+    leaves neither behind. With ``ins`` (:func:`inputs`), a build whose inputs did not change
+    since it was made is kept as it is. Used by ``main`` and by the fleet."""
+    out, metrics = LAYOUT.build_dir(target_name, precision), LAYOUT.build_metrics(target_name, precision)
+    want = item_digest(ins, target_name, precision) if ins is not None else None
+    if want is not None and recorded(metrics) == want and (out / "build.json").is_file():
+        rec = _read(metrics)
+        if log:
+            log("unchanged since it was built: kept")
+        return rec
     try:
-        with atomic_dir(LAYOUT.build_dir(k)) as tmp:
+        with atomic_dir(out) as tmp:
             rec = run(cfg, target_name, precision, tmp, log)
-        rec.write(LAYOUT.build_metrics(k))
+        if want is not None:
+            rec.extra[DIGEST_KEY] = want
+        rec.write(metrics)
     except BaseException:
-        remove(LAYOUT.build_metrics(k))
+        remove(metrics)
         raise
     return rec
 
 
+def _read(path: Path) -> BuildRecord | SkippedRecord:
+    return SkippedRecord.read_if_skipped(path) or BuildRecord.read(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("build", matrix=True).parse_args(argv)
-    k = key(args.target, args.precision)
-    with stage.stage_errors(f"build@{k}", outputs=[LAYOUT.build_dir(k), LAYOUT.build_metrics(k)]):
+    name = f"build@{args.target}"
+    with stage.stage_errors(name):
         cfg = stage.load(args)
-        rec = record(cfg, args.target, args.precision, lambda m: stage.log(f"build@{k}", m))
-        if isinstance(rec, SkippedRecord):
-            stage.log(f"build@{k}", f"n/a: {rec.skipped}")
-            return
-        emulated = f"; {rec.extra['emulated']}" if rec.extra.get("emulated") else ""
-        stage.log(
-            f"build@{k}",
-            f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s{emulated}",
+        ins = inputs(args.target)
+        if args.precision is None:  # the whole stage: builds no longer configured go
+            for gone in prune(LAYOUT.builds(args.target), set(cfg.build.precisions)) + prune(
+                LAYOUT.build_metrics_dir(args.target), set(cfg.build.precisions), ".json"
+            ):
+                stage.log(name, f"removed {gone} (no longer in build.precisions)")
+
+        def one(precision: str) -> None:
+            k = key(args.target, precision)
+            rec = record(cfg, args.target, precision, lambda m: stage.log(f"build@{k}", m), ins)
+            if isinstance(rec, SkippedRecord):
+                stage.log(f"build@{k}", f"n/a: {rec.skipped}")
+                return
+            emulated = f"; {rec.extra['emulated']}" if rec.extra.get("emulated") else ""
+            stage.log(
+                f"build@{k}",
+                f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s{emulated}",
+            )
+
+        stage.each(
+            stage.precisions(cfg, args),
+            one,
+            lambda p: [LAYOUT.build_dir(args.target, p), LAYOUT.build_metrics(args.target, p)],
+            lambda p: f"build@{key(args.target, p)}",
         )
 
 

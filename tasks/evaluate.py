@@ -1,4 +1,4 @@
-"""Stage ``evaluate@<target>-<precision>``: the task metric (``model.task``: top-1, COCO mAP,
+"""``evaluate@<target>`` (the second half of stage ``measure@<target>``): for each precision, the task metric (``model.task``: top-1, COCO mAP,
 mIoU, or Dice for one-channel segmentation; overall and per class) of the built artifact, run on its target, against the PyTorch FP32
 reference outputs that ``parity`` saved; and the three-way parity of its outputs (PyTorch ->
 the precision's ONNX run by ONNX Runtime here -> the artifact on its target).
@@ -11,7 +11,8 @@ result) when its metric drops more than ``eval.max_drop`` points, when its artif
 override) against its ONNX, or when an
 ``int8-mixed`` plan missed ``quant.max_drop`` in the quantize stage. A ``fidelity`` model (no labels)
 is scored against FP32's decoded outputs that ``parity`` stored (``fidelity_targets.npz``), not the split's labels.
-Output: ``metrics/evaluate/<key>.json``; the build's skipped record when the build does not apply
+Output per precision: ``metrics/evaluate/<target>/<precision>.json`` (kept when its inputs did not
+change, :mod:`tasks.reuse`; ``--precision`` evaluates one); the build's skipped record when the build does not apply
 to the device (:mod:`tasks.device.support`).
 """
 
@@ -33,7 +34,8 @@ from tasks.layout import LAYOUT, key
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops, worst_image_drops
 from tasks.metrics.three_way import three_way
-from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact, skipped_build
+from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, SkippedRecord, built_artifact, skipped_build
+from tasks.reuse import inputs_of, item_digest, keep_or_make, prune
 from tasks.runtimes.local import local_outputs
 
 
@@ -160,38 +162,60 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("evaluate", matrix=True).parse_args(argv)
-    k = key(args.target, args.precision)
-    out = LAYOUT.evaluate_metrics(k)
-    with stage.stage_errors(f"evaluate@{k}", outputs=[out]):
+    t = args.target
+    with stage.stage_errors(f"evaluate@{t}"):
         cfg = stage.load(args)
-        log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
-        skipped = skipped_build(LAYOUT.build_dir(k))
-        if skipped:  # the build does not apply to the device: nothing to evaluate
-            skipped.write(out)
-            log(f"n/a: {skipped.skipped}")
-            return
-        rec = run(
-            cfg,
-            args.target,
-            built_artifact(LAYOUT.build_dir(k)),
-            LAYOUT.split("eval"),
-            LAYOUT.reference,
-            quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(args.precision)),
-            source_onnx=built_from(args.precision, cfg.target[args.target].runtime, LAYOUT.build_dir(k)),
-            precision=args.precision,
-            log=log,
-            targets=LAYOUT.fidelity_targets,
-        )
-        verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
-        extra = (
-            ""
-            if not rec.parity
-            else " ".join(
-                f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in rec.parity["legs"]["onnx_artifact"].items()
+        ins = inputs_of("measure", t)
+        if args.precision is None:  # the whole stage: results of precisions no longer configured go
+            prune(LAYOUT.evaluate_metrics_dir(t), set(cfg.build.precisions), ".json")
+
+        def one(precision: str) -> None:
+            k = key(t, precision)
+            log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
+            rec = keep_or_make(
+                LAYOUT.evaluate_metrics(t, precision),
+                item_digest(ins, t, precision),
+                log,
+                lambda: _evaluate(cfg, t, precision, log),
             )
+            if isinstance(rec, EvaluateRecord):
+                verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
+                extra = (
+                    ""
+                    if not rec.parity
+                    else " ".join(
+                        f"max|artifact-onnx| {n}={s['max_abs']:.2g}"
+                        for n, s in rec.parity["legs"]["onnx_artifact"].items()
+                    )
+                )
+                log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
+
+        stage.each(
+            stage.precisions(cfg, args),
+            one,
+            lambda p: [LAYOUT.evaluate_metrics(t, p)],
+            lambda p: f"evaluate@{key(t, p)}",
         )
-        log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
-        rec.write(out)
+
+
+def _evaluate(cfg: Config, t: str, precision: str, log: Callable[[str], None]) -> EvaluateRecord | SkippedRecord:
+    build_dir = LAYOUT.build_dir(t, precision)
+    skipped = skipped_build(build_dir)
+    if skipped:  # the build does not apply to the device: nothing to evaluate
+        log(f"n/a: {skipped.skipped}")
+        return skipped
+    return run(
+        cfg,
+        t,
+        built_artifact(build_dir),
+        LAYOUT.split("eval"),
+        LAYOUT.reference,
+        quantized=QuantizeRecord.read_if(LAYOUT.quantize_metrics(precision)),
+        source_onnx=built_from(precision, cfg.target[t].runtime, build_dir),
+        precision=precision,
+        log=log,
+        targets=LAYOUT.fidelity_targets,
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Stages, the report, MLflow tracking, the Prefect flows and the CLI all ask a :cl
 exactly what :meth:`Layout.declared` lists (a test checks both agree). Paths are relative to
 ``root``; the default root ``.`` is the folder DVC runs stages in.
 
-Matrix stages are keyed by ``<target>-<precision>`` (:func:`key`), as in ``build@<key>``.
+Device stages run per target (``probe@<target>``, ``build@<target>``, ``measure@<target>``), each over
+every precision; one build is named ``<target>-<precision>`` (:func:`key`) in logs, the report and
+MLflow, and lives in ``artifacts/build/<target>/<precision>``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def ort_int8_onnx(layout: str) -> str:
 
 
 def key(target: str, precision: str) -> str:
-    """The matrix key of one build, as in ``build@<key>``."""
+    """The name of one build (logs, the report, MLflow runs)."""
     return f"{target}-{precision}"
 
 
@@ -119,11 +121,20 @@ class Layout:
         return self.metrics / "parity.json"
 
     # -- quantize ---------------------------------------------------------------------------
+    @property
+    def quantize_root(self) -> Path:
+        """Every precision's models (the ``quantize`` stage's output), one folder per precision."""
+        return self.artifacts / "quantize"
+
     def quantize_dir(self, precision: str) -> Path:
-        return self.artifacts / "quantize" / precision
+        return self.quantize_root / precision
+
+    @property
+    def quantize_metrics_dir(self) -> Path:
+        return self.metrics / "quantize"
 
     def quantize_metrics(self, precision: str) -> Path:
-        return self.metrics / "quantize" / f"{precision}.json"
+        return self.quantize_metrics_dir / f"{precision}.json"
 
     def precision_onnx(self, precision: str, runtime: str | None = None, ort_layout: str | None = None) -> Path:
         """The ONNX model builds of ``precision`` start from. INT8 has several layouts of the same
@@ -152,21 +163,36 @@ class Layout:
         return self.artifacts / "probe" / f"{target}.json"
 
     def peak(self, target: str) -> Path:
-        """The target's nominal and measured compute peaks (``peak@<target>``)."""
+        """The target's nominal and measured compute peaks (written by ``probe@<target>``, after the
+        fingerprint)."""
         return self.artifacts / "peak" / f"{target}.json"
 
-    def build_dir(self, key: str) -> Path:
-        """The built artifact, its build log and ``build.json``."""
-        return self.artifacts / "build" / key
+    def build_dir(self, target: str, precision: str) -> Path:
+        """One build: the artifact, its build log and ``build.json``. Builds are grouped by target
+        (:meth:`builds`), the folder ``build@<target>`` owns."""
+        return self.builds(target) / precision
 
-    def build_metrics(self, key: str) -> Path:
-        return self.metrics / "build" / f"{key}.json"
+    def builds(self, target: str) -> Path:
+        """Every build of ``target``, one folder per precision."""
+        return self.artifacts / "build" / target
 
-    def benchmark_metrics(self, key: str) -> Path:
-        return self.metrics / "benchmark" / f"{key}.json"
+    def build_metrics(self, target: str, precision: str) -> Path:
+        return self.build_metrics_dir(target) / f"{precision}.json"
 
-    def evaluate_metrics(self, key: str) -> Path:
-        return self.metrics / "evaluate" / f"{key}.json"
+    def build_metrics_dir(self, target: str) -> Path:
+        return self.metrics / "build" / target
+
+    def benchmark_metrics(self, target: str, precision: str) -> Path:
+        return self.benchmark_metrics_dir(target) / f"{precision}.json"
+
+    def benchmark_metrics_dir(self, target: str) -> Path:
+        return self.metrics / "benchmark" / target
+
+    def evaluate_metrics(self, target: str, precision: str) -> Path:
+        return self.evaluate_metrics_dir(target) / f"{precision}.json"
+
+    def evaluate_metrics_dir(self, target: str) -> Path:
+        return self.metrics / "evaluate" / target
 
     # -- report -----------------------------------------------------------------------------
     @property
@@ -234,21 +260,18 @@ class Layout:
     # -- what dvc.yaml declares -------------------------------------------------------------
     def declared(self) -> dict[str, dict[str, list[Path]]]:
         """Each stage's declared outputs by kind (``outs``, ``metrics``), with DVC's matrix
-        placeholders (``${item.target}``, ``${item.precision}``) for matrix stages, plus the
+        placeholder ``${item.target}`` for the per-target stages, plus the
         top-level ``plots``. ``dvc.yaml`` must declare exactly these."""
-        t, p = "${item.target}", "${item.precision}"
-        k = key(t, p)
+        t = "${item.target}"
         return {
             "prepare": {"outs": [self.prepare_dir], "metrics": [self.prepare_metrics]},
             "checkpoint": {"outs": [self.checkpoint_record], "metrics": []},
             "export": {"outs": [self.onnx], "metrics": [self.export_metrics]},
             "parity": {"outs": [self.reference, self.fidelity_targets], "metrics": [self.parity_metrics]},
-            "quantize": {"outs": [self.quantize_dir(p)], "metrics": [self.quantize_metrics(p)]},
-            "probe": {"outs": [self.fingerprint(t)], "metrics": []},
-            "peak": {"outs": [self.peak(t)], "metrics": []},
-            "build": {"outs": [self.build_dir(k)], "metrics": [self.build_metrics(k)]},
-            "benchmark": {"outs": [], "metrics": [self.benchmark_metrics(k)]},
-            "evaluate": {"outs": [], "metrics": [self.evaluate_metrics(k)]},
+            "quantize": {"outs": [self.quantize_root], "metrics": [self.quantize_metrics_dir]},
+            "probe": {"outs": [self.fingerprint(t), self.peak(t)], "metrics": []},
+            "build": {"outs": [self.builds(t)], "metrics": [self.build_metrics_dir(t)]},
+            "measure": {"outs": [], "metrics": [self.benchmark_metrics_dir(t), self.evaluate_metrics_dir(t)]},
             "report": {"outs": [self.report_dir], "metrics": []},
             "plots": {"outs": [self.pareto_csv, self.latency_plots], "metrics": []},
         }

@@ -1,4 +1,4 @@
-"""Stage ``quantize@<precision>``: the ONNX model every runtime builds ``<precision>`` from.
+"""Stage ``quantize``: for each precision, the ONNX model every runtime builds it from.
 
 - ``fp32``: the verified, simplified export as is.
 - ``bf16``: the same FP32 model. bf16 is an inference precision the runtime applies, not a model
@@ -26,9 +26,11 @@ Every INT8 record carries ``coverage``: the calibration split's samples per clas
 and original image sizes beside the evaluation split's, with a warning (logged and recorded) per
 class the evaluation split has and the calibration split lacks (:mod:`tasks.data.coverage`).
 
-Each precision is its own stage, so a build depends only on its own precision's model.
-Outputs: ``artifacts/quantize/<precision>/`` (``model.onnx`` + ``quantize.json``) and
-``metrics/quantize/<precision>.json``.
+One stage makes every precision; a precision whose inputs did not change is kept (:mod:`tasks.reuse`),
+so changing one calibrator's settings redoes that one, and a build depends only on its own
+precision's model. ``--precision`` makes one. Outputs: ``artifacts/quantize/<precision>/``
+(``model.onnx`` + ``quantize.json``) and ``metrics/quantize/<precision>.json``; nothing for a
+precision that failed (the others are still made, and the stage then fails).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from tasks.layout import LAYOUT
 from tasks.quant.common import QuantError
 from tasks.quant.recipes import to_fp16, to_int8
 from tasks.records import QuantizeRecord
+from tasks.reuse import DIGEST_KEY, inputs_of, item_digest, prune, recorded
 
 PRECISIONS = "fp32, fp16, bf16, int8-minmax, int8-entropy, int8-percentile, int8-mixed"
 
@@ -109,27 +112,47 @@ def _coverage(cfg: Config, calib_dir: Path, eval_dir: Path, log: Callable[[str],
 
 def main(argv: list[str] | None = None) -> None:
     p = stage.parser("quantize")
-    p.add_argument("--precision", required=True, help="precision to prepare (one of build.precisions)")
+    p.add_argument("--precision", default=None, help="one precision of build.precisions (default: every one, in order)")
     args = p.parse_args(argv)
-    name = f"quantize@{args.precision}"
-    out, metrics = LAYOUT.quantize_dir(args.precision), LAYOUT.quantize_metrics(args.precision)
-    with stage.stage_errors(name, outputs=[out, metrics]):
+    with stage.stage_errors("quantize"):
         cfg = stage.load(args)
-        if args.precision not in cfg.build.precisions:
+        if args.precision is not None and args.precision not in cfg.build.precisions:
             raise stage.StageError(
                 f"--precision {args.precision!r} is not in build.precisions ({', '.join(cfg.build.precisions)})"
             )
-        with atomic_dir(out) as tmp:
-            rec = run(
-                cfg,
-                args.precision,
-                LAYOUT.onnx,
-                tmp,
-                lambda m: stage.log(name, m),
-                calib_dir=LAYOUT.split("calib"),
-                eval_dir=LAYOUT.split("eval"),
-            )
-        rec.write(metrics)
+        ins = inputs_of("quantize")
+        if args.precision is None:  # the whole stage: precisions no longer configured go
+            keep = set(cfg.build.precisions)
+            for gone in prune(LAYOUT.quantize_root, keep) + prune(LAYOUT.quantize_metrics_dir, keep, ".json"):
+                stage.log("quantize", f"removed {gone} (no longer in build.precisions)")
+
+        def one(precision: str) -> None:
+            name = f"quantize@{precision}"
+            out, metrics = LAYOUT.quantize_dir(precision), LAYOUT.quantize_metrics(precision)
+            want = item_digest(ins, None, precision)
+            if want is not None and recorded(metrics) == want and (out / "quantize.json").is_file():
+                stage.log(name, "unchanged since it was made: kept")
+                return
+            with atomic_dir(out) as tmp:
+                rec = run(
+                    cfg,
+                    precision,
+                    LAYOUT.onnx,
+                    tmp,
+                    lambda m: stage.log(name, m),
+                    calib_dir=LAYOUT.split("calib"),
+                    eval_dir=LAYOUT.split("eval"),
+                )
+            if want is not None:
+                rec.extra[DIGEST_KEY] = want
+            rec.write(metrics)
+
+        stage.each(
+            stage.precisions(cfg, args),
+            one,
+            lambda q: [LAYOUT.quantize_dir(q), LAYOUT.quantize_metrics(q)],
+            lambda q: f"quantize@{q}",
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def plot_parity(summary: dict, layout: Layout = LAYOUT) -> None:
     for r in summary["rows"]:
         if r.get("skipped"):  # not applicable to its device: nothing was evaluated
             continue
-        par = EvaluateRecord.read(layout.evaluate_metrics(r["key"])).parity
+        par = EvaluateRecord.read(layout.evaluate_metrics(r["target"], r["precision"])).parity
         if par:
             plot(par, layout.parity_png(r["key"]), f"{r['key']}: three-way parity (|difference| histograms)")
 

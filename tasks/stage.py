@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tasks.config import Config, ConfigError, load_config
@@ -32,8 +32,15 @@ def parser(stage: str, matrix: bool = False, target: bool = False) -> argparse.A
     if matrix or target:
         p.add_argument("--target", required=True, help="target name (a key of the target section)")
     if matrix:
-        p.add_argument("--precision", required=True, help="precision to build (fp32, fp16)")
+        p.add_argument(
+            "--precision", default=None, help="one precision of build.precisions (default: every one, in order)"
+        )
     return p
+
+
+def precisions(cfg: Config, args: argparse.Namespace) -> list[str]:
+    """The precisions a per-target stage runs: ``--precision`` alone, else every one configured."""
+    return [args.precision] if getattr(args, "precision", None) else list(cfg.build.precisions)
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -78,6 +85,9 @@ def stage_errors(stage: str, outputs: Iterable[Path] = ()) -> Iterator[None]:
     except BaseException as e:
         for out in outputs:
             remove(out)
+        if isinstance(e, ItemFailed):  # each item's error is printed already
+            print(f"edgeforge {stage}: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(TRANSIENT_EXIT if e.transient else 1)
         if not isinstance(e, known_errors()):
             raise
         print(f"edgeforge {stage}: error: {message(e)}", file=sys.stderr, flush=True)
@@ -98,3 +108,39 @@ def load(args: argparse.Namespace) -> Config:
                 f"--precision {args.precision!r} is not in build.precisions ({', '.join(cfg.build.precisions)})"
             )
     return cfg
+
+
+class ItemFailed(Exception):
+    """One or more items of a per-target stage failed (each already reported); ``transient`` when
+    every one of them was a device that did not answer."""
+
+    def __init__(self, failed: list[str], transient: bool) -> None:
+        super().__init__(f"{len(failed)} failed: {', '.join(failed)}")
+        self.failed, self.transient = failed, transient
+
+
+def each(
+    items: Iterable[str],
+    work: Callable[[str], None],
+    outputs: Callable[[str], list[Path]],
+    name: Callable[[str], str],
+) -> None:
+    """Run ``work(item)`` for every item of a per-target stage (``build@jetson`` over its precisions).
+    A known error in one item removes that item's ``outputs``, is reported as ``edgeforge
+    <name(item)>: error: <message>`` (``build@jetson-int8-mixed``), and the other items still run: their outputs persist
+    and are kept on the next run (:mod:`tasks.reuse`). Afterwards, any failure exits 1 (75 when
+    every failure was transient); a bug raises at once with its traceback."""
+    failed, transient = [], True
+    for item in items:
+        try:
+            work(item)
+        except BaseException as e:
+            for out in outputs(item):
+                remove(out)
+            if not isinstance(e, known_errors()):
+                raise
+            print(f"edgeforge {name(item)}: error: {message(e)}", file=sys.stderr, flush=True)
+            failed.append(name(item))
+            transient = transient and bool(getattr(e, "transient", False))
+    if failed:
+        raise ItemFailed(failed, transient)

@@ -80,8 +80,8 @@ def collect(summary: dict, layout: Layout, model: str = "") -> Extras:
         k = r["key"]
         if r.get("skipped"):  # not applicable to its device: no benchmark or evaluation to read
             continue
-        ex.latency[k] = BenchmarkRecord.read(layout.benchmark_metrics(k)).latency
-        par = EvaluateRecord.read(layout.evaluate_metrics(k)).parity
+        ex.latency[k] = BenchmarkRecord.read(layout.benchmark_metrics(r["target"], r["precision"])).latency
+        par = EvaluateRecord.read(layout.evaluate_metrics(r["target"], r["precision"])).parity
         if par:
             ex.parity[k] = par
         png = layout.parity_png(k)

@@ -33,7 +33,7 @@ def torch_baseline(layout: Layout, target: str) -> dict[str, dict]:
     """PyTorch eager latency per batch size (``{"b1": stats, ...}``) that the target's FP32
     benchmark measured side by side; empty when it did not (no fp32 build, remote target,
     ``bench.torch_baseline`` off)."""
-    rec = BenchmarkRecord.read_if(layout.benchmark_metrics(key(target, "fp32")))
+    rec = BenchmarkRecord.read_if(layout.benchmark_metrics(target, "fp32"))
     return (rec.torch or {}) if rec else {}
 
 
@@ -91,13 +91,13 @@ def skipped_row(k: str, rec: SkippedRecord) -> dict[str, Any]:
 def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> dict[str, Any]:
     """One summary row; ``torch``: the target's :func:`torch_baseline`."""
     k = key(target, precision)
-    skipped = SkippedRecord.read_if_skipped(layout.build_metrics(k))
+    skipped = SkippedRecord.read_if_skipped(layout.build_metrics(target, precision))
     if skipped:
         return skipped_row(k, skipped)
     q = QuantizeRecord.read_if(layout.quantize_metrics(precision))
-    b = BuildRecord.read(layout.build_metrics(k))
-    bench = BenchmarkRecord.read(layout.benchmark_metrics(k))
-    ev = EvaluateRecord.read(layout.evaluate_metrics(k))
+    b = BuildRecord.read(layout.build_metrics(target, precision))
+    bench = BenchmarkRecord.read(layout.benchmark_metrics(target, precision))
+    ev = EvaluateRecord.read(layout.evaluate_metrics(target, precision))
     lat = bench.latency
     # no application latency (a TensorRT device without its Python packages): trtexec's figures only
     first = lat.get("b1") or next(iter(lat.values()), _NO_LATENCY)

@@ -244,11 +244,15 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
         if r.get("emulated"):  # built without native compute for its precision (bench.emulated: measure)
             mlflow.set_tag("emulated", r["emulated"][:4999])
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
-        mlflow.log_artifacts(str(LAYOUT.build_dir(k)), "build")
+        mlflow.log_artifacts(str(LAYOUT.build_dir(r["target"], r["precision"])), "build")
         for f in LAYOUT.sensitivity(r["precision"]):
             if f.is_file():
                 mlflow.log_artifact(str(f), "sensitivity")
-        for f in (LAYOUT.build_metrics(k), LAYOUT.benchmark_metrics(k), LAYOUT.evaluate_metrics(k)):
+        for f in (
+            LAYOUT.build_metrics(r["target"], r["precision"]),
+            LAYOUT.benchmark_metrics(r["target"], r["precision"]),
+            LAYOUT.evaluate_metrics(r["target"], r["precision"]),
+        ):
             mlflow.log_artifact(str(f), "metrics")
         if LAYOUT.parity_png(k).is_file():
             mlflow.log_artifact(str(LAYOUT.parity_png(k)), "parity")

@@ -168,12 +168,15 @@ def test_skipped_build_flows_through_benchmark_evaluate_and_report_never_a_winne
         _stages(p)
     capsys.readouterr()
 
-    key = "local-bf16"
-    skipped = read_json(LAYOUT.build_metrics(key))
+    skipped = read_json(LAYOUT.build_metrics("local", "bf16"))
     assert set(skipped) == {"skipped", "target", "precision", "runtime"} and "no bf16 kernels" in skipped["skipped"]
-    assert [f.name for f in LAYOUT.build_dir(key).iterdir()] == ["build.json"]  # no artifact
-    assert read_json(LAYOUT.benchmark_metrics(key)) == skipped == read_json(LAYOUT.evaluate_metrics(key))
-    assert read_json(LAYOUT.build_metrics("local-fp16"))["emulated"].endswith("(emulated: no speed-up expected)")
+    assert [f.name for f in LAYOUT.build_dir("local", "bf16").iterdir()] == ["build.json"]  # no artifact
+    assert (
+        read_json(LAYOUT.benchmark_metrics("local", "bf16"))
+        == skipped
+        == read_json(LAYOUT.evaluate_metrics("local", "bf16"))
+    )
+    assert read_json(LAYOUT.build_metrics("local", "fp16"))["emulated"].endswith("(emulated: no speed-up expected)")
 
     report.main([])
     printed = capsys.readouterr().out

@@ -22,7 +22,7 @@ from tests.conftest import ROOT, build_main, write_params
 def _build(precision: str) -> dict:
     quantize.main(["--precision", precision])
     build_main(["--target", "local", "--precision", precision])
-    return read_json(LAYOUT.build_metrics(f"local-{precision}"))
+    return read_json(LAYOUT.build_metrics("local", precision))
 
 
 def _input_elem_type(path) -> int:
@@ -30,9 +30,8 @@ def _input_elem_type(path) -> int:
 
 
 def _check_build(workdir, exported, precision: str) -> tuple:
-    key = f"local-{precision}"
     metrics = _build(precision)
-    bdir = workdir / LAYOUT.build_dir(key)
+    bdir = workdir / LAYOUT.build_dir("local", precision)
     meta = read_json(bdir / "build.json")
     assert meta == metrics  # the metrics file is the build record
     art = built_artifact(bdir)
@@ -99,7 +98,7 @@ def test_cli_unknown_target_exits_1_naming_defined_targets(params, workdir):
         timeout=120,
     )
     assert r.returncode == 1
-    assert "edgeforge build@nope-fp32: error:" in r.stderr
+    assert "edgeforge build@nope: error: --target 'nope' is not defined" in r.stderr
     assert "'nope' is not defined; defined targets: local" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (workdir / "artifacts" / "build" / "nope-fp32").exists()
@@ -110,10 +109,10 @@ def test_failed_build_leaves_no_outputs(params, workdir, capsys):
     onnx_path.parent.mkdir(parents=True)
     onnx_path.write_bytes(b"not an onnx model")
     # outputs of an earlier build must not survive a failed one
-    stale_dir = workdir / LAYOUT.build_dir("local-fp32")
+    stale_dir = workdir / LAYOUT.build_dir("local", "fp32")
     stale_dir.mkdir(parents=True)
     (stale_dir / "build.json").write_text("{}")
-    stale_metrics = workdir / LAYOUT.build_metrics("local-fp32")
+    stale_metrics = workdir / LAYOUT.build_metrics("local", "fp32")
     stale_metrics.parent.mkdir(parents=True)
     stale_metrics.write_text("{}")
 
@@ -175,7 +174,7 @@ def test_int8_on_a_tensorrt_gpu_without_int8_is_refused_before_connecting(params
         with pytest.raises(SystemExit) as e:
             build.main(["--target", "nano", "--precision", precision])
         err = capsys.readouterr().err
-        assert e.value.code == 1 and not LAYOUT.build_dir(f"nano-{precision}").exists()
+        assert e.value.code == 1 and not LAYOUT.build_dir("nano", precision).exists()
         if refused:
             assert f"edgeforge build@nano-{precision}: error: nano: {precision} needs INT8 kernels, which the " in err
             assert "GPU NVIDIA Jetson Nano Developer Kit (SM 5.3) lacks" in err and "Build fp16 (or fp32)" in err

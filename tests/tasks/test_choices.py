@@ -157,24 +157,25 @@ def test_quantize_writes_every_ort_layout_and_the_build_picks_the_devices(workdi
     for like, layout in ((ZEN4, "u8s8"), (AVX2_ONLY, "s8s8r7")):
         _fingerprint_as("local", like)
         build_main(["--target", "local", "--precision", "int8-minmax"])
-        rec = read_json(LAYOUT.build_metrics("local-int8-minmax"))
+        rec = read_json(LAYOUT.build_metrics("local", "int8-minmax"))
         assert rec["device_choices"]["ort_int8_layout"] == layout
         assert "reasons" in rec["device_choices"] and rec["device_choices"]["graph_optimization_level"] == "all"
         assert rec["source_onnx_sha256"] == sha256_file(out / ort_int8_onnx(layout))
         assert (
-            BuildRecord.read(LAYOUT.build_dir("local-int8-minmax") / "build.json").extra["device_choices"]
+            BuildRecord.read(LAYOUT.build_dir("local", "int8-minmax") / "build.json").extra["device_choices"]
             == (rec["device_choices"])
         )
 
     benchmark.main(["--target", "local", "--precision", "int8-minmax"])  # runs the build as it was made
     assert (
-        read_json(LAYOUT.benchmark_metrics("local-int8-minmax"))["threads"] == rec["device_choices"]["intra_op_threads"]
+        read_json(LAYOUT.benchmark_metrics("local", "int8-minmax"))["threads"]
+        == rec["device_choices"]["intra_op_threads"]
     )
 
     params["quant"]["ort_reduce_range"] = False  # the user's override beats the (AVX2-only) device
     write_params(params)
     build_main(["--target", "local", "--precision", "int8-minmax"])
-    assert read_json(LAYOUT.build_metrics("local-int8-minmax"))["device_choices"]["ort_int8_layout"] == "u8s8"
+    assert read_json(LAYOUT.build_metrics("local", "int8-minmax"))["device_choices"]["ort_int8_layout"] == "u8s8"
 
 
 def test_openvino_build_records_its_hints_and_the_offline_batch_uses_every_stream(workdir, params, exported):
@@ -183,13 +184,13 @@ def test_openvino_build_records_its_hints_and_the_offline_batch_uses_every_strea
     quantize.main(["--precision", "fp32"])
     _fingerprint_as("local_openvino", ZEN4)
     build_main(["--target", "local_openvino", "--precision", "fp32"])
-    choices = read_json(LAYOUT.build_metrics("local_openvino-fp32"))["device_choices"]
+    choices = read_json(LAYOUT.build_metrics("local_openvino", "fp32"))["device_choices"]
     assert choices["single_stream"]["performance_hint"] == "LATENCY" and choices["inference_precision"] == "f32"
     benchmark.main(["--target", "local_openvino", "--precision", "fp32"])
-    rec = read_json(LAYOUT.benchmark_metrics("local_openvino-fp32"))
+    rec = read_json(LAYOUT.benchmark_metrics("local_openvino", "fp32"))
     assert set(rec["latency"]) == {"b1", "b4"} and rec["offline"]["b4"]["throughput"] > 0
     assert rec["threads"] == choices["threads"]
-    art = LAYOUT.build_dir("local_openvino-fp32") / "model.xml"
+    art = LAYOUT.build_dir("local_openvino", "fp32") / "model.xml"
     sess = get_runtime("openvino").load(art, choices["threads"], choices)
     assert str(sess.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert int(sess.compiled.get_property("NUM_STREAMS")) == 1

@@ -74,7 +74,7 @@ def _build(target: str, precision: str) -> dict:
     if not LAYOUT.fingerprint(target).is_file():
         probe.main(["--target", target])
     build.main(["--target", target, "--precision", precision])
-    return read_json(LAYOUT.build_metrics(f"{target}-{precision}"))
+    return read_json(LAYOUT.build_metrics(target, precision))
 
 
 def _logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -95,13 +95,13 @@ def test_onnxruntime_and_openvino_build_on_the_device(devices, sshd):
     x = np.random.default_rng(0).normal(size=(4, 1, 28, 28)).astype(np.float32)
     for p in ("fp32", "int8-minmax"):
         meta = _build("dev_ort", p)
-        art = LAYOUT.build_dir(f"dev_ort-{p}") / meta["artifact"]
+        art = LAYOUT.build_dir("dev_ort", p) / meta["artifact"]
         assert meta["host"] == f"127.0.0.1:{sshd.port}" and meta["runtime_version"] == ort.__version__
         assert meta["device_fingerprint_sha256"] == read_json(LAYOUT.fingerprint("dev_ort"))["fingerprint_sha256"]
         src = LAYOUT.precision_onnx(p, "onnxruntime", meta["device_choices"].get("ort_int8_layout"))
         np.testing.assert_allclose(_logits(art, x), _logits(src, x), atol=1e-4)
     meta = _build("dev_ov", "fp16")
-    folder = LAYOUT.build_dir("dev_ov-fp16")
+    folder = LAYOUT.build_dir("dev_ov", "fp16")
     assert {"model.xml", "model.bin", "build.json"} <= {p.name for p in folder.iterdir()}
     assert meta["runtime"] == "openvino" and meta["int8_ops"] == 0
     # jobs are cleaned up on the device; the uploaded agent stays for the next call
@@ -113,7 +113,7 @@ def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
     fp = probe.run(*_cfg_and("dev_trt10"))
     assert fp["tensorrt"] == "10.3.0"
     meta = _build("dev_trt10", "fp16")
-    folder = LAYOUT.build_dir("dev_trt10-fp16")
+    folder = LAYOUT.build_dir("dev_trt10", "fp16")
     assert meta["artifact"] == "model.engine" and meta["recipe"] == "weakly-typed" and meta["flags"] == ["--fp16"]
     assert meta["tensorrt_version"] == "10.3.0" and "--profilingVerbosity=detailed" in meta["command"]
     assert (folder / "model.engine").read_bytes().startswith(b"EDGEFORGE FAKE TRT ENGINE")
@@ -130,7 +130,7 @@ def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
     # strongly typed: the FP16-glue Q/DQ model (the glue numerics --int8 --fp16 gives 10.3), recorded as such
     assert (meta11["trt_onnx"], meta11["trt_int8_glue"]) == ("fp16_glue_onnx", "fp16")
     assert meta11["source_onnx_sha256"] == sha256_file(LAYOUT.fp16_glue_onnx("int8-minmax"))
-    meta10 = read_json(LAYOUT.build_metrics("dev_trt10-int8-minmax"))
+    meta10 = read_json(LAYOUT.build_metrics("dev_trt10", "int8-minmax"))
     assert (meta10["trt_onnx"], meta10["trt_int8_glue"], meta10["flags"]) == (
         "precision_onnx",
         "fp16",
@@ -152,7 +152,10 @@ def test_failed_tensorrt_build_quotes_trtexec_errors_and_leaves_nothing(devices,
     assert "edgeforge build@dev_trt_fail-fp16: error:" in err
     assert "Could not find any implementation for node" in err  # trtexec's [E] line, quoted
     assert "trtexec --onnx=model.onnx --saveEngine=model.engine --fp16" in err  # and the command
-    assert not LAYOUT.build_dir("dev_trt_fail-fp16").exists() and not LAYOUT.build_metrics("dev_trt_fail-fp16").exists()
+    assert (
+        not LAYOUT.build_dir("dev_trt_fail", "fp16").exists()
+        and not LAYOUT.build_metrics("dev_trt_fail", "fp16").exists()
+    )
 
 
 def test_tensorrt_target_without_tensorrt_says_so(devices, capsys):
@@ -209,7 +212,7 @@ def test_hung_device_command_is_killed_at_the_command_timeout(devices, params, s
     assert "timed out after 2 s and was stopped on the device" in capsys.readouterr().err
     time.sleep(1.5)
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # killed on the device
-    assert not LAYOUT.build_dir("dev_ort-fp32").exists()
+    assert not LAYOUT.build_dir("dev_ort", "fp32").exists()
 
 
 def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, tmp_path, capsys):
@@ -225,7 +228,7 @@ def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, t
             build.main(["--target", "dev_ort", "--precision", "fp32"])
         err = capsys.readouterr().err
         assert "edgeforge build@dev_ort-fp32: error: dev_ort:" in err and "space" in err.lower()
-        assert not LAYOUT.build_dir("dev_ort-fp32").exists()
+        assert not LAYOUT.build_dir("dev_ort", "fp32").exists()
         assert [p.name for p in (disk / "edgeforge" / "jobs").iterdir()] == []  # no partial upload left
     finally:
         subprocess.run(["umount", str(disk)], check=False)
@@ -244,9 +247,9 @@ def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params
     assert by["dev_ort"].error is None and by["local"].error is None
     assert by["dev_ort"].done == ["probe@dev_ort", "build@dev_ort-fp32", "build@dev_ort-int8-minmax"]
     assert by["gone"].done == [] and by["gone"].error.startswith("probe@gone: gone: cannot connect")
-    for k in ("dev_ort-fp32", "dev_ort-int8-minmax", "local-fp32", "local-int8-minmax"):
-        assert read_json(LAYOUT.build_metrics(k))["precision"] in k
-    assert not LAYOUT.build_dir("gone-fp32").exists()
+    for t, p in (("dev_ort", "fp32"), ("dev_ort", "int8-minmax"), ("local", "fp32"), ("local", "int8-minmax")):
+        assert read_json(LAYOUT.build_metrics(t, p))["precision"] == p
+    assert not LAYOUT.build_dir("gone", "fp32").exists()
     assert any(m.startswith("FAILED probe@gone") for m in logs)
 
 
@@ -274,7 +277,7 @@ def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
     err = capsys.readouterr().err
     assert "com.microsoft:Gelu" in err and "ort_only_gelu" in err
     assert not (devices / "trt10" / "jobs").exists()
-    assert not LAYOUT.build_dir("dev_trt10-fp32").exists()
+    assert not LAYOUT.build_dir("dev_trt10", "fp32").exists()
 
 
 def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(devices, params):
@@ -291,9 +294,9 @@ def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(device
     evaluate.main(argv)
     benchmark.main(argv)
     assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == first  # reused, not sent again
-    bench = read_json(LAYOUT.benchmark_metrics("dev_ort-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_ort", "fp32"))
     assert bench["cold"]["first_inference_ms"] > 0 and bench["hygiene"]["before"]["load_avg_1m"] >= 0
-    assert read_json(LAYOUT.evaluate_metrics("dev_ort-fp32"))["samples"] == 96
+    assert read_json(LAYOUT.evaluate_metrics("dev_ort", "fp32"))["samples"] == 96
     # end to end on a device: the agent's copies and compute; decoding on this host; no preprocessing there
     e2e = bench["end_to_end"]
     assert e2e["input_copy_ms"] > 0 and e2e["compute_ms"] > 0 and e2e["output_copy_ms"] > 0 and e2e["decode_ms"] > 0
@@ -301,7 +304,7 @@ def test_benchmark_and_evaluate_run_on_the_device_and_reuse_uploaded_data(device
     params["bench"]["max_cv"] = 0.0  # every measurement "drifts": each batch size is measured again, on the device
     write_params(params)
     benchmark.main(argv)
-    bench = read_json(LAYOUT.benchmark_metrics("dev_ort-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_ort", "fp32"))
     assert bench["retried"] == ["b1", "b4"] and bench["unstable"] == ["b1", "b4"]
 
 
@@ -331,7 +334,7 @@ def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(de
         argv = ["--target", "dev_trt", "--precision", precision]
         benchmark.main(argv)
         evaluate.main(argv)
-        bench = read_json(LAYOUT.benchmark_metrics(f"dev_trt-{precision}"))
+        bench = read_json(LAYOUT.benchmark_metrics("dev_trt", precision))
         assert bench["runtime"] == "tensorrt" and set(bench["latency"]) == {"b1", "b4"}
         assert bench["single_stream"]["p99_ms"] > 0 and bench["cold"]["load_ms"] > 0
         t = bench["trtexec"]["b1"]
@@ -342,7 +345,7 @@ def test_tensorrt_target_benchmarks_and_evaluates_through_the_pipeline_stages(de
         assert e2e["input_copy_ms"] is None and "did not include data transfers" in e2e["what"]["input_copy"]
         assert t["tensorrt"] == "10.3.0" and t["defaults"]["cuda_graph"] is False
         assert any(a.startswith("--loadEngine=") for a in t["argv"])
-        ev = read_json(LAYOUT.evaluate_metrics(f"dev_trt-{precision}"))
+        ev = read_json(LAYOUT.evaluate_metrics("dev_trt", precision))
         assert ev["samples"] == 96 and ev["accepted"] is True
         assert ev["parity"]["legs"]["onnx_artifact"]["logits"]["max_abs"] < 1e-5
 
@@ -354,7 +357,7 @@ def test_tensorrt_device_without_its_python_packages_records_trtexec_only(device
 
     _build("dev_trt10", "fp32")
     benchmark.main(["--target", "dev_trt10", "--precision", "fp32"])
-    bench = read_json(LAYOUT.benchmark_metrics("dev_trt10-fp32"))
+    bench = read_json(LAYOUT.benchmark_metrics("dev_trt10", "fp32"))
     assert bench["latency"] == {} and "single_stream" not in bench and "cold" not in bench
     assert "pycuda" in bench["latency_unavailable"] and bench["accepted"] is False
     assert bench["trtexec"]["b1"]["latency"]["median"] == pytest.approx(0.0368652)
@@ -393,7 +396,7 @@ def test_implicit_int8_layers_without_a_scale_reach_the_report(devices, params, 
     # a cache that lacks two tensors (calibrated on an earlier export whose names have since moved)
     cache.write_text("\n".join(s for s in lines if not s.startswith(("relu_1: ", "view: "))) + "\n")
     meta = _build("dev_calib", "int8-entropy")
-    log = (LAYOUT.build_dir("dev_calib-int8-entropy") / meta["build_log"]).read_text()
+    log = (LAYOUT.build_dir("dev_calib", "int8-entropy") / meta["build_log"]).read_text()
     assert "[W] [TRT] Missing scale and zero-point for tensor relu_1, expect fall back to non-int8" in log
     assert meta["int8_fallback_tensors"] == ["relu_1", "view"]
     layers = meta["int8_fallback_layers"]  # the layers that write or read them (ONNX node names)

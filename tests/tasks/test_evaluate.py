@@ -165,7 +165,7 @@ def test_parity_compares_with_the_onnx_the_build_uploaded(tmp_path, monkeypatch,
     from tasks.records import BuildRecord
 
     monkeypatch.chdir(tmp_path)
-    build_dir = LAYOUT.build_dir("dev-int8-minmax")
+    build_dir = LAYOUT.build_dir("dev", "int8-minmax")
     build_dir.mkdir(parents=True)
     fields = dict(target="dev", precision="int8-minmax", runtime=runtime, artifact="model.engine")
     fields.update(runtime_version="11.0.0", host="h:22", sha256="0", size_bytes=1, source_onnx_sha256="0")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.layout import LAYOUT, Layout, key
+from tasks.layout import LAYOUT, Layout
 
 
 def test_paths_are_under_the_root_and_the_default_is_the_current_folder(tmp_path):
@@ -17,7 +17,7 @@ def test_paths_are_under_the_root_and_the_default_is_the_current_folder(tmp_path
         lay.reference,
         lay.summary,
         lay.quantize_dir("fp16"),
-        lay.build_metrics(key("a", "fp32")),
+        lay.build_metrics("a", "fp32"),
         lay.fingerprint("a"),
         lay.pipeline_lock,
         lay.exporter_log,
@@ -38,10 +38,18 @@ def test_int8_builds_for_onnx_runtime_start_from_its_own_layout():
     assert LAYOUT.precision_onnx("fp16", "onnxruntime").name == "model.onnx"
 
 
-def test_declared_outputs_use_dvcs_matrix_placeholders():
+def test_device_stages_own_one_folder_per_target_with_a_file_or_folder_per_precision():
     d = Layout().declared()
-    assert d["build"]["outs"] == [Path("artifacts/build/${item.target}-${item.precision}")]
-    assert d["quantize"]["metrics"] == [Path("metrics/quantize/${item.precision}.json")]
+    assert d["build"]["outs"] == [Path("artifacts/build/${item.target}")]
+    assert d["measure"]["metrics"] == [
+        Path("metrics/benchmark/${item.target}"),
+        Path("metrics/evaluate/${item.target}"),
+    ]
+    assert d["quantize"]["metrics"] == [Path("metrics/quantize")]
+    assert LAYOUT.build_dir("jetson", "int8-mixed") == Path("artifacts/build/jetson/int8-mixed")
+    assert LAYOUT.build_dir("jetson", "fp16").parent == LAYOUT.builds("jetson")
+    assert LAYOUT.evaluate_metrics("jetson", "fp16") == Path("metrics/evaluate/jetson/fp16.json")
+    assert LAYOUT.benchmark_metrics("jetson", "fp16").parent == LAYOUT.benchmark_metrics_dir("jetson")
     # the drivers' own state is never a DVC output
     declared = {p for kinds in d.values() for paths in kinds.values() for p in paths}
     assert not any(p.parts[0] == ".edgeforge" for p in declared)

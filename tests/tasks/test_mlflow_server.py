@@ -136,7 +136,7 @@ def test_runs_and_artifacts_over_http(server, logged):
     for run in children:
         key = run.data.tags["edgeforge.key"]
         assert run.data.params["precision"] == key.removeprefix("local-")
-        built = built_artifact(logged["folder"] / LAYOUT.build_dir(key))
+        built = built_artifact(logged["folder"] / LAYOUT.build_dir("local", run.data.params["precision"]))
         assert run.data.tags["artifact_sha256"] == sha256_file(built)
         logged_build = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
         assert {"build/model.onnx", "build/build.json"} <= logged_build

@@ -107,7 +107,7 @@ def test_int8_for_onnxruntime_uses_the_layout_it_fuses(workdir, params, exported
         LAYOUT.precision_onnx("int8-minmax", "tensorrt") == LAYOUT.precision_onnx("int8-minmax") == out / "model.onnx"
     )
     build_main(["--target", "local", "--precision", "int8-minmax"])  # which ORT layout: tests/tasks/test_choices.py
-    rec = read_json(LAYOUT.build_metrics("local-int8-minmax"))
+    rec = read_json(LAYOUT.build_metrics("local", "int8-minmax"))
     chosen = LAYOUT.precision_onnx("int8-minmax", "onnxruntime", rec["device_choices"]["ort_int8_layout"])
     assert rec["source_onnx_sha256"] == sha256_file(chosen)
 

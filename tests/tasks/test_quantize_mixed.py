@@ -91,7 +91,7 @@ def test_int8_mixed_keeps_the_sensitive_layers_fp32_and_explains_why(sensitive):
     parity.main([])
     build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
-    assert "mixed precision" not in read_json(LAYOUT.evaluate_metrics("local-int8-mixed"))["reason"]
+    assert "mixed precision" not in read_json(LAYOUT.evaluate_metrics("local", "int8-mixed"))["reason"]
 
 
 def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitive, capsys):
@@ -110,7 +110,7 @@ def test_int8_mixed_without_room_to_keep_layers_is_rejected_not_shipped(sensitiv
     parity.main([])
     build_main(["--target", "local", "--precision", "int8-mixed"])
     evaluate.main(["--target", "local", "--precision", "int8-mixed"])
-    ev = read_json(LAYOUT.evaluate_metrics("local-int8-mixed"))
+    ev = read_json(LAYOUT.evaluate_metrics("local", "int8-mixed"))
     assert ev["accepted"] is False and "mixed precision: no plan keeping up to 0 of 4 layers" in ev["reason"]
 
 

@@ -59,8 +59,8 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
     assert md.count("| local |") == len(PRECISIONS)
     assert summary["mlflow"]["tracking_uri"] == "sqlite:///mlflow.db"
     # PyTorch eager is measured once (by the FP32 benchmark); every row's speedup divides that figure
-    torch_b1 = read_json(LAYOUT.benchmark_metrics("local-fp32"))["torch"]["b1"]["p50_ms"]
-    assert "torch" not in read_json(LAYOUT.benchmark_metrics("local-fp16"))
+    torch_b1 = read_json(LAYOUT.benchmark_metrics("local", "fp32"))["torch"]["b1"]["p50_ms"]
+    assert "torch" not in read_json(LAYOUT.benchmark_metrics("local", "fp16"))
     for r in summary["rows"]:
         assert r["speedup_vs_torch"] == pytest.approx(torch_b1 / r["latency_p50_ms"])
     # INT8 rows carry quantize.json's residual-Add count (the example CNN has none)
@@ -101,11 +101,11 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert run.info.run_name == f"local · {p}" and run.data.tags["edgeforge.key"] == key
         assert run.data.params["target"] == "local"
         assert run.data.params["runtime"] == "onnxruntime"
-        built = built_artifact(pipeline / LAYOUT.build_dir(key))
+        built = built_artifact(pipeline / LAYOUT.build_dir("local", p))
         assert run.data.tags["artifact_sha256"] == sha256_file(built)
         assert run.data.tags["checkpoint_sha256"] == sha256_file(model_file)
-        ev = read_json(pipeline / LAYOUT.evaluate_metrics(key))
-        bench = read_json(pipeline / LAYOUT.benchmark_metrics(key))
+        ev = read_json(pipeline / LAYOUT.evaluate_metrics("local", p))
+        bench = read_json(pipeline / LAYOUT.benchmark_metrics("local", p))
         m = run.data.metrics
         assert m["accuracy_top1"] == pytest.approx(ev["value"])
         assert m["accuracy_top5"] == pytest.approx(ev["details"]["top5"])

@@ -181,9 +181,10 @@ def test_every_run_tagged_with_versions_checkpoint_commit_and_experiment(logged)
             assert tags["checkpoint_sha256"] == ckpt
             assert tags["git_commit"]
             assert tags["dvc_experiment"] == exp_name
-        for key, run in children.items():
-            built = read_json(folder / LAYOUT.build_metrics(key))
-            artifact = built_artifact(folder / LAYOUT.build_dir(key))
+        for _key, run in children.items():
+            t, p = run.data.params["target"], run.data.params["precision"]
+            built = read_json(folder / LAYOUT.build_metrics(t, p))
+            artifact = built_artifact(folder / LAYOUT.build_dir(t, p))
             assert run.data.tags["artifact_sha256"] == built["sha256"] == sha256_file(artifact)
             assert run.data.tags["runtime_version"] == str(built["runtime_version"])
 

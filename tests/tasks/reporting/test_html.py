@@ -112,7 +112,7 @@ def test_html_has_every_row_its_verdict_the_reasons_and_the_winner(summary, page
     sens = read_json(LAYOUT.quantize_dir("int8-mixed") / "sensitivity.json")
     assert sens["layers"] and all(f'<td class="txt">{x["node"]}</td>' in page for x in sens["layers"])
     for r in rows:
-        legs = read_json(LAYOUT.evaluate_metrics(r["key"]))["parity"]["legs"]
+        legs = read_json(LAYOUT.evaluate_metrics(r["target"], r["precision"]))["parity"]["legs"]
         cells = re.search(rf'<tr class="(?:accepted|rejected)" data-key="{r["key"]}">(.*?)</tr>', page).group(1)
         assert re.findall(r"<td[^>]*>(.*?)</td>", cells)[2:5] == [
             fmt(legs[leg]["logits"]["max_abs"]) for leg in ("torch_onnx", "onnx_artifact", "torch_artifact")
@@ -221,7 +221,7 @@ def test_plot_data_files_hold_every_build(project, summary):
     assert list(lat[0]) == ["percentile", *PRECISIONS]
     assert [p["percentile"] for p in lat] == ["0", "50", "90", "95", "99", "100"]
     for prec in PRECISIONS:
-        b1 = read_json(LAYOUT.benchmark_metrics(f"local-{prec}"))["latency"]["b1"]
+        b1 = read_json(LAYOUT.benchmark_metrics("local", prec))["latency"]["b1"]
         assert [float(p[prec]) for p in lat] == [
             b1[k] for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
         ]

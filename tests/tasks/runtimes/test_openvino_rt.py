@@ -42,9 +42,8 @@ def test_every_precision_builds_loads_and_agrees_with_onnxruntime(ov_target, pre
     plugin_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     for p in PRECISIONS:
         build_main(["--target", "local_openvino", "--precision", p])
-        k = f"local_openvino-{p}"
-        meta = read_json(LAYOUT.build_metrics(k))
-        art = LAYOUT.build_dir(k) / meta["artifact"]
+        meta = read_json(LAYOUT.build_metrics("local_openvino", p))
+        art = LAYOUT.build_dir("local_openvino", p) / meta["artifact"]
         assert meta["runtime"] == "openvino" and art.name == "model.xml"
         assert meta["weights_sha256"] == sha256_file(art.with_suffix(".bin"))
         assert meta["size_bytes"] == art.stat().st_size + art.with_suffix(".bin").stat().st_size
@@ -71,9 +70,9 @@ def test_benchmark_and_evaluate_stages_on_an_openvino_target(ov_target, prepared
     build_main(argv)
     benchmark.main(argv)
     evaluate.main(argv)
-    bench = read_json(LAYOUT.benchmark_metrics("local_openvino-int8-minmax"))
+    bench = read_json(LAYOUT.benchmark_metrics("local_openvino", "int8-minmax"))
     assert bench["runtime"] == "openvino" and set(bench["latency"]) == {"b1", "b4"}
-    ev = read_json(LAYOUT.evaluate_metrics("local_openvino-int8-minmax"))
+    ev = read_json(LAYOUT.evaluate_metrics("local_openvino", "int8-minmax"))
     assert ev["samples"] == 96 and ev["metric"] == "top1" and 0 <= ev["value"] <= 100
 
 

@@ -231,18 +231,18 @@ def test_build_hands_a_tensorrt_86_target_opset_17(params, exported, tmp_path):
     for precision in ("fp32", "int8-minmax"):
         quantize.main(["--precision", precision])
         build_main(["--target", "trt86", "--precision", precision])
-        folder = LAYOUT.build_dir(f"trt86-{precision}")
+        folder = LAYOUT.build_dir("trt86", precision)
         record = read_json(folder / "build.json")
         assert record["onnx_opset"] == 17 and record["onnx_opset_conversion"]["from"] == 18
         uploaded = _engine_onnx((folder / "model.engine").read_bytes())
         assert model_opset(uploaded) == 17
         assert uploaded == onnx.load(str(folder / record["onnx_opset_conversion"]["file"]))
-    assert "int8_fallback_tensors" not in read_json(LAYOUT.build_dir("trt86-fp32") / "build.json")
-    int8 = read_json(LAYOUT.build_dir("trt86-int8-minmax") / "build.json")
+    assert "int8_fallback_tensors" not in read_json(LAYOUT.build_dir("trt86", "fp32") / "build.json")
+    int8 = read_json(LAYOUT.build_dir("trt86", "int8-minmax") / "build.json")
     assert int8["int8_fallback_tensors"] == [] and int8["int8_fallback_layers"] == []  # the FAKE prints none
-    qdq = [n for n in _engine_onnx((LAYOUT.build_dir("trt86-int8-minmax") / "model.engine").read_bytes()).graph.node]
+    qdq = [n for n in _engine_onnx((LAYOUT.build_dir("trt86", "int8-minmax") / "model.engine").read_bytes()).graph.node]
     assert any(n.op_type == "DequantizeLinear" for n in qdq)
     build_main(["--target", "trt103", "--precision", "fp32"])
-    record = read_json(LAYOUT.build_dir("trt103-fp32") / "build.json")
+    record = read_json(LAYOUT.build_dir("trt103", "fp32") / "build.json")
     assert record["onnx_opset"] == 18 and "onnx_opset_conversion" not in record
-    assert model_opset(_engine_onnx((LAYOUT.build_dir("trt103-fp32") / "model.engine").read_bytes())) == 18
+    assert model_opset(_engine_onnx((LAYOUT.build_dir("trt103", "fp32") / "model.engine").read_bytes())) == 18
