@@ -1,4 +1,4 @@
-"""Stage build@<target>-<precision> on the local ONNX Runtime target."""
+"""Stage build@<target> (each precision one build) on the local ONNX Runtime target."""
 
 from __future__ import annotations
 
@@ -123,7 +123,9 @@ def test_failed_build_leaves_no_outputs(params, workdir, capsys):
     assert "edgeforge build@local-fp32: error: local: agent build failed:" in err and "Protobuf parsing failed" in err
     assert not stale_dir.exists()
     assert not stale_metrics.exists()
-    assert list((workdir / "artifacts" / "build").iterdir()) == []  # no scratch folder either
+    # the target's folder (build@local's persisted output) may stay, holding no scratch folder either
+    assert [p.name for p in (workdir / "artifacts" / "build").iterdir()] == ["local"]
+    assert list((workdir / LAYOUT.builds("local")).iterdir()) == []
 
 
 @pytest.mark.parametrize(

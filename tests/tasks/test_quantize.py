@@ -1,4 +1,4 @@
-"""Stage quantize@<precision>: the ONNX each precision builds from."""
+"""Stage quantize: the ONNX each precision builds from (``--precision`` makes one)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_precision_not_in_the_build_list_fails_and_leaves_nothing(workdir, param
         quantize.main(["--precision", "fp8"])
     assert e.value.code == 1
     assert (
-        "quantize@fp8: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)"
+        "edgeforge quantize: error: --precision 'fp8' is not in build.precisions (fp32, fp16, int8-minmax)"
         in capsys.readouterr().err
     )
     assert not LAYOUT.quantize_dir("fp8").exists() and not LAYOUT.quantize_metrics("fp8").exists()
