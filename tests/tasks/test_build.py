@@ -183,3 +183,54 @@ def test_int8_on_a_tensorrt_gpu_without_int8_is_refused_before_connecting(params
             assert "build.precisions=[fp32,fp16]" in err and connected == []
         else:
             assert "needs INT8 kernels" not in err and "no device in this test" in err and connected == ["nano"]
+
+
+def _in_a_dvc_project(workdir) -> None:
+    """The repository's dvc.yaml (and the code it declares as deps) in ``workdir``: the stages then
+    record each item's inputs digest and keep what did not change (tasks/reuse.py)."""
+    import shutil
+
+    shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
+    for code in ("tasks", "examples"):
+        (workdir / code).symlink_to(ROOT / code, target_is_directory=True)
+
+
+def _records(target: str, precisions) -> dict[str, tuple[bytes, int, bytes]]:
+    """Per precision: its metrics record's bytes and mtime, and its build.json's bytes."""
+    out = {}
+    for p in precisions:
+        m = LAYOUT.build_metrics(target, p)
+        out[p] = (m.read_bytes(), m.stat().st_mtime_ns, (LAYOUT.build_dir(target, p) / "build.json").read_bytes())
+    return out
+
+
+def test_the_stage_redoes_only_the_precision_whose_inputs_changed(workdir, params, exported, capsys):
+    """build@local over every precision, in a DVC project: a second run keeps every build; after
+    fp16's model changes, only fp16 is built again, the other builds and records stay as they were."""
+    from tasks.reuse import DIGEST_KEY
+
+    _in_a_dvc_project(workdir)
+    every = params["build"]["precisions"]
+    quantize.main([])
+    build_main(["--target", "local"])
+    first = _records("local", every)
+    for p in every:
+        rec = read_json(LAYOUT.build_metrics("local", p))
+        assert len(rec.pop(DIGEST_KEY)) == 64 and rec == read_json(LAYOUT.build_dir("local", p) / "build.json")
+    capsys.readouterr()
+
+    build_main(["--target", "local"])  # nothing changed: every build kept
+    assert _records("local", every) == first
+    err = capsys.readouterr().err
+    assert all(f"build@local-{p}: unchanged since it was built: kept" in err for p in every)
+
+    params["build"]["fp16_keep_io_types"] = False  # fp16's model changes (float16 inputs)
+    write_params(params)
+    quantize.main(["--precision", "fp16"])
+    capsys.readouterr()
+    build_main(["--target", "local"])
+    now, err = _records("local", every), capsys.readouterr().err
+    assert {p: now[p] for p in every if p != "fp16"} == {p: first[p] for p in every if p != "fp16"}
+    assert now["fp16"][0] != first["fp16"][0] and now["fp16"][2] != first["fp16"][2]
+    assert "build@local-fp16: unchanged" not in err and "build@local-fp32: unchanged since it was built: kept" in err
+    assert _input_elem_type(built_artifact(LAYOUT.build_dir("local", "fp16"))) == onnx.TensorProto.FLOAT16

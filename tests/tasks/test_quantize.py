@@ -158,3 +158,38 @@ def test_int8_refuses_a_calibration_split_of_blank_placeholder_images(workdir, p
     assert f"quantize@{precision}: error: the calibration split" in err and "Traceback" not in err
     assert "holds only blank images (32 of 32" in err and "data.calib" in err
     assert not LAYOUT.quantize_dir(precision).exists() and not LAYOUT.quantize_metrics(precision).exists()
+
+
+def test_the_stage_makes_only_the_precisions_added_and_removes_those_dropped(workdir, params, exported, capsys):
+    """quantize over every precision, in a DVC project: adding a precision to build.precisions makes
+    that one and keeps the others as they were; dropping one removes its model and record."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
+    params["build"]["precisions"] = ["fp32", "fp16"]
+    write_params(params)
+    quantize.main([])
+    made = {p: LAYOUT.quantize_metrics(p).read_bytes() for p in ("fp32", "fp16")}
+    mtimes = {p: LAYOUT.quantize_metrics(p).stat().st_mtime_ns for p in made}
+    assert all(len(read_json(LAYOUT.quantize_metrics(p))["inputs_sha256"]) == 64 for p in made)
+    capsys.readouterr()
+
+    params["build"]["precisions"] = ["fp32", "bf16", "fp16"]
+    write_params(params)
+    quantize.main([])
+    err = capsys.readouterr().err
+    assert {p: LAYOUT.quantize_metrics(p).read_bytes() for p in made} == made
+    assert {p: LAYOUT.quantize_metrics(p).stat().st_mtime_ns for p in made} == mtimes
+    assert "quantize@fp32: unchanged since it was made: kept" in err and "quantize@fp16: unchanged" in err
+    assert "quantize@bf16: unchanged" not in err and read_json(LAYOUT.quantize_metrics("bf16"))["precision"] == "bf16"
+
+    params["build"]["precisions"] = ["fp32", "bf16"]
+    write_params(params)
+    quantize.main([])
+    err = capsys.readouterr().err
+    assert not LAYOUT.quantize_dir("fp16").exists() and not LAYOUT.quantize_metrics("fp16").exists()
+    assert f"quantize: removed {LAYOUT.quantize_dir('fp16')} (no longer in build.precisions)" in err
+    assert LAYOUT.quantize_metrics("fp32").read_bytes() == made["fp32"]
+    assert sorted(p.name for p in LAYOUT.quantize_root.iterdir()) == ["bf16", "fp32"]
