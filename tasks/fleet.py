@@ -1,12 +1,16 @@
 """Build for a fleet of devices at once: ``python -m tasks.fleet [--jobs N] [--targets a b]``.
 
 ``dvc repro`` runs one stage at a time, so N devices would build one after the other. This
-command runs ``probe@<target>`` and then every ``build@<target>-<precision>`` of each target
+command runs each target's ``probe@<target>`` (the fingerprint, then the compute peaks) and then
+its ``build@<target>`` (every precision, one after the other: logged as ``build@<target>-<precision>``)
 concurrently across targets (at most ``--jobs`` devices at once; one build at a time per device,
-since a device's memory and timing cache are shared by its builds), then records each finished
+since a device's memory and timing cache are shared by its builds), then records each complete
 stage in ``dvc.lock`` with ``dvc commit``, so the next ``dvc repro`` carries on from there without
-rebuilding. A device that fails loses only its own builds: the others' are kept and committed,
-and the error names the device. Run ``dvc repro quantize`` first (the builds' inputs).
+rebuilding. As in ``build@<target>``, a precision whose build fails leaves no outputs and the
+target's other precisions still build (kept, with their inputs digest, for the next run); its
+``build@<target>`` is then not committed. A device that fails loses only its own builds: the others'
+are kept and committed, and the error names the device. Run ``dvc repro quantize`` first (the
+builds' inputs).
 """
 
 from __future__ import annotations
@@ -20,42 +24,64 @@ from dataclasses import dataclass, field
 
 from tasks import stage
 from tasks.config import Config
+from tasks.io import remove, write_json
 from tasks.layout import LAYOUT, key
 
 
 @dataclass
 class DeviceResult:
-    """What one target's worker did: stages finished in order, and the error that stopped it."""
+    """What one target's worker did: items finished in order (``probe@jetson``,
+    ``build@jetson-fp16``), the DVC stages whose outputs it completed (``probe@jetson``,
+    ``build@jetson``: what :func:`commit` records), and the errors, one per failed item."""
 
     target: str
     done: list[str] = field(default_factory=list)
-    error: str | None = None
+    stages: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def error(self) -> str | None:
+        return "; ".join(self.errors) or None
 
 
 def build_device(cfg: Config, target: str, precisions: list[str], log: Callable[[str], None]) -> DeviceResult:
-    """Probe ``target`` and build each precision on it, in order; stops at the first failure
-    (the failed build leaves no outputs; earlier builds stay)."""
-    from tasks import build, probe
+    """Probe ``target`` (fingerprint and peaks), then build each precision on it, in order. A device
+    that cannot be probed builds nothing; a failed build leaves no outputs and the next precision
+    still builds (as ``build@<target>`` does)."""
+    from tasks import build, peak, probe
 
     res, t0 = DeviceResult(target), time.perf_counter()
+
+    def failed(item: str, e: BaseException) -> None:
+        res.errors.append(f"{item}: {stage.message(e)}")
+        log(f"FAILED {res.errors[-1]}")
+
     current = f"probe@{target}"
     try:
         fp = probe.record(cfg, target)
-        res.done.append(current)
         log(f"{current}: {probe.summary(fp)}")
-        for p in precisions:
-            k = key(target, p)
-            current = f"build@{k}"
-            meta = build.record(cfg, target, p, lambda m, c=current: log(f"{c}: {m}"))
-            res.done.append(current)
-            skipped = getattr(meta, "skipped", None)  # a precision that does not apply to the device
-            log(
-                f"{current}: n/a: {skipped}" if skipped else f"{current}: {meta.artifact} in {meta.build_seconds:.2f} s"
-            )
+        write_json(LAYOUT.peak(target), peak.run(cfg, target, lambda m: log(f"{current}: {m}")))
     except stage.known_errors() as e:
-        res.error = f"{current}: {stage.message(e)}"
-        log(f"FAILED {res.error}")
+        remove(LAYOUT.peak(target))  # a peak of an earlier fingerprint would not be this device's
+        failed(current, e)
+        res.seconds = time.perf_counter() - t0
+        return res
+    res.done.append(current)
+    res.stages.append(current)
+    ins = build.inputs(target)  # a build whose inputs did not change is kept (outside DVC: None)
+    for p in precisions:
+        current = f"build@{key(target, p)}"
+        try:
+            meta = build.record(cfg, target, p, lambda m, c=current: log(f"{c}: {m}"), ins)
+        except stage.known_errors() as e:
+            failed(current, e)
+            continue
+        res.done.append(current)
+        skipped = getattr(meta, "skipped", None)  # a precision that does not apply to the device
+        log(f"{current}: n/a: {skipped}" if skipped else f"{current}: {meta.artifact} in {meta.build_seconds:.2f} s")
+    if not res.errors and set(cfg.build.precisions) <= set(precisions):  # the stage's every output is there
+        res.stages.append(f"build@{target}")
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -93,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         results = build_fleet(cfg, targets, cfg.build.precisions, args.jobs, lambda m: stage.log("fleet", m))
         if not args.no_commit:
-            commit([s for r in results for s in r.done])
+            commit([s for r in results for s in r.stages])
         failed = [r for r in results if r.error]
         stage.log(
             "fleet",

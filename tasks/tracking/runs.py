@@ -248,12 +248,13 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
         for f in LAYOUT.sensitivity(r["precision"]):
             if f.is_file():
                 mlflow.log_artifact(str(f), "sensitivity")
-        for f in (
-            LAYOUT.build_metrics(r["target"], r["precision"]),
-            LAYOUT.benchmark_metrics(r["target"], r["precision"]),
-            LAYOUT.evaluate_metrics(r["target"], r["precision"]),
+        # one folder per stage record: the three files share one name (<precision>.json)
+        for kind, f in (
+            ("build", LAYOUT.build_metrics(r["target"], r["precision"])),
+            ("benchmark", LAYOUT.benchmark_metrics(r["target"], r["precision"])),
+            ("evaluate", LAYOUT.evaluate_metrics(r["target"], r["precision"])),
         ):
-            mlflow.log_artifact(str(f), "metrics")
+            mlflow.log_artifact(str(f), f"metrics/{kind}")
         if LAYOUT.parity_png(k).is_file():
             mlflow.log_artifact(str(LAYOUT.parity_png(k)), "parity")
         if LAYOUT.fingerprint(r["target"]).is_file():  # what the device was when it built this

@@ -16,18 +16,30 @@ TRT_PYTHON = FAKES / "trt_python"
 
 
 def install_trtexec(
-    folder: Path, tensorrt: str = "10.3.0", fail: str | None = None, fail_load: str | None = None
+    folder: Path,
+    tensorrt: str = "10.3.0",
+    fail: str | None = None,
+    fail_load: str | None = None,
+    fail_flag: str | None = None,
 ) -> Path:
     """Copy the fake ``trtexec`` into ``folder`` with its ``fake_trtexec.json`` beside it and
     return the executable's path. ``tensorrt``: the version it claims; ``fail``: a fixture log
-    name (tests/fixtures/trtexec) to replay as a failed build instead of building; ``fail_load``:
-    one to replay as a failed ``--loadEngine`` (benchmark) run."""
+    name (tests/fixtures/trtexec) to replay as a failed build instead of building; ``fail_flag``:
+    only in builds given that flag (``--int8``: no tactic for one precision's layers, the others
+    build); ``fail_load``: one to replay as a failed ``--loadEngine`` (benchmark) run."""
     folder.mkdir(parents=True, exist_ok=True)
     exe = Path(shutil.copy2(FAKES / "trtexec", folder / "trtexec")).resolve()
     exe.chmod(0o755)
     (folder / "fake_trtexec.json").write_text(
         json.dumps(
-            {"tensorrt": tensorrt, "fail": fail, "fail_load": fail_load, "fixtures": str(TRTEXEC_FIXTURES)}, indent=1
+            {
+                "tensorrt": tensorrt,
+                "fail": fail,
+                "fail_flag": fail_flag,
+                "fail_load": fail_load,
+                "fixtures": str(TRTEXEC_FIXTURES),
+            },
+            indent=1,
         )
         + "\n"
     )

@@ -6,6 +6,7 @@ that hangs, a full disk, a failed build; plus a fleet where one device fails."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +21,11 @@ from tasks.config.schema import Target
 from tasks.io import read_json, sha256_file
 from tasks.layout import LAYOUT
 from tasks.stage import TRANSIENT_EXIT
-from tests.conftest import write_params
+from tests.conftest import ROOT, write_params
 from tests.fakes import TRT_PYTHON, install_trtexec
+
+#: a recorded trtexec build failure: no implementation (tactic) for a layer
+NO_TACTIC = "trt8.5_could_not_find_implementation_fail.log"
 
 
 def ssh_target(sshd, device_dir: Path, **kw) -> dict:
@@ -50,7 +54,8 @@ def devices(params, exported, sshd, tmp_path):
     """Config with SSH targets on the loopback sshd; quantized models for fp32, fp16, int8-minmax."""
     trt10 = install_trtexec(tmp_path / "trt10", "10.3.0")
     trt11 = install_trtexec(tmp_path / "trt11", "11.0.0")
-    trt_fail = install_trtexec(tmp_path / "trt_fail", "8.5.3", fail="trt8.5_could_not_find_implementation_fail.log")
+    trt_fail = install_trtexec(tmp_path / "trt_fail", "8.5.3", fail=NO_TACTIC)
+    trt_int8_fail = install_trtexec(tmp_path / "trt_int8_fail", "10.3.0", fail=NO_TACTIC, fail_flag="--int8")
     dev = tmp_path / "device"
     params["target"].update(
         {
@@ -59,6 +64,9 @@ def devices(params, exported, sshd, tmp_path):
             "dev_trt10": ssh_target(sshd, dev / "trt10", runtime="tensorrt", tensorrt={"trtexec": str(trt10)}),
             "dev_trt11": ssh_target(sshd, dev / "trt11", runtime="tensorrt", tensorrt={"trtexec": str(trt11)}),
             "dev_trt_fail": ssh_target(sshd, dev / "trtf", runtime="tensorrt", tensorrt={"trtexec": str(trt_fail)}),
+            "dev_trt_int8_fail": ssh_target(
+                sshd, dev / "trt8f", runtime="tensorrt", tensorrt={"trtexec": str(trt_int8_fail)}
+            ),
             "dev_no_trt": ssh_target(
                 sshd, dev / "nt", runtime="tensorrt", tensorrt={"trtexec": str(tmp_path / "none")}
             ),
@@ -158,6 +166,39 @@ def test_failed_tensorrt_build_quotes_trtexec_errors_and_leaves_nothing(devices,
     )
 
 
+def test_a_failed_precision_leaves_the_other_builds_of_the_target(devices, params, capsys):
+    """``build@<target>`` builds every precision in one run: one whose build fails on the device (no
+    TensorRT tactic for its INT8 layers) leaves no outputs, the precisions after it still build and
+    are kept, and the stage exits 1 naming the failed build; once the device builds it, the next run
+    builds that precision only."""
+    t = "dev_trt_int8_fail"
+    params["build"]["precisions"] = ["int8-minmax", "fp32", "fp16"]  # the failure first: the others come after it
+    write_params(params)
+    shutil.copy(ROOT / "dvc.yaml", "dvc.yaml")  # a DVC project: kept builds are recognised by their inputs
+    probe.main(["--target", t])
+    with pytest.raises(SystemExit) as e:
+        build.main(["--target", t])
+    assert e.value.code == 1  # a build failure, not a device that did not answer (75)
+    err = capsys.readouterr().err
+    assert f"edgeforge build@{t}-int8-minmax: error:" in err and "Could not find any implementation for node" in err
+    assert f"edgeforge build@{t}: error: 1 failed: build@{t}-int8-minmax" in err and "Traceback" not in err
+    assert not LAYOUT.build_dir(t, "int8-minmax").exists() and not LAYOUT.build_metrics(t, "int8-minmax").exists()
+    built = {}
+    for p in ("fp32", "fp16"):
+        meta = read_json(LAYOUT.build_metrics(t, p))
+        assert meta["precision"] == p and "--int8" not in meta["flags"]
+        assert (LAYOUT.build_dir(t, p) / "model.engine").read_bytes().startswith(b"EDGEFORGE FAKE TRT ENGINE")
+        built[p] = LAYOUT.build_metrics(t, p).read_bytes()
+    assert sorted(f.name for f in LAYOUT.builds(t).iterdir()) == ["fp16", "fp32"]  # no scratch folder left
+    # the device's TensorRT now builds INT8: only that precision is built, the others are kept as they are
+    install_trtexec(Path(params["target"][t]["tensorrt"]["trtexec"]).parent, "10.3.0")
+    build.main(["--target", t])
+    err = capsys.readouterr().err
+    assert err.count("unchanged since it was built: kept") == 2
+    assert {p: LAYOUT.build_metrics(t, p).read_bytes() for p in built} == built
+    assert "--int8" in read_json(LAYOUT.build_metrics(t, "int8-minmax"))["flags"]
+
+
 def test_tensorrt_target_without_tensorrt_says_so(devices, capsys):
     with pytest.raises(SystemExit):
         _build("dev_no_trt", "fp32")
@@ -241,16 +282,36 @@ def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params
 
     params["target"]["gone"] = ssh_target(sshd, tmp_path / "g", port=free_port(), connect_timeout_s=2.0, retries=0)
     write_params(params)
-    logs: list[str] = []
-    results = build_fleet(load_config(), ["dev_ort", "gone", "local"], ["fp32", "int8-minmax"], jobs=3, log=logs.append)
+    cfg, logs = load_config(), []
+    targets = ["dev_ort", "gone", "local", "dev_trt_int8_fail"]
+    results = build_fleet(cfg, targets, cfg.build.precisions, jobs=4, log=logs.append)
     by = {r.target: r for r in results}
     assert by["dev_ort"].error is None and by["local"].error is None
-    assert by["dev_ort"].done == ["probe@dev_ort", "build@dev_ort-fp32", "build@dev_ort-int8-minmax"]
-    assert by["gone"].done == [] and by["gone"].error.startswith("probe@gone: gone: cannot connect")
-    for t, p in (("dev_ort", "fp32"), ("dev_ort", "int8-minmax"), ("local", "fp32"), ("local", "int8-minmax")):
-        assert read_json(LAYOUT.build_metrics(t, p))["precision"] == p
-    assert not LAYOUT.build_dir("gone", "fp32").exists()
+    assert by["dev_ort"].done == ["probe@dev_ort", *(f"build@dev_ort-{p}" for p in cfg.build.precisions)]
+    # what `dvc commit` records: DVC's stage names, each only with every one of its outputs there
+    assert by["dev_ort"].stages == ["probe@dev_ort", "build@dev_ort"]
+    assert by["local"].stages == ["probe@local", "build@local"]
+    for t in ("dev_ort", "local"):
+        for out in LAYOUT.declared()["probe"]["outs"]:
+            assert Path(str(out).replace("${item.target}", t)).is_file()
+        for p in cfg.build.precisions:
+            assert read_json(LAYOUT.build_metrics(t, p))["precision"] == p
+    assert by["gone"].done == [] and by["gone"].stages == []
+    assert by["gone"].error.startswith("probe@gone: gone: cannot connect")
+    assert not LAYOUT.build_dir("gone", "fp32").exists() and not LAYOUT.peak("gone").exists()
     assert any(m.startswith("FAILED probe@gone") for m in logs)
+    # one failed precision: the target's other builds are made and kept, its build stage is not committed
+    bad = by["dev_trt_int8_fail"]
+    assert bad.done == ["probe@dev_trt_int8_fail", "build@dev_trt_int8_fail-fp32", "build@dev_trt_int8_fail-fp16"]
+    assert bad.stages == ["probe@dev_trt_int8_fail"]
+    assert (
+        bad.error.startswith("build@dev_trt_int8_fail-int8-minmax: ")
+        and "Could not find any implementation" in bad.error
+    )
+    assert {f.name for f in LAYOUT.builds("dev_trt_int8_fail").iterdir()} == {"fp32", "fp16"}
+    # a fleet given some precisions only does not complete (nor commit) the build stage of all of them
+    (part,) = build_fleet(cfg, ["local"], ["fp32"], log=logs.append)
+    assert part.error is None and part.stages == ["probe@local"]
 
 
 def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):

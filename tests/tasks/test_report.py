@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def pipeline(workdir, params, model_file, prepared, monkeypatch, capsys):
     return workdir, capsys.readouterr().out
 
 
-def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
+def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file, tmp_path_factory):
     from mlflow import MlflowClient
 
     pipeline, printed = pipeline
@@ -121,8 +122,12 @@ def test_pipeline_report_and_mlflow_runs(pipeline, cfg, model_file):
         assert m["accepted"] == 1.0
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "build")}
         assert {"build/model.onnx", "build/build.json"} <= logged
-        metric_files = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
-        assert f"metrics/{key}.json" in metric_files
+        # every stage record of the build, each as the stage wrote it (none overwrites another)
+        for kind in ("build", "benchmark", "evaluate"):
+            path = f"metrics/{kind}/{p}.json"
+            assert {a.path for a in client.list_artifacts(run.info.run_id, f"metrics/{kind}")} == {path}
+            got = client.download_artifacts(run.info.run_id, path, str(tmp_path_factory.mktemp("logged")))
+            assert Path(got).read_bytes() == (pipeline / "metrics" / kind / "local" / f"{p}.json").read_bytes()
         # which device built it: the fingerprint's hash as a tag, the fingerprint itself logged
         fp = read_json(pipeline / "artifacts/probe/local.json")
         assert run.data.tags["device_fingerprint_sha256"] == fp["fingerprint_sha256"]
