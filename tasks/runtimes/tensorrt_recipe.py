@@ -227,8 +227,8 @@ def _require_qdq(onnx_path: Path, precision: str, why: str) -> None:
     if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
         raise RecipeError(
             f"{onnx_path}, the model the {precision} build uploads, has no QuantizeLinear/DequantizeLinear "
-            f"nodes: {why}. EdgeForge never builds INT8 without calibration: re-run quantize@{precision} "
-            f"(dvc repro quantize@{precision}) on the calibration split"
+            f"nodes: {why}. EdgeForge never builds INT8 without calibration: re-run the quantize stage "
+            f"(dvc repro quantize) on the calibration split"
         )
 
 
@@ -242,7 +242,7 @@ def _strongly_typed(precision: str, src: Sources) -> Path:
         raise RecipeError(
             f"{precision} on strongly typed TensorRT builds the FP16-glue Q/DQ model "
             f"({src.fp16_glue_onnx or 'model.fp16glue.onnx beside ' + str(src.precision_onnx)}), which does not "
-            f"exist: re-run quantize@{precision} (dvc repro quantize@{precision}); the FP32-glue model would run "
+            f"exist: re-run the quantize stage (dvc repro quantize); the FP32-glue model would run "
             "the non-quantized layers FP32/TF32 instead of the FP16 --int8 --fp16 gives on TensorRT 8.x/10.x"
         )
     return src.fp16_glue_onnx

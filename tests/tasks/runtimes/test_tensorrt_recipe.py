@@ -430,7 +430,7 @@ def test_dynamic_batch_profile_covers_the_benchmarked_batches(sources):
 @pytest.mark.parametrize("missing", [None, "absent"])
 def test_int8_on_tensorrt_11_without_the_fp16_glue_model_is_refused(sources, missing, tmp_path):
     src = dataclasses.replace(sources, fp16_glue_onnx=None if missing is None else tmp_path / "absent.onnx")
-    with pytest.raises(RecipeError, match=r"FP16-glue Q/DQ model .* re-run quantize@int8-minmax"):
+    with pytest.raises(RecipeError, match=r"FP16-glue Q/DQ model .* re-run the quantize stage \(dvc repro quantize\)"):
         plan("11.0.0", "int8-minmax", settings(), src, "timing.cache")
     # 10.x builds the FP32-glue model with --int8 --fp16 and needs no FP16-glue model
     assert plan("10.3.0", "int8-minmax", settings(), src, "timing.cache").uploads["model.onnx"] == src.precision_onnx
@@ -451,7 +451,9 @@ def test_int8_build_of_a_model_without_qdq_is_refused(version, precision, field,
     plain = dataclasses.replace(sources, **{field: qdq_onnx(tmp_path / "plain.onnx", qdq=False)})
     with pytest.raises(RecipeError, match=match) as e:
         plan(version, precision, settings(), plain, "t")
-    assert "no QuantizeLinear/DequantizeLinear" in str(e.value) and f"dvc repro quantize@{precision}" in str(e.value)
+    assert "no QuantizeLinear/DequantizeLinear" in str(
+        e.value
+    ) and "(dvc repro quantize) on the calibration split" in str(e.value)
     (tmp_path / "garbage.onnx").write_bytes(b"not an ONNX file")
     garbage = dataclasses.replace(sources, **{field: tmp_path / "garbage.onnx"})
     with pytest.raises(RecipeError, match="cannot read"):
