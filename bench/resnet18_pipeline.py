@@ -205,6 +205,7 @@ def main(argv=None) -> None:
 
     from bench.resnet18 import resnet18
     from tasks.config import load_config
+    from tasks.layout import Layout
     from tasks.runtimes import get_runtime
 
     cfg = load_config(repo / "params.yaml")
@@ -221,7 +222,7 @@ def main(argv=None) -> None:
     cands["pytorch eager"] = eager
     builds = {}
     for r in rows:
-        bdir = repo / "artifacts/build" / r["key"]
+        bdir = Layout(repo).build_dir(r["target"], r["precision"])
         rec = json.loads((bdir / "build.json").read_text())
         if rec.get("skipped"):
             continue

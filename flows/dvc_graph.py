@@ -27,17 +27,17 @@ from tasks.stage import TRANSIENT_EXIT  # a stage's exit code for errors a later
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage as DVC resolved it (matrix items expanded: ``build@local-fp32``)."""
+    """One stage as DVC resolved it (matrix items expanded: ``build@local``)."""
 
     name: str
-    cmd: str
+    cmd: str | list[str]  # DVC keeps a stage with several commands as a list
     upstream: tuple[str, ...]  # stages whose outputs this one depends on
     target: str | None  # the target (device) it talks to, from its ``target.<name>`` params
     always_changed: bool = False
 
     @property
     def family(self) -> str:
-        """``build`` for ``build@local-fp32``."""
+        """``build`` for ``build@local``."""
         return self.name.split("@", 1)[0]
 
 

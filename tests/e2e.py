@@ -4,6 +4,7 @@ subprocess calls with the test's interpreter first on PATH."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,3 +63,14 @@ def fresh_repo(dst: Path, overrides: list[str]) -> Path:
     sh(["git", "add", "-A"], dst)
     sh(["git", "commit", "-qm", "fresh clone"], dst)
     return dst
+
+
+def ran(stdout: str) -> list[str]:
+    """Stages `dvc repro` (or `dvc exp run`) ran, from its "Running stage '...'" lines, in order."""
+    return re.findall(r"Running stage '([^']+)'", stdout)
+
+
+def kept(log: str) -> set[str]:
+    """Items of a per-target stage logged as kept because their inputs did not change
+    (``build@local-fp32: unchanged since it was built: kept``; tasks/reuse.py)."""
+    return set(re.findall(r"\] (\S+@\S+): [^\n]*: kept$", log, re.M))

@@ -10,21 +10,17 @@ package metadata then reports (the probe reads versions from package metadata).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e import FAST, fresh_repo, sh
+from tasks.layout import LAYOUT
+from tests.e2e import FAST, fresh_repo, kept, ran, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "int8-minmax"]
-
-
-def ran(stdout: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
 def launcher(path: Path, pythonpath: Path | None = None) -> None:
@@ -57,26 +53,24 @@ def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
     for o in overrides:
         args += ["-S", o]
     r = sh(args, repo)
-    stages = ran(r.stdout)
-    for t in ("local", "ssh_loopback"):
-        assert f"probe@{t}" in stages
-        for p in PRECISIONS:
-            assert {f"build@{t}-{p}", f"benchmark@{t}-{p}", f"evaluate@{t}-{p}"} <= stages
+    stages = set(ran(r.stdout))
+    assert {f"{st}@{t}" for st in ("probe", "build", "measure") for t in ("local", "ssh_loopback")} <= stages
     fp = json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())
     assert fp["onnxruntime"] and fp["arch"] and len(fp["fingerprint_sha256"]) == 64
     for p in PRECISIONS:
-        meta = json.loads((repo / f"artifacts/build/ssh_loopback-{p}/build.json").read_text())
+        build_dir = repo / LAYOUT.build_dir("ssh_loopback", p)
+        meta = json.loads((build_dir / "build.json").read_text())
         assert meta["host"] == f"127.0.0.1:{sshd.port}"
         assert meta["device_fingerprint_sha256"] == fp["fingerprint_sha256"]
-        assert (repo / f"artifacts/build/ssh_loopback-{p}" / meta["artifact"]).is_file()
-        ev = json.loads((repo / f"metrics/evaluate/ssh_loopback-{p}.json").read_text())
-        local = json.loads((repo / f"metrics/evaluate/local-{p}.json").read_text())
+        assert (build_dir / meta["artifact"]).is_file()
+        ev = json.loads((repo / LAYOUT.evaluate_metrics("ssh_loopback", p)).read_text())
+        local = json.loads((repo / LAYOUT.evaluate_metrics("local", p)).read_text())
         assert ev["value"] == pytest.approx(local["value"])  # same runtime, same model, run on the device
         # the device computes what was validated; its verdict is the local one (whether INT8 is accepted
         # at all depends on this CPU's INT8 kernels, so that is not asserted)
         assert ev["parity"]["failed"] == [] and ev["accepted"] == local["accepted"]
         assert ev["accepted"] or "drop" in ev["reason"]
-        bench = json.loads((repo / f"metrics/benchmark/ssh_loopback-{p}.json").read_text())
+        bench = json.loads((repo / LAYOUT.benchmark_metrics("ssh_loopback", p)).read_text())
         assert bench["latency"]["b1"]["iterations"] >= 10 and "torch" not in bench
     # the device's scratch folders are gone; the agent stays for the next call
     leftovers = list((base / "device" / "jobs").iterdir()) if (base / "device" / "jobs").exists() else []
@@ -90,7 +84,7 @@ def test_exp_run_builds_every_target_and_precision_on_its_device(setup, sshd):
 def test_rerun_with_nothing_changed_rebuilds_nothing(setup):
     repo, _, _ = setup
     r = sh(["dvc", "repro"], repo)
-    assert ran(r.stdout) == {"checkpoint"}  # the devices are asked by `probe --refresh`, not on every repro
+    assert set(ran(r.stdout)) == {"checkpoint"}  # the devices are asked by `probe --refresh`, not on every repro
 
 
 def test_changed_fingerprint_rebuilds_only_that_device(setup):
@@ -103,12 +97,18 @@ def test_changed_fingerprint_rebuilds_only_that_device(setup):
     r = sh([sys.executable, "-m", "tasks.probe", "--refresh"], repo)  # what `make run` does first
     assert "probe@ssh_loopback: the device changed" in r.stderr and "probe@local: unchanged" in r.stderr
     r = sh(["dvc", "repro"], repo)
-    stages = ran(r.stdout)
+    stages = set(ran(r.stdout))
     assert json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())["onnxruntime"] == "9.9.9"
-    assert {f"build@ssh_loopback-{p}" for p in PRECISIONS} <= stages
-    assert not {s for s in stages if s.startswith(("build@local", "benchmark@local", "evaluate@local"))}
+    assert {"probe@ssh_loopback", "build@ssh_loopback", "measure@ssh_loopback"} <= stages
+    assert not {s for s in stages if s.endswith("@local")}
+    # every build of the device was redone: its fingerprint is among each build's inputs
+    assert not {k for k in kept(r.stderr) if k.startswith("build@ssh_loopback")}
+    fp = json.loads((repo / "artifacts/probe/ssh_loopback.json").read_text())
+    for p in PRECISIONS:
+        meta = json.loads((repo / LAYOUT.build_dir("ssh_loopback", p) / "build.json").read_text())
+        assert meta["device_fingerprint_sha256"] == fp["fingerprint_sha256"]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert any(d["path"] == "artifacts/probe/ssh_loopback.json" for d in lock["build@ssh_loopback-fp32"]["deps"])
+    assert any(d["path"] == "artifacts/probe/ssh_loopback.json" for d in lock["build@ssh_loopback"]["deps"])
 
 
 def test_fleet_command_builds_concurrently_and_records_the_builds_in_dvc_lock(setup):
@@ -116,7 +116,7 @@ def test_fleet_command_builds_concurrently_and_records_the_builds_in_dvc_lock(se
     r = sh([sys.executable, "-m", "tasks.fleet", "--jobs", "2"], repo)
     assert "2/2 devices built everything" in r.stderr
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert {f"build@{t}-{p}" for t in ("local", "ssh_loopback") for p in PRECISIONS} <= set(lock)
+    assert {f"{st}@{t}" for st in ("probe", "build") for t in ("local", "ssh_loopback")} <= set(lock)
     # the committed builds are current: dvc repro re-runs what consumes them, never the builds
-    stages = ran(sh(["dvc", "repro"], repo).stdout)
+    stages = set(ran(sh(["dvc", "repro"], repo).stdout))
     assert not {s for s in stages if s.startswith("build@")}

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tasks.layout import LAYOUT
 from tests.e2e import FAST, ONE_TARGET, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -52,13 +53,13 @@ def check_example(example: str, tmp_path) -> None:
     assert summary["reference"]["metric"] == metric and summary["reference"]["value"] >= floor
     assert [row["precision"] for row in summary["rows"]] == precisions
     for row in summary["rows"]:
-        ev = json.loads((repo / f"metrics/evaluate/{row['key']}.json").read_text())
+        ev = json.loads((repo / LAYOUT.evaluate_metrics(row["target"], row["precision"])).read_text())
         assert ev["metric"] == metric == row["metric"] and 0 <= row["value"] <= 100
         assert details <= set(ev["details"]) and ev["per_class"]
         assert set(ev["parity"]["legs"]["onnx_artifact"]) == set(
             json.loads((repo / "metrics/parity.json").read_text())["outputs"]
         )
-        bench = json.loads((repo / f"metrics/benchmark/{row['key']}.json").read_text())
+        bench = json.loads((repo / LAYOUT.benchmark_metrics(row["target"], row["precision"])).read_text())
         assert bench["single_stream"]["p99_ms"] > 0 and bench["offline"]["b8"]["throughput"] > 0
         assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])
     fp32 = summary["rows"][0]

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from tasks.layout import LAYOUT
 from tests.e2e import FAST, ONE_TARGET, fresh_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def test_exp_run_scores_every_precision_by_agreement_with_fp32(tmp_path):
     }
     assert [row["precision"] for row in summary["rows"]] == PRECISIONS
     for row in summary["rows"]:
-        ev = json.loads((repo / f"metrics/evaluate/{row['key']}.json").read_text())
+        ev = json.loads((repo / LAYOUT.evaluate_metrics(row["target"], row["precision"])).read_text())
         assert ev["task"] == "fidelity" and ev["metric"] == row["metric"] == "top1_agreement"
         assert ev["reference_value"] == 100.0 and ev["drop"] == pytest.approx(100.0 - ev["value"])
         assert row["verdict"] in ("accepted", "rejected") and (row["accepted"] or row["reason"])

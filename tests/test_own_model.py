@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tasks.layout import LAYOUT
 from tests.conftest import fast_params, run_stages, write_params
 
 
@@ -171,7 +172,7 @@ def test_own_ultralytics_layout_onnx_detector_and_yolo_dataset_run_by_config_alo
     assert list(rows) == PRECISIONS
     assert rows["fp32"]["drop"] == pytest.approx(0.0, abs=1e-9)
     for r in rows.values():
-        ev = json.loads((workdir / f"metrics/evaluate/{r['key']}.json").read_text())
+        ev = json.loads((workdir / LAYOUT.evaluate_metrics(r["target"], r["precision"])).read_text())
         assert ev["task"] == "detection" and ev["metric"] == r["metric"] == "map50_95"
         assert 0.0 <= ev["value"] <= 100.0 and ev["drop"] == pytest.approx(ev["reference_value"] - ev["value"])
         assert isinstance(ev["accepted"], bool) and (ev["accepted"] or ev["reason"])

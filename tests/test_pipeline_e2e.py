@@ -8,29 +8,34 @@ the tests run in file order and build on each other's state.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e import FAST, fresh_repo, sh
+from tasks.layout import LAYOUT
+from tests.e2e import FAST, fresh_repo, kept, ran, sh
 
 pytestmark = pytest.mark.e2e
 PRECISIONS = ["fp32", "fp16", "int8-minmax", "int8-entropy", "int8-percentile", "int8-mixed"]  # the default build list
 TARGETS = ["local", "local_openvino"]  # the default targets: every runtime installed here
 KEYS = [f"{t}-{p}" for t in TARGETS for p in PRECISIONS]
+# the DAG of the example: host stages, then one probe, build and measure stage per target
+STAGES = {
+    "prepare",
+    "checkpoint",
+    "export",
+    "parity",
+    "quantize",
+    *(f"{st}@{t}" for st in ("probe", "build", "measure") for t in TARGETS),
+    "report",
+}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh git repository holding the project's files (as a clone would), fast params."""
     return fresh_repo(tmp_path_factory.mktemp("e2e") / "repo", FAST)
-
-
-def ran(stdout: str) -> list[str]:
-    """Stages `dvc repro` ran, from its "Running stage '...'" lines."""
-    return re.findall(r"Running stage '([^']+)'", stdout)
 
 
 def mlflow_runs(repo: Path) -> list:
@@ -43,30 +48,16 @@ def mlflow_runs(repo: Path) -> list:
 
 def test_repro_runs_every_stage_and_prints_the_summary(repo):
     r = sh(["dvc", "repro"], repo)
-    for stage in (
-        "prepare",
-        "export",
-        "parity",
-        "quantize@fp32",
-        "quantize@int8-entropy",
-        "build@local-fp32",
-        "build@local-fp16",
-        "build@local_openvino-int8-minmax",
-        "benchmark@local-fp32",
-        "benchmark@local_openvino-fp32",
-        "evaluate@local-fp16",
-        "report",
-    ):
-        assert f"Running stage '{stage}'" in r.stdout
+    assert sorted(ran(r.stdout)) == sorted(STAGES)  # the whole DAG, each stage once (12 for the example)
     assert "EdgeForge summary" in r.stdout and "mlflow ui" in r.stdout
     for out in (
-        "artifacts/export/model.onnx",
-        "artifacts/build/local-fp32/model.onnx",
-        "artifacts/build/local-fp16/model.onnx",
-        "artifacts/build/local_openvino-int8-minmax/model.xml",
-        "artifacts/parity/reference.npz",
-        "artifacts/report/summary.json",
-        "metrics/evaluate/local-fp16.json",
+        LAYOUT.onnx,
+        LAYOUT.build_dir("local", "fp32") / "model.onnx",
+        LAYOUT.build_dir("local", "fp16") / "model.onnx",
+        LAYOUT.build_dir("local_openvino", "int8-minmax") / "model.xml",
+        LAYOUT.reference,
+        LAYOUT.summary,
+        LAYOUT.evaluate_metrics("local", "fp16"),
     ):
         assert (repo / out).is_file(), out
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
@@ -89,23 +80,14 @@ def test_repro_runs_every_stage_and_prints_the_summary(repo):
     assert (repo / "artifacts/quantize/int8-mixed/sensitivity.png").is_file()
     for row in summary["rows"]:  # three-way parity, single-stream percentiles and offline throughput per build
         assert row["parity_max_abs"] is not None and (repo / f"artifacts/report/parity/{row['key']}.png").is_file()
-        bench = json.loads((repo / f"metrics/benchmark/{row['key']}.json").read_text())
+        bench = json.loads((repo / LAYOUT.benchmark_metrics(row["target"], row["precision"])).read_text())
         assert set(bench["single_stream"]) >= {"p50_ms", "p90_ms", "p99_ms"} and set(bench["offline"]) == {"b8"}
         assert bench["roofline"]["flops_per_sample"] > 0
 
 
 def test_lock_records_every_stage(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {
-        "prepare",
-        "checkpoint",
-        "export",
-        "parity",
-        "report",
-        *(f"{st}@{t}" for st in ("probe", "peak") for t in TARGETS),
-        *(f"quantize@{p}" for p in PRECISIONS),
-        *(f"{st}@{k}" for st in ("build", "benchmark", "evaluate") for k in KEYS),
-    }
+    assert set(lock) == STAGES
     assert lock["export"]["params"]["params.yaml"]["export"]["opset"] == 18
     assert any(o["path"] == "artifacts/export/model.onnx" and o.get("md5") for o in lock["export"]["outs"])
 
@@ -139,7 +121,7 @@ def test_mlflow_has_a_parent_and_a_child_per_precision(repo):
 
 def test_metrics_show_reports_the_same_numbers(repo):
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
-    data = shown[""]["data"]["metrics/evaluate/local-fp32.json"]["data"]
+    data = shown[""]["data"][LAYOUT.evaluate_metrics("local", "fp32").as_posix()]["data"]
     summary = json.loads((repo / "artifacts/report/summary.json").read_text())
     assert data["value"] == pytest.approx(summary["rows"][0]["value"]) and data["metric"] == "top1"
 
@@ -185,6 +167,37 @@ def test_exp_run_override_reruns_only_affected_stages(repo):
     # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: FAST goes along
     r = sh(["dvc", "exp", "run", *(a for o in FAST for a in ("-S", o)), "-S", "eval.max_drop=2.0"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
-    assert set(ran(r.stdout)) == {"checkpoint", "report", *(f"evaluate@{k}" for k in KEYS)}
+    assert set(ran(r.stdout)) == {"checkpoint", "report", *(f"measure@{t}" for t in TARGETS)}
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["max_drop"] == 2.0
-    assert json.loads((repo / "metrics/evaluate/local-fp32.json").read_text())["max_drop"] == 2.0
+    assert json.loads((repo / LAYOUT.evaluate_metrics("local", "fp32")).read_text())["max_drop"] == 2.0
+
+
+def records(precision: str) -> list[Path]:
+    """One precision's records: its quantize record, and each target's build, benchmark, evaluate."""
+    per_target = (LAYOUT.build_metrics, LAYOUT.benchmark_metrics, LAYOUT.evaluate_metrics)
+    return [LAYOUT.quantize_metrics(precision), *(f(t, precision) for t in TARGETS for f in per_target)]
+
+
+def test_exp_run_adding_a_precision_makes_only_it_and_removing_one_prunes_it(repo):
+    """build.precisions changed (bf16 added, int8-percentile removed): quantize and every build@ and
+    measure@ stage re-run (the list is among their params), but each keeps the precisions whose
+    inputs did not change (tasks/reuse.py), makes only bf16, and removes int8-percentile's
+    outputs. The other settings are the previous test's (FAST, eval.max_drop=2.0)."""
+    old = [p for p in PRECISIONS if p != "int8-percentile"]
+    before = {path: (repo / path).read_bytes() for p in old for path in records(p)}
+    new = [*old, "bf16"]
+    overrides = [*FAST, "eval.max_drop=2.0", f"build.precisions=[{','.join(new)}]"]
+    r = sh(["dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))], repo)
+    assert set(ran(r.stdout)) == STAGES - {"prepare", "export", "parity", *(f"probe@{t}" for t in TARGETS)}
+    assert kept(r.stdout + r.stderr) == {
+        *(f"quantize@{p}" for p in old),
+        *(f"{st}@{t}-{p}" for st in ("build", "benchmark", "evaluate") for t in TARGETS for p in old),
+    }
+    assert {path: (repo / path).read_bytes() for path in before} == before  # kept byte for byte
+    for path in records("bf16"):  # made now, with the digest of its inputs
+        assert "inputs_sha256" in json.loads((repo / path).read_text()), path
+    gone = [*records("int8-percentile"), LAYOUT.quantize_dir("int8-percentile")]
+    gone += [LAYOUT.build_dir(t, "int8-percentile") for t in TARGETS]
+    assert [p for p in gone if (repo / p).exists()] == []
+    summary = json.loads((repo / LAYOUT.summary).read_text())
+    assert [(row["target"], row["precision"]) for row in summary["rows"]] == [(t, p) for t in TARGETS for p in new]
