@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` of the bundled example in a fresh copy of the repository,
-then the cached re-run, MLflow's runs, `dvc metrics show`, and `dvc exp run -S` behaviour.
+then the cached re-run, MLflow's runs, `dvc metrics show`, and `dvc exp run -S` behaviour,
+including the per-precision reuse of the device stages (a precision added or removed).
 
 One copy serves every test in this module (the full pipeline takes about a minute here);
 the tests run in file order and build on each other's state.
