@@ -150,7 +150,7 @@ def executed_family(precision: str, build: dict | None) -> str:
 
 
 def peaks_for(fam: str, peak_record: dict | None, override: float | None, target_name: str) -> tuple:
-    """``(nominal, measured)`` peaks of ``fam`` as ``peak@<target>`` recorded them (``{"gflops", "basis"}``,
+    """``(nominal, measured)`` peaks of ``fam`` as ``probe@<target>`` recorded them (``{"gflops", "basis"}``,
     gflops None with the reason in ``basis``; ``{"gflops", "runtime_precision", ...}`` or ``{"skipped": why}``),
     None without a record; ``target.<name>.peak_gflops`` overrides the nominal one."""
     rec = peak_record or {}
@@ -231,7 +231,7 @@ def run(
 ) -> BenchmarkRecord:
     """Latency of ``artifact`` per batch size, plus its cold start (session load and first
     inference, ms) and the conditions it ran under (``hygiene`` before/after: load average,
-    temperatures, CPU clocks, power mode). ``peak``: the target's ``peak@<target>`` record, for the
+    temperatures, CPU clocks, power mode). ``peak``: the target's peak record (``probe@<target>``), for the
     roofline's efficiency (computed when ``onnx_path`` gives the FLOPs)."""
     target, b = cfg.target[target_name], cfg.bench
     split = Split(eval_dir)

@@ -1,4 +1,4 @@
-"""Stage ``peak@<target>``: the device's compute peak per precision family (fp32, bf16, fp16, int8),
+"""``peak@<target>`` (the second command of stage ``probe@<target>``, after the fingerprint): the device's compute peak per precision family (fp32, bf16, fp16, int8),
 nominal and measured, for the roofline of every benchmark on that target.
 
 *Nominal*: from the fingerprint (cores x nominal clock x FLOP/cycle of the microarchitecture; Jetson

@@ -7,7 +7,9 @@ true`` (DVC leaves them in place while the stage runs), and each item's record c
 ``inputs_sha256``: the digest of exactly the inputs DVC tracks for the stage, narrowed to that item
 (``artifacts/quantize`` -> ``artifacts/quantize/<precision>``). An item whose digest is unchanged
 is kept; every other item is redone. This is what Olive does with its pass cache, keyed the same
-way. ``dvc repro --force`` removes persisted outputs first, so it redoes every item.
+way. DVC leaves persisted outputs in place even under ``dvc repro --force``; with
+``EDGEFORGE_REDO=1`` in the environment nothing is kept (``EDGEFORGE_REDO=1 dvc repro --force
+measure@jetson`` measures every precision again).
 
 The deps and params come from ``dvc.yaml`` itself, so the digest covers the same code, data and
 keys as DVC's own check: a changed module under ``tasks/`` redoes every item, as it re-runs the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -27,6 +30,8 @@ import yaml
 
 #: the record key an item's digest is kept under (in its metrics JSON)
 DIGEST_KEY = "inputs_sha256"
+#: set (to anything but ``0``) in the environment, every item is redone
+REDO_ENV = "EDGEFORGE_REDO"
 
 
 @cache
@@ -94,8 +99,9 @@ class StageInputs:
 
 
 def recorded(path: Path) -> str | None:
-    """The digest a record (a stage's metrics JSON) was written with, or ``None``."""
-    if not path.is_file():
+    """The digest a record (a stage's metrics JSON) was written with, or ``None`` (also when
+    ``EDGEFORGE_REDO`` asks for every item to be redone)."""
+    if os.environ.get(REDO_ENV, "0") not in ("", "0") or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())

@@ -284,7 +284,7 @@ class Target:
     peak_gflops: dict[str, float] = f(
         {},
         "overrides the nominal peak GFLOP/s (int8: GOP/s) by precision family (fp32, bf16, fp16, int8) that "
-        "stage peak@<target> derives from the fingerprint; the measured peak is reported beside it",
+        "stage probe@<target> derives from the fingerprint; the measured peak is reported beside it",
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tasks.records import QuantizeRecord
-from tasks.reuse import DIGEST_KEY, StageInputs, inputs_of, item_digest, keep_or_make, prune, recorded
+from tasks.reuse import DIGEST_KEY, REDO_ENV, StageInputs, inputs_of, item_digest, keep_or_make, prune, recorded
 
 DVC_YAML = """
 stages:
@@ -230,6 +230,17 @@ def test_keep_or_make_keeps_a_record_made_from_the_same_inputs_and_remakes_on_ot
     assert made == [1, 3, 4] and recorded(path) is None and QuantizeRecord.read(path).seconds == 4.0
     keep_or_make(path, None, logged.append, make(5))
     assert made == [1, 3, 4, 5]
+
+
+def test_edgeforge_redo_remakes_a_record_made_from_the_same_inputs(tmp_path, monkeypatch):
+    """DVC leaves persisted outputs in place under --force: EDGEFORGE_REDO=1 is how to measure again."""
+    path = tmp_path / "fp32.json"
+    keep_or_make(path, "d1", print, lambda: _record(1))
+    monkeypatch.setenv(REDO_ENV, "1")
+    assert recorded(path) is None
+    assert keep_or_make(path, "d1", print, lambda: _record(2)).seconds == 2.0
+    monkeypatch.setenv(REDO_ENV, "0")  # 0 or empty: reuse as usual
+    assert keep_or_make(path, "d1", print, lambda: _record(3)) is None and QuantizeRecord.read(path).seconds == 2.0
 
 
 def test_recorded_is_none_for_a_missing_unreadable_or_digestless_record(tmp_path):
