@@ -32,6 +32,12 @@ def plot_parity(summary: dict, layout: Layout = LAYOUT) -> None:
             plot(par, layout.parity_png(r["key"]), f"{r['key']}: three-way parity (|difference| histograms)")
 
 
+def draw(summary: dict, model: str, layout: Layout = LAYOUT) -> None:
+    """The parity histograms, then ``report.html`` (which embeds them) and the ``plots/`` CSVs."""
+    plot_parity(summary, layout)
+    html.write(summary, layout, model=model)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = stage.parser("report")
     p.add_argument("--show", action="store_true", help="print the last summary; log nothing")
@@ -45,14 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     with stage.stage_errors("report", outputs=[LAYOUT.report_dir]):
         cfg = stage.load(args)
         summary = summarize(cfg, LAYOUT)
-        # the parity histograms (matplotlib, ~0.3 s a build) are drawn in a second process while this
-        # one imports MLflow (~2.7 s): the two overlap on a machine with two cores
+        # every figure (matplotlib) is drawn in a second process while this one imports MLflow (~2.7 s
+        # on 2 cores of an EPYC): the two overlap where a second core is free. Both before MLflow logs them.
         with ProcessPoolExecutor(max_workers=1) as pool:
-            parity = pool.submit(plot_parity, summary)
+            drawn = pool.submit(draw, summary, html.model_name(cfg))
             load_mlflow(cfg)
-            parity.result()
-        # report.html (which embeds the histograms) and plots/ before MLflow, so that it can log them
-        html.write(summary, LAYOUT, model=html.model_name(cfg))
+            drawn.result()
         summary["mlflow"] = log_pipeline(cfg, summary)
         write_json(LAYOUT.summary, summary)
         write_text(LAYOUT.summary_md, markdown(summary))
