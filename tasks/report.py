@@ -13,29 +13,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 from tasks import stage
 from tasks.io import read_json, write_json, write_text
-from tasks.layout import LAYOUT, Layout
-from tasks.metrics.three_way import plot
-from tasks.records import EvaluateRecord, RecordError
+from tasks.layout import LAYOUT
+from tasks.records import RecordError
 from tasks.reporting import html
+from tasks.reporting.figures import draw
 from tasks.reporting.format import markdown, print_table
 from tasks.reporting.summary import summarize
 from tasks.tracking.runs import load_mlflow, log_pipeline
-
-
-def plot_parity(summary: dict, layout: Layout = LAYOUT) -> None:
-    """``artifacts/report/parity/<key>.png``: the three-way |difference| histograms of each build."""
-    for r in summary["rows"]:
-        if r.get("skipped"):  # not applicable to its device: nothing was evaluated
-            continue
-        par = EvaluateRecord.read(layout.evaluate_metrics(r["target"], r["precision"])).parity
-        if par:
-            plot(par, layout.parity_png(r["key"]), f"{r['key']}: three-way parity (|difference| histograms)")
-
-
-def draw(summary: dict, model: str, layout: Layout = LAYOUT) -> None:
-    """The parity histograms, then ``report.html`` (which embeds them) and the ``plots/`` CSVs."""
-    plot_parity(summary, layout)
-    html.write(summary, layout, model=model)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,7 +74,7 @@ def model_name(cfg) -> str:
 
 def collect(summary: dict, layout: Layout, model: str = "") -> Extras:
     """Read the benchmark and evaluate records of every row, the parity PNGs (drawn by
-    :func:`tasks.report.plot_parity`) and, with an int8-mixed row, its sensitivity files."""
+    :func:`tasks.reporting.figures.plot_parity`) and, with an int8-mixed row, its sensitivity files."""
     ex = Extras(model=model)
     for r in summary["rows"]:
         k = r["key"]
