@@ -15,7 +15,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tasks import stage
@@ -118,22 +118,13 @@ def _scoped_uri(mlflow, uri: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def load_mlflow(cfg: Config) -> None:
-    """Import MLflow and, for a database tracking URI, its SQL store (together ~2.7 s on 2 cores of
-    an EPYC, most of the report stage): :func:`log_pipeline` then starts at once. The report stage
-    calls this while another process draws its figures."""
-    import mlflow  # noqa: F401
-    from mlflow.store.db.db_types import DATABASE_ENGINES
-
-    if tracking_uri(cfg).split(":", 1)[0].split("+", 1)[0] in DATABASE_ENGINES:  # sqlite:///, postgresql+psycopg2://
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-
-def log_pipeline(cfg: Config, summary: dict) -> dict:
+def log_pipeline(cfg: Config, summary: dict, figures: Callable[[], object] | None = None) -> dict:
     """Log ``summary`` (the report's rows) as a parent run with one child run per row, then
-    register each target's winner when ``report.register``. Returns ``{"tracking_uri" (password
-    masked), "experiment", "parent_run_id", "registered": {target: {"name", "version", "alias",
-    ...}}, "ui_url" (the experiment's runs in MLflow's UI)}``."""
+    register each target's winner when ``report.register``. ``figures``, when given, is called
+    (and waited for) just before the figures are logged (``report.html``, ``plots/``, each build's
+    parity PNG), so everything else is logged while another process still draws them. Returns
+    ``{"tracking_uri" (password masked), "experiment", "parent_run_id", "registered": {target:
+    {"name", "version", "alias", ...}}, "ui_url" (the experiment's runs in MLflow's UI)}``."""
     import mlflow
 
     uri = tracking_uri(cfg)
@@ -141,7 +132,7 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
     with _scoped_uri(mlflow, resolved_uri(uri)):
         exp = mlflow.set_experiment(cfg.report.experiment)
         tracking_ui.mark_model_training(mlflow.MlflowClient(), exp)
-        run_id, registered = _log_runs(mlflow, cfg, summary, shown)
+        run_id, registered = _log_runs(mlflow, cfg, summary, shown, figures)
     children = sum(not r.get("skipped") for r in summary["rows"])
     stage.log("report", f"logged MLflow run {run_id} ({children} child runs) to {shown}")
     for t, v in registered.items():
@@ -158,9 +149,12 @@ def log_pipeline(cfg: Config, summary: dict) -> dict:
     }
 
 
-def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
-    """The parent run and its children; registration happens inside the parent run, so a
-    refused one marks it FAILED. Returns (parent run id, registered versions)."""
+def _log_runs(
+    mlflow, cfg: Config, summary: dict, shown_uri: str, figures: Callable[[], object] | None
+) -> tuple[str, dict]:
+    """The parent run and its children, then the figures of both; registration happens inside the
+    parent run, so a refused one (or a failed figure) marks it FAILED. Returns (parent run id,
+    registered versions)."""
     tags = run_tags(cfg)
     with mlflow.start_run(
         run_name=tracking_ui.parent_run_name(cfg, tags), tags={**tags, "edgeforge.kind": "pipeline"}
@@ -171,9 +165,15 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
         mlflow.log_artifact(str(LAYOUT.onnx), "export")
         for f in (LAYOUT.export_metrics, LAYOUT.parity_metrics):
             mlflow.log_artifact(str(f), "metrics")
-        log_report(mlflow)
         # a skipped row (not applicable to its device) has nothing to log: no artifact, no figures
         run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"] if not r.get("skipped")}
+        if figures:
+            figures()
+        log_report(mlflow)
+        client = mlflow.MlflowClient()
+        for k, child_id in run_ids.items():
+            if LAYOUT.parity_png(k).is_file():
+                client.log_artifact(child_id, str(LAYOUT.parity_png(k)), "parity")
         registered: dict[str, dict] = {}
         if cfg.report.register:
             registered = register_winners(mlflow.MlflowClient(), cfg, summary["rows"], run_ids, tags, shown_uri)
@@ -184,8 +184,8 @@ def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, 
 
 
 def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
-    """One summary row as a nested run; returns its run id."""
-    k = r["key"]
+    """One summary row as a nested run; returns its run id. Its parity PNG is logged by
+    :func:`_log_runs` once the figures are drawn."""
     with mlflow.start_run(
         run_name=tracking_ui.child_run_name(r),
         nested=True,
@@ -266,8 +266,6 @@ def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
             ("evaluate", LAYOUT.evaluate_metrics(r["target"], r["precision"])),
         ):
             mlflow.log_artifact(str(f), f"metrics/{kind}")
-        if LAYOUT.parity_png(k).is_file():
-            mlflow.log_artifact(str(LAYOUT.parity_png(k)), "parity")
         if LAYOUT.fingerprint(r["target"]).is_file():  # what the device was when it built this
             mlflow.log_artifact(str(LAYOUT.fingerprint(r["target"])), "device")
         return child.info.run_id
