@@ -19,7 +19,7 @@ from tasks.reporting import html
 from tasks.reporting.figures import draw
 from tasks.reporting.format import markdown, print_table
 from tasks.reporting.summary import summarize
-from tasks.tracking.runs import log_pipeline
+from tasks.tracking.runs import load_mlflow, log_pipeline
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,10 +36,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = stage.load(args)
         summary = summarize(cfg, LAYOUT)
         # every figure (matplotlib, ~4 s) is drawn in a second process while this one imports MLflow
-        # (~2.7 s on 2 cores of an EPYC) and logs the runs; it logs the figures once they are drawn
+        # (~2.7 s on 2 cores of an EPYC); nothing is logged until they are drawn, so a failed figure
+        # leaves nothing in MLflow (docs/architecture.md: a failed stage leaves nothing behind)
         with ProcessPoolExecutor(max_workers=1) as pool:
             drawn = pool.submit(draw, summary, html.model_name(cfg))
-            summary["mlflow"] = log_pipeline(cfg, summary, figures=drawn.result)
+            load_mlflow(cfg)
+            drawn.result()
+        summary["mlflow"] = log_pipeline(cfg, summary)
         write_json(LAYOUT.summary, summary)
         write_text(LAYOUT.summary_md, markdown(summary))
         if not os.environ.get("EDGEFORGE_NO_TABLE"):  # `make run` prints it once, after dvc repro

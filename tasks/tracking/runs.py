@@ -118,6 +118,17 @@ def _scoped_uri(mlflow, uri: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def load_mlflow(cfg: Config) -> None:
+    """Import MLflow and, for a database tracking URI, its SQL store (together ~2.7 s on 2 cores of
+    an EPYC): :func:`log_pipeline` then starts at once. Logs nothing. The report stage calls this
+    while another process draws its figures."""
+    import mlflow  # noqa: F401
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    if tracking_uri(cfg).split(":", 1)[0].split("+", 1)[0] in DATABASE_ENGINES:  # sqlite:///, postgresql+psycopg2://
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def log_pipeline(cfg: Config, summary: dict, figures: Callable[[], object] | None = None) -> dict:
     """Log ``summary`` (the report's rows) as a parent run with one child run per row, then
     register each target's winner when ``report.register``. ``figures``, when given, is called
