@@ -15,7 +15,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tasks import stage
@@ -129,11 +129,9 @@ def load_mlflow(cfg: Config) -> None:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
-def log_pipeline(cfg: Config, summary: dict, figures: Callable[[], object] | None = None) -> dict:
+def log_pipeline(cfg: Config, summary: dict) -> dict:
     """Log ``summary`` (the report's rows) as a parent run with one child run per row, then
-    register each target's winner when ``report.register``. ``figures``, when given, is called
-    (and waited for) just before the figures are logged (``report.html``, ``plots/``, each build's
-    parity PNG), so everything else is logged while another process still draws them. Returns
+    register each target's winner when ``report.register``. Returns
     ``{"tracking_uri" (password masked), "experiment", "parent_run_id", "registered": {target:
     {"name", "version", "alias", ...}}, "ui_url" (the experiment's runs in MLflow's UI)}``."""
     import mlflow
@@ -143,7 +141,7 @@ def log_pipeline(cfg: Config, summary: dict, figures: Callable[[], object] | Non
     with _scoped_uri(mlflow, resolved_uri(uri)):
         exp = mlflow.set_experiment(cfg.report.experiment)
         tracking_ui.mark_model_training(mlflow.MlflowClient(), exp)
-        run_id, registered = _log_runs(mlflow, cfg, summary, shown, figures)
+        run_id, registered = _log_runs(mlflow, cfg, summary, shown)
     children = sum(not r.get("skipped") for r in summary["rows"])
     stage.log("report", f"logged MLflow run {run_id} ({children} child runs) to {shown}")
     for t, v in registered.items():
@@ -160,12 +158,9 @@ def log_pipeline(cfg: Config, summary: dict, figures: Callable[[], object] | Non
     }
 
 
-def _log_runs(
-    mlflow, cfg: Config, summary: dict, shown_uri: str, figures: Callable[[], object] | None
-) -> tuple[str, dict]:
+def _log_runs(mlflow, cfg: Config, summary: dict, shown_uri: str) -> tuple[str, dict]:
     """The parent run and its children, then the figures of both; registration happens inside the
-    parent run, so a refused one (or a failed figure) marks it FAILED. Returns (parent run id,
-    registered versions)."""
+    parent run, so a refused one marks it FAILED. Returns (parent run id, registered versions)."""
     tags = run_tags(cfg)
     with mlflow.start_run(
         run_name=tracking_ui.parent_run_name(cfg, tags), tags={**tags, "edgeforge.kind": "pipeline"}
@@ -178,8 +173,6 @@ def _log_runs(
             mlflow.log_artifact(str(f), "metrics")
         # a skipped row (not applicable to its device) has nothing to log: no artifact, no figures
         run_ids = {r["key"]: _log_child(mlflow, r, tags) for r in summary["rows"] if not r.get("skipped")}
-        if figures:
-            figures()
         log_report(mlflow)
         client = mlflow.MlflowClient()
         for k, child_id in run_ids.items():
@@ -196,7 +189,7 @@ def _log_runs(
 
 def _log_child(mlflow, r: dict, tags: dict[str, str]) -> str:
     """One summary row as a nested run; returns its run id. Its parity PNG is logged by
-    :func:`_log_runs` once the figures are drawn."""
+    :func:`_log_runs`, with the parent's figures."""
     with mlflow.start_run(
         run_name=tracking_ui.child_run_name(r),
         nested=True,
