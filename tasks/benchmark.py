@@ -39,19 +39,17 @@ from tasks.config.load import family
 from tasks.data.split import Split
 from tasks.device.choices import offline_batch_sizes, run_threads
 from tasks.io import read_json
-from tasks.layout import LAYOUT, key
+from tasks.layout import LAYOUT
 from tasks.metrics import end_to_end
 from tasks.metrics.flops import count_flops
 from tasks.metrics.latency import measure, summarize
 from tasks.records import (
     BenchmarkRecord,
     BuildRecord,
-    SkippedRecord,
     built_artifact,
     read_fingerprint,
-    skipped_build,
 )
-from tasks.reuse import inputs_of, item_digest, keep_or_make, prune
+from tasks.reuse import each_measured
 from tasks.runtimes import get_runtime
 
 
@@ -327,30 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     t = args.target
     with stage.stage_errors(f"benchmark@{t}"):
         cfg = stage.load(args)
-        ins = inputs_of("measure", t)
         peak = _peak_record(t, lambda m: stage.log(f"benchmark@{t}", m))
-        if args.precision is None:  # the whole stage: results of precisions no longer configured go
-            prune(LAYOUT.benchmark_metrics_dir(t), set(cfg.build.precisions), ".json")
-
-        def one(precision: str) -> None:
-            k = key(t, precision)
-            log = lambda m: stage.log(f"benchmark@{k}", m)  # noqa: E731
-
-            def make() -> BenchmarkRecord | SkippedRecord:
-                skipped = skipped_build(LAYOUT.build_dir(t, precision))
-                if skipped:  # the build does not apply to the device: nothing to measure
-                    log(f"n/a: {skipped.skipped}")
-                    return skipped
-                build_dir = LAYOUT.build_dir(t, precision)
-                return run(cfg, t, built_artifact(build_dir), LAYOUT.split("eval"), log, precision, LAYOUT.onnx, peak)
-
-            keep_or_make(LAYOUT.benchmark_metrics(t, precision), item_digest(ins, t, precision), log, make)
-
-        stage.each(
-            stage.precisions(cfg, args),
-            one,
-            lambda p: [LAYOUT.benchmark_metrics(t, p)],
-            lambda p: f"benchmark@{key(t, p)}",
+        each_measured(
+            "benchmark",
+            cfg,
+            args,
+            LAYOUT.benchmark_metrics,
+            LAYOUT.benchmark_metrics_dir,
+            lambda p, log: run(
+                cfg, t, built_artifact(LAYOUT.build_dir(t, p)), LAYOUT.split("eval"), log, p, LAYOUT.onnx, peak
+            ),
         )
 
 

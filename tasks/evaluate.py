@@ -30,12 +30,12 @@ from tasks.config import Config
 from tasks.config.load import family
 from tasks.config.schema import ArtifactTolerance
 from tasks.data.split import Split, classes_of
-from tasks.layout import LAYOUT, key
+from tasks.layout import LAYOUT
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops, worst_image_drops
 from tasks.metrics.three_way import three_way
-from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, SkippedRecord, built_artifact, skipped_build
-from tasks.reuse import inputs_of, item_digest, keep_or_make, prune
+from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact
+from tasks.reuse import each_measured
 from tasks.runtimes.local import local_outputs
 
 
@@ -162,49 +162,21 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     args = stage.parser("evaluate", matrix=True).parse_args(argv)
-    t = args.target
-    with stage.stage_errors(f"evaluate@{t}"):
+    with stage.stage_errors(f"evaluate@{args.target}"):
         cfg = stage.load(args)
-        ins = inputs_of("measure", t)
-        if args.precision is None:  # the whole stage: results of precisions no longer configured go
-            prune(LAYOUT.evaluate_metrics_dir(t), set(cfg.build.precisions), ".json")
-
-        def one(precision: str) -> None:
-            k = key(t, precision)
-            log = lambda m: stage.log(f"evaluate@{k}", m)  # noqa: E731
-            rec = keep_or_make(
-                LAYOUT.evaluate_metrics(t, precision),
-                item_digest(ins, t, precision),
-                log,
-                lambda: _evaluate(cfg, t, precision, log),
-            )
-            if isinstance(rec, EvaluateRecord):
-                verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
-                extra = (
-                    ""
-                    if not rec.parity
-                    else " ".join(
-                        f"max|artifact-onnx| {n}={s['max_abs']:.2g}"
-                        for n, s in rec.parity["legs"]["onnx_artifact"].items()
-                    )
-                )
-                log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
-
-        stage.each(
-            stage.precisions(cfg, args),
-            one,
-            lambda p: [LAYOUT.evaluate_metrics(t, p)],
-            lambda p: f"evaluate@{key(t, p)}",
+        each_measured(
+            "evaluate",
+            cfg,
+            args,
+            LAYOUT.evaluate_metrics,
+            LAYOUT.evaluate_metrics_dir,
+            lambda p, log: _evaluate(cfg, args.target, p, log),
         )
 
 
-def _evaluate(cfg: Config, t: str, precision: str, log: Callable[[str], None]) -> EvaluateRecord | SkippedRecord:
+def _evaluate(cfg: Config, t: str, precision: str, log: Callable[[str], None]) -> EvaluateRecord:
     build_dir = LAYOUT.build_dir(t, precision)
-    skipped = skipped_build(build_dir)
-    if skipped:  # the build does not apply to the device: nothing to evaluate
-        log(f"n/a: {skipped.skipped}")
-        return skipped
-    return run(
+    rec = run(
         cfg,
         t,
         built_artifact(build_dir),
@@ -216,6 +188,16 @@ def _evaluate(cfg: Config, t: str, precision: str, log: Callable[[str], None]) -
         log=log,
         targets=LAYOUT.fidelity_targets,
     )
+    verdict = "accepted" if rec.accepted else f"REJECTED ({rec.reason})"
+    extra = (
+        ""
+        if not rec.parity
+        else " ".join(
+            f"max|artifact-onnx| {n}={s['max_abs']:.2g}" for n, s in rec.parity["legs"]["onnx_artifact"].items()
+        )
+    )
+    log(f"{rec.metric} {rec.value:.2f} (reference {rec.reference_value:.2f}); {extra}: {verdict}")
+    return rec
 
 
 if __name__ == "__main__":

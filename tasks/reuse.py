@@ -164,3 +164,40 @@ def keep_or_make(metrics: Path, want: str | None, log: Callable[[str], None], ma
         rec.extra[DIGEST_KEY] = want
     rec.write(metrics)
     return rec
+
+
+def each_measured(
+    kind: str,
+    cfg: Any,
+    args: Any,
+    metrics: Callable[[str, str], Path],
+    metrics_dir: Callable[[str], Path],
+    make: Callable[[str, Callable[[str], None]], Any],
+) -> None:
+    """``<kind>@<target>`` (``benchmark`` or ``evaluate``, the two commands of stage ``measure@<target>``):
+    for each precision (``--precision``'s alone), ``make(precision, log)``'s record written to
+    ``metrics(target, precision)`` with its digest; the build's skipped record instead when the build
+    does not apply to the device; kept when its inputs did not change. The whole stage also removes
+    the records of precisions no longer configured, from ``metrics_dir(target)``."""
+    from tasks import stage
+    from tasks.layout import LAYOUT, key
+    from tasks.records import skipped_build
+
+    t = args.target
+    ins = inputs_of("measure", t)
+    if args.precision is None:
+        prune(metrics_dir(t), set(cfg.build.precisions), ".json")
+
+    def one(precision: str) -> None:
+        log = lambda m: stage.log(f"{kind}@{key(t, precision)}", m)  # noqa: E731
+
+        def made() -> Any:
+            skipped = skipped_build(LAYOUT.build_dir(t, precision))
+            if skipped:  # the build does not apply to the device: nothing to measure
+                log(f"n/a: {skipped.skipped}")
+                return skipped
+            return make(precision, log)
+
+        keep_or_make(metrics(t, precision), item_digest(ins, t, precision), log, made)
+
+    stage.each(stage.precisions(cfg, args), one, lambda p: [metrics(t, p)], lambda p: f"{kind}@{key(t, p)}")
