@@ -35,7 +35,7 @@ from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
-from tasks.reuse import DIGEST_KEY, StageInputs, inputs_of, item_digest, prune, recorded
+from tasks.reuse import StageInputs, inputs_of, item_digest, prune, unchanged, write_record
 from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_check import check_build
@@ -251,8 +251,8 @@ def record(
     leaves neither behind. With ``ins`` (:func:`inputs`), a build whose inputs did not change
     since it was made is kept as it is. Used by ``main`` and by the fleet."""
     out, metrics = LAYOUT.build_dir(target_name, precision), LAYOUT.build_metrics(target_name, precision)
-    want = item_digest(ins, target_name, precision) if ins is not None else None
-    if want is not None and recorded(metrics) == want and (out / "build.json").is_file():
+    want = item_digest(ins, target_name, precision)
+    if unchanged(metrics, want, out / "build.json"):
         rec = _read(metrics)
         if log:
             log("unchanged since it was built: kept")
@@ -260,9 +260,7 @@ def record(
     try:
         with atomic_dir(out) as tmp:
             rec = run(cfg, target_name, precision, tmp, log)
-        if want is not None:
-            rec.extra[DIGEST_KEY] = want
-        rec.write(metrics)
+        write_record(rec, metrics, want)
     except BaseException:
         remove(metrics)
         raise

@@ -47,7 +47,7 @@ from tasks.layout import LAYOUT
 from tasks.quant.common import QuantError
 from tasks.quant.recipes import to_fp16, to_int8
 from tasks.records import QuantizeRecord
-from tasks.reuse import DIGEST_KEY, inputs_of, item_digest, prune, recorded
+from tasks.reuse import inputs_of, item_digest, prune, unchanged, write_record
 
 PRECISIONS = "fp32, fp16, bf16, int8-minmax, int8-entropy, int8-percentile, int8-mixed"
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             name = f"quantize@{precision}"
             out, metrics = LAYOUT.quantize_dir(precision), LAYOUT.quantize_metrics(precision)
             want = item_digest(ins, None, precision)
-            if want is not None and recorded(metrics) == want and (out / "quantize.json").is_file():
+            if unchanged(metrics, want, out / "quantize.json"):
                 stage.log(name, "unchanged since it was made: kept")
                 return
             with atomic_dir(out) as tmp:
@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                     calib_dir=LAYOUT.split("calib"),
                     eval_dir=LAYOUT.split("eval"),
                 )
-            if want is not None:
-                rec.extra[DIGEST_KEY] = want
-            rec.write(metrics)
+            write_record(rec, metrics, want)
 
         stage.each(
             stage.precisions(cfg, args),

@@ -152,17 +152,28 @@ def item_digest(ins: StageInputs | None, target: str | None, precision: str) -> 
     return ins.digest(key(target, precision) if target is not None else precision, narrow)
 
 
+def unchanged(metrics: Path, want: str | None, *also: Path) -> bool:
+    """Whether the record at ``metrics`` was made from inputs of digest ``want`` (never when ``want``
+    is ``None``) and the files ``also`` names (the item's other outputs) are still there."""
+    return want is not None and recorded(metrics) == want and all(p.is_file() for p in also)
+
+
+def write_record(rec: Any, metrics: Path, want: str | None) -> None:
+    """Write ``rec`` to ``metrics`` with ``want`` as its digest (none when ``want`` is ``None``)."""
+    if want is not None:
+        rec.extra[DIGEST_KEY] = want
+    rec.write(metrics)
+
+
 def keep_or_make(metrics: Path, want: str | None, log: Callable[[str], None], make: Callable[[], Any]) -> Any:
     """``make()`` the record for ``metrics`` and write it there with ``want`` as its digest, unless
     the record there was made from the same inputs (then it is kept, and ``None`` returned).
     ``want`` ``None``: always made."""
-    if want is not None and recorded(metrics) == want:
+    if unchanged(metrics, want):
         log("inputs unchanged since its last run: kept")
         return None
     rec = make()
-    if want is not None:
-        rec.extra[DIGEST_KEY] = want
-    rec.write(metrics)
+    write_record(rec, metrics, want)
     return rec
 
 
