@@ -457,6 +457,56 @@ class Watch:
 
 
 @dataclass
+class Monitor:
+    rate_hz: float = f(10.0, "edgeforge monitor: inferences per second the agent runs the active release at")
+    window_s: float = f(10.0, "seconds per sample window (latency percentiles, clocks, temperatures)")
+    max_temp_c: float = f(85.0, "a thermal zone above this many degrees Celsius is reported as throttling risk")
+    min_clock_fraction: float = f(0.75, "a CPU/GPU clock below this fraction of its maximum is reported as throttled")
+    max_drift: float = f(
+        25.0, "percent by which a window's p50 may exceed the release's validated p50 before it is reported as drift"
+    )
+
+
+@dataclass
+class Release:
+    version: str | None = f(
+        None, "semantic version of the next release (MAJOR.MINOR.PATCH); null = the latest release's patch + 1"
+    )
+    store: str = f("releases", "folder of the signed bundles: <store>/<model>/<version>/<class>/ (a DVC output)")
+    signing_key_file: str = f(
+        ".edgeforge/release/signing_ed25519.pem",
+        "path of the Ed25519 private key (PKCS#8 PEM) that signs releases; env EDGEFORGE_SIGNING_KEY "
+        "(the PEM text) overrides; the key itself never enters params, MLflow or logs",
+    )
+    public_key_file: str = f(
+        ".edgeforge/release/signing_ed25519.pub",
+        "the matching public key, installed on devices by `edgeforge fleet trust`",
+    )
+    golden_samples: int = f(8, "evaluation samples (inputs and the validated outputs) the device's smoke test runs")
+    devices: dict[str, str] = f(
+        {},
+        "the fleet: device target -> its class, the build target whose device's winner it runs "
+        "(a build target not listed is its own class)",
+    )
+    canary: str | None = f(None, "the device that gets a release first; null = the rollout's first device")
+    parallel: int = f(2, "devices deployed at once after the canary")
+    keep: int = f(3, "releases kept on each device: the active one and keep-1 earlier ones to roll back to")
+    max_regression: float = f(
+        1.0, "points of the task metric a candidate may lose against the release active on its device class"
+    )
+    max_latency_regression: float = f(
+        10.0, "percent by which a candidate's p99 may exceed that of the release active on its device class"
+    )
+    activate_command: str | None = f(
+        None, "shell command the device runs after switching `current` (e.g. restart its inference service)"
+    )
+    health_command: str | None = f(
+        None, "shell command the device runs after activation; a non-zero exit rolls the device back"
+    )
+    monitor: Monitor = f(Monitor(), "edgeforge monitor: sampling on the device")
+
+
+@dataclass
 class Config:
     model: Model = f(Model(), "the model to deploy")
     data: Data = f(Data(), "calibration and evaluation data")
@@ -470,3 +520,6 @@ class Config:
     eval: Eval = f(Eval(), "accuracy evaluation")
     report: Report = f(Report(), "tracking and summary")
     watch: Watch = f(Watch(), "the checkpoint watcher (flows/watch.py): where and how often to look")
+    release: Release = f(
+        Release(), "signed release bundles and their deployment to the fleet (edgeforge release/deploy)"
+    )
