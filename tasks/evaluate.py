@@ -34,7 +34,7 @@ from tasks.layout import LAYOUT
 from tasks.metrics.accuracy import agreement
 from tasks.metrics.task import score, worst_class_drops, worst_image_drops
 from tasks.metrics.three_way import three_way
-from tasks.records import BuildRecord, EvaluateRecord, QuantizeRecord, built_artifact
+from tasks.records import EvaluateRecord, QuantizeRecord, built_artifact, built_from
 from tasks.reuse import each_measured
 from tasks.runtimes.local import local_outputs
 
@@ -56,16 +56,6 @@ def artifact_tolerance(cfg: Config, output: str, fam: str) -> ArtifactTolerance:
         or cfg.parity.artifact.get(fam)
         or ArtifactTolerance(atol=0.0, rtol=0.0)
     )
-
-
-def built_from(precision: str, runtime: str, build_dir: Path) -> Path:
-    """The ONNX the build in ``build_dir`` was made from: the precision's model for ``runtime``, or
-    the FP16-glue Q/DQ model a strongly typed TensorRT build uploaded (its record's ``trt_onnx``), or the
-    ONNX Runtime INT8 layout its ``device_choices`` picked."""
-    rec = BuildRecord.read(Path(build_dir) / "build.json")
-    if rec.extra.get("trt_onnx") == "fp16_glue_onnx":
-        return LAYOUT.fp16_glue_onnx(precision)
-    return LAYOUT.precision_onnx(precision, runtime, (rec.extra.get("device_choices") or {}).get("ort_int8_layout"))
 
 
 def truth(cfg: Config, split: Split, targets: Path | None):

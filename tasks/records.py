@@ -168,6 +168,31 @@ def built_artifact(build_dir: str | Path) -> Path:
     return build_dir / BuildRecord.read(build_dir / "build.json").artifact
 
 
+def artifact_files(build_dir: str | Path) -> list[Path]:
+    """The files a build's artifact is made of (the artifact first, then e.g. OpenVINO's ``.bin``):
+    every file of the build folder but its record, logs and JSON side files."""
+    build_dir = Path(build_dir)
+    art = built_artifact(build_dir)
+    rest = [
+        p
+        for p in sorted(build_dir.iterdir())
+        if p.is_file() and p != art and p.name != "build.json" and p.suffix not in (".log", ".json")
+    ]
+    return [art, *rest]
+
+
+def built_from(precision: str, runtime: str, build_dir: str | Path) -> Path:
+    """The ONNX the build in ``build_dir`` was made from: the precision's model for ``runtime``, or
+    the FP16-glue Q/DQ model a strongly typed TensorRT build uploaded (its record's ``trt_onnx``), or the
+    ONNX Runtime INT8 layout its ``device_choices`` picked."""
+    from tasks.layout import LAYOUT
+
+    rec = BuildRecord.read(Path(build_dir) / "build.json")
+    if rec.extra.get("trt_onnx") == "fp16_glue_onnx":
+        return LAYOUT.fp16_glue_onnx(precision)
+    return LAYOUT.precision_onnx(precision, runtime, (rec.extra.get("device_choices") or {}).get("ort_int8_layout"))
+
+
 @dataclass
 class BenchmarkRecord(Record):
     """``benchmark@<key>``: latency per batch size (``{"b1": stats, ...}``), scenarios, roofline."""

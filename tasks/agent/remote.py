@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from tasks.device.choices import offline_batch_sizes, run_threads
-from tasks.records import BuildRecord, built_artifact
+from tasks.records import BuildRecord, artifact_files
 
 
 @contextlib.contextmanager
 def deployed(dev, build_dir: Path) -> Iterator[tuple[str, str]]:
     """Upload a build's artifact files (not its metadata or logs) to a fresh folder on the
     device; yields ``(folder, artifact path)`` and removes the folder afterwards."""
-    artifact = built_artifact(build_dir)
+    files = artifact_files(build_dir)
     with dev.scratch("run") as d:
-        for p in sorted(build_dir.iterdir()):
-            if p.is_file() and p.name != "build.json" and p.suffix not in (".log", ".json"):
-                dev.host.put(p, f"{d}/{p.name}")
-        yield d, f"{d}/{artifact.name}"
+        for p in files:
+            dev.host.put(p, f"{d}/{p.name}")
+        yield d, f"{d}/{files[0].name}"
 
 
 def _trt_load(build_dir: Path) -> dict:

@@ -1,0 +1,267 @@
+"""One release bundle per device class, from a pipeline run's accepted winners (the bundle contract:
+``<release.store>/<model>/<version>/<class>/``).
+
+A class is a build target; its bundle holds the winner of the device that target ran on
+(``summary.json``'s ``winners``; every runtime on a device competes, so ``local``'s class may ship
+``local_openvino-fp32``). Classes are the values of ``release.devices``, else each device of
+``build.targets`` once (named after its winner's target). The bundle is written into a scratch
+folder and renamed into place whole; an existing version is never replaced."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tasks import stage
+from tasks.config import Config
+from tasks.config.load import SEMVER, family
+from tasks.device.choices import run_threads
+from tasks.io import atomic_dir, read_json, sha256_file
+from tasks.layout import LAYOUT, Layout
+from tasks.records import BuildRecord, artifact_files, built_from, read_fingerprint
+from tasks.release import golden, manifest
+from tasks.reporting.selection import device_of
+from tasks.runtimes.openvino_rt import onnx_io_names
+
+SOURCE = "source.onnx"
+CALIBRATION = "calibration.cache"
+
+
+@dataclass
+class Planned:
+    """One bundle to make: its class (a build target) and the winning summary row it ships."""
+
+    cls: str
+    row: dict[str, Any]
+
+
+def read_summary(layout: Layout = LAYOUT) -> dict[str, Any]:
+    if not layout.summary.is_file():
+        raise stage.StageError(f"{layout.summary} is missing: run the pipeline first (`make run`)")
+    return read_json(layout.summary)
+
+
+def _device_of_target(rows: list[dict], target: str) -> str | None:
+    return next((device_of(r) for r in rows if r["target"] == target and r.get("host")), None)
+
+
+def plan(cfg: Config, summary: dict[str, Any], only: list[str] | None = None) -> list[Planned]:
+    """The bundles to make: ``[Planned(class, winner row)]``; ``only`` limits the classes (``--classes``)."""
+    rows = summary["rows"]
+    by_key = {r["key"]: r for r in rows}
+    win = {dev: by_key.get(w["key"]) for dev, w in (summary.get("winners") or {}).items()}
+    if cfg.release.devices:
+        classes = sorted(set(cfg.release.devices.values()))
+    else:  # each device of the build targets once, named after its winner's target
+        devices = dict.fromkeys(d for t in cfg.build.targets if (d := _device_of_target(rows, t)) in win)
+        classes = [win[d]["target"] for d in devices]
+    if only:
+        unknown = [c for c in only if c not in classes]
+        if unknown:
+            raise stage.StageError(f"--classes {' '.join(unknown)}: not a device class; the classes are {classes}")
+        classes = [c for c in classes if c in only]
+    out = []
+    for cls in classes:
+        if cls not in cfg.build.targets:
+            raise stage.StageError(
+                f"class {cls!r} (release.devices) is not in build.targets ({', '.join(cfg.build.targets)}): "
+                "nothing was built for it; add it to build.targets and run `make run`"
+            )
+        dev = _device_of_target(rows, cls)
+        row = win.get(dev) if dev else None
+        if row is None:
+            raise stage.StageError(
+                f"class {cls!r}: device {dev or cls!r} has no winner in {LAYOUT.summary} (no accepted build): "
+                "nothing to release for it"
+            )
+        if not row.get("accepted"):
+            raise stage.StageError(f"class {cls!r}: the winner {row['key']} is not accepted ({row.get('reason')})")
+        out.append(Planned(cls, row))
+    if not out:
+        raise stage.StageError(f"no accepted winner in {LAYOUT.summary}: nothing to release")
+    return out
+
+
+def check_unchanged(row: dict[str, Any], build_dir: Path) -> BuildRecord:
+    """The build's record, after checking its artifact is the one the pipeline run measured."""
+    rec = BuildRecord.read(build_dir / "build.json")
+    art = build_dir / rec.artifact
+    if not art.is_file() or rec.sha256 != row.get("artifact_sha256") or sha256_file(art) != rec.sha256:
+        raise stage.StageError(
+            f"{build_dir}: the build changed since the pipeline run that chose it ({row['key']}): "
+            "run the pipeline again (`make run`)"
+        )
+    return rec
+
+
+def _versions(model_dir: Path) -> list[tuple[int, int, int]]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        tuple(int(x) for x in p.name.split("."))  # type: ignore[misc]
+        for p in model_dir.iterdir()
+        if p.is_dir() and SEMVER.fullmatch(p.name)
+    )
+
+
+def next_version(store: Path, model: str, wanted: str | None) -> str:
+    """``wanted`` (release.version or --version), else the latest version in the store with patch + 1,
+    else 0.1.0. Refuses a version that exists already."""
+    if wanted is not None and not SEMVER.fullmatch(wanted):
+        raise stage.StageError(f"version {wanted!r} is not MAJOR.MINOR.PATCH (e.g. 1.4.0)")
+    have = _versions(store / model)
+    version = wanted or (f"{have[-1][0]}.{have[-1][1]}.{have[-1][2] + 1}" if have else "0.1.0")
+    if (store / model / version).exists():
+        raise stage.StageError(
+            f"release {model} {version} exists already ({store / model / version}): releases are never "
+            "replaced; bump release.version (or pass --version)"
+        )
+    return version
+
+
+def split_sha256(split_dir: Path) -> str:
+    """sha256 over the split's files: ``<name> <sha256>\\n`` per file, by name."""
+    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(Path(split_dir).iterdir()) if p.is_file())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _portable(rec: BuildRecord, fp: dict[str, Any]) -> dict[str, Any]:
+    """What a device must match to load ``artifact/`` as is (fingerprint key: value)."""
+    if rec.runtime == "tensorrt":
+        gpu = (fp.get("gpu") or [{}])[0] or {}
+        return {
+            "tensorrt": rec.runtime_version,
+            "compute_capability": gpu.get("compute_capability"),
+            "l4t": fp.get("l4t"),
+        }
+    return {"runtime": rec.runtime, f"{rec.runtime}_version": rec.runtime_version}
+
+
+def _recipe(rec: BuildRecord, source: Path, cfg: Config) -> dict[str, Any]:
+    """The agent's build request minus its file paths (TensorRT: its trtexec facts from the record)."""
+    choices = {k: v for k, v in (rec.extra.get("device_choices") or {}).items() if k != "reasons"}
+    if rec.runtime == "tensorrt":
+        return {
+            "runtime": "tensorrt",
+            "precision": rec.precision,
+            **{k: v for k, v in rec.extra.items() if k.startswith("trt_")},
+        }
+    return {
+        "runtime": rec.runtime,
+        "precision": rec.precision,
+        "threads": run_threads(choices, cfg.target[rec.target].threads),
+        "io_names": onnx_io_names(source) if rec.runtime == "openvino" else None,
+        "choices": choices,
+        "emulated": bool(rec.extra.get("emulated")),
+    }
+
+
+def container_hook(root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path) -> Any:
+    """The container recipe and Triton entry (helper "containers": ``tasks.release.containers``), written
+    into the bundle folder ``root``; returns the manifest's ``container`` ({dockerfile, base_image,
+    triton}) or None while that module is absent.
+
+    TODO(lead): wire this to the merged ``tasks.release.containers`` (its task's documented call:
+    ``container_files(model, runtime, precision, fingerprint, artifact_name, io)`` -> the files
+    {relpath: bytes} and the manifest's ``container`` dict; the Triton model file is the artifact
+    copied to the relpath it names)."""
+    try:
+        from tasks.release import containers  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    files, meta = containers.container_files(model, rec.runtime, rec.precision, fp, rec.artifact, source)
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return meta
+
+
+def write_bundle(
+    cfg: Config,
+    planned: Planned,
+    final: Path,
+    meta: dict[str, Any],
+    key: Ed25519PrivateKey,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Make, sign and place the bundle of ``planned`` at ``final``; returns its bundle sha.
+    ``meta``: the manifest keys shared by every class (format, model, version, created_at, mlflow, ...)."""
+    row = planned.row
+    build_dir = LAYOUT.build_dir(row["target"], row["precision"])
+    rec = check_unchanged(row, build_dir)
+    fp = read_fingerprint(LAYOUT.fingerprint(row["target"]), row["target"])
+    source = built_from(rec.precision, rec.runtime, build_dir)
+    tol = cfg.parity.artifact.get(family(rec.precision))
+    with atomic_dir(final) as tmp:
+        (tmp / "artifact").mkdir()
+        files = []
+        for p in artifact_files(build_dir):
+            shutil.copy2(p, tmp / "artifact" / p.name)
+            files.append(f"artifact/{p.name}")
+        shutil.copy2(source, tmp / SOURCE)
+        cache = LAYOUT.quantize_dir(rec.precision) / CALIBRATION
+        implicit_int8 = rec.runtime == "tensorrt" and rec.extra.get("trt_onnx") == "fp32_onnx"
+        if implicit_int8 and cache.is_file():
+            shutil.copy2(cache, tmp / CALIBRATION)
+        samples = golden.write(cfg, row["target"], build_dir, LAYOUT.split("eval"), tmp, log)
+        container = container_hook(tmp, meta["model"], rec, fp, source)
+        m = {
+            **meta,
+            "class": planned.cls,
+            "artifact": {
+                "runtime": rec.runtime,
+                "runtime_version": rec.runtime_version,
+                "precision": rec.precision,
+                "files": files,
+                "source": SOURCE,
+                "calibration_cache": CALIBRATION if (tmp / CALIBRATION).is_file() else None,
+                "recipe": _recipe(rec, source, cfg),
+                "compatible": _portable(rec, fp),
+                "sha256": rec.sha256,
+            },
+            "validated_on": {
+                "target": row["target"],
+                "fingerprint_sha256": fp.get("fingerprint_sha256"),
+                "fingerprint": fp,
+            },
+            "golden": {
+                "inputs": golden.INPUTS,
+                "outputs": golden.OUTPUTS,
+                "samples": samples,
+                "atol": tol.atol if tol else 0.0,
+                "rtol": tol.rtol if tol else 0.0,
+                "max_outside": tol.max_outside if tol else 0.0,
+            },
+            "metrics": {
+                **{k: row.get(k) for k in ("metric", "value", "reference_value", "drop", "throughput", "verdict")},
+                **{k: row.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "key")},
+                "eval_split_sha256": split_sha256(LAYOUT.split("eval")),
+            },
+            "container": container,
+        }
+        sha = manifest.write_signed(tmp, m, key)
+    return sha
+
+
+def shared_meta(cfg: Config, model: str, version: str, mlflow_info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest keys every class of one release shares."""
+    ckpt = LAYOUT.checkpoint_record
+    return {
+        "format": manifest.FORMAT,
+        "model": model,
+        "version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "checkpoint_sha256": read_json(ckpt).get("sha256") if ckpt.is_file() else None,
+        "mlflow": mlflow_info,
+    }
+
+
+def bundle_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
