@@ -252,13 +252,15 @@ def write_bundle(
 
 def shared_meta(cfg: Config, model: str, version: str, mlflow_info: dict[str, Any]) -> dict[str, Any]:
     """The manifest keys every class of one release shares."""
-    ckpt = LAYOUT.checkpoint_record
+    rec, ckpt = LAYOUT.checkpoint_record, Path(cfg.model.checkpoint)
+    # the checkpoint stage's record of the run, else the file itself (a run driven without that stage)
+    ckpt_sha = read_json(rec).get("sha256") if rec.is_file() else sha256_file(ckpt) if ckpt.is_file() else None
     return {
         "format": manifest.FORMAT,
         "model": model,
         "version": version,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "checkpoint_sha256": read_json(ckpt).get("sha256") if ckpt.is_file() else None,
+        "checkpoint_sha256": ckpt_sha,
         "mlflow": mlflow_info,
     }
 

@@ -1,0 +1,179 @@
+"""Release bundles from a real pipeline run: contents, manifest hashes, the signature, the refusals,
+and the version that each release takes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tasks.config import load_config
+from tasks.data.split import Split
+from tasks.io import read_json, sha256_file, write_json
+from tasks.layout import LAYOUT
+from tasks.release import keys, make, manifest
+from tasks.release.bundle import next_version
+from tasks.runtimes.local import local_outputs
+from tasks.stage import StageError
+from tests.tasks.release.pipeline import pipeline_run, project  # noqa: F401
+
+MODEL = "edgeforge-mnist_cnn"
+
+
+def _release(**kw) -> list[dict]:
+    return make.make(load_config("params.yaml"), **kw)
+
+
+def _pub():
+    return keys.load_public(".edgeforge/release/signing_ed25519.pub")
+
+
+def test_bundle_contents_manifest_and_signature(project):
+    (b,) = _release()
+    root = project / "releases" / MODEL / "0.1.0" / "local"
+    assert b["path"] == root.relative_to(project) and b["class"] == "local" and b["key"] == "local-fp32"
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files == [
+        "artifact/model.onnx",
+        "golden/inputs.npy",
+        "golden/outputs.npz",
+        "manifest.json",
+        "manifest.sig",
+        "source.onnx",
+    ]
+    data = (root / "manifest.json").read_bytes()
+    m = json.loads(data)
+    assert data == manifest.canonical(m)  # exactly the canonical bytes
+    assert b["sha256"] == manifest.bundle_sha(data) == sha256_file(root / "manifest.json")
+    assert b["size"] == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert manifest.check(root, _pub()) == m
+    # every file but the manifest and its signature, with its real hash and size
+    assert set(m["files"]) == set(files) - {"manifest.json", "manifest.sig"}
+    for rel, meta in m["files"].items():
+        assert meta == {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
+    build = read_json(LAYOUT.build_dir("local", "fp32") / "build.json")
+    assert sha256_file(root / "artifact/model.onnx") == build["sha256"] == m["artifact"]["sha256"]
+    assert sha256_file(root / "source.onnx") == sha256_file(LAYOUT.precision_onnx("fp32", "onnxruntime"))
+    assert m["format"] == "edgeforge-release/1" and m["model"] == MODEL and m["version"] == "0.1.0"
+    assert m["class"] == "local" and m["created_at"].endswith("Z")
+    assert m["checkpoint_sha256"] == sha256_file(project / "model.pt")
+    assert m["key_id"] == keys.key_id(_pub())
+    art = m["artifact"]
+    assert art["files"] == ["artifact/model.onnx"] and art["source"] == "source.onnx"
+    assert art["calibration_cache"] is None
+    assert art["compatible"] == {"runtime": "onnxruntime", "onnxruntime_version": build["runtime_version"]}
+    assert art["recipe"]["runtime"] == "onnxruntime" and art["recipe"]["precision"] == "fp32"
+    assert art["recipe"]["choices"] == {k: v for k, v in build["device_choices"].items() if k != "reasons"}
+    fp = read_json(LAYOUT.fingerprint("local"))
+    assert m["validated_on"] == {"target": "local", "fingerprint_sha256": fp["fingerprint_sha256"], "fingerprint": fp}
+    summary = read_json(LAYOUT.summary)
+    row = next(r for r in summary["rows"] if r["key"] == "local-fp32")
+    assert m["metrics"]["key"] == "local-fp32" and m["metrics"]["verdict"] == "accepted"
+    assert m["metrics"]["value"] == row["value"] and m["metrics"]["latency_p99_ms"] == row["latency_p99_ms"]
+    assert len(m["metrics"]["eval_split_sha256"]) == 64
+    assert m["mlflow"]["run_id"] == b["run_id"] and m["mlflow"]["experiment"] == "edgeforge"
+    assert m["mlflow"]["pipeline_run_id"] == summary["mlflow"]["parent_run_id"]
+    # golden data: the first release.golden_samples eval samples and the artifact's outputs on them
+    g = m["golden"]
+    assert (g["samples"], g["atol"], g["rtol"], g["max_outside"]) == (8, 1e-3, 1e-3, 0.0)
+    x = np.load(root / g["inputs"])
+    assert x.dtype == np.float32 and np.array_equal(x, Split(LAYOUT.split("eval")).x[:8])
+    want = local_outputs(root / "artifact/model.onnx", "onnxruntime", Split(LAYOUT.split("eval")), 4, limit=8)
+    with np.load(root / g["outputs"]) as z:
+        assert set(z.files) == set(want) == {"logits"}
+        np.testing.assert_allclose(z["logits"], want["logits"], rtol=1e-5, atol=1e-5)
+        assert z["logits"].dtype == np.float32 and z["logits"].shape[0] == 8
+
+
+def test_a_flipped_byte_a_wrong_key_or_an_extra_file_is_refused(project, tmp_path):
+    _release()
+    good = project / "releases" / MODEL / "0.1.0" / "local"
+
+    def copy() -> object:
+        d = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(good, d)
+        return d
+
+    d = copy()
+    blob = bytearray((d / "artifact/model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (d / "artifact/model.onnx").write_bytes(bytes(blob))
+    with pytest.raises(StageError, match="artifact/model.onnx does not match its sha256"):
+        manifest.check(d, _pub())
+    d = copy()
+    data = bytearray((d / "manifest.json").read_bytes())
+    data[data.index(b'"samples":8') + 10] = ord("7")
+    (d / "manifest.json").write_bytes(bytes(data))
+    with pytest.raises(StageError, match="signature .* does not verify"):
+        manifest.check(d, _pub())
+    d = copy()
+    (d / "golden/extra.npy").write_bytes(b"x")
+    with pytest.raises(StageError, match="not in the manifest: golden/extra.npy"):
+        manifest.check(d, _pub())
+    d = copy()
+    (d / "source.onnx").unlink()
+    with pytest.raises(StageError, match="source.onnx is missing"):
+        manifest.check(d, _pub())
+    keys.generate(tmp_path / "other.pem", tmp_path / "other.pub")
+    with pytest.raises(StageError, match="signed by key"):
+        manifest.check(good, keys.load_public(tmp_path / "other.pub"))
+
+
+def test_versions_bump_and_an_existing_version_is_never_replaced(project):
+    assert _release()[0]["version"] == "0.1.0"
+    assert _release()[0]["version"] == "0.1.1"
+    assert _release(version="1.4.0")[0]["version"] == "1.4.0"
+    assert _release()[0]["version"] == "1.4.1"
+    before = sha256_file(project / "releases" / MODEL / "0.1.1" / "local" / "manifest.json")
+    with pytest.raises(StageError, match=r"release edgeforge-mnist_cnn 0.1.1 exists already.*bump release.version"):
+        _release(version="0.1.1")
+    assert sha256_file(project / "releases" / MODEL / "0.1.1" / "local" / "manifest.json") == before
+    with pytest.raises(StageError, match="not MAJOR.MINOR.PATCH"):
+        next_version(project / "releases", MODEL, "1.4")
+
+
+def test_refusals_leave_no_bundle(project):
+    store = project / "releases"
+    # no key: nothing is made
+    (project / ".edgeforge/release/signing_ed25519.pem").unlink()
+    with pytest.raises(StageError, match="no signing key.*edgeforge keygen"):
+        _release()
+    assert not store.exists()
+    keys.generate(".edgeforge/release/signing_ed25519.pem", ".edgeforge/release/signing_ed25519.pub", force=True)
+    # the winner rejected since (summary edited as a re-judged run would write it)
+    summary = read_json(LAYOUT.summary)
+    rejected = json.loads(json.dumps(summary))
+    for r in rejected["rows"]:
+        r["accepted"], r["verdict"], r["reason"] = False, "rejected", "top1 drop 9.00 points > eval.max_drop 1"
+    write_json(LAYOUT.summary, rejected)
+    with pytest.raises(StageError, match="winner local-fp32 is not accepted"):
+        _release()
+    # the build changed since the run chose it
+    write_json(LAYOUT.summary, summary)
+    art = LAYOUT.build_dir("local", "fp32") / "model.onnx"
+    saved = art.read_bytes()
+    art.write_bytes(saved + b"\0")
+    with pytest.raises(StageError, match="the build changed since the pipeline run"):
+        _release()
+    art.write_bytes(saved)
+    # no pipeline run
+    LAYOUT.summary.unlink()
+    with pytest.raises(StageError, match=r"summary.json is missing: run the pipeline first \(`make run`\)"):
+        _release()
+    assert not store.exists() or not any(store.rglob("manifest.json"))
+
+
+def test_classes_follow_release_devices(project):
+    import yaml
+
+    p = yaml.safe_load(open("params.yaml"))
+    p["target"]["ssh_a"] = {**p["target"]["local"], "transport": "ssh", "host": "127.0.0.1"}
+    p["release"]["devices"] = {"ssh_a": "local"}
+    with open("params.yaml", "w") as f:
+        yaml.safe_dump(p, f)
+    (b,) = _release()
+    assert b["class"] == "local"
+    with pytest.raises(StageError, match="--classes nope: not a device class"):
+        _release(classes=["nope"])
