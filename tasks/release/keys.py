@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -68,7 +68,7 @@ def load_public(path: str | os.PathLike) -> Ed25519PublicKey:
 def _private_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):  # the library's message may quote the input: never shown
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # the library's message may quote the input: never shown
         raise stage.StageError(
             f"{where} holds no unencrypted PKCS#8 PEM private key; {_TO_MAKE}, or fix {where}"
         ) from None

@@ -177,3 +177,87 @@ def test_classes_follow_release_devices(project):
     assert b["class"] == "local"
     with pytest.raises(StageError, match="--classes nope: not a device class"):
         _release(classes=["nope"])
+
+
+def test_golden_outputs_over_ssh_match_this_process(project, sshd, tmp_path):
+    """An SSH class's golden outputs come from its device agent (``infer``), as evaluate gets them."""
+    from tasks.config import Config, from_dict
+    from tasks.release import golden
+    from tests.tasks.test_devices import ssh_target
+
+    p = read_json_yaml("params.yaml")
+    p["target"]["dev"] = ssh_target(sshd, tmp_path / "device")
+    cfg = from_dict(Config, p)
+    build_dir, eval_dir = LAYOUT.build_dir("local", "fp32"), LAYOUT.split("eval")
+    remote = golden.golden_outputs(cfg, "dev", build_dir, eval_dir, 5, log=lambda m: None)
+    here = golden.golden_outputs(cfg, "local", build_dir, eval_dir, 5)
+    assert set(remote) == set(here) == {"logits"} and remote["logits"].shape[0] == 5
+    np.testing.assert_allclose(remote["logits"], here["logits"], rtol=1e-5, atol=1e-6)
+
+
+def read_json_yaml(path: str) -> dict:
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _row(target: str, precision: str, host: str = "local", accepted: bool = True) -> dict:
+    return {
+        "key": f"{target}-{precision}",
+        "target": target,
+        "precision": precision,
+        "host": host,
+        "accepted": accepted,
+    }
+
+
+def test_classes_share_their_device_winner(cfg):
+    """Two build targets on one device: one contest, one winner; each class that names either gets it."""
+    import dataclasses
+
+    from tasks.release.bundle import plan
+
+    rows = [_row("local", "fp32"), _row("local_openvino", "fp32"), _row("jet", "fp16", host="10.0.0.2:22")]
+    summary = {"rows": rows, "winners": {"local": {"key": "local_openvino-fp32"}, "10.0.0.2:22": {"key": "jet-fp16"}}}
+    build = dataclasses.replace(cfg.build, targets=["local", "local_openvino", "jet"])
+    c = dataclasses.replace(cfg, build=build)
+    # no release.devices: every device once, named after its winner's target
+    assert [(p.cls, p.row["key"]) for p in plan(c, summary)] == [
+        ("local_openvino", "local_openvino-fp32"),
+        ("jet", "jet-fp16"),
+    ]
+    rel = dataclasses.replace(c.release, devices={"a": "local", "b": "local_openvino", "c": "local"})
+    c2 = dataclasses.replace(c, release=rel)
+    assert [(p.cls, p.row["key"]) for p in plan(c2, summary)] == [
+        ("local", "local_openvino-fp32"),
+        ("local_openvino", "local_openvino-fp32"),
+    ]
+    assert [p.cls for p in plan(c2, summary, ["local"])] == ["local"]
+    lost = {"rows": rows, "winners": {"10.0.0.2:22": {"key": "jet-fp16"}}}
+    with pytest.raises(StageError, match="class 'local': device 'local' has no winner"):
+        plan(c2, lost)
+    rel3 = dataclasses.replace(c.release, devices={"a": "elsewhere"})
+    with pytest.raises(StageError, match="class 'elsewhere' .* is not in build.targets"):
+        plan(dataclasses.replace(c, release=rel3), summary)
+
+
+def test_artifact_files_are_the_artifact_first_then_its_weights(tmp_path):
+    from tasks.records import artifact_files
+
+    for name in ("model.xml", "model.bin", "build.log", "layers.json"):
+        (tmp_path / name).write_text(name)
+    rec = {
+        "target": "t",
+        "precision": "fp32",
+        "runtime": "openvino",
+        "artifact": "model.xml",
+        "runtime_version": "1",
+        "host": "local",
+        "sha256": "0",
+        "size_bytes": 1,
+        "source_onnx_sha256": "0",
+        "build_seconds": 0.1,
+    }
+    write_json(tmp_path / "build.json", rec)
+    assert [p.name for p in artifact_files(tmp_path)] == ["model.xml", "model.bin"]
