@@ -38,8 +38,9 @@ from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
 from tasks.reuse import StageInputs, inputs_of, item_digest, prune, unchanged, write_record
 from tasks.runtimes import BuildError, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
+from tasks.runtimes.tensorrt_build_plan import target_plan
 from tasks.runtimes.tensorrt_check import check_build
-from tasks.runtimes.tensorrt_recipe import ONNX_NAME, Profile, Sources, plan, timing_cache_path
+from tasks.runtimes.tensorrt_recipe import ONNX_NAME
 
 
 def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
@@ -113,41 +114,8 @@ def _check_int8_gpu(target: str, precision: str, fingerprint: dict) -> None:
 
 def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
     """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
-    version = fingerprint.get("tensorrt")
-    if not version:
-        raise BuildError(
-            f"{dev.name}: the probe found no TensorRT on the device (looked for trtexec at "
-            f"{dev.target.tensorrt.trtexec}); install TensorRT or set target.{dev.name}.tensorrt.trtexec"
-        )
-    qdir = LAYOUT.quantize_dir(precision)
-    cache = qdir / "calibration.cache"
-    sources = Sources(
-        fp32_onnx=LAYOUT.onnx,
-        precision_onnx=LAYOUT.precision_onnx(precision, "tensorrt"),
-        calib_cache=cache if cache.is_file() else None,
-        fp16_glue_onnx=LAYOUT.fp16_glue_onnx(precision) if precision.startswith("int8-") else None,
-    )
-    gpu = (fingerprint.get("gpu") or [None])[0]  # trtexec builds on device 0
-    # one cache per TensorRT version and GPU: TensorRT refuses a cache of another version (a JetPack upgrade)
-    tcache = timing_cache_path(dev.target.tensorrt.timing_cache, version, gpu)
-    inp = cfg.model.input
-    profile = (
-        Profile(
-            inp.name, tuple(inp.shape), max(cfg.bench.batch_sizes), max(*cfg.bench.batch_sizes, cfg.eval.batch_size)
-        )
-        if inp.dynamic_batch
-        else None
-    )
-    p = plan(
-        version,
-        precision,
-        dev.target.tensorrt,
-        sources,
-        tcache if tcache.startswith("/") else f"../../{tcache}",
-        profile,
-        target=dev.name,
-        gpu=gpu,
-    )
+    p = target_plan(cfg, dev.name, precision, fingerprint)
+    version = fingerprint["tensorrt"]
     source_sha256 = sha256_file(p.uploads[ONNX_NAME])  # the recipe's model (p.meta["trt_onnx"] says which)
     # an opset the device's ONNX parser reads: down-converted and verified on real inputs (#14)
     p.uploads[ONNX_NAME], onnx_meta = opset.fit(p.uploads[ONNX_NAME], version, dev.name, out, LAYOUT.split("calib"))

@@ -170,13 +170,15 @@ def built_artifact(build_dir: str | Path) -> Path:
 
 def artifact_files(build_dir: str | Path) -> list[Path]:
     """The files a build's artifact is made of (the artifact first, then e.g. OpenVINO's ``.bin``):
-    every file of the build folder but its record, logs and JSON side files."""
+    every file of the build folder but its record, logs, JSON side files and the ONNX a TensorRT build
+    down-converted to upload (``onnx_opset_conversion``: a source, not part of the engine)."""
     build_dir = Path(build_dir)
-    art = built_artifact(build_dir)
+    art = built_artifact(build_dir)  # the record is there
+    source = (BuildRecord.read(build_dir / "build.json").extra.get("onnx_opset_conversion") or {}).get("file")
     rest = [
         p
         for p in sorted(build_dir.iterdir())
-        if p.is_file() and p != art and p.name != "build.json" and p.suffix not in (".log", ".json")
+        if p.is_file() and p != art and p.name not in ("build.json", source) and p.suffix not in (".log", ".json")
     ]
     return [art, *rest]
 

@@ -22,16 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tasks import stage
 from tasks.config import Config
 from tasks.config.load import SEMVER, family
-from tasks.device.choices import run_threads
 from tasks.io import atomic_dir, read_json, sha256_file
 from tasks.layout import LAYOUT, Layout
-from tasks.records import BuildRecord, artifact_files, built_from, read_fingerprint
-from tasks.release import golden, manifest
+from tasks.records import BuildRecord, artifact_files, read_fingerprint
+from tasks.release import golden, manifest, recipe
 from tasks.reporting.selection import device_of
-from tasks.runtimes.openvino_rt import onnx_io_names
-
-SOURCE = "source.onnx"
-CALIBRATION = "calibration.cache"
 
 
 @dataclass
@@ -132,37 +127,6 @@ def split_sha256(split_dir: Path) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def _portable(rec: BuildRecord, fp: dict[str, Any]) -> dict[str, Any]:
-    """What a device must match to load ``artifact/`` as is (fingerprint key: value)."""
-    if rec.runtime == "tensorrt":
-        gpu = (fp.get("gpu") or [{}])[0] or {}
-        return {
-            "tensorrt": rec.runtime_version,
-            "compute_capability": gpu.get("compute_capability"),
-            "l4t": fp.get("l4t"),
-        }
-    return {"runtime": rec.runtime, f"{rec.runtime}_version": rec.runtime_version}
-
-
-def _recipe(rec: BuildRecord, source: Path, cfg: Config) -> dict[str, Any]:
-    """The agent's build request minus its file paths (TensorRT: its trtexec facts from the record)."""
-    choices = {k: v for k, v in (rec.extra.get("device_choices") or {}).items() if k != "reasons"}
-    if rec.runtime == "tensorrt":
-        return {
-            "runtime": "tensorrt",
-            "precision": rec.precision,
-            **{k: v for k, v in rec.extra.items() if k.startswith("trt_")},
-        }
-    return {
-        "runtime": rec.runtime,
-        "precision": rec.precision,
-        "threads": run_threads(choices, cfg.target[rec.target].threads),
-        "io_names": onnx_io_names(source) if rec.runtime == "openvino" else None,
-        "choices": choices,
-        "emulated": bool(rec.extra.get("emulated")),
-    }
-
-
 def container_hook(root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path) -> Any:
     """The container recipe and Triton entry (helper "containers": ``tasks.release.containers``), written
     into the bundle folder ``root``; returns the manifest's ``container`` ({dockerfile, base_image,
@@ -197,7 +161,8 @@ def write_bundle(
     build_dir = LAYOUT.build_dir(row["target"], row["precision"])
     rec = check_unchanged(row, build_dir)
     fp = read_fingerprint(LAYOUT.fingerprint(row["target"]), row["target"])
-    source = built_from(rec.precision, rec.runtime, build_dir)
+    made = recipe.rebuild(cfg, rec, build_dir, fp)
+    source = made.files[recipe.SOURCE]
     tol = cfg.parity.artifact.get(family(rec.precision))
     with atomic_dir(final) as tmp:
         (tmp / "artifact").mkdir()
@@ -205,11 +170,8 @@ def write_bundle(
         for p in artifact_files(build_dir):
             shutil.copy2(p, tmp / "artifact" / p.name)
             files.append(f"artifact/{p.name}")
-        shutil.copy2(source, tmp / SOURCE)
-        cache = LAYOUT.quantize_dir(rec.precision) / CALIBRATION
-        implicit_int8 = rec.runtime == "tensorrt" and rec.extra.get("trt_onnx") == "fp32_onnx"
-        if implicit_int8 and cache.is_file():
-            shutil.copy2(cache, tmp / CALIBRATION)
+        for rel, local in made.files.items():
+            shutil.copy2(local, tmp / rel)
         samples = golden.write(cfg, row["target"], build_dir, LAYOUT.split("eval"), tmp, log)
         container = container_hook(tmp, meta["model"], rec, fp, source)
         m = {
@@ -220,10 +182,10 @@ def write_bundle(
                 "runtime_version": rec.runtime_version,
                 "precision": rec.precision,
                 "files": files,
-                "source": SOURCE,
-                "calibration_cache": CALIBRATION if (tmp / CALIBRATION).is_file() else None,
-                "recipe": _recipe(rec, source, cfg),
-                "compatible": _portable(rec, fp),
+                "source": recipe.SOURCE,
+                "calibration_cache": recipe.CALIBRATION if recipe.CALIBRATION in made.files else None,
+                "recipe": made.recipe,
+                "compatible": made.compatible,
                 "sha256": rec.sha256,
             },
             "validated_on": {

@@ -261,3 +261,56 @@ def test_artifact_files_are_the_artifact_first_then_its_weights(tmp_path):
     }
     write_json(tmp_path / "build.json", rec)
     assert [p.name for p in artifact_files(tmp_path)] == ["model.xml", "model.bin"]
+
+
+def _trt_record(build_dir, **extra) -> None:
+    rec = {
+        "target": "jet",
+        "precision": "fp16",
+        "runtime": "tensorrt",
+        "artifact": "model.engine",
+        "runtime_version": "10.3.0",
+        "host": "10.0.0.2:22",
+        "sha256": "0",
+        "size_bytes": 1,
+        "source_onnx_sha256": "0",
+        "build_seconds": 1.0,
+        "trt_plugins": ["/opt/lib/libplug.so"],
+        **extra,
+    }
+    build_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("model.engine", "build.log", "layers.json", "model.opset17.onnx"):
+        (build_dir / name).write_text(name)
+    write_json(build_dir / "build.json", rec)
+
+
+def test_a_tensorrt_recipe_rebuilds_with_the_bundles_files(project, tmp_path):
+    """A TensorRT bundle: the engine alone under artifact/, the model trtexec was given as source.onnx
+    (the down-converted one when the build converted it), and argv naming the bundle's files."""
+    from tasks.config import Config, from_dict
+    from tasks.records import BuildRecord, artifact_files
+    from tasks.release import recipe
+
+    p = read_json_yaml("params.yaml")
+    p["target"]["jet"] = {**p["target"]["local"], "runtime": "tensorrt", "transport": "ssh", "host": "10.0.0.2"}
+    cfg = from_dict(Config, p)
+    fp = {"tensorrt": "10.3.0", "gpu": [{"name": "Orin", "compute_capability": "8.7"}], "l4t": "36.4"}
+    build_dir = tmp_path / "jet-fp16"
+    _trt_record(build_dir)
+    made = recipe.rebuild(cfg, BuildRecord.read(build_dir / "build.json"), build_dir, fp)
+    assert made.compatible == {
+        "runtime": "tensorrt",
+        "tensorrt_version": "10.3.0",
+        "gpu_compute_capability": "8.7",
+        "l4t": "36.4",
+    }
+    assert made.files == {"source.onnx": LAYOUT.onnx}  # fp16: the FP32 ONNX + --fp16
+    r = made.recipe
+    assert "--onnx={source}" in r["argv"] and "--fp16" in r["argv"] and "--saveEngine=model.engine" in r["argv"]
+    assert not any("model.onnx" in a for a in r["argv"])
+    assert (r["engine"], r["log"], r["plugins"]) == ("model.engine", "build.log", ["/opt/lib/libplug.so"])
+    # converted to an opset the device's parser reads: that file is the source, and not part of the engine
+    _trt_record(build_dir, onnx_opset_conversion={"from": 18, "to": 17, "file": "model.opset17.onnx"})
+    made = recipe.rebuild(cfg, BuildRecord.read(build_dir / "build.json"), build_dir, fp)
+    assert made.files == {"source.onnx": build_dir / "model.opset17.onnx"}
+    assert [f.name for f in artifact_files(build_dir)] == ["model.engine"]
