@@ -51,7 +51,7 @@ def plan(cfg: Config, summary: dict[str, Any], only: list[str] | None = None) ->
     """The bundles to make: ``[Planned(class, winner row)]``; ``only`` limits the classes (``--classes``)."""
     rows = summary["rows"]
     by_key = {r["key"]: r for r in rows}
-    win = {dev: by_key.get(w["key"]) for dev, w in (summary.get("winners") or {}).items()}
+    win = {dev: by_key[w["key"]] for dev, w in (summary.get("winners") or {}).items() if w["key"] in by_key}
     if cfg.release.devices:
         classes = sorted(set(cfg.release.devices.values()))
     else:  # each device of the build targets once, named after its winner's target
@@ -127,24 +127,36 @@ def split_sha256(split_dir: Path) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def container_hook(root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path) -> Any:
-    """The container recipe and Triton entry (helper "containers": ``tasks.release.containers``), written
-    into the bundle folder ``root``; returns the manifest's ``container`` ({dockerfile, base_image,
-    triton}) or None while that module is absent.
+def _max_batch(cfg: Config, rec: BuildRecord) -> int:
+    """Triton's max_batch_size for a dynamic-batch model: the engine profile's max batch (TensorRT),
+    else the largest batch the pipeline ran it at."""
+    profile = rec.extra.get("trt_profile") or {}
+    return int(profile.get("max") or max(*cfg.bench.batch_sizes, cfg.eval.batch_size))
 
-    TODO(lead): wire this to the merged ``tasks.release.containers`` (its task's documented call:
-    ``container_files(model, runtime, precision, fingerprint, artifact_name, io)`` -> the files
-    {relpath: bytes} and the manifest's ``container`` dict; the Triton model file is the artifact
-    copied to the relpath it names)."""
+
+def container_hook(cfg: Config, root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path) -> Any:
+    """The container recipe and Triton entry of the bundle in ``root`` (helper "containers":
+    :func:`tasks.release.containers.container_files`), the artifact copied to the Triton model file;
+    returns the manifest's ``container`` ({dockerfile, base_image, triton}).
+
+    Written against ``container_files`` and ``triton.onnx_io`` as on branch issue17/containers (f084b1b).
+    TODO(lead): until that branch is merged the bundle has no container files and ``container`` is null."""
     try:
-        from tasks.release import containers  # type: ignore[attr-defined]
+        from tasks.release.containers import container_files  # type: ignore[import-not-found]
+        from tasks.release.triton import onnx_io  # type: ignore[import-not-found]
     except ImportError:
         return None
-    files, meta = containers.container_files(model, rec.runtime, rec.precision, fp, rec.artifact, source)
-    for rel, data in files.items():
+    art = root / "artifact" / rec.artifact
+    made = container_files(
+        model, rec.runtime, rec.precision, fp, rec.artifact, onnx_io(source), max_batch=_max_batch(cfg, rec)
+    )
+    for rel, data in made.files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
-    return meta
+    if made.model_file:
+        (root / made.model_file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(art, root / made.model_file)
+    return made.meta
 
 
 def write_bundle(
@@ -173,7 +185,7 @@ def write_bundle(
         for rel, local in made.files.items():
             shutil.copy2(local, tmp / rel)
         samples = golden.write(cfg, row["target"], build_dir, LAYOUT.split("eval"), tmp, log)
-        container = container_hook(tmp, meta["model"], rec, fp, source)
+        container = container_hook(cfg, tmp, meta["model"], rec, fp, source)
         m = {
             **meta,
             "class": planned.cls,

@@ -3,6 +3,7 @@ and the version that each release takes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -35,7 +36,7 @@ def test_bundle_contents_manifest_and_signature(project):
     root = project / "releases" / MODEL / "0.1.0" / "local"
     assert b["path"] == root.relative_to(project) and b["class"] == "local" and b["key"] == "local-fp32"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == [
+    assert [f for f in files if not f.startswith(("container/", "triton/"))] == [
         "artifact/model.onnx",
         "golden/inputs.npy",
         "golden/outputs.npz",
@@ -58,6 +59,14 @@ def test_bundle_contents_manifest_and_signature(project):
     assert sha256_file(root / "source.onnx") == sha256_file(LAYOUT.precision_onnx("fp32", "onnxruntime"))
     assert m["format"] == "edgeforge-release/1" and m["model"] == MODEL and m["version"] == "0.1.0"
     assert m["class"] == "local" and m["created_at"].endswith("Z")
+    if importlib.util.find_spec("tasks.release.containers") is None:  # the containers helper's part not merged
+        assert m["container"] is None and not any(f.startswith(("container/", "triton/")) for f in files)
+    else:  # the container recipe, and the Triton entry serving the artifact itself
+        triton = f"triton/{MODEL}"
+        c = m["container"]
+        assert (c["dockerfile"], c["triton"]) == ("container/Dockerfile", triton) and c["base_image"]
+        assert {"container/Dockerfile", "container/README.md", f"{triton}/config.pbtxt"} <= set(files)
+        assert sha256_file(root / triton / "1/model.onnx") == m["artifact"]["sha256"]
     assert m["checkpoint_sha256"] == sha256_file(project / "model.pt")
     assert m["key_id"] == keys.key_id(_pub())
     art = m["artifact"]
