@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass
 
+from tasks.release.dockerfile import dockerfile_problems
 from tasks.release.triton import PLATFORMS, config_pbtxt
 from tasks.stage import StageError
 
 ROOT = "/opt/edgeforge"
 
-# NVIDIA's L4T JetPack images on NGC are tagged r<L4T release> (nvcr.io/nvidia/l4t-jetpack:r35.4.1,
-# :r36.4.0; catalog.ngc.nvidia.com/orgs/nvidia/containers/l4t-jetpack), one per JetPack release. The
-# l4t-tensorrt images are tagged by TensorRT version instead (r8.5.2-runtime, r10.3.0-runtime) and
-# do not exist for every JetPack, so the L4T-keyed l4t-jetpack is the one that matches a probe.
-# L4T release -> (JetPack, TensorRT the image carries).
+# NVIDIA's L4T JetPack images on NGC are tagged r<L4T release>, one per JetPack release
+# (https://catalog.ngc.nvidia.com/orgs/nvidia/containers/l4t-jetpack/tags: r35.1.0 ... r35.4.1,
+# r36.2.0, r36.3.0, r36.4.0; dusty-nv/jetson-containers picks `l4t-jetpack:r{L4T}` the same way for
+# JetPack 5). The l4t-tensorrt images are tagged by TensorRT version instead (r8.5.2-runtime for L4T
+# 35.x, r10.3.0-runtime for 36.4) and do not exist for every JetPack, so the L4T-keyed l4t-jetpack is
+# the one a probe's `l4t` names. L4T release -> (JetPack, TensorRT the image carries).
 L4T_IMAGES = {
     "35.1.0": ("5.0.2", "8.4.1"),
     "35.2.1": ("5.1", "8.5.2"),
@@ -50,14 +51,8 @@ L4T_IMAGES = {
 L4T_SAME_AS = {"36.4": "36.4.0"}
 JETSON_IMAGE = "nvcr.io/nvidia/l4t-jetpack"
 
-# which package the CPU image installs for each runtime (its pip name, its import name)
+# runtime -> the pip package the CPU image installs (the fingerprint's version of it)
 CPU_RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-
-DOCKERFILE_INSTRUCTIONS = frozenset(
-    "FROM RUN CMD LABEL MAINTAINER EXPOSE ENV ADD COPY ENTRYPOINT VOLUME USER WORKDIR ARG ONBUILD "
-    "STOPSIGNAL HEALTHCHECK SHELL".split()
-)
-PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+!_-]*$")
 
 # Copied bundle -> release layout: the release id is <version>-<sha256 of manifest.json>[:12], as on
 # the device; manifest.json's own bytes say both, so the recipe need not know them in advance.
@@ -130,74 +125,11 @@ def l4t_image(fingerprint: dict) -> tuple[str, str]:
             f"the device runs TensorRT {device_trt} but {JETSON_IMAGE}:r{tag} (L4T {l4t}) carries TensorRT {trt}: "
             "an engine built on the device would not load in the container; re-probe the device"
         )
-    return f"{JETSON_IMAGE}:r{tag}", f"L4T R{tag}, JetPack {jetpack}, TensorRT {trt} (device: L4T {l4t})"
-
-
-def dockerfile_problems(text: str) -> list[str]:
-    """What is wrong with a Dockerfile, by the rules its bundle promises: every instruction is a
-    Dockerfile instruction, FROM comes first with a pinned tag (not ``latest``) or digest, every
-    ``pip install`` names ``package==version`` only, and exec-form CMD/ENTRYPOINT is a JSON list."""
-    logical, problems, buf = [], [], ""
-    for line in text.splitlines():
-        if not buf and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        buf += line[:-1] + " " if line.rstrip().endswith("\\") else line
-        if not line.rstrip().endswith("\\"):
-            logical.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        problems.append(f"the last instruction ends in a line continuation: {buf.strip()[:60]!r}")
-    for i, instr in enumerate(logical):
-        word, _, args = instr.partition(" ")
-        word, args = word.upper(), args.strip()
-        if word not in DOCKERFILE_INSTRUCTIONS:
-            problems.append(f"unknown instruction {word!r}")
-        elif i == 0 and word != "FROM":
-            problems.append(f"the first instruction is {word}, not FROM")
-        if word == "FROM":
-            image = args.split()[0] if args else ""
-            name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-            if "@sha256:" not in image and (not tag or tag == "latest"):
-                problems.append(f"FROM {image!r} is not pinned to a version tag")
-        words = _exec_form(args) if word in ("RUN", "CMD", "ENTRYPOINT") and args.startswith("[") else None
-        if words is False:
-            problems.append(f"{word}'s exec form is not a JSON list of strings")
-        if word == "RUN" and words is not False:
-            specs = _pip_specs(words or shlex.split(re.sub(r"&&|\|\||\||;", " ; ", args)))
-            problems += [f"pip install {spec!r} is not pinned (package==version)" for spec in specs]
-    if not logical:
-        problems.append("no instruction")
-    return problems
-
-
-def _exec_form(args: str) -> list[str] | bool:
-    """An exec-form instruction's argv, or False when it is not a JSON list of strings."""
-    try:
-        words = json.loads(args)
-    except ValueError:
-        return False
-    return words if isinstance(words, list) and all(isinstance(w, str) for w in words) else False
-
-
-def _pip_specs(words: list[str]) -> list[str]:
-    """The unpinned requirement specs of every ``pip install`` in a command's words (``;`` separates
-    shell commands; options skipped; ``-r``/``-c`` files count as unpinned: their pins are not in the
-    Dockerfile)."""
-    bad, i = [], 0
-    while i < len(words):
-        if words[i].endswith("pip") or words[i] == "pip3":
-            if i + 1 < len(words) and words[i + 1] == "install":
-                i += 2
-                while i < len(words) and words[i] != ";":
-                    w = words[i]
-                    if w in ("-r", "--requirement", "-c", "--constraint", "-e", "--editable"):
-                        bad.append(" ".join(words[i : i + 2]))
-                        i += 1
-                    elif not w.startswith("-") and not PINNED.match(w):
-                        bad.append(w)
-                    i += 1
-        i += 1
-    return bad
+    note = (
+        f"L4T R{tag}, JetPack {jetpack}, TensorRT {trt} (device: L4T {l4t}); tags are r<L4T release>:\n"
+        "# https://catalog.ngc.nvidia.com/orgs/nvidia/containers/l4t-jetpack/tags"
+    )
+    return f"{JETSON_IMAGE}:r{tag}", note
 
 
 def _dockerfile(base: str, base_note: str, labels: dict, setup: list[str], python: str, check: list[str]) -> str:

@@ -18,7 +18,8 @@ import pytest
 from google.protobuf import text_format
 from onnx import TensorProto, helper
 
-from tasks.release.containers import ContainerError, container_files, dockerfile_problems
+from tasks.release.containers import ContainerError, container_files
+from tasks.release.dockerfile import dockerfile_problems
 from tasks.release.triton import TritonError, config_pbtxt, onnx_io
 from tasks.stage import stage_errors
 
@@ -149,7 +150,8 @@ def test_jetson_tensorrt_gets_the_l4t_image_of_its_release_and_a_triton_plan(tin
         "tiny", "tensorrt", "int8-entropy", fingerprint, "model.plan", onnx_io(tiny_onnx), max_batch=8
     )
     text = _dockerfile(recipe)
-    assert text.splitlines()[3] == f"FROM {image}" and f"TensorRT {trt}" in text
+    assert [line for line in text.splitlines() if line.startswith("FROM ")] == [f"FROM {image}"]
+    assert f"TensorRT {trt}" in text and "l4t-jetpack/tags" in text
     assert f"pip install numpy=={fingerprint['numpy']}\n" in text
     assert recipe.meta == {"dockerfile": "container/Dockerfile", "base_image": image, "triton": "triton/tiny"}
     assert recipe.model_file == "triton/tiny/1/model.plan"
@@ -252,6 +254,7 @@ def test_fixed_batch_and_data_dependent_outputs_are_served_unbatched():
         ('FROM python:3.11-slim\nRUN ["pip", "install", "openvino"]\n', "'openvino' is not pinned"),
         ('FROM python:3.11-slim\nCMD ["python", 3]\n', "CMD's exec form is not a JSON list"),
         ("FROM python:3.11-slim\nRUN echo \\\n", "ends in a line continuation"),
+        ("FROM python:3.11-slim\nRUN echo a && \\\n# a comment inside\n  pip install onnx\n", "'onnx' is not pinned"),
     ],
 )
 def test_the_dockerfile_check_finds_what_breaks_the_contract(text, problem):
