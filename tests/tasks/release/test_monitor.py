@@ -5,9 +5,11 @@ reports them; a throttled CPU clock and a hot zone), then the host side's findin
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -129,6 +131,24 @@ def test_an_overrunning_inference_misses_its_deadlines():
     assert w["count"] >= 1 and w["missed"] >= w["count"]  # every call ends past its 100 ms slot
     quick = device_monitor.run_schedule(lambda: None, 1.0, 4.0, 0.5, "/")
     assert [x["count"] for x in quick] == [2, 2] and all(x["missed"] == 0 for x in quick)
+
+
+def test_gpu_clock_of_a_fake_jetson_nano_sysfs(tmp_path):
+    """L4T 32 (Nano): the GPU's devfreq at /sys/devices/gpu.0/devfreq/57000000.gpu, max_freq set by nvpmodel."""
+    d = tmp_path / "FAKE_nano_sysfs/sys/devices/gpu.0/devfreq/57000000.gpu"
+    d.mkdir(parents=True)
+    (d / "cur_freq").write_text("76800000\n")
+    (d / "max_freq").write_text("921600000\n")
+    clocks = device_monitor.gpu_clocks(str(tmp_path / "FAKE_nano_sysfs"))
+    assert clocks == {"gpu": {"cur_mhz": 76.8, "max_mhz": 921.6, "device": "57000000.gpu"}}
+    assert device_monitor.gpu_clocks(str(tmp_path / "nothing")) == {}
+
+
+def test_the_device_module_imports_only_the_stdlib_and_the_agent():
+    tree = ast.parse(Path(device_monitor.__file__).read_text(), feature_version=(3, 8))  # JetPack 5: Python 3.8
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert names - sys.stdlib_module_names == {"agent", "."}  # `from . import agent` or `import agent`
 
 
 def test_no_active_release_and_bad_requests_are_refused(tmp_path, release_root):
