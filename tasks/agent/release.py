@@ -111,9 +111,10 @@ def _prune(root: Path, keep: int, protect: set) -> list:
     found = []
     for d in (root / "releases").iterdir():
         if not d.name.startswith(".") and (d / "installed.json").is_file():
-            found.append((store.installed(root, d.name).get("installed_at") or "", d.name))
-    kept = {name for _, name in sorted(found, reverse=True)[:keep]} | protect
-    removed = sorted(name for _, name in found if name not in kept)
+            at = store.installed(root, d.name).get("installed_at") or ""
+            found.append((at, (d / "installed.json").stat().st_mtime_ns, d.name))
+    kept = {name for _, _, name in sorted(found, reverse=True)[:keep]} | protect
+    removed = sorted(name for _, _, name in found if name not in kept)
     for name in removed:
         shutil.rmtree(str(root / "releases" / name))
     return removed
