@@ -159,9 +159,7 @@ def _activate(root: Path, release: str, req: dict, by: str) -> dict:
     }
     state["history"].append(entry)
     store.write_json(root / "state.json", state)
-    keep = req.get("keep", DEFAULT_KEEP)
-    keep = keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1 else DEFAULT_KEEP
-    pruned = _prune(root, keep, {release} | ({previous} if previous else set()))
+    pruned = _prune(root, req.get("keep", DEFAULT_KEEP), {release} | ({previous} if previous else set()))
     health["seconds"] = time.perf_counter() - t0
     return {
         "release": release,
@@ -173,8 +171,22 @@ def _activate(root: Path, release: str, req: dict, by: str) -> dict:
     }
 
 
+def _checked(req: dict) -> dict:
+    """The activation keys' types (bad_input naming the key); commands are strings run by ``sh -c``."""
+    for key in ("activate_command", "health_command", "by"):
+        if req.get(key) is not None and not isinstance(req[key], str):
+            store.fail("bad_input", f"request key {key!r} must be null or a string, not {req[key]!r}")
+    t = req.get("timeout_s")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
+        store.fail("bad_input", f"request key 'timeout_s' must be null or seconds > 0, not {t!r}")
+    k = req.get("keep", DEFAULT_KEEP)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        store.fail("bad_input", f"request key 'keep' must be an int >= 1 (releases kept), not {k!r}")
+    return req
+
+
 def cmd_activate(req: dict) -> dict:
-    root = store.root_of(req)
+    root = store.root_of(_checked(req))
     release = store.checked_name(req.get("release"), store.RELEASE_ID, "release")
     with store.locked(root):
         return _activate(root, release, req, req.get("by") or "activate")
@@ -183,7 +195,7 @@ def cmd_activate(req: dict) -> dict:
 def cmd_rollback(req: dict) -> dict:
     """Back to ``to`` (an installed release), else the latest release in the history before the current one
     that is still installed (kind ``no_previous`` when there is none); checked as an activation is."""
-    root = store.root_of(req)
+    root = store.root_of(_checked(req))
     with store.locked(root):
         cur, to = store.current(root), req.get("to")
         if to is not None:

@@ -4,11 +4,14 @@ on a fingerprint mismatch, refusals before any build; once through the agent's r
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import importlib.metadata
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +326,50 @@ def test_the_zipapp_serves_the_release_commands(tmp_path, onnx, key):
         st = dev.call("release-status", {"root": root})
         assert st["current"]["release"] == act["release"] == res["release"]
         assert (Path(dev.workdir) / f"agent-{digest}.pyz").is_file()
+
+
+@pytest.mark.parametrize("module", client.DEVICE_MODULES)
+def test_device_modules_are_python38_and_stdlib_only_at_import(module):
+    tree = ast.parse((client.AGENT_DIR / f"{module}.py").read_text(), feature_version=(3, 8))
+    top = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    top += [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert all(n.split(".")[0] in sys.stdlib_module_names | {"__future__"} for n in top), top
+    everywhere = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    everywhere |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not everywhere & {"tasks", "onnx", "torch", "numpy"}  # numpy: through agent._import only
+
+
+def _python38() -> str | None:
+    """A working Python 3.8 (pyenv's shim may exist without one selected)."""
+    found = [shutil.which("python3.8"), *sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))]
+    for py in filter(None, found):
+        if subprocess.run([str(py), "-c", "pass"], capture_output=True).returncode == 0:
+            return str(py)
+    return None
+
+
+@pytest.mark.skipif(_python38() is None, reason="no Python 3.8 here (JetPack 5's Python)")
+def test_a_python38_device_without_cryptography_verifies_with_the_stdlib(tmp_path, onnx, key):
+    """JetPack 5's Python 3.8 with nothing installed: the zipapp runs, the stdlib Ed25519 verifier refuses a
+    wrong signature and accepts the right one (the install then stops for want of numpy, after verifying)."""
+    py, (pyz, _) = _python38(), client.agent_file()
+    root = tmp_path / "release"
+    assert subprocess.run([py, "-c", "import cryptography"], capture_output=True).returncode != 0
+
+    def call(command: str, req: dict) -> dict:
+        r = subprocess.run([py, str(pyz), command, json.dumps(req)], capture_output=True, text=True, timeout=120)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    assert call("release-trust", {"root": str(root), "public_key": public_line(key)})["ok"]
+    folder = tmp_path / "bundle"
+    sha = make_bundle(folder, onnx, key, "1.0.0")
+    shutil.copytree(folder, root / "staging" / sha)
+    sig = root / "staging" / sha / "manifest.sig"
+    good = sig.read_text()
+    _wrong_signature(root / "staging" / sha)
+    bad = call("release-install", {"root": str(root), "bundle": sha})
+    assert bad["kind"] == "untrusted" and "is not key" in bad["error"]
+    sig.write_text(good)
+    res = call("release-install", {"root": str(root), "bundle": sha})
+    assert res["kind"] == "missing_runtime" and ("numpy" in res["error"] or "onnxruntime" in res["error"]), res
+    assert not (root / "releases").exists() or not any((root / "releases").iterdir())
