@@ -301,14 +301,28 @@ def test_names_outside_root_are_refused(fleet):
         release.cmd_trust({"root": str(fleet.root), "public_key": "ed25519 AAAA"})
 
 
-def test_the_zipapp_serves_the_release_commands(tmp_path, onnx, key):
-    """The agent as uploaded (agent-<sha12>.pyz), run by a local target through the client: trust, stage
-    (host.put of every file), install, activate, status."""
+@pytest.mark.parametrize("transport", ["local", "ssh"])
+def test_the_zipapp_serves_the_release_commands(tmp_path, onnx, key, transport, request):
+    """The agent as uploaded (agent-<sha12>.pyz), through the client on a local target and over a real sshd
+    on loopback: trust, stage (host.put of every file, resumed), install, activate, status."""
     pyz, digest = client.agent_file()
     assert client.agent_zipapp() == pyz.read_bytes() and hashlib.sha256(pyz.read_bytes()).hexdigest()[:12] == digest
+    target = Target()
+    if transport == "ssh":
+        sshd = request.getfixturevalue("sshd")
+        target = Target(
+            transport="ssh",
+            host=sshd.host,
+            port=sshd.port,
+            key_file=str(sshd.key_path),
+            known_hosts=str(sshd.known_hosts),
+            workdir=str(tmp_path / "device"),
+            python=sys.executable,
+            connect_timeout_s=5.0,
+        )
     folder = tmp_path / "bundle"
     sha = make_bundle(folder, onnx, key, "1.0.0")
-    with client.device("local", Target()) as dev:
+    with client.device(transport, target) as dev:
         root = dev.path("release")
         assert dev.call("release-trust", {"root": root, "public_key": public_line(key)})["key_id"]
         staged = dev.call("release-staged", {"root": root, "bundle": sha})
