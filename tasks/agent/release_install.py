@@ -114,9 +114,8 @@ def cmd_install(req: dict) -> dict:
                 return _answer(store.reverify(root, done.name), {}, "", True, t0)
         stage = root / "staging" / bundle
         manifest, _, _ = store.read_signed(stage, root, bundle)
-        store.check_files(stage, manifest)
+        art = store.check_manifest(manifest, store.check_files(stage, manifest))
         release = store.checked_name(f"{manifest.get('version')}-{bundle[:12]}", store.RELEASE_ID, "version")
-        art = manifest["artifact"]
         reasons = mismatches(art.get("compatible"), agent.cmd_probe({"trtexec": req.get("trtexec")}))
         if not art.get("files"):
             reasons.insert(0, "the bundle holds no artifact portable to this class")

@@ -143,6 +143,25 @@ def check_files(folder: Path, manifest: dict, extra_ok=()) -> dict:
     return files
 
 
+RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
+
+
+def check_manifest(manifest: dict, files: dict) -> dict:
+    """The parts of a (verified) manifest the device uses: ``artifact`` (runtime, files, source) and
+    ``golden`` (inputs, outputs, atol, rtol), every path one of the verified ``files``; bad_input otherwise."""
+    art, golden = manifest.get("artifact"), manifest.get("golden")
+    if not isinstance(art, dict) or art.get("runtime") not in RUNTIMES or not isinstance(art.get("files"), list):
+        fail("bad_input", f"manifest.json's artifact must name a runtime of {RUNTIMES} and its files")
+    if not isinstance(golden, dict) or not all(isinstance(golden.get(k), (int, float)) for k in ("atol", "rtol")):
+        fail("bad_input", "manifest.json's golden must give inputs, outputs, atol and rtol")
+    paths = [*art["files"], art.get("source") or "source.onnx", golden.get("inputs"), golden.get("outputs")]
+    paths += [art["calibration_cache"]] if art.get("calibration_cache") else []
+    for rel in paths:
+        if rel not in files:
+            fail("bad_input", f"manifest.json names {rel!r}, which is not one of its files")
+    return art
+
+
 # ---- the release folder
 
 #: names a release folder holds beside the bundle's files (re-verification allows them)

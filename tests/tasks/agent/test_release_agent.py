@@ -387,3 +387,16 @@ def test_a_python38_device_without_cryptography_verifies_with_the_stdlib(tmp_pat
     res = call("release-install", {"root": str(root), "bundle": sha})
     assert res["kind"] == "missing_runtime" and ("numpy" in res["error"] or "onnxruntime" in res["error"]), res
     assert not (root / "releases").exists() or not any((root / "releases").iterdir())
+
+
+def test_a_signed_manifest_naming_an_unlisted_file_is_refused(fleet):
+    """Signed or not, the device loads nothing the manifest's file list (and so its hashes) does not cover."""
+    folder = fleet.bundle("1.0.0")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["golden"]["inputs"] = "../../../inputs.npy"
+    sha = sign(folder, manifest, fleet.key)
+    staged = release.cmd_staged({"root": str(fleet.root), "bundle": sha})
+    shutil.copytree(folder, staged["dir"], dirs_exist_ok=True)
+    with pytest.raises(AgentError) as e:
+        release.install.cmd_install({"root": str(fleet.root), "bundle": sha})
+    assert e.value.kind == "bad_input" and "../../../inputs.npy" in str(e.value) and fleet.releases() == []
