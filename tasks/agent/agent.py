@@ -27,6 +27,8 @@ import zipfile
 from pathlib import Path
 
 AGENT_VERSION = "1"
+#: the commands (agent.py alone); the agent's zipapp adds its other modules' (client.DEVICE_MODULES):
+#: release-trust, release-staged, release-install, release-activate, release-rollback, release-status, monitor
 USAGE = "usage: agent.py {probe|peak|build|benchmark|infer} '<request JSON object>'"
 #: the ISA flags the peaks and device choices read (tasks/device/isa.py): x86 FMA/AVX-512/VNNI/BF16/FP16/AMX,
 #: Arm NEON, dot-product (asimddp), BF16, I8MM, FP16 arithmetic (fphp scalar, asimdhp vector), SVE
@@ -1368,7 +1370,8 @@ def main(argv: list | None = None) -> int:
         except ValueError:
             req = None
         if not isinstance(req, dict):
-            raise AgentError("usage", f"{USAGE}; got {argv!r}")
+            commands = "|".join(COMMANDS)  # with the commands the zipapp's modules added
+            raise AgentError("usage", f"{USAGE.replace('probe|peak|build|benchmark|infer', commands)}; got {argv!r}")
         reply, code = {"ok": True, "agent_version": AGENT_VERSION, "result": COMMANDS[argv[0]](req)}, 0
     except Exception as e:
         if not isinstance(e, AgentError):
