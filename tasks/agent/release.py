@@ -134,11 +134,14 @@ def _activate(root: Path, release: str, req: dict, by: str) -> dict:
             "health": {},
             "pruned": [],
         }
+    marker = root / store.ACTIVATING  # a kill before the health check ends: the next command restores previous
+    store.write_json(marker, {"release": release, "previous": previous})
     store.point(root, release)
     health = {}
     cause = _check(root, info, req, health)
     if cause:
         store.point(root, previous)
+        marker.unlink()
         restored = f"{previous} is active again" if previous else "no release is active (none was before)"
         if previous and req.get("activate_command"):
             again = _sh(
@@ -159,6 +162,7 @@ def _activate(root: Path, release: str, req: dict, by: str) -> dict:
     }
     state["history"].append(entry)
     store.write_json(root / "state.json", state)
+    marker.unlink()
     pruned = _prune(root, req.get("keep", DEFAULT_KEEP), {release} | ({previous} if previous else set()))
     health["seconds"] = time.perf_counter() - t0
     return {
@@ -212,6 +216,8 @@ def cmd_rollback(req: dict) -> dict:
 def cmd_status(req: dict) -> dict:
     """What ``current`` runs (its installed record, manifest and signature) and the history; read only."""
     root = store.root_of(req)
+    with store.locked(root, wait=False) as free:  # when no command runs: undo what a killed one left
+        busy = not free
     history = store.state(root)["history"]
     releases = root / "releases"
     ids = sorted(d.name for d in releases.iterdir() if not d.name.startswith(".")) if releases.is_dir() else []
@@ -232,7 +238,7 @@ def cmd_status(req: dict) -> dict:
             "manifest": json.loads((folder / "manifest.json").read_text()),
             "signature": (folder / "manifest.sig").read_text().strip(),
         }
-    return {"current": current, "history": history, "releases": ids}
+    return {"current": current, "history": history, "releases": ids, "busy": busy}
 
 
 COMMANDS = {

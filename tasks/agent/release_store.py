@@ -186,8 +186,34 @@ def root_of(req: dict) -> Path:
     return Path(value)
 
 
+ACTIVATING = "activating.json"  # {release, previous} while a switch awaits its health check
+
+
+def _recover(root: Path) -> None:
+    """Undo what a killed command left (called with the lock held, so no other command is mid-way):
+    partial installs, and an activation whose health check never finished: its previous release
+    (or none) is made current again."""
+    for stale in list((root / "releases").glob(".partial-*")) + list((root / "builds").glob("*")):
+        shutil.rmtree(str(stale), ignore_errors=True)
+    marker = root / ACTIVATING
+    if marker.is_file():
+        try:
+            pending = json.loads(marker.read_text())
+        except ValueError:
+            pending = {}
+        if current(root) == pending.get("release"):
+            point(root, pending.get("previous"))
+            agent.log(
+                f"the activation of {pending.get('release')} was interrupted before its health check finished: "
+                f"{pending.get('previous') or 'no release'} is current again"
+            )
+        marker.unlink()
+
+
 @contextlib.contextmanager
-def locked(root: Path):
+def locked(root: Path, wait: bool = True):
+    """Hold ``<root>/lock`` (kind ``busy`` after LOCK_WAIT_S); with ``wait`` false, yield False at once
+    when another command holds it (and True when this one does)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(str(root / "lock"), "a") as f:
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -196,12 +222,14 @@ def locked(root: Path):
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError:
+                if not wait:
+                    yield False
+                    return
                 if time.monotonic() > deadline:
                     fail("busy", f"{root}/lock is held by another release command for over {LOCK_WAIT_S} s")
                 time.sleep(0.2)
-        for stale in list((root / "releases").glob(".partial-*")) + list((root / "builds").glob("*")):
-            shutil.rmtree(str(stale), ignore_errors=True)  # left by a command that was killed
-        yield
+        _recover(root)
+        yield True
 
 
 def current(root: Path) -> str | None:

@@ -9,9 +9,11 @@ import base64
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tasks.agent import client, release
 from tasks.agent.agent import AgentError
 from tasks.config.schema import Target
+from tests.e2e import ROOT
 from tests.tasks.quant.conftest import conv_model_with_constant_weights, save
 
 ORT_VERSION = importlib.metadata.version("onnxruntime")
@@ -255,6 +258,28 @@ def test_a_failing_health_check_rolls_back_to_the_previous_release(fleet):
         fleet.activate(v2, activate_command="sleep 5", timeout_s=0.5)
     assert e.value.kind == "health" and "timeout" in str(e.value)
     assert fleet.status()["current"]["release"] == v1 and [h["release"] for h in fleet.status()["history"]] == [v1]
+
+
+def test_an_activation_killed_before_its_health_check_ends_is_undone_by_the_next_command(fleet):
+    v1 = fleet.install("1.0.0")["release"]
+    fleet.activate(v1)
+    v2 = fleet.install("2.0.0")["release"]
+    req = {"root": str(fleet.root), "release": v2, "health_command": "sleep 60"}
+    code = f"import json, sys; from tasks.agent import release; release.cmd_activate(json.loads({json.dumps(json.dumps(req))}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while os.path.basename(os.readlink(fleet.root / "current")) != v2:  # switched, health check running
+            assert proc.poll() is None and time.monotonic() < deadline, "the activation never switched"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    st = fleet.status()
+    assert st["current"]["release"] == v1 and not st["busy"]
+    assert not (fleet.root / "activating.json").exists()
+    assert [h["release"] for h in st["history"]] == [v1]
+    assert fleet.activate(v2)["previous"] == v1  # and the release itself is intact: it activates later
 
 
 def test_a_first_activation_that_fails_leaves_nothing_current(fleet):
