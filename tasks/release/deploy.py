@@ -27,6 +27,7 @@ from tasks.hosts import HostError
 from tasks.io import sha256_file
 from tasks.release import gate
 from tasks.release.manifest import bundle_sha, read_manifest
+from tasks.release.store import release_root
 
 #: agent error kinds -> what the operator does about them
 HINTS = {
@@ -74,7 +75,7 @@ def device_class(cfg: Config, target: str) -> str:
 
 def root(dev) -> str:
     """The device's release folder (under the target's work folder)."""
-    return dev.path("release")
+    return release_root(dev.target)
 
 
 def _upload(dev, bundle: Path, manifest: dict, staged: dict, log: Callable[[str], None]) -> tuple[int, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import posixpath
 import re
 import sys
 import time
@@ -20,15 +19,11 @@ from collections.abc import Callable
 
 from tasks import stage
 from tasks.config import Config, ConfigError
-from tasks.config.schema import Monitor, Target
+from tasks.config.schema import Monitor
+from tasks.release.store import release_root
 
 #: seconds the device gets beyond the sampling itself: connect, upload the agent, load the model
 MARGIN_S = 120.0
-
-
-def release_root(target: Target) -> str:
-    """The device's release folder (contract 2: ``<target workdir>/release``, as the device sees it)."""
-    return posixpath.join(target.workdir.rstrip("/") or ".", "release")
 
 
 def run_device(cfg: Config, target: str, seconds: float, log: Callable[[str], None]) -> dict:

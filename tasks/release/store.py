@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from tasks.config import Config
 from tasks.config.load import SEMVER
+from tasks.config.schema import Target
 from tasks.stage import StageError
 from tasks.tracking.registry import model_name
 
@@ -51,3 +53,8 @@ def bundle_dir(cfg: Config, cls: str, version: str | None = None) -> Path:
             f"{', '.join(have) or 'none'}. Map the device to one of them in release.devices, or release again"
         )
     return d
+
+
+def release_root(target: Target) -> str:
+    """The device's release folder: ``<target workdir>/release``, as the device sees it."""
+    return posixpath.join(target.workdir.rstrip("/") or ".", "release")
