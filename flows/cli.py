@@ -3,6 +3,7 @@
   edgeforge run [--checkpoint P] [-S key=value ...] [--exp-name N]   run the pipeline once
   edgeforge watch [--once] [--interval S | --cron C] [--retry-failed] serve the checkpoint watcher
   edgeforge summary                                                   the last run's summary
+  edgeforge keygen | release | deploy | rollback | fleet | monitor     the release loop (flows/release_cli.py)
 
 Nothing is opened implicitly (no browser, no UI server); the summary says where to look.
 """
@@ -15,6 +16,8 @@ import os
 import sys
 import threading
 from pathlib import Path
+
+from flows import release_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--cron", help="cron schedule (overrides watch.cron)")
     w.add_argument("--retry-failed", action="store_true", help="run checkpoints whose run failed again (--once)")
     sub.add_parser("summary", help="print the last run's summary table and the watcher's record")
+    release_cli.add_parsers(sub)
     return p
 
 
@@ -158,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if args.cmd == "summary":
         return _summary(Path(args.root).resolve())
+    if args.cmd in release_cli.COMMANDS:
+        os.chdir(args.root)  # the release commands read params.yaml and the store from the project root
+        if args.cmd == "deploy":
+            from flows.prefect_env import server_env
+
+            os.environ.update(server_env())
+        return release_cli.main(args)
     from flows.prefect_env import server_env
 
     os.environ.update(server_env())  # before a server starts: it inherits them (no telemetry tracebacks)

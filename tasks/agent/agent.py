@@ -27,6 +27,8 @@ import zipfile
 from pathlib import Path
 
 AGENT_VERSION = "1"
+#: the commands (agent.py alone); the agent's zipapp adds its other modules' (client.DEVICE_MODULES):
+#: release-trust, release-staged, release-install, release-activate, release-rollback, release-status, monitor
 USAGE = "usage: agent.py {probe|peak|build|benchmark|infer} '<request JSON object>'"
 #: the ISA flags the peaks and device choices read (tasks/device/isa.py): x86 FMA/AVX-512/VNNI/BF16/FP16/AMX,
 #: Arm NEON, dot-product (asimddp), BF16, I8MM, FP16 arithmetic (fphp scalar, asimdhp vector), SVE
@@ -1259,26 +1261,40 @@ def _load(req: dict, trt_optional: bool = False) -> tuple:
     return runtime, OvModel(artifact, threads, choices.get("single_stream")), x, np
 
 
-def hygiene() -> dict:
-    """Conditions a measurement runs under (volatile: never part of the fingerprint): 1-minute
-    load average, every thermal zone's temperature (deg C), CPU clock range (MHz), power mode."""
+def thermal_zones(sysfs: str = "/") -> dict:
+    """Every readable thermal zone under ``<sysfs>/sys/class/thermal``: ``{type: deg C}`` (a repeated
+    type gets ``.<zone>`` appended); a zone without a numeric ``temp`` is left out, never guessed."""
     temps = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+    zones = Path(sysfs, "sys/class/thermal").glob("thermal_zone*")
+    for zone in sorted(zones, key=lambda z: int(z.name[12:]) if z.name[12:].isdigit() else -1):
         milli = _read(str(zone / "temp")).strip()
         if milli.lstrip("-").isdigit():
             name = _read(str(zone / "type")).strip() or zone.name
             temps[name if name not in temps else f"{name}.{zone.name}"] = int(milli) / 1000
-    khz = [
-        int(v)
-        for v in (
-            _read(str(f)).strip() for f in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_cur_freq")
-        )
-        if v.isdigit()
-    ]
+    return temps
+
+
+def cpu_clocks(sysfs: str = "/") -> dict:
+    """``{"cpu<N>": {"cur_mhz", "max_mhz"}}`` from cpufreq's ``scaling_cur_freq`` and ``cpuinfo_max_freq``
+    (kHz) under ``<sysfs>/sys/devices/system/cpu``; a CPU without a current clock is left out, an
+    unreadable maximum is None (a VM without cpufreq: {})."""
+    out = {}
+    cpus = Path(sysfs, "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq")
+    for d in sorted(cpus, key=lambda c: int(c.parent.name[3:]) if c.parent.name[3:].isdigit() else -1):
+        cur, top = (_read(str(d / f)).strip() for f in ("scaling_cur_freq", "cpuinfo_max_freq"))
+        if cur.isdigit():
+            out[d.parent.name] = {"cur_mhz": int(cur) / 1000, "max_mhz": int(top) / 1000 if top.isdigit() else None}
+    return out
+
+
+def hygiene() -> dict:
+    """Conditions a measurement runs under (volatile: never part of the fingerprint): 1-minute
+    load average, every thermal zone's temperature (deg C), CPU clock range (MHz), power mode."""
+    mhz = [c["cur_mhz"] for c in cpu_clocks().values()]
     return {
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "temperature_c": temps,
-        "cpu_mhz": {"min": min(khz) / 1000, "max": max(khz) / 1000} if khz else None,
+        "temperature_c": thermal_zones(),
+        "cpu_mhz": {"min": min(mhz), "max": max(mhz)} if mhz else None,
         "power_mode": _search(r"NV Power Mode:\s*(\S+)", _sh("nvpmodel", "-q")),
     }
 
@@ -1354,7 +1370,8 @@ def main(argv: list | None = None) -> int:
         except ValueError:
             req = None
         if not isinstance(req, dict):
-            raise AgentError("usage", f"{USAGE}; got {argv!r}")
+            commands = "|".join(COMMANDS)  # with the commands the zipapp's modules added
+            raise AgentError("usage", f"{USAGE.replace('probe|peak|build|benchmark|infer', commands)}; got {argv!r}")
         reply, code = {"ok": True, "agent_version": AGENT_VERSION, "result": COMMANDS[argv[0]](req)}, 0
     except Exception as e:
         if not isinstance(e, AgentError):

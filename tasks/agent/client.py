@@ -1,7 +1,8 @@
-"""The host side of the device agent: upload ``agent.py`` once, call its commands, read JSON.
+"""The host side of the device agent: upload the agent once, call its commands, read JSON.
 
-The agent lives on the device as ``<workdir>/agent-<sha12>.py`` (named by its content, so a new
-EdgeForge version uploads its own agent next to the old one and never runs a stale copy).
+The agent is one file, a zipapp of agent.py and the other device modules (:data:`DEVICE_MODULES`),
+living on the device as ``<workdir>/agent-<sha12>.pyz`` (named by its content, so a new EdgeForge
+version uploads its own agent next to the old one and never runs a stale copy).
 Local targets run the same agent in a scratch folder, so a local build and a device build take
 the same path.
 """
@@ -12,10 +13,12 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,52 @@ from typing import Any
 from tasks.config.schema import Target
 from tasks.hosts import Host, HostError, host_for
 
-AGENT = Path(__file__).with_name("agent.py")
+AGENT_DIR = Path(__file__).parent
+#: the device agent's modules (``tasks/agent/<name>.py``: stdlib only at import time, Python 3.8), agent
+#: first; the zipapp's ``__main__`` adds every other module's ``COMMANDS`` dict to ``agent.COMMANDS``
+DEVICE_MODULES = ("agent", "ed25519", "release_store", "release_install", "release", "monitor")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_MAIN = """\"\"\"EdgeForge device agent (zipapp): agent.py's commands and those of its other modules.\"\"\"
+import importlib
+import sys
+
+import agent
+
+for _name in {modules!r}:
+    agent.COMMANDS.update(getattr(importlib.import_module(_name), "COMMANDS", {{}}))
+sys.exit(agent.main())
+"""
 _AGENT_MISSING = 98
 # `sh -c _RUN_IF_PRESENT x AGENT ARGV...`: exit 98 if the agent file is missing, else run ARGV.
 _RUN_IF_PRESENT = f'[ -f "$1" ] || exit {_AGENT_MISSING}; shift; exec "$@"'
 
 
+def agent_zipapp(modules: tuple[str, ...] = DEVICE_MODULES) -> bytes:
+    """The agent zipapp's bytes, the same for the same sources: names sorted, fixed timestamps and modes."""
+    files = {f"{m}.py": (AGENT_DIR / f"{m}.py").read_bytes() for m in modules}
+    files["__main__.py"] = _MAIN.format(modules=tuple(m for m in modules if m != "agent")).encode()
+    with tempfile.SpooledTemporaryFile() as buf:
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for name in sorted(files):
+                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                info.external_attr = 0o644 << 16
+                z.writestr(info, files[name])
+        buf.seek(0)
+        return buf.read()
+
+
 @functools.lru_cache(maxsize=1)
-def _agent_digest() -> str:
-    """The agent file's version tag (read and hashed once per process, not once per call)."""
-    return hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
+def agent_file() -> tuple[Path, str]:
+    """``(local path, sha12)`` of the agent zipapp, built once per process into the temp folder."""
+    data = agent_zipapp()
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / "edgeforge-agent" / f"agent-{digest}.pyz"
+    if not path.is_file() or path.read_bytes() != data:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path, digest
 
 
 class AgentError(RuntimeError):
@@ -55,10 +94,10 @@ class Device:
         return "/".join([self.workdir, *parts])
 
     def _agent_path(self) -> str:
-        return self.path(f"agent-{_agent_digest()}.py")
+        return self.path(f"agent-{agent_file()[1]}.pyz")
 
     def call(self, command: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Run ``agent.py command request`` on the device; returns its ``result`` dict. The
+        """Run ``agent-<sha12>.pyz command request`` on the device; returns its ``result`` dict. The
         agent is uploaded the first time a device lacks this version of it (one round trip
         either way: the same command checks for it and runs it)."""
         agent = self._agent_path()
@@ -76,7 +115,7 @@ class Device:
         limit = timeout or self.target.command_timeout_s
         res = self.host.run(argv, timeout=limit, check=False)
         if res.exit_code == _AGENT_MISSING:
-            self.host.put(AGENT, agent)  # creates the work folder too
+            self.host.put(agent_file()[0], agent)  # creates the work folder too
             res = self.host.run(argv, timeout=limit, check=False)
         lines = res.stdout.strip().splitlines()
         try:

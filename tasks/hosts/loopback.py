@@ -237,6 +237,20 @@ def daemon_start(port: int, python: str, host: str = "127.0.0.1", workdir: Path 
     return _server(workdir, host, port, pid)
 
 
+def authorize(key_file: Path, workdir: Path = DAEMON_DIR) -> None:
+    """Give another loopback device its own user key (generated at ``key_file`` when missing),
+    authorised by the same sshd: several devices, each with its key and work folder."""
+    _keys(workdir)
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        keygen(key_file, f"edgeforge-loopback-{key_file.stem}")
+    kind, b64 = Path(f"{key_file}.pub").read_text().split()[:2]
+    authorized = workdir / "authorized_keys"
+    lines = authorized.read_text().splitlines()
+    if f"{kind} {b64}" not in lines:
+        authorized.write_text("\n".join([*lines, f"{kind} {b64}"]) + "\n")
+
+
 def daemon_stop(workdir: Path = DAEMON_DIR) -> bool:
     pid = _daemon_pid(workdir)
     if pid is not None:
@@ -244,12 +258,20 @@ def daemon_stop(workdir: Path = DAEMON_DIR) -> bool:
     return pid is not None
 
 
+def loopback_targets(targets: dict, first: str) -> list[str]:
+    """``first`` and every other SSH target served by the same loopback sshd (its host and port)."""
+    t0 = targets[first]
+    return [first] + [
+        n for n, t in targets.items() if n != first and t.transport == "ssh" and (t.host, t.port) == (t0.host, t0.port)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(
         prog="python -m tasks.hosts.loopback",
-        description="Run the ssh_loopback device: a real sshd on 127.0.0.1 for this user.",
+        description="Run the loopback devices (ssh_loopback, ssh_loopback_b): a real sshd on 127.0.0.1 for this user.",
     )
     ap.add_argument("action", choices=["start", "stop", "status"])
     ap.add_argument("--target", default="ssh_loopback", help="target whose port and python to use (params.yaml)")
@@ -263,10 +285,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if pid else 1)
     from tasks.config import load_config
 
-    t = load_config().target[args.target]
+    targets = load_config().target
+    t = targets[args.target]
     server = daemon_start(t.port, t.python, t.host or "127.0.0.1")
+    names = loopback_targets(targets, args.target)
+    for n in names[1:]:  # the same sshd serves them: their own key (authorised now) and work folder
+        if targets[n].key_file and Path(targets[n].key_file).resolve() != server.key_path.resolve():
+            authorize(Path(targets[n].key_file))
+        _launcher(targets[n].python)
     print(
-        f"ssh_loopback: sshd on {server.host}:{server.port} (pid {server.pid}), key {server.key_path}, "
+        f"loopback devices {', '.join(names)}: sshd on {server.host}:{server.port} (pid {server.pid}), "
         f"known_hosts {server.known_hosts}; stop with `python -m tasks.hosts.loopback stop`"
     )
 

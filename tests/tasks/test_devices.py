@@ -114,7 +114,7 @@ def test_onnxruntime_and_openvino_build_on_the_device(devices, sshd):
     assert meta["runtime"] == "openvino" and meta["int8_ops"] == 0
     # jobs are cleaned up on the device; the uploaded agent stays for the next call
     assert list((devices / "ort" / "jobs").iterdir()) == []
-    assert len(list((devices / "ort").glob("agent-*.py"))) == 1
+    assert len(list((devices / "ort").glob("agent-*.pyz"))) == 1
 
 
 def test_tensorrt_builds_with_the_recipe_of_the_device_version(devices):
