@@ -25,7 +25,7 @@ from tasks.config.load import SEMVER, family
 from tasks.io import atomic_dir, read_json, sha256_file
 from tasks.layout import LAYOUT, Layout
 from tasks.records import BuildRecord, artifact_files, read_fingerprint
-from tasks.release import golden, manifest, recipe
+from tasks.release import golden, manifest, recipe, store
 from tasks.reporting.selection import device_of
 
 
@@ -96,26 +96,16 @@ def check_unchanged(row: dict[str, Any], build_dir: Path) -> BuildRecord:
     return rec
 
 
-def _versions(model_dir: Path) -> list[tuple[int, int, int]]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        tuple(int(x) for x in p.name.split("."))  # type: ignore[misc]
-        for p in model_dir.iterdir()
-        if p.is_dir() and SEMVER.fullmatch(p.name)
-    )
-
-
-def next_version(store: Path, model: str, wanted: str | None) -> str:
-    """``wanted`` (release.version or --version), else the latest version in the store with patch + 1,
-    else 0.1.0. Refuses a version that exists already."""
+def next_version(cfg: Config, wanted: str | None) -> str:
+    """``wanted`` (--version or release.version), else the latest version in the store with patch + 1,
+    else 0.1.0 (:func:`tasks.release.store.next_version`). Refuses a version that exists already."""
     if wanted is not None and not SEMVER.fullmatch(wanted):
         raise stage.StageError(f"version {wanted!r} is not MAJOR.MINOR.PATCH (e.g. 1.4.0)")
-    have = _versions(store / model)
-    version = wanted or (f"{have[-1][0]}.{have[-1][1]}.{have[-1][2] + 1}" if have else "0.1.0")
-    if (store / model / version).exists():
+    version = wanted or store.next_version(cfg)
+    folder = store.model_dir(cfg) / version
+    if folder.exists():
         raise stage.StageError(
-            f"release {model} {version} exists already ({store / model / version}): releases are never "
+            f"release {folder.parent.name} {version} exists already ({folder}): releases are never "
             "replaced; bump release.version (or pass --version)"
         )
     return version

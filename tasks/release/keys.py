@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -56,6 +57,19 @@ def parse_public(text: str, where: str) -> Ed25519PublicKey:
         raise stage.StageError(
             f"{where} is not an Ed25519 public key (one line `{PUB_PREFIX} <base64 of 32 bytes>`); {_TO_MAKE}"
         ) from None
+
+
+def public_from(key: bytes | str) -> Ed25519PublicKey:
+    """A public key from its raw 32 bytes or its one-line form."""
+    if isinstance(key, bytes) and len(key) == 32:
+        return Ed25519PublicKey.from_public_bytes(key)
+    return parse_public(key.decode() if isinstance(key, bytes) else key, "the public key given")
+
+
+def public_key_line(cfg) -> str:
+    """``release.public_key_file``'s key as one line ``ed25519 <base64>`` (no newline), checked:
+    what ``edgeforge fleet trust`` installs on devices."""
+    return public_line(load_public(cfg.release.public_key_file)).strip()
 
 
 def load_public(path: str | os.PathLike) -> Ed25519PublicKey:
@@ -138,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     p.prog = "edgeforge keygen"
     p.add_argument("--out", default=None, help="private key path (default: release.signing_key_file)")
     p.add_argument("--force", action="store_true", help="replace an existing key")
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `edgeforge release -- --version 1.2.0`
     with stage.stage_errors("keygen"):
         if args.out:
             priv, pub = Path(args.out), Path(args.out).with_suffix(".pub")

@@ -19,7 +19,7 @@ from typing import Any
 from tasks import stage
 from tasks.config import Config
 from tasks.io import remove
-from tasks.release import bundle, keys
+from tasks.release import bundle, keys, store
 from tasks.tracking.registry import model_name
 from tasks.tracking.uri import redact_uri, resolved_uri, tracking_uri
 
@@ -82,10 +82,9 @@ def make(cfg: Config, version: str | None = None, classes: list[str] | None = No
     planned = bundle.plan(cfg, summary, classes)
     key = keys.load_private(cfg.release.signing_key_file)
     model = model_name(cfg)
-    store = Path(cfg.release.store)
-    version = bundle.next_version(store, model, version or cfg.release.version)
+    version = bundle.next_version(cfg, version or cfg.release.version)
     pipeline_run = (summary.get("mlflow") or {}).get("parent_run_id") or ""
-    root = store / model / version
+    root = store.model_dir(cfg) / version
     made: list[dict[str, Any]] = []
     tags = {"version": version, "model": model, "classes": ",".join(p.cls for p in planned)}
     with release_run(cfg, model, version, {**tags, "pipeline_run_id": pipeline_run}) as (client, run_id):
@@ -99,7 +98,7 @@ def make(cfg: Config, version: str | None = None, classes: list[str] | None = No
             for p in planned:
                 final = root / p.cls
                 sha = bundle.write_bundle(cfg, p, final, meta, key, _log)
-                client.log_artifacts(run_id, str(final), f"bundles/{p.cls}")
+                client.log_artifacts(run_id, str(final), f"release/{p.cls}")  # tasks/tracking/deployments.py
                 client.set_tag(run_id, f"bundle_sha256.{p.cls}", sha)
                 client.set_tag(run_id, f"winner.{p.cls}", p.row["key"])
                 made.append(
@@ -125,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     p.prog = "edgeforge release"
     p.add_argument("--version", default=None, help="MAJOR.MINOR.PATCH (default: release.version, else latest + 1)")
     p.add_argument("--classes", nargs="+", default=None, help="only these device classes (build targets)")
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `edgeforge release -- --version 1.2.0`
     with stage.stage_errors("release"):
         cfg = stage.load(args)
         for b in make(cfg, args.version, args.classes):

@@ -13,6 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tasks import stage
+from tasks.config import Config
 from tasks.io import sha256_file
 from tasks.release import keys
 
@@ -26,9 +27,10 @@ def canonical(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def bundle_sha(manifest_bytes: bytes) -> str:
-    """The bundle's identity: sha256 of ``manifest.json``'s bytes."""
-    return hashlib.sha256(manifest_bytes).hexdigest()
+def bundle_sha(bundle: Path | bytes) -> str:
+    """The bundle's identity: sha256 of ``manifest.json``'s bytes (given, or read from the bundle folder)."""
+    data = bundle if isinstance(bundle, bytes) else (Path(bundle) / MANIFEST).read_bytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _files_under(root: Path) -> list[str]:
@@ -106,3 +108,25 @@ def check(root: Path, pub: Ed25519PublicKey) -> dict[str, Any]:
         if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
             raise stage.StageError(f"{root}: {rel} does not match its sha256 in the manifest: the bundle was altered")
     return manifest
+
+
+def read_manifest(bundle: Path, public_key: bytes | str | None = None) -> dict[str, Any]:
+    """The manifest of the bundle folder ``bundle``; with ``public_key`` (raw 32 bytes or the public key
+    file's line) the whole bundle is checked first (:func:`check`). Without one the device's agent is
+    what verifies it, before it builds or activates anything."""
+    if public_key is None:
+        return read(Path(bundle))[0]
+    return check(Path(bundle), keys.public_from(public_key))
+
+
+def signature_ok(cfg: Config, manifest: dict[str, Any] | None, signature: str | None) -> bool:
+    """Whether ``signature`` (a device's ``manifest.sig``) signs ``manifest`` (its parsed
+    ``manifest.json``: canonical JSON, so its bytes are :func:`canonical` of it) under
+    ``release.public_key_file``; False when either is missing or that file is unreadable."""
+    if not manifest or not signature:
+        return False
+    try:
+        pub = keys.load_public(cfg.release.public_key_file)
+    except stage.StageError:
+        return False
+    return keys.verify(pub, canonical(manifest), signature)

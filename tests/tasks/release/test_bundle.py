@@ -140,7 +140,7 @@ def test_versions_bump_and_an_existing_version_is_never_replaced(project):
         _release(version="0.1.1")
     assert sha256_file(project / "releases" / MODEL / "0.1.1" / "local" / "manifest.json") == before
     with pytest.raises(StageError, match="not MAJOR.MINOR.PATCH"):
-        next_version(project / "releases", MODEL, "1.4")
+        next_version(load_config("params.yaml"), "1.4")
 
 
 def test_refusals_leave_no_bundle(project):
@@ -323,3 +323,27 @@ def test_a_tensorrt_recipe_rebuilds_with_the_bundles_files(project, tmp_path):
     made = recipe.rebuild(cfg, BuildRecord.read(build_dir / "build.json"), build_dir, fp)
     assert made.files == {"source.onnx": build_dir / "model.opset17.onnx"}
     assert [f.name for f in artifact_files(build_dir)] == ["model.engine"]
+
+
+def test_what_deploy_and_fleet_status_read(project, tmp_path):
+    """The calls of tasks/release/deploy.py, tasks/tracking/deployments.py and flows/release_cli.py."""
+    (b,) = _release()
+    cfg = load_config("params.yaml")
+    root = project / b["path"]
+    m = manifest.read_manifest(root)
+    assert manifest.bundle_sha(root) == b["sha256"] == manifest.bundle_sha((root / "manifest.json").read_bytes())
+    line = keys.public_key_line(cfg)
+    assert line == (project / cfg.release.public_key_file).read_text().strip()
+    raw = keys.raw_public(_pub())
+    assert manifest.read_manifest(root, raw) == m == manifest.read_manifest(root, line)
+    # fleet status: the device's parsed manifest and its signature
+    sig = (root / "manifest.sig").read_text()
+    assert manifest.signature_ok(cfg, m, sig)
+    assert not manifest.signature_ok(cfg, {**m, "version": "9.9.9"}, sig)
+    assert not manifest.signature_ok(cfg, None, sig) and not manifest.signature_ok(cfg, m, None)
+    (root / "golden/inputs.npy").write_bytes(b"altered")
+    assert manifest.read_manifest(root)["version"] == "0.1.0"  # no key: read only, the device verifies
+    with pytest.raises(StageError, match="golden/inputs.npy does not match"):
+        manifest.read_manifest(root, raw)
+    (project / cfg.release.public_key_file).unlink()
+    assert not manifest.signature_ok(cfg, m, sig)

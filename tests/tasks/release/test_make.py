@@ -56,13 +56,13 @@ def test_release_command_logs_a_run_and_leaks_no_key(project, capsys, monkeypatc
     assert (tags["version"], tags["model"], tags["classes"]) == ("0.1.0", MODEL, "local")
     assert tags["bundle_sha256.local"] == sha and tags["winner.local"] == "local-fp32"
     assert tags["pipeline_run_id"] == read_json(LAYOUT.summary)["mlflow"]["parent_run_id"]
-    logged = {a.path for a in client.list_artifacts(run.info.run_id, "bundles/local")}
-    assert {"bundles/local/manifest.json", "bundles/local/manifest.sig", "bundles/local/artifact"} <= logged
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "release/local")}
+    assert {"release/local/manifest.json", "release/local/manifest.sig", "release/local/artifact"} <= logged
 
     # no key material in the MLflow store (database and artifacts), the bundles, or the output
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))  # the experiment's store (an absolute path)
     stored = [p for d in (project, artifacts) for p in d.rglob("*") if p.is_file() and ".edgeforge" not in p.parts]
-    assert artifacts / "bundles/local/manifest.sig" in stored  # the logged artifacts are searched
+    assert artifacts / "release/local/manifest.sig" in stored  # the logged artifacts are searched
     for p in stored:
         blob = p.read_bytes()
         assert not any(s in blob for s in secrets), p
