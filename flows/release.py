@@ -44,7 +44,7 @@ def order(devices: list[str], canary: str | None) -> list[str]:
     return [first, *(d for d in devices if d != first)]
 
 
-@flow(name="edgeforge-rollout", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+@flow(name="edgeforge-rollout", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def rollout(
     root: str, bundles: dict[str, str], canary: str | None = None, parallel: int = 2, skip_gate: bool = False
 ) -> dict:

@@ -14,18 +14,19 @@ Each prints ``edgeforge <command>: error: ...`` and exits 1 for bad input, namin
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tasks import stage
 
 
 def add_parsers(sub) -> None:
-    k = sub.add_parser("keygen", help="write the Ed25519 key pair that signs releases")
-    k.add_argument("rest", nargs=argparse.REMAINDER)
-    r = sub.add_parser("release", help="sign the last run's accepted winners into release bundles")
-    r.add_argument("rest", nargs=argparse.REMAINDER)
-    m = sub.add_parser("monitor", help="run the active release on a device and sample latency, clocks, temperatures")
-    m.add_argument("rest", nargs=argparse.REMAINDER)
+    # these parse their own options (their modules' main(argv)): `edgeforge release --help` shows them
+    sub.add_parser("keygen", help="write the Ed25519 key pair that signs releases", add_help=False)
+    sub.add_parser("release", help="sign the last run's accepted winners into release bundles", add_help=False)
+    sub.add_parser(
+        "monitor", help="run the active release on a device and sample latency, clocks, temperatures", add_help=False
+    )
     d = sub.add_parser("deploy", help="deploy a release to devices: the canary first, then the rest")
     _devices(d)
     d.add_argument("--version", help="release version (default: the latest in release.store)")
@@ -47,6 +48,7 @@ def _devices(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 COMMANDS = ("keygen", "release", "monitor", "deploy", "rollback", "fleet")
+PASSTHROUGH = ("keygen", "release", "monitor")  # their options go to their own main(argv)
 
 
 def _targets(cfg, args) -> list[str]:
@@ -82,7 +84,8 @@ def _deploy(cfg, args) -> int:
             line += f", rebuilt on the device ({out.get('reason')})"
         if out.get("error"):
             line += f": {out['error']}"
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")  # not print(): the flow's log_prints would turn it into a log record
+        sys.stdout.flush()
 
     LISTENERS.append(show)
     try:
@@ -108,6 +111,10 @@ def _rollback(cfg, args) -> int:
 
     [target] = _targets(cfg, argparse.Namespace(targets=[args.target], fleet=False))
     out = rollback(cfg, target, args.to, lambda m: stage.log("rollback", m))
+    if out.ok:
+        from tasks.tracking.deployments import record_rollback
+
+        record_rollback(cfg, target, out.manifest, out.bundle_sha)
     if not out.ok:
         raise stage.StageError(f"{target}: {out.error}")
     print(f"{target}: rolled back to {out.version} ({out.release}) in {out.seconds:.2f} s; was {out.previous}")

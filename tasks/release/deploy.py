@@ -28,6 +28,8 @@ from tasks.io import sha256_file
 from tasks.release import gate
 from tasks.release.manifest import bundle_sha, read_manifest
 from tasks.release.store import release_root
+from tasks.stage import StageError
+from tasks.stage import message as stage_message
 
 #: agent error kinds -> what the operator does about them
 HINTS = {
@@ -59,6 +61,8 @@ class Outcome:
     artifact_sha256: str | None = None
     activated_at: str | None = None
     gate: dict = field(default_factory=dict)
+    manifest: dict | None = field(default=None, repr=False)  # a rollback's restored release
+    bundle_sha: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,13 +114,20 @@ def deploy(
     bundle: Path,
     log: Callable[[str], None] = print,
     skip_gate: bool = False,
-    public_key: bytes | None = None,
+    verify_here: bool = True,
 ) -> Outcome:
     """Deploy ``bundle`` (a class's folder of a release) to ``target``. Never raises for what the
-    device or the gate refused: the outcome says it (``status``, ``error``, ``kind``)."""
-    manifest = read_manifest(bundle, public_key)
-    sha = bundle_sha(bundle)
-    out, t0 = Outcome(target, version=manifest["version"]), time.perf_counter()
+    device, the gate or the check here refused: the outcome says it (``status``, ``error``, ``kind``).
+    ``verify_here``: check the bundle against ``release.public_key_file`` before uploading anything
+    (kind ``bundle`` when it fails); the device verifies it again in any case, against its own key."""
+    out, t0 = Outcome(target), time.perf_counter()
+    try:
+        key = Path(cfg.release.public_key_file).read_text() if verify_here else None
+        manifest = read_manifest(bundle, key)
+    except (OSError, StageError) as e:
+        out.status, out.kind, out.error = "refused", "bundle", stage_message(e)
+        return out
+    sha, out.version = bundle_sha(bundle), manifest["version"]
     tcfg, rcfg = cfg.target[target], cfg.release
     try:
         with device(target, tcfg, log) as dev:
@@ -169,11 +180,18 @@ def rollback(cfg: Config, target: str, to: str | None = None, log: Callable[[str
         with device(target, cfg.target[target], log) as dev:
             res = dev.call(
                 "release-rollback",
-                {"root": root(dev), "to": to, "health_command": cfg.release.health_command},
+                {
+                    "root": root(dev),
+                    "to": to,
+                    "activate_command": cfg.release.activate_command,
+                    "health_command": cfg.release.health_command,
+                },
                 timeout=cfg.target[target].command_timeout_s,
             )
+            cur = dev.call("release-status", {"root": root(dev)})["current"] or {}
         out.status, out.release, out.previous = "activated", res["release"], res.get("previous")
-        out.version, out.activated_at = res.get("version"), res.get("activated_at")
+        out.version, out.activated_at = cur.get("version"), res.get("activated_at")
+        out.manifest, out.bundle_sha = cur.get("manifest"), cur.get("sha256")
     except AgentError as e:
         _agent_failure(out, e)
         out.status = "failed"
