@@ -146,12 +146,16 @@ def _fresh_mlflow_stores():
     """MLflow caches its stores and database engines by URI string: a test's own client on a
     relative ``sqlite:///mlflow.db`` (in its own folder) would reuse the previous test's. Forget them."""
     yield
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
     from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
 
-    with SqlAlchemyStore._engine_map_lock:
-        SqlAlchemyStore._engine_map.clear()
+    # the model registry keeps engines of its own: a relative sqlite URI would keep the previous
+    # test's database (its pooled connections were opened in that test's folder)
+    for store in (SqlAlchemyStore, RegistryStore):
+        with store._engine_map_lock:
+            store._engine_map.clear()
 
     TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
     ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()

@@ -26,6 +26,7 @@ from flows import cli
 from tasks.config import load_config
 from tasks.hosts import loopback
 from tasks.release import deploy, keys, make, manifest, store
+from tasks.tracking.uri import resolved_uri
 from tests.e2e import ROOT
 from tests.tasks.release.pipeline import pipeline_run, project  # noqa: F401
 from tests.tasks.release.test_make import MODEL, _secrets
@@ -125,7 +126,7 @@ def test_a_release_rolls_out_canary_first_and_the_fleet_reports_it(fleet, capsys
     assert again.status == "unchanged" and again.uploaded_files == 0
 
     m = manifest.read_manifest(bundle())
-    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    client = MlflowClient(tracking_uri=resolved_uri("sqlite:///mlflow.db"))
     tags = client.get_run(m["mlflow"]["run_id"]).data.tags
     for d in DEVICES:
         rec = json.loads(tags[f"deployed.{d}"])
@@ -248,7 +249,7 @@ def test_a_candidate_worse_than_the_active_release_is_refused(fleet):
     from tasks.tracking.deployments import record
 
     record(cfg(), worse_dir, out)
-    tags = MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(wm["mlflow"]["run_id"]).data.tags
+    tags = MlflowClient(tracking_uri=resolved_uri("sqlite:///mlflow.db")).get_run(wm["mlflow"]["run_id"]).data.tags
     assert tags["gate.canary"].startswith("refused: ") and f"{v:.2f}" in tags["gate.canary"]
     assert deployed("canary", "0.2.0", skip_gate=True).status == "activated"
 
