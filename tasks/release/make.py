@@ -66,9 +66,8 @@ def dvc_add(path: Path) -> str:
     """``dvc add <path>``; returns what happened (skipped outside a DVC repository)."""
     if dvc_root(path.parent) is None:
         return f"not in a DVC repository: {path} not added to DVC (`dvc init`, then `dvc add {path}`)"
-    res = subprocess.run(
-        [sys.executable, "-m", "dvc", "add", "--quiet", str(path)], capture_output=True, text=True, check=False
-    )
+    # not --quiet: it silences DVC's error message too
+    res = subprocess.run([sys.executable, "-m", "dvc", "add", str(path)], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
         raise stage.StageError(f"`dvc add {path}` failed (exit {res.returncode}): {tail}")
