@@ -21,7 +21,8 @@ else:  # inside the agent's zipapp: top-level modules
 def mismatches(compatible: dict, probe: dict) -> list:
     """What of ``artifact.compatible`` this device's probe does not match, as ``key: bundle X, device Y``.
     Keys: ``runtime`` (the device has it), ``<runtime>_version`` (the probe's ``<runtime>``), the
-    GPU's ``gpu_compute_capability`` (any of the device's GPUs), else a probe key as is (``l4t``, ...)."""
+    GPU's ``gpu_compute_capability`` (any of the device's GPUs; null: the validation device had none, and
+    neither may this one), else a probe key as is (``l4t``, ...)."""
     have = dict(probe)
     have["gpu_compute_capability"] = sorted({g.get("compute_capability") for g in probe.get("gpu") or []})
     out = []
@@ -32,6 +33,8 @@ def mismatches(compatible: dict, probe: dict) -> list:
             got = probe[key[: -len("_version")]]
         else:
             got = have.get(key)
+        if isinstance(got, list) and want is None:
+            got = got or None
         if got != want and not (isinstance(got, list) and want in got):
             out.append(f"{key}: bundle {want}, device {got}")
     return out
@@ -77,14 +80,16 @@ def smoke(folder: Path, manifest: dict, runtime: str, artifact: Path) -> dict:
     return {"max_abs": max_abs, "outside": outside, "samples": int(len(x))}
 
 
-def rebuild(root: Path, stage: Path, art: dict, bundle: str) -> tuple:
+def rebuild(root: Path, stage: Path, art: dict, bundle: str, trtexec=None) -> tuple:
     """``source.onnx`` built with the recipe in ``root/builds/<bundle>``: ``(artifact path, build log tail)``.
-    A TensorRT recipe's trtexec ``argv`` names the staged files as ``{source}`` and ``{calibration_cache}``."""
+    A TensorRT recipe's trtexec ``argv`` names the staged files as ``{source}`` and ``{calibration_cache}``;
+    its first element (the validation device's trtexec) becomes ``trtexec``, this device's, when given."""
     out, recipe = root / "builds" / bundle, dict(art.get("recipe") or {})
     source = stage / store.safe_relpath(art.get("source") or "source.onnx")
     if art.get("runtime") == "tensorrt":
         cache = str(stage / store.safe_relpath(art["calibration_cache"])) if art.get("calibration_cache") else ""
         argv = [a.replace("{source}", str(source)).replace("{calibration_cache}", cache) for a in recipe["argv"]]
+        argv[0] = trtexec or argv[0]
         recipe.update(argv=argv, engine=recipe.get("engine", "model.engine"), log=recipe.get("log", "build.log"))
     res = agent.cmd_build({**recipe, "runtime": art.get("runtime"), "onnx": str(source), "out_dir": str(out)})
     if res.get("exit_code") not in (None, 0) or not res.get("artifact"):
@@ -122,7 +127,7 @@ def cmd_install(req: dict) -> dict:
         log = ""
         if reasons:
             agent.log(f"rebuilding {art.get('source')}: {'; '.join(reasons)}")
-            artifact, log = rebuild(root, stage, art, bundle)
+            artifact, log = rebuild(root, stage, art, bundle, req.get("trtexec"))
         else:
             artifact = stage / store.safe_relpath(art["files"][0])
         checked = smoke(stage, manifest, art["runtime"], artifact)

@@ -124,22 +124,26 @@ def _max_batch(cfg: Config, rec: BuildRecord) -> int:
     return int(profile.get("max") or max(*cfg.bench.batch_sizes, cfg.eval.batch_size))
 
 
-def container_hook(cfg: Config, root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path) -> Any:
-    """The container recipe and Triton entry of the bundle in ``root`` (helper "containers":
-    :func:`tasks.release.containers.container_files`), the artifact copied to the Triton model file;
-    returns the manifest's ``container`` ({dockerfile, base_image, triton}).
+def container_hook(
+    cfg: Config, root: Path, model: str, rec: BuildRecord, fp: dict[str, Any], source: Path, log=None
+) -> dict[str, Any]:
+    """The container recipe and Triton entry of the bundle in ``root``
+    (:func:`tasks.release.containers.container_files`), the artifact copied to the Triton model file;
+    returns the manifest's ``container`` ({dockerfile, base_image, triton}). A device with no known
+    pinned base image (an L4T release not in the table, TensorRT off Jetson) gets a bundle without
+    one, ``container.error`` saying why, and a WARNING: the device's agent needs no container."""
+    from tasks.release.containers import ContainerError, container_files
+    from tasks.release.triton import onnx_io
 
-    Written against ``container_files`` and ``triton.onnx_io`` as on branch issue17/containers (f084b1b).
-    TODO(lead): until that branch is merged the bundle has no container files and ``container`` is null."""
-    try:
-        from tasks.release.containers import container_files  # type: ignore[import-not-found]
-        from tasks.release.triton import onnx_io  # type: ignore[import-not-found]
-    except ImportError:
-        return None
     art = root / "artifact" / rec.artifact
-    made = container_files(
-        model, rec.runtime, rec.precision, fp, rec.artifact, onnx_io(source), max_batch=_max_batch(cfg, rec)
-    )
+    try:
+        made = container_files(
+            model, rec.runtime, rec.precision, fp, rec.artifact, onnx_io(source), max_batch=_max_batch(cfg, rec)
+        )
+    except ContainerError as e:
+        if log:
+            log(f"WARNING: {rec.target}: no container recipe in the bundle: {e}")
+        return {"dockerfile": None, "base_image": None, "triton": None, "error": str(e)}
     for rel, data in made.files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
@@ -175,7 +179,7 @@ def write_bundle(
         for rel, local in made.files.items():
             shutil.copy2(local, tmp / rel)
         samples = golden.write(cfg, row["target"], build_dir, LAYOUT.split("eval"), tmp, log)
-        container = container_hook(cfg, tmp, meta["model"], rec, fp, source)
+        container = container_hook(cfg, tmp, meta["model"], rec, fp, source, log)
         m = {
             **meta,
             "class": planned.cls,

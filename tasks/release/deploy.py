@@ -145,7 +145,10 @@ def deploy(
             staged = dev.call("release-staged", {"root": r, "bundle": sha})
             out.uploaded_files, out.uploaded_bytes = _upload(dev, bundle, manifest, staged, log)
             log(f"{target}: verifying and installing {manifest['version']} on the device")
-            inst = dev.call("release-install", {"root": r, "bundle": sha}, timeout=tcfg.command_timeout_s)
+            trtexec = tcfg.tensorrt.trtexec if tcfg.runtime == "tensorrt" else None  # probed, and rebuilds with it
+            inst = dev.call(
+                "release-install", {"root": r, "bundle": sha, "trtexec": trtexec}, timeout=tcfg.command_timeout_s
+            )
             out.release, out.rebuilt, out.reason = inst["release"], inst.get("rebuilt"), inst.get("reason")
             out.build_log, out.artifact_sha256 = inst.get("build_log"), inst.get("artifact_sha256")
             if out.rebuilt:
