@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tasks import stage
 from tasks.config import Config
-from tasks.config.load import SEMVER, family
+from tasks.config.load import family
+from tasks.config.release_checks import SEMVER
 from tasks.io import atomic_dir, read_json, sha256_file
 from tasks.layout import LAYOUT, Layout
 from tasks.records import BuildRecord, artifact_files, read_fingerprint

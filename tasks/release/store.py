@@ -6,7 +6,7 @@ import posixpath
 from pathlib import Path
 
 from tasks.config import Config
-from tasks.config.load import SEMVER
+from tasks.config.release_checks import SEMVER
 from tasks.config.schema import Target
 from tasks.stage import StageError
 from tasks.tracking.registry import model_name

@@ -359,3 +359,21 @@ def test_letterbox_is_refused_for_arrays_whose_labels_are_in_input_pixels(tmp_pa
     p["model"]["input"]["pad_value"] = 300
     with pytest.raises(ConfigError, match="model.input.pad_value: 300 must be in 0..255"):
         _load(tmp_path, p)
+
+
+@pytest.mark.parametrize(
+    "release, key, words",
+    [
+        ({"version": "1.2"}, "release.version", "MAJOR.MINOR.PATCH"),
+        ({"devices": {"jetson": "local"}}, "release.devices.jetson", "no target 'jetson'"),
+        ({"devices": {"local": "orin"}}, "release.devices.local", "class 'orin' is not a target"),
+        ({"devices": {"local": "local"}, "canary": "other"}, "release.canary", "not in release.devices"),
+        ({"keep": 1}, "release.keep", "one to roll back to"),
+        ({"parallel": 0}, "release.parallel", ">= 1"),
+    ],
+)
+def test_bad_release_settings_name_the_key(tmp_path, release, key, words):
+    p = fast_params()
+    p["release"].update(release)
+    with pytest.raises(ConfigError, match=rf"config key {key}: .*{words}"):
+        _load(tmp_path, p)
