@@ -1342,17 +1342,23 @@ def cmd_benchmark(req: dict) -> dict:
     return {**res, "hygiene": {"before": before, "after": hygiene()}}
 
 
-def cmd_infer(req: dict) -> dict:
-    _, model, x, np = _load(req)
-    out, bs = Path(_get(req, "output")), _get(req, "batch_size")
-    outputs = infer_all(model, (x[i : i + bs] for i in range(0, len(x), bs)))
+def save_npz(out, arrays: dict) -> None:
+    """``arrays`` as float32 in an ``.npz`` at ``out`` (atomically): np.savez's layout, without its
+    reserved keyword names (an output may be called ``file``)."""
+    np, out = _import("numpy"), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(str(tmp), "w") as z:  # np.savez's layout, without its reserved keyword names
-        for name, value in outputs.items():
+    with zipfile.ZipFile(str(tmp), "w") as z:
+        for name, value in arrays.items():
             with z.open(f"{name}.npy", "w") as f:
                 np.lib.format.write_array(f, np.asarray(value, dtype=np.float32))
     os.replace(str(tmp), str(out))
+
+
+def cmd_infer(req: dict) -> dict:
+    _, model, x, _np = _load(req)
+    out, bs = Path(_get(req, "output")), _get(req, "batch_size")
+    save_npz(out, infer_all(model, (x[i : i + bs] for i in range(0, len(x), bs))))
     return {"outputs": model.output_names, "samples": len(x)}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.agent import remote
+from tasks.agent.agent import save_npz
 from tasks.agent.client import device
 from tasks.config import Config
 from tasks.data.split import Split
@@ -61,5 +62,5 @@ def write(
     y = golden_outputs(cfg, target_name, build_dir, eval_dir, n, log)
     (out_root / "golden").mkdir(parents=True, exist_ok=True)
     np.save(out_root / INPUTS, x)
-    np.savez(out_root / OUTPUTS, **y)
+    save_npz(out_root / OUTPUTS, y)
     return len(x)
