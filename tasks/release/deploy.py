@@ -124,6 +124,13 @@ def deploy(
     try:
         key = Path(cfg.release.public_key_file).read_text() if verify_here else None
         manifest = read_manifest(bundle, key)
+    except FileNotFoundError as e:
+        out.status, out.kind = "refused", "bundle"
+        out.error = (
+            f"{e.filename} is missing: the bundle cannot be checked here (release.public_key_file); "
+            "make the key pair with `edgeforge keygen`, or point release.public_key_file at the public key"
+        )
+        return out
     except (OSError, StageError) as e:
         out.status, out.kind, out.error = "refused", "bundle", stage_message(e)
         return out

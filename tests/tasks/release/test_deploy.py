@@ -260,6 +260,13 @@ def test_a_bundle_with_a_file_it_does_not_list_is_refused_here(fleet):
     assert (out.status, out.kind, out.uploaded_files) == ("refused", "bundle", 0) and "extra.sh" in out.error
 
 
+def test_without_the_public_key_here_nothing_is_uploaded(fleet):
+    Path(cfg().release.public_key_file).unlink()
+    out = deployed("dev_c", "0.1.0")
+    assert (out.status, out.kind, out.uploaded_files) == ("refused", "bundle", 0)
+    assert "edgeforge keygen" in out.error and "release.public_key_file" in out.error
+
+
 def test_rollback_restores_the_previous_release(fleet, capsys):
     assert deployed("dev_c", "0.1.0").status == "activated"
     copy_as("0.1.1", key=signing_key())
