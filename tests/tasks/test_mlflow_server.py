@@ -1,5 +1,5 @@
-"""MLflow over HTTP: a real ``mlflow server`` on 127.0.0.1 (sqlite backend, proxied artifacts
-under tmp_path; started once for the module, its whole process group stopped at the end), the
+"""MLflow over HTTP: a real ``mlflow server`` on 127.0.0.1 (each test twice: a sqlite backend, and
+a real PostgreSQL server's database, the documented team deployment; proxied artifacts under tmp_path; started once for the module, its whole process group stopped at the end), the
 real small pipeline logged to it through ``MLFLOW_TRACKING_URI``, read back over HTTP, and the
 UI opened in headless Chromium: the link the summary prints opens the experiment on its runs
 table (child runs under the parent, by their names), the compare view of the child runs, and the
@@ -7,6 +7,7 @@ registered model with its alias."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ from tasks.records import built_artifact
 from tasks.reporting.selection import winners
 from tasks.tracking.registry import model_name
 from tests.browser import chromium_page
+from tests.postgres import INSTALL_HINT as PG_HINT
+from tests.postgres import bin_dir, start_postgres
 from tests.tasks.test_tracking import ENV, PRECISIONS, make_project
 
 START_TIMEOUT_S = 240  # a cold server on a busy 2-core machine: imports, migrations, uvicorn
@@ -65,9 +69,29 @@ def _stop(proc: subprocess.Popen) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``{"uri": "http://127.0.0.1:<port>", "root": <folder with mlflow.db, artifacts/>}``."""
+@contextlib.contextmanager
+def backend_store(kind: str, root: Path) -> Iterator[str]:
+    """The server's ``--backend-store-uri``: a sqlite file in ``root``, or a database on a PostgreSQL
+    server started for the module (skipped without PostgreSQL, except under CI, where it fails)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{root / 'mlflow.db'}"
+        return
+    if bin_dir() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{PG_HINT} (CI=true: the PostgreSQL tests must not be skipped)")
+        pytest.skip(PG_HINT)
+    with start_postgres(("mlflow",)) as pg:
+        yield pg.uri("mlflow")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    """``{"uri": "http://127.0.0.1:<port>", "root": <folder with artifacts/>, "backend": the store URI}``."""
+    with backend_store(request.param, tmp_path_factory.mktemp(f"mlflow-server-{request.param}")) as store:
+        yield from _server(store, tmp_path_factory)
+
+
+def _server(store: str, tmp_path_factory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -81,7 +105,7 @@ def server(tmp_path_factory):
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        store,
         "--artifacts-destination",
         str(root / "artifacts"),
         "--host",
@@ -100,7 +124,7 @@ def server(tmp_path_factory):
                 tail = (root / "server.log").read_text(errors="replace")[-3000:]
                 pytest.fail(f"mlflow server did not become healthy at {uri} (exit {proc.poll()}):\n{tail}")
             time.sleep(0.5)
-        yield {"uri": uri, "root": root}
+        yield {"uri": uri, "root": root, "backend": store}
     finally:
         _stop(proc)
         log.close()
@@ -142,6 +166,12 @@ def test_runs_and_artifacts_over_http(server, logged):
         assert {"build/model.onnx", "build/build.json"} <= logged_build
     # the artifacts went through the server's proxy into its --artifacts-destination
     assert list((server["root"] / "artifacts").rglob("build.json"))
+    if server["backend"].startswith("postgresql"):  # and the runs are rows of the PostgreSQL database
+        import psycopg
+
+        with psycopg.connect(server["backend"].replace("postgresql+psycopg://", "postgresql://")) as db:
+            ids = {r[0] for r in db.execute("select run_uuid from runs").fetchall()}
+        assert {parent.info.run_id, *(r.info.run_id for r in children)} <= ids
 
 
 def test_winner_registered_over_http(server, logged, tmp_path):
