@@ -43,7 +43,7 @@ def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
-def _path_digest(path: Path) -> str:
+def path_digest(path: Path) -> str:
     """A file's content hash, a folder's over its files' names and contents (``__pycache__``
     skipped), or ``missing``."""
     if path.is_file():
@@ -91,7 +91,7 @@ class StageInputs:
         for dep in self.deps:
             seen = narrow.get(dep, dep)
             for p in seen if isinstance(seen, list | tuple) else [seen]:
-                h.update(f"{Path(p).as_posix()}={_path_digest(self.root / p)}\0".encode())
+                h.update(f"{Path(p).as_posix()}={path_digest(self.root / p)}\0".encode())
         for key in self.params:
             value = narrow[key] if key in narrow else _param(self._values, key)
             h.update(f"{key}={json.dumps(value, sort_keys=True, default=str)}\0".encode())

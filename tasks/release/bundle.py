@@ -9,7 +9,6 @@ folder and renamed into place whole; an existing version is never replaced."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from tasks.layout import LAYOUT, Layout
 from tasks.records import BuildRecord, artifact_files, read_fingerprint
 from tasks.release import golden, manifest, recipe, store
 from tasks.reporting.selection import device_of
+from tasks.reuse import path_digest
 
 
 @dataclass
@@ -110,12 +110,6 @@ def next_version(cfg: Config, wanted: str | None) -> str:
             "replaced; bump release.version (or pass --version)"
         )
     return version
-
-
-def split_sha256(split_dir: Path) -> str:
-    """sha256 over the split's files: ``<name> <sha256>\\n`` per file, by name."""
-    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(Path(split_dir).iterdir()) if p.is_file())
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _max_batch(cfg: Config, rec: BuildRecord) -> int:
@@ -211,7 +205,7 @@ def write_bundle(
             "metrics": {
                 **{k: row.get(k) for k in ("metric", "value", "reference_value", "drop", "throughput", "verdict")},
                 **{k: row.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "key")},
-                "eval_split_sha256": split_sha256(LAYOUT.split("eval")),
+                "eval_split_sha256": path_digest(LAYOUT.split("eval")),
             },
             "container": container,
         }
