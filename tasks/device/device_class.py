@@ -16,6 +16,7 @@ The device choices the build request carries (threads, ORT layout, OpenVINO hint
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -106,13 +107,16 @@ def entry_digest(
     ``choices`` (their reasons left out)."""
     from tasks.layout import LAYOUT
 
+    # the same inputs, named without the target: its params section as "target.*", no fingerprint file
+    own = copy.copy(ins)
+    own.deps = [d for d in ins.deps if d != LAYOUT.fingerprint(target).as_posix()]
+    own.params = ["target.*" if p == f"target.{target}" else p for p in ins.params]
     narrow: dict[str, Any] = {
         "build.precisions": precision,
         LAYOUT.quantize_root.as_posix(): LAYOUT.quantize_dir(precision),
         LAYOUT.quantize_metrics_dir.as_posix(): LAYOUT.quantize_metrics(precision),
-        LAYOUT.fingerprint(target).as_posix(): [],
-        f"target.{target}": built_params(section),
+        "target.*": built_params(section),
     }
-    h = hashlib.sha256(ins.digest(precision, narrow).encode())
+    h = hashlib.sha256(own.digest(precision, narrow).encode())
     h.update(json.dumps({k: v for k, v in choices.items() if k != "reasons"}, sort_keys=True).encode())
     return h.hexdigest()
