@@ -112,3 +112,37 @@ def test_only_target_keys_that_change_the_artifact_are_built_params():
     assert kept["tensorrt"]["int8"] == "qdq"
     other = dataclasses.asdict(Target(transport="ssh", host="10.0.0.8", python="/opt/py", workdir="/y", threads=4))
     assert built_params(other) == kept
+
+
+def test_a_shared_build_is_keyed_by_what_builds_it_never_by_the_target(workdir):
+    """entry_digest in a DVC project's files: two targets that differ in how they are reached agree;
+    threads, the runtime, the device choices and the precision's model each change it."""
+    import shutil
+
+    from tasks.device.device_class import entry_digest
+    from tasks.reuse import inputs_of
+    from tests.conftest import ROOT, fast_params, write_params
+
+    shutil.copy(ROOT / "dvc.yaml", "dvc.yaml")
+    p = fast_params()
+    a = dataclasses.asdict(Target(transport="ssh", host="10.0.0.7", user="nv", workdir="/a"))
+    p["target"].update(
+        a=a,
+        b={**a, "host": "10.0.0.8", "port": 2200, "workdir": "/b", "device_class": "lab", "peak_gflops": {"fp32": 9}},
+        c={**a, "threads": 3},
+        d={**a, "runtime": "openvino"},
+    )
+    write_params(p)
+    model = workdir / "artifacts" / "quantize" / "fp32" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"one model")
+    choices = {"intra_op_threads": 2, "reasons": {"intra_op_threads": "2 cores"}}
+
+    def digest(t: str, ch: dict = choices) -> str:
+        return entry_digest(inputs_of("build", t), t, p["target"][t], "fp32", ch)
+
+    assert digest("a") == digest("b") == digest("a", {"intra_op_threads": 2, "reasons": {}})
+    assert len({digest("a"), digest("c"), digest("d"), digest("a", {"intra_op_threads": 3})}) == 4
+    before = digest("a")
+    model.write_bytes(b"another model")
+    assert digest("a") != before
