@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from flows import release_cli
+from flows.worker import CRASH_AFTER_S, HEARTBEAT_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,13 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("worker", help="take pipeline runs from a Prefect work pool, in this working copy")
     k.add_argument("--pool", default="edgeforge", help="the work pool (default: edgeforge)")
     k.add_argument("--name", help="this worker's name in Prefect (default: <host>-<folder>)")
-    k.add_argument("--heartbeat", type=int, default=30, help="seconds between a flow run's heartbeats (>= 30)")
-    k.add_argument(
-        "--crash-after",
-        type=int,
-        default=120,
-        help="a run with no heartbeat for this many seconds is marked Crashed (the same on every worker)",
-    )
+    k.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, help="seconds between a run's heartbeats (>= 30)")
+    k.add_argument("--crash-after", type=int, default=CRASH_AFTER_S, help="no heartbeat for this long: Crashed")
     sub.add_parser("summary", help="print the last run's summary table and the watcher's record")
     release_cli.add_parsers(sub)
     return p

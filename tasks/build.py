@@ -217,7 +217,7 @@ def record(
 ) -> BuildRecord | SkippedRecord:
     """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
     leaves neither behind. With ``ins`` (:func:`inputs`), a build whose inputs did not change
-    since it was made is kept as it is. Used by ``main`` and by the fleet."""
+    since it was made is kept as it is."""
     out, metrics = LAYOUT.build_dir(target_name, precision), LAYOUT.build_metrics(target_name, precision)
     want = item_digest(ins, target_name, precision)
     if unchanged(metrics, want, out / "build.json"):

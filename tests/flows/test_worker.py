@@ -7,9 +7,7 @@ and a worker whose host dies leaves its run Crashed, the next run redoing only t
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +16,7 @@ from flows.checkpoint_ref import CheckpointError, resolve
 from flows.pool import submit
 from tasks.io import sha256_file
 from tests.flows.tiny import make, plan, runs, with_conf
-from tests.flows.workers import BIN, REPO, Worker, api, server, wait_final, wait_state
+from tests.flows.workers import Worker, api, server, wait_final, wait_state
 
 
 @pytest.fixture(scope="module")
@@ -27,43 +25,55 @@ def url(tmp_path_factory):
         yield u
 
 
-def edgeforge(root: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "edgeforge"), "-C", str(root), "worker"],
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_path, monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows.cli import main
 
-def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile naming a server either
-    r = edgeforge(make(tmp_path / "wc"), env)
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == (
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no profile naming a server either
+        assert main(["-C", str(make(tmp_path / "wc")), "worker"]) == 2
+    assert capsys.readouterr().err == (
         "edgeforge worker: error: set PREFECT_API_URL to your Prefect server's API (prefect server start "
-        "on the server host), e.g. PREFECT_API_URL=http://server:4200/api"
+        "on the server host), e.g. PREFECT_API_URL=http://server:4200/api\n"
     )
     (tmp_path / "empty").mkdir()
-    r = edgeforge(tmp_path / "empty", {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "is not a working copy of the project" in r.stderr and "Traceback" not in r.stderr
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert main(["-C", str(tmp_path / "empty"), "worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeforge worker: error: ") and err.count("\n") == 1
+    assert "is not a working copy of the project (no dvc.yaml and .dvc/ there)" in err
 
 
-def test_two_workers_take_one_run_each_in_their_own_copy_and_share_device_slots(url, tmp_path):
-    copies = [make(tmp_path / f"host{i}") for i in (1, 2)]
+def test_the_watchers_new_checkpoints_run_on_two_workers_one_each_never_on_one_device_at_once(url, tmp_path):
+    from flows.watch import State, watch
+
+    watcher = with_conf(make(tmp_path / "watcher"))
+    copies = [with_conf(make(tmp_path / f"host{i}")) for i in (1, 2)]
     for root in copies:  # dev_a and dev_a2 are one device (10.9.0.1) in both copies
         for t in ("dev_a", "dev_a2"):
-            plan(root, f"build@{t}", sleep=1.0)
-    with Worker(copies[0], url, pool="two") as w1, Worker(copies[1], url, pool="two") as w2:
+            plan(root, f"build@{t}", sleep=0.5)
+    incoming = watcher / "checkpoints/incoming"  # the same path on the workers: shared storage
+    incoming.mkdir(parents=True)
+    for name in ("a.pt", "b.pt"):
+        (incoming / name).write_bytes(name.encode())
+        os.utime(incoming / name, (time.time() - 60, time.time() - 60))
+    with Worker(copies[0], url, pool="two") as w1, Worker(copies[1], url, pool="two") as w2, api(url):
         w1.wait_ready()
         w2.wait_ready()
-        with api(url):
-            ids = [submit("two", {"root": "."}) for _ in copies]
-        assert [wait_final(i, url) for i in ids] == ["COMPLETED", "COMPLETED"]
-    for root in copies:  # each copy ran the whole pipeline once: one run each
+        submitted = watch(root=str(watcher), pool="two")
+        assert [s["status"] for s in submitted] == ["submitted", "submitted"]
+        assert [wait_final(s["flow_run_id"], url) for s in submitted] == ["COMPLETED", "COMPLETED"]
+        assert watch(root=str(watcher), pool="two") == []  # seen: not submitted again; the look records the end
+    state = State(watcher / ".edgeforge/watch/state.json").data
+    assert sorted((e["path"], e["status"]) for e in state.values()) == [
+        ("checkpoints/incoming/a.pt", "done"),
+        ("checkpoints/incoming/b.pt", "done"),
+    ]
+    # one run each, in its own working copy, with the checkpoint it was given
+    checkpoints = {yaml.safe_load((root / "params.yaml").read_text())["model"]["checkpoint"] for root in copies}
+    assert checkpoints == {str(incoming / "a.pt"), str(incoming / "b.pt")}
+    for root in copies:
         assert sorted(r["stage"] for r in runs(root)) == sorted(
             ["prepare", "build@dev_a", "build@dev_b", "build@dev_a2", "report"]
         )
@@ -71,26 +81,6 @@ def test_two_workers_take_one_run_each_in_their_own_copy_and_share_device_slots(
         (r["start"], r["end"]) for root in copies for r in runs(root) if r["stage"] in ("build@dev_a", "build@dev_a2")
     )
     assert len(device) == 4 and all(b[0] >= a[1] for a, b in zip(device, device[1:])), device
-
-
-def test_watcher_submits_new_checkpoints_to_the_pool_and_records_their_end(url, tmp_path):
-    from flows.watch import State, watch
-
-    watcher, host = with_conf(make(tmp_path / "watcher")), with_conf(make(tmp_path / "host"))
-    ckpt = watcher / "checkpoints/incoming/a.pt"  # the same path on the worker: shared storage
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"weights")
-    os.utime(ckpt, (time.time() - 60, time.time() - 60))
-    with Worker(host, url, pool="watched") as worker, api(url):
-        worker.wait_ready()
-        [found] = watch(root=str(watcher), pool="watched")
-        assert found["status"] == "submitted" and found["path"] == "checkpoints/incoming/a.pt"
-        assert wait_final(found["flow_run_id"], url) == "COMPLETED"
-        assert watch(root=str(watcher), pool="watched") == []  # seen: not submitted again
-    params = yaml.safe_load((host / "params.yaml").read_text())
-    assert params["model"]["checkpoint"] == str(ckpt)
-    entry = State(watcher / ".edgeforge/watch/state.json").data[sha256_file(ckpt)]
-    assert entry["status"] == "done" and entry["flow_run_id"] == found["flow_run_id"]
 
 
 def test_a_checkpoint_is_refused_when_its_bytes_are_not_the_submitted_ones(tmp_path):
@@ -105,23 +95,25 @@ def test_a_checkpoint_is_refused_when_its_bytes_are_not_the_submitted_ones(tmp_p
 def test_a_dead_workers_run_ends_crashed_and_the_next_run_redoes_only_the_killed_stage(url, tmp_path):
     root = make(tmp_path / "host")
     plan(root, "report", sleep=120)
+    options = dict(pool="dies", heartbeat=30, crash_after=32)
     with api(url):
-        worker = Worker(root, url, pool="dies", heartbeat=30, crash_after=32).start()
+        worker = Worker(root, url, **options).start()
         try:
             worker.wait_ready()
-            run_id = submit("dies", {"root": "."})
-            wait_state(run_id, url, lambda s: s.is_running())
+            dead = submit("dies", {"root": "."})
             while len(runs(root)) < 4:  # prepare and the builds done: report is running
                 time.sleep(0.2)
             time.sleep(1.0)
             worker.kill()  # the worker, its flow run and the stage's processes: the host died
         finally:
             worker.stop()
-        state = wait_state(run_id, url, lambda s: s.is_final(), timeout_s=90)
-        assert state.type.value == "CRASHED" and "no heartbeat for 32 s" in state.message
         plan(root, "report", sleep=0)
         done = len(runs(root))
-        with Worker(root, url, pool="dies", name="again", heartbeat=30, crash_after=32) as again:
+        # the working copy is free at once (its locks died with the processes): a new worker takes a
+        # new run while the dead one still shows Running, until its heartbeats are missed
+        with Worker(root, url, name="again", **options) as again:
             again.wait_ready()
             assert wait_final(submit("dies", {"root": "."}), url) == "COMPLETED"
-    assert [r["stage"] for r in runs(root)[done:]] == ["report"]
+        assert [r["stage"] for r in runs(root)[done:]] == ["report"]
+        state = wait_state(dead, url, lambda s: s.is_final(), timeout_s=90)
+        assert state.type.value == "CRASHED" and "no heartbeat for 32 s" in state.message
