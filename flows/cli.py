@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="host-side stages at once (default 1: benchmarks of local targets never share the CPU)",
     )
+    r.add_argument(
+        "--remote", help="the DVC remote whose run-cache stages are shared through (default: `dvc remote default`)"
+    )
+    r.add_argument(
+        "--no-remote", action="store_true", help="share nothing: no run-cache pulled or pushed (one machine)"
+    )
     w = sub.add_parser("watch", help="serve the checkpoint watcher on its schedule (watch.interval_s / watch.cron)")
     w.add_argument("--once", action="store_true", help="look once, run what is new, and exit")
     w.add_argument("--interval", type=float, help="seconds between looks (overrides watch.interval_s)")
@@ -91,6 +97,8 @@ class Progress:
                     self._p.console.print(f"[red]failed[/] {info.get('error', name)}", highlight=False)
                 elif event == "done":
                     self._p.console.print(f"[green]ran[/] {name} ({info.get('seconds', 0):.1f} s)", highlight=False)
+                elif event == "cached":
+                    self._p.console.print(f"[cyan]cached[/] {name} (restored from the run-cache)", highlight=False)
                 self._p.advance(self._task)
             self._p.update(self._task, description="running: " + ", ".join(sorted(self._running)))
 
@@ -118,12 +126,16 @@ def _run(args) -> int:
                 root=str(root),
                 retries=args.retries,
                 host_jobs=args.host_jobs,
+                remote=args.remote,
+                share=not args.no_remote,
             )
         finally:
             pl.LISTENERS.remove(progress)
+    ran, cached = len(summary["ran"]), len(summary["cached"])
     print(
-        f"{len(summary['ran'])} stage(s) ran, {len(summary['stages']) - len(summary['ran'])} up to date, "
-        f"in {summary['seconds']:.1f} s (stage logs: {summary['logs']})"
+        f"{ran} stage(s) ran, {len(summary['stages']) - ran - cached} up to date"
+        + (f", {cached} restored from the run-cache of DVC remote {summary['remote']!r}" if summary["remote"] else "")
+        + f", in {summary['seconds']:.1f} s (stage logs: {summary['logs']})"
     )
     return _summary(root)
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.dvc_remote import entry_of as dvc_remote_entry
 from tasks.stage import TRANSIENT_EXIT  # a stage's exit code for errors a later attempt may cure
 
 
@@ -86,11 +87,39 @@ def read(root: Path) -> list[Stage]:
 
 
 @dataclass
+class Reproduced:
+    """What :meth:`Workspace.reproduce` did: ``cached`` when the outputs came from the run-cache
+    (the command did not run); ``pushed`` objects uploaded to the remote, or ``push_error``."""
+
+    seconds: float
+    cached: bool
+    pushed: int = 0
+    push_error: str | None = None
+
+
+@contextlib.contextmanager
+def _pure(stage):
+    """The stage's persisted outputs taken as plain ones while the run-cache is read or written.
+    DVC keeps no run-cache for ``persist: true`` outputs, which may depend on their previous
+    contents; EdgeForge persists them only to keep unchanged items (``tasks/reuse.py``: an item is
+    kept only when its inputs digest matches), so they are a function of the stage's inputs."""
+    persisted = [o for o in stage.outs if o.persist]
+    for o in persisted:
+        o.persist = False
+    try:
+        yield
+    finally:
+        for o in persisted:
+            o.persist = True
+
+
+@dataclass
 class Workspace:
     """The DVC repository the flow drives; DVC objects are only touched under one lock."""
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    remote: str | None = None  # the DVC remote the run-cache is shared through (flows.dvc_remote)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _open(self):
@@ -114,35 +143,92 @@ class Workspace:
             stage = self._stage(repo, name)
             return bool(stage.always_changed or stage.changed())
 
-    def reproduce(self, name: str, log: Path, timeout_s: float | None) -> float:
-        """Reproduce ``name`` as ``dvc repro --single-item`` does (``Stage.run``): under DVC's
-        repository lock, remove its stale outputs and try DVC's run cache; release the lock and run
-        the command (output in ``log``); take the lock again to cache the outputs and record them
-        in dvc.lock. Seconds taken. Raises :class:`StageFailed` with the stage's own error line on
-        failure or timeout (the process group is killed: nothing keeps running behind a task)."""
+    def connect(self) -> int:
+        """With a :attr:`remote`: check it can be read and fetch the run-cache entries it has
+        (:func:`flows.dvc_remote.pull_entries`); their count. Raises ``RemoteError``."""
+        from flows import dvc_remote
+
+        if not self.remote:
+            return 0
+        with self._open() as repo, self._dvc(repo):
+            return dvc_remote.pull_entries(repo, self.remote)
+
+    def restore(self, name: str) -> bool:
+        """Restore ``name`` from the run-cache if it is out of date and an entry matches it (its
+        outputs pulled from the remote when they are not here); whether it was."""
+        with self._open() as repo, self._dvc(repo):
+            stage = self._stage(repo, name)
+            if stage.always_changed or not stage.changed():
+                return False
+            stage.remove_outs(ignore_remove=False, force=False)
+            return self._restore(repo, stage)
+
+    def _restore(self, repo, stage) -> bool:
+        """DVC's ``StageCache.restore``, for persisted outputs too (:func:`_pure`). Persisted outputs
+        stay in place until an entry is found (they are what the stage keeps item by item when it
+        runs), then make way for the entry's."""
         from dvc.stage.cache import RunCacheNotFoundError
 
+        with _pure(stage):
+            if stage.always_changed:
+                return False
+            stage.save_deps()
+            if repo.stage_cache._load(stage) is None:
+                return False
+            stage.remove_outs(ignore_remove=False, force=False)
+            try:
+                repo.stage_cache.restore(stage, pull=bool(self.remote))
+            except RunCacheNotFoundError:  # the entry's data is neither here nor on the remote: run it
+                return False
+        return True
+
+    def reproduce(self, name: str, log: Path, timeout_s: float | None, restore: bool = True) -> Reproduced:
+        """Reproduce ``name`` as ``dvc repro --single-item`` does (``Stage.run``): under DVC's
+        repository lock, remove its stale outputs and try DVC's run cache (not with ``restore``
+        False); release the lock and run the command (output in ``log``); take the lock again to
+        cache the outputs and record them in dvc.lock, and with a :attr:`remote`, upload the stage's
+        run-cache entry. Raises :class:`StageFailed` with the stage's own error line on failure or
+        timeout (the process group is killed: nothing keeps running behind a task)."""
         t0 = time.perf_counter()
         with self._open() as repo:
             with self._dvc(repo):
                 stage = self._stage(repo, name)
                 stage.remove_outs(ignore_remove=False, force=False)
-                try:
-                    repo.stage_cache.restore(stage)
-                    restored = True
-                except RunCacheNotFoundError:
+                restored = restore and self._restore(repo, stage)
+                if not restored:
                     stage.save_deps()
-                    restored = False
             if not restored:
                 cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
                 for cmd in cmds:
                     self._run(name, cmd, log, timeout_s)
             with self._dvc(repo):
-                no_cache_outs = any(not o.use_cache for o in stage.outs if not (o.is_metric or o.is_plot))
-                stage.save(run_cache=not no_cache_outs)
+                with _pure(stage):
+                    stage.save(run_cache=self._run_cached(stage))
+                    entry = dvc_remote_entry(stage) if self.remote else None
                 stage.commit()
                 stage.dump(update_pipeline=False)
-        return time.perf_counter() - t0
+                done = Reproduced(time.perf_counter() - t0, restored)
+                if entry is not None and not restored:
+                    done.pushed, done.push_error = self._push(repo, entry)
+        return done
+
+    def _run_cached(self, stage) -> bool:
+        """Whether the run goes into the run-cache. DVC keeps none for a stage with a ``cache:
+        false`` output (what it records may not be a function of its inputs: a device's
+        fingerprint, a report). With a remote, EdgeForge keeps one for every stage: the flow
+        restores a ``probe@`` only before asking the devices whether they changed
+        (``flows.pipeline``), so a fingerprint from the cache is always checked against the device."""
+        if self.remote:
+            return True
+        return not any(not o.use_cache for o in stage.outs if not (o.is_metric or o.is_plot))
+
+    def _push(self, repo, entry) -> tuple[int, str | None]:
+        from flows.dvc_remote import RemoteError, push_entry
+
+        try:
+            return push_entry(repo, self.remote, entry), None
+        except RemoteError as e:
+            return 0, str(e)
 
     def _run(self, name: str, cmd: str, log: Path, timeout_s: float | None) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)

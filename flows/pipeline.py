@@ -108,7 +108,9 @@ def _transient_only(task, task_run, state) -> bool:
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s: float, log_dir: str) -> dict:
-    """Reproduce one stage through DVC (skipped, like ``dvc repro`` would, when nothing changed)."""
+    """Reproduce one stage through DVC (skipped, like ``dvc repro`` would, when nothing changed;
+    restored from the run-cache when a run with the same inputs was recorded, here or by another
+    worker; never for ``probe@``, see :func:`_restore_probes`)."""
     logger = get_run_logger()
     t0 = time.perf_counter()
     with _hold(slot, host_jobs if slot == HOST_SLOT else 1):
@@ -120,17 +122,23 @@ def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s:
         logger.info("%s: running `%s` on %s", stage.name, stage.cmd, slot)
         started = time.time()
         try:
-            dvc_seconds = ws.reproduce(stage.name, Path(log_dir) / f"{stage.name}.log", timeout_s)
+            done = ws.reproduce(
+                stage.name, Path(log_dir) / f"{stage.name}.log", timeout_s, restore=stage.family != "probe"
+            )
         except StageFailed as e:
             _notify(stage.name, "failed", error=str(e))
             logger.error("%s", e)
             raise
-    _notify(stage.name, "done", seconds=dvc_seconds)
+    if done.push_error:  # the result stands here; other workers will redo it
+        logger.warning("%s: not shared: %s", stage.name, done.push_error)
+    _notify(stage.name, "cached" if done.cached else "done", seconds=done.seconds)
     return {
         "stage": stage.name,
-        "status": "ran",
+        "status": "cached" if done.cached else "ran",
         "seconds": time.perf_counter() - t0,
-        "dvc_seconds": dvc_seconds,
+        "dvc_seconds": done.seconds,
+        "pushed": done.pushed,
+        "push_error": done.push_error,
         "waited_s": waited,
         "started": started,
         "finished": time.time(),
@@ -201,12 +209,40 @@ def _checkpoint(root: Path, ref: str, sha256: str | None) -> str:
         raise PipelineError(str(e)) from None
 
 
-def plan(root: Path, log_dir: Path) -> Plan:
+def plan(root: Path, log_dir: Path, stages: list[Stage] | None = None) -> Plan:
     from tasks.config import load_config
 
     cfg = load_config(root / "params.yaml")
-    stages = read(root)
+    stages = stages if stages is not None else read(root)
     return Plan(root, stages, {s.name: slot_of(s, cfg.target) for s in stages}, log_dir)
+
+
+def shared_remote(root: Path, remote: str | None, share: bool) -> str | None:
+    """The DVC remote this run shares its stages through: ``remote``, else the repository's
+    default one (``dvc remote default``); None with ``share`` False or no remote configured."""
+    from flows.dvc_remote import default_remote
+
+    if not share:
+        return None
+    return remote or default_remote(root)
+
+
+def _connect(ws: Workspace, stages: list[Stage]) -> list[str]:
+    """Fetch the remote's run-cache entries, then restore each out-of-date ``probe@`` from them;
+    the stages restored. Only here, before :func:`_refresh_fingerprints`: a device's fingerprint
+    from the cache is then checked against the device like any recorded one, and a device that
+    changed is probed again (``run_stage`` never restores a probe)."""
+    from flows.dvc_remote import RemoteError
+
+    logger = get_run_logger()
+    try:
+        n = ws.connect()
+    except RemoteError as e:
+        raise PipelineError(
+            f"{e}. Check `dvc remote list` and that this host can reach it, or run with --no-remote"
+        ) from None
+    logger.info("run-cache shared through DVC remote %r: %d new entr%s", ws.remote, n, "y" if n == 1 else "ies")
+    return [s.name for s in stages if s.family == "probe" and ws.restore(s.name)]
 
 
 def _device_limits(slots: set[str]) -> None:
@@ -242,12 +278,16 @@ def pipeline(
     retries: int = 2,
     retry_delay_s: float = 10.0,
     timeouts: dict[str, float] | None = None,
+    remote: str | None = None,
+    share: bool = True,
 ) -> dict:
     """Run every stage of dvc.yaml that changed. ``checkpoint``/``overrides``: composed into
     params.yaml from conf/ first (none: params.yaml as it is). ``exp_name``: save the result as
     that DVC experiment. ``retries``: extra attempts of device stages after transient errors.
-    ``checkpoint`` may be ``models:/<name>/<version>`` (downloaded here); ``checkpoint_sha256``: refuse
-    a checkpoint whose bytes differ (a run submitted to a work pool, see flows/checkpoint_ref.py)."""
+    ``remote``: the DVC remote whose run-cache the stages share (default: the repository's
+    default remote, if any); ``share`` False: none. ``checkpoint`` may be ``models:/<name>/<version>``
+    (downloaded here); ``checkpoint_sha256``: refuse a checkpoint whose bytes differ (a run submitted
+    to a work pool, see flows/checkpoint_ref.py)."""
     logger = get_run_logger()
     rootp = Path(root).resolve()
     t0 = time.perf_counter()
@@ -256,14 +296,16 @@ def pipeline(
             checkpoint = _checkpoint(rootp, checkpoint, checkpoint_sha256)
         if checkpoint or overrides:
             compose(rootp, checkpoint, list(overrides or []))
-        _refresh_fingerprints(rootp)
-        run_id = time.strftime("%Y%m%d-%H%M%S")
-        p = plan(rootp, Layout(rootp).run_logs(run_id))
-        _device_limits(set(p.slots.values()))
         env = {"EDGEFORGE_NO_TABLE": "1"}
         if exp_name:
             env["EDGEFORGE_EXP_NAME"] = exp_name
-        ws = Workspace(rootp, env)
+        ws = Workspace(rootp, env, shared_remote(rootp, remote, share))
+        stages = read(rootp)
+        probes_cached = _connect(ws, stages) if ws.remote else []
+        _refresh_fingerprints(rootp)
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        p = plan(rootp, Layout(rootp).run_logs(run_id), stages)
+        _device_limits(set(p.slots.values()))
         timeouts = {**TIMEOUT_S, **(timeouts or {})}
         futures = {}
         for s in p.stages:
@@ -293,7 +335,10 @@ def pipeline(
             fut.wait()
             state = fut.state
             if state.is_completed():
-                results.append(fut.result())
+                r = fut.result()
+                if name in probes_cached and r["status"] == "skipped":  # restored before the devices were asked
+                    r["status"] = "cached"
+                results.append(r)
             elif state.is_failed():
                 try:
                     fut.result()
@@ -307,6 +352,8 @@ def pipeline(
             "failed": failed,
             "not_run": not_run,
             "ran": [r["stage"] for r in results if r["status"] == "ran"],
+            "cached": [r["stage"] for r in results if r["status"] == "cached"],
+            "remote": ws.remote,
             "seconds": time.perf_counter() - t0,
             "logs": str(p.log_dir),
             "exp_name": exp_name,
@@ -321,9 +368,10 @@ def pipeline(
         if exp_name:
             _save_experiment(rootp, exp_name)
         logger.info(
-            "pipeline: %d stage(s) ran, %d up to date, in %.1f s",
+            "pipeline: %d stage(s) ran, %d from the run-cache, %d up to date, in %.1f s",
             len(summary["ran"]),
-            len(results) - len(summary["ran"]),
+            len(summary["cached"]),
+            len(results) - len(summary["ran"]) - len(summary["cached"]),
             summary["seconds"],
         )
         return summary
