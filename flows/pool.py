@@ -64,8 +64,17 @@ def ensure_deployment(client, pool: str) -> UUID:
 def submit(pool: str, parameters: dict) -> str:
     """A flow run of the pool's deployment (not waited for); its id."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
-    run = run_deployment(deployment_name(pool), parameters=parameters, timeout=0, as_subflow=False, tags=[TAG])
+    from flows.pipeline import PipelineError
+
+    try:
+        run = run_deployment(deployment_name(pool), parameters=parameters, timeout=0, as_subflow=False, tags=[TAG])
+    except ObjectNotFound:
+        raise PipelineError(
+            f"no deployment {deployment_name(pool)} on the Prefect server: start `edgeforge worker --pool {pool}` "
+            f"on a worker host first (it registers it), or check the pool's name"
+        ) from None
     return str(run.id)
 
 

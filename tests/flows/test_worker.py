@@ -30,7 +30,9 @@ def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_
 
     from flows.cli import main
 
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for var in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(var, "")  # restored after the test: main() sets the last two
+        monkeypatch.delenv(var)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no profile naming a server either
         assert main(["-C", str(make(tmp_path / "wc")), "worker"]) == 2
     assert capsys.readouterr().err == (
@@ -81,6 +83,18 @@ def test_the_watchers_new_checkpoints_run_on_two_workers_one_each_never_on_one_d
         (r["start"], r["end"]) for root in copies for r in runs(root) if r["stage"] in ("build@dev_a", "build@dev_a2")
     )
     assert len(device) == 4 and all(b[0] >= a[1] for a, b in zip(device, device[1:])), device
+
+
+def test_submitting_to_a_pool_no_worker_registered_says_what_to_start(url, tmp_path):
+    from flows.pipeline import PipelineError
+    from flows.watch import watch
+
+    watcher = with_conf(make(tmp_path / "watcher"))
+    (watcher / "checkpoints/incoming").mkdir(parents=True)
+    (watcher / "checkpoints/incoming/a.pt").write_bytes(b"a")
+    os.utime(watcher / "checkpoints/incoming/a.pt", (time.time() - 60, time.time() - 60))
+    with api(url), pytest.raises(PipelineError, match=r"start `edgeforge worker --pool nobody` on a worker host"):
+        watch(root=str(watcher), pool="nobody")
 
 
 def test_a_checkpoint_is_refused_when_its_bytes_are_not_the_submitted_ones(tmp_path):

@@ -1,13 +1,16 @@
 """``edgeforge worker`` in a subprocess, for tests that stand two hosts in for two working copies.
 
-    with server(tmp_path / "prefect.log") as url:           # `prefect server start` (triggers included)
+    with server(tmp_path / "prefect.log") as url, api(url):  # `prefect server start` (triggers included)
         with Worker(repo1, url, pool="p") as w1, Worker(repo2, url, pool="p") as w2:
-            w1.wait_ready()                                  # the pool and deployment are registered
-            run_id = submit("p", {"root": "."})              # flows.pool.submit, with PREFECT_API_URL=url
-            state = wait_final(run_id, url)                  # "COMPLETED", "CRASHED", ...
-            w1.kill()                                        # SIGKILL the worker and its flow runs (a dead host)
+            w1.wait_ready(); w2.wait_ready()                  # the pool and deployment are registered
+            run_id = submit("p", {"root": "."})               # flows.pool.submit: any free worker takes it
+            assert wait_final(run_id, url) == "COMPLETED"     # or "FAILED", "CRASHED", "CANCELLED"
+            w1.kill()                                         # SIGKILL the worker and every process under it
 
-A worker's output is in ``<working copy>/.edgeforge/worker.log`` (``Worker.log``)."""
+``Worker(root, url, pool=..., name=..., heartbeat=30, crash_after=32)``: options become the command's
+``--heartbeat 30 --crash-after 32``. Each worker looks for runs every second (PREFECT_WORKER_QUERY_SECONDS)
+and runs this checkout's code (PYTHONPATH). Its output is in ``<working copy>/.edgeforge/worker.log``
+(``Worker.output()``)."""
 
 from __future__ import annotations
 
