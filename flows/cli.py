@@ -1,7 +1,8 @@
 """``edgeforge``: the Prefect driver from the command line.
 
   edgeforge run [--checkpoint P] [-S key=value ...] [--exp-name N]   run the pipeline once
-  edgeforge watch [--once] [--interval S | --cron C] [--retry-failed] serve the checkpoint watcher
+  edgeforge watch [--once] [--interval S | --cron C] [--retry-failed] [--pool P]  serve the checkpoint watcher
+  edgeforge worker [--pool P] [--name N]                              take the work pool's pipeline runs here
   edgeforge summary                                                   the last run's summary
   edgeforge keygen | release | deploy | rollback | fleet | monitor     the release loop (flows/release_cli.py)
 
@@ -18,6 +19,7 @@ import threading
 from pathlib import Path
 
 from flows import release_cli
+from flows.worker import CRASH_AFTER_S, HEARTBEAT_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--interval", type=float, help="seconds between looks (overrides watch.interval_s)")
     w.add_argument("--cron", help="cron schedule (overrides watch.cron)")
     w.add_argument("--retry-failed", action="store_true", help="run checkpoints whose run failed again (--once)")
+    w.add_argument("--pool", help="submit each new checkpoint to this work pool (overrides watch.work_pool)")
+    k = sub.add_parser("worker", help="take pipeline runs from a Prefect work pool, in this working copy")
+    k.add_argument("--pool", default="edgeforge", help="the work pool (default: edgeforge)")
+    k.add_argument("--name", help="this worker's name in Prefect (default: <host>-<folder>)")
+    k.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, help="seconds between a run's heartbeats (>= 30)")
+    k.add_argument("--crash-after", type=int, default=CRASH_AFTER_S, help="no heartbeat for this long: Crashed")
     sub.add_parser("summary", help="print the last run's summary table and the watcher's record")
     release_cli.add_parsers(sub)
     return p
@@ -189,24 +197,36 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(server_env())  # before a server starts: it inherits them (no telemetry tracebacks)
     from flows.pipeline import PipelineError
+    from flows.worker import WorkerError
 
     try:
         if args.cmd == "run":
             return _run(args)
+        if args.cmd == "worker":
+            from flows import worker
+
+            worker.run(Path(args.root), args.pool, args.name, args.heartbeat, args.crash_after)
+            return 0
         from flows import watch
 
         if args.once:
-            done = watch.watch(root=str(Path(args.root).resolve()), retry_failed=args.retry_failed)
+            root = str(Path(args.root).resolve())
+            done = watch.watch(root=root, retry_failed=args.retry_failed, pool=args.pool)
             for d in done:
                 print(
-                    f"{d['status']:<7} {d['sha256'][:12]} {d['path']}" + (f": {d['error']}" if d.get("error") else "")
+                    f"{d['status']:<9} {d['sha256'][:12]} {d['path']}"
+                    + (f": {d['error']}" if d.get("error") else "")
+                    + (f" (flow run {d['flow_run_id']})" if d.get("flow_run_id") else "")
                 )
             return 1 if any(d["status"] == "failed" for d in done) else 0
-        watch.serve(args.root, args.interval, args.cron)
+        watch.serve(args.root, args.interval, args.cron, args.pool)
         return 0
     except PipelineError as e:
         print(f"edgeforge: error: {e}", file=sys.stderr)
         return 1
+    except WorkerError as e:
+        print(f"edgeforge worker: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("edgeforge: interrupted", file=sys.stderr)
         return 130

@@ -200,6 +200,15 @@ def compose(root: Path, checkpoint: str | None, overrides: list[str]) -> None:
     os.replace(tmp, root / "params.yaml")
 
 
+def _checkpoint(root: Path, ref: str, sha256: str | None) -> str:
+    from flows.checkpoint_ref import CheckpointError, resolve
+
+    try:
+        return resolve(root, ref, sha256)
+    except CheckpointError as e:
+        raise PipelineError(str(e)) from None
+
+
 def plan(root: Path, log_dir: Path, stages: list[Stage] | None = None) -> Plan:
     from tasks.config import load_config
 
@@ -264,6 +273,7 @@ def pipeline(
     overrides: list[str] | None = None,
     exp_name: str | None = None,
     root: str = ".",
+    checkpoint_sha256: str | None = None,
     host_jobs: int = 1,
     retries: int = 2,
     retry_delay_s: float = 10.0,
@@ -275,11 +285,15 @@ def pipeline(
     params.yaml from conf/ first (none: params.yaml as it is). ``exp_name``: save the result as
     that DVC experiment. ``retries``: extra attempts of device stages after transient errors.
     ``remote``: the DVC remote whose run-cache the stages share (default: the repository's
-    default remote, if any); ``share`` False: none."""
+    default remote, if any); ``share`` False: none. ``checkpoint`` may be ``models:/<name>/<version>``
+    (downloaded here); ``checkpoint_sha256``: refuse a checkpoint whose bytes differ (a run submitted
+    to a work pool, see flows/checkpoint_ref.py)."""
     logger = get_run_logger()
     rootp = Path(root).resolve()
     t0 = time.perf_counter()
     with workspace_lock(rootp):
+        if checkpoint:
+            checkpoint = _checkpoint(rootp, checkpoint, checkpoint_sha256)
         if checkpoint or overrides:
             compose(rootp, checkpoint, list(overrides or []))
         env = {"EDGEFORGE_NO_TABLE": "1"}

@@ -20,10 +20,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.checkpoint_ref import download_version, matching, registry_ref
+from flows.pool import settle, submit
 from tasks.io import sha256_file
 from tasks.layout import Layout
 
 SETTLE_S = 2.0
+RETRYABLE = ("failed", "interrupted", "crashed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class State:
 
     def seen(self, sha: str, retry_failed: bool = False) -> bool:
         entry = self.data.get(sha)
-        return entry is not None and not (retry_failed and entry["status"] in ("failed", "interrupted"))
+        return entry is not None and not (retry_failed and entry["status"] in RETRYABLE)
 
     def record(self, sha: str, **fields) -> None:
         self.data[sha] = {**self.data.get(sha, {}), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -83,10 +86,6 @@ def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str
     file matching ``pattern`` in the version's artifacts), downloaded once under
     ``.edgeforge/watch/registry/<model>/<version>/``. A version that cannot be used is skipped with
     a warning that says why (it is looked at again next time); the folder's checkpoints still run."""
-    import fnmatch
-    import shutil
-
-    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -106,26 +105,17 @@ def registry_checkpoints(root: Path, model: str, pattern: str, tracking_uri: str
     for v in sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version)):
         if v.status != "READY":  # still being registered: the next look takes it
             continue
-        dst = Layout(root).registry_downloads / model / str(v.version)
-        if not dst.is_dir():
-            tmp = dst.with_name(dst.name + ".part")
-            shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted download
-            tmp.mkdir(parents=True)
-            try:
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{model}/{v.version}", dst_path=str(tmp), tracking_uri=tracking_uri
-                )
-            except (MlflowException, OSError) as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                log.warning(
-                    "registry %s version %s: could not download its artifacts (%s); skipped",
-                    model,
-                    v.version,
-                    str(e).splitlines()[0][:200],
-                )
-                continue
-            os.replace(tmp, dst)
-        hits = [p for p in dst.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, pattern)]
+        try:
+            dst = download_version(root, model, str(v.version), tracking_uri)
+        except (MlflowException, OSError) as e:
+            log.warning(
+                "registry %s version %s: could not download its artifacts (%s); skipped",
+                model,
+                v.version,
+                str(e).splitlines()[0][:200],
+            )
+            continue
+        hits = matching(dst, pattern)
         if len(hits) == 1:
             out.append((hits[0], f"registry:{model}/{v.version}"))
         else:
@@ -175,8 +165,9 @@ def exp_name(sha: str) -> str:
 
 
 @flow(name="edgeforge-watch", log_prints=True)
-def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
-    """Look once for new checkpoints and run the pipeline for each (one after the other)."""
+def watch(root: str = ".", retry_failed: bool = False, pool: str | None = None) -> list[dict]:
+    """Look once for new checkpoints and run the pipeline for each (one after the other), or, with a
+    work pool (``pool`` or ``watch.work_pool``), submit each as a flow run any worker can take."""
     from flows.pipeline import compose, pipeline
     from tasks.config import load_config
 
@@ -189,6 +180,9 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
         logger.warning(
             "checkpoint %s: its run was interrupted; `edgeforge watch --retry-failed` runs it again", sha[:12]
         )
+    pool = pool or cfg.watch.work_pool
+    if pool:
+        settle(state, logger)
     found = find_new(rootp, cfg, state, retry_failed)
     logger.info(
         "watch: %d new checkpoint(s) in %s%s",
@@ -196,6 +190,8 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
         cfg.watch.dir,
         f" and registry model {cfg.watch.registry_model}" if cfg.watch.registry_model else "",
     )
+    if pool:
+        return [_submit(rootp, pool, f, list(cfg.watch.overrides), state) for f in found]
     done = []
     for f in found:
         name = exp_name(f.sha256)
@@ -219,12 +215,30 @@ def watch(root: str = ".", retry_failed: bool = False) -> list[dict]:
     return done
 
 
+def _submit(root: Path, pool: str, f: Found, overrides: list[str], state: State) -> dict:
+    """``f`` as a flow run of the pool's deployment: a path the workers can read (absolute: on
+    storage they share) or a registry reference they download, with its sha256 to check."""
+    ref = registry_ref(*f.source[len("registry:") :].rsplit("/", 1)) if f.source.startswith("registry:") else None
+    params = {
+        "checkpoint": ref or str((root / f.path).resolve()),
+        "checkpoint_sha256": f.sha256,
+        "overrides": overrides,
+        "exp_name": exp_name(f.sha256),
+    }
+    run_id = submit(pool, params)
+    state.record(
+        f.sha256, path=f.path, source=f.source, status="submitted", exp_name=params["exp_name"], flow_run_id=run_id
+    )
+    _logger().info("checkpoint %s (%s): submitted to work pool %s as flow run %s", f.path, f.sha256[:12], pool, run_id)
+    return {"path": f.path, "sha256": f.sha256, "status": "submitted", "flow_run_id": run_id}
+
+
 def _read_summary(root: Path) -> dict:
     path = Layout(root).summary
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def serve(root: str = ".", interval_s: float | None = None, cron: str | None = None) -> None:
+def serve(root: str = ".", interval_s: float | None = None, cron: str | None = None, pool: str | None = None) -> None:
     """Serve :func:`watch` as the deployment ``edgeforge-watch`` on its schedule (blocks).
 
     Schedules need a Prefect server (its scheduler service; a temporary server has none): with no
@@ -244,7 +258,11 @@ def serve(root: str = ".", interval_s: float | None = None, cron: str | None = N
     if not interval and not cron:
         raise ValueError("watch: set watch.interval_s or watch.cron (or pass --interval/--cron)")
     kwargs = dict(
-        name="edgeforge-watch", parameters={"root": str(Path(root).resolve())}, interval=interval, cron=cron, limit=1
+        name="edgeforge-watch",
+        parameters={"root": str(Path(root).resolve()), "pool": pool},
+        interval=interval,
+        cron=cron,
+        limit=1,
     )
     if PREFECT_API_URL.value():
         watch.serve(**kwargs)

@@ -9,8 +9,8 @@ Output: ``artifacts/probe/<target>.json`` (the fingerprint plus its sha256 under
 DVC does not ask the device on every ``dvc repro`` (a no-op ``dvc repro`` stays DVC's own
 overhead, no SSH round trip per target): ``python -m tasks.probe --refresh`` asks every target of
 ``build.targets`` and rewrites a recorded fingerprint only when the device changed, so the next
-``dvc repro`` re-runs that probe and what depends on it. ``make run``, the Prefect pipeline flow
-and the fleet refresh first; after a JetPack upgrade by hand, run it (or ``dvc repro -f
+``dvc repro`` re-runs that probe and what depends on it. ``make run`` and the Prefect pipeline
+flow refresh first; after a JetPack upgrade by hand, run it (or ``dvc repro -f
 probe@<target>``).
 """
 
@@ -45,7 +45,7 @@ def run(cfg: Config, target_name: str) -> dict:
 
 
 def record(cfg: Config, target_name: str) -> dict:
-    """:func:`run`, written to the stage's output (used by ``main`` and by the fleet)."""
+    """:func:`run`, written to the stage's output."""
     fp = run(cfg, target_name)
     write_json(LAYOUT.fingerprint(target_name), fp)
     return fp

@@ -465,6 +465,11 @@ class Watch:
     cron: str | None = f(None, "schedule as a cron string instead of interval_s (e.g. '0 * * * *')")
     state: str = f(".edgeforge/watch/state.json", "record of every checkpoint seen, by sha256 (kept across restarts)")
     overrides: list[str] = f([], "config overrides for every watched run, as for `dvc exp run -S`")
+    work_pool: str | None = f(
+        None,
+        "submit each new checkpoint to this Prefect work pool (`edgeforge worker` hosts run it; watch.dir "
+        "on storage the workers share, or the registry); null = run it here",
+    )
 
 
 @dataclass

@@ -89,3 +89,19 @@ def test_a_registered_model_that_does_not_exist_is_a_warning_not_a_crash(params,
     with caplog.at_level(logging.WARNING, logger="flows.watch"):
         assert registry_checkpoints(workdir, "mnist-cnnn", "*.pt", store) == []
     assert "no registered model 'mnist-cnnn'" in caplog.text and "watch.registry_model" in caplog.text
+
+
+def test_a_worker_downloads_a_submitted_registry_version_itself_and_checks_its_sha256(params, store, workdir):
+    from flows.checkpoint_ref import CheckpointError, registry_ref, resolve
+
+    MlflowClient(store).search_experiments()
+    v = register(store, {"a.pt": b"weights A", "notes.txt": b"not a checkpoint"})
+    Path("a.pt").unlink()
+    sha = sha256_file(Path("notes.txt"))  # other bytes than the checkpoint's
+    path = resolve(workdir, registry_ref(MODEL, v), None)  # the worker's own download, its watch.glob
+    assert Path(path).name == "a.pt" and (workdir / path).read_bytes() == b"weights A"
+    assert resolve(workdir, registry_ref(MODEL, v), sha256_file(workdir / path)) == path
+    with pytest.raises(CheckpointError, match="its sha256 is"):
+        resolve(workdir, registry_ref(MODEL, v), sha)
+    with pytest.raises(CheckpointError, match="could not download it from"):
+        resolve(workdir, registry_ref(MODEL, "99"), None)

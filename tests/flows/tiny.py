@@ -99,3 +99,13 @@ def plan(root: Path, stage: str, *, fail: str | None = None, sleep: float | None
     if sleep is not None:
         (root / "sleep").mkdir(exist_ok=True)
         (root / "sleep" / stage).write_text(str(sleep))
+
+
+def with_conf(root: Path) -> Path:
+    """Give the tiny repository a ``conf/`` (its params.yaml as the one Hydra config), so that runs
+    with a checkpoint or overrides compose params.yaml from it as in the real project."""
+    (root / "conf").mkdir(exist_ok=True)
+    (root / "conf" / "config.yaml").write_text((root / "params.yaml").read_text())
+    subprocess.run(["git", "add", "conf"], cwd=root, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-qm", "conf"], cwd=root, check=True, capture_output=True)
+    return root

@@ -1,7 +1,7 @@
 """Probe and build on a device over real SSH (the tests' OpenSSH sshd on 127.0.0.1): ONNX
 Runtime and OpenVINO for real, TensorRT against the FAKE trtexec (tests/fakes/trtexec, replaying
 real logs), and the ways a device fails: unreachable, wrong key, unknown host key, a command
-that hangs, a full disk, a failed build; plus a fleet where one device fails."""
+that hangs, a full disk, a failed build."""
 
 from __future__ import annotations
 
@@ -273,45 +273,6 @@ def test_full_device_disk_fails_the_upload_and_leaves_nothing(devices, params, t
         assert [p.name for p in (disk / "edgeforge" / "jobs").iterdir()] == []  # no partial upload left
     finally:
         subprocess.run(["umount", str(disk)], check=False)
-
-
-def test_fleet_builds_concurrently_and_isolates_a_failing_device(devices, params, sshd, tmp_path):
-    from tasks.config import load_config
-    from tasks.fleet import build_fleet
-    from tasks.hosts.loopback import free_port
-
-    params["target"]["gone"] = ssh_target(sshd, tmp_path / "g", port=free_port(), connect_timeout_s=2.0, retries=0)
-    write_params(params)
-    cfg, logs = load_config(), []
-    targets = ["dev_ort", "gone", "local", "dev_trt_int8_fail"]
-    results = build_fleet(cfg, targets, cfg.build.precisions, jobs=4, log=logs.append)
-    by = {r.target: r for r in results}
-    assert by["dev_ort"].error is None and by["local"].error is None
-    assert by["dev_ort"].done == ["probe@dev_ort", *(f"build@dev_ort-{p}" for p in cfg.build.precisions)]
-    # what `dvc commit` records: DVC's stage names, each only with every one of its outputs there
-    assert by["dev_ort"].stages == ["probe@dev_ort", "build@dev_ort"]
-    assert by["local"].stages == ["probe@local", "build@local"]
-    for t in ("dev_ort", "local"):
-        for out in LAYOUT.declared()["probe"]["outs"]:
-            assert Path(str(out).replace("${item.target}", t)).is_file()
-        for p in cfg.build.precisions:
-            assert read_json(LAYOUT.build_metrics(t, p))["precision"] == p
-    assert by["gone"].done == [] and by["gone"].stages == []
-    assert by["gone"].error.startswith("probe@gone: gone: cannot connect")
-    assert not LAYOUT.build_dir("gone", "fp32").exists() and not LAYOUT.peak("gone").exists()
-    assert any(m.startswith("FAILED probe@gone") for m in logs)
-    # one failed precision: the target's other builds are made and kept, its build stage is not committed
-    bad = by["dev_trt_int8_fail"]
-    assert bad.done == ["probe@dev_trt_int8_fail", "build@dev_trt_int8_fail-fp32", "build@dev_trt_int8_fail-fp16"]
-    assert bad.stages == ["probe@dev_trt_int8_fail"]
-    assert (
-        bad.error.startswith("build@dev_trt_int8_fail-int8-minmax: ")
-        and "Could not find any implementation" in bad.error
-    )
-    assert {f.name for f in LAYOUT.builds("dev_trt_int8_fail").iterdir()} == {"fp32", "fp16"}
-    # a fleet given some precisions only does not complete (nor commit) the build stage of all of them
-    (part,) = build_fleet(cfg, ["local"], ["fp32"], log=logs.append)
-    assert part.error is None and part.stages == ["probe@local"]
 
 
 def test_ops_the_device_tensorrt_lacks_fail_before_any_upload(devices, capsys):
