@@ -74,6 +74,7 @@ def backend_store(kind: str, root: Path) -> Iterator[str]:
 def serve(store: str, root: Path) -> Iterator[dict]:
     """``mlflow server`` on ``store`` with proxied artifacts under ``root``, on a free loopback port:
     ``{"uri": "http://127.0.0.1:<port>", "root": root, "backend": store}``; stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
