@@ -25,6 +25,14 @@ def url(tmp_path_factory):
         yield u
 
 
+def dropped(path, data: bytes = b"weights"):
+    """A checkpoint copied into the watched folder a minute ago (settled: not being written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    return path
+
+
 def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_path, monkeypatch, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -56,10 +64,8 @@ def test_the_watchers_new_checkpoints_run_on_two_workers_one_each_never_on_one_d
         for t in ("dev_a", "dev_a2"):
             plan(root, f"build@{t}", sleep=0.5)
     incoming = watcher / "checkpoints/incoming"  # the same path on the workers: shared storage
-    incoming.mkdir(parents=True)
     for name in ("a.pt", "b.pt"):
-        (incoming / name).write_bytes(name.encode())
-        os.utime(incoming / name, (time.time() - 60, time.time() - 60))
+        dropped(incoming / name, name.encode())
     with Worker(copies[0], url, pool="two") as w1, Worker(copies[1], url, pool="two") as w2, api(url):
         w1.wait_ready()
         w2.wait_ready()
@@ -90,9 +96,7 @@ def test_submitting_to_a_pool_no_worker_registered_says_what_to_start(url, tmp_p
     from flows.watch import watch
 
     watcher = with_conf(make(tmp_path / "watcher"))
-    (watcher / "checkpoints/incoming").mkdir(parents=True)
-    (watcher / "checkpoints/incoming/a.pt").write_bytes(b"a")
-    os.utime(watcher / "checkpoints/incoming/a.pt", (time.time() - 60, time.time() - 60))
+    dropped(watcher / "checkpoints/incoming/a.pt")
     with api(url), pytest.raises(PipelineError, match=r"start `edgeforge worker --pool nobody` on a worker host"):
         watch(root=str(watcher), pool="nobody")
 
@@ -107,14 +111,17 @@ def test_a_checkpoint_is_refused_when_its_bytes_are_not_the_submitted_ones(tmp_p
 
 
 def test_a_dead_workers_run_ends_crashed_and_the_next_run_redoes_only_the_killed_stage(url, tmp_path):
-    root = make(tmp_path / "host")
+    from flows.watch import State, watch
+
+    watcher, root = with_conf(make(tmp_path / "watcher")), with_conf(make(tmp_path / "host"))
+    ckpt = dropped(watcher / "checkpoints/incoming/a.pt")
     plan(root, "report", sleep=120)
     options = dict(pool="dies", heartbeat=30, crash_after=32)
     with api(url):
         worker = Worker(root, url, **options).start()
         try:
             worker.wait_ready()
-            dead = submit("dies", {"root": "."})
+            [submitted] = watch(root=str(watcher), pool="dies")
             while len(runs(root)) < 4:  # prepare and the builds done: report is running
                 time.sleep(0.2)
             time.sleep(1.0)
@@ -129,5 +136,8 @@ def test_a_dead_workers_run_ends_crashed_and_the_next_run_redoes_only_the_killed
             again.wait_ready()
             assert wait_final(submit("dies", {"root": "."}), url) == "COMPLETED"
         assert [r["stage"] for r in runs(root)[done:]] == ["report"]
-        state = wait_state(dead, url, lambda s: s.is_final(), timeout_s=90)
+        state = wait_state(submitted["flow_run_id"], url, lambda s: s.is_final(), timeout_s=90)
         assert state.type.value == "CRASHED" and "no heartbeat for 32 s" in state.message
+        assert watch(root=str(watcher), pool="dies") == []  # the look records how the run ended
+    entry = State(watcher / ".edgeforge/watch/state.json").data[sha256_file(ckpt)]
+    assert entry["status"] == "crashed" and "no heartbeat for 32 s" in entry["error"]
