@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.cmd not in release_cli.PASSTHROUGH:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    if not args.verbose:
+    if not args.verbose and args.cmd != "worker":  # a worker's flow runs log to the server: the team's view
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if args.cmd == "summary":
         return _summary(Path(args.root).resolve())

@@ -161,7 +161,10 @@ class Workspace:
             if stage.always_changed or not stage.changed():
                 return False
             stage.remove_outs(ignore_remove=False, force=False)
-            return self._restore(repo, stage)
+            if not self._restore(repo, stage):
+                return False
+            self._record(stage, run_cache=False)
+            return True
 
     def _restore(self, repo, stage) -> bool:
         """DVC's ``StageCache.restore``, for persisted outputs too (:func:`_pure`). Persisted outputs
@@ -202,15 +205,21 @@ class Workspace:
                 for cmd in cmds:
                     self._run(name, cmd, log, timeout_s)
             with self._dvc(repo):
-                with _pure(stage):
-                    stage.save(run_cache=self._run_cached(stage))
-                    entry = dvc_remote_entry(stage) if self.remote else None
-                stage.commit()
-                stage.dump(update_pipeline=False)
+                entry = self._record(stage, run_cache=self._run_cached(stage))
                 done = Reproduced(time.perf_counter() - t0, restored)
                 if entry is not None and not restored:
                     done.pushed, done.push_error = self._push(repo, entry)
         return done
+
+    def _record(self, stage, run_cache: bool):
+        """Cache the stage's outputs and record them in dvc.lock (and in the run-cache); the
+        run-cache entry to share, with a :attr:`remote`."""
+        with _pure(stage):
+            stage.save(run_cache=run_cache)
+            entry = dvc_remote_entry(stage) if self.remote and run_cache else None
+        stage.commit()
+        stage.dump(update_pipeline=False)
+        return entry
 
     def _run_cached(self, stage) -> bool:
         """Whether the run goes into the run-cache. DVC keeps none for a stage with a ``cache:

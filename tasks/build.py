@@ -18,6 +18,10 @@ A precision that does not apply to the target (:mod:`tasks.device.support`: bf16
 precision the device only emulates under ``bench.emulated: skip``) is decided from the fingerprint
 before anything is uploaded: ``build.json`` and the metrics are then a skipped record, with no
 artifact. An emulated precision built anyway (``bench.emulated: measure``) records ``emulated``.
+
+Targets of one device class share a build (:mod:`tasks.device.class_store`, ``build.share_by_class``):
+the first builds it, the others copy it sha256-verified (``shared_from`` in ``build.json``) and are
+still benchmarked and evaluated on their own.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from tasks import stage
 from tasks.agent.client import device
 from tasks.config import Config
+from tasks.device import class_store
 from tasks.device.choices import choose, run_threads
 from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
@@ -217,7 +222,8 @@ def record(
 ) -> BuildRecord | SkippedRecord:
     """:func:`run` into the stage's outputs (the build folder, then its metrics); a failure
     leaves neither behind. With ``ins`` (:func:`inputs`), a build whose inputs did not change
-    since it was made is kept as it is."""
+    since it was made is kept as it is; one already built for a target of the same device class is
+    copied (:mod:`tasks.device.class_store`) unless ``build.share_by_class`` is false."""
     out, metrics = LAYOUT.build_dir(target_name, precision), LAYOUT.build_metrics(target_name, precision)
     want = item_digest(ins, target_name, precision)
     if unchanged(metrics, want, out / "build.json"):
@@ -225,9 +231,11 @@ def record(
         if log:
             log("unchanged since it was built: kept")
         return rec
+    share = class_store.plan(cfg, target_name, precision, ins)  # None: this target builds, whatever its class
     try:
         with atomic_dir(out) as tmp:
-            rec = run(cfg, target_name, precision, tmp, log)
+            make = lambda: run(cfg, target_name, precision, tmp, log)  # noqa: E731
+            rec = make() if share is None else class_store.build_or_share(share, tmp, make, log or (lambda m: None))
         write_record(rec, metrics, want)
     except BaseException:
         remove(metrics)
@@ -258,10 +266,16 @@ def main(argv: list[str] | None = None) -> None:
                 stage.log(f"build@{k}", f"n/a: {rec.skipped}")
                 return
             emulated = f"; {rec.extra['emulated']}" if rec.extra.get("emulated") else ""
-            stage.log(
-                f"build@{k}",
-                f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB on {rec.host} in {rec.build_seconds:.2f} s{emulated}",
-            )
+            size = f"{rec.artifact} {rec.size_bytes / 1e6:.2f} MB"
+            if rec.extra.get("shared_from"):  # a build of its device class, copied: countable apart from builds
+                src = f"build@{key(rec.extra['shared_from'], precision)}"
+                stage.log(
+                    f"build@{k}",
+                    f"shared from {src} (class {rec.extra['device_class']}), sha256 verified: {size} "
+                    f"copied in {rec.build_seconds:.2f} s{emulated}",
+                )
+                return
+            stage.log(f"build@{k}", f"built {size} on {rec.host} in {rec.build_seconds:.2f} s{emulated}")
 
         stage.each(
             stage.precisions(cfg, args),

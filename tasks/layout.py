@@ -253,6 +253,20 @@ class Layout:
         return self.state_dir / "prefect-server.log"
 
     @property
+    def class_builds(self) -> Path:
+        """Builds shared by the targets of a device class (:mod:`tasks.device.class_store`), by class,
+        then ``<precision>-<inputs digest[:16]>``: what ``build@<target>`` copies instead of building."""
+        return self.state_dir / "class-builds"
+
+    def class_build(self, device_class: str, entry: str) -> Path:
+        """One shared build: its files and ``build.json`` (with every file's sha256)."""
+        return self.class_builds / device_class / entry
+
+    def class_lock(self, device_class: str, entry: str) -> Path:
+        """Held (``flock``) by the target building or copying that shared build: one builds, the others wait."""
+        return self.class_builds / device_class / f"{entry}.lock"
+
+    @property
     def registry_downloads(self) -> Path:
         """Checkpoints the watcher downloaded from the MLflow registry, by model and version."""
         return self.state_dir / "watch" / "registry"

@@ -216,6 +216,12 @@ class Build:
         "OpenVINO on AVX512_BF16/AMX/Arm bf16), int8-<calibrator>, int8-mixed (sensitive layers kept FP32 automatically)",
     )
     fp16_keep_io_types: bool = f(True, "FP16 builds keep FP32 inputs/outputs")
+    share_by_class: bool = f(
+        True,
+        "targets of one device class (target.<name>.device_class, else the same fingerprinted hardware, toolkits, "
+        "power mode and runtime) share one build: the first builds, the others copy it (sha256-verified); "
+        "false = every target builds",
+    )
 
 
 @dataclass
@@ -281,6 +287,11 @@ class Target:
     )
     retries: int = f(2, "ssh: extra connection attempts after transient network errors (never after auth failures)")
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
+    device_class: str | None = f(
+        None,
+        "builds are shared with the targets of this class (letters, digits, . _ -); you vouch that their "
+        "hardware and toolkits are identical; null = the class derived from the fingerprint",
+    )
     peak_gflops: dict[str, float] = f(
         {},
         "overrides the nominal peak GFLOP/s (int8: GOP/s) by precision family (fp32, bf16, fp16, int8) that "
