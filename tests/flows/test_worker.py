@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -18,11 +19,50 @@ from tasks.io import sha256_file
 from tests.flows.tiny import make, plan, runs, with_conf
 from tests.flows.workers import Worker, api, server, wait_final, wait_state
 
+# every worker here: the last one started sets the automation's --crash-after for all runs
+OPTIONS = dict(heartbeat=30, crash_after=32)
+
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     with server(tmp_path_factory.mktemp("prefect") / "server.log") as u:
         yield u
+
+
+@pytest.fixture(scope="module")
+def dead(url, tmp_path_factory):
+    """A run whose host dies mid-stage: a worker killed (with everything under it) while the run's
+    report stage runs, as the module starts. Its heartbeats stop then, and Prefect's heartbeat is
+    30 s at least: the other tests run meanwhile, the last one checks what came of it."""
+    from flows.watch import watch
+
+    base = tmp_path_factory.mktemp("dead")
+    watcher, root = with_conf(make(base / "watcher")), with_conf(make(base / "host"))
+    checkpoint = dropped(watcher / "checkpoints/incoming/a.pt")
+    plan(root, "report", sleep=120)
+    with api(url):
+        worker = Worker(root, url, pool="dies", **OPTIONS).start()
+        try:
+            worker.wait_ready()
+            [submitted] = watch(root=str(watcher), pool="dies")
+            deadline = time.time() + 120
+            # report started: every build is done and has given its device slot back
+            while not list(root.glob(".edgeforge/logs/*/report.log")):
+                assert time.time() < deadline, worker.output()[-2000:]
+                time.sleep(0.2)
+            time.sleep(1.0)
+            worker.kill()  # the worker, its flow run and the stage's processes: the host died
+        finally:
+            worker.stop()
+    return SimpleNamespace(watcher=watcher, root=root, checkpoint=checkpoint, flow_run_id=submitted["flow_run_id"])
+
+
+def dropped(path, data: bytes = b"weights"):
+    """A checkpoint copied into the watched folder a minute ago (settled: not being written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    return path
 
 
 def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_path, monkeypatch, capsys):
@@ -47,6 +87,7 @@ def test_worker_refuses_to_start_without_a_server_or_outside_a_working_copy(tmp_
     assert "is not a working copy of the project (no dvc.yaml and .dvc/ there)" in err
 
 
+@pytest.mark.usefixtures("dead")  # first: the dead run's heartbeats are missed while this runs
 def test_the_watchers_new_checkpoints_run_on_two_workers_one_each_never_on_one_device_at_once(url, tmp_path):
     from flows.watch import State, watch
 
@@ -56,11 +97,10 @@ def test_the_watchers_new_checkpoints_run_on_two_workers_one_each_never_on_one_d
         for t in ("dev_a", "dev_a2"):
             plan(root, f"build@{t}", sleep=0.5)
     incoming = watcher / "checkpoints/incoming"  # the same path on the workers: shared storage
-    incoming.mkdir(parents=True)
     for name in ("a.pt", "b.pt"):
-        (incoming / name).write_bytes(name.encode())
-        os.utime(incoming / name, (time.time() - 60, time.time() - 60))
-    with Worker(copies[0], url, pool="two") as w1, Worker(copies[1], url, pool="two") as w2, api(url):
+        dropped(incoming / name, name.encode())
+    w1, w2 = (Worker(root, url, pool="two", **OPTIONS) for root in copies)
+    with w1, w2, api(url):
         w1.wait_ready()
         w2.wait_ready()
         submitted = watch(root=str(watcher), pool="two")
@@ -90,9 +130,7 @@ def test_submitting_to_a_pool_no_worker_registered_says_what_to_start(url, tmp_p
     from flows.watch import watch
 
     watcher = with_conf(make(tmp_path / "watcher"))
-    (watcher / "checkpoints/incoming").mkdir(parents=True)
-    (watcher / "checkpoints/incoming/a.pt").write_bytes(b"a")
-    os.utime(watcher / "checkpoints/incoming/a.pt", (time.time() - 60, time.time() - 60))
+    dropped(watcher / "checkpoints/incoming/a.pt")
     with api(url), pytest.raises(PipelineError, match=r"start `edgeforge worker --pool nobody` on a worker host"):
         watch(root=str(watcher), pool="nobody")
 
@@ -106,28 +144,20 @@ def test_a_checkpoint_is_refused_when_its_bytes_are_not_the_submitted_ones(tmp_p
         resolve(tmp_path, "/nowhere/b.pt", None)
 
 
-def test_a_dead_workers_run_ends_crashed_and_the_next_run_redoes_only_the_killed_stage(url, tmp_path):
-    root = make(tmp_path / "host")
-    plan(root, "report", sleep=120)
-    options = dict(pool="dies", heartbeat=30, crash_after=32)
+def test_a_dead_workers_run_ends_crashed_and_the_next_run_redoes_only_the_killed_stage(url, dead):
+    from flows.watch import State, watch
+
+    plan(dead.root, "report", sleep=0)
+    done = len(runs(dead.root))
     with api(url):
-        worker = Worker(root, url, **options).start()
-        try:
-            worker.wait_ready()
-            dead = submit("dies", {"root": "."})
-            while len(runs(root)) < 4:  # prepare and the builds done: report is running
-                time.sleep(0.2)
-            time.sleep(1.0)
-            worker.kill()  # the worker, its flow run and the stage's processes: the host died
-        finally:
-            worker.stop()
-        plan(root, "report", sleep=0)
-        done = len(runs(root))
         # the working copy is free at once (its locks died with the processes): a new worker takes a
-        # new run while the dead one still shows Running, until its heartbeats are missed
-        with Worker(root, url, name="again", **options) as again:
+        # new run while the dead one may still show Running, until its heartbeats are missed
+        with Worker(dead.root, url, pool="dies", name="again", **OPTIONS) as again:
             again.wait_ready()
             assert wait_final(submit("dies", {"root": "."}), url) == "COMPLETED"
-        assert [r["stage"] for r in runs(root)[done:]] == ["report"]
-        state = wait_state(dead, url, lambda s: s.is_final(), timeout_s=90)
+        assert [r["stage"] for r in runs(dead.root)[done:]] == ["report"]
+        state = wait_state(dead.flow_run_id, url, lambda s: s.is_final(), timeout_s=90)
         assert state.type.value == "CRASHED" and "no heartbeat for 32 s" in state.message
+        assert watch(root=str(dead.watcher), pool="dies") == []  # the look records how the run ended
+    entry = State(dead.watcher / ".edgeforge/watch/state.json").data[sha256_file(dead.checkpoint)]
+    assert entry["status"] == "crashed" and "no heartbeat for 32 s" in entry["error"]

@@ -38,19 +38,34 @@ def server(log: Path):
 
 @contextmanager
 def api(url: str):
-    """This process's Prefect client pointed at ``url`` for the block."""
+    """This process's Prefect client pointed at ``url`` for the block (its logs and events sent on exit)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield
+            try:
+                yield
+            finally:
+                _drain()
     finally:
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = old
+
+
+def _drain() -> None:
+    """Send this process's pending Prefect logs and events to the server while it still runs, and
+    stop their workers: else the test harness's teardown (tests/flows/conftest.py), which drains
+    every events worker, waits forever on one still pointed at a server that is gone."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with suppress(RuntimeError):  # never started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
 
 
 class Worker:
