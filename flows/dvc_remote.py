@@ -37,12 +37,15 @@ def default_remote(root: Path) -> str | None:
 
 
 def url(repo, name: str) -> str:
-    """The remote's URL as configured (no credentials: DVC keeps those in separate keys)."""
+    """The remote's URL as configured, a password in it (``ssh://user:password@host``) masked: it
+    goes into logs and errors."""
+    from tasks.tracking.uri import redact_uri
+
     remotes = repo.config["remote"]
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
         raise RemoteError(f"no DVC remote named {name!r} (configured: {known}); {NO_REMOTE_HINT}")
-    return remotes[name]["url"]
+    return redact_uri(remotes[name]["url"])
 
 
 def check_host_keys() -> None:

@@ -13,6 +13,7 @@ import yaml
 from flows.dvc_graph import Workspace, read
 from flows.dvc_remote import RemoteError
 from flows.pipeline import PipelineError, pipeline
+from tasks.hosts.loopback import free_port
 from tests.flows import remote
 from tests.flows.tiny import make, runs
 
@@ -88,3 +89,18 @@ def test_an_unknown_host_key_is_refused_naming_the_remote(shared, tmp_path, monk
     assert runs(b) == []  # nothing ran
     with pytest.raises(PipelineError, match="no DVC remote named 'nas'"):
         pipeline(root=str(b), remote="nas")
+
+
+def test_an_unreachable_remote_is_named_without_its_password(tmp_path):
+    root = make(tmp_path / "tiny")
+    port = free_port()  # nothing listens there
+    subprocess.run(
+        [remote.DVC, "remote", "add", "-d", "nas", f"ssh://edge:s3cret@127.0.0.1:{port}/srv/dvc"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(RemoteError) as e:
+        Workspace(root, remote="nas").connect()
+    assert f"'nas' (ssh://edge:***@127.0.0.1:{port}/srv/dvc)" in str(e.value)
+    assert "s3cret" not in str(e.value)
