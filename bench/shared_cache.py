@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.machine import cpu_model
 from flows.pool import submit
 from tasks.hosts.loopback import start_sshd
-from tests.e2e import FAST, fresh_repo, sh
+from tests.e2e import FAST
 from tests.flows import remote
 from tests.flows.test_watch_e2e import checkpoint
 from tests.flows.workers import Worker, api, server, wait_final
@@ -49,23 +49,16 @@ def main() -> None:
         tmp = Path(td)
         with start_sshd(tmp / "sshd") as sshd:
             os.environ["HOME"] = str(remote.trust(tmp / "home", sshd))
-            one = fresh_repo(tmp / "host1" / "repo", OVERRIDES)
-            remote.add(one, sshd, tmp / "storage")
-            sh(["git", "commit", "-qam", "remote"], one)
-            two = tmp / "host2" / "repo"
-            sh(["git", "clone", "-q", str(one), str(two)], tmp)
-            sh(["git", "config", "user.email", "bench@edgeforge.invalid"], two)
-            sh(["git", "config", "user.name", "bench"], two)
-            remote.add(two, sshd, tmp / "storage")
+            one, two, storage = remote.two_hosts(tmp, sshd, OVERRIDES)
             params = {"checkpoint": str(checkpoint(tmp / "shared" / "a.pt", seed=1)), "overrides": OVERRIDES}
             with server(tmp / "prefect.log") as url, api(url):
                 rows = [("worker 1 (clean)", *_one(one, url, params)), ("worker 2 (same)", *_one(two, url, params))]
-            storage = sum(p.stat().st_size for p in (tmp / "storage").rglob("*") if p.is_file())
+            stored = sum(p.stat().st_size for p in storage.rglob("*") if p.is_file())
     print(f"CPU: {cpu_model()}")
     print(f"{'':18} {'wall (submit to end)':>21} {'flow':>8} {'ran':>4} {'restored':>9} {'up to date':>11}")
     for name, wall, (ran, cached, fresh, flow_s) in rows:
         print(f"{name:18} {wall:19.1f} s {float(flow_s):6.1f} s {ran:>4} {cached:>9} {fresh:>11}")
-    print(f"DVC remote after both: {storage / 1e6:.1f} MB")
+    print(f"DVC remote after both: {stored / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

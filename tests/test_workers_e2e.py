@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flows.pool import submit
-from tests.e2e import FAST, fresh_repo, sh
+from tests.e2e import FAST
 from tests.flows import remote
 from tests.flows.test_watch_e2e import checkpoint
 from tests.flows.workers import Worker, api, server, wait_final
@@ -40,14 +40,7 @@ def test_a_checkpoint_done_by_one_worker_runs_no_stage_on_another(tmp_path, sshd
     monkeypatch.setenv("HOME", str(remote.trust(tmp_path / "home", sshd)))  # the storage host's key
     ckpt = checkpoint(tmp_path / "shared" / "a.pt", seed=1)  # a folder both hosts read (NFS, a bucket mount)
     with backend_store("postgresql", tmp_path) as store, serve(store, tmp_path / "mlflow") as mlflow:
-        one = fresh_repo(tmp_path / "host1" / "repo", OVERRIDES)
-        remote.add(one, sshd, tmp_path / "storage")
-        sh(["git", "commit", "-qam", "the team's DVC remote"], one)
-        two = tmp_path / "host2" / "repo"
-        sh(["git", "clone", "-q", str(one), str(two)], tmp_path)
-        for key, value in (("user.email", "host2@edgeforge.invalid"), ("user.name", "host 2")):
-            sh(["git", "config", key, value], two)  # `dvc exp save` commits the experiment
-        remote.add(two, sshd, tmp_path / "storage")  # its own key file (.dvc/config.local)
+        one, two, _ = remote.two_hosts(tmp_path, sshd, OVERRIDES)
         params = {
             "checkpoint": str(ckpt),
             "overrides": OVERRIDES + [f"report.tracking_uri={mlflow['uri']}"],

@@ -28,3 +28,22 @@ def add(root: Path, sshd, folder: Path, name: str = "storage") -> str:
     ):
         subprocess.run([DVC, *args], cwd=root, check=True, capture_output=True)
     return url
+
+
+def two_hosts(base: Path, sshd, overrides: list[str]) -> tuple[Path, Path, Path]:
+    """Two working copies standing in for two hosts, ``base/host1/repo`` (a fresh copy of the project
+    with ``overrides``, tests/e2e.py) and ``base/host2/repo`` (its clone), sharing the DVC remote
+    ``base/storage`` on the loopback sshd (committed in the first, each with its own key setting);
+    ``(one, two, storage)``."""
+    from tests.e2e import fresh_repo, sh
+
+    storage = base / "storage"
+    one = fresh_repo(base / "host1" / "repo", overrides)
+    add(one, sshd, storage)
+    sh(["git", "commit", "-qam", "the team's DVC remote"], one)
+    two = base / "host2" / "repo"
+    sh(["git", "clone", "-q", str(one), str(two)], base)
+    for key, value in (("user.email", "host2@edgeforge.invalid"), ("user.name", "host 2")):
+        sh(["git", "config", key, value], two)  # `dvc exp save` commits the experiment
+    add(two, sshd, storage)  # its own key file (.dvc/config.local)
+    return one, two, storage
