@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.dvc_remote import entry_of as dvc_remote_entry
+from flows import dvc_remote
 from tasks.stage import TRANSIENT_EXIT  # a stage's exit code for errors a later attempt may cure
 
 
@@ -146,8 +146,6 @@ class Workspace:
     def connect(self) -> int:
         """With a :attr:`remote`: check it can be read and fetch the run-cache entries it has
         (:func:`flows.dvc_remote.pull_entries`); their count. Raises ``RemoteError``."""
-        from flows import dvc_remote
-
         if not self.remote:
             return 0
         with self._open() as repo, self._dvc(repo):
@@ -160,7 +158,6 @@ class Workspace:
             stage = self._stage(repo, name)
             if stage.always_changed or not stage.changed():
                 return False
-            stage.remove_outs(ignore_remove=False, force=False)
             if not self._restore(repo, stage):
                 return False
             self._record(stage, run_cache=False)
@@ -172,9 +169,9 @@ class Workspace:
         runs), then make way for the entry's."""
         from dvc.stage.cache import RunCacheNotFoundError
 
+        if stage.always_changed:  # DVC keeps no run-cache for it
+            return False
         with _pure(stage):
-            if stage.always_changed:
-                return False
             stage.save_deps()
             if repo.stage_cache._load(stage) is None:
                 return False
@@ -216,7 +213,7 @@ class Workspace:
         run-cache entry to share, with a :attr:`remote`."""
         with _pure(stage):
             stage.save(run_cache=run_cache)
-            entry = dvc_remote_entry(stage) if self.remote and run_cache else None
+            entry = dvc_remote.entry_of(stage) if self.remote and run_cache else None
         stage.commit()
         stage.dump(update_pipeline=False)
         return entry
@@ -232,11 +229,9 @@ class Workspace:
         return not any(not o.use_cache for o in stage.outs if not (o.is_metric or o.is_plot))
 
     def _push(self, repo, entry) -> tuple[int, str | None]:
-        from flows.dvc_remote import RemoteError, push_entry
-
         try:
-            return push_entry(repo, self.remote, entry), None
-        except RemoteError as e:
+            return dvc_remote.push_entry(repo, self.remote, entry), None
+        except dvc_remote.RemoteError as e:
             return 0, str(e)
 
     def _run(self, name: str, cmd: str, log: Path, timeout_s: float | None) -> None:

@@ -110,7 +110,7 @@ def _transient_only(task, task_run, state) -> bool:
 def run_stage(stage: Stage, ws: Workspace, slot: str, host_jobs: int, timeout_s: float, log_dir: str) -> dict:
     """Reproduce one stage through DVC (skipped, like ``dvc repro`` would, when nothing changed;
     restored from the run-cache when a run with the same inputs was recorded, here or by another
-    worker; never for ``probe@``, see :func:`_restore_probes`)."""
+    worker; never for ``probe@``, see :func:`_connect`)."""
     logger = get_run_logger()
     t0 = time.perf_counter()
     with _hold(slot, host_jobs if slot == HOST_SLOT else 1):
