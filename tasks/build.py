@@ -34,14 +34,17 @@ from pathlib import Path
 from tasks import stage
 from tasks.agent.client import device
 from tasks.config import Config
+from tasks.data.split import Split
 from tasks.device import class_store
 from tasks.device.choices import choose, run_threads
 from tasks.device.support import support
 from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
+from tasks.models.load import load_torch_model
 from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
 from tasks.reuse import StageInputs, inputs_of, item_digest, prune, unchanged, write_record
-from tasks.runtimes import BuildError, opset, trt_lint
+from tasks.runtimes import BuildError, Runtime, get_runtime, opset, trt_lint
+from tasks.runtimes.base import HostSource
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_build_plan import target_plan
 from tasks.runtimes.tensorrt_check import check_build
@@ -83,6 +86,71 @@ def _build_runtime(
         "runtime_version": res["runtime_version"],
         "device_build_seconds": res["build_seconds"],
         **res.get("meta", {}),
+    }
+
+
+def _host_source(cfg: Config, target_name: str, precision: str, onnx_path: Path, choices: dict) -> HostSource:
+    """What a host-converting runtime gets: the PyTorch model (loaded on first use), the calibration split
+    (``quant.samples`` images in ``quant.batch_size`` batches), the precision's ONNX."""
+    model: list = []
+
+    def torch_model():
+        if cfg.model.format == "onnx":
+            raise BuildError(
+                f"runtime {cfg.target[target_name].runtime} converts the PyTorch model, and model.format is onnx: "
+                "set model.checkpoint to the PyTorch checkpoint (model.format: state_dict, torchscript or pt2), "
+                "or leave this target out of build.targets"
+            )
+        if not model:
+            model.append(load_torch_model(cfg.model))
+        return model[0]
+
+    def calibration():
+        for x, _ in Split(LAYOUT.split("calib")).batches(cfg.quant.batch_size, limit=cfg.quant.samples):
+            yield x
+
+    c, h, w = cfg.model.input.shape
+    largest = max(cfg.eval.batch_size, cfg.parity.batch_size, *cfg.bench.batch_sizes)
+    return HostSource(
+        precision, onnx_path, LAYOUT.onnx, torch_model, (c, h, w), calibration, largest, run_threads(choices), choices
+    )
+
+
+def _convert(runtime: Runtime, src: HostSource, out: Path) -> tuple[Path, dict]:
+    """A runtime that converts on the host (``Runtime.converts_on_host``): its artifact, converted into
+    ``out`` here, and what the conversion recorded."""
+    t0 = time.perf_counter()
+    built = runtime.convert(src, out)
+    return built.artifact, {
+        "artifact": built.artifact.name,
+        "converted_on_host": True,
+        "convert_seconds": time.perf_counter() - t0,
+        **built.meta,
+    }
+
+
+def _check_converted(dev, runtime: Runtime, src: HostSource, artifact: Path) -> dict:
+    """Upload a host-converted artifact (with its side files, as benchmark and evaluate will); the device's
+    runtime loads it and runs one batch (a device that cannot run it fails its build here, not later)."""
+    with dev.scratch(f"build-{src.precision}") as d:
+        for p in sorted(artifact.parent.iterdir()):  # the artifact and its side files (not the records)
+            if p.is_file() and p.suffix not in (".json", ".log"):
+                dev.host.put(p, f"{d}/{p.name}")
+        res = dev.call(
+            "build",
+            {
+                "runtime": runtime.name,
+                "artifact": f"{d}/{artifact.name}",
+                "precision": src.precision,
+                "threads": src.threads,
+                "sample_shape": list(src.input_shape),
+                "choices": {k: v for k, v in src.choices.items() if k != "reasons"},
+            },
+        )
+    return {
+        **res.get("meta", {}),
+        "runtime_version": res["runtime_version"],
+        "device_build_seconds": res["build_seconds"],
     }
 
 
@@ -181,11 +249,22 @@ def run(
     if log:
         log("device choices: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "reasons"))
     t0 = time.perf_counter()
-    with device(target_name, target, log) as dev:
-        if target.runtime == "tensorrt":
-            built = _build_tensorrt(cfg, dev, precision, fp, out)
+    runtime = get_runtime(target.runtime)
+    if runtime.converts_on_host:
+        src = _host_source(cfg, target_name, precision, onnx_path, choices)
+        artifact, built = _convert(runtime, src, out)
+        not_run = runtime.not_run_reason(fp)  # e.g. Core ML off macOS: converted, the device never contacted
+        if not_run:
+            built["not_run"] = not_run
         else:
-            built = _build_runtime(cfg, dev, precision, onnx_path, out, choices, applies.emulated is not None)
+            with device(target_name, target, log) as dev:
+                built |= _check_converted(dev, runtime, src, artifact)
+    else:
+        with device(target_name, target, log) as dev:
+            if target.runtime == "tensorrt":
+                built = _build_tensorrt(cfg, dev, precision, fp, out)
+            else:
+                built = _build_runtime(cfg, dev, precision, onnx_path, out, choices, applies.emulated is not None)
     art = out / built["artifact"]
     emulated = applies.emulated or built.pop("emulated", None)  # the device's verdict, else the runtime's
     rec = BuildRecord.from_json(

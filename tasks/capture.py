@@ -41,6 +41,16 @@ def _console_handlers() -> list[logging.StreamHandler]:
     return [h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler]
 
 
+def _set_stream(h: logging.StreamHandler, f: TextIO) -> TextIO | None:
+    """``h.setStream(f)``, also when ``h``'s stream is already closed (setStream flushes it first): a library
+    that re-creates its handlers binds them to the ``sys.stderr`` of that moment, which may be gone."""
+    try:
+        return h.setStream(f)
+    except ValueError:
+        old, h.stream = h.stream, f
+        return old
+
+
 @contextlib.contextmanager
 def output_to(path: Path) -> Iterator[TextIO]:
     """Append all output of the block to ``path`` (created with its folder). An exception leaving the
@@ -57,7 +67,7 @@ def output_to(path: Path) -> Iterator[TextIO]:
             with contextlib.suppress(OSError):  # a closed fd (a daemon) has nothing to redirect
                 saved[fd] = os.dup(fd)
                 os.dup2(f.fileno(), fd)
-        handlers = {h: h.setStream(f) for h in _console_handlers()}
+        handlers = {h: _set_stream(h, f) for h in _console_handlers()}
         try:
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 yield f

@@ -836,7 +836,17 @@ class TrtModel:
         }
 
 
+#: runtimes whose models the agent's other modules define (``<name>_model.py``, each registering itself on
+#: import): ``MODELS[name](artifact, threads, choices)`` loads a host-converted artifact (a model with
+#: ``input_name``, ``output_names``, ``min_batch``, ``max_batch``, ``data_dependent``, ``infer`` and
+#: optionally ``steps``), ``VERSIONS[name]()`` is the runtime package's version
+MODELS = {}
+VERSIONS = {}
+
+
 def runtime_version(runtime: str) -> str:
+    if runtime in VERSIONS:
+        return VERSIONS[runtime]()
     return _import("onnxruntime").__version__ if runtime == "onnxruntime" else _import("openvino").get_version()
 
 
@@ -1021,7 +1031,11 @@ def _count(v) -> bool:
 #: request key -> (check, what the value must be); any other key is a path or file name
 CHECKS = {
     "trtexec": (lambda v: v is None or _name(v), "null or a path"),
-    "runtime": (lambda v: v in ("onnxruntime", "openvino", "tensorrt"), "onnxruntime, openvino or tensorrt"),
+    "runtime": (
+        lambda v: v in ("onnxruntime", "openvino", "tensorrt") or v in MODELS,
+        "onnxruntime, openvino, tensorrt or a runtime of the agent's modules (MODELS)",
+    ),
+    "sample_shape": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "one sample's shape (ints > 0)"),
     "precision": (
         lambda v: v in ("fp32", "fp16", "bf16") or (_name(v) and v.startswith("int8-")),
         "fp32, fp16, bf16 or int8-*",
@@ -1208,10 +1222,37 @@ def trtexec_runs(req: dict, model, sample_shape: tuple, loop: list) -> dict:
     return {"tensorrt": version, "defaults": TRTEXEC_DEFAULTS[major], "settings": TRTEXEC_SETTINGS, "runs": runs}
 
 
+def check_converted(req: dict) -> dict:
+    """A host-converted artifact (``artifact``, uploaded): loaded by its runtime and run once on a batch of
+    zeros of the model's smallest batch (``sample_shape``: one sample's (C, H, W)), so that a device whose
+    runtime cannot run it fails the build, not the benchmark. ``meta``: the model's ``describe()``, if any."""
+    runtime, artifact, np = _get(req, "runtime"), _file(req, "artifact"), _import("numpy")
+    if runtime not in MODELS:
+        raise AgentError("missing_runtime", f"this agent has no {runtime!r} runtime; it knows {sorted(MODELS)}")
+    t0 = time.perf_counter()
+    model = MODELS[runtime](artifact, _get(req, "threads"), _get(req, "choices") or {})
+    x = np.zeros((model.min_batch or 1, *_get(req, "sample_shape")), dtype=np.float32)
+    outs = model.infer(x)
+    missing = [n for n in model.output_names if n not in outs]
+    if missing:
+        raise AgentError("failed", f"{runtime} ran {artifact.name} but returned no {', '.join(missing)}")
+    describe = getattr(model, "describe", None)
+    return {
+        "artifact": artifact.name,
+        "files": {},
+        "runtime": runtime,
+        "runtime_version": runtime_version(runtime),
+        "build_seconds": time.perf_counter() - t0,
+        "meta": {"checked_on_device": True, **(describe() if describe else {})},
+    }
+
+
 def cmd_build(req: dict) -> dict:
     runtime = _get(req, "runtime")
     if runtime == "tensorrt":
         return build_tensorrt(req)
+    if runtime in MODELS:
+        return check_converted(req)
     onnx_path, out_dir, precision, threads = (
         _file(req, "onnx"),
         Path(_get(req, "out_dir")),
@@ -1256,6 +1297,8 @@ def _load(req: dict, trt_optional: bool = False) -> tuple:
                 raise
             return runtime, e, x, np
     choices = _get(req, "choices") or {}
+    if runtime in MODELS:
+        return runtime, MODELS[runtime](artifact, threads, choices), x, np
     if runtime == "onnxruntime":
         return runtime, OrtModel(artifact, threads, choices=choices), x, np
     return runtime, OvModel(artifact, threads, choices.get("single_stream")), x, np
@@ -1327,7 +1370,7 @@ def cmd_benchmark(req: dict) -> dict:
             log(f"b{b}: {len(res['latency_s'][f'b{b}'])} calls")
         # batch 1 split into input copy, compute, output copy (trtexec splits TensorRT's)
         n, max_s = _get(req, "end_to_end_iterations"), _get(req, "end_to_end_max_s")
-        if n and runtime != "tensorrt":
+        if n and runtime != "tensorrt" and hasattr(model, "steps"):
             res["io_split_s"] = time_chain(model.steps(), np.ascontiguousarray(x[:1]), n, max_s=max_s)
     if runtime == "tensorrt":
         trt, exe = (None if isinstance(model, AgentError) else model), _get(req, "trtexec")

@@ -13,6 +13,8 @@ from typing import Any
 from tasks.device import isa
 
 SCENARIOS = ("single_stream", "offline")
+#: runtimes whose CPU kernels (XNNPACK) take a thread count and nothing else from the device
+CPU_THREADED = ("executorch",)
 
 
 # Measured with bench/ort_int8.py (AMD EPYC Zen 4 "Genoa", AVX-512 VNNI, 2 cores, ResNet-18, batch 1).
@@ -139,6 +141,9 @@ def choose(
         return _onnxruntime(fingerprint, precision, threads, ort_reduce_range)
     if runtime == "openvino":
         return _openvino(fingerprint, precision, threads)
+    if runtime in CPU_THREADED:
+        t, why = _threads(fingerprint, threads)
+        return {"threads": t, "reasons": {"threads": f"{why} ({runtime}'s XNNPACK threadpool)"}}
     return {"reasons": {"runtime": f"{runtime}: its build recipe decides; no CPU-side choices"}}
 
 

@@ -171,12 +171,13 @@ def local(cfg: Config, session, split: Split, runtime: str) -> dict[str, Any]:
     image, meta, image_what = source_image(split, cfg)
     pre, pre_what = preprocessor(cfg, meta)
     dec, dec_what = decoder(cfg, classes_of(split.root), meta)
-    split_io = hasattr(session, "steps") and runtime in COPIES
+    described = getattr(session, "copies", None) or COPIES.get(runtime)  # a model may describe its own steps
+    split_io = hasattr(session, "steps") and described is not None
     steps = session.steps() if split_io else [("compute", session.infer)]
     chain = [("preprocess", pre), *steps, ("decode", dec)]
     times = time_chain(chain, image, cfg.bench.end_to_end_iterations, max_s=cfg.bench.end_to_end_max_s)
     no_split = f"not measured: {runtime}'s session has no split of copies from compute (counted in compute)"
-    copy_in, compute, copy_out = COPIES[runtime] if split_io else (no_split, "infer (copies included)", no_split)
+    copy_in, compute, copy_out = described if split_io else (no_split, "infer (copies included)", no_split)
     what = {
         "image": image_what,
         "preprocess": pre_what,
