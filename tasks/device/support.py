@@ -77,9 +77,22 @@ def _emulated_reason(fp: dict[str, Any], runtime: str, precision: str) -> str | 
     )
 
 
+#: runtimes that build only some precisions: ``{runtime: (precisions, why the others do not apply)}``
+ONLY = {
+    "executorch": (
+        ("fp32", "int8-minmax"),
+        "ExecuTorch converts the PyTorch model itself: fp32, and int8-minmax through its own PT2E quantizer "
+        "(XNNPACKQuantizer, min/max observers on the calibration split); EdgeForge's other calibrators and "
+        "fp16/bf16 are passes over the ONNX model it does not read",
+    ),
+}
+
+
 def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "skip") -> Support:
     """Whether ``precision`` applies to a target running ``runtime`` with fingerprint ``fp``;
     ``emulated``: ``bench.emulated`` (skip or measure), what to do with an emulated precision."""
+    if runtime in ONLY and precision not in ONLY[runtime][0]:
+        return Support(skipped=f"{ONLY[runtime][1]}: build {' or '.join(ONLY[runtime][0])} for this target")
     if precision == "bf16" and runtime == "onnxruntime":
         return Support(
             skipped="ONNX Runtime's CPU provider has no bf16 kernels (it would run the FP32 model): build bf16 "

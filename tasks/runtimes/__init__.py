@@ -9,6 +9,7 @@ from tasks.registry import UnknownName
 from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
 
 _MODULES = {
+    "executorch": "tasks.runtimes.executorch_rt:ExecuTorchRuntime",
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
     "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
     "tensorrt": "tasks.runtimes.tensorrt_rt:TensorRTRuntime",
