@@ -80,12 +80,15 @@ def _const(model: onnx.ModelProto, name: str) -> list[float] | None:
     return None
 
 
-def _kernel(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int]:
+def _kernel(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list]) -> list[int] | None:
+    """The kernel's spatial size: the attribute, else the weight's dims (an initializer, or its inferred
+    shape: a Q/DQ model's weights come through DequantizeLinear); None when neither tells."""
     k = _attr(node, "kernel_shape")
-    if k is None and len(node.input) > 1:  # Conv/ConvTranspose: the weight's spatial dims
+    if k is None and len(node.input) > 1:  # Conv/ConvTranspose
         w = next((t for t in model.graph.initializer if t.name == node.input[1]), None)
-        k = list(w.dims[2:]) if w is not None else None
-    return list(k or [])
+        dims = list(w.dims) if w is not None else shapes.get(node.input[1])
+        k = dims[2:] if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
+    return None if k is None else list(k)
 
 
 def _outside(what: str, values: list[int], low: int, high: int) -> str | None:
@@ -93,9 +96,11 @@ def _outside(what: str, values: list[int], low: int, high: int) -> str | None:
     return f"{what} {bad[0]} is outside [{low}, {high}]" if bad else None
 
 
-def _window(model, node, kernel_range, pad_range, stride_range, dilation_range=None) -> str | None:
+def _window(model, node, shapes, kernel_range, pad_range, stride_range, dilation_range=None) -> str | None:
     """The first restriction a Conv/pooling node breaks (two spatial dims, kernel, padding, stride)."""
-    k = _kernel(model, node)
+    k = _kernel(model, node, shapes)
+    if k is None:
+        return None
     if len(k) != 2:
         return f"{len(k)} spatial dimensions: DLA runs two only"
     pads = list(_attr(node, "pads", [0] * 4)) if _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") else []
@@ -111,8 +116,10 @@ def _window(model, node, kernel_range, pad_range, stride_range, dilation_range=N
     return next((c for c in checks if c), None)
 
 
-def _deconv(model: onnx.ModelProto, node: onnx.NodeProto) -> str | None:
-    k = _kernel(model, node)
+def _deconv(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list]) -> str | None:
+    k = _kernel(model, node, shapes)
+    if k is None:
+        return None
     if len(k) != 2:
         return f"{len(k)} spatial dimensions: DLA runs two only"
     wide = sorted(k) in ([1, 64], [1, 96], [1, 128])
@@ -148,28 +155,28 @@ def _resize(model: onnx.ModelProto, node: onnx.NodeProto) -> str | None:
     return None
 
 
-def _reason(model: onnx.ModelProto, node: onnx.NodeProto, ranks: dict[str, int], consumers: dict) -> str | None:
-    """Why ``node`` is predicted to run on the GPU, or None."""
+def _reason(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list], consumers: dict) -> str | None:
+    """Why ``node`` is predicted to run on the GPU, or None. ``shapes``: inferred dims (None where unknown)."""
     op = node.op_type
     if op == "Conv":
-        why = _window(model, node, (1, 32), (0, 31), (1, 8), (1, 32))
+        why = _window(model, node, shapes, (1, 32), (0, 31), (1, 8), (1, 32))
         groups = _attr(node, "group", 1)
         return why or (f"groups {groups} is outside [1, 8192]" if not 1 <= groups <= 8192 else None)
     if op == "ConvTranspose":
-        return _deconv(model, node)
+        return _deconv(model, node, shapes)
     if op in ("MaxPool", "AveragePool"):
-        return _window(model, node, (1, 8), (0, 7), (1, 16))
+        return _window(model, node, shapes, (1, 8), (0, 7), (1, 16))
     if op == "Clip":
         return _clip(model, node)
     if op == "Resize":
         return _resize(model, node)
     if op == "Concat":
-        rank, axis = ranks.get(node.output[0]), _attr(node, "axis", 1)
+        rank, axis = len(shapes.get(node.output[0]) or []), _attr(node, "axis", 1)
         channel = axis in (1, -3) if rank == 4 else axis == 1
         return None if channel else f"concatenation on axis {axis}: DLA concatenates along the channel axis only"
     if op == "Slice":
-        rank = ranks.get(node.input[0])
-        return f"a {rank}-D input: DLA slices 4-D tensors only" if rank not in (None, 4) else None
+        rank = len(shapes[node.input[0]]) if node.input[0] in shapes else 4  # unknown: left to TensorRT
+        return f"a {rank}-D input: DLA slices 4-D tensors only" if rank != 4 else None
     if op == "Constant":
         fed = sorted({c for c in consumers.get(node.output[0], ()) if c in _ELEMENTWISE})
         return f"a Constant layer feeding {', '.join(fed)}: DLA runs no Constant layers" if fed else None
@@ -217,14 +224,18 @@ def predicted_fallbacks(model: onnx.ModelProto) -> list[dict[str, str]]:
     except Exception:  # noqa: BLE001  shape inference is a help for Slice/Concat ranks, not a requirement
         inferred = model
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+    shapes = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in values
+        if v.type.tensor_type.HasField("shape")
+    }
     consumers: dict[str, list[str]] = {}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n.op_type)
     found = []
     for n in model.graph.node:
-        why = _reason(model, n, ranks, consumers)
+        why = _reason(model, n, shapes, consumers)
         if why:
             found.append({"op": n.op_type, "node": n.name or f"node_of_{n.output[0]}", "reason": why})
     return found

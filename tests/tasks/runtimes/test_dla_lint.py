@@ -77,6 +77,22 @@ def test_convolution_limits():
     assert why["conv3d"] == "3 spatial dimensions: DLA runs two only"
 
 
+def test_the_kernel_of_a_quantized_weight_comes_from_its_inferred_shape():
+    """A Q/DQ model's Conv reads its weight through DequantizeLinear and may carry no kernel_shape."""
+    m = model(
+        [
+            helper.make_node("DequantizeLinear", ["w3_q", "scale"], ["w3"], name="dq3"),
+            helper.make_node("DequantizeLinear", ["w33_q", "scale"], ["w33"], name="dq33"),
+            helper.make_node("Conv", ["x", "w3"], ["a"], name="conv3", pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["a", "w33"], ["y"], name="conv33"),
+        ],
+        inits={"scale": 0.1},
+    )
+    for name, k in (("w3_q", 3), ("w33_q", 33)):
+        m.graph.initializer.append(numpy_helper.from_array(np.zeros((8, 8, k, k), np.int8), name))
+    assert reasons(m) == {"conv33": "kernel size 33 is outside [1, 32]"}
+
+
 def test_deconvolution_needs_zero_padding_one_group_no_dilation():
     deconv = lambda name, w, **kw: helper.make_node("ConvTranspose", ["x", w], [name], name=name, **kw)  # noqa: E731
     m = model(
