@@ -126,7 +126,7 @@ def share(placement: DlaPlacement, model: onnx.ModelProto) -> tuple[float, int, 
     for layer in placement.gpu_layers:
         gpu_names.update(fused_names(layer["name"]))
     on_gpu = [n for n in nodes if placement.no_dla_layer or _aliases(n) & gpu_names]
-    known = set().union(*(_aliases(n) for n in model.graph.node)) if model.graph.node else set()
+    known = {t.name for t in model.graph.initializer}.union(*(_aliases(n) for n in model.graph.node))  # weights fuse
     unmatched = sorted(n for n in gpu_names if n not in known)
     return (len(on_gpu) / len(nodes) if nodes else 0.0), len(on_gpu), len(nodes), unmatched
 

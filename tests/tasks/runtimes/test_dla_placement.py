@@ -121,6 +121,29 @@ def test_share_in_model_nodes_and_the_record(tmp_path):
     assert rec["dla_layers"][0] == "Conv_0...Relu_7"
 
 
+def test_fused_weights_are_not_reported_as_layers_tensorrt_made():
+    """``SCALE: 71 + (Unnamed Layer* 16) [Shuffle] + Mul_8``: 71 is the GroupNorm scale, an initializer."""
+    m = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("Reshape", ["x", "shape"], ["r"], name="Reshape_2"),
+                helper.make_node("Mul", ["r", "71"], ["m"], name="Mul_8"),
+                helper.make_node("Relu", ["m"], ["y"], name="Relu_10"),
+            ],
+            "gn_block",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 16, 16])],
+            [
+                numpy_helper.from_array(np.ones((64, 1, 1), np.float32), "71"),
+                numpy_helper.from_array(np.array([1, 64, 16, 16]), "shape"),
+            ],
+        )
+    )
+    fraction, gpu, total, unmatched = share(parse(text(GN)), m)
+    assert (gpu, total) == (2, 3) and "71" not in unmatched
+    assert "(Unnamed Layer* 16) [Shuffle]" in unmatched and "InstanceNormalization_5" in unmatched
+
+
 def test_a_share_above_the_bound_is_rejected_naming_the_layers_and_the_key(tmp_path):
     onnx_path = model_bn(tmp_path)
     with pytest.raises(BuildError) as e:
