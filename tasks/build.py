@@ -43,7 +43,7 @@ from tasks.layout import LAYOUT, key
 from tasks.models.load import load_torch_model
 from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
 from tasks.reuse import StageInputs, inputs_of, item_digest, prune, unchanged, write_record
-from tasks.runtimes import BuildError, Runtime, get_runtime, opset, trt_lint
+from tasks.runtimes import BuildError, Runtime, dla_lint, dla_placement, get_runtime, opset, trt_lint
 from tasks.runtimes.base import HostSource
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_build_plan import target_plan
@@ -187,7 +187,7 @@ def _check_int8_gpu(target: str, precision: str, fingerprint: dict) -> None:
 
 def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Path) -> dict:
     """tensorrt: lint, then trtexec on the device with the recipe of its TensorRT version."""
-    p = target_plan(cfg, dev.name, precision, fingerprint)
+    p, trt = target_plan(cfg, dev.name, precision, fingerprint), dev.target.tensorrt
     version = fingerprint["tensorrt"]
     source_sha256 = sha256_file(p.uploads[ONNX_NAME])  # the recipe's model (p.meta["trt_onnx"] says which)
     # an opset the device's ONNX parser reads: down-converted and verified on real inputs (#14)
@@ -195,6 +195,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
     for local in {*p.uploads.values()}:
         if local.suffix == ".onnx":
             trt_lint.check(local, version, dev.name)  # fail fast, before any upload
+    dla = dla_lint.check(p.uploads[ONNX_NAME], dev.name) if p.meta.get("trt_dla") else {}  # #19, before upload
     with dev.scratch(f"build-{precision}") as d:
         for name, local in p.uploads.items():
             dev.host.put(local, f"{d}/{name}")
@@ -217,6 +218,8 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         _fetch(dev, d, {n: s for n, s in res["files"].items() if n in (p.engine, p.layer_info)}, out)
     if not (out / p.engine).is_file():
         raise BuildError(f"{dev.name}: trtexec reported success but wrote no engine ({p.engine})")
+    if dla:  # #19: where the layers ran, bounded by tensorrt.max_gpu_fallback
+        dla |= dla_placement.record(log_text, p.uploads[ONNX_NAME], trt.max_gpu_fallback, dev.name, trt.dla_core)
     return {
         "artifact": p.engine,
         "runtime_version": meta.get("tensorrt_version") or version,
@@ -226,6 +229,7 @@ def _build_tensorrt(cfg: Config, dev, precision: str, fingerprint: dict, out: Pa
         **meta,
         **onnx_meta,
         **(trt_lint.int8_fallbacks(log_text, p.uploads[ONNX_NAME]) if "--int8" in p.flags else {}),  # #14
+        **dla,
     }
 
 

@@ -233,6 +233,12 @@ class TensorRT:
         "build for this DLA core (FP16/INT8 only: fp32 is refused; static batch-1 profile; layers DLA cannot run "
         "fall back to the GPU; TensorRT 8.2-10.7 or 11.4.1+); null = GPU only",
     )
+    max_gpu_fallback: float | None = f(
+        0.2,
+        "dla_core builds: the largest share (0-1) of the model's ONNX nodes that may fall back from DLA to the GPU "
+        "(read from the build log; build.json lists each fallen-back layer, its type and TensorRT's reason); a build "
+        "above it fails naming them; null = no bound",
+    )
     timing_cache: str = f(
         "timing.cache",
         "timing cache on the device, relative to workdir; one file per TensorRT version and GPU "

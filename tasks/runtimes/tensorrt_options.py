@@ -51,6 +51,7 @@ class TensorRTSettings(Protocol):
     trtexec: str
     workspace_mib: int | None
     dla_core: int | None
+    max_gpu_fallback: float | None
     int8: str
     builder_optimization_level: int | None
     plugins: list[str]
@@ -105,6 +106,9 @@ def check_settings(s: TensorRTSettings, key: str) -> None:
     ):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise RecipeError(f"{key}.{name} = {value!r}: expected an integer >= {low} or null")
+    bound = s.max_gpu_fallback
+    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 <= bound <= 1):
+        raise RecipeError(f"{key}.max_gpu_fallback = {bound!r}: expected a fraction from 0 to 1 (0.2 = 20%) or null")
     if s.builder_optimization_level is not None and s.builder_optimization_level > 5:
         raise RecipeError(f"{key}.builder_optimization_level = {s.builder_optimization_level}: TensorRT accepts 0 to 5")
     for name in ("extra_args", "plugins"):

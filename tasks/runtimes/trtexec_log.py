@@ -108,7 +108,7 @@ def decode_version(banner: int) -> str:
     return f"{banner // 1000}.{banner // 100 % 10}.{banner % 100}"
 
 
-def _level_line(line: str) -> tuple[str, str] | None:
+def level_line(line: str) -> tuple[str, str] | None:
     """(level letter, message) of a logger line, or None. "[TRT]" stays in the message."""
     m = _STAMPED.search(line) or _BARE.match(line)
     if m is None:
@@ -177,7 +177,7 @@ def parse(text: str) -> TrtexecLog:
                 end_status, after_end = kind.lower(), False
             in_summary = continue_error = False
             continue
-        parsed = _level_line(line)
+        parsed = level_line(line)
         if parsed is None:
             if _CRASH.search(line):
                 log.errors.append(line)

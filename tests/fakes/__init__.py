@@ -21,12 +21,14 @@ def install_trtexec(
     fail: str | None = None,
     fail_load: str | None = None,
     fail_flag: str | None = None,
+    dla_log: str | None = None,
 ) -> Path:
     """Copy the fake ``trtexec`` into ``folder`` with its ``fake_trtexec.json`` beside it and
     return the executable's path. ``tensorrt``: the version it claims; ``fail``: a fixture log
     name (tests/fixtures/trtexec) to replay as a failed build instead of building; ``fail_flag``:
     only in builds given that flag (``--int8``: no tactic for one precision's layers, the others
-    build); ``fail_load``: one to replay as a failed ``--loadEngine`` (benchmark) run."""
+    build); ``fail_load``: one to replay as a failed ``--loadEngine`` (benchmark) run; ``dla_log``: a
+    recorded DLA build log whose lines ``--useDLACore`` builds print."""
     folder.mkdir(parents=True, exist_ok=True)
     exe = Path(shutil.copy2(FAKES / "trtexec", folder / "trtexec")).resolve()
     exe.chmod(0o755)
@@ -37,6 +39,7 @@ def install_trtexec(
                 "fail": fail,
                 "fail_flag": fail_flag,
                 "fail_load": fail_load,
+                "dla_log": dla_log,
                 "fixtures": str(TRTEXEC_FIXTURES),
             },
             indent=1,

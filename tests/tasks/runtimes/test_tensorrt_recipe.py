@@ -307,6 +307,8 @@ def test_calib_refusals(version, precision, calib, match, sources, tmp_path):
         ("11.4.1", "fp32", {"dla_core": 1}, "fp32 cannot run on DLA"),
         ("10.3.0", "fp16", {"int8": "ptq"}, "allowed: qdq, calib"),
         ("10.3.0", "fp16", {"workspace_mib": 0}, "workspace_mib"),
+        ("10.3.0", "fp16", {"dla_core": 0, "max_gpu_fallback": 20}, "max_gpu_fallback = 20: expected a fraction"),
+        ("10.3.0", "fp16", {"max_gpu_fallback": "0.2"}, "max_gpu_fallback = '0.2': expected a fraction from 0"),
         ("10.3.0", "fp16", {"extra_args": "--verbose"}, "list of strings"),
         ("10.3.0", "fp16", {"extra_args": ["--useDLACore=0"]}, "decided by target.orin.tensorrt.dla_core"),
         ("10.3.0", "fp16", {"extra_args": ["--memPoolSize=workspace:64MiB"]}, "tensorrt.workspace_mib"),
