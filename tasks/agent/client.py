@@ -29,7 +29,7 @@ from tasks.hosts import Host, HostError, host_for
 AGENT_DIR = Path(__file__).parent
 #: the device agent's modules (``tasks/agent/<name>.py``: stdlib only at import time, Python 3.8), agent
 #: first; the zipapp's ``__main__`` adds every other module's ``COMMANDS`` dict to ``agent.COMMANDS``
-DEVICE_MODULES = ("agent", "ed25519", "release_store", "release_install", "release", "monitor")
+DEVICE_MODULES = ("agent", "ed25519", "release_store", "release_install", "release", "monitor", "hailo")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MAIN = """\"\"\"EdgeForge device agent (zipapp): agent.py's commands and those of its other modules.\"\"\"
 import importlib

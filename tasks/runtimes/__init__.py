@@ -9,6 +9,7 @@ from tasks.registry import UnknownName
 from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
 
 _MODULES = {
+    "hailo": "tasks.runtimes.hailo_rt:HailoRuntime",
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
     "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
     "tensorrt": "tasks.runtimes.tensorrt_rt:TensorRTRuntime",
