@@ -41,7 +41,7 @@ from tasks.io import atomic_dir, remove, sha256_file
 from tasks.layout import LAYOUT, key
 from tasks.records import BuildRecord, SkippedRecord, read_fingerprint
 from tasks.reuse import StageInputs, inputs_of, item_digest, prune, unchanged, write_record
-from tasks.runtimes import BuildError, opset, trt_lint
+from tasks.runtimes import BuildError, hailo_rt, opset, trt_lint
 from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_build_plan import target_plan
 from tasks.runtimes.tensorrt_check import check_build
@@ -184,6 +184,8 @@ def run(
     with device(target_name, target, log) as dev:
         if target.runtime == "tensorrt":
             built = _build_tensorrt(cfg, dev, precision, fp, out)
+        elif target.runtime == "hailo":  # issue19/hailo, interim: the lead's generalised dispatch replaces this
+            built = hailo_rt.build_on_device(cfg, dev, precision, fp, out, LAYOUT.split("calib"))
         else:
             built = _build_runtime(cfg, dev, precision, onnx_path, out, choices, applies.emulated is not None)
     art = out / built["artifact"]
