@@ -100,6 +100,8 @@ def build_on_device(cfg, dev, precision: str, fingerprint: dict, out: Path, cali
                     "timeout": dev.target.command_timeout_s,
                     "artifact": recipe.HEF,
                 },
+                # each step has the target's timeout (the agent names the step that ran past it): the call, all of them
+                timeout=len(plan) * dev.target.command_timeout_s + 60,
             )
             _fetch(dev, d, res["files"], out)
     if not (out / recipe.HEF).is_file():
