@@ -49,6 +49,7 @@ FACTS = (
 _SNR = re.compile(r"(\S+/output_layer\d+)\s+SNR:\s*(-?[\d.]+) dB")
 _CONTEXTS = re.compile(r"(?:partition to|Applying selected partition to) (\d+) contexts")
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Failure)\b.*")
+_FAILED = re.compile(r"(?i)\bfailed\b")
 
 
 def log_facts(text: str) -> dict:
@@ -78,17 +79,16 @@ def log_facts(text: str) -> dict:
 
 
 def error_lines(text: str, limit: int = 6) -> list:
-    """The tool's own account of a failure: from its first ``[error]`` line on, else a traceback's
-    exception line, else the last lines it printed (at most ``limit``)."""
+    """The tool's own account of a failure: from its first ``[error]`` line on; else the lines saying what
+    failed (``Parsing failed with recommendations ...``) and a traceback's exception line; else the last
+    lines it printed (at most ``limit``)."""
     lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
     for i, ln in enumerate(lines):
         if ln.startswith("[error]"):
             return lines[i : i + limit]
-    if any(ln.startswith("Traceback") for ln in lines):
-        found = [ln for ln in lines if _EXCEPTION.match(ln)]
-        if found:
-            return found[-1:]
-    return lines[-limit:]
+    said = [ln for ln in lines if _FAILED.search(ln) and not ln.startswith(("[info]", " "))]
+    said += [ln for ln in lines if _EXCEPTION.match(ln)][-1:]
+    return said[:limit] or lines[-limit:]
 
 
 def _executable(argv0: str) -> str:
@@ -103,7 +103,7 @@ def _executable(argv0: str) -> str:
 
 
 def run_step(step: dict, exe: str, out_dir: Path, timeout: float) -> dict:
-    """Run one step in ``out_dir`` (stdin closed: the parser's questions get no answer but ``-y``);
+    """Run one step in ``out_dir`` (stdin closed: a question the parser asks fails the step, quoted);
     returns ``{name, exit_code, seconds, log}``, or raises ``AgentError`` naming the step."""
     name, argv, outputs = step["name"], step["argv"], step.get("outputs", [])
     log_path = out_dir / f"{name}.log"

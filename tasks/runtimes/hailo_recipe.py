@@ -1,16 +1,18 @@
 """The Hailo Dataflow Compiler (DFC) recipe, planned on the host: three ``hailo`` CLI steps from the target's
 ``hailo`` settings, the model script they read, and the calibration set they calibrate on.
 
-    hailo parser onnx model.onnx --hw-arch <arch> --net-name model -y        -> model.har
-    hailo optimize model.har --hw-arch <arch> --calib-set-path calib.npy
-                   [--model-script model.alls] --output-har-path model_optimized.har
-    hailo compiler model_optimized.har --hw-arch <arch> --output-dir .       -> model.hef
+    hailo parser onnx model.onnx --hw-arch <arch>                                   -> model.har
+    hailo optimize model.har --hw-arch <arch> --calib-set-path calib.npy [--model-script model.alls]
+                                                                                    -> model_optimized.har
+    hailo compiler model_optimized.har --hw-arch <arch>                             -> model.hef
 
-The file each step writes by default (``<net>.har``, ``<net>_optimized.har``, ``<net>.hef`` named after the
-net, not the HAR file) and the flags are those of the recorded sessions and public scripts in
-tests/fixtures/hailo/SOURCES.md. ``-y`` answers the parser's end-node recommendation questions (the agent
-closes stdin, so a question would otherwise fail the step). The optimizer calibrates on EdgeForge's
-calibration split, never on random data (``--use-random-calib-set`` is not a flag this recipe can emit).
+Only flags and default file names seen in recorded sessions and public scripts are used (each cited in
+tests/fixtures/hailo/SOURCES.md): the net is named after the ONNX file, the optimizer writes
+``<net>_optimized.har`` and the compiler ``<net>.hef`` (the net's name, not the HAR file's), in the cwd.
+The parser is given no ``-y``: where it can only parse a cropped model it asks whether to use its
+recommended end nodes; the agent closes stdin, so the step fails quoting the recommendation instead of
+building a HEF whose outputs are not the model's. The optimizer calibrates on EdgeForge's calibration
+split, never on random data (``--use-random-calib-set`` is not a flag this recipe can emit).
 Optimization and compression levels are model-script settings (``model_optimization_flavor``), not CLI
 flags; the ranges checked in ``tasks/config/load.py`` (0-4, 0-5) are as commonly quoted, not read from the
 DFC guide (behind Hailo's login; SOURCES.md, "Wanted but not found").
@@ -70,23 +72,9 @@ def steps(h: Hailo) -> list[Step]:
     arch = ["--hw-arch", h.hw_arch]
     script = ["--model-script", SCRIPT_NAME] if model_script(h) else []
     return [
-        Step("parser", [h.hailo, "parser", "onnx", ONNX_NAME, *arch, "--net-name", NET, "-y"], [PARSED]),
-        Step(
-            "optimize",
-            [
-                h.hailo,
-                "optimize",
-                PARSED,
-                *arch,
-                "--calib-set-path",
-                CALIB_NAME,
-                *script,
-                "--output-har-path",
-                OPTIMIZED,
-            ],
-            [OPTIMIZED],
-        ),
-        Step("compiler", [h.hailo, "compiler", OPTIMIZED, *arch, "--output-dir", "."], [HEF]),
+        Step("parser", [h.hailo, "parser", "onnx", ONNX_NAME, *arch], [PARSED]),
+        Step("optimize", [h.hailo, "optimize", PARSED, *arch, "--calib-set-path", CALIB_NAME, *script], [OPTIMIZED]),
+        Step("compiler", [h.hailo, "compiler", OPTIMIZED, *arch], [HEF]),
     ]
 
 

@@ -21,14 +21,13 @@ from tasks.runtimes.base import BuildError
 
 def test_three_steps_with_the_arch_and_the_calibration_split_never_random_data():
     parser, optimize, compiler = recipe.steps(Hailo(hw_arch="hailo8l"))
-    assert parser.argv == ["hailo", "parser", "onnx", "model.onnx", "--hw-arch", "hailo8l", "--net-name", "model", "-y"]
-    assert parser.outputs == ["model.har"]
-    assert optimize.argv == [
-        "hailo", "optimize", "model.har", "--hw-arch", "hailo8l", "--calib-set-path", "calib.npy",
-        "--output-har-path", "model_optimized.har",
-    ]  # fmt: skip
-    assert compiler.argv == ["hailo", "compiler", "model_optimized.har", "--hw-arch", "hailo8l", "--output-dir", "."]
-    assert compiler.outputs == ["model.hef"]
+    assert parser.argv == ["hailo", "parser", "onnx", "model.onnx", "--hw-arch", "hailo8l"]
+    assert parser.outputs == ["model.har"]  # the net is named after the ONNX file
+    assert optimize.argv == ["hailo", "optimize", "model.har", "--hw-arch", "hailo8l", "--calib-set-path", "calib.npy"]
+    assert optimize.outputs == ["model_optimized.har"]
+    assert compiler.argv == ["hailo", "compiler", "model_optimized.har", "--hw-arch", "hailo8l"]
+    assert compiler.outputs == ["model.hef"]  # the net's name, not the HAR file's
+    assert "-y" not in parser.argv  # a parse the DFC could only do cropped must fail, not build another model
     every = [a for s in recipe.steps(Hailo(optimization_level=0, compiler_max=True)) for a in s.argv]
     assert "--use-random-calib-set" not in every
 
