@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -122,7 +123,8 @@ def run_step(step: dict, exe: str, out_dir: Path, timeout: float) -> dict:
             proc.kill()
             proc.wait()
             raise agent.AgentError(
-                "failed", f"hailo {name} ran past its {timeout:g} s timeout and was killed (log: {log_path})"
+                "failed",
+                f"hailo {name} ran past its {timeout:g} s timeout (target.<name>.command_timeout_s) and was killed",
             ) from None
     seconds = time.perf_counter() - t0
     text = log_path.read_text(errors="replace")
@@ -130,7 +132,8 @@ def run_step(step: dict, exe: str, out_dir: Path, timeout: float) -> dict:
     if code != 0 or missing:
         what = f"exited with code {code}" if code != 0 else f"exited 0 but wrote no {', '.join(missing)}"
         quoted = "\n    ".join(error_lines(text)) or "(it printed nothing)"
-        raise agent.AgentError("failed", f"hailo {name} {what}; it said:\n    {quoted}\n  (log: {log_path})")
+        # the job folder goes with the call: the command is what reproduces the whole output
+        raise agent.AgentError("failed", f"hailo {name} {what}; it said:\n    {quoted}\n  command: {shlex.join(argv)}")
     agent.log(f"hailo {name} done in {seconds:.1f} s")
     return {"name": name, "exit_code": code, "seconds": seconds, "log": log_path.name}
 

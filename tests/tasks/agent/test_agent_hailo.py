@@ -99,6 +99,7 @@ def test_a_failing_step_is_named_with_the_tools_own_error(tmp_path, job, step, f
     assert str(e.value).startswith(f"hailo {step} exited with code 1; it said:") and quoted in str(e.value)
     assert not (tmp_path / "out" / "model.hef").exists()
     assert "Traceback" not in str(e.value)  # the tool's account, not its stack
+    assert f"command: {exe} {step}" in str(e.value)  # what reproduces its whole output on the build host
 
 
 def test_a_step_that_exits_0_without_its_output_fails(tmp_path, job):
@@ -107,6 +108,14 @@ def test_a_step_that_exits_0_without_its_output_fails(tmp_path, job):
     exe.chmod(0o755)
     with pytest.raises(AgentError, match=r"hailo parser exited 0 but wrote no model\.har"):
         hailo.cmd_hailo_build(request(exe, job, tmp_path / "out"))
+
+
+def test_a_step_past_its_timeout_is_killed_and_named(tmp_path, job):
+    exe = tmp_path / "hailo"
+    exe.write_text("#!/bin/sh\nexec sleep 30\n")
+    exe.chmod(0o755)
+    with pytest.raises(AgentError, match=r"hailo parser ran past its 0\.3 s timeout .* and was killed"):
+        hailo.cmd_hailo_build({**request(exe, job, tmp_path / "out"), "timeout": 0.3})
 
 
 def test_no_compiler_on_the_build_host_is_refused_naming_what_to_install(tmp_path, job):
