@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tasks import stage
 from tasks.agent.client import device
+from tasks.agent.remote import fetch as _fetch
 from tasks.config import Config
 from tasks.data.split import Split
 from tasks.device import class_store
@@ -49,13 +50,6 @@ from tasks.runtimes.openvino_rt import onnx_io_names
 from tasks.runtimes.tensorrt_build_plan import target_plan
 from tasks.runtimes.tensorrt_check import check_build
 from tasks.runtimes.tensorrt_recipe import ONNX_NAME
-
-
-def _fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
-    """Download ``files`` ({name: sha256 the agent computed on the device}); each is checked
-    against that hash, so a file that changed or broke on the way is refused."""
-    for name, want in sorted(files.items()):
-        dev.host.get(f"{remote_dir}/{name}", out / name, sha256=want)
 
 
 def _build_runtime(
@@ -254,21 +248,23 @@ def run(
         log("device choices: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "reasons"))
     t0 = time.perf_counter()
     runtime = get_runtime(target.runtime)
+    not_run = runtime.not_run_reason(fp)  # e.g. Core ML off macOS: built, but neither benchmarked nor evaluated
     if runtime.converts_on_host:
         src = _host_source(cfg, target_name, precision, onnx_path, choices)
         artifact, built = _convert(runtime, src, out)
-        not_run = runtime.not_run_reason(fp)  # e.g. Core ML off macOS: converted, the device never contacted
-        if not_run:
-            built["not_run"] = not_run
-        else:
+        if not not_run:  # else the device is never contacted
             with device(target_name, target, log) as dev:
                 built |= _check_converted(dev, runtime, src, artifact)
     else:
         with device(target_name, target, log) as dev:
-            if target.runtime == "tensorrt":
+            if runtime.builds_on_device:  # its own toolchain recipe, run by the agent (Hailo's Dataflow Compiler)
+                built = runtime.build_on_device(cfg, dev, precision, fp, out)
+            elif target.runtime == "tensorrt":
                 built = _build_tensorrt(cfg, dev, precision, fp, out)
             else:
                 built = _build_runtime(cfg, dev, precision, onnx_path, out, choices, applies.emulated is not None)
+    if not_run:
+        built["not_run"] = not_run
     art = out / built["artifact"]
     emulated = applies.emulated or built.pop("emulated", None)  # the device's verdict, else the runtime's
     rec = BuildRecord.from_json(

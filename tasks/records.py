@@ -160,6 +160,18 @@ def skipped_build(build_dir: str | Path) -> SkippedRecord | None:
     return SkippedRecord.read_if_skipped(Path(build_dir) / "build.json")
 
 
+def not_run_build(build_dir: str | Path) -> SkippedRecord | None:
+    """For a build made but not run on its device (``not_run`` in its record: Core ML off macOS, a runtime
+    EdgeForge cannot run there yet), the skipped record its benchmark and evaluation write instead: the
+    artifact exists, its figures do not. None for a build that ran (or a skipped one)."""
+    path = Path(build_dir) / "build.json"
+    data = read_json(path) if path.is_file() else None
+    if not isinstance(data, dict) or "skipped" in data or not data.get("not_run"):
+        return None
+    why = f"built ({data.get('artifact')}), not run: {data['not_run']}"
+    return SkippedRecord(why, data["target"], data["precision"], data["runtime"])
+
+
 def built_artifact(build_dir: str | Path) -> Path:
     """The artifact file inside a build folder (named in its ``build.json``)."""
     build_dir = Path(build_dir)

@@ -192,7 +192,7 @@ def each_measured(
     the records of precisions no longer configured, from ``metrics_dir(target)``."""
     from tasks import stage
     from tasks.layout import LAYOUT, key
-    from tasks.records import skipped_build
+    from tasks.records import not_run_build, skipped_build
 
     t = args.target
     ins = inputs_of("measure", t)
@@ -203,8 +203,8 @@ def each_measured(
         log = lambda m: stage.log(f"{kind}@{key(t, precision)}", m)  # noqa: E731
 
         def made() -> Any:
-            skipped = skipped_build(LAYOUT.build_dir(t, precision))
-            if skipped:  # the build does not apply to the device: nothing to measure
+            skipped = skipped_build(LAYOUT.build_dir(t, precision)) or not_run_build(LAYOUT.build_dir(t, precision))
+            if skipped:  # the build does not apply to the device, or the device cannot run it: nothing to measure
                 log(f"n/a: {skipped.skipped}")
                 return skipped
             return make(precision, log)

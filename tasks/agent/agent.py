@@ -1035,7 +1035,10 @@ CHECKS = {
         lambda v: v in ("onnxruntime", "openvino", "tensorrt") or v in MODELS,
         "onnxruntime, openvino, tensorrt or a runtime of the agent's modules (MODELS)",
     ),
-    "sample_shape": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "one sample's shape (ints > 0)"),
+    "sample_shape": (
+        lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)),
+        "one sample's shape (ints > 0)",
+    ),
     "precision": (
         lambda v: v in ("fp32", "fp16", "bf16") or (_name(v) and v.startswith("int8-")),
         "fp32, fp16, bf16 or int8-*",

@@ -37,6 +37,7 @@ DEVICE_MODULES = (
     "release",
     "monitor",
     "executorch_model",
+    "hailo",
 )
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MAIN = """\"\"\"EdgeForge device agent (zipapp): agent.py's commands and those of its other modules.\"\"\"

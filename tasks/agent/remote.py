@@ -39,6 +39,13 @@ def _trt_load(build_dir: Path) -> dict:
     }
 
 
+def fetch(dev, remote_dir: str, files: dict[str, str], out: Path) -> None:
+    """Download ``files`` ({name: sha256 the agent computed on the device}) into ``out``; each is checked
+    against that hash, so a file that changed or broke on the way is refused."""
+    for name, want in sorted(files.items()):
+        dev.host.get(f"{remote_dir}/{name}", out / name, sha256=want)
+
+
 def upload_input(dev, x: np.ndarray) -> str:
     """``x`` as a float32 ``.npy`` on the device, content-addressed (``<workdir>/data/<sha256>.npy``):
     uploaded once, then reused by every stage and precision that sends the same samples."""

@@ -380,3 +380,14 @@ def _check_target(key: str, t: Any) -> None:
         f"{key}.tensorrt.builder_optimization_level",
         "must be 0-5 or null",
     )
+    hl = t.hailo  # the DFC's ranges: tasks/runtimes/hailo_recipe.py
+    _require(
+        hl.optimization_level is None or 0 <= hl.optimization_level <= 4,
+        f"{key}.hailo.optimization_level",
+        "must be 0-4 or null",
+    )
+    _require(
+        hl.compression_level is None or 0 <= hl.compression_level <= 5,
+        f"{key}.hailo.compression_level",
+        "must be 0-5 or null",
+    )

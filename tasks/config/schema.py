@@ -269,9 +269,24 @@ class TensorRT:
 
 
 @dataclass
+class Hailo:
+    hailo: str = f("hailo", "the Dataflow Compiler's `hailo` CLI on the build host (x86-64 Linux; PATH or a path)")
+    hw_arch: Literal["hailo8", "hailo8l"] = f(
+        "hailo8", "--hw-arch: the chip the .hef runs on (a Hailo-8 HEF does not run on a Hailo-8L, nor back)"
+    )
+    optimization_level: int | None = f(
+        None, "model_optimization_flavor optimization_level (0-4); null = the DFC's default (2, less without a GPU)"
+    )
+    compression_level: int | None = f(
+        None, "model_optimization_flavor compression_level (0-5); null = the DFC's default"
+    )
+    compiler_max: bool = f(False, "performance_param(compiler_optimization_level=max): slower compile, faster HEF")
+
+
+@dataclass
 class Target:
     transport: Literal["local", "ssh"] = f("local", "how the device is reached: this machine, or SSH")
-    runtime: Literal["onnxruntime", "openvino", "tensorrt", "executorch"] = f(
+    runtime: Literal["onnxruntime", "openvino", "tensorrt", "executorch", "hailo"] = f(
         "onnxruntime", "runtime that builds and runs artifacts on the target"
     )
     threads: int | None = f(None, "intra-op threads for the runtime; null = runtime default")
@@ -293,6 +308,7 @@ class Target:
     )
     retries: int = f(2, "ssh: extra connection attempts after transient network errors (never after auth failures)")
     tensorrt: TensorRT = f(TensorRT(), "runtime=tensorrt: trtexec settings")
+    hailo: Hailo = f(Hailo(), "runtime=hailo: Dataflow Compiler settings (the build host is this target)")
     device_class: str | None = f(
         None,
         "builds are shared with the targets of this class (letters, digits, . _ -); you vouch that their "

@@ -103,6 +103,11 @@ def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "s
             skipped="EdgeForge's TensorRT recipes build fp32, fp16 and int8 only (no --bf16 yet): "
             "build fp16 for this target"
         )
+    if runtime == "hailo" and not precision.startswith("int8"):
+        return Support(
+            skipped="Hailo-8/8L run INT8 (16-bit for some layers) only; the Dataflow Compiler quantizes every "
+            "build: build int8-* for this target"
+        )
     why = _emulated_reason(fp, runtime, precision)
     if why is None:
         return Support()

@@ -10,6 +10,7 @@ from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Sessio
 
 _MODULES = {
     "executorch": "tasks.runtimes.executorch_rt:ExecuTorchRuntime",
+    "hailo": "tasks.runtimes.hailo_rt:HailoRuntime",
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
     "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
     "tensorrt": "tasks.runtimes.tensorrt_rt:TensorRTRuntime",

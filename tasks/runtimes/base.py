@@ -92,6 +92,15 @@ class Runtime(abc.ABC):
     #: only loads it (``build`` is then not called)
     converts_on_host: bool = False
 
+    #: True: the runtime builds on the device with its own toolchain recipe: ``build@<target>`` calls
+    #: :meth:`build_on_device` (Hailo's Dataflow Compiler), not the agent's generic ONNX build
+    builds_on_device: bool = False
+
+    def build_on_device(self, cfg: Any, dev: Any, precision: str, fingerprint: dict[str, Any], out: Path) -> dict:
+        """Recipe runtimes: build ``precision`` on ``dev`` (``tasks.agent.client.device``) into ``out``; returns
+        the build record's fields (``artifact``, ``runtime_version``, ...)."""
+        raise NotImplementedError(f"runtime {self.name!r} has no device recipe (builds_on_device is False)")
+
     def convert(self, src: HostSource, out_dir: Path) -> Built:
         """Host-converting runtimes: write ``src.precision``'s artifact (one file) into ``out_dir``."""
         raise NotImplementedError(f"runtime {self.name!r} builds on the device (converts_on_host is False)")

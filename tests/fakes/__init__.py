@@ -53,3 +53,18 @@ def trt_python_env(env: dict[str, str], tensorrt: str) -> dict[str, str]:
     """``env`` with the FAKE TensorRT Python packages importable, claiming version ``tensorrt``."""
     path = [str(TRT_PYTHON), *filter(None, [env.get("PYTHONPATH")])]
     return {**env, "PYTHONPATH": ":".join(path), "EDGEFORGE_FAKE_TRT_VERSION": tensorrt}
+
+
+HAILO_FIXTURES = FAKES.parent / "fixtures" / "hailo"
+
+
+def install_hailo(folder: Path, fail: dict[str, str] | None = None) -> Path:
+    """Copy the FAKE ``hailo`` (Dataflow Compiler CLI) into ``folder`` with its ``fake_hailo.json`` and
+    return the executable's path. ``fail``: ``{step: fixture log}`` (tests/fixtures/hailo), a step
+    (``parser``, ``optimize``, ``compiler``) that replays that recorded failure and exits 1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = Path(shutil.copy2(FAKES / "hailo", folder / "hailo")).resolve()
+    exe.chmod(0o755)
+    conf = {"fixtures": str(HAILO_FIXTURES), "fail": fail or {}}
+    (folder / "fake_hailo.json").write_text(json.dumps(conf, indent=1) + "\n")
+    return exe
