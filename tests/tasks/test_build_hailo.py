@@ -1,4 +1,4 @@
-"""Stage build@<target> for a Hailo target (the interim branch in tasks/build.py), with the FAKE ``hailo``
+"""Stage build@<target> for a Hailo target (Runtime.build_on_device), with the FAKE ``hailo``
 (tests/fakes/hailo, replaying recorded Dataflow Compiler output) as the build host's compiler. The
 pipeline's inputs are written directly (a small Conv model as the FP32 export, another as int8-minmax's
 Q/DQ model, which a Hailo build only hashes, and a prepared calibration split) to keep the test fast."""
@@ -40,3 +40,11 @@ def test_int8_builds_a_hef_and_fp32_is_not_applicable(params, workdir, capsys):
     build.main(["--target", "hailo8", "--precision", "fp32"])
     assert "build@hailo8-fp32: n/a: Hailo-8/8L run INT8" in capsys.readouterr().err
     assert not (LAYOUT.build_dir("hailo8", "fp32") / "model.hef").exists()
+    # a .hef is built, not run: EdgeForge has no HailoRT session, so benchmark and evaluate say so (n/a)
+    assert "no HailoRT session" in rec["not_run"]
+    from tasks import benchmark, evaluate
+
+    benchmark.main(["--target", "hailo8", "--precision", "int8-minmax"])
+    evaluate.main(["--target", "hailo8", "--precision", "int8-minmax"])
+    for path in (LAYOUT.benchmark_metrics("hailo8", "int8-minmax"), LAYOUT.evaluate_metrics("hailo8", "int8-minmax")):
+        assert read_json(path)["skipped"].startswith("built (model.hef), not run: EdgeForge has no HailoRT session")
