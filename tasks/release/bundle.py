@@ -79,10 +79,20 @@ def plan(cfg: Config, summary: dict[str, Any], only: list[str] | None = None) ->
             )
         if not row.get("accepted"):
             raise stage.StageError(f"class {cls!r}: the winner {row['key']} is not accepted ({row.get('reason')})")
+        if row.get("runtime") not in RELEASABLE:
+            raise stage.StageError(
+                f"class {cls!r}: the winner {row['key']} runs {row.get('runtime')}, which releases cannot ship yet "
+                f"(the device agent installs {', '.join(RELEASABLE)} bundles): leave its target out of build.targets "
+                "for the release run, or release another class (--classes)"
+            )
         out.append(Planned(cls, row))
     if not out:
         raise stage.StageError(f"no accepted winner in {LAYOUT.summary}: nothing to release")
     return out
+
+
+#: runtimes whose bundles the device agent verifies, rebuilds and smoke-tests (tasks/agent/release_install.py)
+RELEASABLE = ("onnxruntime", "openvino", "tensorrt")
 
 
 def check_unchanged(row: dict[str, Any], build_dir: Path) -> BuildRecord:

@@ -159,6 +159,14 @@ def test_refusals_leave_no_bundle(project):
     write_json(LAYOUT.summary, rejected)
     with pytest.raises(StageError, match="winner local-fp32 is not accepted"):
         _release()
+    # a winner of a runtime releases cannot ship (ExecuTorch, converted on the host): refused, naming it
+    other = json.loads(json.dumps(summary))
+    for r in other["rows"] + list(other["winners"].values()):
+        r["runtime"] = "executorch"
+    write_json(LAYOUT.summary, other)
+    with pytest.raises(StageError, match="winner local-fp32 runs executorch, which releases cannot ship yet"):
+        _release()
+    assert not store.exists()
     # the build changed since the run chose it
     write_json(LAYOUT.summary, summary)
     art = LAYOUT.build_dir("local", "fp32") / "model.onnx"
