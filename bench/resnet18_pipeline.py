@@ -235,6 +235,8 @@ def main(argv=None) -> None:
         rec, path, threads = builds[k]
         if rec["runtime"] == "onnxruntime":
             return "session.run loop", bare_ort(path, x, threads, args.seconds)
+        if rec["runtime"] != "openvino":  # ExecuTorch's executor_runner, LiteRT's benchmark_model: not on PyPI
+            return "", None
         prec = str(rec.get("inference_precision") or "f32").lower()
         prec = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(prec, prec)
         return "benchmark_app", benchmark_app(path, prec, threads, args.seconds)
