@@ -85,6 +85,12 @@ ONLY = {
         "(XNNPACKQuantizer, min/max observers on the calibration split); EdgeForge's other calibrators and "
         "fp16/bf16 are passes over the ONNX model it does not read",
     ),
+    "coreml": (
+        ("fp32", "fp16", "int8-minmax"),
+        "Core ML computes in float32 or float16 (coremltools' compute_precision: no bf16), and its INT8 here is "
+        "int8 weights scaled by their own min/max (tasks/runtimes/coreml_convert.py); the other calibrators "
+        "calibrate activations, which coremltools does only by running the model (macOS)",
+    ),
 }
 
 

@@ -9,6 +9,7 @@ from tasks.registry import UnknownName
 from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session
 
 _MODULES = {
+    "coreml": "tasks.runtimes.coreml_rt:CoreMLRuntime",
     "executorch": "tasks.runtimes.executorch_rt:ExecuTorchRuntime",
     "hailo": "tasks.runtimes.hailo_rt:HailoRuntime",
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",

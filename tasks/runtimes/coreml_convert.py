@@ -1,0 +1,247 @@
+"""Core ML conversion on the host: the PyTorch model -> an ML Program (``.mlpackage``) -> one zip file.
+
+coremltools converts on Linux but cannot run a model there (``MLModel.predict`` needs macOS), so
+the conversion happens on the host (:class:`tasks.runtimes.coreml_rt.CoreMLRuntime`, converts_on_host)
+and a Mac runs the result (:mod:`tasks.agent.coreml_model`).
+
+- Source: ``torch.export`` (ATEN dialect, ``run_decompositions({})``), coremltools' recommended PyTorch
+  path since 8.0, and the same graph capture the ONNX export uses (``tasks/export.py``, dynamo
+  exporter), so a model that exports to ONNX converts here. A TorchScript checkpoint
+  (``model.format: torchscript``) cannot be ``torch.export``'ed and goes to coremltools as is.
+- Inputs and outputs are named as the exported ONNX names them (every stage finds outputs by those
+  names) and stay float32 whatever the compute precision (as ``build.fp16_keep_io_types``); a
+  dynamic ONNX batch becomes ``RangeDim(1, MAX_BATCH)`` (ML Programs refuse an unbounded range).
+- ``fp32``: ``compute_precision=FLOAT32``; ``fp16``: ``FLOAT16`` (weights and activations fp16, the
+  Neural Engine's own precision); ``int8-minmax``: the fp16 program with every weight of a conv or
+  linear op linearly quantized to int8 (``linear_quantize_weights``: per output channel, symmetric,
+  scale = max |w| / 127, i.e. the weights' own min/max). Activations stay fp16: coremltools 9's
+  ``linear_quantize_activations`` calibrates by running the model with ``predict`` (its
+  ``ModelDebugger``), which raises "Model prediction is only supported on macOS" on this host, so
+  INT8 here is weight compression only and the record says so (``int8_activations``).
+- The artifact is ONE file: the package folder as a deterministic zip (:func:`zip_package`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.runtimes.base import BuildError
+
+PACKAGE = "model.mlpackage"
+ARTIFACT = f"{PACKAGE}.zip"
+#: int8 per-channel weights are ``constexpr_affine_dequantize`` ops, which need iOS 16 / macOS 13
+DEPLOYMENT_TARGET = "macOS13"
+#: upper bound of a dynamic batch (ML Programs need a finite RangeDim): above bench/eval batch sizes
+MAX_BATCH = 1024
+#: the example batch torch.export traces with (batch 1 gets specialised, as in tasks/export.py)
+_EXAMPLE_BATCH = 2
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+PRECISIONS = ("fp32", "fp16", "int8-minmax")
+
+
+def onnx_io(onnx_path: Path) -> tuple[str, list[str], int | None]:
+    """``(input name, output names, batch)`` of the exported ONNX: the names the converted model
+    keeps, and its batch (an int when fixed, None when the batch axis is symbolic)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError, OSError, ...
+        raise BuildError(f"{onnx_path}: cannot read the exported ONNX for its input/output names: {e}") from e
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise BuildError(f"{onnx_path}: EdgeForge handles single-input image models; this one has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    return inputs[0].name, [o.name for o in model.graph.output], batch
+
+
+def import_coremltools() -> Any:
+    """``coremltools``, imported without its TensorFlow frontend and quietly. At import it probes every
+    framework it converts from; TensorFlow (installed here for LiteRT) alone costs ~4 s of a ~10 s
+    import and logs a page, and converting PyTorch never needs it. A TensorFlow already imported by
+    this process is left alone. Its noise (an untested-torch warning, progress bars) is not the user's."""
+    import sys
+
+    for name in ("coremltools", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="coremltools")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if "coremltools" in sys.modules or "tensorflow" in sys.modules:
+        import coremltools
+
+        return coremltools
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` raises ImportError
+    try:
+        import coremltools
+    finally:
+        del sys.modules["tensorflow"]
+    return coremltools
+
+
+def _source(module: Any, shape: tuple[int, int, int], batch: int | None) -> tuple[Any, str]:
+    """What ``ct.convert`` takes: an ATEN ``ExportedProgram`` (``batch`` None: a dynamic batch), or a
+    TorchScript module as is. Returns it and how it was captured."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return module, "torchscript"
+    example = (torch.zeros(batch or _EXAMPLE_BATCH, *shape, dtype=torch.float32),)
+    dyn = None if batch else ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    try:
+        prog = torch.export.export(module, example, dynamic_shapes=dyn)
+        return prog.run_decompositions({}), "torch.export"
+    except Exception as e:  # torch.export raises many types (UserError, Unsupported, ...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise BuildError(f"torch.export cannot capture the model for Core ML: {type(e).__name__}: {first}") from e
+
+
+def convert(
+    module: Any,
+    shape: tuple[int, int, int],
+    input_name: str,
+    output_names: list[str],
+    batch: int | None,
+    precision: str,
+) -> tuple[Any, dict[str, Any]]:
+    """The ``ct.models.MLModel`` of ``module`` (FP32, eval mode) at ``precision``, and facts for the
+    build record. ``shape``: one sample's (C, H, W); ``batch``: a fixed batch, or None for
+    1..MAX_BATCH. Raises BuildError (naming coremltools' error) when it cannot convert."""
+    if precision not in PRECISIONS:
+        raise BuildError(f"Core ML builds {', '.join(PRECISIONS)}; not {precision!r}")
+    ct = import_coremltools()
+
+    src, captured = _source(module, shape, batch)
+    dim = batch or ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    try:
+        ml = ct.convert(
+            src,
+            convert_to="mlprogram",
+            inputs=[ct.TensorType(name=input_name, shape=(dim, *shape), dtype=np.float32)],
+            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
+            compute_precision=compute,
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+        )
+    except Exception as e:  # coremltools raises ValueError, NotImplementedError, RuntimeError, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise BuildError(f"coremltools {ct.__version__} cannot convert the model: {type(e).__name__}: {first}") from e
+    meta: dict[str, Any] = {
+        "source": captured,
+        "format": "mlprogram",
+        "compute_precision": "float32" if precision == "fp32" else "float16",
+        "minimum_deployment_target": DEPLOYMENT_TARGET,
+        "batch": batch or f"1..{MAX_BATCH}",
+    }
+    if precision == "int8-minmax":
+        ml = quantize_weights(ml)
+        meta["int8_weights"] = "int8, per output channel, symmetric (linear_quantize_weights)"
+        meta["int8_activations"] = activation_quantization_unavailable()
+    return ml, meta
+
+
+def quantize_weights(ml: Any) -> Any:
+    """``ml`` with every conv/linear weight linearly quantized to int8 (per output channel, symmetric),
+    however small the tensor (coremltools leaves tensors under 2048 elements in float by default, which
+    would leave a small model in fp16 under the int8 name)."""
+    import coremltools.optimize.coreml as cto
+
+    op = cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+    )
+    return cto.linear_quantize_weights(ml, cto.OptimizationConfig(global_config=op))
+
+
+def activation_quantization_unavailable() -> str:
+    """Why activations stay fp16 in an int8 build on this host."""
+    return (
+        "float16: coremltools' linear_quantize_activations calibrates by running the model (MLModel.predict), "
+        f"which runs only on macOS; this host is {platform.system()}: INT8 here is weight compression only"
+    )
+
+
+def program_summary(spec: Any) -> dict[str, Any]:
+    """What the converted ML Program computes in, read from its spec (``MLModel.get_spec()``; works on
+    Linux): ``{"op_dtypes": {dtype: ops whose first output has it}, "int8_weights": constexpr ops whose
+    stored data is int8, "spec_version": n}`` (dtypes as Core ML's ``FLOAT16``, ``FLOAT32``, ...)."""
+    from coremltools.proto import MIL_pb2
+
+    dtypes: dict[str, int] = {}
+    int8 = 0
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in block.operations:
+                if op.type.startswith("constexpr_"):
+                    arg = op.attributes.get("quantized_data") or op.attributes.get("data")
+                    if arg is not None and arg.type.tensorType.dataType == MIL_pb2.INT8:
+                        int8 += 1
+                    continue
+                if op.type == "const" or not op.outputs:
+                    continue
+                name = MIL_pb2.DataType.Name(op.outputs[0].type.tensorType.dataType)
+                dtypes[name] = dtypes.get(name, 0) + 1
+    return {"op_dtypes": dict(sorted(dtypes.items())), "int8_weights": int8, "spec_version": spec.specificationVersion}
+
+
+def zip_package(package: Path, out: Path) -> str:
+    """Write the ``.mlpackage`` folder ``package`` to ``out`` as one zip whose bytes depend only on the
+    files' names and contents (names sorted, stored, fixed timestamps and modes; members under
+    ``<package name>/``), atomically; returns its sha256."""
+    files = sorted(p for p in package.rglob("*") if p.is_file())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for p in files:
+            info = zipfile.ZipInfo(f"{package.name}/{p.relative_to(package).as_posix()}", date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            z.writestr(info, p.read_bytes())
+    data = buf.getvalue()
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return hashlib.sha256(data).hexdigest()
+
+
+def convert_to_zip(
+    torch_model: Callable[[], Any],
+    shape: tuple[int, int, int],
+    export_onnx: Path,
+    precision: str,
+    out_dir: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """Convert ``torch_model()`` at ``precision`` into ``out_dir/model.mlpackage.zip``, named as the
+    ONNX export ``export_onnx``; returns the zip and the build facts (names, what the program computes
+    in, the zip's sha256, the package's files)."""
+    input_name, outputs, batch = onnx_io(export_onnx)
+    ml, meta = convert(torch_model(), tuple(shape), input_name, outputs, batch, precision)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".mlpackage-") as tmp:
+        package = Path(tmp) / PACKAGE
+        ml.save(str(package))
+        files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
+        sha = zip_package(package, out_dir / ARTIFACT)
+        shutil.rmtree(package)
+    meta.update(
+        {
+            "input_name": input_name,
+            "output_names": outputs,
+            **program_summary(ml.get_spec()),
+            "package_files": files,
+            "artifact_sha256": sha,
+            "converter": f"coremltools {import_coremltools().__version__}",
+        }
+    )
+    return out_dir / ARTIFACT, meta

@@ -1,0 +1,78 @@
+"""Core ML backend: converted on the host from the PyTorch model, run on a Mac.
+
+``build@<target>`` calls :meth:`CoreMLRuntime.convert` on the host (``converts_on_host``): the PyTorch
+model -> an ML Program at the precision's compute precision (:mod:`tasks.runtimes.coreml_convert`),
+stored as one deterministic zip, ``model.mlpackage.zip``. A Mac (``os.system`` Darwin in the target's
+fingerprint) then loads it in the device agent (:mod:`tasks.agent.coreml_model`) and runs one batch
+as a check; any other device cannot run Core ML, so the build records "converted, not run"
+(:meth:`CoreMLRuntime.not_run_reason`) and ``measure@<target>`` refuses (:meth:`CoreMLRuntime.refusal`).
+
+Precisions: fp32, fp16, int8-minmax (int8 weights, fp16 activations: see coreml_convert); the
+others do not apply (:mod:`tasks.device.support`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.agent import coreml_model
+from tasks.runtimes import coreml_convert
+from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session, agent_errors_as_build_errors
+
+
+class CoreMLSession(coreml_model.CoreMLModel, Session):
+    """The agent's Core ML model in this process (macOS only; elsewhere loading raises BuildError)."""
+
+    def __init__(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> None:
+        with agent_errors_as_build_errors():
+            super().__init__(artifact, threads, choices)
+
+
+def _system(fingerprint: dict) -> str | None:
+    return (fingerprint.get("os") or {}).get("system")
+
+
+class CoreMLRuntime(Runtime):
+    name = "coreml"
+    artifact_suffix = ".zip"
+    converts_on_host = True
+
+    def version(self) -> str:
+        """coremltools' version on this host (the converter; a Mac's agent reports its own)."""
+        return coreml_convert.import_coremltools().__version__
+
+    def convert(self, src: Any, out_dir: Path) -> Built:
+        """``src`` (a ``HostSource``): its PyTorch model converted at its precision into
+        ``out_dir/model.mlpackage.zip``; ``meta`` says how (coreml_convert.convert_to_zip)."""
+        artifact, meta = coreml_convert.convert_to_zip(
+            src.torch_model, tuple(src.input_shape), Path(src.export_onnx), src.precision, Path(out_dir)
+        )
+        return Built(artifact, {"runtime_version": self.version(), **meta})
+
+    def not_run_reason(self, fingerprint: dict) -> str | None:
+        """Why the device cannot run Core ML (not macOS), or None on a Mac."""
+        system = _system(fingerprint)
+        if system == "Darwin":
+            return None
+        return f"Core ML runs only on macOS (this target is {system or 'not macOS: its fingerprint names no OS'})"
+
+    def refusal(self, target_name: str, fingerprint: dict, build_dir: Path) -> str | None:
+        """The message ``measure@<target>`` stops with when the device cannot run Core ML (None on a Mac):
+        what was converted, where, and what to do. ``build_dir``: ``artifacts/build/<target>``."""
+        if self.not_run_reason(fingerprint) is None:
+            return None
+        system = _system(fingerprint) or "not macOS"
+        return (
+            f"{target_name} runs Core ML, which runs only on macOS (this target is {system}); the .mlpackage is "
+            f"converted ({build_dir}/<precision>/{coreml_convert.ARTIFACT}); point target {target_name} at a Mac "
+            "over SSH to benchmark and evaluate it (transport: ssh, as conf/target/mac_coreml.yaml)"
+        )
+
+    def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
+        raise BuildError(
+            "Core ML converts from the PyTorch model on the host (CoreMLRuntime.convert), not from the ONNX"
+        )
+
+    def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:
+        return CoreMLSession(artifact, threads, choices)

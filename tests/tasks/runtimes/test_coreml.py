@@ -1,0 +1,164 @@
+"""Core ML here (Linux): real coremltools conversions of a tiny model at each precision, read back from
+the zipped package's spec (``MLModel(..., skip_model_load=True)``: no Core ML needed); the zip's
+determinism and safety; the names the device model maps; the refusal to run off macOS. Running a
+model needs macOS (``MLModel.predict``), so inference itself is not tested here."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from tasks.agent import agent, coreml_model
+from tasks.device.support import support
+from tasks.runtimes import BuildError, coreml_convert, get_runtime
+
+LINUX = {"os": {"system": "Linux", "release": "6.8.0"}}
+MAC = {"os": {"system": "Darwin", "release": "24.1.0"}}
+
+
+class Tiny(torch.nn.Module):
+    """A conv (4x1x3x3 weight) and a linear layer (10x4): two weights for int8 compression."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def export_names(path: Path, batch) -> Path:
+    """An ONNX with the export's names and batch (the converter reads only those): input ``pixels``
+    ``[batch, 1, 8, 8]``, output ``scores``; ``batch`` an int or a symbol."""
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch, 1, 8, 8])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 10])
+    graph = helper.make_graph([helper.make_node("Identity", ["pixels"], ["scores"])], "names", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def source(tmp: Path, precision: str, batch="batch") -> SimpleNamespace:
+    return SimpleNamespace(
+        precision=precision,
+        torch_model=lambda: Tiny().eval(),
+        input_shape=(1, 8, 8),
+        export_onnx=export_names(tmp / f"export-{batch}.onnx", batch),
+    )
+
+
+def spec_of(artifact: Path, into: Path):
+    """The Core ML spec of the zipped package, unpacked as the device does (read without Core ML)."""
+    ct = coreml_convert.import_coremltools()
+    return ct.models.MLModel(str(coreml_model.unpack(artifact, into)), skip_model_load=True).get_spec()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """Each precision converted by the runtime: ``{precision: (Built, spec of the unzipped package)}``."""
+    rt, out = get_runtime("coreml"), {}
+    for p in ("fp32", "fp16", "int8-minmax"):
+        tmp = tmp_path_factory.mktemp(p)
+        b = rt.convert(source(tmp, p), tmp / "build")
+        out[p] = (b, spec_of(b.artifact, tmp / "unpacked"))
+    return out
+
+
+def test_each_precision_converts_to_its_compute_precision(built):
+    fp32, fp16, int8 = (coreml_convert.program_summary(built[p][1]) for p in ("fp32", "fp16", "int8-minmax"))
+    assert set(fp32["op_dtypes"]) == {"FLOAT32"} and fp32["int8_weights"] == 0
+    # fp16: the input is cast once, every op after it computes in fp16, the output is cast back to fp32
+    assert fp16["op_dtypes"]["FLOAT16"] > fp16["op_dtypes"]["FLOAT32"] and fp16["int8_weights"] == 0
+    assert int8["op_dtypes"] == fp16["op_dtypes"] and int8["int8_weights"] == 2  # conv and linear weights
+    for p, want in (("fp32", "float32"), ("fp16", "float16"), ("int8-minmax", "float16")):
+        meta = built[p][0].meta
+        assert meta["compute_precision"] == want and meta["format"] == "mlprogram" and meta["source"] == "torch.export"
+        assert meta["op_dtypes"] == coreml_convert.program_summary(built[p][1])["op_dtypes"]
+        assert built[p][1].WhichOneof("Type") == "mlProgram"
+    assert "macOS" in built["int8-minmax"][0].meta["int8_activations"]
+    assert "int8_activations" not in built["fp16"][0].meta
+
+
+def test_the_artifact_is_one_zip_whose_sha256_is_recorded(built):
+    import hashlib
+
+    b = built["fp16"][0]
+    assert b.artifact.name == "model.mlpackage.zip" and [p.name for p in b.artifact.parent.iterdir()] == [
+        b.artifact.name
+    ]
+    assert b.meta["artifact_sha256"] == hashlib.sha256(b.artifact.read_bytes()).hexdigest()
+    with zipfile.ZipFile(b.artifact) as z:
+        names = z.namelist()
+    assert names == sorted(names) and "model.mlpackage/Manifest.json" in names
+
+
+def test_names_the_device_model_maps_come_from_the_export(built, tmp_path):
+    for p in built:
+        assert coreml_model.io_names(built[p][1]) == ("pixels", ["scores"], 1, coreml_convert.MAX_BATCH)
+    fixed = get_runtime("coreml").convert(source(tmp_path, "fp32", batch=3), tmp_path / "build")
+    assert (
+        coreml_model.io_names(spec_of(fixed.artifact, tmp_path / "unpacked")) == ("pixels", ["scores"], 3, 3)
+        and fixed.meta["batch"] == 3
+    )
+
+
+def test_the_zip_depends_only_on_names_and_contents(tmp_path):
+    pkg = tmp_path / "a" / "model.mlpackage"
+    (pkg / "Data" / "w").mkdir(parents=True)
+    (pkg / "Manifest.json").write_text("{}")
+    (pkg / "Data" / "w" / "weight.bin").write_bytes(b"\x01\x02")
+    first = coreml_convert.zip_package(pkg, tmp_path / "one.zip")
+    (pkg / "Manifest.json").touch()  # a newer mtime changes nothing
+    import os
+
+    os.utime(pkg / "Data" / "w" / "weight.bin", (0, 0))
+    assert coreml_convert.zip_package(pkg, tmp_path / "two.zip") == first
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
+    (pkg / "Data" / "w" / "weight.bin").write_bytes(b"\x01\x03")
+    assert coreml_convert.zip_package(pkg, tmp_path / "three.zip") != first
+    out = coreml_model.unpack(tmp_path / "one.zip", tmp_path / "x")
+    assert out.name == "model.mlpackage" and (out / "Data" / "w" / "weight.bin").read_bytes() == b"\x01\x02"
+    assert coreml_model.unpack(tmp_path / "one.zip", tmp_path / "x") == out  # unpacked once
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs.txt", "model.mlpackage/../../evil.txt", "other/x"])
+def test_unpack_refuses_members_outside_one_package(tmp_path, member):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("model.mlpackage/Manifest.json", "{}")
+        z.writestr(member, "x")
+    with pytest.raises(agent.AgentError) as e:
+        coreml_model.unpack(bad, tmp_path / "out")
+    assert e.value.kind == "bad_input" and not (tmp_path / "out").exists()
+
+
+def test_off_macos_it_is_converted_not_run(tmp_path):
+    rt = get_runtime("coreml")
+    assert rt.converts_on_host and rt.not_run_reason(MAC) is None and rt.refusal("mac", MAC, tmp_path) is None
+    assert rt.not_run_reason(LINUX) == "Core ML runs only on macOS (this target is Linux)"
+    assert rt.refusal("local_coreml", LINUX, Path("artifacts/build/local_coreml")) == (
+        "local_coreml runs Core ML, which runs only on macOS (this target is Linux); the .mlpackage is converted "
+        "(artifacts/build/local_coreml/<precision>/model.mlpackage.zip); point target local_coreml at a Mac over "
+        "SSH to benchmark and evaluate it (transport: ssh, as conf/target/mac_coreml.yaml)"
+    )
+    with pytest.raises(agent.AgentError) as e:
+        agent.MODELS["coreml"](tmp_path / "model.mlpackage.zip", None, {})
+    assert e.value.kind == "missing_runtime" and "runs only on macOS; this device is Linux" in str(e.value)
+    with pytest.raises(BuildError, match="runs only on macOS"):
+        rt.load(tmp_path / "model.mlpackage.zip")
+    with pytest.raises(BuildError, match="from the PyTorch model"):
+        rt.build(tmp_path / "m.onnx", "fp32", tmp_path, None)
+
+
+def test_precisions_that_do_not_apply_say_what_to_build():
+    for p in ("fp32", "fp16", "int8-minmax"):
+        assert support(LINUX, "coreml", p) == support(MAC, "coreml", p) and not support(MAC, "coreml", p).skipped
+    assert "build fp16" in support(MAC, "coreml", "bf16").skipped
+    for p in ("int8-entropy", "int8-percentile", "int8-mixed"):
+        assert "build int8-minmax" in support(MAC, "coreml", p).skipped
