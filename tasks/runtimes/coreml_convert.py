@@ -4,10 +4,12 @@ coremltools converts on Linux but cannot run a model there (``MLModel.predict`` 
 the conversion happens on the host (:class:`tasks.runtimes.coreml_rt.CoreMLRuntime`, converts_on_host)
 and a Mac runs the result (:mod:`tasks.agent.coreml_model`).
 
-- Source: ``torch.export`` (ATEN dialect, ``run_decompositions({})``), coremltools' recommended PyTorch
-  path since 8.0, and the same graph capture the ONNX export uses (``tasks/export.py``, dynamo
-  exporter), so a model that exports to ONNX converts here. A TorchScript checkpoint
-  (``model.format: torchscript``) cannot be ``torch.export``'ed and goes to coremltools as is.
+- Capture: ``torch.export`` (ATEN dialect, ``run_decompositions({})``): the graph capture the ONNX
+  export uses too (``tasks/export.py``, dynamo exporter) and where PyTorch develops (TorchScript is
+  deprecated); coremltools converts it since 8.0 but calls it beta (~70% of ops) and ``torch.jit.trace``
+  the more stable path, so a model whose exported program does not convert falls back to a trace
+  (recorded as ``source`` and ``capture_failures``). A TorchScript checkpoint (``model.format:
+  torchscript``) cannot be exported and goes to coremltools as it is.
 - Inputs and outputs are named as the exported ONNX names them (every stage finds outputs by those
   names) and stay float32 whatever the compute precision (as ``build.fp16_keep_io_types``); a
   dynamic ONNX batch becomes ``RangeDim(1, MAX_BATCH)`` (ML Programs refuse an unbounded range).
@@ -70,44 +72,61 @@ def onnx_io(onnx_path: Path) -> tuple[str, list[str], int | None]:
     return inputs[0].name, [o.name for o in model.graph.output], batch
 
 
+#: what coremltools probes for at import to convert from, and EdgeForge never converts from: TensorFlow
+#: (installed here for LiteRT), ExecuTorch's EDGE dialect (we give it ATEN programs), torchao's quantized
+#: ops (our models are FP32), scikit-learn, XGBoost. Importing them costs ~6 s of a ~9 s import.
+_UNUSED_FRONTENDS = ("tensorflow", "executorch", "torchao", "sklearn", "xgboost")
+
+
 def import_coremltools() -> Any:
-    """``coremltools``, imported without its TensorFlow frontend and quietly. At import it probes every
-    framework it converts from; TensorFlow (installed here for LiteRT) alone costs ~4 s of a ~10 s
-    import and logs a page, and converting PyTorch never needs it. A TensorFlow already imported by
-    this process is left alone. Its noise (an untested-torch warning, progress bars) is not the user's."""
+    """``coremltools``, imported quietly and without the frontends EdgeForge does not use
+    (:data:`_UNUSED_FRONTENDS`: it sees them as absent). Those this process has already imported are
+    left alone, and any of them imports normally afterwards. Its noise (an untested-torch warning,
+    progress bars) is not the user's."""
     import sys
 
     for name in ("coremltools", "torch._export", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    if "coremltools" in sys.modules or "tensorflow" in sys.modules:
-        import coremltools
-
-        return coremltools
-    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # `import tensorflow` raises ImportError
+    if "coremltools" in sys.modules:
+        return sys.modules["coremltools"]
+    blocked = [m for m in _UNUSED_FRONTENDS if m not in sys.modules]
+    for m in blocked:
+        sys.modules[m] = None  # type: ignore[assignment]  # `import m` raises ImportError
     try:
         import coremltools
     finally:
-        del sys.modules["tensorflow"]
+        for m in blocked:
+            del sys.modules[m]
     return coremltools
 
 
-def _source(module: Any, shape: tuple[int, int, int], batch: int | None) -> tuple[Any, str]:
-    """What ``ct.convert`` takes: an ATEN ``ExportedProgram`` (``batch`` None: a dynamic batch), or a
-    TorchScript module as is. Returns it and how it was captured."""
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:300]
+
+
+def _capture(module: Any, how: str, shape: tuple[int, int, int], batch: int | None) -> Any:
+    """``module`` captured ``how`` ("torch.export": an ATEN ``ExportedProgram``, the batch dynamic
+    when ``batch`` is None; "torch.jit.trace"; "torchscript": a ScriptModule as it is)."""
     import torch
 
-    if isinstance(module, torch.jit.ScriptModule):
-        return module, "torchscript"
-    example = (torch.zeros(batch or _EXAMPLE_BATCH, *shape, dtype=torch.float32),)
+    if how == "torchscript":
+        return module
+    example = torch.zeros(batch or _EXAMPLE_BATCH, *shape, dtype=torch.float32)
+    if how == "torch.jit.trace":
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            traced = torch.jit.trace(module, example)
+        # a trace follows the example's branch of data-dependent code: torch says where, the record keeps it
+        traced.edgeforge_tracer_warnings = list(
+            dict.fromkeys(
+                str(w.message).splitlines()[0][:200] for w in caught if issubclass(w.category, torch.jit.TracerWarning)
+            )
+        )
+        return traced
     dyn = None if batch else ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
-    try:
-        prog = torch.export.export(module, example, dynamic_shapes=dyn)
-        return prog.run_decompositions({}), "torch.export"
-    except Exception as e:  # torch.export raises many types (UserError, Unsupported, ...)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise BuildError(f"torch.export cannot capture the model for Core ML: {type(e).__name__}: {first}") from e
+    return torch.export.export(module, (example,), dynamic_shapes=dyn).run_decompositions({})
 
 
 def convert(
@@ -120,33 +139,45 @@ def convert(
 ) -> tuple[Any, dict[str, Any]]:
     """The ``ct.models.MLModel`` of ``module`` (FP32, eval mode) at ``precision``, and facts for the
     build record. ``shape``: one sample's (C, H, W); ``batch``: a fixed batch, or None for
-    1..MAX_BATCH. Raises BuildError (naming coremltools' error) when it cannot convert."""
+    1..MAX_BATCH. ``torch.export`` first; when it or coremltools' conversion of its program fails,
+    ``torch.jit.trace`` (coremltools' longer-standing path, which its docs still call the more
+    stable one), the failure recorded in ``capture_failures``. Raises BuildError naming every
+    failure when no capture converts."""
+    import torch
+
     if precision not in PRECISIONS:
         raise BuildError(f"Core ML builds {', '.join(PRECISIONS)}; not {precision!r}")
     ct = import_coremltools()
-
-    src, captured = _source(module, shape, batch)
     dim = batch or ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
-    try:
-        ml = ct.convert(
-            src,
-            convert_to="mlprogram",
-            inputs=[ct.TensorType(name=input_name, shape=(dim, *shape), dtype=np.float32)],
-            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
-            compute_precision=compute,
-            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-        )
-    except Exception as e:  # coremltools raises ValueError, NotImplementedError, RuntimeError, ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise BuildError(f"coremltools {ct.__version__} cannot convert the model: {type(e).__name__}: {first}") from e
+    order = ["torchscript"] if isinstance(module, torch.jit.ScriptModule) else ["torch.export", "torch.jit.trace"]
+    failures: dict[str, str] = {}
+    for captured in order:
+        try:
+            graph = _capture(module, captured, shape, batch)
+            ml = ct.convert(
+                graph,
+                convert_to="mlprogram",
+                inputs=[ct.TensorType(name=input_name, shape=(dim, *shape), dtype=np.float32)],
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
+                compute_precision=compute,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            )
+            break
+        except Exception as e:  # torch.export and coremltools raise many types (UserError, ValueError, ...)
+            failures[captured] = _first_line(e)
+    else:
+        raise BuildError(f"coremltools {ct.__version__} cannot convert the model: {failures}")
     meta: dict[str, Any] = {
         "source": captured,
         "format": "mlprogram",
         "compute_precision": "float32" if precision == "fp32" else "float16",
         "minimum_deployment_target": DEPLOYMENT_TARGET,
         "batch": batch or f"1..{MAX_BATCH}",
+        **({"capture_failures": failures} if failures else {}),
     }
+    if getattr(graph, "edgeforge_tracer_warnings", None):
+        meta["tracer_warnings"] = graph.edgeforge_tracer_warnings
     if precision == "int8-minmax":
         ml = quantize_weights(ml)
         meta["int8_weights"] = "int8, per output channel, symmetric (linear_quantize_weights)"

@@ -162,3 +162,22 @@ def test_precisions_that_do_not_apply_say_what_to_build():
     assert "build fp16" in support(MAC, "coreml", "bf16").skipped
     for p in ("int8-entropy", "int8-percentile", "int8-mixed"):
         assert "build int8-minmax" in support(MAC, "coreml", p).skipped
+
+
+class Branchy(Tiny):
+    """Data-dependent control flow: torch.export refuses it; a trace follows the example's branch."""
+
+    def forward(self, x):
+        return super().forward(x if x.sum() >= 0 else -x)
+
+
+def test_a_model_torch_export_refuses_is_traced_and_the_record_says_so():
+    ml, meta = coreml_convert.convert(Branchy().eval(), (1, 8, 8), "pixels", ["scores"], None, "fp32")
+    assert meta["source"] == "torch.jit.trace" and "torch.export" in meta["capture_failures"]
+    assert any("trace might not generalize" in w or "Python boolean" in w for w in meta["tracer_warnings"])
+    assert coreml_model.io_names(ml.get_spec()) == ("pixels", ["scores"], 1, coreml_convert.MAX_BATCH)
+
+
+def test_a_precision_core_ml_does_not_build_is_refused():
+    with pytest.raises(BuildError, match="Core ML builds fp32, fp16, int8-minmax; not 'int8-entropy'"):
+        coreml_convert.convert(Tiny().eval(), (1, 8, 8), "pixels", ["scores"], None, "int8-entropy")
