@@ -25,6 +25,7 @@ and a Mac runs the result (:mod:`tasks.agent.coreml_model`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -88,7 +89,8 @@ def import_coremltools() -> Any:
     for name in ("coremltools", "torch._export", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # torch's own deprecation inside torch.export, as tasks/export.py filters it
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)
     if "coremltools" in sys.modules:
         return sys.modules["coremltools"]
     blocked = [m for m in _UNUSED_FRONTENDS if m not in sys.modules]
@@ -100,6 +102,12 @@ def import_coremltools() -> Any:
         for m in blocked:
             del sys.modules[m]
     return coremltools
+
+
+def _no_progress_bars() -> contextlib.AbstractContextManager:
+    """coremltools draws a tqdm bar per pass on stderr (tqdm's own switch, TQDM_DISABLE, is read when
+    tqdm is imported: too early to set here); its errors are raised, never printed, so none is lost."""
+    return contextlib.redirect_stderr(io.StringIO())
 
 
 def _first_line(e: BaseException) -> str:
@@ -155,14 +163,15 @@ def convert(
     for captured in order:
         try:
             graph = _capture(module, captured, shape, batch)
-            ml = ct.convert(
-                graph,
-                convert_to="mlprogram",
-                inputs=[ct.TensorType(name=input_name, shape=(dim, *shape), dtype=np.float32)],
-                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
-                compute_precision=compute,
-                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-            )
+            with _no_progress_bars():
+                ml = ct.convert(
+                    graph,
+                    convert_to="mlprogram",
+                    inputs=[ct.TensorType(name=input_name, shape=(dim, *shape), dtype=np.float32)],
+                    outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names],
+                    compute_precision=compute,
+                    minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                )
             break
         except Exception as e:  # torch.export and coremltools raise many types (UserError, ValueError, ...)
             failures[captured] = _first_line(e)
@@ -179,8 +188,9 @@ def convert(
     if getattr(graph, "edgeforge_tracer_warnings", None):
         meta["tracer_warnings"] = graph.edgeforge_tracer_warnings
     if precision == "int8-minmax":
-        ml = quantize_weights(ml)
-        meta["int8_weights"] = "int8, per output channel, symmetric (linear_quantize_weights)"
+        with _no_progress_bars():
+            ml = quantize_weights(ml)
+        meta["weight_quantization"] = "int8, per output channel, symmetric (linear_quantize_weights)"
         meta["int8_activations"] = activation_quantization_unavailable()
     return ml, meta
 
