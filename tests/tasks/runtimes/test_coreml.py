@@ -14,9 +14,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from tasks import benchmark, evaluate
 from tasks.agent import agent, coreml_model
 from tasks.device.support import support
+from tasks.io import write_json
+from tasks.layout import LAYOUT
 from tasks.runtimes import BuildError, coreml_convert, get_runtime
+from tests.conftest import write_params
 
 LINUX = {"os": {"system": "Linux", "release": "6.8.0"}}
 MAC = {"os": {"system": "Darwin", "release": "24.1.0"}}
@@ -181,3 +185,18 @@ def test_a_model_torch_export_refuses_is_traced_and_the_record_says_so():
 def test_a_precision_core_ml_does_not_build_is_refused():
     with pytest.raises(BuildError, match="Core ML builds fp32, fp16, int8-minmax; not 'int8-entropy'"):
         coreml_convert.convert(Tiny().eval(), (1, 8, 8), "pixels", ["scores"], None, "int8-entropy")
+
+
+@pytest.mark.parametrize("stage", [benchmark, evaluate])
+def test_measure_refuses_a_target_that_cannot_run_core_ml(stage, params, capsys):
+    params["target"]["local_coreml"] = {"transport": "local", "runtime": "coreml", "threads": None}
+    write_params(params)
+    write_json(LAYOUT.fingerprint("local_coreml"), LINUX)
+    with pytest.raises(SystemExit) as e:
+        stage.main(["--target", "local_coreml"])
+    name = stage.__name__.rsplit(".", 1)[1]
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"edgeforge {name}@local_coreml: error: "
+        + get_runtime("coreml").refusal("local_coreml", LINUX, LAYOUT.builds("local_coreml"))
+    )
+    assert not LAYOUT.benchmark_metrics_dir("local_coreml").exists()
