@@ -185,7 +185,7 @@ def cannot_run(cfg: Any, target: str) -> str | None:
     from tasks.runtimes import get_runtime
 
     rt = get_runtime(cfg.target[target].runtime)
-    if not getattr(rt, "converts_on_host", False):
+    if not rt.converts_on_host:
         return None
     return rt.refusal(target, read_fingerprint(LAYOUT.fingerprint(target), target), LAYOUT.builds(target))
 

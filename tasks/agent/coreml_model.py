@@ -107,6 +107,10 @@ class CoreMLModel:
         self.input_name, self.output_names, self.min_batch, self.max_batch = io_names(self._m.get_spec())
         self.compute_units = units
 
+    def describe(self) -> dict:
+        """What the build's device check records: where Core ML may run it, and the macOS release."""
+        return {"compute_units": self.compute_units, "macos": platform.mac_ver()[0]}
+
     def infer(self, x) -> dict:
         np = self._np
         out = self._m.predict({self.input_name: np.ascontiguousarray(x, dtype=np.float32)})

@@ -14,11 +14,18 @@ others do not apply (:mod:`tasks.device.support`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tasks.agent import coreml_model
 from tasks.runtimes import coreml_convert
-from tasks.runtimes.base import BuildError, BuildOptions, Built, Runtime, Session, agent_errors_as_build_errors
+from tasks.runtimes.base import (
+    BuildError,
+    BuildOptions,
+    Built,
+    HostSource,
+    Runtime,
+    Session,
+    agent_errors_as_build_errors,
+)
 
 
 class CoreMLSession(coreml_model.CoreMLModel, Session):
@@ -42,9 +49,9 @@ class CoreMLRuntime(Runtime):
         """coremltools' version on this host (the converter; a Mac's agent reports its own)."""
         return coreml_convert.import_coremltools().__version__
 
-    def convert(self, src: Any, out_dir: Path) -> Built:
-        """``src`` (a ``HostSource``): its PyTorch model converted at its precision into
-        ``out_dir/model.mlpackage.zip``; ``meta`` says how (coreml_convert.convert_to_zip)."""
+    def convert(self, src: HostSource, out_dir: Path) -> Built:
+        """``src``'s PyTorch model converted at its precision into ``out_dir/model.mlpackage.zip``;
+        ``meta`` says how (coreml_convert.convert_to_zip)."""
         artifact, meta = coreml_convert.convert_to_zip(
             src.torch_model, tuple(src.input_shape), Path(src.export_onnx), src.precision, Path(out_dir)
         )
@@ -58,7 +65,7 @@ class CoreMLRuntime(Runtime):
         return f"Core ML runs only on macOS (this target is {system or 'not macOS: its fingerprint names no OS'})"
 
     def refusal(self, target_name: str, fingerprint: dict, build_dir: Path) -> str | None:
-        """The message ``measure@<target>`` stops with when the device cannot run Core ML (None on a Mac):
+        """The error ``measure@<target>`` stops with when the device cannot run Core ML (None on a Mac):
         what was converted, where, and what to do. ``build_dir``: ``artifacts/build/<target>``."""
         if self.not_run_reason(fingerprint) is None:
             return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -20,6 +19,7 @@ from tasks.device.support import support
 from tasks.io import write_json
 from tasks.layout import LAYOUT
 from tasks.runtimes import BuildError, coreml_convert, get_runtime
+from tasks.runtimes.base import HostSource, Runtime
 from tests.conftest import write_params
 
 LINUX = {"os": {"system": "Linux", "release": "6.8.0"}}
@@ -48,13 +48,9 @@ def export_names(path: Path, batch) -> Path:
     return path
 
 
-def source(tmp: Path, precision: str, batch="batch") -> SimpleNamespace:
-    return SimpleNamespace(
-        precision=precision,
-        torch_model=lambda: Tiny().eval(),
-        input_shape=(1, 8, 8),
-        export_onnx=export_names(tmp / f"export-{batch}.onnx", batch),
-    )
+def source(tmp: Path, precision: str, batch="batch") -> HostSource:
+    onnx_path = export_names(tmp / f"export-{batch}.onnx", batch)
+    return HostSource(precision, onnx_path, onnx_path, lambda: Tiny().eval(), (1, 8, 8), lambda: iter(()))
 
 
 def spec_of(artifact: Path, into: Path):
@@ -163,9 +159,9 @@ def test_off_macos_it_is_converted_not_run(tmp_path):
 def test_precisions_that_do_not_apply_say_what_to_build():
     for p in ("fp32", "fp16", "int8-minmax"):
         assert support(LINUX, "coreml", p) == support(MAC, "coreml", p) and not support(MAC, "coreml", p).skipped
-    assert "build fp16" in support(MAC, "coreml", "bf16").skipped
-    for p in ("int8-entropy", "int8-percentile", "int8-mixed"):
-        assert "build int8-minmax" in support(MAC, "coreml", p).skipped
+    for p in ("bf16", "int8-entropy", "int8-percentile", "int8-mixed"):
+        assert support(MAC, "coreml", p).skipped.endswith("build fp32 or fp16 or int8-minmax for this target")
+    assert "no bf16" in support(MAC, "coreml", "bf16").skipped
 
 
 class Branchy(Tiny):
@@ -200,3 +196,36 @@ def test_measure_refuses_a_target_that_cannot_run_core_ml(stage, params, capsys)
         + get_runtime("coreml").refusal("local_coreml", LINUX, LAYOUT.builds("local_coreml"))
     )
     assert not LAYOUT.benchmark_metrics_dir("local_coreml").exists()
+
+
+def test_the_agent_zipapp_registers_core_ml_and_refuses_it_off_macos(built, tmp_path):
+    """The uploaded agent (every DEVICE_MODULE) knows runtime coreml; on Linux its build check says why not."""
+    import json
+    import subprocess
+    import sys
+
+    from tasks.agent import client
+
+    pyz, _ = client.agent_file()
+    req = {"runtime": "coreml", "artifact": str(built["fp16"][0].artifact), "threads": None, "choices": {}}
+    r = subprocess.run(
+        [sys.executable, str(pyz), "build", json.dumps({**req, "sample_shape": [1, 8, 8]})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    answer = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 1 and answer["kind"] == "missing_runtime" and "runs only on macOS" in answer["error"]
+
+
+def test_the_default_refusal_names_the_target_and_the_reason():
+    rt = get_runtime("coreml")
+    assert Runtime.refusal(rt, "t", LINUX, Path("artifacts/build/t")) == (
+        "t: Core ML runs only on macOS (this target is Linux); its builds are converted "
+        "(artifacts/build/t/<precision>/), not run"
+    )
+    assert (
+        Runtime.refusal(rt, "t", MAC, Path("b")) is None
+        and get_runtime("onnxruntime").refusal("t", LINUX, Path("b")) is None
+    )
