@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"copied in {rec.build_seconds:.2f} s{emulated}",
                 )
                 return
+            if rec.extra.get("not_run"):  # converted on this host for a device that cannot run it
+                stage.log(
+                    f"build@{k}", f"converted, not run: {size} in {rec.build_seconds:.2f} s; {rec.extra['not_run']}"
+                )
+                return
             stage.log(f"build@{k}", f"built {size} on {rec.host} in {rec.build_seconds:.2f} s{emulated}")
 
         stage.each(

@@ -31,7 +31,6 @@ import io
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -265,7 +264,7 @@ def convert_to_zip(
 ) -> tuple[Path, dict[str, Any]]:
     """Convert ``torch_model()`` at ``precision`` into ``out_dir/model.mlpackage.zip``, named as the
     ONNX export ``export_onnx``; returns the zip and the build facts (names, what the program computes
-    in, the zip's sha256, the package's files)."""
+    in, the package's files; the build record adds the zip's sha256)."""
     input_name, outputs, batch = onnx_io(export_onnx)
     ml, meta = convert(torch_model(), tuple(shape), input_name, outputs, batch, precision)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,15 +272,13 @@ def convert_to_zip(
         package = Path(tmp) / PACKAGE
         ml.save(str(package))
         files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
-        sha = zip_package(package, out_dir / ARTIFACT)
-        shutil.rmtree(package)
+        zip_package(package, out_dir / ARTIFACT)
     meta.update(
         {
             "input_name": input_name,
             "output_names": outputs,
             **program_summary(ml.get_spec()),
             "package_files": files,
-            "artifact_sha256": sha,
             "converter": f"coremltools {import_coremltools().__version__}",
         }
     )
