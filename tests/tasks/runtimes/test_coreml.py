@@ -14,14 +14,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from tasks import benchmark, evaluate
+from tasks import benchmark, evaluate, quantize
 from tasks.agent import agent, coreml_model
 from tasks.device.support import support
-from tasks.io import write_json
+from tasks.io import read_json
 from tasks.layout import LAYOUT
 from tasks.runtimes import BuildError, coreml_convert, get_runtime
 from tasks.runtimes.base import HostSource, Runtime
-from tests.conftest import write_params
+from tests.conftest import build_main, write_params
 
 LINUX = {"os": {"system": "Linux", "release": "6.8.0"}}
 MAC = {"os": {"system": "Darwin", "release": "24.1.0"}}
@@ -182,19 +182,32 @@ def test_a_precision_core_ml_does_not_build_is_refused():
         coreml_convert.convert(Tiny().eval(), (1, 8, 8), "pixels", ["scores"], None, "int8-entropy")
 
 
-@pytest.mark.parametrize("stage", [benchmark, evaluate])
-def test_measure_refuses_a_target_that_cannot_run_core_ml(stage, params, capsys):
+def test_the_stages_convert_record_not_run_and_refuse_to_measure_off_macos(workdir, params, exported, capsys):
+    """build@local_coreml on this Linux machine: converted here (real coremltools, the example's digit model),
+    recorded "converted, not run" without contacting the device; benchmark and evaluate then refuse."""
+    params["build"]["precisions"] = ["fp32", "bf16"]
     params["target"]["local_coreml"] = {"transport": "local", "runtime": "coreml", "threads": None}
     write_params(params)
-    write_json(LAYOUT.fingerprint("local_coreml"), LINUX)
-    with pytest.raises(SystemExit) as e:
-        stage.main(["--target", "local_coreml"])
-    name = stage.__name__.rsplit(".", 1)[1]
-    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"edgeforge {name}@local_coreml: error: "
-        + get_runtime("coreml").refusal("local_coreml", LINUX, LAYOUT.builds("local_coreml"))
-    )
+    quantize.main(["--precision", "fp32"])
+    build_main(["--target", "local_coreml"])
+    rec = read_json(LAYOUT.build_metrics("local_coreml", "fp32"))
+    assert rec["not_run"] == "Core ML runs only on macOS (this target is Linux)" and rec["converted_on_host"]
+    assert "checked_on_device" not in rec and rec["input_name"] == "input" and rec["output_names"] == ["logits"]
+    assert rec["compute_precision"] == "float32" and rec["artifact"] == "model.mlpackage.zip"
+    assert sorted(p.name for p in LAYOUT.build_dir("local_coreml", "fp32").iterdir()) == ["build.json", rec["artifact"]]
+    assert "no bf16" in read_json(LAYOUT.build_metrics("local_coreml", "bf16"))["skipped"]
+    err = capsys.readouterr().err
+    assert "build@local_coreml-fp32: converted, not run: model.mlpackage.zip" in err
+    for stage in (benchmark, evaluate):
+        with pytest.raises(SystemExit) as e:
+            stage.main(["--target", "local_coreml"])
+        name = stage.__name__.rsplit(".", 1)[1]
+        assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"edgeforge {name}@local_coreml: error: "
+            + get_runtime("coreml").refusal("local_coreml", LINUX, LAYOUT.builds("local_coreml"))
+        )
     assert not LAYOUT.benchmark_metrics_dir("local_coreml").exists()
+    assert not LAYOUT.evaluate_metrics("local_coreml", "fp32").exists()
 
 
 def test_the_agent_zipapp_registers_core_ml_and_refuses_it_off_macos(built, tmp_path):
