@@ -112,6 +112,14 @@ class CoreMLModel:
         return {"compute_units": self.compute_units, "macos": platform.mac_ver()[0]}
 
     def infer(self, x) -> dict:
+        """Outputs of the batch ``x``; a batch above the program's bound (``max_batch``) runs in slices."""
+        np, mb = self._np, self.max_batch or len(x)
+        parts = [self._predict(x[i : i + mb]) for i in range(0, len(x), mb)]
+        if len(parts) == 1:
+            return parts[0]
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.output_names}
+
+    def _predict(self, x) -> dict:
         np = self._np
         out = self._m.predict({self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return {n: np.asarray(out[n], dtype=np.float32) for n in self.output_names}

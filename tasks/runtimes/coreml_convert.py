@@ -12,7 +12,8 @@ and a Mac runs the result (:mod:`tasks.agent.coreml_model`).
   torchscript``) cannot be exported and goes to coremltools as it is.
 - Inputs and outputs are named as the exported ONNX names them (every stage finds outputs by those
   names) and stay float32 whatever the compute precision (as ``build.fp16_keep_io_types``); a
-  dynamic ONNX batch becomes ``RangeDim(1, MAX_BATCH)`` (ML Programs refuse an unbounded range).
+  dynamic ONNX batch becomes ``RangeDim(1, max_batch)`` (ML Programs refuse an unbounded range;
+  ``HostSource.max_batch``: the largest batch the stages run; the device model slices larger ones).
 - ``fp32``: ``compute_precision=FLOAT32``; ``fp16``: ``FLOAT16`` (weights and activations fp16, the
   Neural Engine's own precision); ``int8-minmax``: the fp16 program with every weight of a conv or
   linear op linearly quantized to int8 (``linear_quantize_weights``: per output channel, symmetric,
@@ -34,20 +35,17 @@ import platform
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.runtimes.base import BuildError
+from tasks.runtimes.base import BuildError, HostSource
 
 PACKAGE = "model.mlpackage"
 ARTIFACT = f"{PACKAGE}.zip"
 #: int8 per-channel weights are ``constexpr_affine_dequantize`` ops, which need iOS 16 / macOS 13
 DEPLOYMENT_TARGET = "macOS13"
-#: upper bound of a dynamic batch (ML Programs need a finite RangeDim): above bench/eval batch sizes
-MAX_BATCH = 1024
 #: the example batch torch.export traces with (batch 1 gets specialised, as in tasks/export.py)
 _EXAMPLE_BATCH = 2
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -113,9 +111,9 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0][:300]
 
 
-def _capture(module: Any, how: str, shape: tuple[int, int, int], batch: int | None) -> Any:
-    """``module`` captured ``how`` ("torch.export": an ATEN ``ExportedProgram``, the batch dynamic
-    when ``batch`` is None; "torch.jit.trace"; "torchscript": a ScriptModule as it is)."""
+def _capture(module: Any, how: str, shape: tuple[int, int, int], batch: int | None, max_batch: int) -> Any:
+    """``module`` captured ``how`` ("torch.export": an ATEN ``ExportedProgram``, the batch dynamic up to
+    ``max_batch`` when ``batch`` is None; "torch.jit.trace"; "torchscript": a ScriptModule as it is)."""
     import torch
 
     if how == "torchscript":
@@ -132,7 +130,7 @@ def _capture(module: Any, how: str, shape: tuple[int, int, int], batch: int | No
             )
         )
         return traced
-    dyn = None if batch else ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    dyn = None if batch else ({0: torch.export.Dim("batch", min=1, max=max_batch)},)
     return torch.export.export(module, (example,), dynamic_shapes=dyn).run_decompositions({})
 
 
@@ -143,10 +141,11 @@ def convert(
     output_names: list[str],
     batch: int | None,
     precision: str,
+    max_batch: int = 64,
 ) -> tuple[Any, dict[str, Any]]:
     """The ``ct.models.MLModel`` of ``module`` (FP32, eval mode) at ``precision``, and facts for the
     build record. ``shape``: one sample's (C, H, W); ``batch``: a fixed batch, or None for
-    1..MAX_BATCH. ``torch.export`` first; when it or coremltools' conversion of its program fails,
+    1..``max_batch`` (at least 2: torch.export specialises a range of one). ``torch.export`` first; when it or coremltools' conversion of its program fails,
     ``torch.jit.trace`` (coremltools' longer-standing path, which its docs still call the more
     stable one), the failure recorded in ``capture_failures``. Raises BuildError naming every
     failure when no capture converts."""
@@ -155,13 +154,14 @@ def convert(
     if precision not in PRECISIONS:
         raise BuildError(f"Core ML builds {', '.join(PRECISIONS)}; not {precision!r}")
     ct = import_coremltools()
-    dim = batch or ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
+    max_batch = max(_EXAMPLE_BATCH, max_batch)
+    dim = batch or ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     order = ["torchscript"] if isinstance(module, torch.jit.ScriptModule) else ["torch.export", "torch.jit.trace"]
     failures: dict[str, str] = {}
     for captured in order:
         try:
-            graph = _capture(module, captured, shape, batch)
+            graph = _capture(module, captured, shape, batch, max_batch)
             with _no_progress_bars():
                 ml = ct.convert(
                     graph,
@@ -181,7 +181,7 @@ def convert(
         "format": "mlprogram",
         "compute_precision": "float32" if precision == "fp32" else "float16",
         "minimum_deployment_target": DEPLOYMENT_TARGET,
-        "batch": batch or f"1..{MAX_BATCH}",
+        "batch": batch or f"1..{max_batch}",
         **({"capture_failures": failures} if failures else {}),
     }
     if getattr(graph, "edgeforge_tracer_warnings", None):
@@ -255,18 +255,13 @@ def zip_package(package: Path, out: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def convert_to_zip(
-    torch_model: Callable[[], Any],
-    shape: tuple[int, int, int],
-    export_onnx: Path,
-    precision: str,
-    out_dir: Path,
-) -> tuple[Path, dict[str, Any]]:
-    """Convert ``torch_model()`` at ``precision`` into ``out_dir/model.mlpackage.zip``, named as the
-    ONNX export ``export_onnx``; returns the zip and the build facts (names, what the program computes
-    in, the package's files; the build record adds the zip's sha256)."""
-    input_name, outputs, batch = onnx_io(export_onnx)
-    ml, meta = convert(torch_model(), tuple(shape), input_name, outputs, batch, precision)
+def convert_to_zip(src: HostSource, out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Convert ``src.torch_model()`` at ``src.precision`` into ``out_dir/model.mlpackage.zip``, named as
+    the ONNX export names its input and outputs; returns the zip and the build facts (names, what the
+    program computes in, the package's files; the build record adds the zip's sha256)."""
+    input_name, outputs, batch = onnx_io(Path(src.export_onnx))
+    model, shape = src.torch_model(), tuple(src.input_shape)
+    ml, meta = convert(model, shape, input_name, outputs, batch, src.precision, src.max_batch)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".mlpackage-") as tmp:
         package = Path(tmp) / PACKAGE

@@ -52,9 +52,7 @@ class CoreMLRuntime(Runtime):
     def convert(self, src: HostSource, out_dir: Path) -> Built:
         """``src``'s PyTorch model converted at its precision into ``out_dir/model.mlpackage.zip``;
         ``meta`` says how (coreml_convert.convert_to_zip)."""
-        artifact, meta = coreml_convert.convert_to_zip(
-            src.torch_model, tuple(src.input_shape), Path(src.export_onnx), src.precision, Path(out_dir)
-        )
+        artifact, meta = coreml_convert.convert_to_zip(src, Path(out_dir))
         return Built(artifact, {"runtime_version": self.version(), **meta})
 
     def not_run_reason(self, fingerprint: dict) -> str | None:

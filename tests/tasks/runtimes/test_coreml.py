@@ -51,7 +51,7 @@ def export_names(path: Path, batch) -> Path:
 
 def source(tmp: Path, precision: str, batch="batch") -> HostSource:
     onnx_path = export_names(tmp / f"export-{batch}.onnx", batch)
-    return HostSource(precision, onnx_path, onnx_path, lambda: Tiny().eval(), (1, 8, 8), lambda: iter(()))
+    return HostSource(precision, onnx_path, onnx_path, lambda: Tiny().eval(), (1, 8, 8), lambda: iter(()), 64)
 
 
 def spec_of(artifact: Path, into: Path):
@@ -98,7 +98,7 @@ def test_the_artifact_is_one_zip_and_nothing_else(built):
 
 def test_names_the_device_model_maps_come_from_the_export(built, tmp_path):
     for p in built:
-        assert coreml_model.io_names(built[p][1]) == ("pixels", ["scores"], 1, coreml_convert.MAX_BATCH)
+        assert coreml_model.io_names(built[p][1]) == ("pixels", ["scores"], 1, 64)  # HostSource.max_batch
     fixed = get_runtime("coreml").convert(source(tmp_path, "fp32", batch=3), tmp_path / "build")
     assert (
         coreml_model.io_names(spec_of(fixed.artifact, tmp_path / "unpacked")) == ("pixels", ["scores"], 3, 3)
@@ -174,7 +174,7 @@ def test_a_model_torch_export_refuses_is_traced_and_the_record_says_so():
     ml, meta = coreml_convert.convert(Branchy().eval(), (1, 8, 8), "pixels", ["scores"], None, "fp32")
     assert meta["source"] == "torch.jit.trace" and "torch.export" in meta["capture_failures"]
     assert any("trace might not generalize" in w or "Python boolean" in w for w in meta["tracer_warnings"])
-    assert coreml_model.io_names(ml.get_spec()) == ("pixels", ["scores"], 1, coreml_convert.MAX_BATCH)
+    assert coreml_model.io_names(ml.get_spec()) == ("pixels", ["scores"], 1, 64)
 
 
 def test_a_precision_core_ml_does_not_build_is_refused():
