@@ -135,7 +135,7 @@ def choose(
     ``graph_optimization_level`` (``all``/``extended``), ``allow_spinning``. openvino:
     ``inference_precision`` (``f32``/``bf16``/``f16``, None = the plugin's own), ``threads``, and per scenario
     (``single_stream``, ``offline``) ``{"performance_hint", "num_streams"}`` (None: the plugin's choice).
-    tensorrt: none here (the recipe of the device's TensorRT version decides).
+    tensorrt: none here (the recipe of the device's TensorRT version decides). coreml: ``compute_units`` (ALL).
     """
     if runtime == "onnxruntime":
         return _onnxruntime(fingerprint, precision, threads, ort_reduce_range)
@@ -144,6 +144,9 @@ def choose(
     if runtime in CPU_THREADED:
         t, why = _threads(fingerprint, threads)
         return {"threads": t, "reasons": {"threads": f"{why} ({runtime}'s XNNPACK threadpool)"}}
+    if runtime == "coreml":  # no thread setting in Core ML; where ops run is its one choice (agent/coreml_model.py)
+        why = "Core ML places each op on the Neural Engine, the GPU or the CPU (ct.ComputeUnit.ALL)"
+        return {"compute_units": "ALL", "reasons": {"compute_units": why}}
     return {"reasons": {"runtime": f"{runtime}: its build recipe decides; no CPU-side choices"}}
 
 

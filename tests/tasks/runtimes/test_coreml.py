@@ -194,6 +194,7 @@ def test_the_stages_convert_record_not_run_and_refuse_to_measure_off_macos(workd
     assert rec["not_run"] == "Core ML runs only on macOS (this target is Linux)" and rec["converted_on_host"]
     assert "checked_on_device" not in rec and rec["input_name"] == "input" and rec["output_names"] == ["logits"]
     assert rec["compute_precision"] == "float32" and rec["artifact"] == "model.mlpackage.zip"
+    assert rec["device_choices"]["compute_units"] == "ALL"  # what the Mac's agent would load it with
     assert sorted(p.name for p in LAYOUT.build_dir("local_coreml", "fp32").iterdir()) == ["build.json", rec["artifact"]]
     assert "no bf16" in read_json(LAYOUT.build_metrics("local_coreml", "bf16"))["skipped"]
     err = capsys.readouterr().err
