@@ -354,9 +354,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"copied in {rec.build_seconds:.2f} s{emulated}",
                 )
                 return
-            if rec.extra.get("not_run"):  # converted on this host for a device that cannot run it
+            if rec.extra.get("not_run"):  # made for a device that cannot run it: benchmark and evaluate are n/a
+                where = "on this host" if rec.extra.get("converted_on_host") else f"on {rec.host}"
                 stage.log(
-                    f"build@{k}", f"converted, not run: {size} in {rec.build_seconds:.2f} s; {rec.extra['not_run']}"
+                    f"build@{k}", f"built {size} {where} in {rec.build_seconds:.2f} s, not run: {rec.extra['not_run']}"
                 )
                 return
             stage.log(f"build@{k}", f"built {size} on {rec.host} in {rec.build_seconds:.2f} s{emulated}")

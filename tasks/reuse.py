@@ -177,19 +177,6 @@ def keep_or_make(metrics: Path, want: str | None, log: Callable[[str], None], ma
     return rec
 
 
-def cannot_run(cfg: Any, target: str) -> str | None:
-    """Why ``target``'s device cannot run what its builds converted on the host, and what to do (its
-    runtime's ``refusal``, from the target's fingerprint), or None when it can."""
-    from tasks.layout import LAYOUT
-    from tasks.records import read_fingerprint
-    from tasks.runtimes import get_runtime
-
-    rt = get_runtime(cfg.target[target].runtime)
-    if not rt.converts_on_host:
-        return None
-    return rt.refusal(target, read_fingerprint(LAYOUT.fingerprint(target), target), LAYOUT.builds(target))
-
-
 def each_measured(
     kind: str,
     cfg: Any,
@@ -208,9 +195,6 @@ def each_measured(
     from tasks.records import not_run_build, skipped_build
 
     t = args.target
-    refusal = cannot_run(cfg, t)
-    if refusal:  # converted on the host for a device that cannot run it (Core ML off macOS)
-        raise stage.StageError(refusal)
     ins = inputs_of("measure", t)
     if args.precision is None:
         prune(metrics_dir(t), set(cfg.build.precisions), ".json")

@@ -110,12 +110,6 @@ class Runtime(abc.ABC):
         converted but not run, and benchmark and evaluate refuse it); None: it can."""
         return None
 
-    def refusal(self, target: str, fingerprint: dict[str, Any], builds: Path) -> str | None:
-        """The error benchmark and evaluate stop with for ``target`` when its device cannot run this
-        runtime's artifacts (:meth:`not_run_reason`; ``builds``: ``artifacts/build/<target>``); None: it can."""
-        why = self.not_run_reason(fingerprint)
-        return None if why is None else f"{target}: {why}; its builds are converted ({builds}/<precision>/), not run"
-
     @abc.abstractmethod
     def version(self) -> str:
         """The backend's version string (recorded with every artifact)."""

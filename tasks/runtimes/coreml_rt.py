@@ -4,8 +4,8 @@
 model -> an ML Program at the precision's compute precision (:mod:`tasks.runtimes.coreml_convert`),
 stored as one deterministic zip, ``model.mlpackage.zip``. A Mac (``os.system`` Darwin in the target's
 fingerprint) then loads it in the device agent (:mod:`tasks.agent.coreml_model`) and runs one batch
-as a check; any other device cannot run Core ML, so the build records "converted, not run"
-(:meth:`CoreMLRuntime.not_run_reason`) and ``measure@<target>`` refuses (:meth:`CoreMLRuntime.refusal`).
+as a check; any other device cannot run Core ML, so the build records it converted, not run
+(:meth:`CoreMLRuntime.not_run_reason`), and its benchmark and evaluation are n/a with that reason.
 
 Precisions: fp32, fp16, int8-minmax (int8 weights, fp16 activations: see coreml_convert); the
 others do not apply (:mod:`tasks.device.support`).
@@ -56,22 +56,14 @@ class CoreMLRuntime(Runtime):
         return Built(artifact, {"runtime_version": self.version(), **meta})
 
     def not_run_reason(self, fingerprint: dict) -> str | None:
-        """Why the device cannot run Core ML (not macOS), or None on a Mac."""
+        """Why the device cannot run Core ML (not macOS) and what to do, or None on a Mac. The build
+        records it as ``not_run``; benchmark and evaluate are then n/a with it."""
         system = _system(fingerprint)
         if system == "Darwin":
             return None
-        return f"Core ML runs only on macOS (this target is {system or 'not macOS: its fingerprint names no OS'})"
-
-    def refusal(self, target_name: str, fingerprint: dict, build_dir: Path) -> str | None:
-        """The error ``measure@<target>`` stops with when the device cannot run Core ML (None on a Mac):
-        what was converted, where, and what to do. ``build_dir``: ``artifacts/build/<target>``."""
-        if self.not_run_reason(fingerprint) is None:
-            return None
-        system = _system(fingerprint) or "not macOS"
         return (
-            f"{target_name} runs Core ML, which runs only on macOS (this target is {system}); the .mlpackage is "
-            f"converted ({build_dir}/<precision>/{coreml_convert.ARTIFACT}); point target {target_name} at a Mac "
-            "over SSH to benchmark and evaluate it (transport: ssh, as conf/target/mac_coreml.yaml)"
+            f"Core ML runs only on macOS (this target is {system or 'not macOS: its fingerprint names no OS'}); "
+            "point the target at a Mac over SSH to benchmark and evaluate the .mlpackage (conf/target/mac_coreml.yaml)"
         )
 
     def build(self, onnx_path: Path, precision: str, out_dir: Path, opts: BuildOptions) -> Built:
