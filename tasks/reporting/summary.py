@@ -33,7 +33,10 @@ def torch_baseline(layout: Layout, target: str) -> dict[str, dict]:
     """PyTorch eager latency per batch size (``{"b1": stats, ...}``) that the target's FP32
     benchmark measured side by side; empty when it did not (no fp32 build, remote target,
     ``bench.torch_baseline`` off)."""
-    rec = BenchmarkRecord.read_if(layout.benchmark_metrics(target, "fp32"))
+    path = layout.benchmark_metrics(target, "fp32")
+    if SkippedRecord.read_if_skipped(path):  # fp32 built but not run on the device (records.not_run_build)
+        return {}
+    rec = BenchmarkRecord.read_if(path)
     return (rec.torch or {}) if rec else {}
 
 
@@ -96,6 +99,10 @@ def row(layout: Layout, target: str, precision: str, torch: dict[str, dict]) -> 
         return skipped_row(k, skipped)
     q = QuantizeRecord.read_if(layout.quantize_metrics(precision))
     b = BuildRecord.read(layout.build_metrics(target, precision))
+    not_run = SkippedRecord.read_if_skipped(layout.benchmark_metrics(target, precision))
+    if not_run:  # built, but its device cannot run it (records.not_run_build): the build's facts, no figures
+        size = {"size_mb": b.size_bytes / 1e6, "build_seconds": b.build_seconds, "runtime_version": b.runtime_version}
+        return {**skipped_row(k, not_run), **size, "artifact_sha256": b.sha256, "host": b.host}
     bench = BenchmarkRecord.read(layout.benchmark_metrics(target, precision))
     ev = EvaluateRecord.read(layout.evaluate_metrics(target, precision))
     lat = bench.latency

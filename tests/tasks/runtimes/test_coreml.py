@@ -19,6 +19,7 @@ from tasks.agent import agent, coreml_model
 from tasks.device.support import support
 from tasks.io import read_json
 from tasks.layout import LAYOUT
+from tasks.reporting import summary
 from tasks.runtimes import BuildError, coreml_convert, get_runtime
 from tasks.runtimes.base import HostSource
 from tests.conftest import build_main, write_params
@@ -207,6 +208,11 @@ def test_the_stages_convert_record_not_run_and_measure_n_a_off_macos(workdir, pa
     assert (
         f"benchmark@local_coreml-fp32: n/a: built (model.mlpackage.zip), not run: {NOT_RUN}" in capsys.readouterr().err
     )
+    # the report's row: n/a with the reason, the build's own facts kept (tasks/reporting/summary.py)
+    row = summary.row(LAYOUT, "local_coreml", "fp32", summary.torch_baseline(LAYOUT, "local_coreml"))
+    assert row["verdict"] == "n/a" and row["skipped"].endswith(NOT_RUN) and row["latency_p50_ms"] is None
+    assert row["runtime"] == "coreml" and row["size_mb"] == rec["size_bytes"] / 1e6
+    assert row["artifact_sha256"] == rec["sha256"]
 
 
 def test_the_agent_zipapp_registers_core_ml_and_refuses_it_off_macos(built, tmp_path):
