@@ -21,7 +21,9 @@ and a Mac runs the result (:mod:`tasks.agent.coreml_model`).
   ``linear_quantize_activations`` calibrates by running the model with ``predict`` (its
   ``ModelDebugger``), which raises "Model prediction is only supported on macOS" on this host, so
   INT8 here is weight compression only and the record says so (``int8_activations``).
-- The artifact is ONE file: the package folder as a deterministic zip (:func:`zip_package`).
+- The artifact is ONE file: the package folder as a deterministic zip (:func:`zip_package`). The package
+  coremltools writes is not byte-reproducible itself (``Manifest.json``'s item identifiers are random
+  UUIDs, and the spec's metadata records the conversion date), so two conversions differ in sha256.
 """
 
 from __future__ import annotations
