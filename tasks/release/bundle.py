@@ -79,9 +79,11 @@ def plan(cfg: Config, summary: dict[str, Any], only: list[str] | None = None) ->
             )
         if not row.get("accepted"):
             raise stage.StageError(f"class {cls!r}: the winner {row['key']} is not accepted ({row.get('reason')})")
-        if row.get("runtime") not in RELEASABLE:
+        rec = BuildRecord.read_if(LAYOUT.build_dir(row["target"], row["precision"]) / "build.json")
+        runtime = rec.runtime if rec else row.get("runtime")
+        if runtime not in RELEASABLE:
             raise stage.StageError(
-                f"class {cls!r}: the winner {row['key']} runs {row.get('runtime')}, which releases cannot ship yet "
+                f"class {cls!r}: the winner {row['key']} runs {runtime}, which releases cannot ship yet "
                 f"(the device agent installs {', '.join(RELEASABLE)} bundles): leave its target out of build.targets "
                 "for the release run, or release another class (--classes)"
             )
