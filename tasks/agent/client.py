@@ -39,6 +39,7 @@ DEVICE_MODULES = (
     "executorch_model",
     "hailo",
     "coreml_model",
+    "litert_model",
 )
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MAIN = """\"\"\"EdgeForge device agent (zipapp): agent.py's commands and those of its other modules.\"\"\"

@@ -286,7 +286,7 @@ class Hailo:
 @dataclass
 class Target:
     transport: Literal["local", "ssh"] = f("local", "how the device is reached: this machine, or SSH")
-    runtime: Literal["onnxruntime", "openvino", "tensorrt", "executorch", "hailo", "coreml"] = f(
+    runtime: Literal["onnxruntime", "openvino", "tensorrt", "executorch", "hailo", "coreml", "litert"] = f(
         "onnxruntime", "runtime that builds and runs artifacts on the target"
     )
     threads: int | None = f(None, "intra-op threads for the runtime; null = runtime default")

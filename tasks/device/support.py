@@ -32,6 +32,25 @@ def _slow_fp16_gpu(fp: dict[str, Any]) -> str | None:
     return f"{names} computes FP16 at 1/64 of its FP32 rate (emulated: no speed-up expected)"
 
 
+#: LiteRT builds TFLite's converter cannot make (tasks/runtimes/litert_convert.py): why, and what to do
+LITERT_NOT_BUILT = {
+    "bf16": "TFLite's converter writes no bf16 models (its reduced float is float16 weights): build fp16 or fp32",
+    "int8-entropy": "TFLite's converter calibrates INT8 with min/max only (int8-minmax); entropy calibration is "
+    "ONNX Runtime's: build int8-minmax for LiteRT",
+    "int8-percentile": "TFLite's converter calibrates INT8 with min/max only (int8-minmax); percentile calibration "
+    "is ONNX Runtime's: build int8-minmax for LiteRT",
+    "int8-mixed": "int8-mixed is a Q/DQ placement searched on the ONNX model; LiteRT converts the FP32 export and "
+    "quantizes every op its converter can: build int8-minmax for LiteRT",
+}
+# TensorFlow's float16 quantization guide: "the float16 weights are upsampled to float32 prior to the first
+# inference" on the CPU; XNNPACK computes FP16 only when forced (TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16), which
+# ai_edge_litert's Python Interpreter does not set
+LITERT_FP16 = (
+    "LiteRT's CPU interpreter upcasts float16 weights to float32 before the first inference and XNNPACK computes "
+    "in FP32 (emulated: a smaller file, no speed-up expected)"
+)
+
+
 @dataclass(frozen=True)
 class Support:
     """``skipped``: why the build does not apply and what to do (None: build it); ``emulated``: why
@@ -57,6 +76,8 @@ def _emulated_reason(fp: dict[str, Any], runtime: str, precision: str) -> str | 
         return None
     if precision != "fp16":
         return None
+    if runtime == "litert":
+        return LITERT_FP16
     if runtime == "tensorrt":
         return _slow_fp16_gpu(fp)
     if runtime == "openvino" and not native_fp16(fp):
@@ -114,6 +135,8 @@ def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "s
             skipped="Hailo-8/8L run INT8 (16-bit for some layers) only; the Dataflow Compiler quantizes every "
             "build: build int8-* for this target"
         )
+    if runtime == "litert" and precision in LITERT_NOT_BUILT:
+        return Support(skipped=LITERT_NOT_BUILT[precision])
     why = _emulated_reason(fp, runtime, precision)
     if why is None:
         return Support()
