@@ -97,9 +97,13 @@ def _no_download(sample_nhwc: np.ndarray) -> Iterator[None]:
         impl.download_test_image_data = saved
 
 
-def to_keras(onnx_path: Path, input_name: str, sample: np.ndarray, work: Path) -> Any:
-    """The onnx2tf Keras model of ``onnx_path``, its input kept NCHW. onnx2tf prints its progress and
-    warnings at length: they are kept out of the stage's log unless it fails."""
+def to_keras(onnx_path: Path, input_name: str, sample: np.ndarray, work: Path, int8: bool = False) -> Any:
+    """The onnx2tf Keras model of ``onnx_path``, its input kept NCHW. ``int8``: onnx2tf's INT8 mode, whose
+    one difference to the Keras graph is MaxPool's explicit padding: 0 instead of the float minimum (its
+    issue #444). The minimum would join the pooled tensor's range when TFLite's quantizer calibrates it
+    (ResNet-18's stem then got a scale of 1e36 and the interpreter aborted); 0 is exact after a ReLU, and
+    the check against ONNX Runtime shows it where it is not. onnx2tf prints its progress and warnings at
+    length: they are kept out of the stage's log unless it fails."""
     import onnx2tf
 
     chatter, src = io.StringIO(), Path(onnx_path).resolve()  # resolved before the chdir below
@@ -115,6 +119,7 @@ def to_keras(onnx_path: Path, input_name: str, sample: np.ndarray, work: Path) -
                 keep_ncw_or_nchw_or_ncdhw_input_names=[input_name],
                 not_use_onnxsim=True,  # export already simplified it (export.onnxsim); 0.8's CLI differs
                 disable_model_save=True,  # the Keras model is all we take; the TFLite files are ours
+                output_integer_quantized_tflite=int8,
                 verbosity="error",
             )
     except BaseException as e:  # onnx2tf raises whatever its op converters raise, and sys.exit()s on some
@@ -265,7 +270,7 @@ def convert(
     x = np.ascontiguousarray(first[: dims[0] or 2], dtype=np.float32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeforge-onnx2tf-") as work:
-        keras_model = to_keras(Path(onnx_path), input_name, x, Path(work))
+        keras_model = to_keras(Path(onnx_path), input_name, x, Path(work), int8=precision == "int8-minmax")
         perms = output_layouts(keras_model, Path(onnx_path), input_name, x)
         data, quant = tflite_bytes(keras_model, input_name, dims, perms, precision, calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
