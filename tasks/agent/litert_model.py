@@ -42,7 +42,8 @@ class LiteRTModel:
     def __init__(self, path, threads=None, choices=None) -> None:
         lite, self._np = agent._import("ai_edge_litert.interpreter", INSTALL), agent._import("numpy")
         try:
-            self._it = lite.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+            self._threads = int(threads) if threads else None
+            self._it = lite.Interpreter(model_path=str(path), num_threads=self._threads)
             # {key: {"inputs": {name: tensor index}, "outputs": {...}}}: the indices SignatureRunner uses, read
             # without one (a runner holds views of the tensors, and resizing then refuses to run)
             signatures = self._it._get_full_signature_list()
@@ -93,6 +94,18 @@ class LiteRTModel:
         self._it.invoke()
         return self._get()
 
+    def describe(self) -> dict:
+        """What the device ran (the build's check records it): ``int8_ops``/``float_ops``, the
+        interpreter's ops whose outputs are int8 / not (an INT8 build whose ops all stay float shows),
+        ``delegate`` and ``threads``. Counted before delegation: XNNPACK then takes the ops it supports."""
+        np, it = self._np, self._it
+        dtypes = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+        counts = {"int8_ops": 0, "float_ops": 0}
+        for op in it._get_ops_details():
+            int8 = any(dtypes.get(i) == np.int8 for i in op["outputs"])
+            counts["int8_ops" if int8 else "float_ops"] += 1
+        return {**counts, "delegate": "XNNPACK (the Interpreter's default)", "threads": self._threads}
+
     def steps(self) -> list:
         """``infer`` as three steps to time apart (``agent.time_chain``): ``input_copy`` copies the batch
         into the interpreter's input tensor (``set_tensor``), ``compute`` runs the graph (``invoke``),
@@ -100,12 +113,5 @@ class LiteRTModel:
         return [("input_copy", self._put), ("compute", lambda _: self._it.invoke()), ("output_copy", self._get)]
 
 
-def _register() -> None:
-    # the registries arrive with the host-conversion contract; an agent without them has no use for this
-    models, versions = getattr(agent, "MODELS", None), getattr(agent, "VERSIONS", None)
-    if models is not None and versions is not None:
-        models[NAME] = LiteRTModel
-        versions[NAME] = version
-
-
-_register()
+agent.MODELS[NAME] = LiteRTModel
+agent.VERSIONS[NAME] = version

@@ -32,16 +32,6 @@ def _slow_fp16_gpu(fp: dict[str, Any]) -> str | None:
     return f"{names} computes FP16 at 1/64 of its FP32 rate (emulated: no speed-up expected)"
 
 
-#: LiteRT builds TFLite's converter cannot make (tasks/runtimes/litert_convert.py): why, and what to do
-LITERT_NOT_BUILT = {
-    "bf16": "TFLite's converter writes no bf16 models (its reduced float is float16 weights): build fp16 or fp32",
-    "int8-entropy": "TFLite's converter calibrates INT8 with min/max only (int8-minmax); entropy calibration is "
-    "ONNX Runtime's: build int8-minmax for LiteRT",
-    "int8-percentile": "TFLite's converter calibrates INT8 with min/max only (int8-minmax); percentile calibration "
-    "is ONNX Runtime's: build int8-minmax for LiteRT",
-    "int8-mixed": "int8-mixed is a Q/DQ placement searched on the ONNX model; LiteRT converts the FP32 export and "
-    "quantizes every op its converter can: build int8-minmax for LiteRT",
-}
 # TensorFlow's float16 quantization guide: "the float16 weights are upsampled to float32 prior to the first
 # inference" on the CPU; XNNPACK computes FP16 only when forced (TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16), which
 # ai_edge_litert's Python Interpreter does not set
@@ -112,6 +102,12 @@ ONLY = {
         "int8 weights scaled by their own min/max (tasks/runtimes/coreml_convert.py); the other calibrators "
         "calibrate activations, which coremltools does only by running the model (macOS)",
     ),
+    "litert": (
+        ("fp32", "fp16", "int8-minmax"),
+        "LiteRT converts the FP32 export with TFLite's converter: fp32, fp16 (float16 weights) and int8-minmax "
+        "(its own min/max calibration on the calibration split); it writes no bf16 model, and the entropy and "
+        "percentile calibrators and int8-mixed are passes over the ONNX model it does not read",
+    ),
 }
 
 
@@ -135,8 +131,6 @@ def support(fp: dict[str, Any], runtime: str, precision: str, emulated: str = "s
             skipped="Hailo-8/8L run INT8 (16-bit for some layers) only; the Dataflow Compiler quantizes every "
             "build: build int8-* for this target"
         )
-    if runtime == "litert" and precision in LITERT_NOT_BUILT:
-        return Support(skipped=LITERT_NOT_BUILT[precision])
     why = _emulated_reason(fp, runtime, precision)
     if why is None:
         return Support()

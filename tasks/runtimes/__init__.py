@@ -12,6 +12,7 @@ _MODULES = {
     "coreml": "tasks.runtimes.coreml_rt:CoreMLRuntime",
     "executorch": "tasks.runtimes.executorch_rt:ExecuTorchRuntime",
     "hailo": "tasks.runtimes.hailo_rt:HailoRuntime",
+    "litert": "tasks.runtimes.litert_rt:LiteRTRuntime",
     "onnxruntime": "tasks.runtimes.onnxruntime_rt:OnnxRuntime",
     "openvino": "tasks.runtimes.openvino_rt:OpenVinoRuntime",
     "tensorrt": "tasks.runtimes.tensorrt_rt:TensorRTRuntime",

@@ -240,18 +240,6 @@ def tflite_bytes(
     return data, quant
 
 
-def op_counts(model: litert_model.LiteRTModel) -> dict[str, int]:
-    """How many of the interpreter's ops compute in int8 (an int8 output), and how many in float."""
-    ops = model._it._get_ops_details()
-    tensors = {t["index"]: t for t in model._it.get_tensor_details()}
-    out: dict[str, int] = {"int8_ops": 0, "float_ops": 0}
-    for op in ops:
-        dts = [tensors[i]["dtype"] for i in op["outputs"] if i in tensors]
-        key = "int8_ops" if any(d == np.int8 for d in dts) else "float_ops"
-        out[key] += 1
-    return out
-
-
 def convert(
     onnx_path: Path,
     precision: str,
@@ -298,5 +286,5 @@ def convert(
         "transposed_outputs": {n: list(p) for n, p in perms.items() if p != tuple(range(len(p)))},
         "conversion_seconds": seconds,
         "check_max_abs_diff_vs_onnxruntime": {n: float(np.abs(got[n] - ref[n]).max()) for n in out_names},
-        **op_counts(model),
+        **model.describe(),
     }

@@ -18,7 +18,8 @@ from examples.mnist import digits
 from tasks.agent import agent
 from tasks.agent.litert_model import LiteRTModel
 from tasks.device.support import support
-from tasks.runtimes import litert_convert
+from tasks.runtimes import BuildError, Session, get_runtime, litert_convert
+from tasks.runtimes.base import HostSource
 from tasks.runtimes.litert_convert import ConversionError
 
 OUTPUTS = ["classmap", "pooled"]
@@ -137,10 +138,26 @@ def test_no_calibration_data_is_an_error_not_random_data(tiny_onnx, tmp_path):
 
 def test_support_says_which_litert_builds_apply():
     fp = {"cpu": {"model": "Some CPU", "flags": ["avx2", "fma"]}}
-    assert "build fp16 or fp32" in support(fp, "litert", "bf16").skipped
-    for p in ("int8-entropy", "int8-percentile", "int8-mixed"):
-        assert "build int8-minmax for LiteRT" in support(fp, "litert", p).skipped
+    for p in ("bf16", "int8-entropy", "int8-percentile", "int8-mixed"):
+        assert "build fp32 or fp16 or int8-minmax for this target" in support(fp, "litert", p).skipped
     assert support(fp, "litert", "fp32").skipped is None and support(fp, "litert", "int8-minmax").skipped is None
     # fp16 is emulated on every CPU: float16 weights, FP32 compute
     assert "upcasts float16 weights" in support(fp, "litert", "fp16", "measure").emulated
     assert "bench.emulated: measure" in support(fp, "litert", "fp16").skipped
+
+
+def test_the_runtime_converts_a_host_source_and_the_agent_knows_its_model(tiny_onnx, mnist, tmp_path):
+    runtime = get_runtime("litert")
+    assert (runtime.converts_on_host, runtime.artifact_suffix) == (True, ".tflite")
+    assert agent.MODELS["litert"] is LiteRTModel and agent.runtime_version("litert") == runtime.version()
+
+    def src(precision: str) -> HostSource:
+        unused = lambda: pytest.fail("LiteRT converts the ONNX export, not the PyTorch model")  # noqa: E731
+        return HostSource(precision, tmp_path / "q.onnx", tiny_onnx, unused, (1, 28, 28), lambda: iter([mnist[:4]]))
+
+    built = runtime.convert(src("fp32"), tmp_path / "fp32")
+    assert built.artifact == tmp_path / "fp32" / "model.tflite" and built.meta["converter"] == "onnx2tf"
+    session = runtime.load(built.artifact, threads=1)
+    assert isinstance(session, Session) and session.infer(mnist[:2])["pooled"].shape == (2, 5)
+    with pytest.raises(BuildError, match="LiteRT builds fp32, fp16, int8-minmax, not int8-entropy"):
+        runtime.convert(src("int8-entropy"), tmp_path / "entropy")
