@@ -106,6 +106,13 @@ class LiteRTModel:
             counts["int8_ops" if int8 else "float_ops"] += 1
         return {**counts, "delegate": "XNNPACK (the Interpreter's default)", "threads": self._threads}
 
+    #: what each of :meth:`steps` does, for the end-to-end record
+    copies = (
+        "Interpreter.set_tensor: the float32 batch copied into the input tensor (resized when the batch changes)",
+        "Interpreter.invoke (XNNPACK delegate)",
+        "Interpreter.get_tensor: each output copied out, as float32",
+    )
+
     def steps(self) -> list:
         """``infer`` as three steps to time apart (``agent.time_chain``): ``input_copy`` copies the batch
         into the interpreter's input tensor (``set_tensor``), ``compute`` runs the graph (``invoke``),

@@ -14,7 +14,7 @@ from tasks.device import isa
 
 SCENARIOS = ("single_stream", "offline")
 #: runtimes whose CPU kernels (XNNPACK) take a thread count and nothing else from the device
-CPU_THREADED = ("executorch",)
+CPU_THREADED = ("executorch", "litert")
 
 
 # Measured with bench/ort_int8.py (AMD EPYC Zen 4 "Genoa", AVX-512 VNNI, 2 cores, ResNet-18, batch 1).

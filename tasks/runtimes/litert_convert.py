@@ -251,6 +251,9 @@ def convert(
     ``onnx_path``. ``calibration``: () -> float32 NCHW batches of the calibration split (the INT8
     calibration data; the first batch also checks the conversion). Raises ConversionError."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines on stderr
+    # TensorFlow runs the Keras model once here (the layout check): oneDNN's custom ops buy nothing, and
+    # announce themselves on stderr in every build's log
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     input_name, dims, out_names = onnx_io(onnx_path)
     first = next(iter(calibration()), None)
     if first is None or not len(first):
