@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     p.add_argument("--quick", action="store_true", help="one short round (smoke run)")
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument(
+        "--keep", type=Path, default=None, help="folder to keep the .tflite files in and reuse them from (time only)"
+    )
     args = p.parse_args(argv)
     for k, v in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, k, None) is None:
@@ -65,24 +68,27 @@ def main(argv: list[str] | None = None) -> None:
         print("WARNING : the machine is busy: the runtimes compete with other processes (torch's OpenMP pool worst)")
     calib = photos()  # (32, 3, 224, 224) real photos, ImageNet-normalised
     x = np.ascontiguousarray(calib[:1])
-    sessions, sizes = {"torch eager": TorchSession(resnet18(seed=0), "input", ["logits"], threads=args.threads)}, {}
+    sessions = {"torch eager": TorchSession(resnet18(seed=0), "input", ["logits"], threads=args.threads)}
     with tempfile.TemporaryDirectory(prefix="edgeforge-litert-bench-") as td:
-        onnx_path = Path(td) / "resnet18.onnx"
-        export(onnx_path)
+        onnx_path, keep = Path(td) / "resnet18.onnx", args.keep or Path(td)
         for p in PRECISIONS:
-            t0 = time.perf_counter()
-            art, meta = litert_convert.convert(
-                onnx_path, p, lambda: iter([calib[i : i + 8] for i in range(0, len(calib), 8)]), Path(td) / p
-            )
-            sessions[f"LiteRT {p}"], sizes[p] = LiteRTModel(art, args.threads), art.stat().st_size
-            print(
-                f"convert : {p:<11} {time.perf_counter() - t0:5.1f} s, {sizes[p] / 1e6:5.1f} MB, "
-                f"int8/float ops {meta['int8_ops']}/{meta['float_ops']}, "
-                f"max |LiteRT - ORT| {max(meta['check_max_abs_diff_vs_onnxruntime'].values()):.2e}",
-                flush=True,
-            )
-        v = meta["versions"]
-        print(f"versions: onnx2tf {v['onnx2tf']}, tensorflow {v['tensorflow']}, ai-edge-litert {v['ai_edge_litert']}")
+            art, t0 = keep / p / litert_convert.ARTIFACT, time.perf_counter()
+            if art.is_file():
+                print(f"reuse   : {art}")
+            else:
+                if not onnx_path.is_file():
+                    export(onnx_path)
+                batches = [calib[i : i + 8] for i in range(0, len(calib), 8)]
+                art, meta = litert_convert.convert(onnx_path, p, lambda b=batches: iter(b), keep / p)
+                v = meta["versions"]
+                print(
+                    f"convert : {p:<11} {time.perf_counter() - t0:5.1f} s, {art.stat().st_size / 1e6:5.1f} MB, "
+                    f"int8/float ops {meta['int8_ops']}/{meta['float_ops']}, max |LiteRT - ORT| "
+                    f"{max(meta['check_max_abs_diff_vs_onnxruntime'].values()):.2e} (onnx2tf {v['onnx2tf']}, "
+                    f"tensorflow {v['tensorflow']}, ai-edge-litert {v['ai_edge_litert']})",
+                    flush=True,
+                )
+            sessions[f"LiteRT {p}"] = LiteRTModel(art, args.threads)
         names, per = list(sessions), {n: [] for n in sessions}
         for r in range(args.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
