@@ -240,6 +240,21 @@ def tflite_bytes(
     return data, quant
 
 
+def check_scales(path: Path, limit: float = 1e6) -> None:
+    """Refuse an INT8 model whose calibration gave a tensor an absurd scale (a float extreme such as a
+    padding constant of -FLT_MAX joined its range): the interpreter aborts the process on such a model
+    when it allocates, so this reads the scales from the flatbuffer first, without allocating."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    for t in Interpreter(model_path=str(path)).get_tensor_details():
+        scale = (t.get("quantization") or (0.0, 0))[0]
+        if not np.isfinite(scale) or scale > limit:
+            raise ConversionError(
+                f"TFLite's INT8 calibration gave tensor {t['name']!r} a scale of {scale:.3g}: a float extreme "
+                "joined its range (e.g. an explicit padding constant); build fp32 or fp16 for this model"
+            )
+
+
 def convert(
     onnx_path: Path,
     precision: str,
@@ -267,18 +282,22 @@ def convert(
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact, tmp = out_dir / ARTIFACT, out_dir / f".{ARTIFACT}.tmp"
     tmp.write_bytes(data)
-    os.replace(tmp, artifact)
     seconds = time.perf_counter() - t0
-    model = litert_model.LiteRTModel(artifact, threads)
-    got = model.infer(x)
-    import onnxruntime as ort
+    try:  # checked before it takes the artifact's name: a model that fails leaves nothing behind
+        check_scales(tmp)
+        model = litert_model.LiteRTModel(tmp, threads)
+        got = model.infer(x)
+        import onnxruntime as ort
 
-    ref = dict(zip(out_names, ort.InferenceSession(str(onnx_path)).run(None, {input_name: x})))
-    if set(got) != set(out_names) or any(got[n].shape != ref[n].shape for n in out_names):
-        raise ConversionError(
-            f"the .tflite's outputs {[(n, got[n].shape) for n in got]} are not the ONNX model's "
-            f"{[(n, ref[n].shape) for n in out_names]}"
-        )
+        ref = dict(zip(out_names, ort.InferenceSession(str(onnx_path)).run(None, {input_name: x})))
+        if set(got) != set(out_names) or any(got[n].shape != ref[n].shape for n in out_names):
+            raise ConversionError(
+                f"the .tflite's outputs {[(n, got[n].shape) for n in got]} are not the ONNX model's "
+                f"{[(n, ref[n].shape) for n in out_names]}"
+            )
+        os.replace(tmp, artifact)
+    finally:
+        tmp.unlink(missing_ok=True)
     return artifact, {
         "converter": CONVERTER,
         "converter_path": "ONNX -> onnx2tf (Keras) -> tf.lite.TFLiteConverter",

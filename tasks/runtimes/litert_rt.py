@@ -44,7 +44,10 @@ class LiteRTRuntime(Runtime):
                 f"LiteRT builds {', '.join(litert_convert.PRECISIONS)}, not {src.precision} "
                 "(tasks/device/support.py says why); remove it from build.precisions for this target"
             )
-        artifact, meta = litert_convert.convert(src.export_onnx, src.precision, src.calibration, out_dir, src.threads)
+        with agent_errors_as_build_errors():  # the conversion's check loads the model with the agent's code
+            artifact, meta = litert_convert.convert(
+                src.export_onnx, src.precision, src.calibration, out_dir, src.threads
+            )
         return Built(artifact, meta)
 
     def load(self, artifact: Path, threads: int | None = None, choices: dict | None = None) -> Session:

@@ -69,6 +69,10 @@ def _ort(path: Path, x: np.ndarray) -> dict:
     return dict(zip(OUTPUTS, s.run(OUTPUTS, {"input": x})))
 
 
+def _ort_named(path: Path, x: np.ndarray, name: str) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([name], {"input": x})[0]
+
+
 @pytest.mark.parametrize("precision", litert_convert.PRECISIONS)
 def test_each_precision_runs_nchw_by_onnx_names_and_agrees_with_onnxruntime(precision, converted, tiny_onnx, mnist):
     artifact, meta = converted[precision]
@@ -161,3 +165,32 @@ def test_the_runtime_converts_a_host_source_and_the_agent_knows_its_model(tiny_o
     assert isinstance(session, Session) and session.infer(mnist[:2])["pooled"].shape == (2, 5)
     with pytest.raises(BuildError, match="LiteRT builds fp32, fp16, int8-minmax, not int8-entropy"):
         runtime.convert(src("int8-entropy"), tmp_path / "entropy")
+
+
+def test_maxpool_padding_does_not_wreck_int8_calibration(tmp_path, mnist):
+    """ResNet's stem (ReLU, then a 3x3/2 MaxPool padded by 1): onnx2tf pads explicitly, with the float
+    minimum unless in its INT8 mode; TFLite's calibration then gave the pooled tensor a scale of ~1e36
+    and the interpreter aborted the process. The conversion uses the INT8 mode, and refuses such a model."""
+    w = numpy_helper.from_array(np.random.default_rng(1).normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["pooled"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]
+    io = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])]
+    io.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4, 14, 14]))
+    graph = helper.make_graph(nodes, "stem", io[:1], io[1:], [w])
+    path = tmp_path / "stem.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    calib = lambda: iter([mnist[:8]])  # noqa: E731
+    art, meta = litert_convert.convert(path, "int8-minmax", calib, tmp_path / "int8")
+    got = LiteRTModel(art).infer(mnist[8:10])["pooled"]
+    ref = _ort_named(path, mnist[8:10], "pooled")
+    np.testing.assert_allclose(got, ref, atol=0.1 * float(ref.max() - ref.min()), rtol=0)
+    # the same model converted outside onnx2tf's INT8 mode: refused before the interpreter sees it
+    keras = litert_convert.to_keras(path, "input", mnist[:2], tmp_path)
+    perms = litert_convert.output_layouts(keras, path, "input", mnist[:2])
+    data, _ = litert_convert.tflite_bytes(keras, "input", [None, 1, 28, 28], perms, "int8-minmax", calib)
+    (tmp_path / "bad.tflite").write_bytes(data)
+    with pytest.raises(ConversionError, match="a float extreme joined its range"):
+        litert_convert.check_scales(tmp_path / "bad.tflite")
