@@ -26,7 +26,7 @@ SIGNATURE = "serving_default"
 
 def version() -> str:
     """The installed ai-edge-litert's version (package metadata: nothing is imported)."""
-    v = agent._version("ai-edge-litert", "ai-edge-litert-nightly", "tflite-runtime")
+    v = agent._version("ai-edge-litert", "ai-edge-litert-nightly")
     if v is None:
         agent._import("ai_edge_litert.interpreter", INSTALL)  # raises missing_runtime, saying how to install
     return v or "unknown"
