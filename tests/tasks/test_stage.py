@@ -17,7 +17,7 @@ def test_an_unknown_name_is_one_line_naming_the_registered_ones(tmp_path, capsys
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert err == (
-        "edgeforge build@x: error: unknown runtime 'tensorrt2'; registered: coreml, executorch, hailo, onnxruntime, openvino, tensorrt, torch\n"
+        "edgeforge build@x: error: unknown runtime 'tensorrt2'; registered: coreml, executorch, hailo, litert, onnxruntime, openvino, tensorrt, torch\n"
     )
     assert not out.exists()
 
