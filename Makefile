@@ -39,10 +39,11 @@ summary: setup
 	python -m tasks.report --show
 
 # A file's tests run in one worker, in order (the end-to-end modules build on one project each):
-# `-n auto` spreads the files over every core. The slowest tests are listed at the end: CI must
+# `-n auto` spreads the files over every core, the modules that take minutes first (tests/conftest.py
+# SLOW_FIRST; --no-loadscope-reorder keeps that order instead of xdist's most-tests-first). The slowest tests are listed at the end: CI must
 # stay under 20 minutes on 2 cores, and this is where its time goes.
 test: setup lint
-	python -m pytest -q -n auto --dist loadfile --durations=25
+	python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: setup
 	ruff check .

@@ -175,3 +175,35 @@ def run_stages(precisions: list[str], target: str = "local") -> None:
         for stage in (build, benchmark, evaluate):
             stage.main(["--target", target, "--precision", precision])
     report.main([])
+
+
+#: the modules that take minutes (CI's durations), longest first: `make test` runs files on 2 workers
+#: (`--dist loadfile --no-loadscope-reorder`, which keeps this order), so that the long ones start first
+#: and no worker idles at the end while the other runs a long module it took last
+SLOW_FIRST = (
+    "tests/flows/test_watch_e2e.py",
+    "tests/test_examples_e2e.py",
+    "tests/test_pipeline_e2e.py",
+    "tests/test_examples_e2e_more.py",
+    "tests/test_devices_e2e.py",
+    "tests/test_workers_e2e.py",
+    "tests/flows/test_worker.py",
+    "tests/test_real_model.py",
+    "tests/test_fidelity_e2e.py",
+    "tests/flows/test_pipeline.py",
+    "tests/flows/test_dvc_remote.py",
+    "tests/tasks/runtimes/test_executorch_rt.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Slow modules first (:data:`SLOW_FIRST`, then any other e2e-marked one), the rest in collection order."""
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+
+    def key(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        if path in rank:
+            return (0, rank[path])
+        return (1 if item.get_closest_marker("e2e") else 2, 0)
+
+    items.sort(key=key)  # stable: a module's tests keep their order
