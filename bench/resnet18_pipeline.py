@@ -205,6 +205,7 @@ def main(argv=None) -> None:
 
     from bench.resnet18 import resnet18
     from tasks.config import load_config
+    from tasks.device.choices import run_threads
     from tasks.layout import Layout
     from tasks.runtimes import get_runtime
 
@@ -227,9 +228,13 @@ def main(argv=None) -> None:
         if rec.get("skipped"):
             continue
         target = cfg.target[r["target"]]
-        sess = get_runtime(rec["runtime"]).load(bdir / rec["artifact"], target.threads)
+        # as the benchmark stage runs it: the build's device choices and their thread count (LiteRT's
+        # Interpreter would otherwise run on its own default, one thread)
+        choices = {k: v for k, v in (rec.get("device_choices") or {}).items() if k != "reasons"}
+        threads = run_threads(choices, target.threads)
+        sess = get_runtime(rec["runtime"]).load(bdir / rec["artifact"], threads, choices)
         cands[r["key"]] = lambda s=sess: s.infer(x)
-        builds[r["key"]] = (rec, bdir / rec["artifact"], target.threads)
+        builds[r["key"]] = (rec, bdir / rec["artifact"], target.threads)  # own tools: as before
 
     def own_tool(k: str) -> tuple[str, float | None]:
         rec, path, threads = builds[k]
