@@ -333,9 +333,9 @@ class Bench:
     )
     warmup_s: float = f(0.1, "warm-up time before measuring, seconds")
     min_duration_s: float = f(
-        0.5,
-        "measure at least this long, seconds (0.5 s is thousands of calls of a small model; "
-        "3, as trtexec, for a device's thermal steady state)",
+        0.25,
+        "measure at least this long, seconds (0.25 s is thousands of calls of a small model, 28 of a 9 ms one: "
+        "raise it for a large model's p99; 3, as trtexec, for a device's thermal steady state)",
     )
     min_iterations: int = f(20, "and at least this many iterations")
     max_cv: float = f(
