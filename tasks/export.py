@@ -167,8 +167,18 @@ def verify(model: onnx.ModelProto, cfg: Config, path: Path) -> list[str]:
     return [o for o in sess.output_names if o in dd]
 
 
+def checkpoint_fingerprint(cfg: Config) -> dict | None:
+    """The checkpoint this export reads, as DVC tracks it (a dep of this stage): path, size and sha256,
+    hashed before it is read (the release's ``checkpoint_sha256``); None when it is not a file."""
+    path = Path(cfg.model.checkpoint)
+    if not path.is_file():
+        return None
+    return {"path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log: Path = EXPORTER_LOG) -> dict:
     t0 = time.perf_counter()
+    checkpoint = checkpoint_fingerprint(cfg)
     with tempfile.TemporaryDirectory(prefix="edgeforge-export-") as td:
         raw = Path(td) / "raw.onnx"
         if cfg.model.format == "onnx":
@@ -214,6 +224,7 @@ def run(cfg: Config, out: Path, log: Callable[[str], None] = print, exporter_log
         "input_shape": _dims(model.graph.input[0]),
         "not_per_sample": not_per_sample,
         "sha256": sha256_file(out),
+        "checkpoint": checkpoint,
         "seconds": time.perf_counter() - t0,
     }
 

@@ -86,7 +86,7 @@ class Layout:
     # -- checkpoint -------------------------------------------------------------------------
     @property
     def checkpoint_record(self) -> Path:
-        """What ``model.checkpoint`` was when the pipeline last looked (path, sha256, size)."""
+        """What ``model.checkpoint`` was when the checkpoint stage last checked it (path, format)."""
         return self.artifacts / "checkpoint.json"
 
     # -- export / parity --------------------------------------------------------------------

@@ -127,12 +127,12 @@ def test_metrics_show_reports_the_same_numbers(repo):
     assert data["value"] == pytest.approx(summary["rows"][0]["value"]) and data["metric"] == "top1"
 
 
-def test_second_repro_runs_only_the_checkpoint_check_and_logs_nothing(repo):
+def test_second_repro_runs_nothing_and_logs_nothing(repo):
     before = len(mlflow_runs(repo))
     r = sh(["dvc", "repro"], repo)
-    # checkpoint always runs (the file may have changed); an unchanged checkpoint re-runs nothing
-    # downstream, and the devices are not asked (probe --refresh does that)
-    assert set(ran(r.stdout)) == {"checkpoint"}
+    # nothing changed: no stage runs (the checkpoint file is a dep of export and parity, not an
+    # always-changed check), and the devices are not asked (probe --refresh does that)
+    assert ran(r.stdout) == []
     assert len(mlflow_runs(repo)) == before
 
 
@@ -148,7 +148,7 @@ def test_probe_refresh_rewrites_only_a_fingerprint_the_device_no_longer_matches(
     assert "probe@local: unchanged" in r.stderr + r.stdout
     assert "probe@local_openvino: the device changed (000000000000 -> " in r.stderr + r.stdout
     assert json.loads(path.read_text()) == fp and other.stat().st_mtime_ns == mtime
-    assert set(ran(sh(["dvc", "repro"], repo).stdout)) == {"checkpoint"}
+    assert ran(sh(["dvc", "repro"], repo).stdout) == []
 
 
 def test_exp_run_with_too_tight_parity_fails_clearly_and_leaves_no_parity_outputs(repo):
@@ -168,7 +168,7 @@ def test_exp_run_override_reruns_only_affected_stages(repo):
     # `dvc exp run -S` composes params.yaml from conf/ and its own overrides only: FAST goes along
     r = sh(["dvc", "exp", "run", *(a for o in FAST for a in ("-S", o)), "-S", "eval.max_drop=2.0"], repo)
     assert "Stage 'prepare' didn't change, skipping" in r.stdout
-    assert set(ran(r.stdout)) == {"checkpoint", "report", *(f"measure@{t}" for t in TARGETS)}
+    assert set(ran(r.stdout)) == {"report", *(f"measure@{t}" for t in TARGETS)}
     assert yaml.safe_load((repo / "params.yaml").read_text())["eval"]["max_drop"] == 2.0
     assert json.loads((repo / LAYOUT.evaluate_metrics("local", "fp32")).read_text())["max_drop"] == 2.0
 
@@ -189,7 +189,13 @@ def test_exp_run_adding_a_precision_makes_only_it_and_removing_one_prunes_it(rep
     new = [*old, "bf16"]
     overrides = [*FAST, "eval.max_drop=2.0", f"build.precisions=[{','.join(new)}]"]
     r = sh(["dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))], repo)
-    assert set(ran(r.stdout)) == STAGES - {"prepare", "export", "parity", *(f"probe@{t}" for t in TARGETS)}
+    assert set(ran(r.stdout)) == STAGES - {
+        "prepare",
+        "checkpoint",
+        "export",
+        "parity",
+        *(f"probe@{t}" for t in TARGETS),
+    }
     assert kept(r.stdout + r.stderr) == {
         *(f"quantize@{p}" for p in old),
         *(f"{st}@{t}-{p}" for st in ("build", "benchmark", "evaluate") for t in TARGETS for p in old),

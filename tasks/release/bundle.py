@@ -227,9 +227,10 @@ def write_bundle(
 
 def shared_meta(cfg: Config, model: str, version: str, mlflow_info: dict[str, Any]) -> dict[str, Any]:
     """The manifest keys every class of one release shares."""
-    rec, ckpt = LAYOUT.checkpoint_record, Path(cfg.model.checkpoint)
-    # the checkpoint stage's record of the run, else the file itself (a run driven without that stage)
-    ckpt_sha = read_json(rec).get("sha256") if rec.is_file() else sha256_file(ckpt) if ckpt.is_file() else None
+    rec, ckpt = LAYOUT.export_metrics, Path(cfg.model.checkpoint)
+    # what export read (its record: the bytes the ONNX came from), else the file itself (no export record)
+    exported = (read_json(rec).get("checkpoint") or {}) if rec.is_file() else {}
+    ckpt_sha = exported.get("sha256") or (sha256_file(ckpt) if ckpt.is_file() else None)
     return {
         "format": manifest.FORMAT,
         "model": model,

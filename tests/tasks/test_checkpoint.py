@@ -14,7 +14,7 @@ from tasks.io import read_json, sha256_file
 from tasks.layout import LAYOUT
 from tasks.models.errors import CheckpointError
 from tests.conftest import ROOT, write_params
-from tests.e2e import fresh_repo, sh
+from tests.e2e import fresh_repo, ran, sh
 
 
 def _run(workdir) -> subprocess.CompletedProcess:
@@ -28,21 +28,26 @@ def _run(workdir) -> subprocess.CompletedProcess:
     )
 
 
-def test_records_path_format_size_and_sha256_and_leaves_an_unchanged_record_alone(params, model_file, workdir):
+def test_records_path_and_format_and_leaves_an_unchanged_record_alone(params, model_file, workdir):
     checkpoint.main([])
-    rec = read_json(LAYOUT.checkpoint_record)
-    assert rec == {
+    assert read_json(LAYOUT.checkpoint_record) == {"path": "model.pt", "format": "state_dict"}
+    os.utime(LAYOUT.checkpoint_record, (1, 1))
+    model_file.write_bytes(model_file.read_bytes() + b"\0")  # new bytes, same path: export's dep, not this record
+    checkpoint.main([])
+    assert LAYOUT.checkpoint_record.stat().st_mtime == 1
+
+
+def test_export_records_the_sha256_of_the_checkpoint_it_read(params, model_file, workdir):
+    from tasks import export
+
+    cfg = from_dict(Config, params)
+    assert export.checkpoint_fingerprint(cfg) == {
         "path": "model.pt",
-        "format": "state_dict",
         "size_bytes": model_file.stat().st_size,
         "sha256": sha256_file(model_file),
     }
-    os.utime(LAYOUT.checkpoint_record, (1, 1))
-    checkpoint.main([])  # same content: the record is not rewritten, so nothing downstream sees a change
-    assert LAYOUT.checkpoint_record.stat().st_mtime == 1
-    model_file.write_bytes(model_file.read_bytes() + b"\0")
-    checkpoint.main([])
-    assert read_json(LAYOUT.checkpoint_record)["sha256"] == sha256_file(model_file)
+    model_file.unlink()
+    assert export.checkpoint_fingerprint(cfg) is None
 
 
 def test_a_missing_checkpoint_names_the_key_the_path_and_what_to_do(params, workdir):
@@ -91,3 +96,21 @@ def test_dvc_repro_with_a_missing_checkpoint_ends_with_edgeforges_message(tmp_pa
     assert "edgeforge checkpoint: error: model.checkpoint points to models/mine.pt" in out
     assert "Errno 2" not in out and "Traceback" not in out
     assert "Running stage 'export'" not in out
+    # the file arrives: the check passes and export reads it; new bytes under the same path re-run export
+    # and parity (the file is their dep), not the check (its record keeps the path and format)
+    import torch
+
+    from examples.mnist import MnistCNN
+
+    ckpt = repo / "models" / "mine.pt"
+    ckpt.parent.mkdir()
+    for seed, want in ((0, {"checkpoint", "export", "parity"}), (1, {"export", "parity"})):
+        torch.manual_seed(seed)
+        torch.save(MnistCNN().state_dict(), ckpt)
+        assert set(ran(sh(["dvc", "repro", "parity"], repo).stdout)) == want
+        assert read_json(repo / LAYOUT.export_metrics)["checkpoint"]["sha256"] == sha256_file(ckpt)
+    assert ran(sh(["dvc", "repro", "parity"], repo).stdout) == []  # nothing changed: nothing runs
+    # deleted after a successful run with nothing else changed: the check does not run, DVC names the file
+    ckpt.unlink()
+    r = sh(["dvc", "repro", "parity"], repo, check=False)
+    assert r.returncode != 0 and "models/mine.pt" in r.stdout + r.stderr
