@@ -109,7 +109,7 @@ def to_keras(onnx_path: Path, input_name: str, sample: np.ndarray, work: Path, i
     chatter, src = io.StringIO(), Path(onnx_path).resolve()  # resolved before the chdir below
     try:
         with (
-            _no_download(sample.transpose(0, 2, 3, 1)),
+            _no_download(sample.transpose(0, 2, 3, 1) if sample.ndim == 4 else sample),  # an image is NCHW
             contextlib.redirect_stdout(chatter),
             contextlib.chdir(work),  # it writes scratch files into the working folder
         ):
