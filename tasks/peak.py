@@ -13,7 +13,9 @@ a family the runtime cannot run is ``{"skipped": why}`` under ``measured``.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from tasks import stage
 from tasks.agent.client import device
@@ -22,8 +24,10 @@ from tasks.device.peaks import nominal
 from tasks.io import write_json
 from tasks.layout import LAYOUT
 from tasks.records import read_fingerprint
+from tasks.runtimes import gemm
 
-#: runtimes whose peak the agent measures (TensorRT targets keep the data-sheet figures)
+#: runtimes whose peak the agent measures on its own ONNX GEMMs; those of ``gemm.FAMILIES`` get theirs
+#: converted on the host (TensorRT targets keep the data-sheet figures)
 MEASURED_RUNTIMES = ("onnxruntime", "openvino")
 
 
@@ -31,6 +35,32 @@ def _line(fam: str, nom: dict, meas: dict | None) -> str:
     n = f"{nom['gflops']:.1f}" if nom.get("gflops") else "none"
     m = f"{meas['gflops']:.1f}" if meas and meas.get("gflops") else f"none ({(meas or {}).get('skipped', '-')})"
     return f"{fam}: nominal {n} ({nom['basis']}); measured {m}"
+
+
+def _converted_peaks(target_name: str, target, log: Callable[[str], None]) -> dict:
+    """A runtime that converts on the host: its GEMMs converted here (:mod:`tasks.runtimes.gemm`), uploaded,
+    and timed by the agent in the runtime itself; a family that did not convert is skipped with the reason."""
+    with (
+        tempfile.TemporaryDirectory(prefix="edgeforge-gemm-") as td,
+        device(target_name, target, log) as dev,
+        dev.scratch("peak") as folder,
+    ):
+        log(f"converting {target.runtime}'s peak GEMMs on the host ({gemm.LAYERS} x {gemm.SIDE}^3)")
+        made, models = gemm.convert(target.runtime, Path(td), target.threads, gemm.SIDE, gemm.LAYERS), {}
+        for family, artifact in made.items():
+            if isinstance(artifact, Path):
+                for p in sorted(artifact.parent.iterdir()):  # the artifact and its side files (.names)
+                    dev.host.put(p, f"{folder}/{family}-{p.name}")
+                models[family] = f"{folder}/{family}-{artifact.name}"
+        request = {"runtime": target.runtime, "threads": target.threads, "out_dir": folder, "models": models}
+        request |= {
+            "sizes": [gemm.SIDE],
+            "layers": gemm.LAYERS,
+            "sample_shape": gemm.input_shape(target.runtime, gemm.SIDE),
+        }
+        res = dev.call("peak", request) if models else {"runtime_version": None, "threads": target.threads}
+    skipped = {f: {"skipped": why} for f, why in made.items() if isinstance(why, str)}
+    return {**res, "measured": {**skipped, **res.get("measured", {})}}
 
 
 def run(cfg: Config, target_name: str, log: Callable[[str], None] = print) -> dict:
@@ -46,6 +76,11 @@ def run(cfg: Config, target_name: str, log: Callable[[str], None] = print) -> di
         with device(target_name, target, log) as dev, dev.scratch("peak") as folder:
             res = dev.call("peak", {"runtime": target.runtime, "threads": target.threads, "out_dir": folder})
         out.update(runtime_version=res["runtime_version"], threads=res["threads"], measured=res["measured"])
+    elif target.runtime in gemm.FAMILIES:
+        res = _converted_peaks(target_name, target, log)
+        why = f"{target.runtime} builds no GEMM of this family here (its peak GEMMs: {', '.join(gemm.FAMILIES[target.runtime])})"
+        measured = {f: {"skipped": why} for f in out["nominal"]} | res["measured"]
+        out.update(runtime_version=res["runtime_version"], threads=res["threads"], measured=measured)
     else:
         why = f"no GEMM kernel for {target.runtime} in the agent: efficiency is against the nominal peak only"
         out.update(runtime_version=None, threads=target.threads, measured={f: {"skipped": why} for f in out["nominal"]})

@@ -961,20 +961,34 @@ def cmd_peak(req: dict) -> dict:
     Toolkit sweeps working sets). Every session is built first, then timed in ``PEAK_PASSES`` passes
     over all of them (a burst of other load then costs one pass, not a family), each call once to warm
     up and the best call within its share of ``budget_s`` per family counting; the best size wins.
-    ``{family: {"skipped": why}}`` where the runtime cannot run the family."""
+    ``{family: {"skipped": why}}`` where the runtime cannot run the family. A runtime that converts on the
+    host (``MODELS``) gets its GEMMs converted there (``models``: ``{family: artifact}``, one size, input
+    ``sample_shape``), loaded with its model class and timed the same way."""
     runtime, np, layers, budget = _get(req, "runtime"), _import("numpy"), _get(req, "layers"), _get(req, "budget_s")
-    threads, sizes = _get(req, "threads") or os.cpu_count() or 1, _get(req, "sizes")
-    if runtime not in PEAK_PRECISIONS:
-        raise AgentError("bad_input", f"no peak kernel for runtime {runtime!r}; measured: {', '.join(PEAK_PRECISIONS)}")
+    threads, sizes, models = _get(req, "threads") or os.cpu_count() or 1, _get(req, "sizes"), _get(req, "models")
+    if runtime not in PEAK_PRECISIONS and not (runtime in MODELS and models):
+        raise AgentError(
+            "bad_input",
+            f"no peak kernel for runtime {runtime!r}; measured: {', '.join(PEAK_PRECISIONS)}, or a runtime of "
+            "MODELS given its converted GEMMs (models)",
+        )
     res, runs, folder = {}, {}, Path(_get(req, "out_dir"))
     folder.mkdir(parents=True, exist_ok=True)
-    for family in PEAK_PRECISIONS[runtime]:
+    for family in PEAK_PRECISIONS.get(runtime, {}):
         for n in sizes:
             run = _peak_session(runtime, family, gemm_onnx(n, layers, family, np), threads, folder)
             if isinstance(run, str):
                 res[family] = {"skipped": run}
                 break
             runs[family, n] = (run, [])
+    converted = {} if runtime in PEAK_PRECISIONS else models  # a runtime with its own ONNX GEMMs times those
+    for family, artifact in converted.items():
+        try:
+            model, x = MODELS[runtime](artifact, threads, {}), np.ones(_get(req, "sample_shape"), np.float32)
+        except AgentError as e:
+            res[family] = {"skipped": f"{runtime} cannot load its {family} GEMM here: {e}"}
+            continue
+        runs[family, sizes[0]] = (lambda model=model, x=x: model.infer(x), [])
     for _ in range(PEAK_PASSES):
         for run, times in runs.values():
             run()
@@ -986,7 +1000,7 @@ def cmd_peak(req: dict) -> dict:
     for (family, n), (_, times) in runs.items():
         gflops = 2 * n**3 * layers / min(times) / 1e9
         if gflops > res.get(family, {}).get("gflops", 0):
-            rt_precision = PEAK_PRECISIONS[runtime][family]
+            rt_precision = PEAK_PRECISIONS[runtime][family] if runtime in PEAK_PRECISIONS else f"{family} (converted)"
             shape = [layers, n, n, n]
             res[family] = {"gflops": gflops, "runtime": runtime, "runtime_precision": rt_precision, "shape": shape}
             res[family]["seconds"] = min(times)
@@ -1058,6 +1072,10 @@ CHECKS = {
     "min_iterations": (_count, "an int > 0"),
     "sizes": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_count, v)), "a list of GEMM sides > 0"),
     "layers": (_count, "an int > 0 (chained GEMMs)"),
+    "models": (
+        lambda v: v is None or (isinstance(v, dict) and all(_name(k) and _name(p) for k, p in v.items())),
+        "null or {family: the path of the GEMM the host converted}",
+    ),
     "budget_s": (lambda v: isinstance(v, (int, float)) and v > 0, "seconds > 0"),
     "warmup_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
     "min_duration_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "seconds >= 0"),
@@ -1083,6 +1101,7 @@ OPTIONAL = {
     "plugins": None,
     "sizes": [256, 512],
     "layers": 4,
+    "models": None,
     "budget_s": 0.3,  # per family: the best call of 0.3 s gave the same peaks as 0.5 s (within 0.5%, Zen 4)
     "end_to_end_iterations": None,
     "end_to_end_max_s": None,

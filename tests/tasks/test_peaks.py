@@ -4,6 +4,7 @@ roofline's refusal to report an efficiency above 100%."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -213,3 +214,52 @@ def test_the_summary_shows_a_roofline_error_instead_of_a_percentage():
     assert roofline_lines(summary) == ["local-fp32: roofline error: b1: measured"]
     # no row has a nominal figure (no stable clock): that column is left out
     assert "efficiency_nominal" not in dict(columns(summary)) and "efficiency" in dict(columns(summary))
+
+
+@pytest.mark.parametrize("runtime", ["litert", "executorch"])
+def test_a_runtime_converted_on_the_host_gets_its_gemms_converted_and_timed_in_it(runtime, params, monkeypatch):
+    """ExecuTorch and LiteRT have no ONNX front end on the device: the peak stage converts the agent's FP32
+    GEMM with the runtime's own converter (fp32, and int8 calibrated by it), uploads it, and the agent times
+    it in the runtime; the families the runtime builds no GEMM of are skipped with the reason."""
+    from tasks import peak, probe
+    from tasks.io import read_json
+    from tasks.layout import LAYOUT
+    from tasks.runtimes import gemm
+
+    monkeypatch.setattr(gemm, "SIDE", 32)
+    monkeypatch.setattr(gemm, "LAYERS", 1)
+    params["target"]["here"] = {"transport": "local", "runtime": runtime}
+    write_params(params)
+    probe.main(["--target", "here"])
+    peak.main(["--target", "here"])
+    rec = read_json(LAYOUT.peak("here"))
+    assert rec["runtime"] == runtime and rec["runtime_version"]
+    for fam in ("fp32", "int8"):
+        m = rec["measured"][fam]
+        assert m["gflops"] > 0 and m["runtime"] == runtime, m
+        assert m["shape"] == [1, 32, 32, 32] and m["runtime_precision"] == f"{fam} (converted)"
+    for fam in set(rec["measured"]) - {"fp32", "int8"}:
+        assert f"{runtime} builds no GEMM of this family here" in rec["measured"][fam]["skipped"]
+    # the GEMM converted computes what the ONNX one does (the agent timed the FLOPs it counts): LiteRT's model
+    # itself; ExecuTorch's torch module (its conversion is the build's, checked against ONNX Runtime there)
+    check = LAYOUT.peak("here").parent / "check"
+    made = gemm.convert("litert", check, side=32, layers=1, families=("fp32",)) if runtime == "litert" else None
+    if runtime == "executorch":
+        check.mkdir()
+        (check / "gemm.onnx").write_bytes(agent.gemm_onnx(32, 1, "fp32", np))
+    x = np.random.default_rng(2).standard_normal(gemm.input_shape(runtime, 32)).astype(np.float32)
+    want = ort_run(check / "gemm.onnx", x.reshape(32, 32))
+    if made:
+        got = next(iter(agent.MODELS[runtime](made["fp32"], 1, {}).infer(x).values()))
+    else:
+        import torch
+
+        got = gemm._torch_gemm(check / "gemm.onnx")(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got.reshape(32, 32), want, rtol=1e-4, atol=1e-4)
+
+
+def ort_run(path, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
