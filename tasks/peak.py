@@ -40,25 +40,26 @@ def _line(fam: str, nom: dict, meas: dict | None) -> str:
 def _converted_peaks(target_name: str, target, log: Callable[[str], None]) -> dict:
     """A runtime that converts on the host: its GEMMs converted here (:mod:`tasks.runtimes.gemm`), uploaded,
     and timed by the agent in the runtime itself; a family that did not convert is skipped with the reason."""
-    with (
-        tempfile.TemporaryDirectory(prefix="edgeforge-gemm-") as td,
-        device(target_name, target, log) as dev,
-        dev.scratch("peak") as folder,
-    ):
+    res = {"runtime_version": None, "threads": target.threads}
+    with tempfile.TemporaryDirectory(prefix="edgeforge-gemm-") as td:
+        # converted before the device is reached: the connection is not held open through the conversion
         log(f"converting {target.runtime}'s peak GEMMs on the host ({gemm.LAYERS} x {gemm.SIDE}^3)")
-        made, models = gemm.convert(target.runtime, Path(td), target.threads, gemm.SIDE, gemm.LAYERS), {}
-        for family, artifact in made.items():
-            if isinstance(artifact, Path):
-                for p in sorted(artifact.parent.iterdir()):  # the artifact and its side files (.names)
-                    dev.host.put(p, f"{folder}/{family}-{p.name}")
-                models[family] = f"{folder}/{family}-{artifact.name}"
-        request = {"runtime": target.runtime, "threads": target.threads, "out_dir": folder, "models": models}
-        request |= {
-            "sizes": [gemm.SIDE],
-            "layers": gemm.LAYERS,
-            "sample_shape": gemm.input_shape(target.runtime, gemm.SIDE),
-        }
-        res = dev.call("peak", request) if models else {"runtime_version": None, "threads": target.threads}
+        made = gemm.convert(target.runtime, Path(td), target.threads, gemm.SIDE, gemm.LAYERS)
+        if any(isinstance(a, Path) for a in made.values()):
+            with device(target_name, target, log) as dev, dev.scratch("peak") as folder:
+                models = {}
+                for family, artifact in made.items():
+                    if isinstance(artifact, Path):
+                        for p in sorted(artifact.parent.iterdir()):  # the artifact and its side files (.names)
+                            dev.host.put(p, f"{folder}/{family}-{p.name}")
+                        models[family] = f"{folder}/{family}-{artifact.name}"
+                request = {"runtime": target.runtime, "threads": target.threads, "out_dir": folder, "models": models}
+                request |= {
+                    "sizes": [gemm.SIDE],
+                    "layers": gemm.LAYERS,
+                    "sample_shape": gemm.input_shape(target.runtime, gemm.SIDE),
+                }
+                res = dev.call("peak", request)
     skipped = {f: {"skipped": why} for f, why in made.items() if isinstance(why, str)}
     return {**res, "measured": {**skipped, **res.get("measured", {})}}
 
